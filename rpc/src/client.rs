@@ -1,0 +1,568 @@
+//! The multiplexed client.
+//!
+//! One [`Client`] is one connection, shared by any number of threads: each call gets a fresh
+//! request id, and replies are matched by id in whatever order they arrive. There is no
+//! reader thread: a caller waiting for its reply reads the connection itself when nobody else
+//! is, and hands other callers their replies as it meets them ("leader/followers"). A lone
+//! caller therefore costs exactly one write and one read per call, like a plain socket
+//! ping-pong.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::{HandshakeError, Identity, RpcError, TransportError};
+use crate::outbox::{Buffering, Outbox, SendError};
+use crate::protocol::{Envelope, Fault, Frame, Hello, Kind, Welcome, DEFAULT_MAX_FRAME_LEN, MAGIC, PROTOCOL_VERSION};
+use crate::service::{Method, ServiceInfo};
+use crate::transport::{FrameReceiver, PeerInfo, Transport};
+use crate::wait::Wait;
+
+/// How a [`Client`] behaves.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ClientConfig {
+    /// Largest frame payload sent or accepted; default 16 MiB.
+    pub max_frame_len: usize,
+    /// How many outgoing frames may queue while the transport is busy.
+    pub buffering: Buffering,
+    /// How long the opening handshake may take.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            buffering: Buffering::default(),
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl ClientConfig {
+    /// Sets [`max_frame_len`](Self::max_frame_len).
+    pub fn max_frame_len(mut self, max: usize) -> Self {
+        self.max_frame_len = max;
+        self
+    }
+
+    /// Sets [`buffering`](Self::buffering).
+    pub fn buffering(mut self, buffering: Buffering) -> Self {
+        self.buffering = buffering;
+        self
+    }
+
+    /// Sets [`handshake_timeout`](Self::handshake_timeout).
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+}
+
+/// A handle to one connection to a service. Cheap to clone; clones share the connection,
+/// and the connection closes when the last clone is dropped.
+///
+/// # Blocking and non-blocking calls
+///
+/// | you want                               | call                                              |
+/// |----------------------------------------|---------------------------------------------------|
+/// | blocking send, blocking receive        | [`call`](Self::call)                              |
+/// | blocking send, non-blocking receive    | [`start`](Self::start), then [`PendingCall::try_wait`] |
+/// | non-blocking send, blocking receive    | [`try_start`](Self::try_start), then [`PendingCall::wait`] |
+/// | non-blocking send, non-blocking receive| [`try_start`](Self::try_start), then [`PendingCall::try_wait`] |
+///
+/// A deadline bounds both the send and the wait for the reply.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    outbox: Outbox,
+    state: Mutex<State>,
+    replies: Condvar,
+    receiver: Mutex<Box<dyn FrameReceiver>>,
+    next_id: AtomicU64,
+    peer: PeerInfo,
+    service: ServiceInfo,
+}
+
+struct State {
+    /// Some caller is reading the connection.
+    reading: bool,
+    /// Calls awaiting replies: `None` until the reply payload arrives.
+    pending: HashMap<u64, Option<Vec<u8>>>,
+    /// Why the connection is gone.
+    failed: Option<String>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("service", &self.inner.service)
+            .field("peer", &self.inner.peer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Opens a client over `transport` with the default configuration, after a handshake that
+    /// checks both sides speak the same protocol and the same `service` interface.
+    pub fn connect(transport: Transport, service: ServiceInfo) -> Result<Client, RpcError> {
+        Self::connect_with(transport, service, ClientConfig::default())
+    }
+
+    /// Opens a client with `config`.
+    pub fn connect_with(
+        mut transport: Transport,
+        service: ServiceInfo,
+        config: ClientConfig,
+    ) -> Result<Client, RpcError> {
+        transport.set_max_frame_len(config.max_frame_len);
+        handshake(&mut transport, &service, config.handshake_timeout)?;
+        let Transport { sender, receiver, peer } = transport;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                outbox: Outbox::new(sender, config.buffering, peer.name.clone(), config.max_frame_len),
+                state: Mutex::new(State {
+                    reading: false,
+                    pending: HashMap::new(),
+                    failed: None,
+                }),
+                replies: Condvar::new(),
+                receiver: Mutex::new(receiver),
+                // Id 0 is reserved for connection-level errors.
+                next_id: AtomicU64::new(1),
+                peer,
+                service,
+            }),
+        })
+    }
+
+    /// The peer this client is connected to.
+    pub fn peer(&self) -> &PeerInfo {
+        &self.inner.peer
+    }
+
+    /// The service this client speaks.
+    pub fn service(&self) -> &ServiceInfo {
+        &self.inner.service
+    }
+
+    /// Calls `method` with `args` and waits for its reply, until `deadline` if one is given.
+    pub fn call<A, R>(&self, method: Method, args: &A, deadline: Option<Instant>) -> Result<R, RpcError>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        self.start_inner(method, args, deadline, Wait::deadline(deadline))?
+            .wait()
+    }
+
+    /// Sends a call and returns without waiting for the reply. The send itself waits for room
+    /// in the outgoing queue, until `deadline` if one is given.
+    pub fn start<A, R>(&self, method: Method, args: &A, deadline: Option<Instant>) -> Result<PendingCall<R>, RpcError>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        self.start_inner(method, args, deadline, Wait::deadline(deadline))
+    }
+
+    /// Like [`start`](Self::start), but fails with [`RpcError::WouldBlock`] instead of
+    /// waiting for room in the outgoing queue.
+    pub fn try_start<A, R>(
+        &self,
+        method: Method,
+        args: &A,
+        deadline: Option<Instant>,
+    ) -> Result<PendingCall<R>, RpcError>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        self.start_inner(method, args, deadline, Wait::NonBlock)
+    }
+
+    /// Sends a one-way call: no reply is awaited, and none comes. `wait` bounds the wait for
+    /// room in the outgoing queue.
+    pub fn notify<A: Serialize + ?Sized>(&self, method: Method, args: &A, wait: Wait) -> Result<(), RpcError> {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let frame = encode(id, Kind::OneWay, method, args, None)?;
+        self.inner.send(frame, wait, method)
+    }
+
+    fn start_inner<A, R>(
+        &self,
+        method: Method,
+        args: &A,
+        deadline: Option<Instant>,
+        wait: Wait,
+    ) -> Result<PendingCall<R>, RpcError>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let frame = encode(id, Kind::Call, method, args, deadline)?;
+        {
+            let mut st = self.inner.lock();
+            if let Some(reason) = &st.failed {
+                return Err(self.inner.disconnected(method, reason));
+            }
+            st.pending.insert(id, None);
+        }
+        let call = PendingCall {
+            client: self.clone(),
+            id,
+            method,
+            deadline,
+            done: false,
+            _reply: PhantomData,
+        };
+        self.inner.send(frame, wait, method)?;
+        Ok(call)
+    }
+}
+
+fn encode<A: Serialize + ?Sized>(
+    id: u64,
+    kind: Kind,
+    method: Method,
+    args: &A,
+    deadline: Option<Instant>,
+) -> Result<Frame, RpcError> {
+    let timeout_us = deadline.map(|d| d.saturating_duration_since(Instant::now()).as_micros() as u64);
+    let mut frame = Envelope {
+        id,
+        kind,
+        method: method.id,
+        timeout_us,
+    }
+    .frame();
+    frame.encode(args).map_err(|source| RpcError::Encode {
+        method: method.name,
+        source,
+    })?;
+    Ok(frame)
+}
+
+fn handshake(transport: &mut Transport, service: &ServiceInfo, timeout: Duration) -> Result<(), HandshakeError> {
+    let peer = transport.peer.name.clone();
+    let wait = Wait::timeout(timeout);
+    let ours = Identity {
+        version: PROTOCOL_VERSION,
+        service: service.name.clone(),
+        fingerprint: service.fingerprint,
+    };
+    let hello = Hello {
+        magic: MAGIC,
+        version: ours.version,
+        service: ours.service.clone(),
+        fingerprint: ours.fingerprint,
+    };
+    let mut frame = Frame::new();
+    frame.encode(&hello).expect("encoding a hello into a Vec cannot fail");
+    let transport_err = |source: TransportError| HandshakeError::Transport {
+        peer: peer.clone(),
+        source,
+    };
+    transport.send(&mut frame, wait).map_err(transport_err)?;
+    let payload = transport.recv(wait).map_err(transport_err)?;
+    let welcome: Welcome = postcard::from_bytes(&payload).map_err(|e| HandshakeError::Malformed {
+        peer: peer.clone(),
+        detail: format!("undecodable welcome: {e}"),
+    })?;
+    let theirs = Identity {
+        version: welcome.version,
+        service: welcome.service,
+        fingerprint: welcome.fingerprint,
+    };
+    if let Some(mismatch) = crate::server::mismatch(&peer, &ours, &theirs) {
+        return Err(mismatch);
+    }
+    if !welcome.accepted {
+        return Err(HandshakeError::Malformed {
+            peer,
+            detail: "the server refused the connection".into(),
+        });
+    }
+    Ok(())
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn disconnected(&self, method: Method, reason: &str) -> RpcError {
+        RpcError::Disconnected {
+            method: method.name,
+            peer: self.peer.name.clone(),
+            reason: reason.to_owned(),
+        }
+    }
+
+    fn send(&self, frame: Frame, wait: Wait, method: Method) -> Result<(), RpcError> {
+        self.outbox.send(frame, wait).map_err(|e| match e {
+            SendError::WouldBlock => RpcError::WouldBlock {
+                method: method.name,
+                peer: self.peer.name.clone(),
+            },
+            SendError::TimedOut => RpcError::DeadlineExceeded {
+                method: method.name,
+                peer: self.peer.name.clone(),
+            },
+            SendError::TooLarge(source) => RpcError::TooLarge {
+                method: method.name,
+                source,
+            },
+            SendError::Closed(reason) => {
+                let reason = self.lock().failed.clone().unwrap_or(reason);
+                self.disconnected(method, &reason)
+            }
+        })
+    }
+
+    /// Marks the connection failed: every waiting and future call gets `reason`.
+    fn fail(&self, st: &mut State, reason: String) {
+        tracing::debug!(peer = %self.peer.name, %reason, "client connection failed");
+        st.failed.get_or_insert(reason.clone());
+        self.outbox.close(&reason);
+        self.replies.notify_all();
+    }
+
+    /// Files one incoming frame.
+    fn dispatch(&self, st: &mut State, payload: Vec<u8>) {
+        let peer = &self.peer.name;
+        let envelope = match Envelope::decode(&payload) {
+            Ok((envelope, _)) => envelope,
+            Err(e) => return self.fail(st, format!("protocol violation by {peer}: undecodable frame: {e}")),
+        };
+        match envelope.kind {
+            Kind::Error if envelope.id == 0 => {
+                let detail = Envelope::decode(&payload)
+                    .ok()
+                    .and_then(|(_, body)| postcard::from_bytes::<Fault>(body).ok())
+                    .map_or_else(|| "undecodable reason".to_owned(), |f| f.to_string());
+                self.fail(st, format!("the server closed the connection: {detail}"));
+            }
+            Kind::Reply | Kind::Error => match st.pending.get_mut(&envelope.id) {
+                Some(slot @ None) => *slot = Some(payload),
+                Some(Some(_)) => self.fail(
+                    st,
+                    format!(
+                        "protocol violation by {peer}: second reply to request id {}",
+                        envelope.id
+                    ),
+                ),
+                // A reply to a call its caller gave up on.
+                None if envelope.id < self.next_id.load(Ordering::Relaxed) => {
+                    tracing::trace!(id = envelope.id, "dropping reply to an abandoned call")
+                }
+                None => self.fail(
+                    st,
+                    format!(
+                        "protocol violation by {peer}: reply to unknown request id {}",
+                        envelope.id
+                    ),
+                ),
+            },
+            kind => self.fail(
+                st,
+                format!("protocol violation by {peer}: unexpected {kind:?} frame from a server"),
+            ),
+        }
+    }
+
+    /// Waits for the reply to call `id`. `Ok(None)` when `wait` is non-blocking and the reply
+    /// is not there yet.
+    fn wait_reply(&self, id: u64, method: Method, wait: Wait) -> Result<Option<Vec<u8>>, RpcError> {
+        let mut st = self.lock();
+        loop {
+            match st.pending.get_mut(&id) {
+                Some(Some(_)) => return Ok(st.pending.remove(&id).flatten()),
+                Some(None) => {}
+                None => return Err(self.disconnected(method, "the call was already finished")),
+            }
+            if let Some(reason) = st.failed.clone() {
+                st.pending.remove(&id);
+                return Err(self.disconnected(method, &reason));
+            }
+            if !st.reading {
+                st.reading = true;
+                drop(st);
+                let received = self.receiver.lock().unwrap_or_else(|e| e.into_inner()).recv(wait);
+                st = self.lock();
+                st.reading = false;
+                match received {
+                    Ok(payload) => self.dispatch(&mut st, payload),
+                    Err(e) if e.is_retryable() => {
+                        // Let another caller take over reading, then report.
+                        self.replies.notify_all();
+                        if matches!(st.pending.get(&id), Some(Some(_))) {
+                            continue;
+                        }
+                        return self.out_of_time(st, method, wait);
+                    }
+                    Err(e) => {
+                        let reason = match e {
+                            TransportError::Closed { .. } => "the peer closed the connection".to_owned(),
+                            e => e.to_string(),
+                        };
+                        self.fail(&mut st, reason);
+                    }
+                }
+                // Wake callers whose replies arrived, and one to read next.
+                self.replies.notify_all();
+                continue;
+            }
+            match wait.remaining() {
+                Some(left) if left.is_zero() => return self.out_of_time(st, method, wait),
+                Some(left) => st = self.replies.wait_timeout(st, left).unwrap_or_else(|e| e.into_inner()).0,
+                None => st = self.replies.wait(st).unwrap_or_else(|e| e.into_inner()),
+            }
+        }
+    }
+
+    fn out_of_time(&self, st: MutexGuard<'_, State>, method: Method, wait: Wait) -> Result<Option<Vec<u8>>, RpcError> {
+        if wait == Wait::NonBlock {
+            return Ok(None);
+        }
+        // The slot stays until the PendingCall is dropped, which also sends the cancel.
+        drop(st);
+        Err(RpcError::DeadlineExceeded {
+            method: method.name,
+            peer: self.peer.name.clone(),
+        })
+    }
+
+    fn abandon(&self, id: u64, method: Method) {
+        let was_pending = self.lock().pending.remove(&id).is_some();
+        if was_pending {
+            let frame = Envelope {
+                id,
+                kind: Kind::Cancel,
+                method: method.id,
+                timeout_us: None,
+            }
+            .frame();
+            // Best effort: a full queue or a dead connection just means no cancel is sent.
+            let _ = self.outbox.send(frame, Wait::NonBlock);
+        }
+    }
+}
+
+/// A call that has been sent and whose reply has not been taken yet.
+///
+/// Dropping it before the reply is taken abandons the call and tells the server, which may
+/// stop working on it (see [`CallContext::is_cancelled`](crate::CallContext::is_cancelled)).
+#[must_use = "dropping a PendingCall cancels the call"]
+pub struct PendingCall<R> {
+    client: Client,
+    id: u64,
+    method: Method,
+    deadline: Option<Instant>,
+    done: bool,
+    _reply: PhantomData<fn() -> R>,
+}
+
+impl<R> std::fmt::Debug for PendingCall<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingCall")
+            .field("id", &self.id)
+            .field("method", &self.method.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: DeserializeOwned> PendingCall<R> {
+    /// The request id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Waits for the reply, until the call's deadline if it has one.
+    pub fn wait(mut self) -> Result<R, RpcError> {
+        let reply = self
+            .client
+            .inner
+            .wait_reply(self.id, self.method, Wait::deadline(self.deadline));
+        // On a missed deadline `done` stays false, so that dropping `self` cancels the call.
+        self.done = !matches!(reply, Err(RpcError::DeadlineExceeded { .. }));
+        let payload = reply?.expect("a blocking wait returns a reply or an error");
+        self.decode(&payload)
+    }
+
+    /// Returns the reply if it has arrived, `Ok(None)` if not, without waiting.
+    pub fn try_wait(&mut self) -> Result<Option<R>, RpcError> {
+        if self.done {
+            return Err(self
+                .client
+                .inner
+                .disconnected(self.method, "the call was already finished"));
+        }
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            self.done = true;
+            self.client.inner.abandon(self.id, self.method);
+            return Err(RpcError::DeadlineExceeded {
+                method: self.method.name,
+                peer: self.client.inner.peer.name.clone(),
+            });
+        }
+        match self.client.inner.wait_reply(self.id, self.method, Wait::NonBlock) {
+            Ok(None) => Ok(None),
+            Ok(Some(payload)) => {
+                self.done = true;
+                self.decode(&payload).map(Some)
+            }
+            Err(e) => {
+                self.done = true;
+                Err(e)
+            }
+        }
+    }
+
+    fn decode(&self, payload: &[u8]) -> Result<R, RpcError> {
+        let peer = || self.client.inner.peer.name.clone();
+        let (envelope, body) = Envelope::decode(payload).map_err(|source| RpcError::Decode {
+            method: self.method.name,
+            peer: peer(),
+            source,
+        })?;
+        match envelope.kind {
+            Kind::Error => {
+                let fault: Fault = postcard::from_bytes(body).map_err(|source| RpcError::Decode {
+                    method: self.method.name,
+                    peer: peer(),
+                    source,
+                })?;
+                Err(RpcError::Remote {
+                    method: self.method.name,
+                    peer: peer(),
+                    kind: fault.kind,
+                    message: fault.message,
+                })
+            }
+            _ => postcard::from_bytes(body).map_err(|source| RpcError::Decode {
+                method: self.method.name,
+                peer: peer(),
+                source,
+            }),
+        }
+    }
+}
+
+impl<R> Drop for PendingCall<R> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.client.inner.abandon(self.id, self.method);
+        }
+    }
+}

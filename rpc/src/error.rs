@@ -1,0 +1,269 @@
+//! Error types, one enum per layer.
+
+use std::io;
+
+use crate::protocol::FaultKind;
+
+/// A transport failed to move a frame.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// Nothing could be done without waiting, and the caller asked not to wait.
+    #[error("operation on {peer} would block")]
+    WouldBlock {
+        /// The other end.
+        peer: String,
+    },
+    /// The deadline passed before the operation could be done.
+    #[error("operation on {peer} timed out")]
+    TimedOut {
+        /// The other end.
+        peer: String,
+    },
+    /// The wait was cut short by an [`Interrupt`](crate::transport::Interrupt).
+    #[error("operation on {peer} was interrupted")]
+    Interrupted {
+        /// The other end.
+        peer: String,
+    },
+    /// The peer closed the connection cleanly, between two frames.
+    #[error("{peer} closed the connection")]
+    Closed {
+        /// The other end.
+        peer: String,
+    },
+    /// The peer closed the connection in the middle of a frame.
+    #[error("{peer} closed the connection mid-frame: got {got} of {expected} bytes")]
+    Truncated {
+        /// The other end.
+        peer: String,
+        /// Bytes of the frame (length prefix included) that arrived.
+        got: usize,
+        /// Bytes the frame should have had.
+        expected: usize,
+    },
+    /// A frame's length is above the configured maximum; nothing was allocated for it.
+    #[error("frame of {len} bytes from/to {peer} exceeds the maximum of {max} bytes")]
+    FrameTooLarge {
+        /// The other end.
+        peer: String,
+        /// The length the frame claims or has.
+        len: u64,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// An operating-system call failed.
+    #[error("{op} on {peer} failed")]
+    Io {
+        /// What was being done (`read`, `write`, `connect`, ...).
+        op: &'static str,
+        /// The other end, or the address or path concerned.
+        peer: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl TransportError {
+    pub(crate) fn io(op: &'static str, peer: impl Into<String>, source: impl Into<io::Error>) -> Self {
+        TransportError::Io {
+            op,
+            peer: peer.into(),
+            source: source.into(),
+        }
+    }
+
+    /// True for [`WouldBlock`](Self::WouldBlock) and [`TimedOut`](Self::TimedOut): the
+    /// operation may succeed if tried again later; the connection is intact.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            TransportError::WouldBlock { .. } | TransportError::TimedOut { .. }
+        )
+    }
+}
+
+/// What each side of a handshake announced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// Wire protocol version.
+    pub version: u16,
+    /// Service name.
+    pub service: String,
+    /// Schema fingerprint of the service's interface.
+    pub fingerprint: u64,
+}
+
+impl std::fmt::Display for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "service `{}` fingerprint {:#018x} protocol v{}",
+            self.service, self.fingerprint, self.version
+        )
+    }
+}
+
+/// The opening handshake of a connection failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandshakeError {
+    /// The two sides do not speak the same protocol version.
+    #[error("protocol version mismatch with {peer}: this side speaks v{}, the peer v{}", ours.version, theirs.version)]
+    Version {
+        /// The other end.
+        peer: String,
+        /// What this side announced.
+        ours: Identity,
+        /// What the peer announced.
+        theirs: Identity,
+    },
+    /// The client asked for a service the server does not serve.
+    #[error("service mismatch with {peer}: this side has `{}`, the peer has `{}`", ours.service, theirs.service)]
+    Service {
+        /// The other end.
+        peer: String,
+        /// What this side announced.
+        ours: Identity,
+        /// What the peer announced.
+        theirs: Identity,
+    },
+    /// Both sides name the same service but were built against different interfaces.
+    #[error(
+        "schema fingerprint mismatch for service `{}` with {peer}: this side has {:#018x}, the peer has {:#018x} (rebuild both against the same interface)",
+        ours.service, ours.fingerprint, theirs.fingerprint
+    )]
+    Fingerprint {
+        /// The other end.
+        peer: String,
+        /// What this side announced.
+        ours: Identity,
+        /// What the peer announced.
+        theirs: Identity,
+    },
+    /// The peer sent something that is not a procwire handshake.
+    #[error("malformed handshake from {peer}: {detail}")]
+    Malformed {
+        /// The other end.
+        peer: String,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The transport failed during the handshake.
+    #[error("handshake with {peer} failed")]
+    Transport {
+        /// The other end.
+        peer: String,
+        /// The transport failure.
+        #[source]
+        source: TransportError,
+    },
+}
+
+/// A call made through a [`Client`](crate::Client) failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RpcError {
+    /// The connection is gone: the peer closed it, died, or broke the protocol.
+    #[error("call to `{method}` failed: connection to {peer} is gone: {reason}")]
+    Disconnected {
+        /// The method called.
+        method: &'static str,
+        /// The other end.
+        peer: String,
+        /// Why the connection ended.
+        reason: String,
+    },
+    /// The call's deadline passed before its reply arrived.
+    #[error("call to `{method}` on {peer} missed its deadline")]
+    DeadlineExceeded {
+        /// The method called.
+        method: &'static str,
+        /// The other end.
+        peer: String,
+    },
+    /// A non-blocking operation could not proceed without waiting.
+    #[error("call to `{method}` on {peer} would block")]
+    WouldBlock {
+        /// The method called.
+        method: &'static str,
+        /// The other end.
+        peer: String,
+    },
+    /// The server answered the call with an error.
+    #[error("`{method}` on {peer} failed remotely ({kind}): {message}")]
+    Remote {
+        /// The method called.
+        method: &'static str,
+        /// The other end.
+        peer: String,
+        /// What kind of failure the server reported.
+        kind: FaultKind,
+        /// The server's description.
+        message: String,
+    },
+    /// The arguments could not be encoded.
+    #[error("cannot encode the arguments of `{method}`")]
+    Encode {
+        /// The method called.
+        method: &'static str,
+        /// The codec error.
+        #[source]
+        source: postcard::Error,
+    },
+    /// The reply could not be decoded as the expected type.
+    #[error("cannot decode the reply of `{method}` from {peer}")]
+    Decode {
+        /// The method called.
+        method: &'static str,
+        /// The other end.
+        peer: String,
+        /// The codec error.
+        #[source]
+        source: postcard::Error,
+    },
+    /// The frame to send is larger than the connection's maximum.
+    #[error("call to `{method}` is too large to send")]
+    TooLarge {
+        /// The method called.
+        method: &'static str,
+        /// The transport's refusal.
+        #[source]
+        source: TransportError,
+    },
+    /// Connecting failed in the handshake.
+    #[error(transparent)]
+    Handshake(#[from] HandshakeError),
+}
+
+impl RpcError {
+    /// The method name, where the error belongs to a call.
+    pub fn method(&self) -> Option<&'static str> {
+        match self {
+            RpcError::Disconnected { method, .. }
+            | RpcError::DeadlineExceeded { method, .. }
+            | RpcError::WouldBlock { method, .. }
+            | RpcError::Remote { method, .. }
+            | RpcError::Encode { method, .. }
+            | RpcError::Decode { method, .. }
+            | RpcError::TooLarge { method, .. } => Some(method),
+            RpcError::Handshake(_) => None,
+        }
+    }
+}
+
+/// A server failed to start or to accept.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// Accepting a connection failed in a way that stops the server.
+    #[error("accepting connections failed")]
+    Accept(#[source] TransportError),
+    /// A server thread could not be started.
+    #[error("cannot start a server thread")]
+    Spawn(#[source] io::Error),
+    /// A thread of the server panicked outside of any handler.
+    #[error("a server thread panicked")]
+    Panicked,
+}

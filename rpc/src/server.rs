@@ -1,0 +1,517 @@
+//! The concurrent server.
+//!
+//! One acceptor thread per listener; per connection, a small set of threads sharing it as
+//! leader and followers: the thread holding the receiver reads one request, hands the
+//! receiver to the next idle thread of the connection (starting one, up to
+//! [`ServerConfig::max_calls_per_connection`], if none is idle), runs the handler and writes
+//! the reply itself. A lone call thus costs no thread hand-off, slow calls do not block fast
+//! ones on the same connection, and one connection's troubles stay on its own threads.
+
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::error::{HandshakeError, Identity, ServerError, TransportError};
+use crate::outbox::{Buffering, Outbox};
+use crate::protocol::{
+    fault_frame, Envelope, Fault, FaultKind, Frame, Hello, Kind, Welcome, DEFAULT_MAX_FRAME_LEN, MAGIC,
+    PROTOCOL_VERSION,
+};
+use crate::service::{CallContext, Service};
+use crate::transport::{FrameReceiver, Interrupt, Listener, PeerInfo, Transport};
+use crate::wait::Wait;
+
+/// How a [`Server`] behaves.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Largest frame payload sent or accepted; default 16 MiB. A client sending a larger
+    /// frame is told so and disconnected.
+    pub max_frame_len: usize,
+    /// How many outgoing frames (replies) may queue per connection while its transport is
+    /// busy.
+    pub buffering: Buffering,
+    /// How many calls of one connection may run at once; default 16.
+    pub max_calls_per_connection: usize,
+    /// How long a new connection may take to complete its handshake.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            buffering: Buffering::default(),
+            max_calls_per_connection: 16,
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Sets [`max_frame_len`](Self::max_frame_len).
+    pub fn max_frame_len(mut self, max: usize) -> Self {
+        self.max_frame_len = max;
+        self
+    }
+
+    /// Sets [`buffering`](Self::buffering).
+    pub fn buffering(mut self, buffering: Buffering) -> Self {
+        self.buffering = buffering;
+        self
+    }
+
+    /// Sets [`max_calls_per_connection`](Self::max_calls_per_connection) (at least 1).
+    pub fn max_calls_per_connection(mut self, n: usize) -> Self {
+        self.max_calls_per_connection = n.max(1);
+        self
+    }
+
+    /// Sets [`handshake_timeout`](Self::handshake_timeout).
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+}
+
+/// Serves a [`Service`] on a listener or on single connections.
+#[derive(Debug)]
+pub struct Server<S> {
+    service: Arc<S>,
+    config: ServerConfig,
+}
+
+impl<S: Service> Server<S> {
+    /// A server for `service` with the default configuration.
+    pub fn new(service: S) -> Self {
+        Server {
+            service: Arc::new(service),
+            config: ServerConfig::default(),
+        }
+    }
+
+    /// Replaces the configuration.
+    pub fn with_config(mut self, config: ServerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    fn shared(&self) -> Result<Arc<Shared>, ServerError> {
+        Ok(Arc::new(Shared {
+            interrupt: Interrupt::new().map_err(ServerError::Spawn)?,
+            stopping: AtomicBool::new(false),
+            live: Mutex::new(0),
+            idle: Condvar::new(),
+            accept_error: Mutex::new(None),
+        }))
+    }
+
+    /// Accepts and serves connections on `listener` in the background until the returned
+    /// handle stops it.
+    pub fn spawn(self, mut listener: impl Listener) -> Result<ServerHandle, ServerError> {
+        let shared = self.shared()?;
+        listener.set_interrupt(shared.interrupt.clone());
+        let (service, config, sh) = (self.service, self.config, Arc::clone(&shared));
+        spawn_tracked(&shared, "procwire-accept", move || {
+            accept_loop(listener, service, config, sh)
+        })?;
+        Ok(ServerHandle { shared })
+    }
+
+    /// Serves the one connection `transport` (a pipe pair, a FIFO pair, an inherited
+    /// socket) in the background. [`ServerHandle::wait`] returns when it ends.
+    pub fn spawn_connection(self, transport: Transport) -> Result<ServerHandle, ServerError> {
+        let shared = self.shared()?;
+        start_connection(transport, self.service, self.config, &shared)?;
+        Ok(ServerHandle { shared })
+    }
+}
+
+/// Controls a running server. Dropping it stops the server gracefully, like
+/// [`stop`](Self::stop).
+#[derive(Debug)]
+pub struct ServerHandle {
+    shared: Arc<Shared>,
+}
+
+/// Stops a server from another thread (a signal handler thread, say).
+#[derive(Clone, Debug)]
+pub struct Stopper {
+    shared: Arc<Shared>,
+}
+
+impl Stopper {
+    /// Begins a graceful stop; [`ServerHandle::wait`] returns once it is complete.
+    pub fn stop(&self) {
+        self.shared.begin_stop();
+    }
+}
+
+impl ServerHandle {
+    /// Stops gracefully: stops accepting, lets calls in flight finish and send their replies,
+    /// closes every connection, and returns when all server threads have ended.
+    pub fn stop(self) -> Result<(), ServerError> {
+        self.shared.begin_stop();
+        self.wait()
+    }
+
+    /// Waits until the server has ended: stopped through a [`Stopper`], its only connection
+    /// closed (for [`Server::spawn_connection`]), or its listener failed.
+    pub fn wait(self) -> Result<(), ServerError> {
+        self.shared.wait_idle();
+        match self
+            .shared
+            .accept_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            Some(e) => Err(ServerError::Accept(e)),
+            None => Ok(()),
+        }
+    }
+
+    /// A handle that can stop the server from elsewhere.
+    pub fn stopper(&self) -> Stopper {
+        Stopper {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.shared.begin_stop();
+        self.shared.wait_idle();
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    interrupt: Interrupt,
+    stopping: AtomicBool,
+    /// Server threads still running.
+    live: Mutex<usize>,
+    idle: Condvar,
+    accept_error: Mutex<Option<TransportError>>,
+}
+
+impl Shared {
+    fn begin_stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.interrupt.fire();
+    }
+
+    fn wait_idle(&self) {
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        while *live > 0 {
+            live = self.idle.wait(live).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// Counts a server thread for [`Shared::wait_idle`], even if it panics.
+struct LiveGuard(Arc<Shared>);
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        let mut live = self.0.live.lock().unwrap_or_else(|e| e.into_inner());
+        *live -= 1;
+        if *live == 0 {
+            self.0.idle.notify_all();
+        }
+    }
+}
+
+fn spawn_tracked(shared: &Arc<Shared>, name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), ServerError> {
+    *shared.live.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+    let guard = LiveGuard(Arc::clone(shared));
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            let _guard = guard;
+            f()
+        })
+        .map(drop)
+        .map_err(ServerError::Spawn)
+}
+
+fn accept_loop<S: Service>(mut listener: impl Listener, service: Arc<S>, config: ServerConfig, shared: Arc<Shared>) {
+    let addr = listener.local_addr();
+    tracing::debug!(%addr, "accepting connections");
+    while !shared.stopping.load(Ordering::SeqCst) {
+        match listener.accept(Wait::Block) {
+            Ok(transport) => {
+                if let Err(e) = start_connection(transport, Arc::clone(&service), config.clone(), &shared) {
+                    tracing::warn!(%addr, error = %e, "dropping a connection");
+                }
+            }
+            Err(TransportError::Interrupted { .. }) => break,
+            Err(TransportError::Io { source, .. }) if is_transient_accept_error(&source) => {
+                tracing::warn!(%addr, error = %source, "accept failed; retrying in 100 ms");
+                // Out of descriptors or memory: back off rather than spin, but stay stoppable.
+                let _ = crate::transport::wait_interrupt(&shared.interrupt, Duration::from_millis(100));
+            }
+            Err(e) => {
+                tracing::error!(%addr, error = %e, "accept failed; the server stops");
+                *shared.accept_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                shared.begin_stop();
+                break;
+            }
+        }
+    }
+}
+
+fn is_transient_accept_error(e: &std::io::Error) -> bool {
+    use nix::errno::Errno;
+    matches!(
+        e.raw_os_error().map(Errno::from_raw),
+        Some(
+            Errno::EMFILE
+                | Errno::ENFILE
+                | Errno::ENOBUFS
+                | Errno::ENOMEM
+                | Errno::ECONNABORTED
+                | Errno::EPROTO
+                | Errno::EPERM
+        )
+    )
+}
+
+struct Conn<S> {
+    service: Arc<S>,
+    config: ServerConfig,
+    shared: Arc<Shared>,
+    receiver: Mutex<Box<dyn FrameReceiver>>,
+    outbox: Outbox,
+    peer: Arc<PeerInfo>,
+    /// Cancel flags of the calls running now.
+    running: Mutex<HashMap<u64, Arc<AtomicBool>>>,
+    /// Threads of this connection, and how many of them wait to read.
+    threads: AtomicUsize,
+    idle: AtomicUsize,
+    closed: AtomicBool,
+}
+
+fn start_connection<S: Service>(
+    mut transport: Transport,
+    service: Arc<S>,
+    config: ServerConfig,
+    shared: &Arc<Shared>,
+) -> Result<(), ServerError> {
+    transport.set_max_frame_len(config.max_frame_len);
+    transport.receiver.set_interrupt(shared.interrupt.clone());
+    let sh = Arc::clone(shared);
+    spawn_tracked(shared, "procwire-conn", move || {
+        let peer = transport.peer.name.clone();
+        if let Err(e) = handshake(&mut transport, &service, config.handshake_timeout) {
+            tracing::warn!(%peer, error = %e, "handshake failed; connection closed");
+            return;
+        }
+        let Transport { sender, receiver, peer } = transport;
+        let conn = Arc::new(Conn {
+            outbox: Outbox::new(sender, config.buffering, peer.name.clone(), config.max_frame_len),
+            service,
+            config,
+            shared: sh,
+            receiver: Mutex::new(receiver),
+            peer: Arc::new(peer),
+            running: Mutex::new(HashMap::new()),
+            threads: AtomicUsize::new(1),
+            idle: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+        });
+        conn.run();
+    })
+}
+
+/// Compares two handshake identities; `None` when they match.
+pub(crate) fn mismatch(peer: &str, ours: &Identity, theirs: &Identity) -> Option<HandshakeError> {
+    let (peer, ours, theirs) = (peer.to_owned(), ours.clone(), theirs.clone());
+    if ours.version != theirs.version {
+        Some(HandshakeError::Version { peer, ours, theirs })
+    } else if ours.service != theirs.service {
+        Some(HandshakeError::Service { peer, ours, theirs })
+    } else if ours.fingerprint != theirs.fingerprint {
+        Some(HandshakeError::Fingerprint { peer, ours, theirs })
+    } else {
+        None
+    }
+}
+
+fn handshake<S: Service>(transport: &mut Transport, service: &Arc<S>, timeout: Duration) -> Result<(), HandshakeError> {
+    let peer = transport.peer.name.clone();
+    let wait = Wait::timeout(timeout);
+    let transport_err = |source: TransportError| HandshakeError::Transport {
+        peer: peer.clone(),
+        source,
+    };
+    let payload = transport.recv(wait).map_err(transport_err)?;
+    let hello: Hello = match postcard::from_bytes(&payload) {
+        Ok(hello @ Hello { magic: MAGIC, .. }) => hello,
+        _ => {
+            return Err(HandshakeError::Malformed {
+                peer,
+                detail: "the first frame is not a procwire hello".into(),
+            });
+        }
+    };
+    let info = service.info();
+    let ours = Identity {
+        version: PROTOCOL_VERSION,
+        service: info.name,
+        fingerprint: info.fingerprint,
+    };
+    let theirs = Identity {
+        version: hello.version,
+        service: hello.service,
+        fingerprint: hello.fingerprint,
+    };
+    let refusal = mismatch(&peer, &ours, &theirs);
+    let welcome = Welcome {
+        accepted: refusal.is_none(),
+        version: ours.version,
+        service: ours.service,
+        fingerprint: ours.fingerprint,
+    };
+    let mut frame = Frame::new();
+    frame
+        .encode(&welcome)
+        .expect("encoding a welcome into a Vec cannot fail");
+    transport.send(&mut frame, wait).map_err(transport_err)?;
+    match refusal {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+impl<S: Service> Conn<S> {
+    /// The loop every thread of the connection runs: lead (read one request), then work.
+    fn run(self: Arc<Self>) {
+        loop {
+            if self.closed.load(Ordering::SeqCst) || self.shared.stopping.load(Ordering::SeqCst) {
+                break;
+            }
+            self.idle.fetch_add(1, Ordering::SeqCst);
+            let mut receiver = self.receiver.lock().unwrap_or_else(|e| e.into_inner());
+            self.idle.fetch_sub(1, Ordering::SeqCst);
+            if self.closed.load(Ordering::SeqCst) || self.shared.stopping.load(Ordering::SeqCst) {
+                break;
+            }
+            let payload = match receiver.recv(Wait::Block) {
+                Ok(payload) => payload,
+                Err(TransportError::Interrupted { .. } | TransportError::Closed { .. }) => {
+                    self.close("closed");
+                    break;
+                }
+                Err(e @ TransportError::FrameTooLarge { .. }) => {
+                    self.violation(format!("{e}"));
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!(peer = %self.peer.name, error = %e, "connection failed");
+                    self.close(&e.to_string());
+                    break;
+                }
+            };
+            let (envelope, body) = match Envelope::decode(&payload) {
+                Ok(decoded) => decoded,
+                Err(e) => {
+                    self.violation(format!("undecodable frame: {e}"));
+                    break;
+                }
+            };
+            match envelope.kind {
+                Kind::Call | Kind::OneWay => {}
+                Kind::Cancel => {
+                    if let Some(flag) = self.running.lock().unwrap_or_else(|e| e.into_inner()).get(&envelope.id) {
+                        flag.store(true, Ordering::Relaxed);
+                    }
+                    continue;
+                }
+                kind => {
+                    self.violation(format!("unexpected {kind:?} frame from a client"));
+                    break;
+                }
+            }
+            // Promote a follower before working, so the next request is read meanwhile.
+            if self.idle.load(Ordering::SeqCst) == 0
+                && self.threads.load(Ordering::SeqCst) < self.config.max_calls_per_connection
+            {
+                self.threads.fetch_add(1, Ordering::SeqCst);
+                let conn = Arc::clone(&self);
+                if spawn_tracked(&self.shared, "procwire-conn", move || conn.run()).is_err() {
+                    self.threads.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+            drop(receiver);
+            self.handle(envelope, body);
+        }
+        if self.threads.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.outbox.close("server closed the connection");
+        }
+    }
+
+    fn handle(&self, envelope: Envelope, args: &[u8]) {
+        let cancelled = Arc::new(AtomicBool::new(false));
+        if envelope.kind == Kind::Call {
+            self.running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(envelope.id, Arc::clone(&cancelled));
+        }
+        let ctx = CallContext {
+            envelope,
+            deadline: envelope
+                .timeout_us
+                .and_then(|us| Instant::now().checked_add(Duration::from_micros(us))),
+            peer: Arc::clone(&self.peer),
+            cancelled,
+        };
+        let outcome = catch_unwind(AssertUnwindSafe(|| self.service.call(&ctx, args)));
+        if envelope.kind == Kind::Call {
+            self.running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&envelope.id);
+        }
+        let frame = match outcome {
+            Ok(Ok(frame)) => frame,
+            Ok(Err(fault)) => ctx.fault(&fault),
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a non-string panic payload".into());
+                let method = self.service.method_name(envelope.method).unwrap_or("?");
+                tracing::error!(peer = %self.peer.name, method, %message, "handler panicked");
+                ctx.fault(&Fault::new(
+                    FaultKind::Panicked,
+                    format!("method `{method}` panicked: {message}"),
+                ))
+            }
+        };
+        if envelope.kind == Kind::OneWay {
+            return;
+        }
+        if let Err(e) = self.outbox.send(frame, Wait::Block) {
+            tracing::debug!(peer = %self.peer.name, error = ?e, "cannot send a reply");
+        }
+    }
+
+    fn close(&self, reason: &str) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.outbox.close(reason);
+    }
+
+    /// The client broke the protocol: tell it why, then close the connection.
+    fn violation(&self, detail: String) {
+        tracing::warn!(peer = %self.peer.name, %detail, "protocol violation; closing the connection");
+        let frame = fault_frame(0, 0, &Fault::new(FaultKind::Protocol, detail.clone()));
+        let _ = self.outbox.send(frame, Wait::timeout(Duration::from_millis(100)));
+        self.close(&detail);
+    }
+}

@@ -1,0 +1,156 @@
+//! What a server serves: the [`Service`] trait, and the context each call runs in.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::{fault_frame, Envelope, Fault, FaultKind, Frame, Kind};
+use crate::transport::PeerInfo;
+
+/// A service's identity, checked by the handshake on every connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceInfo {
+    /// The service name, e.g. `"calc"`.
+    pub name: String,
+    /// The schema fingerprint: a hash of the interface (method names, argument and return
+    /// types). Client and server must agree on it.
+    pub fingerprint: u64,
+}
+
+impl ServiceInfo {
+    /// A service called `name` with interface fingerprint `fingerprint`.
+    pub fn new(name: impl Into<String>, fingerprint: u64) -> Self {
+        ServiceInfo {
+            name: name.into(),
+            fingerprint,
+        }
+    }
+}
+
+/// One method of a service: its stable id on the wire and its name for messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Method {
+    /// The id carried in each call's envelope.
+    pub id: u32,
+    /// The name, for error messages.
+    pub name: &'static str,
+}
+
+impl Method {
+    /// A method with id `id` called `name`.
+    pub const fn new(id: u32, name: &'static str) -> Self {
+        Method { id, name }
+    }
+}
+
+/// The server side of a service: decodes a call's arguments, runs it, encodes the reply.
+///
+/// `#[procwire::service]` generates implementations; it can also be written by hand.
+///
+/// - [`call`](Self::call) runs on a server thread, possibly on several at once for one
+///   connection, so implementations must be `Sync`.
+/// - A method id the service does not know is answered with [`FaultKind::UnknownMethod`];
+///   arguments that do not decode with [`FaultKind::BadRequest`] (see [`decode_args`]).
+/// - A panic in `call` is caught: the caller gets [`FaultKind::Panicked`] and the server
+///   goes on.
+/// - The reply is built with [`CallContext::reply`]; for a one-way call it is discarded.
+pub trait Service: Send + Sync + 'static {
+    /// The name and fingerprint the handshake checks.
+    fn info(&self) -> ServiceInfo;
+
+    /// The name of method `id`, for messages.
+    fn method_name(&self, id: u32) -> Option<&'static str>;
+
+    /// Runs one call with the postcard-encoded `args`.
+    fn call(&self, ctx: &CallContext, args: &[u8]) -> Result<Frame, Fault>;
+}
+
+impl<S: Service + ?Sized> Service for Arc<S> {
+    fn info(&self) -> ServiceInfo {
+        (**self).info()
+    }
+    fn method_name(&self, id: u32) -> Option<&'static str> {
+        (**self).method_name(id)
+    }
+    fn call(&self, ctx: &CallContext, args: &[u8]) -> Result<Frame, Fault> {
+        (**self).call(ctx, args)
+    }
+}
+
+/// Decodes a call's arguments; a failure is a [`FaultKind::BadRequest`] fault.
+pub fn decode_args<'de, T: Deserialize<'de>>(ctx: &CallContext, args: &'de [u8]) -> Result<T, Fault> {
+    postcard::from_bytes(args).map_err(|e| {
+        Fault::new(
+            FaultKind::BadRequest,
+            format!("cannot decode the arguments of method {}: {e}", ctx.method()),
+        )
+    })
+}
+
+/// Everything a handler may want to know about the call it is running.
+#[derive(Debug)]
+pub struct CallContext {
+    pub(crate) envelope: Envelope,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) peer: Arc<PeerInfo>,
+    pub(crate) cancelled: Arc<AtomicBool>,
+}
+
+impl CallContext {
+    /// The request id.
+    pub fn id(&self) -> u64 {
+        self.envelope.id
+    }
+
+    /// The method id.
+    pub fn method(&self) -> u32 {
+        self.envelope.method
+    }
+
+    /// True for a one-way call, whose reply nobody reads.
+    pub fn is_oneway(&self) -> bool {
+        self.envelope.kind == Kind::OneWay
+    }
+
+    /// When the caller stops waiting, if it set a deadline (measured on this host's clock
+    /// from the time left when the call arrived).
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// True once the caller has given up on the call (dropped it, or its deadline passed
+    /// and it sent a cancel). A long handler may check it and stop early.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+
+    /// The caller's connection: name, and pid/uid/gid where the transport knows them.
+    pub fn peer(&self) -> &PeerInfo {
+        &self.peer
+    }
+
+    /// Encodes `value` as this call's reply.
+    pub fn reply<T: Serialize + ?Sized>(&self, value: &T) -> Result<Frame, Fault> {
+        let mut frame = Envelope {
+            id: self.envelope.id,
+            kind: Kind::Reply,
+            method: self.envelope.method,
+            timeout_us: None,
+        }
+        .frame();
+        frame.encode(value).map_err(|e| {
+            Fault::new(
+                FaultKind::BadReply,
+                format!("cannot encode the reply of method {}: {e}", self.method()),
+            )
+        })?;
+        Ok(frame)
+    }
+
+    /// Encodes `fault` as this call's reply.
+    pub fn fault(&self, fault: &Fault) -> Frame {
+        fault_frame(self.envelope.id, self.envelope.method, fault)
+    }
+}

@@ -1,0 +1,209 @@
+//! Transports: how frames move between two processes.
+//!
+//! A [`Transport`] is one bidirectional connection, made of a [`FrameSender`] and a
+//! [`FrameReceiver`] that can be used from different threads. The client and server are
+//! written once against these traits; each module here supplies one kind of channel:
+//!
+//! | module    | channel                               | how a connection is made                  |
+//! |-----------|---------------------------------------|-------------------------------------------|
+//! | [`unix`]  | Unix stream socket                    | [`unix::connect`], [`unix::Listener`]     |
+//! | [`tcp`]   | TCP (`TCP_NODELAY`)                   | [`tcp::connect`], [`tcp::Listener`]       |
+//! | [`pipe`]  | two anonymous pipes                   | [`pipe::pair`], inherited by a child      |
+//! | [`fifo`]  | two named FIFOs in a directory        | [`fifo::open`] on each side               |
+//!
+//! # Blocking, timeouts and non-blocking use
+//!
+//! Every send, receive and accept takes a [`Wait`]: [`Wait::Block`], [`Wait::Until`] a
+//! deadline, or [`Wait::NonBlock`], which fails at once with
+//! [`TransportError::WouldBlock`]. Sending and receiving are independent, so all four
+//! combinations are expressible, per call:
+//!
+//! | send \ receive | blocking receive                       | non-blocking receive                      |
+//! |----------------|----------------------------------------|-------------------------------------------|
+//! | blocking       | `send(f, Wait::Block)`, `recv(Wait::Block)` | `send(f, Wait::Block)`, `recv(Wait::NonBlock)` |
+//! | non-blocking   | `send(f, Wait::NonBlock)`, `recv(Wait::Block)` | `send(f, Wait::NonBlock)`, `recv(Wait::NonBlock)` |
+//!
+//! # The contract every transport keeps
+//!
+//! - Frames arrive whole, in the order sent, or not at all; a receiver never yields part of one.
+//! - A frame whose length is above the receiver's maximum is refused with
+//!   [`TransportError::FrameTooLarge`] before anything is allocated for it.
+//! - A `WouldBlock` or `TimedOut` receive loses nothing: bytes of a partly received frame are
+//!   kept, and the next receive continues where it stopped.
+//! - A `WouldBlock` or `TimedOut` send either took the frame whole (`Ok`) or did not take it
+//!   at all (`Err`). A frame that was only partly written is kept and finished by
+//!   [`FrameSender::flush`] or the next send; [`FrameSender::has_pending`] says so.
+//! - The peer closing between frames is [`TransportError::Closed`]; closing inside a frame is
+//!   [`TransportError::Truncated`].
+//! - A receive or accept blocked on an [`Interrupt`] that fires returns
+//!   [`TransportError::Interrupted`].
+
+pub mod fifo;
+pub mod pipe;
+mod stream;
+pub mod tcp;
+pub mod unix;
+
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::Arc;
+
+use nix::sys::eventfd::{EfdFlags, EventFd};
+
+use crate::error::TransportError;
+use crate::protocol::Frame;
+use crate::wait::Wait;
+
+pub use stream::{StreamReceiver, StreamSender};
+
+/// The sending half of a connection.
+pub trait FrameSender: Send + 'static {
+    /// Sends one frame, waiting as `wait` allows. See the [module docs](self) for what a
+    /// `WouldBlock` or `TimedOut` means for the frame.
+    fn send(&mut self, frame: &mut Frame, wait: Wait) -> Result<(), TransportError>;
+
+    /// Finishes writing a frame that an earlier non-blocking or deadline-bound send left
+    /// partly written.
+    fn flush(&mut self, wait: Wait) -> Result<(), TransportError>;
+
+    /// True while part of an earlier frame is still waiting to be written.
+    fn has_pending(&self) -> bool;
+
+    /// Closes the sending direction: the peer's receiver sees the end of the stream once
+    /// every frame already taken has arrived.
+    fn close(&mut self);
+
+    /// Sets the largest payload this side will send.
+    fn set_max_frame_len(&mut self, max: usize);
+}
+
+/// The receiving half of a connection.
+pub trait FrameReceiver: Send + 'static {
+    /// Receives one frame's payload, waiting as `wait` allows.
+    fn recv(&mut self, wait: Wait) -> Result<Vec<u8>, TransportError>;
+
+    /// Makes waits in [`recv`](Self::recv) end with [`TransportError::Interrupted`] once
+    /// `interrupt` fires.
+    fn set_interrupt(&mut self, interrupt: Interrupt);
+
+    /// Sets the largest payload accepted; a longer frame is refused before allocation.
+    fn set_max_frame_len(&mut self, max: usize);
+}
+
+/// Accepts incoming connections.
+pub trait Listener: Send + 'static {
+    /// Accepts one connection, waiting as `wait` allows.
+    fn accept(&mut self, wait: Wait) -> Result<Transport, TransportError>;
+
+    /// Makes waits in [`accept`](Self::accept) end with [`TransportError::Interrupted`] once
+    /// `interrupt` fires.
+    fn set_interrupt(&mut self, interrupt: Interrupt);
+
+    /// A description of the address, for messages.
+    fn local_addr(&self) -> String;
+}
+
+/// Who is on the other end of a connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// A description for messages: `unix:/run/app.sock`, `tcp:127.0.0.1:4000`, ...
+    pub name: String,
+    /// The peer process's credentials, where the transport knows them.
+    pub credentials: Option<Credentials>,
+}
+
+impl PeerInfo {
+    /// A peer known only by name.
+    pub fn named(name: impl Into<String>) -> Self {
+        PeerInfo {
+            name: name.into(),
+            credentials: None,
+        }
+    }
+}
+
+/// A peer process's identity, as the kernel reports it (`SO_PEERCRED`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Credentials {
+    /// Process id.
+    pub pid: i32,
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+}
+
+/// One bidirectional connection: a sender, a receiver, and who the peer is.
+pub struct Transport {
+    /// The sending half.
+    pub sender: Box<dyn FrameSender>,
+    /// The receiving half.
+    pub receiver: Box<dyn FrameReceiver>,
+    /// The other end.
+    pub peer: PeerInfo,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transport")
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Transport {
+    /// Sends one frame.
+    pub fn send(&mut self, frame: &mut Frame, wait: Wait) -> Result<(), TransportError> {
+        self.sender.send(frame, wait)
+    }
+
+    /// Sets the largest payload sent or accepted on this connection (default
+    /// [`DEFAULT_MAX_FRAME_LEN`](crate::protocol::DEFAULT_MAX_FRAME_LEN)).
+    pub fn set_max_frame_len(&mut self, max: usize) {
+        self.sender.set_max_frame_len(max);
+        self.receiver.set_max_frame_len(max);
+    }
+
+    /// Receives one frame's payload.
+    pub fn recv(&mut self, wait: Wait) -> Result<Vec<u8>, TransportError> {
+        self.receiver.recv(wait)
+    }
+}
+
+/// A wake-up that ends blocked receives and accepts, from any thread, once and for all.
+///
+/// Backed by an eventfd: once fired it stays readable, so every wait that includes it ends.
+#[derive(Clone, Debug)]
+pub struct Interrupt {
+    fd: Arc<EventFd>,
+}
+
+impl Interrupt {
+    /// A new interrupt that has not fired.
+    pub fn new() -> std::io::Result<Self> {
+        let fd = EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
+        Ok(Interrupt { fd: Arc::new(fd) })
+    }
+
+    /// Fires the interrupt. Idempotent.
+    pub fn fire(&self) {
+        // EAGAIN only if the counter would overflow, which means it has fired already.
+        let _ = self.fd.write(1);
+    }
+
+    /// The file descriptor to include in a poll set; readable once fired.
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// Waits until `interrupt` fires or `timeout` passes; true if it fired.
+pub(crate) fn wait_interrupt(interrupt: &Interrupt, timeout: std::time::Duration) -> bool {
+    stream::wait_ready(
+        interrupt.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+        Wait::timeout(timeout),
+        None,
+        "interrupt",
+    )
+    .is_ok()
+}

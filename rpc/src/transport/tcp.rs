@@ -1,0 +1,97 @@
+//! TCP, with `TCP_NODELAY` so small frames leave at once.
+
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::os::fd::{AsFd, OwnedFd};
+
+use nix::poll::PollFlags;
+
+use super::stream::{self, FdKind, StreamReceiver, StreamSender};
+use super::{Interrupt, PeerInfo, Transport};
+use crate::error::TransportError;
+use crate::wait::Wait;
+
+/// Connects to `addr`.
+pub fn connect(addr: impl ToSocketAddrs + std::fmt::Debug) -> Result<Transport, TransportError> {
+    let name = format!("tcp:{addr:?}");
+    let stream = TcpStream::connect(&addr).map_err(|e| TransportError::io("connect", name, e))?;
+    from_stream(stream)
+}
+
+/// Wraps a connected TCP stream.
+pub fn from_stream(stream: TcpStream) -> Result<Transport, TransportError> {
+    let name = match stream.peer_addr() {
+        Ok(addr) => format!("tcp:{addr}"),
+        Err(_) => "tcp:?".to_owned(),
+    };
+    stream
+        .set_nodelay(true)
+        .map_err(|e| TransportError::io("setsockopt TCP_NODELAY", name.clone(), e))?;
+    let fd = OwnedFd::from(stream);
+    let read = fd.try_clone().map_err(|e| TransportError::io("dup", name.clone(), e))?;
+    Ok(Transport {
+        sender: Box::new(StreamSender::new(fd, FdKind::Socket, name.clone())?),
+        receiver: Box::new(StreamReceiver::new(read, name.clone())?),
+        peer: PeerInfo::named(name),
+    })
+}
+
+/// A listening TCP socket.
+#[derive(Debug)]
+pub struct Listener {
+    listener: TcpListener,
+    addr: SocketAddr,
+    interrupt: Option<Interrupt>,
+}
+
+impl Listener {
+    /// Binds `addr`; port 0 picks a free port, see [`addr`](Self::addr).
+    pub fn bind(addr: impl ToSocketAddrs + std::fmt::Debug) -> Result<Self, TransportError> {
+        let name = format!("tcp:{addr:?}");
+        let listener = TcpListener::bind(&addr).map_err(|e| TransportError::io("bind", name.clone(), e))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| TransportError::io("fcntl", name.clone(), e))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| TransportError::io("getsockname", name, e))?;
+        Ok(Listener {
+            listener,
+            addr,
+            interrupt: None,
+        })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl super::Listener for Listener {
+    fn accept(&mut self, wait: Wait) -> Result<Transport, TransportError> {
+        loop {
+            match self.listener.accept() {
+                Ok((stream, _)) => return from_stream(stream),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    stream::wait_ready(
+                        self.listener.as_fd(),
+                        PollFlags::POLLIN,
+                        wait,
+                        self.interrupt.as_ref(),
+                        &self.local_addr(),
+                    )?;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(TransportError::io("accept", self.local_addr(), e)),
+            }
+        }
+    }
+
+    fn set_interrupt(&mut self, interrupt: Interrupt) {
+        self.interrupt = Some(interrupt);
+    }
+
+    fn local_addr(&self) -> String {
+        format!("tcp:{}", self.addr)
+    }
+}

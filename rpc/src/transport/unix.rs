@@ -1,0 +1,118 @@
+//! Unix stream sockets.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+
+use nix::poll::PollFlags;
+use nix::sys::socket::{getsockopt, sockopt};
+
+use super::stream::{self, FdKind, StreamReceiver, StreamSender};
+use super::{Credentials, Interrupt, PeerInfo, Transport};
+use crate::error::TransportError;
+use crate::wait::Wait;
+
+/// Connects to the Unix socket at `path`.
+pub fn connect(path: impl AsRef<Path>) -> Result<Transport, TransportError> {
+    let path = path.as_ref();
+    let name = format!("unix:{}", path.display());
+    let stream = UnixStream::connect(path).map_err(|e| TransportError::io("connect", name.clone(), e))?;
+    from_stream(stream, name)
+}
+
+/// Wraps a connected Unix stream socket (from `socketpair`, an inherited descriptor, ...).
+pub fn from_stream(stream: UnixStream, name: impl Into<String>) -> Result<Transport, TransportError> {
+    let name = name.into();
+    let fd = OwnedFd::from(stream);
+    let credentials = getsockopt(&fd, sockopt::PeerCredentials).ok().map(|c| Credentials {
+        pid: c.pid(),
+        uid: c.uid(),
+        gid: c.gid(),
+    });
+    let read = fd.try_clone().map_err(|e| TransportError::io("dup", name.clone(), e))?;
+    Ok(Transport {
+        sender: Box::new(StreamSender::new(fd, FdKind::Socket, name.clone())?),
+        receiver: Box::new(StreamReceiver::new(read, name.clone())?),
+        peer: PeerInfo { name, credentials },
+    })
+}
+
+/// A connected pair of Unix-socket transports, e.g. for a parent and the child it forks.
+pub fn pair() -> Result<(Transport, Transport), TransportError> {
+    let (a, b) = UnixStream::pair().map_err(|e| TransportError::io("socketpair", "unix:socketpair", e))?;
+    Ok((from_stream(a, "unix:socketpair")?, from_stream(b, "unix:socketpair")?))
+}
+
+/// A listening Unix socket. The socket file is removed when the listener is dropped.
+#[derive(Debug)]
+pub struct Listener {
+    listener: UnixListener,
+    path: PathBuf,
+    interrupt: Option<Interrupt>,
+}
+
+impl Listener {
+    /// Binds `path`. A stale socket file left by a dead server is replaced; a live one is an
+    /// "address in use" error.
+    pub fn bind(path: impl AsRef<Path>) -> Result<Self, TransportError> {
+        let path = path.as_ref().to_path_buf();
+        let name = format!("unix:{}", path.display());
+        let listener = match UnixListener::bind(&path) {
+            Ok(l) => l,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && UnixStream::connect(&path).is_err() => {
+                std::fs::remove_file(&path).map_err(|e| TransportError::io("remove stale socket", name.clone(), e))?;
+                UnixListener::bind(&path).map_err(|e| TransportError::io("bind", name.clone(), e))?
+            }
+            Err(e) => return Err(TransportError::io("bind", name, e)),
+        };
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| TransportError::io("fcntl", name, e))?;
+        Ok(Listener {
+            listener,
+            path,
+            interrupt: None,
+        })
+    }
+
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl super::Listener for Listener {
+    fn accept(&mut self, wait: Wait) -> Result<Transport, TransportError> {
+        let name = self.local_addr();
+        loop {
+            match self.listener.accept() {
+                Ok((stream, _)) => return from_stream(stream, name),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    stream::wait_ready(
+                        self.listener.as_fd(),
+                        PollFlags::POLLIN,
+                        wait,
+                        self.interrupt.as_ref(),
+                        &name,
+                    )?;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(TransportError::io("accept", name, e)),
+            }
+        }
+    }
+
+    fn set_interrupt(&mut self, interrupt: Interrupt) {
+        self.interrupt = Some(interrupt);
+    }
+
+    fn local_addr(&self) -> String {
+        format!("unix:{}", self.path.display())
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
