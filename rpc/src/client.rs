@@ -550,7 +550,7 @@ impl<R: DeserializeOwned> PendingCall<R> {
                     message: fault.message,
                 })
             }
-            _ => postcard::from_bytes(body).map_err(|source| RpcError::Decode {
+            _ => crate::protocol::decode_exact(body).map_err(|source| RpcError::Decode {
                 method: self.method.name,
                 peer: peer(),
                 source,

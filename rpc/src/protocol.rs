@@ -226,3 +226,12 @@ pub fn fault_frame(id: u64, method: u32, fault: &Fault) -> Frame {
     frame.encode(fault).expect("encoding a fault into a Vec cannot fail");
     frame
 }
+
+/// Decodes a body that must hold exactly one `T`: trailing bytes are an error, since
+/// postcard is not self-describing and leftovers are the one sign of a value of another type.
+pub fn decode_exact<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<T, postcard::Error> {
+    match postcard::take_from_bytes(body)? {
+        (value, []) => Ok(value),
+        _ => Err(postcard::Error::DeserializeBadEncoding),
+    }
+}

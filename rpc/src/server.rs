@@ -403,7 +403,9 @@ impl<S: Service> Conn<S> {
             let payload = match receiver.recv(Wait::Block) {
                 Ok(payload) => payload,
                 Err(TransportError::Interrupted { .. } | TransportError::Closed { .. }) => {
-                    self.close("closed");
+                    // Stopping, or the client is done sending: calls in flight still get their
+                    // replies; the last thread out closes the connection.
+                    self.closed.store(true, Ordering::SeqCst);
                     break;
                 }
                 Err(e @ TransportError::FrameTooLarge { .. }) => {

@@ -81,7 +81,7 @@ impl<S: Service + ?Sized> Service for Arc<S> {
 
 /// Decodes a call's arguments; a failure is a [`FaultKind::BadRequest`] fault.
 pub fn decode_args<'de, T: Deserialize<'de>>(ctx: &CallContext, args: &'de [u8]) -> Result<T, Fault> {
-    postcard::from_bytes(args).map_err(|e| {
+    crate::protocol::decode_exact(args).map_err(|e| {
         Fault::new(
             FaultKind::BadRequest,
             format!("cannot decode the arguments of method {}: {e}", ctx.method()),

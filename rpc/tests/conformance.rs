@@ -1,1 +1,529 @@
-fn main() {}
+//! The conformance suite: every transport must pass every case, with the server in a real
+//! child process (this test binary, re-executed in a child role).
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use libtest_mimic::{Arguments, Failed, Trial};
+use procwire_rpc::protocol::{Envelope, Hello, Kind as FrameKind, Welcome, MAGIC, PROTOCOL_VERSION};
+use procwire_rpc::serde_bytes::ByteBuf;
+use procwire_rpc::{Buffering, Client, ClientConfig, FaultKind, HandshakeError, Method, RpcError, ServiceInfo};
+use support::*;
+
+type Outcome = Result<(), Failed>;
+
+fn connect(peer: &mut Peer) -> Client {
+    Client::connect(peer.transport(), info()).expect("connect and handshake")
+}
+
+fn soon() -> Option<Instant> {
+    Some(Instant::now() + Duration::from_secs(30))
+}
+
+fn calls_round_trip(kind: Kind) -> Outcome {
+    let mut peer = Peer::spawn(kind);
+    let client = connect(&mut peer);
+    let sum: i64 = client.call(ADD, &(40i64, 2i64), None)?;
+    assert_eq!(sum, 42);
+    let s: String = client.call(CONCAT, &("pro", "cwire"), None)?;
+    assert_eq!(s, "procwire");
+    let empty: ByteBuf = client.call(ECHO, &ByteBuf::new(), None)?;
+    assert!(empty.is_empty());
+    Ok(())
+}
+
+fn large_payloads_round_trip(kind: Kind) -> Outcome {
+    let mut peer = Peer::spawn(kind);
+    let client = connect(&mut peer);
+    for len in [1, 65_531, 65_532, 65_536, 1 << 20, 8 << 20] {
+        let data = ByteBuf::from((0..len).map(|i| (i * 7 + len) as u8).collect::<Vec<u8>>());
+        let back: ByteBuf = client.call(ECHO, &data, soon())?;
+        assert!(back == data, "echo of {len} bytes came back different");
+    }
+    Ok(())
+}
+
+fn many_threads_share_one_client(kind: Kind) -> Outcome {
+    let mut peer = Peer::spawn(kind);
+    let client = connect(&mut peer);
+    std::thread::scope(|s| {
+        for t in 0..8i64 {
+            let client = client.clone();
+            s.spawn(move || {
+                for i in 0..300i64 {
+                    let sum: i64 = client.call(ADD, &(t * 1000, i), soon()).expect("call");
+                    assert_eq!(sum, t * 1000 + i);
+                }
+            });
+        }
+    });
+    Ok(())
+}
+
+fn replies_are_matched_out_of_order(kind: Kind) -> Outcome {
+    let mut peer = Peer::spawn(kind);
+    let client = connect(&mut peer);
+    // The first call holds until the third releases it; if replies had to come in order,
+    // the release could never be answered.
+    let held = client.start::<_, bool>(HOLD, &7u64, soon())?;
+    let seen: bool = client.call(WAIT_HELD, &7u64, soon())?;
+    assert!(seen);
+    client.call::<_, ()>(RELEASE, &7u64, soon())?;
+    assert!(held.wait()?, "the held call was released");
+    Ok(())
+}
+
+fn oneway_calls_arrive(kind: Kind) -> Outcome {
+    let mut peer = Peer::spawn(kind);
+    let client = connect(&mut peer);
+    for i in 0..100 {
+        client.notify(LOG, &format!("line {i}"), procwire_rpc::Wait::Block)?;
+    }
+    let count: u64 = client.call(WAIT_LOGS, &100u64, soon())?;
+    assert_eq!(count, 100);
+    Ok(())
+}
+
+fn deadline_is_enforced_and_the_connection_survives(kind: Kind) -> Outcome {
+    let mut peer = Peer::spawn(kind);
+    let client = connect(&mut peer);
+    let started = Instant::now();
+    let err = client
+        .call::<_, u64>(
+            SLOW,
+            &(1u64, 3_000u64),
+            Some(Instant::now() + Duration::from_millis(50)),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, RpcError::DeadlineExceeded { method: "slow", .. }),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(3_000),
+        "the deadline did not cut the wait short"
+    );
+    // The late reply is dropped quietly and the connection goes on.
+    let sum: i64 = client.call(ADD, &(1i64, 1i64), soon())?;
+    assert_eq!(sum, 2);
+    Ok(())
+}
+
+fn nonblocking_receive_reports_pending_then_delivers(kind: Kind) -> Outcome {
+    let mut peer = Peer::spawn(kind);
+    let client = connect(&mut peer);
+    let mut held = client.try_start::<_, bool>(HOLD, &9u64, soon())?;
+    assert!(client.call::<_, bool>(WAIT_HELD, &9u64, soon())?);
+    assert!(held.try_wait()?.is_none(), "a held call has no reply yet");
+    client.call::<_, ()>(RELEASE, &9u64, soon())?;
+    assert!(held.wait()?);
+    Ok(())
+}
+
+fn nonblocking_send_reports_would_block_when_the_queue_is_full(kind: Kind) -> Outcome {
+    let mut peer = Peer::spawn(kind);
+    let client = Client::connect_with(
+        peer.transport(),
+        info(),
+        ClientConfig::default().buffering(Buffering::Bounded(1)),
+    )?;
+    // Nobody reads replies while we only send: the server's replies fill the pipe back to us,
+    // its handlers stall, it stops reading, and our sends fill up; a non-blocking send then
+    // reports WouldBlock instead of waiting.
+    let payload = ByteBuf::from(vec![1u8; 256 * 1024]);
+    let mut pending = Vec::new();
+    let mut would_block = false;
+    for _ in 0..200 {
+        match client.try_start::<_, ByteBuf>(ECHO, &payload, soon()) {
+            Ok(call) => pending.push(call),
+            Err(RpcError::WouldBlock { method: "echo", .. }) => {
+                would_block = true;
+                break;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    assert!(would_block, "200 x 256 KiB never filled the transport");
+    // Everything that was accepted is answered once we read.
+    for call in pending {
+        assert_eq!(call.wait()?.len(), payload.len());
+    }
+    Ok(())
+}
+
+fn unknown_method_is_answered_and_the_connection_survives(kind: Kind) -> Outcome {
+    let mut peer = Peer::spawn(kind);
+    let client = connect(&mut peer);
+    let err = client
+        .call::<_, ()>(Method::new(999, "missing"), &(), soon())
+        .unwrap_err();
+    match &err {
+        RpcError::Remote {
+            kind: FaultKind::UnknownMethod,
+            method: "missing",
+            message,
+            ..
+        } => {
+            assert!(message.contains("999"), "{message}")
+        }
+        other => panic!("expected an unknown-method error, got {other}"),
+    }
+    let sum: i64 = client.call(ADD, &(2i64, 2i64), soon())?;
+    assert_eq!(sum, 4);
+    Ok(())
+}
+
+fn undecodable_arguments_are_a_bad_request(kind: Kind) -> Outcome {
+    let mut peer = Peer::spawn(kind);
+    let client = connect(&mut peer);
+    let err = client.call::<_, i64>(ADD, &"not two numbers", soon()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RpcError::Remote {
+                kind: FaultKind::BadRequest,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(client.call::<_, i64>(ADD, &(1i64, 2i64), soon())?, 3);
+    Ok(())
+}
+
+fn a_panicking_handler_answers_with_an_error_and_the_server_lives(kind: Kind) -> Outcome {
+    let mut peer = Peer::spawn(kind);
+    let client = connect(&mut peer);
+    let err = client.call::<_, ()>(PANIC, &(), soon()).unwrap_err();
+    match &err {
+        RpcError::Remote {
+            kind: FaultKind::Panicked,
+            message,
+            ..
+        } => {
+            assert!(message.contains("the panic method was called"), "{message}")
+        }
+        other => panic!("expected a panic error, got {other}"),
+    }
+    assert_eq!(client.call::<_, i64>(ADD, &(1i64, 2i64), soon())?, 3);
+    Ok(())
+}
+
+fn a_peer_that_dies_mid_call_fails_every_pending_call_promptly(kind: Kind) -> Outcome {
+    let mut peer = Peer::spawn(kind);
+    let client = connect(&mut peer);
+    let held = client.start::<_, bool>(HOLD, &1u64, None)?;
+    assert!(client.call::<_, bool>(WAIT_HELD, &1u64, soon())?);
+    let err = client.call::<_, ()>(DIE, &(), None).unwrap_err();
+    assert!(matches!(err, RpcError::Disconnected { method: "die", .. }), "{err}");
+    let err = held.wait().unwrap_err();
+    assert!(matches!(err, RpcError::Disconnected { method: "hold", .. }), "{err}");
+    let err = client.call::<_, i64>(ADD, &(1i64, 2i64), None).unwrap_err();
+    assert!(matches!(err, RpcError::Disconnected { .. }), "{err}");
+    assert_eq!(peer.wait_exit(), Some(17));
+    Ok(())
+}
+
+fn a_mismatched_fingerprint_is_refused_naming_both(kind: Kind) -> Outcome {
+    let mut peer = Peer::spawn(kind);
+    let theirs = ServiceInfo::new(SERVICE, 0xdead_beef);
+    let err = Client::connect(peer.transport(), theirs).unwrap_err();
+    let text = err.to_string();
+    match err {
+        RpcError::Handshake(HandshakeError::Fingerprint { ours, theirs, .. }) => {
+            assert_eq!(ours.fingerprint, 0xdead_beef);
+            assert_eq!(theirs.fingerprint, FINGERPRINT);
+        }
+        other => panic!("expected a fingerprint mismatch, got {other}"),
+    }
+    assert!(
+        text.contains("0x00000000deadbeef") && text.contains("0x5eedcafef00d0001"),
+        "{text}"
+    );
+    if kind.has_listener() {
+        // The server goes on serving correct clients.
+        let client = connect(&mut peer);
+        assert_eq!(client.call::<_, i64>(ADD, &(1i64, 2i64), soon())?, 3);
+        let err = Client::connect(peer.transport(), ServiceInfo::new("other", FINGERPRINT)).unwrap_err();
+        assert!(
+            matches!(err, RpcError::Handshake(HandshakeError::Service { .. })),
+            "{err}"
+        );
+    }
+    Ok(())
+}
+
+fn graceful_stop_finishes_calls_in_flight(kind: Kind) -> Outcome {
+    let mut peer = Peer::spawn(kind);
+    let client = connect(&mut peer);
+    let slow = client.start::<_, u64>(SLOW, &(3u64, 1_000u64), soon())?;
+    assert!(
+        client.call::<_, bool>(WAIT_HELD, &3u64, soon())?,
+        "the slow call is running"
+    );
+    let peer_pid = peer.pid();
+    let exit = std::thread::scope(|s| {
+        let stopper = s.spawn(move || peer.stop());
+        let answer = slow.wait();
+        (answer, stopper.join().expect("stopper thread"))
+    });
+    assert_eq!(exit.0?, 1_000, "the call in flight during the stop was answered");
+    assert_eq!(exit.1, Some(0), "server {peer_pid} exited cleanly");
+    let err = client.call::<_, i64>(ADD, &(1i64, 2i64), soon()).unwrap_err();
+    assert!(matches!(err, RpcError::Disconnected { .. }), "{err}");
+    Ok(())
+}
+
+fn peer_credentials_are_known_on_unix_sockets(kind: Kind) -> Outcome {
+    let mut peer = Peer::spawn(kind);
+    let client = connect(&mut peer);
+    let pid: Option<i32> = client.call(PEER_PID, &(), soon())?;
+    assert_eq!(pid, Some(std::process::id() as i32));
+    Ok(())
+}
+
+// ---- Bad input: raw bytes at a real server; one bad connection never costs another. ----
+
+fn raw_stream(peer: &Peer) -> Box<dyn ReadWrite> {
+    match peer.kind {
+        Kind::Unix => Box::new(std::os::unix::net::UnixStream::connect(peer.addr()).expect("connect")),
+        Kind::Tcp => Box::new(std::net::TcpStream::connect(peer.addr()).expect("connect")),
+        _ => unreachable!("bad-input cases run on listeners"),
+    }
+}
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+fn write_frame(stream: &mut dyn ReadWrite, payload: &[u8]) {
+    stream.write_all(&(payload.len() as u32).to_le_bytes()).unwrap();
+    stream.write_all(payload).unwrap();
+}
+
+fn raw_handshake(stream: &mut dyn ReadWrite) {
+    let hello = Hello {
+        magic: MAGIC,
+        version: PROTOCOL_VERSION,
+        service: SERVICE.into(),
+        fingerprint: FINGERPRINT,
+    };
+    write_frame(stream, &postcard::to_stdvec(&hello).unwrap());
+    let welcome: Welcome = postcard::from_bytes(&read_frame(stream).expect("welcome")).unwrap();
+    assert!(welcome.accepted);
+}
+
+/// Reads one frame; `None` at the end of the stream.
+fn read_frame(stream: &mut dyn ReadWrite) -> Option<Vec<u8>> {
+    let mut len = [0; 4];
+    stream.read_exact(&mut len).ok()?;
+    let mut payload = vec![0; u32::from_le_bytes(len) as usize];
+    stream.read_exact(&mut payload).ok()?;
+    Some(payload)
+}
+
+/// Reads what the server says before it closes: the protocol complaint (id 0), then EOF.
+fn expect_complaint_then_close(stream: &mut dyn ReadWrite, needle: &str) {
+    let payload = read_frame(stream).expect("the server explains before closing");
+    let (envelope, body) = Envelope::decode(&payload).unwrap();
+    assert_eq!((envelope.id, envelope.kind), (0, FrameKind::Error));
+    let fault: procwire_rpc::Fault = postcard::from_bytes(body).unwrap();
+    assert_eq!(fault.kind, FaultKind::Protocol);
+    assert!(fault.message.contains(needle), "{fault}");
+    assert!(read_frame(stream).is_none(), "the server closes the connection");
+}
+
+fn assert_still_serving(peer: &mut Peer) {
+    let client = connect(peer);
+    assert_eq!(
+        client
+            .call::<_, i64>(ADD, &(20i64, 22i64), soon())
+            .expect("a good client is served"),
+        42
+    );
+}
+
+fn oversized_length_prefix_costs_one_connection(kind: Kind) -> Outcome {
+    let mut peer = Peer::spawn(kind);
+    let bystander = connect(&mut peer);
+    let mut stream = raw_stream(&peer);
+    raw_handshake(&mut *stream);
+    // Claims 4 GiB - 16: refused from the prefix alone, before any allocation.
+    stream.write_all(&(u32::MAX - 15).to_le_bytes())?;
+    expect_complaint_then_close(&mut *stream, "exceeds the maximum of 16777216 bytes");
+    assert_still_serving(&mut peer);
+    assert_eq!(bystander.call::<_, i64>(ADD, &(1i64, 1i64), soon())?, 2);
+    Ok(())
+}
+
+fn truncated_frame_costs_one_connection(kind: Kind) -> Outcome {
+    let mut peer = Peer::spawn(kind);
+    let bystander = connect(&mut peer);
+    let mut stream = raw_stream(&peer);
+    raw_handshake(&mut *stream);
+    stream.write_all(&100u32.to_le_bytes())?;
+    stream.write_all(&[1, 2, 3, 4, 5])?;
+    drop(stream);
+    assert_still_serving(&mut peer);
+    assert_eq!(bystander.call::<_, i64>(ADD, &(1i64, 1i64), soon())?, 2);
+    Ok(())
+}
+
+fn garbage_before_handshake_costs_one_connection(kind: Kind) -> Outcome {
+    let mut peer = Peer::spawn(kind);
+    let mut stream = raw_stream(&peer);
+    stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")?;
+    // The prefix "GET " reads as a 542 MB length: refused, connection closed.
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+    let mut stream = raw_stream(&peer);
+    write_frame(&mut *stream, b"\x00\x01garbage that is no hello");
+    let _ = stream.read_to_end(&mut rest);
+    assert_still_serving(&mut peer);
+    Ok(())
+}
+
+fn garbage_frame_after_handshake_costs_one_connection(kind: Kind) -> Outcome {
+    let mut peer = Peer::spawn(kind);
+    let mut stream = raw_stream(&peer);
+    raw_handshake(&mut *stream);
+    write_frame(&mut *stream, &[0xff; 12]);
+    expect_complaint_then_close(&mut *stream, "undecodable frame");
+    assert_still_serving(&mut peer);
+    Ok(())
+}
+
+fn client_frames_of_server_kinds_cost_one_connection(kind: Kind) -> Outcome {
+    let mut peer = Peer::spawn(kind);
+    let mut stream = raw_stream(&peer);
+    raw_handshake(&mut *stream);
+    let mut frame = Envelope {
+        id: 5,
+        kind: FrameKind::Reply,
+        method: 1,
+        timeout_us: None,
+    }
+    .frame();
+    frame.encode(&1i64)?;
+    write_frame(&mut *stream, frame.payload());
+    expect_complaint_then_close(&mut *stream, "unexpected Reply frame");
+    assert_still_serving(&mut peer);
+    Ok(())
+}
+
+// ---- Bad input from a server: the client fails the connection with a clear error. ----
+
+fn evil(mode: &str, config: ClientConfig, expect: &str) -> Outcome {
+    let mut peer = Peer::spawn_evil(mode);
+    let client = Client::connect_with(peer.transport(), info(), config)?;
+    let err = client.call::<_, i64>(ADD, &(1i64, 2i64), soon()).unwrap_err();
+    assert!(err.to_string().contains(expect), "expected {expect:?} in: {err}");
+    Ok(())
+}
+
+fn main() {
+    if support::child_main() {
+        return;
+    }
+    let args = Arguments::from_args();
+    type Case = fn(Kind) -> Outcome;
+    let every: &[(&str, Case)] = &[
+        ("calls_round_trip", calls_round_trip),
+        ("large_payloads_round_trip", large_payloads_round_trip),
+        ("many_threads_share_one_client", many_threads_share_one_client),
+        ("replies_are_matched_out_of_order", replies_are_matched_out_of_order),
+        ("oneway_calls_arrive", oneway_calls_arrive),
+        (
+            "deadline_is_enforced_and_the_connection_survives",
+            deadline_is_enforced_and_the_connection_survives,
+        ),
+        (
+            "nonblocking_receive_reports_pending_then_delivers",
+            nonblocking_receive_reports_pending_then_delivers,
+        ),
+        (
+            "nonblocking_send_reports_would_block_when_the_queue_is_full",
+            nonblocking_send_reports_would_block_when_the_queue_is_full,
+        ),
+        (
+            "unknown_method_is_answered_and_the_connection_survives",
+            unknown_method_is_answered_and_the_connection_survives,
+        ),
+        (
+            "undecodable_arguments_are_a_bad_request",
+            undecodable_arguments_are_a_bad_request,
+        ),
+        (
+            "a_panicking_handler_answers_with_an_error_and_the_server_lives",
+            a_panicking_handler_answers_with_an_error_and_the_server_lives,
+        ),
+        (
+            "a_peer_that_dies_mid_call_fails_every_pending_call_promptly",
+            a_peer_that_dies_mid_call_fails_every_pending_call_promptly,
+        ),
+        (
+            "a_mismatched_fingerprint_is_refused_naming_both",
+            a_mismatched_fingerprint_is_refused_naming_both,
+        ),
+        (
+            "graceful_stop_finishes_calls_in_flight",
+            graceful_stop_finishes_calls_in_flight,
+        ),
+    ];
+    let listeners: &[(&str, Case)] = &[
+        (
+            "oversized_length_prefix_costs_one_connection",
+            oversized_length_prefix_costs_one_connection,
+        ),
+        (
+            "truncated_frame_costs_one_connection",
+            truncated_frame_costs_one_connection,
+        ),
+        (
+            "garbage_before_handshake_costs_one_connection",
+            garbage_before_handshake_costs_one_connection,
+        ),
+        (
+            "garbage_frame_after_handshake_costs_one_connection",
+            garbage_frame_after_handshake_costs_one_connection,
+        ),
+        (
+            "client_frames_of_server_kinds_cost_one_connection",
+            client_frames_of_server_kinds_cost_one_connection,
+        ),
+    ];
+    let mut trials = Vec::new();
+    for kind in ALL {
+        for &(name, case) in every {
+            trials.push(Trial::test(format!("{}::{name}", kind.name()), move || case(kind)));
+        }
+        if kind.has_listener() {
+            for &(name, case) in listeners {
+                trials.push(Trial::test(format!("{}::{name}", kind.name()), move || case(kind)));
+            }
+        }
+    }
+    trials.push(Trial::test("unix::peer_credentials_are_known_on_unix_sockets", || {
+        peer_credentials_are_known_on_unix_sockets(Kind::Unix)
+    }));
+    let small = || ClientConfig::default().max_frame_len(1024);
+    trials.push(Trial::test(
+        "client::reply_to_unknown_request_id_fails_the_connection",
+        move || evil("unknown-id", small(), "reply to unknown request id"),
+    ));
+    trials.push(Trial::test(
+        "client::garbage_from_the_server_fails_the_connection",
+        move || evil("garbage", small(), "undecodable frame"),
+    ));
+    trials.push(Trial::test(
+        "client::a_reply_of_the_wrong_type_is_a_decode_error",
+        move || evil("wrong-type", small(), "cannot decode the reply of `add`"),
+    ));
+    trials.push(Trial::test(
+        "client::an_oversized_reply_fails_the_connection",
+        move || evil("oversized", small(), "exceeds the maximum of 1024 bytes"),
+    ));
+    libtest_mimic::run(&args, trials).exit();
+}

@@ -1,0 +1,415 @@
+//! The conformance suite's service, its child process, and helpers to spawn and reach it.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use procwire_rpc::serde_bytes::ByteBuf;
+use procwire_rpc::transport::{fifo, pipe, tcp, unix, Transport};
+use procwire_rpc::{decode_args, CallContext, Fault, FaultKind, Frame, Method, Server, Service, ServiceInfo};
+
+pub const SERVICE: &str = "conformance";
+pub const FINGERPRINT: u64 = 0x5eed_cafe_f00d_0001;
+
+pub const ADD: Method = Method::new(1, "add");
+pub const ECHO: Method = Method::new(2, "echo");
+pub const CONCAT: Method = Method::new(3, "concat");
+pub const LOG: Method = Method::new(4, "log");
+pub const WAIT_LOGS: Method = Method::new(5, "wait_logs");
+pub const SLOW: Method = Method::new(6, "slow");
+pub const PANIC: Method = Method::new(7, "panic");
+pub const DIE: Method = Method::new(8, "die");
+pub const HOLD: Method = Method::new(9, "hold");
+pub const RELEASE: Method = Method::new(10, "release");
+pub const WAIT_HELD: Method = Method::new(11, "wait_held");
+pub const PEER_PID: Method = Method::new(12, "peer_pid");
+const METHODS: [Method; 12] = [
+    ADD, ECHO, CONCAT, LOG, WAIT_LOGS, SLOW, PANIC, DIE, HOLD, RELEASE, WAIT_HELD, PEER_PID,
+];
+
+/// How long the service's blocking methods wait at most, so that a broken test fails rather
+/// than hangs.
+const LIMIT: Duration = Duration::from_secs(30);
+
+pub fn info() -> ServiceInfo {
+    ServiceInfo::new(SERVICE, FINGERPRINT)
+}
+
+/// The hand-written service every transport is tested with.
+#[derive(Default)]
+pub struct Conformance {
+    logs: Mutex<u64>,
+    held: Mutex<(HashSet<u64>, HashSet<u64>)>,
+    changed: Condvar,
+}
+
+impl Conformance {
+    fn wait_for(&self, mut done: impl FnMut(&mut (HashSet<u64>, HashSet<u64>)) -> bool) -> bool {
+        let deadline = Instant::now() + LIMIT;
+        let mut held = self.held.lock().unwrap();
+        while !done(&mut held) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            held = self.changed.wait_timeout(held, left).unwrap().0;
+        }
+        true
+    }
+}
+
+impl Service for Conformance {
+    fn info(&self) -> ServiceInfo {
+        info()
+    }
+
+    fn method_name(&self, id: u32) -> Option<&'static str> {
+        METHODS.iter().find(|m| m.id == id).map(|m| m.name)
+    }
+
+    fn call(&self, ctx: &CallContext, args: &[u8]) -> Result<Frame, Fault> {
+        match ctx.method() {
+            1 => {
+                let (a, b): (i64, i64) = decode_args(ctx, args)?;
+                ctx.reply(&a.wrapping_add(b))
+            }
+            2 => {
+                let data: ByteBuf = decode_args(ctx, args)?;
+                ctx.reply(&data)
+            }
+            3 => {
+                let (a, b): (String, String) = decode_args(ctx, args)?;
+                ctx.reply(&(a + &b))
+            }
+            4 => {
+                let _line: String = decode_args(ctx, args)?;
+                *self.logs.lock().unwrap() += 1;
+                self.changed.notify_all();
+                ctx.reply(&())
+            }
+            5 => {
+                let n: u64 = decode_args(ctx, args)?;
+                let deadline = Instant::now() + LIMIT;
+                let mut logs = self.logs.lock().unwrap();
+                while *logs < n && Instant::now() < deadline {
+                    logs = self.changed.wait_timeout(logs, deadline - Instant::now()).unwrap().0;
+                }
+                ctx.reply(&*logs)
+            }
+            6 => {
+                // Simulated slow work, not synchronisation; the token tells wait_held it began.
+                let (token, ms): (u64, u64) = decode_args(ctx, args)?;
+                self.held.lock().unwrap().0.insert(token);
+                self.changed.notify_all();
+                std::thread::sleep(Duration::from_millis(ms));
+                ctx.reply(&ms)
+            }
+            7 => panic!("the panic method was called"),
+            8 => std::process::exit(17),
+            9 => {
+                let token: u64 = decode_args(ctx, args)?;
+                self.held.lock().unwrap().0.insert(token);
+                self.changed.notify_all();
+                let released = self.wait_for(|(_, released)| released.contains(&token));
+                ctx.reply(&released)
+            }
+            10 => {
+                let token: u64 = decode_args(ctx, args)?;
+                self.held.lock().unwrap().1.insert(token);
+                self.changed.notify_all();
+                ctx.reply(&())
+            }
+            11 => {
+                let token: u64 = decode_args(ctx, args)?;
+                let held = self.wait_for(|(held, _)| held.contains(&token));
+                ctx.reply(&held)
+            }
+            12 => ctx.reply(&ctx.peer().credentials.map(|c| c.pid)),
+            m => Err(Fault::new(
+                FaultKind::UnknownMethod,
+                format!("{SERVICE} has no method {m}"),
+            )),
+        }
+    }
+}
+
+/// The transports the suite runs over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Unix,
+    Tcp,
+    Pipe,
+    Fifo,
+}
+
+pub const ALL: [Kind; 4] = [Kind::Unix, Kind::Tcp, Kind::Pipe, Kind::Fifo];
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Unix => "unix",
+            Kind::Tcp => "tcp",
+            Kind::Pipe => "pipe",
+            Kind::Fifo => "fifo",
+        }
+    }
+
+    /// Whether a server on it accepts many connections.
+    pub fn has_listener(self) -> bool {
+        matches!(self, Kind::Unix | Kind::Tcp)
+    }
+}
+
+const CHILD_ENV: &str = "PROCWIRE_CONFORMANCE_CHILD";
+
+/// Runs the child role if this process is a child; returns false otherwise.
+pub fn child_main() -> bool {
+    let Ok(role) = std::env::var(CHILD_ENV) else {
+        return false;
+    };
+    let arg = std::env::var("PROCWIRE_CONFORMANCE_ARG").unwrap_or_default();
+    let server = Server::new(Conformance::default());
+    let handle = match role.as_str() {
+        "unix" => {
+            let listener = unix::Listener::bind(&arg).expect("bind unix socket");
+            let handle = server.spawn(listener).expect("spawn server");
+            println!("ready {arg}");
+            handle
+        }
+        "tcp" => {
+            let listener = tcp::Listener::bind("127.0.0.1:0").expect("bind tcp");
+            let addr = listener.addr();
+            let handle = server.spawn(listener).expect("spawn server");
+            println!("ready {addr}");
+            handle
+        }
+        "pipe" => server
+            .spawn_connection(pipe::from_env().expect("pipe fds"))
+            .expect("spawn server"),
+        "fifo" => server
+            .spawn_connection(fifo::open(&arg, fifo::Side::Server).expect("open fifos"))
+            .expect("spawn server"),
+        "evil" => {
+            evil_server(&arg);
+            return true;
+        }
+        other => panic!("unknown child role {other}"),
+    };
+    // The parent ends the child gracefully by closing its stdin.
+    let stopper = handle.stopper();
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        stopper.stop();
+    });
+    handle.wait().expect("server ended with an error");
+    true
+}
+
+/// A server that completes the handshake and then misbehaves as `mode` says.
+fn evil_server(mode: &str) {
+    use procwire_rpc::protocol::{Envelope, Hello, Kind as FrameKind, Welcome};
+    let mut transport = pipe::from_env().expect("pipe fds");
+    let hello = transport.recv(procwire_rpc::Wait::Block).expect("hello");
+    let hello: Hello = postcard::from_bytes(&hello).expect("decode hello");
+    let mut welcome = Frame::new();
+    welcome
+        .encode(&Welcome {
+            accepted: true,
+            version: hello.version,
+            service: hello.service,
+            fingerprint: hello.fingerprint,
+        })
+        .unwrap();
+    transport.send(&mut welcome, procwire_rpc::Wait::Block).unwrap();
+    let call = transport.recv(procwire_rpc::Wait::Block).expect("call");
+    let (envelope, _) = Envelope::decode(&call).expect("decode call");
+    let mut frame = match mode {
+        "unknown-id" => {
+            let mut f = Envelope {
+                id: envelope.id + 1000,
+                kind: FrameKind::Reply,
+                method: envelope.method,
+                timeout_us: None,
+            }
+            .frame();
+            f.encode(&5i64).unwrap();
+            f
+        }
+        "garbage" => Frame::from_payload(&[0xff; 16]),
+        "wrong-type" => {
+            let mut f = Envelope {
+                id: envelope.id,
+                kind: FrameKind::Reply,
+                method: envelope.method,
+                timeout_us: None,
+            }
+            .frame();
+            f.encode("not a number").unwrap();
+            f
+        }
+        "oversized" => Frame::from_payload(&vec![0; 2048]),
+        other => panic!("unknown evil mode {other}"),
+    };
+    transport.send(&mut frame, procwire_rpc::Wait::Block).unwrap();
+    // Stay until the parent is done with us.
+    let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+}
+
+/// A server child process.
+pub struct Peer {
+    pub kind: Kind,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    addr: String,
+    /// The one connection of a pipe or FIFO server, until taken.
+    single: Option<Transport>,
+    _dir: tempfile::TempDir,
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn child_command(role: &str, arg: &str) -> Command {
+    let mut cmd = Command::new(std::env::current_exe().expect("current exe"));
+    cmd.env(CHILD_ENV, role)
+        .env("PROCWIRE_CONFORMANCE_ARG", arg)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    cmd
+}
+
+/// Reads the child's "ready ADDR" line, with a deadline.
+fn read_ready(child: &mut Child) -> String {
+    let stdout = child.stdout.take().expect("child stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(LIMIT).expect("the child did not report ready in time");
+    line.strip_prefix("ready ")
+        .unwrap_or_else(|| panic!("the child did not start: {line:?}"))
+        .trim()
+        .to_owned()
+}
+
+impl Peer {
+    /// Starts a conformance server over `kind`.
+    pub fn spawn(kind: Kind) -> Peer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        match kind {
+            Kind::Unix | Kind::Tcp => {
+                let path = dir.path().join(format!("s{n}.sock"));
+                let mut child = child_command(kind.name(), path.to_str().unwrap())
+                    .spawn()
+                    .expect("spawn child");
+                let addr = read_ready(&mut child);
+                let stdin = child.stdin.take();
+                Peer {
+                    kind,
+                    child,
+                    stdin,
+                    addr,
+                    single: None,
+                    _dir: dir,
+                }
+            }
+            Kind::Pipe => {
+                let (transport, ends) = pipe::pair().expect("pipes");
+                let mut cmd = child_command("pipe", "");
+                ends.pass_to(&mut cmd);
+                let mut child = cmd.spawn().expect("spawn child");
+                drop(ends);
+                let stdin = child.stdin.take();
+                Peer {
+                    kind,
+                    child,
+                    stdin,
+                    addr: String::new(),
+                    single: Some(transport),
+                    _dir: dir,
+                }
+            }
+            Kind::Fifo => {
+                fifo::create(dir.path()).expect("mkfifo");
+                let mut child = child_command("fifo", dir.path().to_str().unwrap())
+                    .spawn()
+                    .expect("spawn child");
+                let transport = fifo::open(dir.path(), fifo::Side::Client).expect("open fifos");
+                let stdin = child.stdin.take();
+                Peer {
+                    kind,
+                    child,
+                    stdin,
+                    addr: String::new(),
+                    single: Some(transport),
+                    _dir: dir,
+                }
+            }
+        }
+    }
+
+    /// Starts a misbehaving server (see `evil_server`) over a pipe pair.
+    pub fn spawn_evil(mode: &str) -> Peer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (transport, ends) = pipe::pair().expect("pipes");
+        let mut cmd = child_command("evil", mode);
+        ends.pass_to(&mut cmd);
+        let mut child = cmd.spawn().expect("spawn child");
+        drop(ends);
+        let stdin = child.stdin.take();
+        Peer {
+            kind: Kind::Pipe,
+            child,
+            stdin,
+            addr: String::new(),
+            single: Some(transport),
+            _dir: dir,
+        }
+    }
+
+    /// A new connection to the server (the only one, for pipes and FIFOs).
+    pub fn transport(&mut self) -> Transport {
+        match self.kind {
+            Kind::Unix => unix::connect(&self.addr).expect("connect"),
+            Kind::Tcp => tcp::connect(self.addr.as_str()).expect("connect"),
+            Kind::Pipe | Kind::Fifo => self.single.take().expect("a pipe or FIFO server has one connection"),
+        }
+    }
+
+    /// The listener's address (unix path or tcp host:port).
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Asks the server to stop gracefully and waits for it to exit; returns its exit code.
+    pub fn stop(mut self) -> Option<i32> {
+        drop(self.stdin.take());
+        self.child.wait().expect("wait for child").code()
+    }
+
+    /// Waits for the child to exit by itself; returns its exit code.
+    pub fn wait_exit(mut self) -> Option<i32> {
+        self.child.wait().expect("wait for child").code()
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        // Only ever our own child, by its handle.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(mut stdout) = self.child.stdout.take() {
+            let _ = stdout.read_to_end(&mut Vec::new());
+        }
+    }
+}
