@@ -368,3 +368,209 @@ impl std::fmt::Debug for Outbox {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Condvar, Mutex};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::transport::FrameSender;
+
+    /// A transport whose writes stall while its gate is shut, and which records every frame
+    /// it takes.
+    #[derive(Clone, Default)]
+    struct Gate {
+        state: Arc<(Mutex<(bool, Vec<u8>)>, Condvar)>,
+    }
+
+    impl Gate {
+        fn set_open(&self, open: bool) {
+            self.state.0.lock().unwrap().0 = open;
+            self.state.1.notify_all();
+        }
+        /// Frames taken so far, by their one-byte payloads.
+        fn taken(&self) -> Vec<u8> {
+            self.state.0.lock().unwrap().1.clone()
+        }
+        /// Waits until `n` frames were taken.
+        fn wait_taken(&self, n: usize) -> Vec<u8> {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            let mut st = self.state.0.lock().unwrap();
+            while st.1.len() < n {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                assert!(!left.is_zero(), "only {} of {n} frames were taken", st.1.len());
+                st = self.state.1.wait_timeout(st, left).unwrap().0;
+            }
+            st.1.clone()
+        }
+        /// Waits until a writer is blocked at the shut gate.
+        fn wait_blocked(&self, blocked: &Arc<(Mutex<bool>, Condvar)>) {
+            let mut b = blocked.0.lock().unwrap();
+            while !*b {
+                b = blocked.1.wait(b).unwrap();
+            }
+        }
+    }
+
+    struct GateSender {
+        gate: Gate,
+        blocked: Arc<(Mutex<bool>, Condvar)>,
+    }
+
+    impl FrameSender for GateSender {
+        fn send(&mut self, frame: &mut Frame, wait: Wait) -> Result<(), TransportError> {
+            let (lock, cv) = &*self.gate.state;
+            let mut st = lock.lock().unwrap();
+            while !st.0 {
+                if wait != Wait::Block {
+                    return Err(TransportError::WouldBlock { peer: "gate".into() });
+                }
+                *self.blocked.0.lock().unwrap() = true;
+                self.blocked.1.notify_all();
+                st = cv.wait(st).unwrap();
+            }
+            st.1.push(frame.payload()[0]);
+            cv.notify_all();
+            Ok(())
+        }
+        fn flush(&mut self, _: Wait) -> Result<(), TransportError> {
+            Ok(())
+        }
+        fn has_pending(&self) -> bool {
+            false
+        }
+        fn close(&mut self) {}
+        fn set_max_frame_len(&mut self, _: usize) {}
+    }
+
+    fn outbox(buffering: Buffering) -> (Arc<Outbox>, Gate, Arc<(Mutex<bool>, Condvar)>) {
+        let gate = Gate::default();
+        let blocked = Arc::new((Mutex::new(false), Condvar::new()));
+        let sender = GateSender {
+            gate: gate.clone(),
+            blocked: Arc::clone(&blocked),
+        };
+        (
+            Arc::new(Outbox::new(Box::new(sender), buffering, "gate".into(), 1024)),
+            gate,
+            blocked,
+        )
+    }
+
+    fn frame(n: u8) -> Frame {
+        Frame::from_payload(&[n])
+    }
+
+    /// Starts a blocking send of frame 0 that stalls at the shut gate, holding the transport.
+    fn hold(out: &Arc<Outbox>, gate: &Gate, blocked: &Arc<(Mutex<bool>, Condvar)>) -> std::thread::JoinHandle<()> {
+        let o = Arc::clone(out);
+        let holder = std::thread::spawn(move || o.send(frame(0), Wait::Block).unwrap());
+        gate.wait_blocked(blocked);
+        holder
+    }
+
+    #[test]
+    fn an_idle_connection_writes_in_the_callers_thread() {
+        let (out, gate, _) = outbox(Buffering::default());
+        gate.set_open(true);
+        out.send(frame(1), Wait::NonBlock).unwrap();
+        assert_eq!(gate.taken(), [1]);
+    }
+
+    #[test]
+    fn bounded_queues_up_to_n_then_would_block_and_keeps_order() {
+        let (out, gate, blocked) = outbox(Buffering::Bounded(2));
+        let holder = hold(&out, &gate, &blocked);
+        out.send(frame(1), Wait::NonBlock).unwrap();
+        out.send(frame(2), Wait::NonBlock).unwrap();
+        assert!(matches!(out.send(frame(3), Wait::NonBlock), Err(SendError::WouldBlock)));
+        assert!(matches!(
+            out.send(frame(3), Wait::timeout(Duration::from_millis(5))),
+            Err(SendError::TimedOut)
+        ));
+        gate.set_open(true);
+        holder.join().unwrap();
+        assert_eq!(gate.wait_taken(3), [0, 1, 2]);
+    }
+
+    #[test]
+    fn a_blocking_send_to_a_full_bounded_queue_waits_for_room() {
+        let (out, gate, blocked) = outbox(Buffering::Bounded(1));
+        let holder = hold(&out, &gate, &blocked);
+        out.send(frame(1), Wait::NonBlock).unwrap();
+        let o = Arc::clone(&out);
+        let waiter = std::thread::spawn(move || o.send(frame(2), Wait::Block));
+        gate.set_open(true);
+        waiter.join().unwrap().unwrap();
+        holder.join().unwrap();
+        assert_eq!(gate.wait_taken(3), [0, 1, 2]);
+    }
+
+    #[test]
+    fn zero_buffering_is_a_rendezvous() {
+        let (out, gate, blocked) = outbox(Buffering::Zero);
+        let holder = hold(&out, &gate, &blocked);
+        assert!(matches!(out.send(frame(1), Wait::NonBlock), Err(SendError::WouldBlock)));
+        assert!(matches!(
+            out.send(frame(1), Wait::timeout(Duration::from_millis(5))),
+            Err(SendError::TimedOut)
+        ));
+        let o = Arc::clone(&out);
+        let waiter = std::thread::spawn(move || o.send(frame(2), Wait::Block));
+        gate.set_open(true);
+        waiter.join().unwrap().unwrap();
+        // A rendezvous send returns only once the transport has taken its frame.
+        assert!(gate.taken().contains(&2));
+        holder.join().unwrap();
+        assert_eq!(gate.taken(), [0, 2], "the timed-out frame was withdrawn");
+    }
+
+    #[test]
+    fn unbounded_never_waits_for_room() {
+        let (out, gate, blocked) = outbox(Buffering::Unbounded);
+        let holder = hold(&out, &gate, &blocked);
+        for n in 1..=200u8 {
+            out.send(frame(n), Wait::NonBlock).unwrap();
+        }
+        gate.set_open(true);
+        holder.join().unwrap();
+        assert_eq!(gate.wait_taken(201), (0..=200u8).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_nonblocking_send_on_a_busy_transport_is_queued_and_flushed_in_the_background() {
+        let (out, gate, _) = outbox(Buffering::Bounded(4));
+        // Nobody holds the transport, but it cannot take the frame now.
+        out.send(frame(1), Wait::NonBlock).unwrap();
+        out.send(frame(2), Wait::NonBlock).unwrap();
+        assert!(gate.taken().is_empty());
+        gate.set_open(true);
+        assert_eq!(gate.wait_taken(2), [1, 2]);
+    }
+
+    #[test]
+    fn closing_fails_queued_and_later_sends() {
+        let (out, gate, blocked) = outbox(Buffering::Zero);
+        let holder = hold(&out, &gate, &blocked);
+        let o = Arc::clone(&out);
+        let waiter = std::thread::spawn(move || o.send(frame(1), Wait::Block));
+        out.close("test over");
+        assert!(matches!(waiter.join().unwrap(), Err(SendError::Closed(r)) if r == "test over"));
+        assert!(matches!(out.send(frame(2), Wait::Block), Err(SendError::Closed(_))));
+        gate.set_open(true);
+        holder.join().unwrap();
+    }
+
+    #[test]
+    fn a_frame_above_the_maximum_is_refused_and_the_connection_stays() {
+        let (out, gate, _) = outbox(Buffering::default());
+        gate.set_open(true);
+        assert!(matches!(
+            out.send(Frame::from_payload(&[0; 1025]), Wait::Block),
+            Err(SendError::TooLarge(_))
+        ));
+        out.send(frame(1), Wait::Block).unwrap();
+        assert_eq!(gate.taken(), [1]);
+    }
+}

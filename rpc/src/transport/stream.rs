@@ -391,3 +391,141 @@ impl FrameSender for StreamSender {
         self.max = max;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn pair() -> (UnixStream, StreamReceiver) {
+        let (a, b) = UnixStream::pair().unwrap();
+        (a, StreamReceiver::new(OwnedFd::from(b), "test").unwrap())
+    }
+
+    fn prefixed(payload: &[u8]) -> Vec<u8> {
+        let mut bytes = (payload.len() as u32).to_le_bytes().to_vec();
+        bytes.extend_from_slice(payload);
+        bytes
+    }
+
+    #[test]
+    fn a_frame_arriving_byte_by_byte_is_kept_across_would_block() {
+        let (mut raw, mut rx) = pair();
+        let bytes = prefixed(b"hello, frames");
+        for (i, byte) in bytes.iter().enumerate() {
+            assert!(
+                matches!(rx.recv(Wait::NonBlock), Err(TransportError::WouldBlock { .. })),
+                "no frame after {i} bytes"
+            );
+            raw.write_all(&[*byte]).unwrap();
+        }
+        assert_eq!(rx.recv(Wait::NonBlock).unwrap(), b"hello, frames");
+    }
+
+    #[test]
+    fn many_frames_in_one_write_come_out_in_order() {
+        let (mut raw, mut rx) = pair();
+        let mut bytes = Vec::new();
+        for i in 0..1000u32 {
+            bytes.extend(prefixed(&i.to_le_bytes()));
+        }
+        raw.write_all(&bytes).unwrap();
+        for i in 0..1000u32 {
+            assert_eq!(rx.recv(Wait::Block).unwrap(), i.to_le_bytes());
+        }
+    }
+
+    #[test]
+    fn a_large_frame_is_read_whole() {
+        let (mut raw, mut rx) = pair();
+        let payload: Vec<u8> = (0..3_000_000u32).map(|i| i as u8).collect();
+        let bytes = prefixed(&payload);
+        let writer = std::thread::spawn(move || raw.write_all(&bytes).unwrap());
+        assert_eq!(rx.recv(Wait::timeout(Duration::from_secs(30))).unwrap(), payload);
+        writer.join().unwrap();
+    }
+
+    #[test]
+    fn an_oversized_length_is_refused_before_allocation_and_stays_refused() {
+        let (mut raw, mut rx) = pair();
+        rx.set_max_frame_len(1024);
+        raw.write_all(&1025u32.to_le_bytes()).unwrap();
+        match rx.recv(Wait::Block) {
+            Err(TransportError::FrameTooLarge {
+                len: 1025, max: 1024, ..
+            }) => {}
+            other => panic!("expected FrameTooLarge, got {other:?}"),
+        }
+        assert!(rx.recv(Wait::Block).is_err());
+    }
+
+    #[test]
+    fn the_end_of_the_stream_mid_frame_is_truncated() {
+        let (mut raw, mut rx) = pair();
+        raw.write_all(&prefixed(&[7; 100])[..50]).unwrap();
+        drop(raw);
+        match rx.recv(Wait::Block) {
+            Err(TransportError::Truncated {
+                got: 50, expected: 104, ..
+            }) => {}
+            other => panic!("expected Truncated, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_end_of_the_stream_between_frames_is_closed() {
+        let (raw, mut rx) = pair();
+        drop(raw);
+        assert!(matches!(rx.recv(Wait::Block), Err(TransportError::Closed { .. })));
+    }
+
+    #[test]
+    fn an_interrupt_ends_a_blocked_receive() {
+        let (_raw, mut rx) = pair();
+        let interrupt = Interrupt::new().unwrap();
+        rx.set_interrupt(interrupt.clone());
+        let waiter = std::thread::spawn(move || rx.recv(Wait::Block));
+        interrupt.fire();
+        assert!(matches!(
+            waiter.join().unwrap(),
+            Err(TransportError::Interrupted { .. })
+        ));
+    }
+
+    #[test]
+    fn a_deadline_ends_a_receive_with_timed_out() {
+        let (_raw, mut rx) = pair();
+        let result = rx.recv(Wait::timeout(Duration::from_millis(10)));
+        assert!(matches!(result, Err(TransportError::TimedOut { .. })));
+    }
+
+    #[test]
+    fn a_nonblocking_send_into_a_full_socket_takes_all_or_nothing() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut tx = StreamSender::new(OwnedFd::from(a), FdKind::Socket, "test").unwrap();
+        let mut rx = StreamReceiver::new(OwnedFd::from(b), "test").unwrap();
+        // Fill the socket with frames until one is refused or left partly written.
+        let mut sent = 0usize;
+        loop {
+            let mut frame = Frame::from_payload(&[sent as u8; 4096]);
+            match tx.send(&mut frame, Wait::NonBlock) {
+                Ok(()) => sent += 1,
+                Err(TransportError::WouldBlock { .. }) => break,
+                Err(e) => panic!("{e}"),
+            }
+            if tx.has_pending() {
+                break;
+            }
+        }
+        // Drain while finishing any partly written frame; every frame taken arrives whole.
+        let drain = std::thread::spawn(move || (0..sent).map(|_| rx.recv(Wait::Block).unwrap()).collect::<Vec<_>>());
+        tx.flush(Wait::Block).unwrap();
+        let frames = drain.join().unwrap();
+        for (i, frame) in frames.iter().enumerate() {
+            assert_eq!(frame, &vec![i as u8; 4096]);
+        }
+    }
+}
