@@ -413,7 +413,7 @@ impl Inner {
                     }
                     Err(e) => {
                         let reason = match e {
-                            TransportError::Closed { .. } => "the peer closed the connection".to_owned(),
+                            TransportError::Closed { .. } => "the peer closed the connection or exited".to_owned(),
                             e => e.to_string(),
                         };
                         self.fail(&mut st, reason);
