@@ -94,7 +94,10 @@ fn main() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let socket = dir.path().join("calc.sock");
 
-    println!("1. Starting a worker process that serves `calc` on {}", socket.display());
+    println!(
+        "1. Starting a worker process that serves `calc` on {}",
+        socket.display()
+    );
     let mut child = Command::new(std::env::current_exe()?)
         .env("PROCWIRE_DEMO_WORKER", &socket)
         .stdin(Stdio::piped())
@@ -108,7 +111,10 @@ fn main() -> Result<()> {
 
     let client = Client::connect(unix::connect(&socket)?, info())?;
     let pid: u32 = client.call(PID, &(), None)?;
-    println!("   connected; the worker is pid {pid}, this process is pid {}", std::process::id());
+    println!(
+        "   connected; the worker is pid {pid}, this process is pid {}",
+        std::process::id()
+    );
 
     println!("2. Typed calls");
     let sum: i64 = client.call(ADD, &(2i64, 3i64), None)?;

@@ -100,6 +100,8 @@ struct State {
     pending: HashMap<u64, Option<Vec<u8>>>,
     /// Why the connection is gone.
     failed: Option<String>,
+    /// Callers waiting on `replies`; a notify is a system call, so it is skipped when zero.
+    waiters: usize,
 }
 
 impl std::fmt::Debug for Client {
@@ -134,6 +136,7 @@ impl Client {
                     reading: false,
                     pending: HashMap::new(),
                     failed: None,
+                    waiters: 0,
                 }),
                 replies: Condvar::new(),
                 receiver: Mutex::new(receiver),
@@ -301,6 +304,12 @@ impl Inner {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn notify(&self, st: &State) {
+        if st.waiters > 0 {
+            self.replies.notify_all();
+        }
+    }
+
     fn disconnected(&self, method: Method, reason: &str) -> RpcError {
         RpcError::Disconnected {
             method: method.name,
@@ -335,7 +344,7 @@ impl Inner {
         tracing::debug!(peer = %self.peer.name, %reason, "client connection failed");
         st.failed.get_or_insert(reason.clone());
         self.outbox.close(&reason);
-        self.replies.notify_all();
+        self.notify(&st);
     }
 
     /// Files one incoming frame.
@@ -405,7 +414,7 @@ impl Inner {
                     Ok(payload) => self.dispatch(&mut st, payload),
                     Err(e) if e.is_retryable() => {
                         // Let another caller take over reading, then report.
-                        self.replies.notify_all();
+                        self.notify(&st);
                         if matches!(st.pending.get(&id), Some(Some(_))) {
                             continue;
                         }
@@ -420,13 +429,21 @@ impl Inner {
                     }
                 }
                 // Wake callers whose replies arrived, and one to read next.
-                self.replies.notify_all();
+                self.notify(&st);
                 continue;
             }
             match wait.remaining() {
                 Some(left) if left.is_zero() => return self.out_of_time(st, method, wait),
-                Some(left) => st = self.replies.wait_timeout(st, left).unwrap_or_else(|e| e.into_inner()).0,
-                None => st = self.replies.wait(st).unwrap_or_else(|e| e.into_inner()),
+                Some(left) => {
+                    st.waiters += 1;
+                    st = self.replies.wait_timeout(st, left).unwrap_or_else(|e| e.into_inner()).0;
+                    st.waiters -= 1;
+                }
+                None => {
+                    st.waiters += 1;
+                    st = self.replies.wait(st).unwrap_or_else(|e| e.into_inner());
+                    st.waiters -= 1;
+                }
             }
         }
     }
@@ -564,5 +581,16 @@ impl<R> Drop for PendingCall<R> {
         if !self.done {
             self.client.inner.abandon(self.id, self.method);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_handle_is_clone_send_and_sync() {
+        fn shareable<T: Clone + Send + Sync + 'static>() {}
+        shareable::<Client>();
     }
 }

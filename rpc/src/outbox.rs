@@ -7,6 +7,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 
 use crate::error::TransportError;
 use crate::protocol::Frame;
@@ -45,6 +46,8 @@ struct State {
     flusher_started: bool,
     /// Why the connection can no longer send.
     closed: Option<String>,
+    /// Threads waiting on `changed`; a notify is a system call, so it is skipped when zero.
+    waiters: usize,
 }
 
 struct Inner {
@@ -87,6 +90,7 @@ impl Outbox {
                     flush_wanted: false,
                     flusher_started: false,
                     closed: None,
+                    waiters: 0,
                 }),
                 changed: Condvar::new(),
                 sender: Mutex::new(Some(sender)),
@@ -162,7 +166,7 @@ impl Outbox {
             st.closed = Some(reason.to_owned());
         }
         st.queue.clear();
-        self.inner.changed.notify_all();
+        self.inner.notify(&st);
         let writing = st.writing;
         drop(st);
         if !writing {
@@ -182,16 +186,25 @@ impl Inner {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Waits for a change; the flag is true when `wait` ran out.
-    fn wait<'a>(&self, st: MutexGuard<'a, State>, wait: Wait) -> (MutexGuard<'a, State>, bool) {
-        match wait.remaining() {
-            None => (self.changed.wait(st).unwrap_or_else(|e| e.into_inner()), false),
-            Some(left) if left.is_zero() => (st, true),
-            Some(left) => {
-                let (st, _) = self.changed.wait_timeout(st, left).unwrap_or_else(|e| e.into_inner());
-                (st, wait.expired())
-            }
+    fn notify(&self, st: &State) {
+        if st.waiters > 0 {
+            self.changed.notify_all();
         }
+    }
+
+    /// Waits for a change; the flag is true when `wait` ran out.
+    fn wait<'a>(&self, mut st: MutexGuard<'a, State>, wait: Wait) -> (MutexGuard<'a, State>, bool) {
+        let left = wait.remaining();
+        if left == Some(Duration::ZERO) {
+            return (st, true);
+        }
+        st.waiters += 1;
+        let mut st = match left {
+            None => self.changed.wait(st).unwrap_or_else(|e| e.into_inner()),
+            Some(left) => self.changed.wait_timeout(st, left).unwrap_or_else(|e| e.into_inner()).0,
+        };
+        st.waiters -= 1;
+        (st, wait.expired())
     }
 
     fn drop_sender(&self) {
@@ -244,7 +257,7 @@ impl Inner {
                         }
                         if st.queue.is_empty() && !sender.has_pending() {
                             st.writing = false;
-                            self.changed.notify_all();
+                            self.notify(&st);
                             return result;
                         }
                         drop(guard);
@@ -264,7 +277,7 @@ impl Inner {
                         st.closed.get_or_insert(reason.clone());
                         st.queue.clear();
                         st.writing = false;
-                        self.changed.notify_all();
+                        self.notify(&st);
                         return Err(SendError::Closed(reason));
                     }
                 }
@@ -272,7 +285,7 @@ impl Inner {
             let mut st = self.lock();
             if st.closed.is_some() {
                 st.writing = false;
-                self.changed.notify_all();
+                self.notify(&st);
                 drop(st);
                 if let Some(mut s) = guard.take() {
                     s.close();
@@ -287,12 +300,12 @@ impl Inner {
             match st.queue.pop_front() {
                 Some((seq, frame)) => {
                     st.taken = seq + 1;
-                    self.changed.notify_all();
+                    self.notify(&st);
                     item = Some((false, frame));
                 }
                 None => {
                     st.writing = false;
-                    self.changed.notify_all();
+                    self.notify(&st);
                     return result;
                 }
             }
@@ -302,7 +315,7 @@ impl Inner {
     fn release(&self, result: Result<(), SendError>) -> Result<(), SendError> {
         let mut st = self.lock();
         st.writing = false;
-        self.changed.notify_all();
+        self.notify(&st);
         result
     }
 
@@ -321,14 +334,14 @@ impl Inner {
                 st.writing = false;
             }
         }
-        self.changed.notify_all();
+        self.notify(&st);
     }
 
     fn flusher(self: Arc<Self>) {
         loop {
             let mut st = self.lock();
             while !st.flush_wanted && st.closed.is_none() {
-                st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+                st = self.wait(st, Wait::Block).0;
             }
             if !st.flush_wanted {
                 // Closed while idle.
@@ -350,7 +363,7 @@ impl Inner {
                 st.closed.get_or_insert(reason);
                 st.queue.clear();
                 st.writing = false;
-                self.changed.notify_all();
+                self.notify(&st);
                 drop(st);
                 self.drop_sender();
                 return;
