@@ -344,7 +344,7 @@ impl Inner {
         tracing::debug!(peer = %self.peer.name, %reason, "client connection failed");
         st.failed.get_or_insert(reason.clone());
         self.outbox.close(&reason);
-        self.notify(&st);
+        self.notify(st);
     }
 
     /// Files one incoming frame.

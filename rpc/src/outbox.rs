@@ -390,11 +390,14 @@ mod tests {
     use super::*;
     use crate::transport::FrameSender;
 
+    /// A value and a condition variable to wait for its changes.
+    type Watched<T> = Arc<(Mutex<T>, Condvar)>;
+
     /// A transport whose writes stall while its gate is shut, and which records every frame
     /// it takes.
     #[derive(Clone, Default)]
     struct Gate {
-        state: Arc<(Mutex<(bool, Vec<u8>)>, Condvar)>,
+        state: Watched<(bool, Vec<u8>)>,
     }
 
     impl Gate {
@@ -418,7 +421,7 @@ mod tests {
             st.1.clone()
         }
         /// Waits until a writer is blocked at the shut gate.
-        fn wait_blocked(&self, blocked: &Arc<(Mutex<bool>, Condvar)>) {
+        fn wait_blocked(&self, blocked: &Watched<bool>) {
             let mut b = blocked.0.lock().unwrap();
             while !*b {
                 b = blocked.1.wait(b).unwrap();
@@ -428,7 +431,7 @@ mod tests {
 
     struct GateSender {
         gate: Gate,
-        blocked: Arc<(Mutex<bool>, Condvar)>,
+        blocked: Watched<bool>,
     }
 
     impl FrameSender for GateSender {
@@ -457,7 +460,7 @@ mod tests {
         fn set_max_frame_len(&mut self, _: usize) {}
     }
 
-    fn outbox(buffering: Buffering) -> (Arc<Outbox>, Gate, Arc<(Mutex<bool>, Condvar)>) {
+    fn outbox(buffering: Buffering) -> (Arc<Outbox>, Gate, Watched<bool>) {
         let gate = Gate::default();
         let blocked = Arc::new((Mutex::new(false), Condvar::new()));
         let sender = GateSender {
@@ -476,7 +479,7 @@ mod tests {
     }
 
     /// Starts a blocking send of frame 0 that stalls at the shut gate, holding the transport.
-    fn hold(out: &Arc<Outbox>, gate: &Gate, blocked: &Arc<(Mutex<bool>, Condvar)>) -> std::thread::JoinHandle<()> {
+    fn hold(out: &Arc<Outbox>, gate: &Gate, blocked: &Watched<bool>) -> std::thread::JoinHandle<()> {
         let o = Arc::clone(out);
         let holder = std::thread::spawn(move || o.send(frame(0), Wait::Block).unwrap());
         gate.wait_blocked(blocked);
