@@ -273,7 +273,9 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 fn child_command(role: &str, arg: &str) -> Command {
     let mut cmd = Command::new(std::env::current_exe().expect("current exe"));
+    // The panic case panics on purpose; keep its report to one line.
     cmd.env(CHILD_ENV, role)
+        .env("RUST_BACKTRACE", "0")
         .env("PROCWIRE_CONFORMANCE_ARG", arg)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
