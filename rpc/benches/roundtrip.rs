@@ -42,9 +42,9 @@ const ADD: Method = Method::new(1, "add");
 const ECHO: Method = Method::new(2, "echo");
 
 const MIB: usize = 1024 * 1024;
-/// Small-call timings are the median over this many equal batches, so that one descheduling
-/// or page-fault storm does not move the figure.
-const BATCHES: usize = 20;
+/// Timings are medians over this many equal batches (see `median_secs`).
+const SMALL_BATCHES: usize = 20;
+const LARGE_BATCHES: usize = 10;
 
 fn main() -> Result<()> {
     // Before anything else: a child must not print the table or pin itself again.
@@ -245,7 +245,11 @@ impl Drop for ChildProc {
 
 fn child_command(role: &str) -> Result<Command> {
     let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.env(CHILD_ENV, role).stdin(Stdio::null()).stdout(Stdio::null());
+    // A stray address from our own environment would send every raw child to FIFOs.
+    cmd.env(CHILD_ENV, role)
+        .env_remove(ADDR_ENV)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
     Ok(cmd)
 }
 
@@ -417,38 +421,43 @@ struct Counts {
     large_warmup: usize,
 }
 
-/// Median microseconds per round trip of `op` over `calls` calls in `BATCHES` batches.
-fn per_call_micros(counts: Counts, mut op: impl FnMut(i64) -> Result<()>) -> Result<f64> {
-    for i in 0..counts.small_warmup {
+/// Runs `op` `warmup` times, then `calls` times in `batches` equal batches, and returns
+/// the median over batches of the mean seconds per call. The median keeps one descheduling
+/// or page-fault storm from moving the figure; the argument is the call's index.
+fn median_secs(warmup: usize, calls: usize, batches: usize, mut op: impl FnMut(i64) -> Result<()>) -> Result<f64> {
+    for i in 0..warmup {
         op(i as i64)?;
     }
-    let per_batch = (counts.small_calls / BATCHES).max(1);
-    let mut samples = Vec::with_capacity(BATCHES);
+    let per_batch = (calls / batches).max(1);
+    let mut samples = Vec::with_capacity(batches);
     let mut i = 0;
-    for _ in 0..BATCHES {
+    for _ in 0..batches {
         let start = Instant::now();
         for _ in 0..per_batch {
             op(i)?;
             i += 1;
         }
-        samples.push(start.elapsed().as_secs_f64() * 1e6 / per_batch as f64);
+        samples.push(start.elapsed().as_secs_f64() / per_batch as f64);
     }
     samples.sort_by(f64::total_cmp);
-    Ok((samples[BATCHES / 2 - 1] + samples[BATCHES / 2]) / 2.0)
+    let mid = batches / 2;
+    Ok(if batches % 2 == 0 {
+        (samples[mid - 1] + samples[mid]) / 2.0
+    } else {
+        samples[mid]
+    })
+}
+
+/// Microseconds per small round trip.
+fn per_call_micros(counts: Counts, op: impl FnMut(i64) -> Result<()>) -> Result<f64> {
+    Ok(median_secs(counts.small_warmup, counts.small_calls, SMALL_BATCHES, op)? * 1e6)
 }
 
 /// Payload throughput in GB/s (1e9 bytes per second) of a 1 MiB echo: each round trip
 /// counts 2 MiB, the request's payload plus the reply's. Framing bytes are not counted.
 fn echo_gbps(counts: Counts, mut op: impl FnMut() -> Result<()>) -> Result<f64> {
-    for _ in 0..counts.large_warmup {
-        op()?;
-    }
-    let start = Instant::now();
-    for _ in 0..counts.large_calls {
-        op()?;
-    }
-    let bytes = 2.0 * MIB as f64 * counts.large_calls as f64;
-    Ok(bytes / start.elapsed().as_secs_f64() / 1e9)
+    let secs = median_secs(counts.large_warmup, counts.large_calls, LARGE_BATCHES, |_| op())?;
+    Ok(2.0 * MIB as f64 / secs / 1e9)
 }
 
 fn payload() -> Vec<u8> {
@@ -568,13 +577,13 @@ fn parent() -> Result<()> {
     }
     println!(
         "small call: add(i64, i64) -> i64 vs raw 8-byte write/read ping-pong; {} calls after {} warm-up, \
-         median of {BATCHES} batch means, microseconds per round trip",
+         median of {SMALL_BATCHES} batch means, microseconds per round trip",
         counts.small_calls, counts.small_warmup
     );
     println!(
         "1 MiB echo: echo(ByteBuf) -> ByteBuf vs raw 4-byte length + 1 MiB written, 1 MiB read back; {} round \
          trips after {} warm-up; GB/s = 2 MiB of payload per round trip (1 MiB each way, framing not \
-         counted) / elapsed, 1 GB = 1e9 bytes",
+         counted) / median of {LARGE_BATCHES} batch means of the round-trip time, 1 GB = 1e9 bytes",
         counts.large_calls, counts.large_warmup
     );
     println!();
