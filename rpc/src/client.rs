@@ -242,18 +242,17 @@ fn encode<A: Serialize + ?Sized>(
     deadline: Option<Instant>,
 ) -> Result<Frame, RpcError> {
     let timeout_us = deadline.map(|d| d.saturating_duration_since(Instant::now()).as_micros() as u64);
-    let mut frame = Envelope {
+    Envelope {
         id,
         kind,
         method: method.id,
         timeout_us,
     }
-    .frame();
-    frame.encode(args).map_err(|source| RpcError::Encode {
+    .frame_with(args)
+    .map_err(|source| RpcError::Encode {
         method: method.name,
         source,
-    })?;
-    Ok(frame)
+    })
 }
 
 fn handshake(transport: &mut Transport, service: &ServiceInfo, timeout: Duration) -> Result<(), HandshakeError> {
@@ -514,7 +513,9 @@ impl<R: DeserializeOwned> PendingCall<R> {
         // On a missed deadline `done` stays false, so that dropping `self` cancels the call.
         self.done = !matches!(reply, Err(RpcError::DeadlineExceeded { .. }));
         let payload = reply?.expect("a blocking wait returns a reply or an error");
-        self.decode(&payload)
+        let result = self.decode(&payload);
+        crate::buffers::give(payload);
+        result
     }
 
     /// Returns the reply if it has arrived, `Ok(None)` if not, without waiting.
@@ -537,7 +538,9 @@ impl<R: DeserializeOwned> PendingCall<R> {
             Ok(None) => Ok(None),
             Ok(Some(payload)) => {
                 self.done = true;
-                self.decode(&payload).map(Some)
+                let result = self.decode(&payload).map(Some);
+                crate::buffers::give(payload);
+                result
             }
             Err(e) => {
                 self.done = true;

@@ -38,12 +38,14 @@
 //! ```
 #![deny(missing_docs)]
 
+mod buffers;
 mod client;
 mod error;
 mod outbox;
 pub mod protocol;
 mod server;
 mod service;
+mod sys;
 pub mod transport;
 mod wait;
 

@@ -227,7 +227,7 @@ impl Inner {
             };
             if let Some((own, mut frame)) = item.take() {
                 match sender.send(&mut frame, wait) {
-                    Ok(()) => {}
+                    Ok(()) => crate::buffers::give(frame.into_vec()),
                     Err(e) if e.is_retryable() => {
                         // Not taken. Our own frame may queue if the buffering has room; a
                         // queued frame goes back to the head of the queue.

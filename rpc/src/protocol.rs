@@ -40,7 +40,7 @@ impl Frame {
 
     /// An empty frame with room for a payload of `capacity` bytes.
     pub fn with_capacity(capacity: usize) -> Self {
-        let mut buf = Vec::with_capacity(HEADROOM + capacity);
+        let mut buf = crate::buffers::take(HEADROOM + capacity);
         buf.extend_from_slice(&[0; HEADROOM]);
         Frame { buf }
     }
@@ -50,6 +50,11 @@ impl Frame {
         let mut frame = Self::with_capacity(payload.len());
         frame.buf.extend_from_slice(payload);
         frame
+    }
+
+    /// The whole buffer, headroom included, for reuse.
+    pub fn into_vec(self) -> Vec<u8> {
+        self.buf
     }
 
     /// The payload.
@@ -129,6 +134,15 @@ impl Envelope {
         let mut frame = Frame::with_capacity(capacity + 24);
         frame.encode(self).expect("encoding an envelope into a Vec cannot fail");
         frame
+    }
+
+    /// A frame with this envelope and `body`, allocated at its exact size.
+    pub fn frame_with<T: Serialize + ?Sized>(&self, body: &T) -> Result<Frame, postcard::Error> {
+        let size = serialized_size(self)? + serialized_size(body)?;
+        let mut frame = Frame::with_capacity(size);
+        frame.encode(self)?;
+        frame.encode(body)?;
+        Ok(frame)
     }
 
     /// Splits a payload into envelope and body.
@@ -234,4 +248,9 @@ pub fn decode_exact<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<T, post
         (value, []) => Ok(value),
         _ => Err(postcard::Error::DeserializeBadEncoding),
     }
+}
+
+/// The length of `value`'s postcard encoding, counted without encoding it.
+fn serialized_size<T: Serialize + ?Sized>(value: &T) -> Result<usize, postcard::Error> {
+    postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default())
 }

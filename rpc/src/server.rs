@@ -450,6 +450,7 @@ impl<S: Service> Conn<S> {
             }
             drop(receiver);
             self.handle(envelope, body);
+            crate::buffers::give(payload);
         }
         if self.threads.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.outbox.close("server closed the connection");

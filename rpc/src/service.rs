@@ -133,20 +133,19 @@ impl CallContext {
 
     /// Encodes `value` as this call's reply.
     pub fn reply<T: Serialize + ?Sized>(&self, value: &T) -> Result<Frame, Fault> {
-        let mut frame = Envelope {
+        Envelope {
             id: self.envelope.id,
             kind: Kind::Reply,
             method: self.envelope.method,
             timeout_us: None,
         }
-        .frame();
-        frame.encode(value).map_err(|e| {
+        .frame_with(value)
+        .map_err(|e| {
             Fault::new(
                 FaultKind::BadReply,
                 format!("cannot encode the reply of method {}: {e}", self.method()),
             )
-        })?;
-        Ok(frame)
+        })
     }
 
     /// Encodes `fault` as this call's reply.

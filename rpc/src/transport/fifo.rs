@@ -3,12 +3,12 @@
 //! [`open`] returns once the peer has opened its ends too.
 
 use std::fs::OpenOptions;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 use nix::sys::stat::Mode;
 
-use super::stream::{FdKind, StreamReceiver, StreamSender};
+use super::stream::{self, FdKind, StreamReceiver, StreamSender};
 use super::{PeerInfo, Transport};
 use crate::error::TransportError;
 
@@ -55,9 +55,11 @@ pub fn open(dir: impl AsRef<Path>, side: Side) -> Result<Transport, TransportErr
             (open("s2c", false)?, write)
         }
     };
+    stream::enlarge_pipe(read.as_fd());
+    stream::enlarge_pipe(write.as_fd());
     Ok(Transport {
         sender: Box::new(StreamSender::new(write, FdKind::Pipe, name.clone())?),
-        receiver: Box::new(StreamReceiver::new(read, name.clone())?),
+        receiver: Box::new(StreamReceiver::new(read, FdKind::Pipe, name.clone())?),
         peer: PeerInfo::named(name),
     })
 }

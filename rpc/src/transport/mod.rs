@@ -44,7 +44,7 @@ mod stream;
 pub mod tcp;
 pub mod unix;
 
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, RawFd};
 use std::sync::Arc;
 
 use nix::sys::eventfd::{EfdFlags, EventFd};
@@ -87,6 +87,18 @@ pub trait FrameReceiver: Send + 'static {
 
     /// Sets the largest payload accepted; a longer frame is refused before allocation.
     fn set_max_frame_len(&mut self, max: usize);
+
+    /// A descriptor that polls readable when [`recv`](Self::recv) may make progress, for
+    /// servers that wait on many receivers at once; `None` if the transport has none.
+    fn readiness_fd(&self) -> Option<RawFd> {
+        None
+    }
+
+    /// True if bytes already read from the transport wait to be returned as frames; a
+    /// readiness descriptor does not show those.
+    fn has_buffered(&self) -> bool {
+        false
+    }
 }
 
 /// Accepts incoming connections.

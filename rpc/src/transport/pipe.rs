@@ -11,14 +11,14 @@
 //! # let _ = (parent, child); Ok(()) }
 //! ```
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
 use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
 use nix::unistd::pipe2;
 
-use super::stream::{FdKind, StreamReceiver, StreamSender};
+use super::stream::{self, FdKind, StreamReceiver, StreamSender};
 use super::{PeerInfo, Transport};
 use crate::error::TransportError;
 
@@ -31,7 +31,7 @@ pub fn from_fds(read: OwnedFd, write: OwnedFd) -> Result<Transport, TransportErr
     let name = format!("pipe:{}/{}", read.as_raw_fd(), write.as_raw_fd());
     Ok(Transport {
         sender: Box::new(StreamSender::new(write, FdKind::Pipe, name.clone())?),
-        receiver: Box::new(StreamReceiver::new(read, name.clone())?),
+        receiver: Box::new(StreamReceiver::new(read, FdKind::Pipe, name.clone())?),
         peer: PeerInfo::named(name),
     })
 }
@@ -41,6 +41,8 @@ pub fn from_fds(read: OwnedFd, write: OwnedFd) -> Result<Transport, TransportErr
 pub fn pair() -> Result<(Transport, ChildEnds), TransportError> {
     let (child_read, parent_write) = pipe2(OFlag::O_CLOEXEC).map_err(|e| TransportError::io("pipe", "pipe", e))?;
     let (parent_read, child_write) = pipe2(OFlag::O_CLOEXEC).map_err(|e| TransportError::io("pipe", "pipe", e))?;
+    stream::enlarge_pipe(parent_read.as_fd());
+    stream::enlarge_pipe(parent_write.as_fd());
     let transport = from_fds(parent_read, parent_write)?;
     Ok((
         transport,

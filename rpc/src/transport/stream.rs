@@ -1,36 +1,53 @@
 //! Frames over byte streams: the one implementation behind the socket, pipe and FIFO
 //! transports.
+//!
+//! Descriptors stay in blocking mode, so a blocking operation is one plain `read` or
+//! `write`, exactly as a hand-written ping-pong would do it. Non-blocking and deadline-bound
+//! operations use `MSG_DONTWAIT` on sockets; on pipes, whose two ends are separate file
+//! descriptions, `O_NONBLOCK` is switched only when the mode changes. Waits with a deadline or
+//! an [`Interrupt`] are `poll(2)` on the descriptor and the interrupt's eventfd.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::libc;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{send, shutdown, MsgFlags, Shutdown};
 
 use super::{FrameReceiver, FrameSender, Interrupt};
+use crate::buffers;
 use crate::error::TransportError;
 use crate::protocol::{Frame, DEFAULT_MAX_FRAME_LEN, HEADROOM};
+use crate::sys::read_spare;
 use crate::wait::Wait;
 
 /// Size of the receive staging buffer: frames that fit are read with one system call,
-/// several at a time; larger ones are read straight into their own allocation.
+/// several at a time; larger ones are read straight into a buffer of their own.
 const STAGING: usize = 64 * 1024;
 
-/// Whether a descriptor is a socket (sent to with `MSG_NOSIGNAL`, shut down on close) or a
-/// pipe/FIFO.
+/// Whether a descriptor is a socket (per-call flags, `MSG_NOSIGNAL`, shut down on close) or
+/// a pipe/FIFO end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum FdKind {
     Socket,
     Pipe,
 }
 
-pub(crate) fn set_nonblocking(fd: &OwnedFd, peer: &str) -> Result<(), TransportError> {
+/// Sets or clears `O_NONBLOCK` on `fd`.
+pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>, on: bool, peer: &str) -> Result<(), TransportError> {
     let flags = fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL).map_err(|e| TransportError::io("fcntl", peer, e))?;
-    let flags = OFlag::from_bits_retain(flags) | OFlag::O_NONBLOCK;
+    let mut flags = OFlag::from_bits_retain(flags);
+    flags.set(OFlag::O_NONBLOCK, on);
     fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(flags)).map_err(|e| TransportError::io("fcntl", peer, e))?;
     Ok(())
+}
+
+/// Asks for a 1 MiB pipe buffer (the default 64 KiB makes large frames cross in many small
+/// steps); best effort, as unprivileged processes are capped by `fs.pipe-max-size`.
+pub(crate) fn enlarge_pipe(fd: BorrowedFd<'_>) {
+    let _ = fcntl(fd.as_raw_fd(), FcntlArg::F_SETPIPE_SZ(1 << 20));
 }
 
 /// Waits until `fd` is ready for `events`, the interrupt fires, or `wait` runs out.
@@ -56,16 +73,17 @@ pub(crate) fn wait_ready(
                 PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
             }
         };
-        let mut fds = vec![PollFd::new(fd, events)];
-        if let Some(interrupt) = interrupt {
-            fds.push(PollFd::new(interrupt.as_fd(), PollFlags::POLLIN));
-        }
-        match poll(&mut fds, timeout) {
+        let mut fds = [
+            PollFd::new(fd, events),
+            PollFd::new(interrupt.map_or(fd, Interrupt::as_fd), PollFlags::POLLIN),
+        ];
+        let n = if interrupt.is_some() { 2 } else { 1 };
+        match poll(&mut fds[..n], timeout) {
             Ok(_) => {}
             Err(Errno::EINTR) => continue,
             Err(e) => return Err(TransportError::io("poll", peer, e)),
         }
-        if fds.len() > 1 && fds[1].any().unwrap_or(false) {
+        if n == 2 && fds[1].any().unwrap_or(false) {
             return Err(TransportError::Interrupted { peer: peer.to_owned() });
         }
         // Readiness, hang-up and error all mean: try the operation, it will tell.
@@ -75,116 +93,143 @@ pub(crate) fn wait_ready(
     }
 }
 
+/// The blocking mode a pipe end is in, switched only on change.
+#[derive(Debug)]
+struct Mode {
+    kind: FdKind,
+    nonblocking: bool,
+}
+
+impl Mode {
+    fn new(fd: &OwnedFd, kind: FdKind, peer: &str) -> Result<Self, TransportError> {
+        set_nonblocking(fd.as_fd(), false, peer)?;
+        Ok(Mode { kind, nonblocking: false })
+    }
+
+    /// Prepares `fd` for one operation; returns the flags for `send`/`recv` on a socket.
+    fn prepare(&mut self, fd: &OwnedFd, nonblocking: bool) -> Result<libc::c_int, Errno> {
+        match self.kind {
+            FdKind::Socket => Ok(if nonblocking { libc::MSG_DONTWAIT } else { 0 }),
+            FdKind::Pipe => {
+                if self.nonblocking != nonblocking {
+                    let flags = OFlag::from_bits_retain(fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL)?);
+                    let mut flags = flags;
+                    flags.set(OFlag::O_NONBLOCK, nonblocking);
+                    fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(flags))?;
+                    self.nonblocking = nonblocking;
+                }
+                Ok(0)
+            }
+        }
+    }
+}
+
 /// The receiving half of a byte-stream transport.
 #[derive(Debug)]
 pub struct StreamReceiver {
     fd: OwnedFd,
+    mode: Mode,
     peer: String,
     max: usize,
     interrupt: Option<Interrupt>,
-    staging: Box<[u8]>,
+    /// Bytes read and not yet returned are `staging[start..]`.
+    staging: Vec<u8>,
     start: usize,
-    end: usize,
-    /// A large frame being read straight into its own buffer: (buffer, bytes filled).
+    /// A large frame being read straight into its own buffer, and its length.
     body: Option<(Vec<u8>, usize)>,
     /// A fatal error already returned; repeated on every later call.
     failed: Option<fn(&str) -> TransportError>,
 }
 
 impl StreamReceiver {
-    /// Wraps a connected stream descriptor, switching it to non-blocking mode.
-    pub(crate) fn new(fd: OwnedFd, peer: impl Into<String>) -> Result<Self, TransportError> {
+    /// Wraps a connected stream descriptor.
+    pub(crate) fn new(fd: OwnedFd, kind: FdKind, peer: impl Into<String>) -> Result<Self, TransportError> {
         let peer = peer.into();
-        set_nonblocking(&fd, &peer)?;
+        let mode = Mode::new(&fd, kind, &peer)?;
         Ok(StreamReceiver {
             fd,
+            mode,
             peer,
             max: DEFAULT_MAX_FRAME_LEN,
             interrupt: None,
-            staging: vec![0; STAGING].into_boxed_slice(),
+            staging: Vec::with_capacity(STAGING),
             start: 0,
-            end: 0,
             body: None,
             failed: None,
         })
     }
 
-    /// Returns a whole frame if one is buffered.
+    fn prefix_at(&self, at: usize) -> usize {
+        let mut prefix = [0; HEADROOM];
+        prefix.copy_from_slice(&self.staging[at..at + HEADROOM]);
+        u32::from_le_bytes(prefix) as usize
+    }
+
+    /// Returns a whole frame if one is buffered, and makes room for the next read.
     fn take_frame(&mut self) -> Result<Option<Vec<u8>>, TransportError> {
-        if let Some((body, filled)) = &self.body {
-            if *filled == body.len() {
+        if let Some((body, len)) = &self.body {
+            if body.len() == *len {
                 return Ok(self.body.take().map(|(body, _)| body));
             }
             return Ok(None);
         }
-        let avail = self.end - self.start;
+        let avail = self.staging.len() - self.start;
         if avail < HEADROOM {
+            if self.start > 0 {
+                self.staging.drain(..self.start);
+                self.start = 0;
+            }
             return Ok(None);
         }
-        let mut prefix = [0; HEADROOM];
-        prefix.copy_from_slice(&self.staging[self.start..self.start + HEADROOM]);
-        let len = u32::from_le_bytes(prefix) as usize;
+        let len = self.prefix_at(self.start);
         if len > self.max {
-            let (peer, max) = (self.peer.clone(), self.max);
             self.failed = Some(|peer| TransportError::Closed { peer: peer.to_owned() });
-            return Err(TransportError::FrameTooLarge {
-                peer,
-                len: len as u64,
-                max,
-            });
+            return Err(TransportError::FrameTooLarge { peer: self.peer.clone(), len: len as u64, max: self.max });
         }
         let begin = self.start + HEADROOM;
         if avail - HEADROOM >= len {
             let frame = self.staging[begin..begin + len].to_vec();
             self.start = begin + len;
-            if self.start == self.end {
+            if self.start == self.staging.len() {
+                self.staging.clear();
                 self.start = 0;
-                self.end = 0;
             }
             return Ok(Some(frame));
         }
-        if HEADROOM + len > self.staging.len() {
+        if HEADROOM + len > STAGING {
             // Too big for the staging buffer: give it its own and read the rest straight in.
-            let mut body = vec![0; len];
-            let have = self.end - begin;
-            body[..have].copy_from_slice(&self.staging[begin..self.end]);
+            let mut body = buffers::take(len);
+            body.extend_from_slice(&self.staging[begin..]);
+            self.staging.clear();
             self.start = 0;
-            self.end = 0;
-            self.body = Some((body, have));
-        } else if self.start + HEADROOM + len > self.staging.len() {
-            self.staging.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
+            self.body = Some((body, len));
+        } else if self.start + HEADROOM + len > STAGING {
+            self.staging.drain(..self.start);
             self.start = 0;
         }
         Ok(None)
     }
 
     /// Reads what the descriptor has. `Ok(0)` is the end of the stream.
-    fn fill(&mut self) -> Result<usize, Errno> {
-        let target = match &mut self.body {
-            Some((body, filled)) => &mut body[*filled..],
-            None => &mut self.staging[self.end..],
+    fn fill(&mut self, nonblocking: bool) -> Result<usize, Errno> {
+        let flags = self.mode.prepare(&self.fd, nonblocking)?;
+        let (buf, max) = match &mut self.body {
+            Some((body, len)) => {
+                let left = *len - body.len();
+                (body, left)
+            }
+            None => (&mut self.staging, STAGING),
         };
-        let n = nix::unistd::read(self.fd.as_raw_fd(), target)?;
-        match &mut self.body {
-            Some((_, filled)) => *filled += n,
-            None => self.end += n,
-        }
-        Ok(n)
+        let flags = (self.mode.kind == FdKind::Socket).then_some(flags);
+        read_spare(self.fd.as_fd(), buf, max, flags)
     }
 
     fn partial_len(&self) -> Option<(usize, usize)> {
         match &self.body {
-            Some((body, filled)) => Some((HEADROOM + filled, HEADROOM + body.len())),
-            None if self.end > self.start => {
-                let avail = self.end - self.start;
-                let expected = if avail >= HEADROOM {
-                    let mut prefix = [0; HEADROOM];
-                    prefix.copy_from_slice(&self.staging[self.start..self.start + HEADROOM]);
-                    HEADROOM + u32::from_le_bytes(prefix) as usize
-                } else {
-                    HEADROOM
-                };
+            Some((body, len)) => Some((HEADROOM + body.len(), HEADROOM + len)),
+            None if self.staging.len() > self.start => {
+                let avail = self.staging.len() - self.start;
+                let expected = if avail >= HEADROOM { HEADROOM + self.prefix_at(self.start) } else { HEADROOM };
                 Some((avail, expected))
             }
             None => None,
@@ -197,39 +242,29 @@ impl FrameReceiver for StreamReceiver {
         if let Some(failed) = self.failed {
             return Err(failed(&self.peer));
         }
+        // A plain blocking read when nothing but data can end the wait.
+        let blocking = wait == Wait::Block && self.interrupt.is_none();
         loop {
             if let Some(frame) = self.take_frame()? {
                 return Ok(frame);
             }
-            match self.fill() {
+            match self.fill(!blocking) {
                 Ok(0) => {
                     let err = match self.partial_len() {
-                        Some((got, expected)) => TransportError::Truncated {
-                            peer: self.peer.clone(),
-                            got,
-                            expected,
-                        },
-                        None => TransportError::Closed {
-                            peer: self.peer.clone(),
-                        },
+                        Some((got, expected)) => TransportError::Truncated { peer: self.peer.clone(), got, expected },
+                        None => TransportError::Closed { peer: self.peer.clone() },
                     };
                     self.failed = Some(|peer| TransportError::Closed { peer: peer.to_owned() });
                     return Err(err);
                 }
                 Ok(_) => {}
-                Err(Errno::EAGAIN) => wait_ready(
-                    self.fd.as_fd(),
-                    PollFlags::POLLIN,
-                    wait,
-                    self.interrupt.as_ref(),
-                    &self.peer,
-                )?,
+                Err(Errno::EAGAIN) => {
+                    wait_ready(self.fd.as_fd(), PollFlags::POLLIN, wait, self.interrupt.as_ref(), &self.peer)?
+                }
                 Err(Errno::EINTR) => {}
                 Err(Errno::ECONNRESET) => {
                     self.failed = Some(|peer| TransportError::Closed { peer: peer.to_owned() });
-                    return Err(TransportError::Closed {
-                        peer: self.peer.clone(),
-                    });
+                    return Err(TransportError::Closed { peer: self.peer.clone() });
                 }
                 Err(e) => return Err(TransportError::io("read", self.peer.clone(), e)),
             }
@@ -243,13 +278,21 @@ impl FrameReceiver for StreamReceiver {
     fn set_max_frame_len(&mut self, max: usize) {
         self.max = max;
     }
+
+    fn readiness_fd(&self) -> Option<RawFd> {
+        Some(self.fd.as_raw_fd())
+    }
+
+    fn has_buffered(&self) -> bool {
+        self.body.is_some() || self.staging.len() > self.start
+    }
 }
 
 /// The sending half of a byte-stream transport.
 #[derive(Debug)]
 pub struct StreamSender {
     fd: OwnedFd,
-    kind: FdKind,
+    mode: Mode,
     peer: String,
     max: usize,
     /// The unwritten tail of a frame that was partly written.
@@ -259,43 +302,39 @@ pub struct StreamSender {
 }
 
 impl StreamSender {
-    /// Wraps a connected stream descriptor, switching it to non-blocking mode.
+    /// Wraps a connected stream descriptor.
     pub(crate) fn new(fd: OwnedFd, kind: FdKind, peer: impl Into<String>) -> Result<Self, TransportError> {
         let peer = peer.into();
-        set_nonblocking(&fd, &peer)?;
-        Ok(StreamSender {
-            fd,
-            kind,
-            peer,
-            max: DEFAULT_MAX_FRAME_LEN,
-            pending: Vec::new(),
-            pending_off: 0,
-            closed: false,
-        })
+        let mode = Mode::new(&fd, kind, &peer)?;
+        Ok(StreamSender { fd, mode, peer, max: DEFAULT_MAX_FRAME_LEN, pending: Vec::new(), pending_off: 0, closed: false })
     }
 
-    fn write(&self, bytes: &[u8]) -> Result<usize, Errno> {
-        match self.kind {
+    fn write(&mut self, bytes: &[u8], nonblocking: bool) -> Result<usize, Errno> {
+        let flags = self.mode.prepare(&self.fd, nonblocking)?;
+        match self.mode.kind {
             // MSG_NOSIGNAL: a dead peer is an EPIPE error here, never a SIGPIPE.
-            FdKind::Socket => send(self.fd.as_raw_fd(), bytes, MsgFlags::MSG_NOSIGNAL),
+            FdKind::Socket => send(
+                self.fd.as_raw_fd(),
+                bytes,
+                MsgFlags::MSG_NOSIGNAL | MsgFlags::from_bits_retain(flags),
+            ),
             FdKind::Pipe => nix::unistd::write(&self.fd, bytes),
         }
     }
 
     fn write_error(&self, e: Errno) -> TransportError {
         match e {
-            Errno::EPIPE | Errno::ECONNRESET => TransportError::Closed {
-                peer: self.peer.clone(),
-            },
+            Errno::EPIPE | Errno::ECONNRESET => TransportError::Closed { peer: self.peer.clone() },
             e => TransportError::io("write", self.peer.clone(), io::Error::from(e)),
         }
     }
 
     /// Writes `bytes` from `*off` on. `Ok(true)` when all written; `Ok(false)` when `wait`
     /// ran out.
-    fn write_all(&self, bytes: &[u8], off: &mut usize, wait: Wait) -> Result<bool, TransportError> {
+    fn write_all(&mut self, bytes: &[u8], off: &mut usize, wait: Wait) -> Result<bool, TransportError> {
+        let blocking = wait == Wait::Block;
         while *off < bytes.len() {
-            match self.write(&bytes[*off..]) {
+            match self.write(&bytes[*off..], !blocking) {
                 Ok(n) => *off += n,
                 Err(Errno::EINTR) => {}
                 Err(Errno::EAGAIN) => match wait_ready(self.fd.as_fd(), PollFlags::POLLOUT, wait, None, &self.peer) {
@@ -307,6 +346,13 @@ impl StreamSender {
             }
         }
         Ok(true)
+    }
+
+    fn not_taken(&self, wait: Wait) -> TransportError {
+        match wait {
+            Wait::NonBlock => TransportError::WouldBlock { peer: self.peer.clone() },
+            _ => TransportError::TimedOut { peer: self.peer.clone() },
+        }
     }
 }
 
@@ -322,18 +368,10 @@ impl FrameSender for StreamSender {
         self.flush(wait)?;
         let bytes = frame.as_length_prefixed();
         let mut off = 0;
-        let done = self.write_all(bytes, &mut off, wait)?;
-        if !done {
+        if !self.write_all(bytes, &mut off, wait)? {
             if off == 0 {
                 // Nothing written: the frame was not taken.
-                return Err(match wait {
-                    Wait::NonBlock => TransportError::WouldBlock {
-                        peer: self.peer.clone(),
-                    },
-                    _ => TransportError::TimedOut {
-                        peer: self.peer.clone(),
-                    },
-                });
+                return Err(self.not_taken(wait));
             }
             // Part written: the frame is taken; keep the tail for flush.
             self.pending.clear();
@@ -345,9 +383,7 @@ impl FrameSender for StreamSender {
 
     fn flush(&mut self, wait: Wait) -> Result<(), TransportError> {
         if self.closed {
-            return Err(TransportError::Closed {
-                peer: self.peer.clone(),
-            });
+            return Err(TransportError::Closed { peer: self.peer.clone() });
         }
         if self.pending_off == self.pending.len() {
             return Ok(());
@@ -357,20 +393,12 @@ impl FrameSender for StreamSender {
         let result = self.write_all(&pending, &mut off, wait);
         self.pending = pending;
         self.pending_off = off;
-        match result? {
-            true => {
-                self.pending.clear();
-                self.pending_off = 0;
-                Ok(())
-            }
-            false => Err(match wait {
-                Wait::NonBlock => TransportError::WouldBlock {
-                    peer: self.peer.clone(),
-                },
-                _ => TransportError::TimedOut {
-                    peer: self.peer.clone(),
-                },
-            }),
+        if result? {
+            self.pending.clear();
+            self.pending_off = 0;
+            Ok(())
+        } else {
+            Err(self.not_taken(wait))
         }
     }
 
@@ -379,7 +407,7 @@ impl FrameSender for StreamSender {
     }
 
     fn close(&mut self) {
-        if !self.closed && self.kind == FdKind::Socket {
+        if !self.closed && self.mode.kind == FdKind::Socket {
             // Other clones of the socket (the receiving half) keep it open; shut the write
             // direction down so the peer sees the end of the stream now.
             let _ = shutdown(self.fd.as_raw_fd(), Shutdown::Write);
@@ -402,7 +430,7 @@ mod tests {
 
     fn pair() -> (UnixStream, StreamReceiver) {
         let (a, b) = UnixStream::pair().unwrap();
-        (a, StreamReceiver::new(OwnedFd::from(b), "test").unwrap())
+        (a, StreamReceiver::new(OwnedFd::from(b), FdKind::Socket, "test").unwrap())
     }
 
     fn prefixed(payload: &[u8]) -> Vec<u8> {
@@ -506,7 +534,7 @@ mod tests {
     fn a_nonblocking_send_into_a_full_socket_takes_all_or_nothing() {
         let (a, b) = UnixStream::pair().unwrap();
         let mut tx = StreamSender::new(OwnedFd::from(a), FdKind::Socket, "test").unwrap();
-        let mut rx = StreamReceiver::new(OwnedFd::from(b), "test").unwrap();
+        let mut rx = StreamReceiver::new(OwnedFd::from(b), FdKind::Socket, "test").unwrap();
         // Fill the socket with frames until one is refused or left partly written.
         let mut sent = 0usize;
         loop {

@@ -30,7 +30,7 @@ pub fn from_stream(stream: TcpStream) -> Result<Transport, TransportError> {
     let read = fd.try_clone().map_err(|e| TransportError::io("dup", name.clone(), e))?;
     Ok(Transport {
         sender: Box::new(StreamSender::new(fd, FdKind::Socket, name.clone())?),
-        receiver: Box::new(StreamReceiver::new(read, name.clone())?),
+        receiver: Box::new(StreamReceiver::new(read, FdKind::Socket, name.clone())?),
         peer: PeerInfo::named(name),
     })
 }
