@@ -20,7 +20,11 @@ pub(crate) fn take(capacity: usize) -> Vec<u8> {
     if capacity >= POOLED_MIN {
         let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
         // The smallest buffer that fits.
-        let best = pool.iter().enumerate().filter(|(_, b)| b.capacity() >= capacity).min_by_key(|(_, b)| b.capacity());
+        let best = pool
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.capacity() >= capacity)
+            .min_by_key(|(_, b)| b.capacity());
         if let Some((i, _)) = best {
             return pool.swap_remove(i);
         }

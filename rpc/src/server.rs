@@ -8,6 +8,10 @@
 //! ones on the same connection, and one connection's troubles stay on its own threads.
 
 use std::collections::HashMap;
+use std::os::fd::{AsFd, BorrowedFd};
+
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::eventfd::{EfdFlags, EventFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -293,6 +297,36 @@ struct Conn<S> {
     threads: AtomicUsize,
     idle: AtomicUsize,
     closed: AtomicBool,
+    /// Written when requests are buffered in the receiver: wakes one idle thread.
+    wake: EventFd,
+    /// Fired when the connection stops reading: wakes every thread.
+    ended: Interrupt,
+}
+
+/// Token of the "more buffered" eventfd in a [`Waiter`].
+const WAKE: u64 = 1;
+
+/// One thread's epoll set.
+struct Waiter {
+    epoll: Epoll,
+}
+
+impl Waiter {
+    /// Sleeps until there may be something to do.
+    fn wait(&self, wake: &EventFd) -> nix::Result<()> {
+        let mut events = [EpollEvent::empty(); 4];
+        let n = loop {
+            match self.epoll.wait(&mut events, EpollTimeout::NONE) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                other => break other?,
+            }
+        };
+        if events[..n].iter().any(|e| e.data() == WAKE) {
+            // Semaphore mode: take one wake-up; another thread may take the next.
+            let _ = wake.read();
+        }
+        Ok(())
+    }
 }
 
 fn start_connection<S: Service>(
@@ -310,6 +344,19 @@ fn start_connection<S: Service>(
             tracing::warn!(%peer, error = %e, "handshake failed; connection closed");
             return;
         }
+        let wakers = EventFd::from_value_and_flags(
+            0,
+            EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_SEMAPHORE,
+        )
+        .map_err(std::io::Error::from)
+        .and_then(|wake| Ok((wake, Interrupt::new()?)));
+        let (wake, ended) = match wakers {
+            Ok(wakers) => wakers,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "cannot create eventfds; connection closed");
+                return;
+            }
+        };
         let Transport { sender, receiver, peer } = transport;
         let conn = Arc::new(Conn {
             outbox: Outbox::new(sender, config.buffering, peer.name.clone(), config.max_frame_len),
@@ -322,6 +369,8 @@ fn start_connection<S: Service>(
             threads: AtomicUsize::new(1),
             idle: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
+            wake,
+            ended,
         });
         conn.run();
     })
@@ -388,24 +437,51 @@ fn handshake<S: Service>(transport: &mut Transport, service: &Arc<S>, timeout: D
 }
 
 impl<S: Service> Conn<S> {
-    /// The loop every thread of the connection runs: lead (read one request), then work.
+    /// The loop every thread of the connection runs: take the next request, run it, repeat.
+    ///
+    /// Threads that find nothing to read sleep in their own epoll set, where the connection's
+    /// descriptor is registered with `EPOLLEXCLUSIVE`: a request wakes exactly one of them.
+    /// A lone caller is served by whichever thread wakes, with no hand-off between threads;
+    /// while one thread runs a slow call, the next request wakes another.
     fn run(self: Arc<Self>) {
+        let waiter = {
+            let receiver = self.receiver.lock().unwrap_or_else(|e| e.into_inner());
+            receiver.readiness_fd().and_then(|fd| self.waiter(fd).ok())
+        };
+        let wait = if waiter.is_some() { Wait::NonBlock } else { Wait::Block };
         loop {
-            if self.closed.load(Ordering::SeqCst) || self.shared.stopping.load(Ordering::SeqCst) {
+            if self.done() {
                 break;
             }
-            self.idle.fetch_add(1, Ordering::SeqCst);
+            if let Some(waiter) = &waiter {
+                // Sleep first unless requests are already buffered: when the descriptor has
+                // data, epoll returns at once, and otherwise a read would only say EAGAIN.
+                let buffered = self.receiver.lock().unwrap_or_else(|e| e.into_inner()).has_buffered();
+                if !buffered {
+                    self.idle.fetch_add(1, Ordering::SeqCst);
+                    let woken = waiter.wait(&self.wake);
+                    self.idle.fetch_sub(1, Ordering::SeqCst);
+                    if let Err(e) = woken {
+                        self.close(&format!("epoll_wait failed: {e}"));
+                        break;
+                    }
+                    if self.done() {
+                        break;
+                    }
+                }
+            }
             let mut receiver = self.receiver.lock().unwrap_or_else(|e| e.into_inner());
-            self.idle.fetch_sub(1, Ordering::SeqCst);
-            if self.closed.load(Ordering::SeqCst) || self.shared.stopping.load(Ordering::SeqCst) {
+            if self.done() {
                 break;
             }
-            let payload = match receiver.recv(Wait::Block) {
+            let payload = match receiver.recv(wait) {
                 Ok(payload) => payload,
+                // Another thread took what woke us, or only part of a frame has arrived.
+                Err(TransportError::WouldBlock { .. }) => continue,
                 Err(TransportError::Interrupted { .. } | TransportError::Closed { .. }) => {
                     // Stopping, or the client is done sending: calls in flight still get their
                     // replies; the last thread out closes the connection.
-                    self.closed.store(true, Ordering::SeqCst);
+                    self.finish();
                     break;
                 }
                 Err(e @ TransportError::FrameTooLarge { .. }) => {
@@ -438,7 +514,7 @@ impl<S: Service> Conn<S> {
                     break;
                 }
             }
-            // Promote a follower before working, so the next request is read meanwhile.
+            // Keep a thread free to notice the next request while this one runs.
             if self.idle.load(Ordering::SeqCst) == 0
                 && self.threads.load(Ordering::SeqCst) < self.config.max_calls_per_connection
             {
@@ -448,6 +524,10 @@ impl<S: Service> Conn<S> {
                     self.threads.fetch_sub(1, Ordering::SeqCst);
                 }
             }
+            // Requests already read from the descriptor wake no one by themselves.
+            if waiter.is_some() && receiver.has_buffered() {
+                let _ = self.wake.write(1);
+            }
             drop(receiver);
             self.handle(envelope, body);
             crate::buffers::give(payload);
@@ -455,6 +535,28 @@ impl<S: Service> Conn<S> {
         if self.threads.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.outbox.close("server closed the connection");
         }
+    }
+
+    fn done(&self) -> bool {
+        self.closed.load(Ordering::SeqCst) || self.shared.stopping.load(Ordering::SeqCst)
+    }
+
+    /// No more requests will be read: wake every thread of the connection to leave.
+    fn finish(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.ended.fire();
+    }
+
+    /// This thread's epoll set: the connection (exclusive), the "more buffered" eventfd
+    /// (exclusive), and the server's and the connection's end (shared).
+    fn waiter(&self, fd: BorrowedFd<'_>) -> nix::Result<Waiter> {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        let exclusive = EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE;
+        epoll.add(fd, EpollEvent::new(exclusive, 0))?;
+        epoll.add(self.wake.as_fd(), EpollEvent::new(exclusive, WAKE))?;
+        epoll.add(self.shared.interrupt.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, 2))?;
+        epoll.add(self.ended.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, 3))?;
+        Ok(Waiter { epoll })
     }
 
     fn handle(&self, envelope: Envelope, args: &[u8]) {
@@ -506,7 +608,7 @@ impl<S: Service> Conn<S> {
     }
 
     fn close(&self, reason: &str) {
-        self.closed.store(true, Ordering::SeqCst);
+        self.finish();
         self.outbox.close(reason);
     }
 

@@ -9,7 +9,12 @@ use nix::libc;
 /// Reads at most `max` bytes from `fd` into the spare capacity of `buf`, extending its
 /// length by what was read. `flags` are `recv(2)` flags for a socket; `None` reads with
 /// `read(2)` (pipes and FIFOs).
-pub(crate) fn read_spare(fd: BorrowedFd<'_>, buf: &mut Vec<u8>, max: usize, flags: Option<libc::c_int>) -> Result<usize, Errno> {
+pub(crate) fn read_spare(
+    fd: BorrowedFd<'_>,
+    buf: &mut Vec<u8>,
+    max: usize,
+    flags: Option<libc::c_int>,
+) -> Result<usize, Errno> {
     let spare = buf.spare_capacity_mut();
     let len = spare.len().min(max);
     if len == 0 {

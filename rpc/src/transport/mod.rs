@@ -44,7 +44,7 @@ mod stream;
 pub mod tcp;
 pub mod unix;
 
-use std::os::fd::{AsFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 
 use nix::sys::eventfd::{EfdFlags, EventFd};
@@ -90,12 +90,12 @@ pub trait FrameReceiver: Send + 'static {
 
     /// A descriptor that polls readable when [`recv`](Self::recv) may make progress, for
     /// servers that wait on many receivers at once; `None` if the transport has none.
-    fn readiness_fd(&self) -> Option<RawFd> {
+    fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
         None
     }
 
-    /// True if bytes already read from the transport wait to be returned as frames; a
-    /// readiness descriptor does not show those.
+    /// True if [`recv`](Self::recv) can return a whole frame (or its refusal) from bytes
+    /// already read, which a readiness descriptor does not show.
     fn has_buffered(&self) -> bool {
         false
     }

@@ -8,7 +8,7 @@
 //! an [`Interrupt`] are `poll(2)` on the descriptor and the interrupt's eventfd.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
@@ -103,7 +103,10 @@ struct Mode {
 impl Mode {
     fn new(fd: &OwnedFd, kind: FdKind, peer: &str) -> Result<Self, TransportError> {
         set_nonblocking(fd.as_fd(), false, peer)?;
-        Ok(Mode { kind, nonblocking: false })
+        Ok(Mode {
+            kind,
+            nonblocking: false,
+        })
     }
 
     /// Prepares `fd` for one operation; returns the flags for `send`/`recv` on a socket.
@@ -184,7 +187,11 @@ impl StreamReceiver {
         let len = self.prefix_at(self.start);
         if len > self.max {
             self.failed = Some(|peer| TransportError::Closed { peer: peer.to_owned() });
-            return Err(TransportError::FrameTooLarge { peer: self.peer.clone(), len: len as u64, max: self.max });
+            return Err(TransportError::FrameTooLarge {
+                peer: self.peer.clone(),
+                len: len as u64,
+                max: self.max,
+            });
         }
         let begin = self.start + HEADROOM;
         if avail - HEADROOM >= len {
@@ -229,7 +236,11 @@ impl StreamReceiver {
             Some((body, len)) => Some((HEADROOM + body.len(), HEADROOM + len)),
             None if self.staging.len() > self.start => {
                 let avail = self.staging.len() - self.start;
-                let expected = if avail >= HEADROOM { HEADROOM + self.prefix_at(self.start) } else { HEADROOM };
+                let expected = if avail >= HEADROOM {
+                    HEADROOM + self.prefix_at(self.start)
+                } else {
+                    HEADROOM
+                };
                 Some((avail, expected))
             }
             None => None,
@@ -251,20 +262,32 @@ impl FrameReceiver for StreamReceiver {
             match self.fill(!blocking) {
                 Ok(0) => {
                     let err = match self.partial_len() {
-                        Some((got, expected)) => TransportError::Truncated { peer: self.peer.clone(), got, expected },
-                        None => TransportError::Closed { peer: self.peer.clone() },
+                        Some((got, expected)) => TransportError::Truncated {
+                            peer: self.peer.clone(),
+                            got,
+                            expected,
+                        },
+                        None => TransportError::Closed {
+                            peer: self.peer.clone(),
+                        },
                     };
                     self.failed = Some(|peer| TransportError::Closed { peer: peer.to_owned() });
                     return Err(err);
                 }
                 Ok(_) => {}
-                Err(Errno::EAGAIN) => {
-                    wait_ready(self.fd.as_fd(), PollFlags::POLLIN, wait, self.interrupt.as_ref(), &self.peer)?
-                }
+                Err(Errno::EAGAIN) => wait_ready(
+                    self.fd.as_fd(),
+                    PollFlags::POLLIN,
+                    wait,
+                    self.interrupt.as_ref(),
+                    &self.peer,
+                )?,
                 Err(Errno::EINTR) => {}
                 Err(Errno::ECONNRESET) => {
                     self.failed = Some(|peer| TransportError::Closed { peer: peer.to_owned() });
-                    return Err(TransportError::Closed { peer: self.peer.clone() });
+                    return Err(TransportError::Closed {
+                        peer: self.peer.clone(),
+                    });
                 }
                 Err(e) => return Err(TransportError::io("read", self.peer.clone(), e)),
             }
@@ -279,12 +302,20 @@ impl FrameReceiver for StreamReceiver {
         self.max = max;
     }
 
-    fn readiness_fd(&self) -> Option<RawFd> {
-        Some(self.fd.as_raw_fd())
+    fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.fd.as_fd())
     }
 
     fn has_buffered(&self) -> bool {
-        self.body.is_some() || self.staging.len() > self.start
+        if let Some((body, len)) = &self.body {
+            return body.len() == *len;
+        }
+        let avail = self.staging.len() - self.start;
+        // A whole frame, or a length prefix that recv will refuse.
+        avail >= HEADROOM && {
+            let len = self.prefix_at(self.start);
+            len > self.max || avail - HEADROOM >= len
+        }
     }
 }
 
@@ -306,7 +337,15 @@ impl StreamSender {
     pub(crate) fn new(fd: OwnedFd, kind: FdKind, peer: impl Into<String>) -> Result<Self, TransportError> {
         let peer = peer.into();
         let mode = Mode::new(&fd, kind, &peer)?;
-        Ok(StreamSender { fd, mode, peer, max: DEFAULT_MAX_FRAME_LEN, pending: Vec::new(), pending_off: 0, closed: false })
+        Ok(StreamSender {
+            fd,
+            mode,
+            peer,
+            max: DEFAULT_MAX_FRAME_LEN,
+            pending: Vec::new(),
+            pending_off: 0,
+            closed: false,
+        })
     }
 
     fn write(&mut self, bytes: &[u8], nonblocking: bool) -> Result<usize, Errno> {
@@ -324,7 +363,9 @@ impl StreamSender {
 
     fn write_error(&self, e: Errno) -> TransportError {
         match e {
-            Errno::EPIPE | Errno::ECONNRESET => TransportError::Closed { peer: self.peer.clone() },
+            Errno::EPIPE | Errno::ECONNRESET => TransportError::Closed {
+                peer: self.peer.clone(),
+            },
             e => TransportError::io("write", self.peer.clone(), io::Error::from(e)),
         }
     }
@@ -350,8 +391,12 @@ impl StreamSender {
 
     fn not_taken(&self, wait: Wait) -> TransportError {
         match wait {
-            Wait::NonBlock => TransportError::WouldBlock { peer: self.peer.clone() },
-            _ => TransportError::TimedOut { peer: self.peer.clone() },
+            Wait::NonBlock => TransportError::WouldBlock {
+                peer: self.peer.clone(),
+            },
+            _ => TransportError::TimedOut {
+                peer: self.peer.clone(),
+            },
         }
     }
 }
@@ -383,7 +428,9 @@ impl FrameSender for StreamSender {
 
     fn flush(&mut self, wait: Wait) -> Result<(), TransportError> {
         if self.closed {
-            return Err(TransportError::Closed { peer: self.peer.clone() });
+            return Err(TransportError::Closed {
+                peer: self.peer.clone(),
+            });
         }
         if self.pending_off == self.pending.len() {
             return Ok(());
@@ -430,7 +477,10 @@ mod tests {
 
     fn pair() -> (UnixStream, StreamReceiver) {
         let (a, b) = UnixStream::pair().unwrap();
-        (a, StreamReceiver::new(OwnedFd::from(b), FdKind::Socket, "test").unwrap())
+        (
+            a,
+            StreamReceiver::new(OwnedFd::from(b), FdKind::Socket, "test").unwrap(),
+        )
     }
 
     fn prefixed(payload: &[u8]) -> Vec<u8> {
