@@ -4,7 +4,7 @@
 //! request id, and replies are matched by id in whatever order they arrive. There is no
 //! reader thread: a caller waiting for its reply reads the connection itself when nobody else
 //! is, and hands other callers their replies as it meets them ("leader/followers"). A lone
-//! caller therefore costs exactly one write and one read per call, like a plain socket
+//! caller without a deadline therefore costs exactly one write and one read per call, like a plain socket
 //! ping-pong.
 
 use std::collections::HashMap;

@@ -1,11 +1,13 @@
 //! The concurrent server.
 //!
-//! One acceptor thread per listener; per connection, a small set of threads sharing it as
-//! leader and followers: the thread holding the receiver reads one request, hands the
-//! receiver to the next idle thread of the connection (starting one, up to
-//! [`ServerConfig::max_calls_per_connection`], if none is idle), runs the handler and writes
-//! the reply itself. A lone call thus costs no thread hand-off, slow calls do not block fast
-//! ones on the same connection, and one connection's troubles stay on its own threads.
+//! One acceptor thread per listener; per connection, a small set of threads, each of which
+//! reads a request, runs the handler and writes the reply itself. Idle threads sleep in
+//! their own epoll sets, where the connection's descriptor is registered with
+//! `EPOLLEXCLUSIVE`, so a request wakes exactly one of them. A thread that takes a request
+//! while no other is idle starts one more (up to
+//! [`ServerConfig::max_calls_per_connection`]), so that a slow call never holds up the next
+//! request. A lone caller thus costs no thread hand-off, slow calls do not block fast ones on
+//! the same connection, and one connection's troubles stay on its own threads.
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd};
