@@ -20,7 +20,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use nix::fcntl::OFlag;
@@ -105,7 +105,7 @@ mod child {
             }
             // For pipes and FIFOs the procwire handshake is the readiness signal.
             "rpc-pipe" => serve_connection(pipe::from_env()?),
-            "rpc-fifo" => serve_connection(fifo::open(addr()?, fifo::Side::Server)?),
+            "rpc-fifo" => serve_connection(fifo::open_timeout(addr()?, fifo::Side::Server, Duration::from_secs(30))?),
             "raw-small" => {
                 let (mut r, mut w) = raw_ends()?;
                 let mut buf = [0u8; 8];
@@ -395,7 +395,7 @@ impl Rpc {
                 fifo::create(dir.path())?;
                 cmd.env(ADDR_ENV, dir.path());
                 let child = ChildProc::spawn(role, cmd)?;
-                (fifo::open(dir.path(), fifo::Side::Client)?, child, Some(dir))
+                (fifo::open_timeout(dir.path(), fifo::Side::Client, Duration::from_secs(30))?, child, Some(dir))
             }
         };
         let client = Client::connect(transport, bench_info())?;

@@ -190,7 +190,7 @@ pub fn child_main() -> bool {
             .spawn_connection(pipe::from_env().expect("pipe fds"))
             .expect("spawn server"),
         "fifo" => server
-            .spawn_connection(fifo::open(&arg, fifo::Side::Server).expect("open fifos"))
+            .spawn_connection(fifo::open_timeout(&arg, fifo::Side::Server, LIMIT).expect("open fifos"))
             .expect("spawn server"),
         "evil" => {
             evil_server(&arg);
@@ -342,7 +342,7 @@ impl Peer {
                 let mut child = child_command("fifo", dir.path().to_str().unwrap())
                     .spawn()
                     .expect("spawn child");
-                let transport = fifo::open(dir.path(), fifo::Side::Client).expect("open fifos");
+                let transport = fifo::open_timeout(dir.path(), fifo::Side::Client, LIMIT).expect("open fifos");
                 let stdin = child.stdin.take();
                 Peer {
                     kind,
