@@ -105,7 +105,11 @@ mod child {
             }
             // For pipes and FIFOs the procwire handshake is the readiness signal.
             "rpc-pipe" => serve_connection(pipe::from_env()?),
-            "rpc-fifo" => serve_connection(fifo::open_timeout(addr()?, fifo::Side::Server, Duration::from_secs(30))?),
+            "rpc-fifo" => serve_connection(fifo::open_timeout(
+                addr()?,
+                fifo::Side::Server,
+                Duration::from_secs(30),
+            )?),
             "raw-small" => {
                 let (mut r, mut w) = raw_ends()?;
                 let mut buf = [0u8; 8];
@@ -395,7 +399,11 @@ impl Rpc {
                 fifo::create(dir.path())?;
                 cmd.env(ADDR_ENV, dir.path());
                 let child = ChildProc::spawn(role, cmd)?;
-                (fifo::open_timeout(dir.path(), fifo::Side::Client, Duration::from_secs(30))?, child, Some(dir))
+                (
+                    fifo::open_timeout(dir.path(), fifo::Side::Client, Duration::from_secs(30))?,
+                    child,
+                    Some(dir),
+                )
             }
         };
         let client = Client::connect(transport, bench_info())?;

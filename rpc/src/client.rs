@@ -131,7 +131,7 @@ impl Client {
         let Transport { sender, receiver, peer } = transport;
         Ok(Client {
             inner: Arc::new(Inner {
-                outbox: Outbox::new(sender, config.buffering, peer.name.clone(), config.max_frame_len),
+                outbox: Outbox::new(sender, config.buffering, peer.name.clone(), config.max_frame_len, None),
                 state: Mutex::new(State {
                     reading: false,
                     pending: HashMap::new(),

@@ -263,7 +263,7 @@ pub enum ServerError {
     /// A server thread could not be started.
     #[error("cannot start a server thread")]
     Spawn(#[source] io::Error),
-    /// A thread of the server panicked outside of any handler.
-    #[error("a server thread panicked")]
-    Panicked,
+    /// The handshake of a server's only connection failed.
+    #[error("the connection's handshake failed")]
+    Handshake(#[source] HandshakeError),
 }

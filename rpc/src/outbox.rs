@@ -46,6 +46,8 @@ struct State {
     flusher_started: bool,
     /// Why the connection can no longer send.
     closed: Option<String>,
+    /// A graceful close is under way: no new frames; the owner closes once the queue is empty.
+    closing: Option<String>,
     /// Threads waiting on `changed`; a notify is a system call, so it is skipped when zero.
     waiters: usize,
 }
@@ -57,6 +59,8 @@ struct Inner {
     buffering: Buffering,
     peer: String,
     max: usize,
+    /// How long a blocking write may make no progress before the peer is given up on.
+    write_timeout: Option<Duration>,
 }
 
 /// A send failed.
@@ -72,13 +76,25 @@ pub(crate) enum SendError {
     Closed(String),
 }
 
-/// The outgoing side of one connection. Dropping it closes the sending direction.
+/// The outgoing side of one connection. Dropping it closes the sending direction once the
+/// frames already accepted are written.
 pub(crate) struct Outbox {
     inner: Arc<Inner>,
 }
 
+/// An item the owner writes: its own frame (no sequence number) or a queued one.
+type Item = (Option<u64>, Frame);
+
 impl Outbox {
-    pub(crate) fn new(mut sender: Box<dyn FrameSender>, buffering: Buffering, peer: String, max: usize) -> Self {
+    /// `write_timeout` bounds how long a blocking write may wait for the peer to read; past
+    /// it the connection is closed. `None` waits as long as it takes.
+    pub(crate) fn new(
+        mut sender: Box<dyn FrameSender>,
+        buffering: Buffering,
+        peer: String,
+        max: usize,
+        write_timeout: Option<Duration>,
+    ) -> Self {
         sender.set_max_frame_len(max);
         Outbox {
             inner: Arc::new(Inner {
@@ -90,6 +106,7 @@ impl Outbox {
                     flush_wanted: false,
                     flusher_started: false,
                     closed: None,
+                    closing: None,
                     waiters: 0,
                 }),
                 changed: Condvar::new(),
@@ -97,6 +114,7 @@ impl Outbox {
                 buffering,
                 peer,
                 max,
+                write_timeout,
             }),
         }
     }
@@ -113,7 +131,7 @@ impl Outbox {
         }
         let mut st = inner.lock();
         loop {
-            if let Some(reason) = &st.closed {
+            if let Some(reason) = st.closed.as_ref().or(st.closing.as_ref()) {
                 return Err(SendError::Closed(reason.clone()));
             }
             if !st.writing {
@@ -133,13 +151,16 @@ impl Outbox {
                 if inner.buffering != Buffering::Zero {
                     return Ok(());
                 }
-                // Rendezvous: wait until the writer takes it.
+                // Rendezvous: wait until the writer has written it.
                 while st.taken <= seq && st.closed.is_none() {
                     let (next, timed_out) = inner.wait(st, wait);
                     st = next;
                     if timed_out && st.taken <= seq {
-                        st.queue.retain(|(s, _)| *s != seq);
-                        return Err(SendError::TimedOut);
+                        if let Some(at) = st.queue.iter().position(|(s, _)| *s == seq) {
+                            st.queue.remove(at);
+                            return Err(SendError::TimedOut);
+                        }
+                        // Being written right now: it is as good as taken.
                     }
                 }
                 return match &st.closed {
@@ -158,13 +179,11 @@ impl Outbox {
         }
     }
 
-    /// Refuses further sends and closes the transport's sending direction. Frames still
-    /// queued are dropped.
+    /// Refuses further sends, drops the frames still queued and closes the transport's
+    /// sending direction: for a connection that failed.
     pub(crate) fn close(&self, reason: &str) {
         let mut st = self.inner.lock();
-        if st.closed.is_none() {
-            st.closed = Some(reason.to_owned());
-        }
+        st.closed.get_or_insert_with(|| reason.to_owned());
         st.queue.clear();
         self.inner.notify(&st);
         let writing = st.writing;
@@ -173,11 +192,29 @@ impl Outbox {
             self.inner.drop_sender();
         }
     }
+
+    /// Refuses further sends, writes the frames already accepted, then closes the sending
+    /// direction: for a connection that ends normally.
+    pub(crate) fn close_gracefully(&self, reason: &str) {
+        let mut st = self.inner.lock();
+        if st.closed.is_some() || st.closing.is_some() {
+            return;
+        }
+        if st.writing {
+            // The owner closes once it has drained the queue.
+            st.closing = Some(reason.to_owned());
+            return;
+        }
+        st.closed = Some(reason.to_owned());
+        self.inner.notify(&st);
+        drop(st);
+        self.inner.drop_sender();
+    }
 }
 
 impl Drop for Outbox {
     fn drop(&mut self) {
-        self.close("connection dropped");
+        self.close_gracefully("connection dropped");
     }
 }
 
@@ -214,107 +251,148 @@ impl Inner {
         }
     }
 
+    /// The wait for one transport operation: a blocking one is bounded by `write_timeout`.
+    fn bounded(&self, wait: Wait) -> Wait {
+        match (wait, self.write_timeout) {
+            (Wait::Block, Some(limit)) => Wait::timeout(limit),
+            (wait, _) => wait,
+        }
+    }
+
+    /// Why a transport error ends the connection.
+    fn fatal_reason(&self, wait: Wait, e: &TransportError) -> String {
+        match (wait, self.write_timeout) {
+            (Wait::Block, Some(limit)) if e.is_retryable() => {
+                format!("{} read nothing for {limit:?}; giving up on it", self.peer)
+            }
+            _ => e.to_string(),
+        }
+    }
+
+    /// Ends the connection after a transport failure; the caller owns the transport.
+    fn fail(&self, guard: &mut Option<Box<dyn FrameSender>>, reason: String) -> SendError {
+        if let Some(mut s) = guard.take() {
+            s.close();
+        }
+        let mut st = self.lock();
+        st.closed.get_or_insert(reason.clone());
+        st.queue.clear();
+        st.writing = false;
+        self.notify(&st);
+        SendError::Closed(reason)
+    }
+
     /// Runs while this thread owns the transport (`writing` is set): writes `first`, then
     /// drains the queue, then lets go, or hands off to the flusher if `wait` runs out.
     fn write_as_owner(self: &Arc<Self>, first: Option<Frame>, wait: Wait) -> Result<(), SendError> {
         let mut guard = self.sender.lock().unwrap_or_else(|e| e.into_inner());
         let mut result = Ok(());
-        let mut item = first.map(|f| (true, f));
+        let mut item: Option<Item> = first.map(|f| (None, f));
+        // Only a caller that may wait forever is bounded by `write_timeout`, and for it
+        // running out is fatal; a caller's own deadline just ends its wait.
+        let hard = wait == Wait::Block && self.write_timeout.is_some();
         loop {
             let Some(sender) = guard.as_mut() else {
                 drop(guard);
-                return self.release(Err(SendError::Closed("connection closed".into())));
+                let mut st = self.lock();
+                st.writing = false;
+                self.notify(&st);
+                let reason = st.closed.clone().unwrap_or_else(|| "connection closed".into());
+                return Err(SendError::Closed(reason));
             };
-            if let Some((own, mut frame)) = item.take() {
-                match sender.send(&mut frame, wait) {
-                    Ok(()) => crate::buffers::give(frame.into_vec()),
-                    Err(e) if e.is_retryable() => {
-                        // Not taken. Our own frame may queue if the buffering has room; a
-                        // queued frame goes back to the head of the queue.
+            if let Some((seq, mut frame)) = item.take() {
+                match sender.send(&mut frame, self.bounded(wait)) {
+                    Ok(()) => {
+                        if let Some(seq) = seq {
+                            let mut st = self.lock();
+                            st.taken = seq + 1;
+                            self.notify(&st);
+                        }
+                        crate::buffers::give(frame.into_vec());
+                    }
+                    Err(e) if e.is_retryable() && !hard => {
                         let mut st = self.lock();
-                        let room = match self.buffering {
-                            Buffering::Unbounded => true,
-                            Buffering::Bounded(n) => !own || st.queue.len() < n,
-                            Buffering::Zero => !own,
-                        };
-                        if room {
-                            let seq = if own {
-                                let seq = st.next_seq;
-                                st.next_seq += 1;
-                                seq
-                            } else {
-                                st.taken - 1
-                            };
-                            if !own {
-                                st.taken = seq;
+                        if let Some(reason) = st.closed.clone() {
+                            drop(st);
+                            return Err(self.fail(&mut guard, reason));
+                        }
+                        // Not taken. A queued frame goes back to the head of the queue; our
+                        // own may queue there if the buffering has room.
+                        match seq {
+                            Some(seq) => st.queue.push_front((seq, frame)),
+                            None => {
+                                let room = match self.buffering {
+                                    Buffering::Unbounded => true,
+                                    Buffering::Bounded(n) => st.queue.len() < n,
+                                    Buffering::Zero => false,
+                                };
+                                if room {
+                                    let seq = st.next_seq;
+                                    st.next_seq += 1;
+                                    st.queue.push_front((seq, frame));
+                                } else {
+                                    result = Err(match wait {
+                                        Wait::NonBlock => SendError::WouldBlock,
+                                        _ => SendError::TimedOut,
+                                    });
+                                }
                             }
-                            st.queue.push_front((seq, frame));
-                        } else {
-                            result = Err(match wait {
-                                Wait::NonBlock => SendError::WouldBlock,
-                                _ => SendError::TimedOut,
-                            });
                         }
                         if st.queue.is_empty() && !sender.has_pending() {
-                            st.writing = false;
-                            self.notify(&st);
-                            return result;
+                            return self.release(st, guard, result);
                         }
                         drop(guard);
                         self.hand_to_flusher(st);
                         return result;
                     }
-                    Err(e @ TransportError::FrameTooLarge { .. }) if own => {
+                    Err(e @ TransportError::FrameTooLarge { .. }) if seq.is_none() => {
                         result = Err(SendError::TooLarge(e));
                     }
                     Err(e) => {
-                        let reason = e.to_string();
-                        if let Some(mut s) = guard.take() {
-                            s.close();
-                        }
-                        drop(guard);
-                        let mut st = self.lock();
-                        st.closed.get_or_insert(reason.clone());
-                        st.queue.clear();
-                        st.writing = false;
-                        self.notify(&st);
-                        return Err(SendError::Closed(reason));
+                        let reason = self.fatal_reason(wait, &e);
+                        return Err(self.fail(&mut guard, reason));
                     }
                 }
             }
-            let mut st = self.lock();
-            if st.closed.is_some() {
-                st.writing = false;
-                self.notify(&st);
-                drop(st);
-                if let Some(mut s) = guard.take() {
-                    s.close();
+            if sender.has_pending() {
+                if wait != Wait::Block {
+                    drop(guard);
+                    self.hand_to_flusher(self.lock());
+                    return result;
                 }
-                return result;
+                // A bounded blocking write left a tail: finish it or give up on the peer.
+                if let Err(e) = sender.flush(self.bounded(wait)) {
+                    let reason = self.fatal_reason(wait, &e);
+                    return Err(self.fail(&mut guard, reason));
+                }
             }
-            if wait != Wait::Block && sender.has_pending() {
-                drop(guard);
-                self.hand_to_flusher(st);
+            let mut st = self.lock();
+            if let Some(reason) = st.closed.clone() {
+                drop(st);
+                self.fail(&mut guard, reason);
                 return result;
             }
             match st.queue.pop_front() {
-                Some((seq, frame)) => {
-                    st.taken = seq + 1;
-                    self.notify(&st);
-                    item = Some((false, frame));
-                }
-                None => {
-                    st.writing = false;
-                    self.notify(&st);
-                    return result;
-                }
+                Some((seq, frame)) => item = Some((Some(seq), frame)),
+                None => return self.release(st, guard, result),
             }
         }
     }
 
-    fn release(&self, result: Result<(), SendError>) -> Result<(), SendError> {
-        let mut st = self.lock();
+    /// Lets go of the transport with an empty queue, closing it if a graceful close waits.
+    fn release(
+        &self,
+        mut st: MutexGuard<'_, State>,
+        mut guard: MutexGuard<'_, Option<Box<dyn FrameSender>>>,
+        result: Result<(), SendError>,
+    ) -> Result<(), SendError> {
         st.writing = false;
+        if let Some(reason) = st.closing.take() {
+            st.closed.get_or_insert(reason);
+            if let Some(mut s) = guard.take() {
+                s.close();
+            }
+        }
         self.notify(&st);
         result
     }
@@ -330,8 +408,14 @@ impl Inner {
                 .spawn(move || inner.flusher());
             if let Err(e) = spawned {
                 st.flusher_started = false;
+                st.flush_wanted = false;
                 st.closed.get_or_insert(format!("cannot start the flusher thread: {e}"));
+                st.queue.clear();
                 st.writing = false;
+                self.notify(&st);
+                drop(st);
+                self.drop_sender();
+                return;
             }
         }
         self.notify(&st);
@@ -354,18 +438,17 @@ impl Inner {
             let flushed = {
                 let mut guard = self.sender.lock().unwrap_or_else(|e| e.into_inner());
                 match guard.as_mut() {
-                    Some(sender) => sender.flush(Wait::Block).map_err(|e| e.to_string()),
-                    None => Err("connection closed".into()),
+                    Some(sender) => match sender.flush(self.bounded(Wait::Block)) {
+                        Ok(()) => Ok(()),
+                        Err(e) => Err(self.fail(&mut guard, self.fatal_reason(Wait::Block, &e))),
+                    },
+                    None => Err(SendError::Closed("connection closed".into())),
                 }
             };
-            if let Err(reason) = flushed {
+            if flushed.is_err() {
                 let mut st = self.lock();
-                st.closed.get_or_insert(reason);
-                st.queue.clear();
                 st.writing = false;
                 self.notify(&st);
-                drop(st);
-                self.drop_sender();
                 return;
             }
             let _ = self.write_as_owner(None, Wait::Block);
@@ -398,6 +481,8 @@ mod tests {
     #[derive(Clone, Default)]
     struct Gate {
         state: Watched<(bool, Vec<u8>)>,
+        /// Set when the outbox closes the transport.
+        closed: Arc<std::sync::atomic::AtomicBool>,
     }
 
     impl Gate {
@@ -432,6 +517,7 @@ mod tests {
     struct GateSender {
         gate: Gate,
         blocked: Watched<bool>,
+        closed: Arc<std::sync::atomic::AtomicBool>,
     }
 
     impl FrameSender for GateSender {
@@ -439,12 +525,19 @@ mod tests {
             let (lock, cv) = &*self.gate.state;
             let mut st = lock.lock().unwrap();
             while !st.0 {
-                if wait != Wait::Block {
-                    return Err(TransportError::WouldBlock { peer: "gate".into() });
+                match wait {
+                    Wait::NonBlock => return Err(TransportError::WouldBlock { peer: "gate".into() }),
+                    Wait::Until(d) if d <= std::time::Instant::now() => {
+                        return Err(TransportError::TimedOut { peer: "gate".into() })
+                    }
+                    _ => {}
                 }
                 *self.blocked.0.lock().unwrap() = true;
                 self.blocked.1.notify_all();
-                st = cv.wait(st).unwrap();
+                st = match wait.remaining() {
+                    Some(left) => cv.wait_timeout(st, left).unwrap().0,
+                    None => cv.wait(st).unwrap(),
+                };
             }
             st.1.push(frame.payload()[0]);
             cv.notify_all();
@@ -456,19 +549,32 @@ mod tests {
         fn has_pending(&self) -> bool {
             false
         }
-        fn close(&mut self) {}
+        fn close(&mut self) {
+            self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         fn set_max_frame_len(&mut self, _: usize) {}
     }
 
     fn outbox(buffering: Buffering) -> (Arc<Outbox>, Gate, Watched<bool>) {
+        outbox_with(buffering, None)
+    }
+
+    fn outbox_with(buffering: Buffering, write_timeout: Option<Duration>) -> (Arc<Outbox>, Gate, Watched<bool>) {
         let gate = Gate::default();
         let blocked = Arc::new((Mutex::new(false), Condvar::new()));
         let sender = GateSender {
             gate: gate.clone(),
             blocked: Arc::clone(&blocked),
+            closed: Arc::clone(&gate.closed),
         };
         (
-            Arc::new(Outbox::new(Box::new(sender), buffering, "gate".into(), 1024)),
+            Arc::new(Outbox::new(
+                Box::new(sender),
+                buffering,
+                "gate".into(),
+                1024,
+                write_timeout,
+            )),
             gate,
             blocked,
         )
@@ -588,5 +694,54 @@ mod tests {
         ));
         out.send(frame(1), Wait::Block).unwrap();
         assert_eq!(gate.taken(), [1]);
+    }
+
+    #[test]
+    fn a_graceful_close_writes_what_was_accepted_then_closes() {
+        let (out, gate, blocked) = outbox(Buffering::Unbounded);
+        let holder = hold(&out, &gate, &blocked);
+        out.send(frame(1), Wait::NonBlock).unwrap();
+        out.send(frame(2), Wait::NonBlock).unwrap();
+        out.close_gracefully("done");
+        assert!(matches!(out.send(frame(3), Wait::NonBlock), Err(SendError::Closed(_))));
+        assert!(
+            !gate.closed.load(std::sync::atomic::Ordering::SeqCst),
+            "not closed before the queue drains"
+        );
+        gate.set_open(true);
+        holder.join().unwrap();
+        assert_eq!(gate.wait_taken(3), [0, 1, 2]);
+        assert!(
+            gate.closed.load(std::sync::atomic::Ordering::SeqCst),
+            "closed once drained"
+        );
+    }
+
+    #[test]
+    fn a_peer_that_reads_nothing_for_the_write_timeout_is_given_up_on() {
+        let (out, gate, _) = outbox_with(Buffering::default(), Some(Duration::from_millis(20)));
+        match out.send(frame(1), Wait::Block) {
+            Err(SendError::Closed(reason)) => assert!(reason.contains("read nothing for"), "{reason}"),
+            other => panic!("expected the connection to be closed, got {other:?}"),
+        }
+        assert!(gate.closed.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(matches!(out.send(frame(2), Wait::NonBlock), Err(SendError::Closed(_))));
+    }
+
+    #[test]
+    fn a_rendezvous_send_returns_only_after_its_frame_is_written() {
+        let (out, gate, blocked) = outbox(Buffering::Zero);
+        let holder = hold(&out, &gate, &blocked);
+        let o = Arc::clone(&out);
+        let waiter = std::thread::spawn(move || {
+            o.send(frame(5), Wait::Block).unwrap();
+            o
+        });
+        gate.set_open(true);
+        let out = waiter.join().unwrap();
+        // Written, not merely taken off the queue.
+        assert!(gate.taken().contains(&5));
+        drop(out);
+        holder.join().unwrap();
     }
 }

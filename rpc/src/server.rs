@@ -20,7 +20,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::error::{HandshakeError, Identity, ServerError, TransportError};
-use crate::outbox::{Buffering, Outbox};
+use crate::outbox::{Buffering, Outbox, SendError};
 use crate::protocol::{
     fault_frame, Envelope, Fault, FaultKind, Frame, Hello, Kind, Welcome, DEFAULT_MAX_FRAME_LEN, MAGIC,
     PROTOCOL_VERSION,
@@ -43,6 +43,9 @@ pub struct ServerConfig {
     pub max_calls_per_connection: usize,
     /// How long a new connection may take to complete its handshake.
     pub handshake_timeout: Duration,
+    /// How long a reply may wait for the client to read before the connection is given up
+    /// on; default 30 s. This also bounds how long a graceful stop waits for such a client.
+    pub write_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -52,6 +55,7 @@ impl Default for ServerConfig {
             buffering: Buffering::default(),
             max_calls_per_connection: 16,
             handshake_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -78,6 +82,12 @@ impl ServerConfig {
     /// Sets [`handshake_timeout`](Self::handshake_timeout).
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Sets [`write_timeout`](Self::write_timeout).
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        self.write_timeout = timeout;
         self
     }
 }
@@ -110,7 +120,7 @@ impl<S: Service> Server<S> {
             stopping: AtomicBool::new(false),
             live: Mutex::new(0),
             idle: Condvar::new(),
-            accept_error: Mutex::new(None),
+            failure: Mutex::new(None),
         }))
     }
 
@@ -130,7 +140,7 @@ impl<S: Service> Server<S> {
     /// socket) in the background. [`ServerHandle::wait`] returns when it ends.
     pub fn spawn_connection(self, transport: Transport) -> Result<ServerHandle, ServerError> {
         let shared = self.shared()?;
-        start_connection(transport, self.service, self.config, &shared)?;
+        start_connection(transport, self.service, self.config, &shared, true)?;
         Ok(ServerHandle { shared })
     }
 }
@@ -167,14 +177,8 @@ impl ServerHandle {
     /// closed (for [`Server::spawn_connection`]), or its listener failed.
     pub fn wait(self) -> Result<(), ServerError> {
         self.shared.wait_idle();
-        match self
-            .shared
-            .accept_error
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
-            Some(e) => Err(ServerError::Accept(e)),
+        match self.shared.failure.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            Some(e) => Err(e),
             None => Ok(()),
         }
     }
@@ -201,7 +205,8 @@ struct Shared {
     /// Server threads still running.
     live: Mutex<usize>,
     idle: Condvar,
-    accept_error: Mutex<Option<TransportError>>,
+    /// Why the server ended, if not by a stop.
+    failure: Mutex<Option<ServerError>>,
 }
 
 impl Shared {
@@ -250,7 +255,7 @@ fn accept_loop<S: Service>(mut listener: impl Listener, service: Arc<S>, config:
     while !shared.stopping.load(Ordering::SeqCst) {
         match listener.accept(Wait::Block) {
             Ok(transport) => {
-                if let Err(e) = start_connection(transport, Arc::clone(&service), config.clone(), &shared) {
+                if let Err(e) = start_connection(transport, Arc::clone(&service), config.clone(), &shared, false) {
                     tracing::warn!(%addr, error = %e, "dropping a connection");
                 }
             }
@@ -262,7 +267,7 @@ fn accept_loop<S: Service>(mut listener: impl Listener, service: Arc<S>, config:
             }
             Err(e) => {
                 tracing::error!(%addr, error = %e, "accept failed; the server stops");
-                *shared.accept_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                *shared.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(ServerError::Accept(e));
                 shared.begin_stop();
                 break;
             }
@@ -336,6 +341,7 @@ fn start_connection<S: Service>(
     service: Arc<S>,
     config: ServerConfig,
     shared: &Arc<Shared>,
+    only: bool,
 ) -> Result<(), ServerError> {
     transport.set_max_frame_len(config.max_frame_len);
     transport.receiver.set_interrupt(shared.interrupt.clone());
@@ -344,6 +350,10 @@ fn start_connection<S: Service>(
         let peer = transport.peer.name.clone();
         if let Err(e) = handshake(&mut transport, &service, config.handshake_timeout) {
             tracing::warn!(%peer, error = %e, "handshake failed; connection closed");
+            if only {
+                // The server's one connection failed: that is how the server ended.
+                *sh.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(ServerError::Handshake(e));
+            }
             return;
         }
         let wakers = EventFd::from_value_and_flags(
@@ -361,7 +371,13 @@ fn start_connection<S: Service>(
         };
         let Transport { sender, receiver, peer } = transport;
         let conn = Arc::new(Conn {
-            outbox: Outbox::new(sender, config.buffering, peer.name.clone(), config.max_frame_len),
+            outbox: Outbox::new(
+                sender,
+                config.buffering,
+                peer.name.clone(),
+                config.max_frame_len,
+                Some(config.write_timeout),
+            ),
             service,
             config,
             shared: sh,
@@ -530,12 +546,22 @@ impl<S: Service> Conn<S> {
             if waiter.is_some() && receiver.has_buffered() {
                 let _ = self.wake.write(1);
             }
+            // Register the call before letting go of the receiver, so that a cancel read by
+            // another thread right after finds it.
+            let cancelled = Arc::new(AtomicBool::new(false));
+            if envelope.kind == Kind::Call {
+                self.running
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(envelope.id, Arc::clone(&cancelled));
+            }
             drop(receiver);
-            self.handle(envelope, body);
+            self.handle(envelope, body, cancelled);
             crate::buffers::give(payload);
         }
         if self.threads.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.outbox.close("server closed the connection");
+            // Replies already accepted are written before the connection closes.
+            self.outbox.close_gracefully("server closed the connection");
         }
     }
 
@@ -561,14 +587,7 @@ impl<S: Service> Conn<S> {
         Ok(Waiter { epoll })
     }
 
-    fn handle(&self, envelope: Envelope, args: &[u8]) {
-        let cancelled = Arc::new(AtomicBool::new(false));
-        if envelope.kind == Kind::Call {
-            self.running
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(envelope.id, Arc::clone(&cancelled));
-        }
+    fn handle(&self, envelope: Envelope, args: &[u8], cancelled: Arc<AtomicBool>) {
         let ctx = CallContext {
             envelope,
             deadline: envelope
@@ -604,8 +623,18 @@ impl<S: Service> Conn<S> {
         if envelope.kind == Kind::OneWay {
             return;
         }
-        if let Err(e) = self.outbox.send(frame, Wait::Block) {
-            tracing::debug!(peer = %self.peer.name, error = ?e, "cannot send a reply");
+        match self.outbox.send(frame, Wait::Block) {
+            Ok(()) => {}
+            Err(SendError::TooLarge(e)) => {
+                // The caller still gets an answer: why there is no reply.
+                let method = self.service.method_name(envelope.method).unwrap_or("?");
+                let fault = Fault::new(
+                    FaultKind::BadReply,
+                    format!("the reply of `{method}` cannot be sent: {e}"),
+                );
+                let _ = self.outbox.send(ctx.fault(&fault), Wait::Block);
+            }
+            Err(e) => tracing::debug!(peer = %self.peer.name, error = ?e, "cannot send a reply"),
         }
     }
 
@@ -619,6 +648,8 @@ impl<S: Service> Conn<S> {
         tracing::warn!(peer = %self.peer.name, %detail, "protocol violation; closing the connection");
         let frame = fault_frame(0, 0, &Fault::new(FaultKind::Protocol, detail.clone()));
         let _ = self.outbox.send(frame, Wait::timeout(Duration::from_millis(100)));
-        self.close(&detail);
+        // Gracefully, so that the complaint is written even if it had to queue.
+        self.finish();
+        self.outbox.close_gracefully(&detail);
     }
 }

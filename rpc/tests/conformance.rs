@@ -243,7 +243,12 @@ fn a_mismatched_fingerprint_is_refused_naming_both(kind: Kind) -> Outcome {
         text.contains("0x00000000deadbeef") && text.contains("0x5eedcafef00d0001"),
         "{text}"
     );
-    if kind.has_listener() {
+    if !kind.has_listener() {
+        // The server's only connection failed its handshake: it says so and exits.
+        assert_eq!(peer.wait_exit(), Some(3));
+        return Ok(());
+    }
+    {
         // The server goes on serving correct clients.
         let client = connect(&mut peer);
         assert_eq!(client.call::<_, i64>(ADD, &(1i64, 2i64), soon())?, 3);
@@ -274,6 +279,75 @@ fn graceful_stop_finishes_calls_in_flight(kind: Kind) -> Outcome {
     assert_eq!(exit.1, Some(0), "server {peer_pid} exited cleanly");
     let err = client.call::<_, i64>(ADD, &(1i64, 2i64), soon()).unwrap_err();
     assert!(matches!(err, RpcError::Disconnected { .. }), "{err}");
+    Ok(())
+}
+
+fn a_reply_above_the_maximum_is_answered_with_an_error(kind: Kind) -> Outcome {
+    let mut peer = Peer::spawn(kind);
+    let client = Client::connect_with(
+        peer.transport(),
+        info(),
+        ClientConfig::default().max_frame_len(64 << 20),
+    )?;
+    let err = client.call::<_, ByteBuf>(GROW, &(17u64 << 20), soon()).unwrap_err();
+    match &err {
+        RpcError::Remote {
+            kind: FaultKind::BadReply,
+            message,
+            ..
+        } => {
+            assert!(message.contains("exceeds the maximum of 16777216 bytes"), "{message}")
+        }
+        other => panic!("expected a bad-reply error, got {other}"),
+    }
+    assert_eq!(client.call::<_, ByteBuf>(GROW, &1024u64, soon())?.len(), 1024);
+    Ok(())
+}
+
+fn dropping_a_client_still_delivers_what_it_accepted(kind: Kind) -> Outcome {
+    let mut peer = Peer::spawn(kind);
+    let client = Client::connect_with(
+        peer.transport(),
+        info(),
+        ClientConfig::default().buffering(Buffering::Unbounded),
+    )?;
+    // 100 one-way calls of 64 KiB each fill the socket, so most are still queued in the
+    // client when it is dropped.
+    let line = "x".repeat(64 * 1024);
+    for _ in 0..100 {
+        client.notify(LOG, &line, procwire_rpc::Wait::NonBlock)?;
+    }
+    drop(client);
+    let client = connect(&mut peer);
+    assert_eq!(client.call::<_, u64>(WAIT_LOGS, &100u64, soon())?, 100);
+    Ok(())
+}
+
+fn a_client_that_reads_nothing_cannot_hold_up_a_stop(kind: Kind) -> Outcome {
+    let peer = Peer::spawn_with_write_timeout(kind, 300);
+    let mut stream = raw_stream(&peer);
+    raw_handshake(&mut *stream);
+    // Ask for far more reply bytes than any socket buffer holds, and read almost none.
+    for id in 1..=64u64 {
+        let mut frame = Envelope {
+            id,
+            kind: FrameKind::Call,
+            method: GROW.id,
+            timeout_us: None,
+        }
+        .frame();
+        frame.encode(&(1u64 << 20))?;
+        write_frame(&mut *stream, frame.payload());
+    }
+    let first = read_frame(&mut *stream).expect("the first reply");
+    assert!(first.len() > 1 << 20);
+    let exit = peer.stop_within(Duration::from_secs(30));
+    assert_eq!(
+        exit,
+        Some(Some(0)),
+        "the server stopped cleanly despite the stuck client"
+    );
+    drop(stream);
     Ok(())
 }
 
@@ -429,70 +503,34 @@ fn main() {
     }
     let args = Arguments::from_args();
     type Case = fn(Kind) -> Outcome;
-    let every: &[(&str, Case)] = &[
-        ("calls_round_trip", calls_round_trip),
-        ("large_payloads_round_trip", large_payloads_round_trip),
-        ("many_threads_share_one_client", many_threads_share_one_client),
-        ("replies_are_matched_out_of_order", replies_are_matched_out_of_order),
-        ("oneway_calls_arrive", oneway_calls_arrive),
-        (
-            "deadline_is_enforced_and_the_connection_survives",
-            deadline_is_enforced_and_the_connection_survives,
-        ),
-        (
-            "nonblocking_receive_reports_pending_then_delivers",
-            nonblocking_receive_reports_pending_then_delivers,
-        ),
-        (
-            "nonblocking_send_reports_would_block_when_the_queue_is_full",
-            nonblocking_send_reports_would_block_when_the_queue_is_full,
-        ),
-        (
-            "unknown_method_is_answered_and_the_connection_survives",
-            unknown_method_is_answered_and_the_connection_survives,
-        ),
-        (
-            "undecodable_arguments_are_a_bad_request",
-            undecodable_arguments_are_a_bad_request,
-        ),
-        (
-            "a_panicking_handler_answers_with_an_error_and_the_server_lives",
-            a_panicking_handler_answers_with_an_error_and_the_server_lives,
-        ),
-        (
-            "a_peer_that_dies_mid_call_fails_every_pending_call_promptly",
-            a_peer_that_dies_mid_call_fails_every_pending_call_promptly,
-        ),
-        (
-            "a_mismatched_fingerprint_is_refused_naming_both",
-            a_mismatched_fingerprint_is_refused_naming_both,
-        ),
-        (
-            "graceful_stop_finishes_calls_in_flight",
-            graceful_stop_finishes_calls_in_flight,
-        ),
+    macro_rules! cases {
+        ($($case:ident),* $(,)?) => { &[$((stringify!($case), $case as Case)),*] };
+    }
+    let every: &[(&str, Case)] = cases![
+        calls_round_trip,
+        large_payloads_round_trip,
+        many_threads_share_one_client,
+        replies_are_matched_out_of_order,
+        oneway_calls_arrive,
+        deadline_is_enforced_and_the_connection_survives,
+        nonblocking_receive_reports_pending_then_delivers,
+        nonblocking_send_reports_would_block_when_the_queue_is_full,
+        unknown_method_is_answered_and_the_connection_survives,
+        undecodable_arguments_are_a_bad_request,
+        a_panicking_handler_answers_with_an_error_and_the_server_lives,
+        a_peer_that_dies_mid_call_fails_every_pending_call_promptly,
+        a_mismatched_fingerprint_is_refused_naming_both,
+        graceful_stop_finishes_calls_in_flight,
+        a_reply_above_the_maximum_is_answered_with_an_error,
     ];
-    let listeners: &[(&str, Case)] = &[
-        (
-            "oversized_length_prefix_costs_one_connection",
-            oversized_length_prefix_costs_one_connection,
-        ),
-        (
-            "truncated_frame_costs_one_connection",
-            truncated_frame_costs_one_connection,
-        ),
-        (
-            "garbage_before_handshake_costs_one_connection",
-            garbage_before_handshake_costs_one_connection,
-        ),
-        (
-            "garbage_frame_after_handshake_costs_one_connection",
-            garbage_frame_after_handshake_costs_one_connection,
-        ),
-        (
-            "client_frames_of_server_kinds_cost_one_connection",
-            client_frames_of_server_kinds_cost_one_connection,
-        ),
+    let listeners: &[(&str, Case)] = cases![
+        oversized_length_prefix_costs_one_connection,
+        truncated_frame_costs_one_connection,
+        garbage_before_handshake_costs_one_connection,
+        garbage_frame_after_handshake_costs_one_connection,
+        client_frames_of_server_kinds_cost_one_connection,
+        dropping_a_client_still_delivers_what_it_accepted,
+        a_client_that_reads_nothing_cannot_hold_up_a_stop,
     ];
     let mut trials = Vec::new();
     for kind in ALL {

@@ -43,9 +43,11 @@ pub fn open_timeout(dir: impl AsRef<Path>, side: Side, timeout: Duration) -> Res
     let (tx, rx) = mpsc::channel();
     let opener = {
         let dir = dir.clone();
-        std::thread::Builder::new().name("procwire-fifo-open".into()).spawn(move || {
-            let _ = tx.send(open(&dir, side));
-        })
+        std::thread::Builder::new()
+            .name("procwire-fifo-open".into())
+            .spawn(move || {
+                let _ = tx.send(open(&dir, side));
+            })
     }
     .map_err(|e| TransportError::io("spawn", format!("fifo:{}", dir.display()), e))?;
     match rx.recv_timeout(timeout) {
@@ -71,7 +73,9 @@ pub fn open_timeout(dir: impl AsRef<Path>, side: Side, timeout: Duration) -> Res
                 .collect();
             let _ = opener.join();
             drop(stand_ins);
-            Err(TransportError::TimedOut { peer: format!("fifo:{}", dir.display()) })
+            Err(TransportError::TimedOut {
+                peer: format!("fifo:{}", dir.display()),
+            })
         }
     }
 }
@@ -127,7 +131,9 @@ mod tests {
         let server = std::thread::spawn(move || open_timeout(&path, Side::Server, Duration::from_secs(30)));
         let mut client = open_timeout(dir.path(), Side::Client, Duration::from_secs(30)).unwrap();
         let mut server = server.join().unwrap().unwrap();
-        client.send(&mut crate::Frame::from_payload(b"ping"), crate::Wait::Block).unwrap();
+        client
+            .send(&mut crate::Frame::from_payload(b"ping"), crate::Wait::Block)
+            .unwrap();
         assert_eq!(server.recv(crate::Wait::Block).unwrap(), b"ping");
     }
 }

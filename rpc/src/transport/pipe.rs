@@ -14,8 +14,10 @@
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
+use nix::sys::stat::{fstat, SFlag};
 use nix::unistd::pipe2;
 
 use super::stream::{self, FdKind, StreamReceiver, StreamSender};
@@ -83,36 +85,49 @@ impl ChildEnds {
     }
 }
 
-/// Builds the transport a parent handed over with [`ChildEnds::pass_to`]. Call it once: it
-/// takes ownership of the descriptors named in [`ENV_VAR`].
+/// Builds the transport a parent handed over with [`ChildEnds::pass_to`].
+///
+/// It claims the descriptors named in [`ENV_VAR`] once per process; a second call fails.
+/// Each must be an open pipe that this process inherited (not close-on-exec), which rules out
+/// claiming a descriptor that some other part of the program opened at the same number (a
+/// grandchild that inherits the variable but not the descriptors, say). Writing to a pipe
+/// whose reader has exited raises `SIGPIPE`; Rust programs ignore it from the start (the
+/// standard library does so before `main`), so the write fails with a clear error instead,
+/// but a host that restores the default disposition must ignore `SIGPIPE` itself.
 pub fn from_env() -> Result<Transport, TransportError> {
-    let value = std::env::var(ENV_VAR).map_err(|_| {
-        TransportError::io(
-            "read environment",
-            ENV_VAR,
-            std::io::Error::other(format!("{ENV_VAR} is not set")),
-        )
-    })?;
-    let bad = || {
-        TransportError::io(
-            "parse",
-            ENV_VAR,
-            std::io::Error::other(format!("{ENV_VAR}={value:?} is not READ_FD,WRITE_FD")),
-        )
-    };
+    static CLAIMED: AtomicBool = AtomicBool::new(false);
+    let err = |detail: String| TransportError::io("claim inherited pipes", ENV_VAR, std::io::Error::other(detail));
+    let value = std::env::var(ENV_VAR).map_err(|_| err(format!("{ENV_VAR} is not set")))?;
+    let bad = || err(format!("{ENV_VAR}={value:?} is not READ_FD,WRITE_FD"));
     let (r, w) = value.split_once(',').ok_or_else(bad)?;
     let r: RawFd = r.trim().parse().map_err(|_| bad())?;
     let w: RawFd = w.trim().parse().map_err(|_| bad())?;
     if r == w || r < 0 || w < 0 {
         return Err(bad());
     }
+    for fd in [r, w] {
+        let flags =
+            fcntl(fd, FcntlArg::F_GETFD).map_err(|e| err(format!("fd {fd} from {ENV_VAR} is not open: {e}")))?;
+        if FdFlag::from_bits_retain(flags).contains(FdFlag::FD_CLOEXEC) {
+            return Err(err(format!(
+                "fd {fd} from {ENV_VAR} was not inherited (it is close-on-exec)"
+            )));
+        }
+        let stat = fstat(fd).map_err(|e| err(format!("fstat of fd {fd} from {ENV_VAR}: {e}")))?;
+        if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT != SFlag::S_IFIFO {
+            return Err(err(format!("fd {fd} from {ENV_VAR} is not a pipe")));
+        }
+    }
+    if CLAIMED.swap(true, Ordering::SeqCst) {
+        return Err(err(format!(
+            "the pipes in {ENV_VAR} were already claimed by this process"
+        )));
+    }
     let mut owned = Vec::with_capacity(2);
     for fd in [r, w] {
-        // Check the descriptor is open before claiming it.
-        fcntl(fd, FcntlArg::F_GETFD).map_err(|e| TransportError::io("fcntl", format!("{ENV_VAR} fd {fd}"), e))?;
-        // SAFETY: the descriptor is open (checked just above), and ENV_VAR names it as ours
-        // to own: the parent passed it for this use only, and this function is documented
-        // to be called once, so no other OwnedFd owns it.
+        // SAFETY: the descriptor is open, is a pipe, and was inherited across exec (checked
+        // above), so no other part of this process created it; the CLAIMED flag makes this
+        // the only place that ever takes ownership of it.
         owned.push(unsafe { OwnedFd::from_raw_fd(fd) });
         let _ = fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
     }

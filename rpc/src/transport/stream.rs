@@ -231,6 +231,21 @@ impl StreamReceiver {
         read_spare(self.fd.as_fd(), buf, max, flags)
     }
 
+    /// The peer is gone: `Truncated` inside a frame, `Closed` between frames.
+    fn ended(&mut self) -> TransportError {
+        self.failed = Some(|peer| TransportError::Closed { peer: peer.to_owned() });
+        match self.partial_len() {
+            Some((got, expected)) => TransportError::Truncated {
+                peer: self.peer.clone(),
+                got,
+                expected,
+            },
+            None => TransportError::Closed {
+                peer: self.peer.clone(),
+            },
+        }
+    }
+
     fn partial_len(&self) -> Option<(usize, usize)> {
         match &self.body {
             Some((body, len)) => Some((HEADROOM + body.len(), HEADROOM + len)),
@@ -260,20 +275,8 @@ impl FrameReceiver for StreamReceiver {
                 return Ok(frame);
             }
             match self.fill(!blocking) {
-                Ok(0) => {
-                    let err = match self.partial_len() {
-                        Some((got, expected)) => TransportError::Truncated {
-                            peer: self.peer.clone(),
-                            got,
-                            expected,
-                        },
-                        None => TransportError::Closed {
-                            peer: self.peer.clone(),
-                        },
-                    };
-                    self.failed = Some(|peer| TransportError::Closed { peer: peer.to_owned() });
-                    return Err(err);
-                }
+                // The end of the stream, or a reset: either way the peer is gone.
+                Ok(0) | Err(Errno::ECONNRESET) => return Err(self.ended()),
                 Ok(_) => {}
                 Err(Errno::EAGAIN) => wait_ready(
                     self.fd.as_fd(),
@@ -283,12 +286,6 @@ impl FrameReceiver for StreamReceiver {
                     &self.peer,
                 )?,
                 Err(Errno::EINTR) => {}
-                Err(Errno::ECONNRESET) => {
-                    self.failed = Some(|peer| TransportError::Closed { peer: peer.to_owned() });
-                    return Err(TransportError::Closed {
-                        peer: self.peer.clone(),
-                    });
-                }
                 Err(e) => return Err(TransportError::io("read", self.peer.clone(), e)),
             }
         }

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use procwire_rpc::serde_bytes::ByteBuf;
 use procwire_rpc::transport::{fifo, pipe, tcp, unix, Transport};
-use procwire_rpc::{decode_args, CallContext, Fault, FaultKind, Frame, Method, Server, Service, ServiceInfo};
+use procwire_rpc::{
+    decode_args, CallContext, Fault, FaultKind, Frame, Method, Server, ServerConfig, Service, ServiceInfo,
+};
 
 pub const SERVICE: &str = "conformance";
 pub const FINGERPRINT: u64 = 0x5eed_cafe_f00d_0001;
@@ -26,8 +28,9 @@ pub const HOLD: Method = Method::new(9, "hold");
 pub const RELEASE: Method = Method::new(10, "release");
 pub const WAIT_HELD: Method = Method::new(11, "wait_held");
 pub const PEER_PID: Method = Method::new(12, "peer_pid");
-const METHODS: [Method; 12] = [
-    ADD, ECHO, CONCAT, LOG, WAIT_LOGS, SLOW, PANIC, DIE, HOLD, RELEASE, WAIT_HELD, PEER_PID,
+pub const GROW: Method = Method::new(13, "grow");
+const METHODS: [Method; 13] = [
+    ADD, ECHO, CONCAT, LOG, WAIT_LOGS, SLOW, PANIC, DIE, HOLD, RELEASE, WAIT_HELD, PEER_PID, GROW,
 ];
 
 /// How long the service's blocking methods wait at most, so that a broken test fails rather
@@ -128,6 +131,10 @@ impl Service for Conformance {
                 ctx.reply(&held)
             }
             12 => ctx.reply(&ctx.peer().credentials.map(|c| c.pid)),
+            13 => {
+                let n: u64 = decode_args(ctx, args)?;
+                ctx.reply(&ByteBuf::from(vec![7u8; n as usize]))
+            }
             m => Err(Fault::new(
                 FaultKind::UnknownMethod,
                 format!("{SERVICE} has no method {m}"),
@@ -164,6 +171,7 @@ impl Kind {
 }
 
 const CHILD_ENV: &str = "PROCWIRE_CONFORMANCE_CHILD";
+const WRITE_TIMEOUT_ENV: &str = "PROCWIRE_CONFORMANCE_WRITE_TIMEOUT_MS";
 
 /// Runs the child role if this process is a child; returns false otherwise.
 pub fn child_main() -> bool {
@@ -171,7 +179,11 @@ pub fn child_main() -> bool {
         return false;
     };
     let arg = std::env::var("PROCWIRE_CONFORMANCE_ARG").unwrap_or_default();
-    let server = Server::new(Conformance::default());
+    let mut config = ServerConfig::default();
+    if let Ok(ms) = std::env::var(WRITE_TIMEOUT_ENV) {
+        config = config.write_timeout(Duration::from_millis(ms.parse().expect("milliseconds")));
+    }
+    let server = Server::new(Conformance::default()).with_config(config);
     let handle = match role.as_str() {
         "unix" => {
             let listener = unix::Listener::bind(&arg).expect("bind unix socket");
@@ -204,7 +216,10 @@ pub fn child_main() -> bool {
         let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
         stopper.stop();
     });
-    handle.wait().expect("server ended with an error");
+    if let Err(e) = handle.wait() {
+        eprintln!("conformance server: {e}");
+        std::process::exit(3);
+    }
     true
 }
 
@@ -272,7 +287,12 @@ pub struct Peer {
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 fn child_command(role: &str, arg: &str) -> Command {
+    child_command_with(role, arg, &[])
+}
+
+fn child_command_with(role: &str, arg: &str, env: &[(&str, String)]) -> Command {
     let mut cmd = Command::new(std::env::current_exe().expect("current exe"));
+    cmd.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
     // The panic case panics on purpose; keep its report to one line.
     cmd.env(CHILD_ENV, role)
         .env("RUST_BACKTRACE", "0")
@@ -302,12 +322,22 @@ fn read_ready(child: &mut Child) -> String {
 impl Peer {
     /// Starts a conformance server over `kind`.
     pub fn spawn(kind: Kind) -> Peer {
+        Self::spawn_with(kind, &[])
+    }
+
+    /// Starts a conformance server whose replies give up on a client that reads nothing for
+    /// `ms` milliseconds.
+    pub fn spawn_with_write_timeout(kind: Kind, ms: u64) -> Peer {
+        Self::spawn_with(kind, &[(WRITE_TIMEOUT_ENV, ms.to_string())])
+    }
+
+    fn spawn_with(kind: Kind, env: &[(&str, String)]) -> Peer {
         let dir = tempfile::tempdir().expect("temp dir");
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         match kind {
             Kind::Unix | Kind::Tcp => {
                 let path = dir.path().join(format!("s{n}.sock"));
-                let mut child = child_command(kind.name(), path.to_str().unwrap())
+                let mut child = child_command_with(kind.name(), path.to_str().unwrap(), env)
                     .spawn()
                     .expect("spawn child");
                 let addr = read_ready(&mut child);
@@ -323,7 +353,7 @@ impl Peer {
             }
             Kind::Pipe => {
                 let (transport, ends) = pipe::pair().expect("pipes");
-                let mut cmd = child_command("pipe", "");
+                let mut cmd = child_command_with("pipe", "", env);
                 ends.pass_to(&mut cmd);
                 let mut child = cmd.spawn().expect("spawn child");
                 drop(ends);
@@ -339,7 +369,7 @@ impl Peer {
             }
             Kind::Fifo => {
                 fifo::create(dir.path()).expect("mkfifo");
-                let mut child = child_command("fifo", dir.path().to_str().unwrap())
+                let mut child = child_command_with("fifo", dir.path().to_str().unwrap(), env)
                     .spawn()
                     .expect("spawn child");
                 let transport = fifo::open_timeout(dir.path(), fifo::Side::Client, LIMIT).expect("open fifos");
@@ -397,6 +427,26 @@ impl Peer {
     pub fn stop(mut self) -> Option<i32> {
         drop(self.stdin.take());
         self.child.wait().expect("wait for child").code()
+    }
+
+    /// Asks the server to stop and waits at most `limit` for it to exit; returns its exit
+    /// code, or `None` if it is still running (it is then killed).
+    pub fn stop_within(mut self, limit: Duration) -> Option<Option<i32>> {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + limit;
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        // Wait for the exit without reaping, so that a timeout can still kill by handle.
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(nix::sys::wait::waitid(
+                nix::sys::wait::Id::Pid(pid),
+                nix::sys::wait::WaitPidFlag::WEXITED | nix::sys::wait::WaitPidFlag::WNOWAIT,
+            ));
+        });
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(_) => Some(self.child.wait().expect("wait for child").code()),
+            Err(_) => None,
+        }
     }
 
     /// Waits for the child to exit by itself; returns its exit code.
