@@ -1,5 +1,97 @@
 //! `#[procwire::service]`: one trait becomes a typed client and a server dispatcher.
 //!
-//! The attribute itself lands with the service macro; until then, services are written by
-//! hand against [`procwire-rpc`]'s `Service` trait, as its conformance suite does.
+//! The macro is a pipeline: [`ast`] reads the trait into a model that keeps the original
+//! syntax nodes (for error spans), [`valid`] checks the model and reports every problem at
+//! once, each at the offending token, and [`expand`] generates one item per function. See the
+//! attribute's documentation (re-exported as `procwire::service`) for what it generates.
 #![deny(missing_docs)]
+
+mod ast;
+mod expand;
+mod valid;
+
+use proc_macro::TokenStream;
+
+/// Turns a trait into a procwire service: a typed client, a server dispatcher, a service
+/// name and a schema fingerprint.
+///
+/// ```
+/// #[procwire_macros::service]
+/// pub trait Calc {
+///     /// Adds two numbers.
+///     fn add(&self, a: i64, b: i64) -> i64;
+///     /// Divides; an application error travels typed.
+///     fn div(&self, a: i64, b: i64) -> Result<i64, String>;
+///     /// Borrowed arguments work on both sides; bytes travel as one byte string.
+///     fn checksum(&self, data: &[u8]) -> u32;
+///     /// Fire and forget: no reply is awaited.
+///     #[procwire(oneway)]
+///     fn log(&self, line: String);
+/// }
+///
+/// struct MyCalc;
+/// impl Calc for MyCalc {
+///     fn add(&self, a: i64, b: i64) -> i64 { a + b }
+///     fn div(&self, a: i64, b: i64) -> Result<i64, String> {
+///         if b == 0 { Err("divide by zero".into()) } else { Ok(a / b) }
+///     }
+///     fn checksum(&self, data: &[u8]) -> u32 { data.iter().map(|&b| b as u32).sum() }
+///     fn log(&self, line: String) { eprintln!("{line}"); }
+/// }
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let (server_end, client_end) = wire::transport::unix::pair()?;
+/// let server = wire::Server::new(CalcServer::new(MyCalc)).spawn_connection(server_end)?;
+/// let calc = CalcClient::connect(client_end)?;
+/// assert_eq!(calc.add(2, 3)?, 5);
+/// assert!(matches!(calc.div(1, 0), Err(wire::CallError::Application(e)) if e == "divide by zero"));
+/// assert_eq!(calc.checksum(&[1, 2, 3])?, 6);
+/// calc.log("hello".into())?;
+/// drop(calc);
+/// server.wait()?;
+/// # Ok(()) }
+/// ```
+///
+/// # What it generates, for a trait `Calc`
+///
+/// - The trait itself, unchanged but for `#[procwire(...)]` attributes.
+/// - `CalcClient`: `connect(transport)`, `connect_with(transport, config)`, then one method
+///   per trait method with the same arguments, returning `Result<T, RpcError>`, or
+///   `Result<T, CallError<E>>` when the trait method returns `Result<T, E>`.
+///   `with_deadline(instant)` and `with_timeout(duration)` return a copy of the client
+///   whose calls carry that deadline; `start()` and `try_start()` return a view whose methods
+///   send the call and return a `PendingCall` to wait on, poll or drop (dropping cancels the
+///   call and tells the server); `try_start` fails with `WouldBlock` instead of waiting for
+///   room to send. `CalcClient::SERVICE` and `CalcClient::FINGERPRINT` identify the interface.
+/// - `CalcServer<T: Calc>`: a `Service` to hand to `procwire_rpc::Server`.
+///
+/// # Methods
+///
+/// Methods take `&self`, then arguments `name: Type` whose types are `serde` types; `&T`,
+/// `&str` and `&[u8]` arguments are borrowed on both sides (the server decodes `&str` and
+/// `&[u8]` straight from the frame). `&[u8]` and `Vec<u8>` travel as one byte string. A
+/// method may take `ctx: &CallContext` as its first argument to learn about the call (the
+/// caller's pid and uid where the transport knows them, its deadline, whether it was
+/// cancelled); clients do not pass it. `#[procwire(oneway)]` marks a method that returns
+/// nothing and whose caller does not wait.
+///
+/// # Compatibility
+///
+/// Each method's id is a hash of its name, so adding or reordering methods leaves other ids
+/// alone. The schema fingerprint hashes the service name and every method's name, argument
+/// types, return type and `oneway` flag, in name order, as written. Client and server must
+/// have the same fingerprint or the handshake refuses the connection, naming both. So:
+/// reordering methods, renaming arguments and editing docs are compatible; adding, removing
+/// or renaming a method, or changing a type (even to an equivalent spelling such as
+/// `std::string::String` for `String`), is not.
+///
+/// # Where the runtime is found
+///
+/// The expansion calls `procwire::rpc` if the crate depends on `procwire`, else
+/// `procwire_rpc`, under whatever name `Cargo.toml` gives them; `#[service(crate = path)]`
+/// names it explicitly.
+#[proc_macro_attribute]
+pub fn service(args: TokenStream, input: TokenStream) -> TokenStream {
+    let item = syn::parse_macro_input!(input as syn::ItemTrait);
+    expand::service(args.into(), &item).into()
+}

@@ -47,6 +47,7 @@ mod server;
 mod service;
 mod sys;
 pub mod transport;
+mod typed;
 mod wait;
 
 pub use client::{Client, ClientConfig, PendingCall};
@@ -55,6 +56,9 @@ pub use outbox::Buffering;
 pub use protocol::{Fault, FaultKind, Frame};
 pub use server::{Server, ServerConfig, ServerHandle, Stopper};
 pub use service::{decode_args, CallContext, Method, Service, ServiceInfo};
+pub use typed::{fnv1a_64, CallError};
+#[doc(hidden)]
+pub use typed::__private;
 pub use wait::Wait;
 
 /// Byte payloads that travel as one byte string rather than element by element:

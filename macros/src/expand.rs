@@ -1,0 +1,482 @@
+//! Generates the service's items, one function per item.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned, ToTokens};
+use syn::spanned::Spanned;
+use syn::{Ident, ItemTrait, TraitItem};
+
+use crate::ast::{self, Ctxt, Method, Output, Service, Wire};
+use crate::valid;
+
+/// The whole expansion: the trait, and on success the generated items; on failure the trait
+/// and every error.
+pub fn service(args: TokenStream, item: &ItemTrait) -> TokenStream {
+    let cx = Ctxt::default();
+    let rt = runtime(&cx, args);
+    let model = ast::parse(&cx, item);
+    valid::check(&cx, &model);
+    let trait_item = trait_item(item);
+    if let Err(errors) = cx.check() {
+        // Keep the trait so that its users do not drown the real errors in unresolved names.
+        let errors = errors.into_compile_error();
+        return quote!(#trait_item #errors);
+    }
+    let names = Names::new(item);
+    let client = client(&rt, &names, &model);
+    let starter = starter(&rt, &names, &model);
+    let server = server(&rt, &names, &model);
+    let checks = type_checks(&rt, &model);
+    quote! {
+        #trait_item
+        #client
+        #starter
+        #server
+        #checks
+    }
+}
+
+/// Names of the generated items.
+struct Names {
+    vis: syn::Visibility,
+    service: Ident,
+    client: Ident,
+    starter: Ident,
+    server: Ident,
+    service_name: String,
+    fingerprint: u64,
+}
+
+impl Names {
+    fn new(item: &ItemTrait) -> Self {
+        let service = item.ident.clone();
+        Names {
+            vis: item.vis.clone(),
+            client: format_ident!("{}Client", service),
+            starter: format_ident!("{}Start", service),
+            server: format_ident!("{}Server", service),
+            service_name: service.to_string(),
+            fingerprint: fingerprint(item),
+            service,
+        }
+    }
+}
+
+/// The method id on the wire: a hash of the name, so that adding or reordering methods
+/// leaves the others' ids alone.
+pub fn method_id(name: &str) -> u32 {
+    let hash = fnv1a_64(name.as_bytes());
+    (hash ^ (hash >> 32)) as u32
+}
+
+/// Must match `procwire_rpc::fnv1a_64`.
+fn fnv1a_64(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        hash ^= b as u64;
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+/// The schema fingerprint: the service name and every method's name, argument types,
+/// return type and oneway flag, in name order, as written.
+fn fingerprint(item: &ItemTrait) -> u64 {
+    let mut methods: Vec<String> = item
+        .items
+        .iter()
+        .filter_map(|i| match i {
+            TraitItem::Fn(f) => {
+                let sig = &f.sig;
+                let args: Vec<String> = sig
+                    .inputs
+                    .iter()
+                    .filter_map(|a| match a {
+                        syn::FnArg::Typed(t) => Some(t.ty.to_token_stream().to_string()),
+                        syn::FnArg::Receiver(_) => None,
+                    })
+                    .collect();
+                let ret = match &sig.output {
+                    syn::ReturnType::Default => "()".to_owned(),
+                    syn::ReturnType::Type(_, t) => t.to_token_stream().to_string(),
+                };
+                let oneway = f.attrs.iter().any(|a| {
+                    a.path().is_ident("procwire") && a.to_token_stream().to_string().contains("oneway")
+                });
+                Some(format!("{}({})->{}{}", sig.ident, args.join(","), ret, if oneway { " oneway" } else { "" }))
+            }
+            _ => None,
+        })
+        .collect();
+    methods.sort();
+    fnv1a_64(format!("procwire-service:{};{}", item.ident, methods.join(";")).as_bytes())
+}
+
+/// The path of the runtime (`procwire::rpc` or `procwire_rpc`, under its name here).
+fn runtime(cx: &Ctxt, args: TokenStream) -> TokenStream {
+    if !args.is_empty() {
+        let parser = |input: syn::parse::ParseStream<'_>| -> syn::Result<syn::Path> {
+            input.parse::<syn::Token![crate]>()?;
+            input.parse::<syn::Token![=]>()?;
+            let path: syn::Path = input.parse()?;
+            Ok(path)
+        };
+        match syn::parse::Parser::parse2(parser, args) {
+            Ok(path) => return path.to_token_stream(),
+            Err(e) => cx.syn_error(syn::Error::new(e.span(), "expected `crate = path::to::procwire_rpc` or nothing")),
+        }
+    }
+    use proc_macro_crate::{crate_name, FoundCrate};
+    let ident = |name: &str| Ident::new(&name.replace('-', "_"), Span::call_site());
+    match crate_name("procwire") {
+        Ok(FoundCrate::Itself) => quote!(::procwire::rpc),
+        Ok(FoundCrate::Name(name)) => {
+            let name = ident(&name);
+            quote!(::#name::rpc)
+        }
+        Err(_) => match crate_name("procwire-rpc") {
+            Ok(FoundCrate::Name(name)) => {
+                let name = ident(&name);
+                quote!(::#name)
+            }
+            _ => quote!(::procwire_rpc),
+        },
+    }
+}
+
+/// The trait, minus the `#[procwire(...)]` attributes only this macro reads.
+fn trait_item(item: &ItemTrait) -> TokenStream {
+    let mut item = item.clone();
+    for trait_item in &mut item.items {
+        if let TraitItem::Fn(f) = trait_item {
+            f.attrs.retain(|a| !a.path().is_ident("procwire"));
+        }
+    }
+    item.into_token_stream()
+}
+
+fn docs<'a>(method: &Method<'a>) -> Vec<&'a syn::Attribute> {
+    method.item.attrs.iter().filter(|a| a.path().is_ident("doc")).collect()
+}
+
+/// The client's parameters, and the tuple expression that carries them.
+fn client_args(rt: &TokenStream, method: &Method<'_>) -> (Vec<TokenStream>, TokenStream) {
+    let mut params = Vec::new();
+    let mut values = Vec::new();
+    for arg in &method.args {
+        let name = arg.name.expect("validated");
+        let ty = arg.ty;
+        params.push(quote!(#name: #ty));
+        values.push(match arg.wire {
+            Wire::Owned | Wire::Borrowed(_) | Wire::Str => quote!(#name),
+            Wire::ByteSlice => quote!(#rt::__private::serde_bytes::Bytes::new(#name)),
+            Wire::ByteVec => quote!(#rt::__private::serde_bytes::Bytes::new(&#name)),
+        });
+    }
+    (params, quote!((#(#values,)*)))
+}
+
+/// The type the reply travels as.
+fn reply_type(rt: &TokenStream, output: &Output<'_>) -> TokenStream {
+    match output {
+        Output::Unit => quote!(()),
+        Output::Value(ty) => quote!(#ty),
+        Output::ByteVec => quote!(#rt::__private::serde_bytes::ByteBuf),
+        Output::Result { ok, err } => quote!(::core::result::Result<#ok, #err>),
+    }
+}
+
+fn method_const(rt: &TokenStream, method: &Method<'_>) -> TokenStream {
+    let id = method_id(&method.name.to_string());
+    let name = method.name.to_string();
+    quote!(const METHOD: #rt::Method = #rt::Method::new(#id, #name);)
+}
+
+fn client(rt: &TokenStream, names: &Names, model: &Service<'_>) -> TokenStream {
+    let Names { vis, service, client, starter, service_name, fingerprint, .. } = names;
+    let client_doc = format!("A typed client for the [`{service}`] service: one connection, shareable by any number of threads (clone it).");
+    let methods = model.methods.iter().map(|method| {
+        let name = method.name;
+        let docs = docs(method);
+        let (params, args) = client_args(rt, method);
+        let constant = method_const(rt, method);
+        if method.oneway {
+            return quote! {
+                #(#docs)*
+                #[doc = ""]
+                #[doc = "One-way: returns once the call is sent; no reply is awaited."]
+                pub fn #name(&self, #(#params),*) -> ::core::result::Result<(), #rt::RpcError> {
+                    #constant
+                    self.client.notify(METHOD, &#args, #rt::Wait::deadline(self.deadline()))
+                }
+            };
+        }
+        let wire = reply_type(rt, &method.output);
+        let call = quote!(self.client.call::<_, #wire>(METHOD, &#args, self.deadline()));
+        let (ret, body) = match &method.output {
+            Output::Unit | Output::Value(_) => (quote!(::core::result::Result<#wire, #rt::RpcError>), call),
+            Output::ByteVec => (
+                quote!(::core::result::Result<::std::vec::Vec<u8>, #rt::RpcError>),
+                quote!(#call.map(#rt::__private::serde_bytes::ByteBuf::into_vec)),
+            ),
+            Output::Result { ok, err } => (
+                quote!(::core::result::Result<#ok, #rt::CallError<#err>>),
+                quote!(#call?.map_err(#rt::CallError::Application)),
+            ),
+        };
+        quote! {
+            #(#docs)*
+            pub fn #name(&self, #(#params),*) -> #ret {
+                #constant
+                #body
+            }
+        }
+    });
+    quote! {
+        #[doc = #client_doc]
+        #[derive(::core::clone::Clone, ::core::fmt::Debug)]
+        #vis struct #client {
+            client: #rt::Client,
+            deadline: ::core::option::Option<::std::time::Instant>,
+            timeout: ::core::option::Option<::std::time::Duration>,
+        }
+
+        impl #client {
+            /// The service name the handshake checks.
+            pub const SERVICE: &'static str = #service_name;
+            /// The schema fingerprint the handshake checks.
+            pub const FINGERPRINT: u64 = #fingerprint;
+
+            /// The service's name and fingerprint.
+            pub fn info() -> #rt::ServiceInfo {
+                #rt::ServiceInfo::new(Self::SERVICE, Self::FINGERPRINT)
+            }
+
+            /// Connects over `transport`, checking in the handshake that the server serves
+            /// this very interface.
+            pub fn connect(transport: #rt::transport::Transport) -> ::core::result::Result<Self, #rt::RpcError> {
+                ::core::result::Result::Ok(Self::from_client(#rt::Client::connect(transport, Self::info())?))
+            }
+
+            /// Connects with `config`.
+            pub fn connect_with(
+                transport: #rt::transport::Transport,
+                config: #rt::ClientConfig,
+            ) -> ::core::result::Result<Self, #rt::RpcError> {
+                ::core::result::Result::Ok(Self::from_client(#rt::Client::connect_with(transport, Self::info(), config)?))
+            }
+
+            /// Wraps a connected untyped client.
+            pub fn from_client(client: #rt::Client) -> Self {
+                Self { client, deadline: ::core::option::Option::None, timeout: ::core::option::Option::None }
+            }
+
+            /// The untyped client underneath.
+            pub fn client(&self) -> &#rt::Client {
+                &self.client
+            }
+
+            /// A copy of this client (same connection) whose calls must finish by `deadline`.
+            pub fn with_deadline(&self, deadline: ::std::time::Instant) -> Self {
+                Self { client: ::core::clone::Clone::clone(&self.client), deadline: ::core::option::Option::Some(deadline), timeout: ::core::option::Option::None }
+            }
+
+            /// A copy of this client (same connection) whose calls each must finish within
+            /// `timeout` of starting.
+            pub fn with_timeout(&self, timeout: ::std::time::Duration) -> Self {
+                Self { client: ::core::clone::Clone::clone(&self.client), deadline: ::core::option::Option::None, timeout: ::core::option::Option::Some(timeout) }
+            }
+
+            /// Calls that return at once with a `PendingCall` to wait on, poll or drop;
+            /// sending waits for room in the outgoing queue.
+            pub fn start(&self) -> #starter<'_> {
+                #starter { client: self, wait: #rt::Wait::deadline(self.deadline()) }
+            }
+
+            /// Like [`start`](Self::start), but sending fails with `WouldBlock` instead of
+            /// waiting for room.
+            pub fn try_start(&self) -> #starter<'_> {
+                #starter { client: self, wait: #rt::Wait::NonBlock }
+            }
+
+            fn deadline(&self) -> ::core::option::Option<::std::time::Instant> {
+                match (self.deadline, self.timeout) {
+                    (::core::option::Option::Some(d), _) => ::core::option::Option::Some(d),
+                    (::core::option::Option::None, ::core::option::Option::Some(t)) => ::std::time::Instant::now().checked_add(t),
+                    (::core::option::Option::None, ::core::option::Option::None) => ::core::option::Option::None,
+                }
+            }
+
+            #(#methods)*
+        }
+    }
+}
+
+fn starter(rt: &TokenStream, names: &Names, model: &Service<'_>) -> TokenStream {
+    let Names { vis, service, client, starter, .. } = names;
+    let doc = format!("Calls of [`{service}`] that return before their reply: see [`{client}::start`].");
+    let methods = model.methods.iter().map(|method| {
+        let name = method.name;
+        let docs = docs(method);
+        let (params, args) = client_args(rt, method);
+        let constant = method_const(rt, method);
+        if method.oneway {
+            return quote! {
+                #(#docs)*
+                pub fn #name(&self, #(#params),*) -> ::core::result::Result<(), #rt::RpcError> {
+                    #constant
+                    self.client.client.notify(METHOD, &#args, self.wait)
+                }
+            };
+        }
+        let wire = reply_type(rt, &method.output);
+        quote! {
+            #(#docs)*
+            pub fn #name(&self, #(#params),*) -> ::core::result::Result<#rt::PendingCall<#wire>, #rt::RpcError> {
+                #constant
+                let deadline = self.client.deadline();
+                match self.wait {
+                    #rt::Wait::NonBlock => self.client.client.try_start(METHOD, &#args, deadline),
+                    _ => self.client.client.start(METHOD, &#args, deadline),
+                }
+            }
+        }
+    });
+    quote! {
+        #[doc = #doc]
+        #[derive(::core::fmt::Debug)]
+        #vis struct #starter<'a> {
+            client: &'a #client,
+            wait: #rt::Wait,
+        }
+
+        impl #starter<'_> {
+            #(#methods)*
+        }
+    }
+}
+
+fn server(rt: &TokenStream, names: &Names, model: &Service<'_>) -> TokenStream {
+    let Names { vis, service, client, server, service_name, .. } = names;
+    let doc = format!("Serves any implementation of [`{service}`]: hand it to `Server::new`.");
+    let names_arms = model.methods.iter().map(|m| {
+        let id = method_id(&m.name.to_string());
+        let name = m.name.to_string();
+        quote!(#id => ::core::option::Option::Some(#name),)
+    });
+    let call_arms = model.methods.iter().map(|method| {
+        let id = method_id(&method.name.to_string());
+        let name = method.name;
+        let mut vars = Vec::new();
+        let mut types = Vec::new();
+        let mut passed = Vec::new();
+        for (i, arg) in method.args.iter().enumerate() {
+            let var = format_ident!("__arg{}", i);
+            let ty = arg.ty;
+            let (wire, pass) = match arg.wire {
+                Wire::Owned => (quote!(#ty), quote!(#var)),
+                Wire::Borrowed(inner) => (quote!(#inner), quote!(&#var)),
+                Wire::Str => (quote!(&str), quote!(#var)),
+                Wire::ByteSlice => (quote!(&#rt::__private::serde_bytes::Bytes), quote!(::core::ops::Deref::deref(#var))),
+                Wire::ByteVec => (quote!(#rt::__private::serde_bytes::ByteBuf), quote!(#var.into_vec())),
+            };
+            vars.push(var);
+            types.push(wire);
+            passed.push(pass);
+        }
+        let ctx_arg = method.context.map(|_| quote!(ctx,));
+        let invoke = quote!(<__T as #service>::#name(&self.inner, #ctx_arg #(#passed),*));
+        let reply = match &method.output {
+            Output::ByteVec => quote!(ctx.reply(&#rt::__private::serde_bytes::Bytes::new(&#invoke))),
+            _ => quote!(ctx.reply(&#invoke)),
+        };
+        quote! {
+            #id => {
+                let (#(#vars,)*): (#(#types,)*) = #rt::decode_args(ctx, args)?;
+                #reply
+            }
+        }
+    });
+    quote! {
+        #[doc = #doc]
+        #[derive(::core::fmt::Debug)]
+        #vis struct #server<__T> {
+            inner: __T,
+        }
+
+        impl<__T> #server<__T> {
+            /// Wraps an implementation.
+            pub fn new(inner: __T) -> Self {
+                Self { inner }
+            }
+
+            /// The implementation.
+            pub fn get_ref(&self) -> &__T {
+                &self.inner
+            }
+
+            /// Unwraps the implementation.
+            pub fn into_inner(self) -> __T {
+                self.inner
+            }
+        }
+
+        impl<__T: #service + ::core::marker::Send + ::core::marker::Sync + 'static> #rt::Service for #server<__T> {
+            fn info(&self) -> #rt::ServiceInfo {
+                #client::info()
+            }
+
+            fn method_name(&self, id: u32) -> ::core::option::Option<&'static str> {
+                match id {
+                    #(#names_arms)*
+                    _ => ::core::option::Option::None,
+                }
+            }
+
+            fn call(
+                &self,
+                ctx: &#rt::CallContext,
+                args: &[u8],
+            ) -> ::core::result::Result<#rt::Frame, #rt::Fault> {
+                match ctx.method() {
+                    #(#call_arms)*
+                    id => ::core::result::Result::Err(#rt::Fault::new(
+                        #rt::FaultKind::UnknownMethod,
+                        ::std::format!("service `{}` has no method with id {}", #service_name, id),
+                    )),
+                }
+            }
+        }
+    }
+}
+
+/// Checks, spanned to the user's types, that every argument and return type is a serde
+/// type, so that a missing derive is reported where the type is written.
+fn type_checks(rt: &TokenStream, model: &Service<'_>) -> TokenStream {
+    let mut checks = Vec::new();
+    for method in &model.methods {
+        for arg in &method.args {
+            let ty = match arg.wire {
+                Wire::Owned => arg.ty,
+                Wire::Borrowed(inner) => inner,
+                Wire::Str | Wire::ByteSlice | Wire::ByteVec => continue,
+            };
+            checks.push(quote_spanned!(ty.span()=> #rt::__private::assert_arg::<#ty>();));
+        }
+        match &method.output {
+            Output::Value(ty) => checks.push(quote_spanned!(ty.span()=> #rt::__private::assert_reply::<#ty>();)),
+            Output::Result { ok, err } => {
+                checks.push(quote_spanned!(ok.span()=> #rt::__private::assert_reply::<#ok>();));
+                checks.push(quote_spanned!(err.span()=> #rt::__private::assert_reply::<#err>();));
+            }
+            Output::Unit | Output::ByteVec => {}
+        }
+    }
+    quote! {
+        const _: () = {
+            #[allow(dead_code)]
+            fn __procwire_type_checks() {
+                #(#checks)*
+            }
+        };
+    }
+}

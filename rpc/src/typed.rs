@@ -1,0 +1,60 @@
+//! Support for the code `#[procwire::service]` generates.
+
+use crate::error::RpcError;
+
+/// The error of a generated client method whose trait method returns `Result<T, E>`: either
+/// the service's own error `E`, typed, or a failure of the call itself.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError<E> {
+    /// The method ran and returned `Err(E)`.
+    #[error("the service returned an error: {0:?}")]
+    Application(E),
+    /// The call itself failed: connection, deadline, protocol, remote fault.
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
+}
+
+impl<E> CallError<E> {
+    /// The service's error, if that is what this is.
+    pub fn application(self) -> Option<E> {
+        match self {
+            CallError::Application(e) => Some(e),
+            CallError::Rpc(_) => None,
+        }
+    }
+
+    /// The call's failure, if that is what this is.
+    pub fn rpc(&self) -> Option<&RpcError> {
+        match self {
+            CallError::Application(_) => None,
+            CallError::Rpc(e) => Some(e),
+        }
+    }
+}
+
+/// 64-bit FNV-1a, used for schema fingerprints and method ids. Stable across builds,
+/// platforms and Rust versions, which `std`'s hashers do not promise.
+pub const fn fnv1a_64(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut i = 0;
+    while i < bytes.len() {
+        hash ^= bytes[i] as u64;
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        i += 1;
+    }
+    hash
+}
+
+/// Paths the generated code uses; not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use postcard;
+    pub use serde;
+    pub use serde_bytes;
+
+    /// Compile-time check that a return type can travel as a reply.
+    pub fn assert_reply<T: serde::Serialize + serde::de::DeserializeOwned>() {}
+
+    /// Compile-time check that an argument type can travel in a call.
+    pub fn assert_arg<T: serde::Serialize + serde::de::DeserializeOwned>() {}
+}
