@@ -25,7 +25,7 @@ use crate::protocol::{
     fault_frame, Envelope, Fault, FaultKind, Frame, Hello, Kind, Welcome, DEFAULT_MAX_FRAME_LEN, MAGIC,
     PROTOCOL_VERSION,
 };
-use crate::service::{CallContext, Service};
+use crate::service::{CallContext, Cancel, Service};
 use crate::transport::{FrameReceiver, Interrupt, Listener, PeerInfo, Transport};
 use crate::wait::Wait;
 
@@ -299,7 +299,7 @@ struct Conn<S> {
     outbox: Outbox,
     peer: Arc<PeerInfo>,
     /// Cancel flags of the calls running now.
-    running: Mutex<HashMap<u64, Arc<AtomicBool>>>,
+    running: Mutex<HashMap<u64, Arc<Cancel>>>,
     /// Threads of this connection, and how many of them wait to read.
     threads: AtomicUsize,
     idle: AtomicUsize,
@@ -523,7 +523,7 @@ impl<S: Service> Conn<S> {
                 Kind::Call | Kind::OneWay => {}
                 Kind::Cancel => {
                     if let Some(flag) = self.running.lock().unwrap_or_else(|e| e.into_inner()).get(&envelope.id) {
-                        flag.store(true, Ordering::Relaxed);
+                        flag.set();
                     }
                     continue;
                 }
@@ -548,7 +548,7 @@ impl<S: Service> Conn<S> {
             }
             // Register the call before letting go of the receiver, so that a cancel read by
             // another thread right after finds it.
-            let cancelled = Arc::new(AtomicBool::new(false));
+            let cancelled = Arc::new(Cancel::default());
             if envelope.kind == Kind::Call {
                 self.running
                     .lock()
@@ -587,7 +587,7 @@ impl<S: Service> Conn<S> {
         Ok(Waiter { epoll })
     }
 
-    fn handle(&self, envelope: Envelope, args: &[u8], cancelled: Arc<AtomicBool>) {
+    fn handle(&self, envelope: Envelope, args: &[u8], cancelled: Arc<Cancel>) {
         let ctx = CallContext {
             envelope,
             deadline: envelope

@@ -1,8 +1,8 @@
 //! What a server serves: the [`Service`] trait, and the context each call runs in.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -95,7 +95,7 @@ pub struct CallContext {
     pub(crate) envelope: Envelope,
     pub(crate) deadline: Option<Instant>,
     pub(crate) peer: Arc<PeerInfo>,
-    pub(crate) cancelled: Arc<AtomicBool>,
+    pub(crate) cancelled: Arc<Cancel>,
 }
 
 impl CallContext {
@@ -123,7 +123,13 @@ impl CallContext {
     /// True once the caller has given up on the call (dropped it, or its deadline passed
     /// and it sent a cancel). A long handler may check it and stop early.
     pub fn is_cancelled(&self) -> bool {
-        self.cancelled.load(Ordering::Relaxed)
+        self.cancelled.is_set()
+    }
+
+    /// Waits until the caller gives up on the call or `timeout` passes; true if it gave up.
+    /// For handlers that wait on something else, to stop early when nobody is waiting.
+    pub fn wait_cancelled(&self, timeout: Duration) -> bool {
+        self.cancelled.wait(timeout)
     }
 
     /// The caller's connection: name, and pid/uid/gid where the transport knows them.
@@ -151,5 +157,41 @@ impl CallContext {
     /// Encodes `fault` as this call's reply.
     pub fn fault(&self, fault: &Fault) -> Frame {
         fault_frame(self.envelope.id, self.envelope.method, fault)
+    }
+}
+
+/// A call's cancel flag: cheap to test, and waitable.
+#[derive(Debug, Default)]
+pub(crate) struct Cancel {
+    set: AtomicBool,
+    lock: Mutex<()>,
+    changed: Condvar,
+}
+
+impl Cancel {
+    pub(crate) fn set(&self) {
+        self.set.store(true, Ordering::SeqCst);
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.changed.notify_all();
+    }
+
+    fn is_set(&self) -> bool {
+        self.set.load(Ordering::SeqCst)
+    }
+
+    fn wait(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now().checked_add(timeout);
+        let mut guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        while !self.is_set() {
+            let left = match deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()),
+                None => Duration::MAX,
+            };
+            if left.is_zero() {
+                return false;
+            }
+            guard = self.changed.wait_timeout(guard, left).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        true
     }
 }
