@@ -76,6 +76,8 @@ pub enum Wire<'a> {
     Borrowed(&'a Type),
     /// `&[u8]`: one byte string, borrowed from the frame on the server.
     ByteSlice,
+    /// `&[T]`: the server decodes a `Vec<T>` and lends it as a slice.
+    Slice(&'a Type),
     /// `Vec<u8>`: one byte string.
     ByteVec,
     /// `&str`: borrowed from the frame on the server.
@@ -146,13 +148,25 @@ fn parse_method<'a>(cx: &Ctxt, item: &'a TraitItemFn) -> Method<'a> {
             Pat::Ident(p) if p.by_ref.is_none() && p.mutability.is_none() && p.subpat.is_none() => Some(&p.ident),
             _ => None,
         };
-        args.push(Arg { pat: &pat_type.pat, name, ty: &pat_type.ty, wire: wire_of(&pat_type.ty) });
+        args.push(Arg {
+            pat: &pat_type.pat,
+            name,
+            ty: &pat_type.ty,
+            wire: wire_of(&pat_type.ty),
+        });
     }
     let output = match &item.sig.output {
         ReturnType::Default => Output::Unit,
         ReturnType::Type(_, ty) => output_of(ty),
     };
-    Method { item, name: &item.sig.ident, oneway, context, args, output }
+    Method {
+        item,
+        name: &item.sig.ident,
+        oneway,
+        context,
+        args,
+        output,
+    }
 }
 
 fn wire_of(ty: &Type) -> Wire<'_> {
@@ -162,6 +176,7 @@ fn wire_of(ty: &Type) -> Wire<'_> {
     match ty {
         Type::Reference(r) if r.mutability.is_none() => match &*r.elem {
             Type::Slice(s) if is_ident(&s.elem, "u8") => Wire::ByteSlice,
+            Type::Slice(s) => Wire::Slice(&s.elem),
             elem if is_ident(elem, "str") => Wire::Str,
             elem => Wire::Borrowed(elem),
         },
@@ -191,7 +206,9 @@ fn generic_args<'a>(ty: &'a Type, name: &str) -> Option<Vec<&'a Type>> {
     if last.ident != name {
         return None;
     }
-    let PathArguments::AngleBracketed(args) = &last.arguments else { return None };
+    let PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
     args.args
         .iter()
         .map(|a| match a {
@@ -212,8 +229,9 @@ fn is_vec_u8(ty: &Type) -> bool {
 /// `&CallContext` (by any path).
 pub fn is_call_context(ty: &Type) -> bool {
     match ty {
-        Type::Reference(r) => matches!(&*r.elem, Type::Path(p) if p.path.segments.last().is_some_and(|s| s.ident == "CallContext")),
+        Type::Reference(r) => {
+            matches!(&*r.elem, Type::Path(p) if p.path.segments.last().is_some_and(|s| s.ident == "CallContext"))
+        }
         _ => false,
     }
 }
-

@@ -99,10 +99,17 @@ fn fingerprint(item: &ItemTrait) -> u64 {
                     syn::ReturnType::Default => "()".to_owned(),
                     syn::ReturnType::Type(_, t) => t.to_token_stream().to_string(),
                 };
-                let oneway = f.attrs.iter().any(|a| {
-                    a.path().is_ident("procwire") && a.to_token_stream().to_string().contains("oneway")
-                });
-                Some(format!("{}({})->{}{}", sig.ident, args.join(","), ret, if oneway { " oneway" } else { "" }))
+                let oneway = f
+                    .attrs
+                    .iter()
+                    .any(|a| a.path().is_ident("procwire") && a.to_token_stream().to_string().contains("oneway"));
+                Some(format!(
+                    "{}({})->{}{}",
+                    sig.ident,
+                    args.join(","),
+                    ret,
+                    if oneway { " oneway" } else { "" }
+                ))
             }
             _ => None,
         })
@@ -122,7 +129,10 @@ fn runtime(cx: &Ctxt, args: TokenStream) -> TokenStream {
         };
         match syn::parse::Parser::parse2(parser, args) {
             Ok(path) => return path.to_token_stream(),
-            Err(e) => cx.syn_error(syn::Error::new(e.span(), "expected `crate = path::to::procwire_rpc` or nothing")),
+            Err(e) => cx.syn_error(syn::Error::new(
+                e.span(),
+                "expected `crate = path::to::procwire_rpc` or nothing",
+            )),
         }
     }
     use proc_macro_crate::{crate_name, FoundCrate};
@@ -167,7 +177,7 @@ fn client_args(rt: &TokenStream, method: &Method<'_>) -> (Vec<TokenStream>, Toke
         let ty = arg.ty;
         params.push(quote!(#name: #ty));
         values.push(match arg.wire {
-            Wire::Owned | Wire::Borrowed(_) | Wire::Str => quote!(#name),
+            Wire::Owned | Wire::Borrowed(_) | Wire::Slice(_) | Wire::Str => quote!(#name),
             Wire::ByteSlice => quote!(#rt::__private::serde_bytes::Bytes::new(#name)),
             Wire::ByteVec => quote!(#rt::__private::serde_bytes::Bytes::new(&#name)),
         });
@@ -192,8 +202,18 @@ fn method_const(rt: &TokenStream, method: &Method<'_>) -> TokenStream {
 }
 
 fn client(rt: &TokenStream, names: &Names, model: &Service<'_>) -> TokenStream {
-    let Names { vis, service, client, starter, service_name, fingerprint, .. } = names;
-    let client_doc = format!("A typed client for the [`{service}`] service: one connection, shareable by any number of threads (clone it).");
+    let Names {
+        vis,
+        service,
+        client,
+        starter,
+        service_name,
+        fingerprint,
+        ..
+    } = names;
+    let client_doc = format!(
+        "A typed client for the [`{service}`] service: one connection, shareable by any number of threads (clone it)."
+    );
     let methods = model.methods.iter().map(|method| {
         let name = method.name;
         let docs = docs(method);
@@ -312,7 +332,13 @@ fn client(rt: &TokenStream, names: &Names, model: &Service<'_>) -> TokenStream {
 }
 
 fn starter(rt: &TokenStream, names: &Names, model: &Service<'_>) -> TokenStream {
-    let Names { vis, service, client, starter, .. } = names;
+    let Names {
+        vis,
+        service,
+        client,
+        starter,
+        ..
+    } = names;
     let doc = format!("Calls of [`{service}`] that return before their reply: see [`{client}::start`].");
     let methods = model.methods.iter().map(|method| {
         let name = method.name;
@@ -356,7 +382,14 @@ fn starter(rt: &TokenStream, names: &Names, model: &Service<'_>) -> TokenStream 
 }
 
 fn server(rt: &TokenStream, names: &Names, model: &Service<'_>) -> TokenStream {
-    let Names { vis, service, client, server, service_name, .. } = names;
+    let Names {
+        vis,
+        service,
+        client,
+        server,
+        service_name,
+        ..
+    } = names;
     let doc = format!("Serves any implementation of [`{service}`]: hand it to `Server::new`.");
     let names_arms = model.methods.iter().map(|m| {
         let id = method_id(&m.name.to_string());
@@ -375,8 +408,12 @@ fn server(rt: &TokenStream, names: &Names, model: &Service<'_>) -> TokenStream {
             let (wire, pass) = match arg.wire {
                 Wire::Owned => (quote!(#ty), quote!(#var)),
                 Wire::Borrowed(inner) => (quote!(#inner), quote!(&#var)),
+                Wire::Slice(elem) => (quote!(::std::vec::Vec<#elem>), quote!(::core::ops::Deref::deref(&#var))),
                 Wire::Str => (quote!(&str), quote!(#var)),
-                Wire::ByteSlice => (quote!(&#rt::__private::serde_bytes::Bytes), quote!(::core::ops::Deref::deref(#var))),
+                Wire::ByteSlice => (
+                    quote!(&#rt::__private::serde_bytes::Bytes),
+                    quote!(::core::ops::Deref::deref(#var)),
+                ),
                 Wire::ByteVec => (quote!(#rt::__private::serde_bytes::ByteBuf), quote!(#var.into_vec())),
             };
             vars.push(var);
@@ -457,7 +494,7 @@ fn type_checks(rt: &TokenStream, model: &Service<'_>) -> TokenStream {
         for arg in &method.args {
             let ty = match arg.wire {
                 Wire::Owned => arg.ty,
-                Wire::Borrowed(inner) => inner,
+                Wire::Borrowed(inner) | Wire::Slice(inner) => inner,
                 Wire::Str | Wire::ByteSlice | Wire::ByteVec => continue,
             };
             checks.push(quote_spanned!(ty.span()=> #rt::__private::assert_arg::<#ty>();));

@@ -67,7 +67,7 @@ use proc_macro::TokenStream;
 ///
 /// # Methods
 ///
-/// Methods take `&self`, then arguments `name: Type` whose types are `serde` types; `&T`,
+/// Methods take `&self`, then arguments `name: Type` whose types are `serde` types; `&T`, `&[T]`,
 /// `&str` and `&[u8]` arguments are borrowed on both sides (the server decodes `&str` and
 /// `&[u8]` straight from the frame). `&[u8]` and `Vec<u8>` travel as one byte string. A
 /// method may take `ctx: &CallContext` as its first argument to learn about the call (the

@@ -21,7 +21,10 @@ pub const GENERATED: &[&str] = &[
 pub fn check(cx: &Ctxt, service: &Service<'_>) {
     let item = service.item;
     if !item.generics.params.is_empty() || item.generics.where_clause.is_some() {
-        cx.error(&item.generics, "a service trait cannot be generic: both processes must agree on every type");
+        cx.error(
+            &item.generics,
+            "a service trait cannot be generic: both processes must agree on every type",
+        );
     }
     if let Some(unsafety) = &item.unsafety {
         cx.error(unsafety, "a service trait cannot be `unsafe`");
@@ -33,7 +36,10 @@ pub fn check(cx: &Ctxt, service: &Service<'_>) {
         match trait_item {
             TraitItem::Fn(_) => {}
             TraitItem::Const(c) => cx.error(&c.ident, "a service trait has methods only; move this constant out"),
-            TraitItem::Type(t) => cx.error(&t.ident, "a service trait has methods only; associated types cannot cross processes"),
+            TraitItem::Type(t) => cx.error(
+                &t.ident,
+                "a service trait has methods only; associated types cannot cross processes",
+            ),
             other => cx.error(other, "a service trait has methods only"),
         }
     }
@@ -48,13 +54,19 @@ pub fn check(cx: &Ctxt, service: &Service<'_>) {
             );
         }
         if let Some(previous) = ids.insert(crate::expand::method_id(&name), method.name) {
-            cx.error(method.name, format!("`{name}` and `{previous}` hash to the same method id; rename one"));
+            cx.error(
+                method.name,
+                format!("`{name}` and `{previous}` hash to the same method id; rename one"),
+            );
         }
         if let Some(t) = &sig.constness {
             cx.error(t, "service methods cannot be `const`");
         }
         if let Some(t) = &sig.asyncness {
-            cx.error(t, "service methods cannot be `async`: calls block, or use `start()` on the client");
+            cx.error(
+                t,
+                "service methods cannot be `async`: calls block, or use `start()` on the client",
+            );
         }
         if let Some(t) = &sig.unsafety {
             cx.error(t, "service methods cannot be `unsafe`");
@@ -63,7 +75,10 @@ pub fn check(cx: &Ctxt, service: &Service<'_>) {
             cx.error(t, "service methods cannot have an ABI");
         }
         if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
-            cx.error(&sig.generics, "service methods cannot be generic: both processes must agree on every type");
+            cx.error(
+                &sig.generics,
+                "service methods cannot be generic: both processes must agree on every type",
+            );
         }
         if let Some(v) = &sig.variadic {
             cx.error(v, "service methods cannot be variadic");
@@ -74,7 +89,10 @@ pub fn check(cx: &Ctxt, service: &Service<'_>) {
                 r,
                 "service methods take `&self`: calls from many clients run concurrently; use interior mutability",
             ),
-            Some(FnArg::Receiver(r)) => cx.error(r, "service methods take `&self`, not `self` by value or a typed receiver"),
+            Some(FnArg::Receiver(r)) => cx.error(
+                r,
+                "service methods take `&self`, not `self` by value or a typed receiver",
+            ),
             _ => cx.error(&sig.ident, "service methods take `&self` as their first argument"),
         }
         for input in sig.inputs.iter().skip(1) {
@@ -94,10 +112,16 @@ pub fn check(cx: &Ctxt, service: &Service<'_>) {
             ReturnType::Type(_, ty) => {
                 check_type(cx, ty, "return");
                 if contains_reference(ty) {
-                    cx.error(ty, "a service method cannot return a borrow: the reply crosses a process boundary");
+                    cx.error(
+                        ty,
+                        "a service method cannot return a borrow: the reply crosses a process boundary",
+                    );
                 }
                 if method.oneway && !matches!(method.output, Output::Unit) {
-                    cx.error(ty, "a `oneway` method returns nothing: its caller does not wait for a reply");
+                    cx.error(
+                        ty,
+                        "a `oneway` method returns nothing: its caller does not wait for a reply",
+                    );
                 }
             }
             ReturnType::Default => {}
@@ -107,14 +131,22 @@ pub fn check(cx: &Ctxt, service: &Service<'_>) {
 
 fn check_type(cx: &Ctxt, ty: &Type, what: &str) {
     match ty {
-        Type::ImplTrait(_) => cx.error(ty, format!("an {what} type must be a concrete serde type, not `impl Trait`")),
-        Type::TraitObject(_) => cx.error(ty, format!("an {what} type must be a concrete serde type, not a trait object")),
-        Type::Reference(r) if r.mutability.is_some() => {
-            cx.error(ty, "a `&mut` argument cannot cross a process boundary; return the new value instead")
-        }
-        Type::Reference(r) if r.lifetime.is_some() => {
-            cx.error(&r.lifetime, "service method types cannot name lifetimes; leave them elided")
-        }
+        Type::ImplTrait(_) => cx.error(
+            ty,
+            format!("an {what} type must be a concrete serde type, not `impl Trait`"),
+        ),
+        Type::TraitObject(_) => cx.error(
+            ty,
+            format!("an {what} type must be a concrete serde type, not a trait object"),
+        ),
+        Type::Reference(r) if r.mutability.is_some() => cx.error(
+            ty,
+            "a `&mut` argument cannot cross a process boundary; return the new value instead",
+        ),
+        Type::Reference(r) if r.lifetime.is_some() => cx.error(
+            &r.lifetime,
+            "service method types cannot name lifetimes; leave them elided",
+        ),
         Type::BareFn(_) => cx.error(ty, "a function pointer cannot cross a process boundary"),
         Type::Ptr(_) => cx.error(ty, "a raw pointer cannot cross a process boundary"),
         Type::Infer(_) | Type::Never(_) => cx.error(ty, format!("an {what} type must be a concrete serde type")),
@@ -130,7 +162,10 @@ fn contains_reference(ty: &Type) -> bool {
         Type::Paren(p) => contains_reference(&p.elem),
         Type::Group(g) => contains_reference(&g.elem),
         Type::Path(p) => p.path.segments.iter().any(|s| match &s.arguments {
-            syn::PathArguments::AngleBracketed(a) => a.args.iter().any(|a| matches!(a, syn::GenericArgument::Type(t) if contains_reference(t))),
+            syn::PathArguments::AngleBracketed(a) => a
+                .args
+                .iter()
+                .any(|a| matches!(a, syn::GenericArgument::Type(t) if contains_reference(t))),
             _ => false,
         }),
         _ => false,

@@ -212,6 +212,13 @@ impl Client {
         A: Serialize + ?Sized,
         R: DeserializeOwned,
     {
+        if deadline.is_some_and(|d| d <= Instant::now()) {
+            // Nothing is sent for a call that is already late.
+            return Err(RpcError::DeadlineExceeded {
+                method: method.name,
+                peer: self.inner.peer.name.clone(),
+            });
+        }
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let frame = encode(id, Kind::Call, method, args, deadline)?;
         {

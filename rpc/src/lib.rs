@@ -56,9 +56,9 @@ pub use outbox::Buffering;
 pub use protocol::{Fault, FaultKind, Frame};
 pub use server::{Server, ServerConfig, ServerHandle, Stopper};
 pub use service::{decode_args, CallContext, Method, Service, ServiceInfo};
-pub use typed::{fnv1a_64, CallError};
 #[doc(hidden)]
 pub use typed::__private;
+pub use typed::{fnv1a_64, CallError};
 pub use wait::Wait;
 
 /// Byte payloads that travel as one byte string rather than element by element:

@@ -190,7 +190,11 @@ impl Cancel {
             if left.is_zero() {
                 return false;
             }
-            guard = self.changed.wait_timeout(guard, left).unwrap_or_else(|e| e.into_inner()).0;
+            guard = self
+                .changed
+                .wait_timeout(guard, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
         true
     }
