@@ -1,0 +1,55 @@
+//! The expansion names everything by absolute path: it compiles without the prelude, with
+//! the runtime crate renamed (`wire` is `procwire-rpc` in this crate's Cargo.toml), and a
+//! generated client and server talk to each other.
+
+#[no_implicit_prelude]
+mod bare {
+    #[::procwire_macros::service]
+    pub trait Echo {
+        fn echo(&self, text: ::std::string::String) -> ::std::string::String;
+        fn bytes(&self, data: &[u8]) -> ::std::vec::Vec<u8>;
+        fn words(&self, text: &str, sep: &[u32]) -> usize;
+        fn checked(&self, x: u32) -> ::core::result::Result<u32, ::std::string::String>;
+        fn knows_its_caller(&self, ctx: &::wire::CallContext) -> bool;
+        #[procwire(oneway)]
+        fn note(&self, n: u64);
+    }
+
+    pub struct Impl;
+
+    impl Echo for Impl {
+        fn echo(&self, text: ::std::string::String) -> ::std::string::String {
+            text
+        }
+        fn bytes(&self, data: &[u8]) -> ::std::vec::Vec<u8> {
+            ::std::borrow::ToOwned::to_owned(data)
+        }
+        fn words(&self, text: &str, sep: &[u32]) -> usize {
+            text.len() + sep.len()
+        }
+        fn checked(&self, x: u32) -> ::core::result::Result<u32, ::std::string::String> {
+            ::core::result::Result::Err(::std::format!("no {x}"))
+        }
+        fn knows_its_caller(&self, ctx: &::wire::CallContext) -> bool {
+            ctx.peer().credentials.is_some()
+        }
+        fn note(&self, _n: u64) {}
+    }
+}
+
+#[test]
+fn the_expansion_works_without_the_prelude_and_with_the_runtime_renamed() -> Result<(), Box<dyn std::error::Error>> {
+    use bare::{EchoClient, EchoServer, Impl};
+    let (server_end, client_end) = wire::transport::unix::pair()?;
+    let server = wire::Server::new(EchoServer::new(Impl)).spawn_connection(server_end)?;
+    let client = EchoClient::connect(client_end)?;
+    assert_eq!(client.echo("hi".to_owned())?, "hi");
+    assert_eq!(client.bytes(&[1, 2])?, vec![1, 2]);
+    assert_eq!(client.words("abc", &[1, 2])?, 5);
+    assert!(matches!(client.checked(4), Err(wire::CallError::Application(e)) if e == "no 4"));
+    assert!(client.knows_its_caller()?);
+    client.note(1)?;
+    drop(client);
+    server.wait()?;
+    Ok(())
+}
