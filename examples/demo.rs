@@ -4,8 +4,6 @@
 //!
 //! Run it with `cargo run --example demo`.
 //!
-//! The service here is written by hand against `procwire::rpc::Service`; the
-//! `#[procwire::service]` macro will generate this code from a plain trait.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -13,67 +11,59 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use procwire::rpc::transport::{pipe, unix};
-use procwire::rpc::{
-    decode_args, CallContext, Client, Fault, FaultKind, Frame, Method, RpcError, Server, Service, ServiceInfo,
-};
+use procwire::rpc::{CallContext, CallError, HandshakeError, RpcError, Server};
 use serde::{Deserialize, Serialize};
 
-const ADD: Method = Method::new(1, "add");
-const DIV: Method = Method::new(2, "div");
-const SLOW: Method = Method::new(3, "slow");
-const PID: Method = Method::new(4, "pid");
-const METHODS: [Method; 4] = [ADD, DIV, SLOW, PID];
-
-/// An application error that travels typed inside a successful reply.
+/// An application error that reaches the client typed.
 #[derive(Debug, Serialize, Deserialize)]
 enum DivError {
     DivideByZero,
 }
 
-struct Calc;
-
-fn info() -> ServiceInfo {
-    ServiceInfo::new("calc", 0xca1c_0001)
+/// The interface, defined once; the macro generates `CalcClient` and `CalcServer`.
+#[procwire::service]
+trait Calc {
+    fn add(&self, a: i64, b: i64) -> i64;
+    fn div(&self, a: i64, b: i64) -> Result<i64, DivError>;
+    /// Simulated slow work.
+    fn slow(&self, ms: u64) -> u64;
+    /// The worker's pid and, where the transport knows it, the caller's.
+    fn pids(&self, ctx: &CallContext) -> (u32, Option<i32>);
 }
 
-impl Service for Calc {
-    fn info(&self) -> ServiceInfo {
-        info()
-    }
+struct MyCalc;
 
-    fn method_name(&self, id: u32) -> Option<&'static str> {
-        METHODS.iter().find(|m| m.id == id).map(|m| m.name)
+impl Calc for MyCalc {
+    fn add(&self, a: i64, b: i64) -> i64 {
+        a + b
     }
+    fn div(&self, a: i64, b: i64) -> Result<i64, DivError> {
+        a.checked_div(b).ok_or(DivError::DivideByZero)
+    }
+    fn slow(&self, ms: u64) -> u64 {
+        std::thread::sleep(Duration::from_millis(ms));
+        ms
+    }
+    fn pids(&self, ctx: &CallContext) -> (u32, Option<i32>) {
+        (std::process::id(), ctx.peer().credentials.map(|c| c.pid))
+    }
+}
 
-    fn call(&self, ctx: &CallContext, args: &[u8]) -> Result<Frame, Fault> {
-        match ctx.method() {
-            1 => {
-                let (a, b): (i64, i64) = decode_args(ctx, args)?;
-                ctx.reply(&(a + b))
-            }
-            2 => {
-                let (a, b): (i64, i64) = decode_args(ctx, args)?;
-                let result: Result<i64, DivError> = if b == 0 { Err(DivError::DivideByZero) } else { Ok(a / b) };
-                ctx.reply(&result)
-            }
-            3 => {
-                // Simulated slow work.
-                let ms: u64 = decode_args(ctx, args)?;
-                std::thread::sleep(Duration::from_millis(ms));
-                ctx.reply(&ms)
-            }
-            4 => ctx.reply(&std::process::id()),
-            m => Err(Fault::new(FaultKind::UnknownMethod, format!("calc has no method {m}"))),
-        }
+/// Another build of the same service with a different interface, to show the refusal.
+#[allow(dead_code)]
+mod v2 {
+    #[procwire::service]
+    pub trait Calc {
+        fn add(&self, a: i32, b: i32) -> i32;
     }
 }
 
 /// The worker: serves `Calc` on the socket path in argv, or on inherited pipes.
 fn worker(how: &str) -> Result<()> {
     let handle = if how == "pipe" {
-        Server::new(Calc).spawn_connection(pipe::from_env()?)?
+        Server::new(CalcServer::new(MyCalc)).spawn_connection(pipe::from_env()?)?
     } else {
-        let handle = Server::new(Calc).spawn(unix::Listener::bind(how)?)?;
+        let handle = Server::new(CalcServer::new(MyCalc)).spawn(unix::Listener::bind(how)?)?;
         println!("ready");
         handle
     };
@@ -109,46 +99,44 @@ fn main() -> Result<()> {
         bail!("the worker did not start");
     }
 
-    let client = Client::connect(unix::connect(&socket)?, info())?;
-    let pid: u32 = client.call(PID, &(), None)?;
-    println!(
-        "   connected; the worker is pid {pid}, this process is pid {}",
-        std::process::id()
-    );
+    let calc = CalcClient::connect(unix::connect(&socket)?)?;
+    let (worker, caller) = calc.pids()?;
+    println!("   connected; the worker is pid {worker}; it sees its caller as pid {caller:?}");
 
     println!("2. Typed calls");
-    let sum: i64 = client.call(ADD, &(2i64, 3i64), None)?;
-    println!("   add(2, 3) = {sum}");
-    let q: Result<i64, DivError> = client.call(DIV, &(7i64, 2i64), None)?;
-    println!("   div(7, 2) = {q:?}");
-    let q: Result<i64, DivError> = client.call(DIV, &(1i64, 0i64), None)?;
-    println!("   div(1, 0) = {q:?}   <- an application error, typed, distinct from transport errors");
+    println!("   add(2, 3) = {}", calc.add(2, 3)?);
+    println!("   div(7, 2) = {}", calc.div(7, 2)?);
+    match calc.div(1, 0) {
+        Err(CallError::Application(e)) => {
+            println!("   div(1, 0) -> {e:?}   <- an application error, typed, distinct from transport errors")
+        }
+        other => bail!("expected an application error, got {other:?}"),
+    }
 
     println!("3. Eight threads share one connection; calls are multiplexed by request id");
     let started = Instant::now();
     std::thread::scope(|s| {
         for t in 0..8i64 {
-            let client = client.clone();
+            let calc = calc.clone();
             s.spawn(move || {
                 for i in 0..1000i64 {
-                    let sum: i64 = client.call(ADD, &(t, i), None).expect("add");
-                    assert_eq!(sum, t + i);
+                    assert_eq!(calc.add(t, i).expect("add"), t + i);
                 }
             });
         }
     });
     println!("   8000 calls answered correctly in {:.0?}", started.elapsed());
 
-    println!("4. A deadline: slow(2000 ms) with a 100 ms deadline");
-    match client.call::<_, u64>(SLOW, &2000u64, Some(Instant::now() + Duration::from_millis(100))) {
+    println!("4. A deadline: slow(2000 ms) with a 100 ms timeout");
+    match calc.with_timeout(Duration::from_millis(100)).slow(2000) {
         Err(e @ RpcError::DeadlineExceeded { .. }) => println!("   {e}"),
         other => bail!("expected a missed deadline, got {other:?}"),
     }
 
     println!("5. A client built against another version of the interface is refused");
-    match Client::connect(unix::connect(&socket)?, ServiceInfo::new("calc", 0xca1c_0002)) {
-        Err(e) => println!("   {e}"),
-        Ok(_) => bail!("a mismatched client was accepted"),
+    match v2::CalcClient::connect(unix::connect(&socket)?) {
+        Err(RpcError::Handshake(e @ HandshakeError::Fingerprint { .. })) => println!("   {e}"),
+        other => bail!("expected a refusal, got {other:?}"),
     }
 
     println!("6. The same service over a pair of anonymous pipes inherited by a second worker");
@@ -158,14 +146,13 @@ fn main() -> Result<()> {
     ends.pass_to(&mut cmd);
     let mut piped = cmd.spawn()?;
     drop(ends);
-    let over_pipes = Client::connect(transport, info())?;
-    let sum: i64 = over_pipes.call(ADD, &(40i64, 2i64), None)?;
-    println!("   add(40, 2) over pipes = {sum}");
+    let over_pipes = CalcClient::connect(transport)?;
+    println!("   add(40, 2) over pipes = {}", over_pipes.add(40, 2)?);
     drop(over_pipes);
     piped.wait()?;
 
     println!("7. Killing the worker while a call is in flight");
-    let call = client.start::<_, u64>(SLOW, &10_000u64, None)?;
+    let call = calc.start().slow(10_000)?;
     child.kill()?;
     match call.wait() {
         Err(e @ RpcError::Disconnected { .. }) => println!("   {e}"),
