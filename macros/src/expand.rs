@@ -68,7 +68,8 @@ pub fn method_id(name: &str) -> u32 {
     (hash ^ (hash >> 32)) as u32
 }
 
-/// Must match `procwire_rpc::fnv1a_64`.
+/// 64-bit FNV-1a: stable across builds, platforms and Rust versions, which `std`'s hashers
+/// do not promise.
 fn fnv1a_64(bytes: &[u8]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in bytes {
@@ -515,5 +516,61 @@ fn type_checks(rt: &TokenStream, model: &Service<'_>) -> TokenStream {
                 #(#checks)*
             }
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Ids and fingerprints are a wire contract between builds: these values must never change.
+    #[test]
+    fn method_ids_are_stable_across_releases() {
+        assert_eq!(fnv1a_64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a_64(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(method_id("add"), 0xe23b_2d4d);
+    }
+
+    #[test]
+    fn the_fingerprint_ignores_order_argument_names_and_docs_but_not_types() {
+        let a: ItemTrait = syn::parse_quote! {
+            trait Calc {
+                fn add(&self, a: i64, b: i64) -> i64;
+                #[procwire(oneway)]
+                fn log(&self, line: String);
+            }
+        };
+        let reordered: ItemTrait = syn::parse_quote! {
+            trait Calc {
+                /// Logs.
+                #[procwire(oneway)]
+                fn log(&self, text: String);
+                fn add(&self, x: i64, y: i64) -> i64;
+            }
+        };
+        let retyped: ItemTrait = syn::parse_quote! {
+            trait Calc {
+                fn add(&self, a: i32, b: i64) -> i64;
+                #[procwire(oneway)]
+                fn log(&self, line: String);
+            }
+        };
+        let not_oneway: ItemTrait = syn::parse_quote! {
+            trait Calc {
+                fn add(&self, a: i64, b: i64) -> i64;
+                fn log(&self, line: String);
+            }
+        };
+        let renamed_service: ItemTrait = syn::parse_quote! {
+            trait Calculator {
+                fn add(&self, a: i64, b: i64) -> i64;
+                #[procwire(oneway)]
+                fn log(&self, line: String);
+            }
+        };
+        assert_eq!(fingerprint(&a), fingerprint(&reordered));
+        for other in [&retyped, &not_oneway, &renamed_service] {
+            assert_ne!(fingerprint(&a), fingerprint(other));
+        }
     }
 }

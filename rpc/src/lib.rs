@@ -58,7 +58,7 @@ pub use server::{Server, ServerConfig, ServerHandle, Stopper};
 pub use service::{decode_args, CallContext, Method, Service, ServiceInfo};
 #[doc(hidden)]
 pub use typed::__private;
-pub use typed::{fnv1a_64, CallError};
+pub use typed::CallError;
 pub use wait::Wait;
 
 /// Byte payloads that travel as one byte string rather than element by element:

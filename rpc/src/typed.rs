@@ -32,19 +32,6 @@ impl<E> CallError<E> {
     }
 }
 
-/// 64-bit FNV-1a, used for schema fingerprints and method ids. Stable across builds,
-/// platforms and Rust versions, which `std`'s hashers do not promise.
-pub const fn fnv1a_64(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut i = 0;
-    while i < bytes.len() {
-        hash ^= bytes[i] as u64;
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-        i += 1;
-    }
-    hash
-}
-
 /// Paths the generated code uses; not a public API.
 #[doc(hidden)]
 pub mod __private {
