@@ -54,6 +54,9 @@ pub struct Method<'a> {
     pub args: Vec<Arg<'a>>,
     /// What it returns.
     pub output: Output<'a>,
+    /// Malformed `#[procwire(...)]` attributes, reported with the method's other errors so
+    /// that errors come in source order.
+    pub attr_errors: Vec<syn::Error>,
 }
 
 /// One argument a client passes.
@@ -102,20 +105,21 @@ pub enum Output<'a> {
 }
 
 /// Reads the trait into the model. Items that are not methods are left for validation.
-pub fn parse<'a>(cx: &Ctxt, item: &'a ItemTrait) -> Service<'a> {
+pub fn parse(item: &ItemTrait) -> Service<'_> {
     let methods = item
         .items
         .iter()
         .filter_map(|i| match i {
-            TraitItem::Fn(f) => Some(parse_method(cx, f)),
+            TraitItem::Fn(f) => Some(parse_method(f)),
             _ => None,
         })
         .collect();
     Service { item, methods }
 }
 
-fn parse_method<'a>(cx: &Ctxt, item: &'a TraitItemFn) -> Method<'a> {
+fn parse_method(item: &TraitItemFn) -> Method<'_> {
     let mut oneway = false;
+    let mut attr_errors = Vec::new();
     for attr in item.attrs.iter().filter(|a| a.path().is_ident("procwire")) {
         let parsed = attr.parse_nested_meta(|meta| {
             if meta.path.is_ident("oneway") {
@@ -130,7 +134,7 @@ fn parse_method<'a>(cx: &Ctxt, item: &'a TraitItemFn) -> Method<'a> {
             }
         });
         if let Err(e) = parsed {
-            cx.syn_error(e);
+            attr_errors.push(e);
         }
     }
     let mut context = None;
@@ -166,6 +170,7 @@ fn parse_method<'a>(cx: &Ctxt, item: &'a TraitItemFn) -> Method<'a> {
         context,
         args,
         output,
+        attr_errors,
     }
 }
 

@@ -13,7 +13,7 @@ use crate::valid;
 pub fn service(args: TokenStream, item: &ItemTrait) -> TokenStream {
     let cx = Ctxt::default();
     let rt = runtime(&cx, args);
-    let model = ast::parse(&cx, item);
+    let model = ast::parse(item);
     valid::check(&cx, &model);
     let trait_item = trait_item(item);
     if let Err(errors) = cx.check() {
@@ -220,12 +220,15 @@ fn client(rt: &TokenStream, names: &Names, model: &Service<'_>) -> TokenStream {
         let docs = docs(method);
         let (params, args) = client_args(rt, method);
         let constant = method_const(rt, method);
+        let bounds = wire_bounds(rt, method);
         if method.oneway {
             return quote! {
                 #(#docs)*
                 #[doc = ""]
                 #[doc = "One-way: returns once the call is sent; no reply is awaited."]
-                pub fn #name(&self, #(#params),*) -> ::core::result::Result<(), #rt::RpcError> {
+                pub fn #name(&self, #(#params),*) -> ::core::result::Result<(), #rt::RpcError>
+                where #(#bounds),*
+                {
                     #constant
                     self.client.notify(METHOD, &#args, #rt::Wait::deadline(self.deadline()))
                 }
@@ -246,7 +249,9 @@ fn client(rt: &TokenStream, names: &Names, model: &Service<'_>) -> TokenStream {
         };
         quote! {
             #(#docs)*
-            pub fn #name(&self, #(#params),*) -> #ret {
+            pub fn #name(&self, #(#params),*) -> #ret
+            where #(#bounds),*
+            {
                 #constant
                 #body
             }
@@ -346,10 +351,13 @@ fn starter(rt: &TokenStream, names: &Names, model: &Service<'_>) -> TokenStream 
         let docs = docs(method);
         let (params, args) = client_args(rt, method);
         let constant = method_const(rt, method);
+        let bounds = wire_bounds(rt, method);
         if method.oneway {
             return quote! {
                 #(#docs)*
-                pub fn #name(&self, #(#params),*) -> ::core::result::Result<(), #rt::RpcError> {
+                pub fn #name(&self, #(#params),*) -> ::core::result::Result<(), #rt::RpcError>
+                where #(#bounds),*
+                {
                     #constant
                     self.client.client.notify(METHOD, &#args, self.wait)
                 }
@@ -358,7 +366,9 @@ fn starter(rt: &TokenStream, names: &Names, model: &Service<'_>) -> TokenStream 
         let wire = reply_type(rt, &method.output);
         quote! {
             #(#docs)*
-            pub fn #name(&self, #(#params),*) -> ::core::result::Result<#rt::PendingCall<#wire>, #rt::RpcError> {
+            pub fn #name(&self, #(#params),*) -> ::core::result::Result<#rt::PendingCall<#wire>, #rt::RpcError>
+            where #(#bounds),*
+            {
                 #constant
                 let deadline = self.client.deadline();
                 match self.wait {
@@ -392,6 +402,7 @@ fn server(rt: &TokenStream, names: &Names, model: &Service<'_>) -> TokenStream {
         ..
     } = names;
     let doc = format!("Serves any implementation of [`{service}`]: hand it to `Server::new`.");
+    let server_bounds: Vec<TokenStream> = model.methods.iter().flat_map(|m| wire_bounds(rt, m)).collect();
     let names_arms = model.methods.iter().map(|m| {
         let id = method_id(&m.name.to_string());
         let name = m.name.to_string();
@@ -458,7 +469,9 @@ fn server(rt: &TokenStream, names: &Names, model: &Service<'_>) -> TokenStream {
             }
         }
 
-        impl<__T: #service + ::core::marker::Send + ::core::marker::Sync + 'static> #rt::Service for #server<__T> {
+        impl<__T: #service + ::core::marker::Send + ::core::marker::Sync + 'static> #rt::Service for #server<__T>
+        where #(#server_bounds),*
+        {
             fn info(&self) -> #rt::ServiceInfo {
                 #client::info()
             }
@@ -487,28 +500,45 @@ fn server(rt: &TokenStream, names: &Names, model: &Service<'_>) -> TokenStream {
     }
 }
 
+/// Where-clause predicates that every type crossing the wire is a serde type, spanned to
+/// the user's type. Higher-ranked, so that a type missing the derive does not make the
+/// definition itself an error: the spanned checks in `type_checks` report it once, at the
+/// type, instead of every generated call reporting it at the attribute.
+fn wire_bounds(rt: &TokenStream, method: &Method<'_>) -> Vec<TokenStream> {
+    wire_types(method)
+        .into_iter()
+        .map(|ty| {
+            quote_spanned!(ty.span()=> for<'__procwire> #ty: #rt::__private::serde::Serialize + #rt::__private::serde::de::DeserializeOwned)
+        })
+        .collect()
+}
+
+/// The user's types that travel, as written (owned forms of borrowed arguments).
+fn wire_types<'a>(method: &Method<'a>) -> Vec<&'a syn::Type> {
+    let mut types = Vec::new();
+    for arg in &method.args {
+        match arg.wire {
+            Wire::Owned => types.push(arg.ty),
+            Wire::Borrowed(inner) | Wire::Slice(inner) => types.push(inner),
+            Wire::Str | Wire::ByteSlice | Wire::ByteVec => {}
+        }
+    }
+    match &method.output {
+        Output::Value(ty) => types.push(ty),
+        Output::Result { ok, err } => types.extend([*ok, *err]),
+        Output::Unit | Output::ByteVec => {}
+    }
+    types
+}
+
 /// Checks, spanned to the user's types, that every argument and return type is a serde
 /// type, so that a missing derive is reported where the type is written.
 fn type_checks(rt: &TokenStream, model: &Service<'_>) -> TokenStream {
-    let mut checks = Vec::new();
-    for method in &model.methods {
-        for arg in &method.args {
-            let ty = match arg.wire {
-                Wire::Owned => arg.ty,
-                Wire::Borrowed(inner) | Wire::Slice(inner) => inner,
-                Wire::Str | Wire::ByteSlice | Wire::ByteVec => continue,
-            };
-            checks.push(quote_spanned!(ty.span()=> #rt::__private::assert_arg::<#ty>();));
-        }
-        match &method.output {
-            Output::Value(ty) => checks.push(quote_spanned!(ty.span()=> #rt::__private::assert_reply::<#ty>();)),
-            Output::Result { ok, err } => {
-                checks.push(quote_spanned!(ok.span()=> #rt::__private::assert_reply::<#ok>();));
-                checks.push(quote_spanned!(err.span()=> #rt::__private::assert_reply::<#err>();));
-            }
-            Output::Unit | Output::ByteVec => {}
-        }
-    }
+    let checks = model
+        .methods
+        .iter()
+        .flat_map(wire_types)
+        .map(|ty| quote_spanned!(ty.span()=> #rt::__private::assert_wire::<#ty>();));
     quote! {
         const _: () = {
             #[allow(dead_code)]

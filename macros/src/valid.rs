@@ -45,6 +45,9 @@ pub fn check(cx: &Ctxt, service: &Service<'_>) {
     }
     let mut ids = std::collections::HashMap::new();
     for method in &service.methods {
+        for e in &method.attr_errors {
+            cx.syn_error(e.clone());
+        }
         let sig = &method.item.sig;
         let name = method.name.to_string();
         if GENERATED.contains(&name.as_str()) || name.starts_with("__procwire") {

@@ -39,9 +39,6 @@ pub mod __private {
     pub use serde;
     pub use serde_bytes;
 
-    /// Compile-time check that a return type can travel as a reply.
-    pub fn assert_reply<T: serde::Serialize + serde::de::DeserializeOwned>() {}
-
-    /// Compile-time check that an argument type can travel in a call.
-    pub fn assert_arg<T: serde::Serialize + serde::de::DeserializeOwned>() {}
+    /// Compile-time check, spanned to the user's type, that it can cross the wire.
+    pub fn assert_wire<T: serde::Serialize + serde::de::DeserializeOwned>() {}
 }

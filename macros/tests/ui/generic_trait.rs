@@ -1,0 +1,6 @@
+#[procwire_macros::service]
+pub trait S<T> {
+    fn f(&self, x: T);
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[procwire_macros::service]
+pub trait S {
+    fn start(&self);
+}
+
+fn main() {}
