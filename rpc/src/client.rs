@@ -66,7 +66,9 @@ impl ClientConfig {
 }
 
 /// A handle to one connection to a service. Cheap to clone; clones share the connection,
-/// and the connection closes when the last clone is dropped.
+/// and the connection closes when the last clone is dropped, once the frames it already
+/// accepted (one-way calls, say) are written. If the peer never reads them, a background
+/// flusher keeps the connection until the peer reads or goes away.
 ///
 /// # Blocking and non-blocking calls
 ///

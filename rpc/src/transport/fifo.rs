@@ -1,6 +1,11 @@
 //! A pair of named FIFOs in a directory: `c2s` carries client-to-server frames, `s2c` the
 //! replies. Both sides open them in the same order, so neither can deadlock the other;
 //! [`open`] returns once the peer has opened its ends too.
+//!
+//! Writing to a FIFO whose reader has exited raises `SIGPIPE`. Rust programs ignore it from
+//! the start (the standard library does so before `main`), so the write fails with a clear
+//! error instead; a host program that restores the default disposition must ignore
+//! `SIGPIPE` itself. The same holds for [`pipe`](super::pipe).
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
