@@ -1,9 +1,13 @@
 //! Round trips through procwire against raw reads and writes over the same kind of channel.
 //!
+//! procwire is measured as users see it: the `Bench` trait below goes through
+//! `#[procwire_macros::service]`, and the bench calls the generated `BenchClient` against the
+//! generated `BenchServer`, so the figures include whatever the generated code costs.
+//!
 //! Every server runs in a child process: this binary re-executes itself with
 //! `PROCWIRE_BENCH_CHILD=<role>` set. For each transport (Unix socket, TCP on 127.0.0.1, pipe
 //! pair, FIFO pair) it measures a small call (`add(i64, i64) -> i64` against an 8-byte
-//! ping-pong) and a 1 MiB echo (`echo(ByteBuf) -> ByteBuf` against 1 MiB written and read
+//! ping-pong) and a 1 MiB echo (`echo(&[u8]) -> Vec<u8>` against 1 MiB written and read
 //! back), then prints one table and whether the targets are met.
 //!
 //! Environment:
@@ -27,19 +31,13 @@ use nix::fcntl::OFlag;
 use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
 use nix::sys::stat::Mode;
 use nix::unistd::Pid;
-use procwire_rpc::serde_bytes::{ByteBuf, Bytes};
 use procwire_rpc::transport::{fifo, pipe, tcp, unix, Listener, Transport};
-use procwire_rpc::{
-    decode_args, CallContext, Client, Fault, FaultKind, Frame, Method, Server, ServerHandle, Service, ServiceInfo,
-};
+use procwire_rpc::{Server, ServerHandle};
 
 /// Selects the child role; unset in the parent.
 const CHILD_ENV: &str = "PROCWIRE_BENCH_CHILD";
 /// Where a child finds its channel: a socket path or a FIFO directory.
 const ADDR_ENV: &str = "PROCWIRE_BENCH_ADDR";
-
-const ADD: Method = Method::new(1, "add");
-const ECHO: Method = Method::new(2, "echo");
 
 const MIB: usize = 1024 * 1024;
 /// Timings are medians over this many equal batches (see `median_secs`).
@@ -55,35 +53,28 @@ fn main() -> Result<()> {
     parent()
 }
 
-/// The service both sides agree on.
-struct Bench;
-
-fn bench_info() -> ServiceInfo {
-    ServiceInfo::new("bench", 0xbe9c_4000_0000_0001)
+/// The service both sides agree on, as a user would write it: `#[service]` generates
+/// `BenchClient` (the parent's side) and `BenchServer` (the child's).
+#[procwire_macros::service]
+trait Bench {
+    /// A small call: two integers in, one out.
+    fn add(&self, a: i64, b: i64) -> i64;
+    /// A large call: the bytes travel as one byte string each way. Borrowed, so the client
+    /// sends the caller's buffer as it is and the server reads it straight from the frame.
+    fn echo(&self, data: &[u8]) -> Vec<u8>;
 }
 
-impl Service for Bench {
-    fn info(&self) -> ServiceInfo {
-        bench_info()
+/// The implementation the child serves.
+struct Echo;
+
+impl Bench for Echo {
+    fn add(&self, a: i64, b: i64) -> i64 {
+        a.wrapping_add(b)
     }
 
-    fn method_name(&self, id: u32) -> Option<&'static str> {
-        [ADD, ECHO].into_iter().find(|m| m.id == id).map(|m| m.name)
-    }
-
-    fn call(&self, ctx: &CallContext, args: &[u8]) -> Result<Frame, Fault> {
-        match ctx.method() {
-            1 => {
-                let (a, b): (i64, i64) = decode_args(ctx, args)?;
-                ctx.reply(&a.wrapping_add(b))
-            }
-            2 => {
-                // Owned, as a typical handler taking `ByteBuf` would have it.
-                let data: ByteBuf = decode_args(ctx, args)?;
-                ctx.reply(&data)
-            }
-            m => Err(Fault::new(FaultKind::UnknownMethod, format!("no method {m}"))),
-        }
+    fn echo(&self, data: &[u8]) -> Vec<u8> {
+        // The one copy a handler returning `Vec<u8>` must make.
+        data.to_vec()
     }
 }
 
@@ -144,7 +135,7 @@ mod child {
     }
 
     fn serve_listener(listener: impl Listener, ready: String) -> Result<()> {
-        let handle = Server::new(Bench).spawn(listener)?;
+        let handle = Server::new(BenchServer::new(Echo)).spawn(listener)?;
         // Bound and accepting before the parent hears of it, so its connect cannot fail.
         let mut out = io::stdout().lock();
         writeln!(out, "{ready}")?;
@@ -156,7 +147,7 @@ mod child {
     }
 
     fn serve_connection(transport: Transport) -> Result<()> {
-        let handle = Server::new(Bench).spawn_connection(transport)?;
+        let handle = Server::new(BenchServer::new(Echo)).spawn_connection(transport)?;
         stop_on_stdin_eof(&handle);
         // Returns when the parent closes the connection, or stdin ends.
         handle.wait()?;
@@ -355,7 +346,7 @@ impl Raw {
 
 /// A procwire server child and a client connected to it.
 struct Rpc {
-    client: Client,
+    client: BenchClient,
     child: ChildProc,
     _dir: Option<tempfile::TempDir>,
 }
@@ -406,7 +397,7 @@ impl Rpc {
                 )
             }
         };
-        let client = Client::connect(transport, bench_info())?;
+        let client = BenchClient::connect(transport)?;
         Ok(Rpc {
             client,
             child,
@@ -511,16 +502,14 @@ fn procwire(kind: Kind, counts: Counts, payload: &[u8]) -> Result<(f64, f64)> {
     let rpc = Rpc::spawn(kind)?;
     let client = &rpc.client;
     let micros = per_call_micros(counts, |i| {
-        let sum: i64 = client.call(ADD, &(i, 1i64), None)?;
+        let sum = client.add(i, 1)?;
         ensure!(sum == i + 1, "add({i}, 1) returned {sum}");
         Ok(())
     })?;
-    // Sent borrowed, so that no copy is made before encoding.
-    let args = Bytes::new(payload);
-    let back: ByteBuf = client.call(ECHO, &args, None)?;
-    ensure!(back.as_slice() == payload, "echo returned other bytes");
+    let back = client.echo(payload)?;
+    ensure!(back == payload, "echo returned other bytes");
     let gbps = echo_gbps(counts, || {
-        let back: ByteBuf = client.call(ECHO, &args, None)?;
+        let back = client.echo(payload)?;
         ensure!(back.len() == payload.len(), "echo returned {} bytes", back.len());
         Ok(())
     })?;
@@ -573,6 +562,10 @@ fn parent() -> Result<()> {
     };
 
     println!("procwire round trips, server in a child process");
+    println!(
+        "procwire side: the client and server #[procwire_macros::service] generates for trait Bench \
+         (BenchClient -> BenchServer)"
+    );
     match pinned {
         Some(cpu) => println!(
             "pinned: this process and its children all on CPU {cpu}, as for the reference figures \
@@ -584,14 +577,15 @@ fn parent() -> Result<()> {
         println!("quick mode (PROCWIRE_BENCH_QUICK=1): a tenth of the iterations");
     }
     println!(
-        "small call: add(i64, i64) -> i64 vs raw 8-byte write/read ping-pong; {} calls after {} warm-up, \
+        "small call: BenchClient::add(i64, i64) -> i64 vs raw 8-byte write/read ping-pong; {} calls after {} warm-up, \
          median of {SMALL_BATCHES} batch means, microseconds per round trip",
         counts.small_calls, counts.small_warmup
     );
     println!(
-        "1 MiB echo: echo(ByteBuf) -> ByteBuf vs raw 4-byte length + 1 MiB written, 1 MiB read back; {} round \
-         trips after {} warm-up; GB/s = 2 MiB of payload per round trip (1 MiB each way, framing not \
-         counted) / median of {LARGE_BATCHES} batch means of the round-trip time, 1 GB = 1e9 bytes",
+        "1 MiB echo: BenchClient::echo(&[u8]) -> Vec<u8> (server borrows the bytes from the frame, handler \
+         returns a copy) vs raw 4-byte length + 1 MiB written, 1 MiB read back; {} round trips after {} \
+         warm-up; GB/s = 2 MiB of payload per round trip (1 MiB each way, framing not counted) / median of \
+         {LARGE_BATCHES} batch means of the round-trip time, 1 GB = 1e9 bytes",
         counts.large_calls, counts.large_warmup
     );
     println!();
