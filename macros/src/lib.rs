@@ -67,9 +67,10 @@ use proc_macro::TokenStream;
 ///
 /// # Methods
 ///
-/// Methods take `&self`, then arguments `name: Type` whose types are `serde` types; `&T`, `&[T]`,
-/// `&str` and `&[u8]` arguments are borrowed on both sides (the server decodes `&str` and
-/// `&[u8]` straight from the frame). `&[u8]` and `Vec<u8>` travel as one byte string. A
+/// Methods take `&self`, then arguments `name: Type` whose types are `serde` types. `&T`,
+/// `&[T]`, `&str` and `&[u8]` arguments are borrowed from the caller on the client side; on
+/// the server, `&str` and `&[u8]` are lent straight from the received frame, while `&T` and
+/// `&[T]` are decoded into an owned `T` or `Vec<T>` and lent from there. `&[u8]` and `Vec<u8>` travel as one byte string. A
 /// method may take `ctx: &CallContext` as its first argument to learn about the call (the
 /// caller's pid and uid where the transport knows them, its deadline, whether it was
 /// cancelled); clients do not pass it. `#[procwire(oneway)]` marks a method that returns
