@@ -1,8 +1,15 @@
 //! procwire's supervisor: reads a manifest, forks and monitors pools of workers, restarts them
 //! by policy, owns their endpoints and forwards lifecycle signals.
 //!
-//! The supervisor core has not landed yet; the `procwire` binary only reports its version.
+//! - [`manifest`]: the TOML manifest, read and checked with `file:line:col` errors;
+//! - [`policy`]: restart, backoff, intensity, dependency order and shutdown as a pure state
+//!   machine, fed events and a clock;
+//! - [`run`]: the event loop that carries the policy out with real processes.
 #![deny(missing_docs)]
+
+pub mod manifest;
+pub mod policy;
+pub mod run;
 
 /// The version of this crate, as the `procwire` binary reports it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

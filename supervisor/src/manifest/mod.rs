@@ -1,0 +1,194 @@
+//! The manifest: what `procwire up FILE` runs, read from TOML.
+//!
+//! [`Manifest::load`] reads and checks a file; every problem is refused before anything
+//! starts, with one clear message carrying `file:line:col` ([`ManifestError`]).
+
+mod parse;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use parse::ManifestError;
+
+/// A whole manifest, checked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Manifest {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// The `[supervisor]` table.
+    pub supervisor: SupervisorConfig,
+    /// The `[pool.NAME]` tables, in file order.
+    pub pools: Vec<Pool>,
+}
+
+/// The `[supervisor]` table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SupervisorConfig {
+    /// Names the control socket and prefixes log lines; default: the file's stem.
+    pub name: String,
+    /// Deadline for the whole ordered shutdown; default 30 s.
+    pub shutdown_timeout: Duration,
+}
+
+/// One `[pool.NAME]` table: a group of identical workers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pool {
+    /// The NAME in `[pool.NAME]`.
+    pub name: String,
+    /// argv, no shell; `{index}` is replaced by the worker's index (also in `env` values).
+    pub command: Vec<String>,
+    /// How many workers; default 1.
+    pub workers: u32,
+    /// When a worker counts as ready; default [`Ready::Spawned`].
+    pub ready: Ready,
+    /// How long a worker may take to become ready; default 30 s.
+    pub ready_timeout: Duration,
+    /// When an exited worker is restarted; default [`Restart::OnFailure`].
+    pub restart: Restart,
+    /// Exit codes that count as success; default `[0]`.
+    pub success_codes: Vec<i32>,
+    /// Delay before a restart.
+    pub backoff: Backoff,
+    /// Restart intensity limit.
+    pub limit: Limit,
+    /// Which workers restart when one exits; default [`Strategy::OneForOne`].
+    pub strategy: Strategy,
+    /// Pools that must reach a condition before this one starts, in file order.
+    pub after: Vec<(String, Condition)>,
+    /// `WATCHDOG=1` expected at least this often, else the worker is killed and restarted.
+    pub watchdog: Option<Duration>,
+    /// Sent to stop a worker; default TERM.
+    pub stop_signal: Signal,
+    /// How long after `stop_signal` before SIGKILL to the worker's process group; default 10 s.
+    pub stop_timeout: Duration,
+    /// Sent to reload a worker; default HUP.
+    pub reload_signal: Signal,
+    /// Signals the supervisor receives and passes on to this pool.
+    pub forward: Vec<Signal>,
+    /// Extra environment; values may contain `{index}`.
+    pub env: BTreeMap<String, String>,
+    /// Working directory, relative to the manifest's directory; default the manifest's directory.
+    pub cwd: Option<PathBuf>,
+    /// User to run as (needs root).
+    pub user: Option<String>,
+    /// Group to run as (needs root); default the user's primary group.
+    pub group: Option<String>,
+    /// Resource limits, by name (`nofile`, `nproc`, `core`, `memlock`, `stack`, `as`, `cpu`, `fsize`).
+    pub rlimits: BTreeMap<String, u64>,
+    /// Where the workers' stdout goes.
+    pub stdout: Output,
+    /// Where the workers' stderr goes.
+    pub stderr: Output,
+    /// Size-based rotation of `file:` outputs.
+    pub log_rotate: Option<LogRotate>,
+}
+
+/// When a worker counts as ready.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ready {
+    /// As soon as it is spawned.
+    Spawned,
+    /// When it sends `READY=1` on `NOTIFY_SOCKET`.
+    Notify,
+    /// When a TCP connection to this address succeeds.
+    Tcp {
+        /// Host name or address.
+        host: String,
+        /// Port.
+        port: u16,
+    },
+    /// When this command (argv) exits 0.
+    Exec(Vec<String>),
+}
+
+/// When an exited worker is restarted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Restart {
+    /// Always.
+    Always,
+    /// When it exited with a code not in `success_codes`, or by a signal.
+    OnFailure,
+    /// Never.
+    Never,
+}
+
+/// Delay before restarting: `initial`, multiplied by `factor` per consecutive failure up to
+/// `max`, randomised by ±`jitter` (a fraction), and back to `initial` once a worker has
+/// run for `reset_after`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Backoff {
+    /// First delay; default 100 ms.
+    pub initial: Duration,
+    /// Largest delay; default 30 s.
+    pub max: Duration,
+    /// Growth per consecutive failure; default 2.0.
+    pub factor: f64,
+    /// Randomisation, a fraction of the delay; default 0.1.
+    pub jitter: f64,
+    /// Run time after which the delay resets; default 60 s.
+    pub reset_after: Duration,
+}
+
+/// At most `restarts` restarts `within` a sliding window, then `then`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limit {
+    /// Restarts allowed in the window; default 10.
+    pub restarts: u32,
+    /// The window; default 60 s.
+    pub within: Duration,
+    /// What happens past the limit; default [`LimitAction::Stop`].
+    pub then: LimitAction,
+}
+
+/// What happens when a pool exceeds its restart limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LimitAction {
+    /// The pool is marked failed and stays down.
+    Stop,
+    /// The supervisor shuts everything down and exits non-zero.
+    Shutdown,
+}
+
+/// Which workers restart when one exits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    /// Only that worker.
+    OneForOne,
+    /// Every worker of the pool.
+    OneForAll,
+}
+
+/// What a dependency must reach before its dependents start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Condition {
+    /// All its workers were spawned.
+    Started,
+    /// All its workers are ready.
+    Ready,
+    /// All its workers exited successfully.
+    Completed,
+}
+
+/// Where a stream of a worker's output goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Into the supervisor's own output, line by line, prefixed with `pool.index`.
+    Inherit,
+    /// Appended to this file (relative to the manifest's directory), rotated by `log_rotate`.
+    File(PathBuf),
+    /// Nowhere.
+    Discard,
+}
+
+/// Size-based rotation of log files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogRotate {
+    /// Rotate when the file reaches this many bytes.
+    pub size: u64,
+    /// How many rotated files to keep.
+    pub keep: u32,
+}
+
+/// A signal, by its name without `SIG` (`TERM`, `HUP`, `USR1`, ...).
+pub type Signal = nix::sys::signal::Signal;

@@ -1,0 +1,650 @@
+//! The supervisor's policy as a pure state machine: fed events and a clock, it answers with
+//! actions. No processes, no system calls, no real time: the event loop turns OS events into
+//! [`Event`]s and carries out the [`Action`]s, and the tests drive it with a fake clock.
+//!
+//! What it decides: dependency order (a pool starts when every `after` condition holds),
+//! restarts by policy (`always`, `on-failure`, `never`), backoff with jitter and reset,
+//! restart intensity within a sliding window and what happens past it, one-for-one and
+//! one-for-all, readiness and watchdog deadlines, and the ordered shutdown (reverse
+//! dependency order, `stop_signal`, then SIGKILL after `stop_timeout`, everything killed at
+//! `shutdown_timeout`).
+
+pub mod backoff;
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use crate::manifest::{Condition, LimitAction, Manifest, Pool, Ready, Restart, Signal, Strategy};
+use backoff::{base_delay, jittered, Intensity, Rng};
+
+/// A pool, by its position in the manifest.
+pub type PoolId = usize;
+
+/// One worker: its pool and its index in the pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WorkerId {
+    /// The pool.
+    pub pool: PoolId,
+    /// The index within the pool, from 0.
+    pub index: u32,
+}
+
+/// How a worker process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// It exited with this code.
+    Code(i32),
+    /// A signal killed it.
+    Signal(i32),
+}
+
+impl fmt::Display for Exit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Exit::Code(c) => write!(f, "exit code {c}"),
+            Exit::Signal(s) => match Signal::try_from(*s) {
+                Ok(sig) => write!(f, "killed by {}", sig.as_str()),
+                Err(_) => write!(f, "killed by signal {s}"),
+            },
+        }
+    }
+}
+
+/// Something that happened.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// Start: pools without dependencies start.
+    Begin,
+    /// A [`Action::Spawn`] succeeded.
+    Spawned(WorkerId),
+    /// A [`Action::Spawn`] failed before the program ran.
+    SpawnFailed(WorkerId, String),
+    /// The worker reported readiness (`READY=1`, a probe).
+    Ready(WorkerId),
+    /// The worker sent `WATCHDOG=1`.
+    Heartbeat(WorkerId),
+    /// The worker's process ended.
+    Exited(WorkerId, Exit),
+    /// A timer set by [`Action::SetTimer`] fired.
+    Timer(TimerKey),
+    /// Graceful shutdown requested (TERM, INT).
+    Shutdown,
+    /// Immediate shutdown requested (a second INT).
+    Kill,
+}
+
+/// What a timer is for; setting a key again moves its timer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TimerKey {
+    /// Restart the worker after its backoff.
+    Restart(WorkerId),
+    /// The worker was asked to stop; kill it now.
+    StopDeadline(WorkerId),
+    /// The worker did not become ready in time.
+    ReadyDeadline(WorkerId),
+    /// The worker's watchdog ran out.
+    Watchdog(WorkerId),
+    /// The whole shutdown ran out of time.
+    Shutdown,
+}
+
+/// Something to do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Start the worker's process; answer with [`Event::Spawned`] or [`Event::SpawnFailed`].
+    Spawn(WorkerId),
+    /// Send the signal to the worker's process group.
+    Signal(WorkerId, Signal),
+    /// SIGKILL the worker's process group.
+    Kill(WorkerId),
+    /// Fire [`Event::Timer`] with this key at this instant.
+    SetTimer(TimerKey, Instant),
+    /// Forget this timer.
+    CancelTimer(TimerKey),
+    /// Tell the operator (warnings: restarts, give-ups, missed deadlines).
+    Log(String),
+    /// The supervisor is done: exit with this code.
+    Exit(i32),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Not started yet: its pool waits for dependencies.
+    Pending,
+    /// Waiting out its backoff before a restart.
+    Backoff,
+    /// Asked to spawn, not yet answered.
+    Spawning,
+    /// Running, not ready yet.
+    Starting,
+    /// Running and ready.
+    Running,
+    /// Asked to stop; restarted afterwards if `restart` is set.
+    Stopping { restart: bool },
+    /// Exited for good (no restart due).
+    Done { success: bool },
+    /// Its pool gave up, or the supervisor is shutting down.
+    Down,
+}
+
+impl State {
+    fn is_alive(self) -> bool {
+        matches!(
+            self,
+            State::Spawning | State::Starting | State::Running | State::Stopping { .. }
+        )
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Worker {
+    state: State,
+    /// When the current process started.
+    started_at: Option<Instant>,
+    /// Consecutive failed runs, for the backoff.
+    failures: u32,
+    /// Spawned at least once.
+    ever_spawned: bool,
+}
+
+#[derive(Clone, Debug)]
+struct PoolState {
+    spec: Pool,
+    after: Vec<(PoolId, Condition)>,
+    workers: Vec<Worker>,
+    intensity: Intensity,
+    /// The last few exits, for the give-up message.
+    recent: VecDeque<(u32, Exit)>,
+    started: bool,
+    /// Gave up past its restart limit.
+    failed: bool,
+    /// Can never start: a dependency failed.
+    blocked: bool,
+}
+
+/// The policy of a whole supervisor.
+#[derive(Debug)]
+pub struct Policy {
+    pools: Vec<PoolState>,
+    rng: Rng,
+    shutting_down: bool,
+    shutdown_timeout: Duration,
+    /// The exit code a shutdown ends with.
+    exit_code: i32,
+    exited: bool,
+}
+
+const RECENT: usize = 5;
+
+impl Policy {
+    /// A policy for `manifest`; `seed` drives the backoff jitter.
+    pub fn new(manifest: &Manifest, seed: u64) -> Self {
+        let index_of = |name: &str| manifest.pools.iter().position(|p| p.name == name);
+        let pools = manifest
+            .pools
+            .iter()
+            .map(|pool| PoolState {
+                after: pool
+                    .after
+                    .iter()
+                    .filter_map(|(name, cond)| index_of(name).map(|i| (i, *cond)))
+                    .collect(),
+                workers: (0..pool.workers)
+                    .map(|_| Worker {
+                        state: State::Pending,
+                        started_at: None,
+                        failures: 0,
+                        ever_spawned: false,
+                    })
+                    .collect(),
+                spec: pool.clone(),
+                intensity: Intensity::default(),
+                recent: VecDeque::new(),
+                started: false,
+                failed: false,
+                blocked: false,
+            })
+            .collect();
+        Policy {
+            pools,
+            rng: Rng::new(seed),
+            shutting_down: false,
+            shutdown_timeout: manifest.supervisor.shutdown_timeout,
+            exit_code: 0,
+            exited: false,
+        }
+    }
+
+    /// The pool's name.
+    pub fn pool_name(&self, pool: PoolId) -> &str {
+        &self.pools[pool].spec.name
+    }
+
+    /// True while the worker's process should be running or starting.
+    pub fn is_alive(&self, worker: WorkerId) -> bool {
+        self.worker(worker).state.is_alive()
+    }
+
+    fn worker(&self, w: WorkerId) -> &Worker {
+        &self.pools[w.pool].workers[w.index as usize]
+    }
+
+    fn worker_mut(&mut self, w: WorkerId) -> &mut Worker {
+        &mut self.pools[w.pool].workers[w.index as usize]
+    }
+
+    fn ids(&self, pool: PoolId) -> impl Iterator<Item = WorkerId> {
+        (0..self.pools[pool].workers.len() as u32).map(move |index| WorkerId { pool, index })
+    }
+
+    fn name(&self, w: WorkerId) -> String {
+        format!("{}.{}", self.pools[w.pool].spec.name, w.index)
+    }
+
+    /// Feeds one event at `now`; returns what to do, in order.
+    pub fn handle(&mut self, now: Instant, event: Event) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.exited {
+            return out;
+        }
+        match event {
+            Event::Begin => {}
+            Event::Spawned(w) => self.on_spawned(now, w, &mut out),
+            Event::SpawnFailed(w, error) => {
+                out.push(Action::Log(format!("{}: cannot start: {error}", self.name(w))));
+                // A program that cannot even start fails like one that exits at once.
+                self.worker_mut(w).state = State::Starting;
+                self.on_exit(now, w, Exit::Code(127), &mut out);
+            }
+            Event::Ready(w) => {
+                if self.worker(w).state == State::Starting {
+                    self.worker_mut(w).state = State::Running;
+                    out.push(Action::CancelTimer(TimerKey::ReadyDeadline(w)));
+                }
+            }
+            Event::Heartbeat(w) => {
+                if let (Some(period), true) = (self.pools[w.pool].spec.watchdog, self.worker(w).state.is_alive()) {
+                    out.push(Action::SetTimer(TimerKey::Watchdog(w), now + period));
+                }
+            }
+            Event::Exited(w, exit) => self.on_exit(now, w, exit, &mut out),
+            Event::Timer(key) => self.on_timer(now, key, &mut out),
+            Event::Shutdown => self.begin_shutdown(now, &mut out),
+            Event::Kill => {
+                self.shutting_down = true;
+                for pool in 0..self.pools.len() {
+                    for w in self.ids(pool).collect::<Vec<_>>() {
+                        if self.worker(w).state.is_alive() {
+                            self.worker_mut(w).state = State::Stopping { restart: false };
+                            out.push(Action::Kill(w));
+                        } else if self.worker(w).state == State::Backoff {
+                            out.push(Action::CancelTimer(TimerKey::Restart(w)));
+                            self.worker_mut(w).state = State::Down;
+                        }
+                    }
+                }
+            }
+        }
+        self.settle(now, &mut out);
+        out
+    }
+
+    fn on_spawned(&mut self, now: Instant, w: WorkerId, out: &mut Vec<Action>) {
+        let spec = &self.pools[w.pool].spec;
+        let (ready, ready_timeout, watchdog) = (spec.ready.clone(), spec.ready_timeout, spec.watchdog);
+        let worker = self.worker_mut(w);
+        if worker.state != State::Spawning {
+            return;
+        }
+        worker.started_at = Some(now);
+        worker.ever_spawned = true;
+        if ready == Ready::Spawned {
+            worker.state = State::Running;
+        } else {
+            worker.state = State::Starting;
+            out.push(Action::SetTimer(TimerKey::ReadyDeadline(w), now + ready_timeout));
+        }
+        if let Some(period) = watchdog {
+            out.push(Action::SetTimer(TimerKey::Watchdog(w), now + period));
+        }
+    }
+
+    fn spawn(&mut self, w: WorkerId, out: &mut Vec<Action>) {
+        self.worker_mut(w).state = State::Spawning;
+        out.push(Action::Spawn(w));
+    }
+
+    fn stop(&mut self, now: Instant, w: WorkerId, restart: bool, out: &mut Vec<Action>) {
+        let spec = &self.pools[w.pool].spec;
+        let (signal, timeout) = (spec.stop_signal, spec.stop_timeout);
+        self.worker_mut(w).state = State::Stopping { restart };
+        out.push(Action::Signal(w, signal));
+        out.push(Action::SetTimer(TimerKey::StopDeadline(w), now + timeout));
+    }
+
+    fn on_exit(&mut self, now: Instant, w: WorkerId, exit: Exit, out: &mut Vec<Action>) {
+        let state = self.worker(w).state;
+        if !state.is_alive() {
+            return;
+        }
+        for key in [
+            TimerKey::StopDeadline(w),
+            TimerKey::ReadyDeadline(w),
+            TimerKey::Watchdog(w),
+        ] {
+            out.push(Action::CancelTimer(key));
+        }
+        let pool = &mut self.pools[w.pool];
+        pool.recent.push_back((w.index, exit));
+        if pool.recent.len() > RECENT {
+            pool.recent.pop_front();
+        }
+        let ran = self
+            .worker(w)
+            .started_at
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+        if self.shutting_down || self.pools[w.pool].failed {
+            self.worker_mut(w).state = State::Down;
+            return;
+        }
+        let spec = &self.pools[w.pool].spec;
+        let success = matches!(exit, Exit::Code(c) if spec.success_codes.contains(&c));
+        let restart = match state {
+            // Stopped on purpose (one-for-all, a missed deadline): restart as planned.
+            State::Stopping { restart } => restart,
+            _ => match spec.restart {
+                Restart::Always => true,
+                Restart::OnFailure => !success,
+                Restart::Never => false,
+            },
+        };
+        if !restart {
+            self.worker_mut(w).state = State::Done { success };
+            if !success && !matches!(state, State::Stopping { .. }) {
+                out.push(Action::Log(format!(
+                    "{} ended with {exit}; its restart policy says no restart",
+                    self.name(w)
+                )));
+            }
+            return;
+        }
+        // A run long enough resets the backoff.
+        let reset_after = spec.backoff.reset_after;
+        let worker = self.worker_mut(w);
+        if ran >= reset_after {
+            worker.failures = 0;
+        }
+        let limit = self.pools[w.pool].spec.limit.clone();
+        if !self.pools[w.pool].intensity.allow(&limit, now) {
+            self.worker_mut(w).state = State::Down;
+            self.give_up(now, w.pool, out);
+            return;
+        }
+        if !matches!(state, State::Stopping { .. }) {
+            out.push(Action::Log(format!("{} ended with {exit}; restarting", self.name(w))));
+        }
+        let strategy = self.pools[w.pool].spec.strategy;
+        if strategy == Strategy::OneForAll && !matches!(state, State::Stopping { .. }) {
+            // Every other worker of the pool goes down and comes back with this one.
+            for other in self.ids(w.pool).collect::<Vec<_>>() {
+                if other != w && matches!(self.worker(other).state, State::Starting | State::Running) {
+                    self.stop(now, other, true, out);
+                }
+            }
+        }
+        self.schedule_restart(now, w, out);
+    }
+
+    fn schedule_restart(&mut self, now: Instant, w: WorkerId, out: &mut Vec<Action>) {
+        let backoff = self.pools[w.pool].spec.backoff.clone();
+        let failures = self.worker(w).failures;
+        let delay = jittered(base_delay(&backoff, failures), backoff.jitter, self.rng.unit());
+        let worker = self.worker_mut(w);
+        worker.failures = failures.saturating_add(1);
+        if delay.is_zero() {
+            self.spawn(w, out);
+        } else {
+            worker.state = State::Backoff;
+            out.push(Action::SetTimer(TimerKey::Restart(w), now + delay));
+        }
+    }
+
+    fn give_up(&mut self, now: Instant, pool: PoolId, out: &mut Vec<Action>) {
+        let p = &mut self.pools[pool];
+        p.failed = true;
+        let recent: Vec<String> = p
+            .recent
+            .iter()
+            .map(|(i, e)| format!("{}.{i}: {e}", p.spec.name))
+            .collect();
+        let (limit, then) = (&p.spec.limit, p.spec.limit.then);
+        out.push(Action::Log(format!(
+            "pool {} gave up: more than {} restarts within {:?}; last exits: {}; {}",
+            p.spec.name,
+            limit.restarts,
+            limit.within,
+            recent.join(", "),
+            match then {
+                LimitAction::Stop => "the pool stays down",
+                LimitAction::Shutdown => "shutting the supervisor down",
+            }
+        )));
+        for w in self.ids(pool).collect::<Vec<_>>() {
+            match self.worker(w).state {
+                State::Backoff => {
+                    out.push(Action::CancelTimer(TimerKey::Restart(w)));
+                    self.worker_mut(w).state = State::Down;
+                }
+                State::Starting | State::Running => self.stop(now, w, false, out),
+                State::Spawning | State::Stopping { .. } => {}
+                _ => self.worker_mut(w).state = State::Down,
+            }
+        }
+        if then == LimitAction::Shutdown {
+            self.exit_code = 1;
+            self.begin_shutdown(now, out);
+        }
+    }
+
+    fn on_timer(&mut self, now: Instant, key: TimerKey, out: &mut Vec<Action>) {
+        match key {
+            TimerKey::Restart(w) => {
+                if self.worker(w).state == State::Backoff && !self.shutting_down {
+                    self.spawn(w, out);
+                }
+            }
+            TimerKey::StopDeadline(w) => {
+                if matches!(self.worker(w).state, State::Stopping { .. }) {
+                    out.push(Action::Log(format!(
+                        "{} did not stop in time; killing it",
+                        self.name(w)
+                    )));
+                    out.push(Action::Kill(w));
+                }
+            }
+            TimerKey::ReadyDeadline(w) => {
+                if self.worker(w).state == State::Starting {
+                    let timeout = self.pools[w.pool].spec.ready_timeout;
+                    out.push(Action::Log(format!(
+                        "{} not ready after {timeout:?}; killing it",
+                        self.name(w)
+                    )));
+                    self.worker_mut(w).state = State::Stopping {
+                        restart: !self.shutting_down,
+                    };
+                    out.push(Action::Kill(w));
+                }
+            }
+            TimerKey::Watchdog(w) => {
+                if matches!(self.worker(w).state, State::Starting | State::Running) {
+                    out.push(Action::Log(format!("{} missed its watchdog; killing it", self.name(w))));
+                    self.worker_mut(w).state = State::Stopping {
+                        restart: !self.shutting_down,
+                    };
+                    out.push(Action::Kill(w));
+                }
+            }
+            TimerKey::Shutdown => {
+                out.push(Action::Log("shutdown timed out; killing what is left".into()));
+                for pool in 0..self.pools.len() {
+                    for w in self.ids(pool).collect::<Vec<_>>() {
+                        if self.worker(w).state.is_alive() {
+                            out.push(Action::Kill(w));
+                        }
+                    }
+                }
+            }
+        }
+        let _ = now;
+    }
+
+    fn begin_shutdown(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.shutting_down {
+            return;
+        }
+        self.shutting_down = true;
+        let timeout = self.shutdown_timeout;
+        out.push(Action::SetTimer(TimerKey::Shutdown, now + timeout));
+        for pool in 0..self.pools.len() {
+            for w in self.ids(pool).collect::<Vec<_>>() {
+                match self.worker(w).state {
+                    State::Backoff => {
+                        out.push(Action::CancelTimer(TimerKey::Restart(w)));
+                        self.worker_mut(w).state = State::Down;
+                    }
+                    State::Pending => self.worker_mut(w).state = State::Down,
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// True if every pool that depends on `pool` has no live worker left.
+    fn dependents_down(&self, pool: PoolId) -> bool {
+        self.pools.iter().enumerate().all(|(i, p)| {
+            !p.after.iter().any(|(dep, _)| *dep == pool) || self.ids(i).all(|w| !self.worker(w).state.is_alive())
+        })
+    }
+
+    fn condition_holds(&self, pool: PoolId, cond: Condition) -> Option<bool> {
+        let p = &self.pools[pool];
+        let states = || p.workers.iter().map(|w| w.state);
+        match cond {
+            Condition::Started => {
+                if p.workers.iter().all(|w| w.ever_spawned) {
+                    Some(true)
+                } else if p.failed || p.blocked {
+                    None
+                } else {
+                    Some(false)
+                }
+            }
+            Condition::Ready => {
+                if p.started && states().all(|s| s == State::Running) {
+                    Some(true)
+                } else if p.failed || p.blocked {
+                    None
+                } else {
+                    Some(false)
+                }
+            }
+            Condition::Completed => {
+                if p.started && states().all(|s| s == State::Done { success: true }) {
+                    Some(true)
+                } else if p.failed || p.blocked || states().any(|s| s == State::Done { success: false }) {
+                    None
+                } else {
+                    Some(false)
+                }
+            }
+        }
+    }
+
+    /// After every event: start what may start, advance the shutdown, decide to exit.
+    fn settle(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.shutting_down {
+            // Stop pools in reverse dependency order: a pool once all its dependents are down.
+            for pool in (0..self.pools.len()).rev() {
+                if !self.dependents_down(pool) {
+                    continue;
+                }
+                for w in self.ids(pool).collect::<Vec<_>>() {
+                    if matches!(self.worker(w).state, State::Starting | State::Running) {
+                        self.stop(now, w, false, out);
+                    }
+                }
+            }
+            if self.pools.iter().all(|p| p.workers.iter().all(|w| !w.state.is_alive())) {
+                out.push(Action::CancelTimer(TimerKey::Shutdown));
+                out.push(Action::Exit(self.exit_code));
+                self.exited = true;
+            }
+            return;
+        }
+        // Start pools whose conditions hold, until nothing changes.
+        loop {
+            let mut changed = false;
+            for pool in 0..self.pools.len() {
+                if self.pools[pool].started || self.pools[pool].blocked {
+                    continue;
+                }
+                let conditions: Vec<_> = self.pools[pool].after.clone();
+                let mut ready = true;
+                for (dep, cond) in conditions {
+                    match self.condition_holds(dep, cond) {
+                        Some(true) => {}
+                        Some(false) => ready = false,
+                        None => {
+                            let (name, dep_name) =
+                                (self.pools[pool].spec.name.clone(), self.pools[dep].spec.name.clone());
+                            out.push(Action::Log(format!(
+                                "pool {name} will not start: {dep_name} can no longer become {}",
+                                match cond {
+                                    Condition::Started => "started",
+                                    Condition::Ready => "ready",
+                                    Condition::Completed => "completed",
+                                }
+                            )));
+                            self.pools[pool].blocked = true;
+                            for w in self.ids(pool).collect::<Vec<_>>() {
+                                self.worker_mut(w).state = State::Down;
+                            }
+                            ready = false;
+                            changed = true;
+                            break;
+                        }
+                    }
+                }
+                if ready && !self.pools[pool].blocked {
+                    self.pools[pool].started = true;
+                    for w in self.ids(pool).collect::<Vec<_>>() {
+                        self.spawn(w, out);
+                    }
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        // Nothing running, nothing scheduled, nothing left to start: done.
+        let idle = self.pools.iter().all(|p| {
+            (p.started || p.blocked)
+                && p.workers
+                    .iter()
+                    .all(|w| matches!(w.state, State::Done { .. } | State::Down))
+        });
+        if idle {
+            let clean = self
+                .pools
+                .iter()
+                .all(|p| !p.failed && !p.blocked && p.workers.iter().all(|w| w.state == State::Done { success: true }));
+            out.push(Action::Exit(if clean { self.exit_code } else { 1 }));
+            self.exited = true;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,427 @@
+//! The policy, driven by a fake clock: no processes, no sleeps.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::manifest::{Backoff, Limit, LimitAction, Output, SupervisorConfig};
+
+fn pool(name: &str, workers: u32) -> Pool {
+    Pool {
+        name: name.into(),
+        command: vec!["true".into()],
+        workers,
+        ready: Ready::Spawned,
+        ready_timeout: Duration::from_secs(30),
+        restart: Restart::OnFailure,
+        success_codes: vec![0],
+        backoff: Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(30),
+            factor: 2.0,
+            jitter: 0.1,
+            reset_after: Duration::from_secs(60),
+        },
+        limit: Limit {
+            restarts: 10,
+            within: Duration::from_secs(60),
+            then: LimitAction::Stop,
+        },
+        strategy: Strategy::OneForOne,
+        after: vec![],
+        watchdog: None,
+        stop_signal: Signal::SIGTERM,
+        stop_timeout: Duration::from_secs(10),
+        reload_signal: Signal::SIGHUP,
+        forward: vec![],
+        env: Default::default(),
+        cwd: None,
+        user: None,
+        group: None,
+        rlimits: Default::default(),
+        stdout: Output::Inherit,
+        stderr: Output::Inherit,
+        log_rotate: None,
+    }
+}
+
+fn manifest(pools: Vec<Pool>) -> Manifest {
+    Manifest {
+        path: PathBuf::from("test.toml"),
+        supervisor: SupervisorConfig {
+            name: "test".into(),
+            shutdown_timeout: Duration::from_secs(30),
+        },
+        pools,
+    }
+}
+
+fn w(pool: PoolId, index: u32) -> WorkerId {
+    WorkerId { pool, index }
+}
+
+/// The policy with a fake clock and the timers it asked for.
+struct Harness {
+    policy: Policy,
+    now: Instant,
+    timers: BTreeMap<TimerKey, Instant>,
+    log: Vec<String>,
+}
+
+impl Harness {
+    fn new(pools: Vec<Pool>) -> Self {
+        Harness {
+            policy: Policy::new(&manifest(pools), 42),
+            now: Instant::now(),
+            timers: BTreeMap::new(),
+            log: vec![],
+        }
+    }
+
+    /// Feeds an event; answers every Spawn with Spawned; returns the other actions.
+    fn step(&mut self, event: Event) -> Vec<Action> {
+        let mut pending = vec![event];
+        let mut seen = Vec::new();
+        while let Some(event) = pending.pop() {
+            for action in self.policy.handle(self.now, event) {
+                match &action {
+                    Action::SetTimer(k, at) => {
+                        self.timers.insert(*k, *at);
+                    }
+                    Action::CancelTimer(k) => {
+                        self.timers.remove(k);
+                    }
+                    Action::Spawn(id) => pending.push(Event::Spawned(*id)),
+                    Action::Log(line) => self.log.push(line.clone()),
+                    _ => {}
+                }
+                seen.push(action);
+            }
+        }
+        seen
+    }
+
+    /// Moves the clock to the earliest timer and fires it.
+    fn fire_next(&mut self) -> (TimerKey, Vec<Action>) {
+        let (&key, &at) = self.timers.iter().min_by_key(|(_, at)| **at).expect("a timer is set");
+        self.timers.remove(&key);
+        self.now = self.now.max(at);
+        (key, self.step(Event::Timer(key)))
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now += by;
+    }
+}
+
+fn spawns(actions: &[Action]) -> BTreeSet<WorkerId> {
+    actions
+        .iter()
+        .filter_map(|a| if let Action::Spawn(w) = a { Some(*w) } else { None })
+        .collect()
+}
+
+fn signalled(actions: &[Action]) -> BTreeSet<WorkerId> {
+    actions
+        .iter()
+        .filter_map(|a| if let Action::Signal(w, _) = a { Some(*w) } else { None })
+        .collect()
+}
+
+fn exit_code(actions: &[Action]) -> Option<i32> {
+    actions
+        .iter()
+        .find_map(|a| if let Action::Exit(c) = a { Some(*c) } else { None })
+}
+
+#[test]
+fn pools_without_dependencies_start_at_once() {
+    let mut h = Harness::new(vec![pool("a", 2), pool("b", 1)]);
+    let actions = h.step(Event::Begin);
+    assert_eq!(spawns(&actions), [w(0, 0), w(0, 1), w(1, 0)].into());
+}
+
+#[test]
+fn z_starts_only_after_x_and_y_both_completed() {
+    let (mut x, mut y, mut z) = (pool("x", 1), pool("y", 1), pool("z", 1));
+    x.restart = Restart::Never;
+    y.restart = Restart::Never;
+    z.restart = Restart::Never;
+    z.after = vec![("x".into(), Condition::Completed), ("y".into(), Condition::Completed)];
+    let mut h = Harness::new(vec![x, y, z]);
+    assert_eq!(
+        spawns(&h.step(Event::Begin)),
+        [w(0, 0), w(1, 0)].into(),
+        "x and y in parallel"
+    );
+    assert!(
+        spawns(&h.step(Event::Exited(w(0, 0), Exit::Code(0)))).is_empty(),
+        "y still runs"
+    );
+    assert_eq!(spawns(&h.step(Event::Exited(w(1, 0), Exit::Code(0)))), [w(2, 0)].into());
+    assert_eq!(exit_code(&h.step(Event::Exited(w(2, 0), Exit::Code(0)))), Some(0));
+}
+
+#[test]
+fn a_failed_dependency_blocks_its_dependents_and_the_supervisor_exits_non_zero() {
+    let (mut x, mut z) = (pool("x", 1), pool("z", 1));
+    x.restart = Restart::Never;
+    z.after = vec![("x".into(), Condition::Completed)];
+    let mut h = Harness::new(vec![x, z]);
+    h.step(Event::Begin);
+    let actions = h.step(Event::Exited(w(0, 0), Exit::Code(3)));
+    assert!(spawns(&actions).is_empty());
+    assert!(
+        h.log
+            .iter()
+            .any(|l| l.contains("pool z will not start: x can no longer become completed")),
+        "{:?}",
+        h.log
+    );
+    assert_eq!(exit_code(&actions), Some(1));
+}
+
+#[test]
+fn a_dependent_waits_for_readiness() {
+    let (mut db, mut web) = (pool("db", 1), pool("web", 2));
+    db.ready = Ready::Notify;
+    web.after = vec![("db".into(), Condition::Ready)];
+    let mut h = Harness::new(vec![db, web]);
+    assert_eq!(spawns(&h.step(Event::Begin)), [w(0, 0)].into());
+    assert!(h.timers.contains_key(&TimerKey::ReadyDeadline(w(0, 0))));
+    assert_eq!(spawns(&h.step(Event::Ready(w(0, 0)))), [w(1, 0), w(1, 1)].into());
+    assert!(!h.timers.contains_key(&TimerKey::ReadyDeadline(w(0, 0))));
+}
+
+#[test]
+fn a_crash_restarts_after_the_backoff() {
+    let mut h = Harness::new(vec![pool("web", 1)]);
+    h.step(Event::Begin);
+    h.advance(Duration::from_secs(1));
+    let actions = h.step(Event::Exited(w(0, 0), Exit::Signal(9)));
+    assert!(spawns(&actions).is_empty(), "not at once");
+    let at = h.timers[&TimerKey::Restart(w(0, 0))];
+    let delay = at - h.now;
+    assert!(
+        delay >= Duration::from_millis(90) && delay <= Duration::from_millis(110),
+        "{delay:?}"
+    );
+    let (key, actions) = h.fire_next();
+    assert_eq!(key, TimerKey::Restart(w(0, 0)));
+    assert_eq!(spawns(&actions), [w(0, 0)].into());
+    assert!(
+        h.log
+            .iter()
+            .any(|l| l.contains("web.0 ended with killed by SIGKILL; restarting")),
+        "{:?}",
+        h.log
+    );
+}
+
+#[test]
+fn backoff_grows_with_consecutive_failures_and_resets_after_a_long_run() {
+    let mut p = pool("web", 1);
+    p.backoff.jitter = 0.0;
+    let mut h = Harness::new(vec![p]);
+    h.step(Event::Begin);
+    let mut delays = Vec::new();
+    for _ in 0..4 {
+        h.step(Event::Exited(w(0, 0), Exit::Code(1)));
+        delays.push(h.timers[&TimerKey::Restart(w(0, 0))] - h.now);
+        h.fire_next();
+    }
+    assert_eq!(delays, [100, 200, 400, 800].map(Duration::from_millis));
+    h.advance(Duration::from_secs(61));
+    h.step(Event::Exited(w(0, 0), Exit::Code(1)));
+    assert_eq!(
+        h.timers[&TimerKey::Restart(w(0, 0))] - h.now,
+        Duration::from_millis(100),
+        "reset"
+    );
+}
+
+#[test]
+fn zero_initial_backoff_restarts_at_once() {
+    let mut p = pool("web", 1);
+    p.backoff.initial = Duration::ZERO;
+    let mut h = Harness::new(vec![p]);
+    h.step(Event::Begin);
+    assert_eq!(spawns(&h.step(Event::Exited(w(0, 0), Exit::Code(1)))), [w(0, 0)].into());
+}
+
+#[test]
+fn a_crash_loop_gives_up_after_the_limit_naming_the_last_exits() {
+    let mut p = pool("web", 1);
+    p.limit = Limit {
+        restarts: 3,
+        within: Duration::from_secs(60),
+        then: LimitAction::Stop,
+    };
+    let mut h = Harness::new(vec![p, pool("other", 1)]);
+    h.step(Event::Begin);
+    for i in 0..3 {
+        h.step(Event::Exited(w(0, 0), Exit::Code(10 + i)));
+        h.fire_next();
+    }
+    let actions = h.step(Event::Exited(w(0, 0), Exit::Code(13)));
+    assert!(spawns(&actions).is_empty() && !h.timers.contains_key(&TimerKey::Restart(w(0, 0))));
+    let gave_up = h.log.iter().find(|l| l.contains("gave up")).expect("a give-up message");
+    assert!(
+        gave_up.contains("pool web gave up: more than 3 restarts within 60s"),
+        "{gave_up}"
+    );
+    assert!(
+        gave_up.contains("web.0: exit code 12, web.0: exit code 13"),
+        "{gave_up}"
+    );
+    assert!(gave_up.contains("the pool stays down"), "{gave_up}");
+    assert_eq!(exit_code(&actions), None, "the other pool still runs");
+}
+
+#[test]
+fn past_the_limit_with_then_shutdown_the_supervisor_exits_non_zero() {
+    let mut p = pool("web", 1);
+    p.limit = Limit {
+        restarts: 1,
+        within: Duration::from_secs(60),
+        then: LimitAction::Shutdown,
+    };
+    let mut h = Harness::new(vec![p, pool("other", 1)]);
+    h.step(Event::Begin);
+    h.step(Event::Exited(w(0, 0), Exit::Code(1)));
+    h.fire_next();
+    let actions = h.step(Event::Exited(w(0, 0), Exit::Code(1)));
+    assert_eq!(signalled(&actions), [w(1, 0)].into(), "everything else is stopped");
+    assert_eq!(exit_code(&h.step(Event::Exited(w(1, 0), Exit::Signal(15)))), Some(1));
+}
+
+#[test]
+fn restart_policies_decide_on_exit_codes() {
+    let (mut always, mut never, mut on_failure) = (pool("always", 1), pool("never", 1), pool("onfail", 1));
+    always.restart = Restart::Always;
+    never.restart = Restart::Never;
+    on_failure.success_codes = vec![0, 3];
+    let mut h = Harness::new(vec![always, never, on_failure]);
+    h.step(Event::Begin);
+    h.step(Event::Exited(w(0, 0), Exit::Code(0)));
+    assert!(
+        h.timers.contains_key(&TimerKey::Restart(w(0, 0))),
+        "always restarts even on success"
+    );
+    h.step(Event::Exited(w(1, 0), Exit::Code(1)));
+    assert!(
+        !h.timers.contains_key(&TimerKey::Restart(w(1, 0))),
+        "never never restarts"
+    );
+    h.step(Event::Exited(w(2, 0), Exit::Code(3)));
+    assert!(
+        !h.timers.contains_key(&TimerKey::Restart(w(2, 0))),
+        "3 is a success code"
+    );
+}
+
+#[test]
+fn one_for_all_restarts_the_whole_pool() {
+    let mut p = pool("web", 3);
+    p.strategy = Strategy::OneForAll;
+    p.backoff.initial = Duration::ZERO;
+    let mut h = Harness::new(vec![p]);
+    h.step(Event::Begin);
+    let actions = h.step(Event::Exited(w(0, 1), Exit::Code(1)));
+    assert_eq!(signalled(&actions), [w(0, 0), w(0, 2)].into());
+    assert_eq!(spawns(&actions), [w(0, 1)].into());
+    assert_eq!(
+        spawns(&h.step(Event::Exited(w(0, 0), Exit::Signal(15)))),
+        [w(0, 0)].into()
+    );
+    assert_eq!(
+        spawns(&h.step(Event::Exited(w(0, 2), Exit::Signal(15)))),
+        [w(0, 2)].into()
+    );
+}
+
+#[test]
+fn shutdown_stops_pools_in_reverse_dependency_order() {
+    let (db, mut web) = (pool("db", 1), pool("web", 2));
+    web.after = vec![("db".into(), Condition::Started)];
+    let mut h = Harness::new(vec![db, web]);
+    h.step(Event::Begin);
+    let actions = h.step(Event::Shutdown);
+    assert_eq!(signalled(&actions), [w(1, 0), w(1, 1)].into(), "dependents first");
+    assert!(signalled(&h.step(Event::Exited(w(1, 0), Exit::Signal(15)))).is_empty());
+    assert_eq!(
+        signalled(&h.step(Event::Exited(w(1, 1), Exit::Signal(15)))),
+        [w(0, 0)].into()
+    );
+    assert_eq!(exit_code(&h.step(Event::Exited(w(0, 0), Exit::Code(0)))), Some(0));
+}
+
+#[test]
+fn a_worker_that_ignores_its_stop_signal_is_killed_after_stop_timeout() {
+    let mut h = Harness::new(vec![pool("web", 1)]);
+    h.step(Event::Begin);
+    h.step(Event::Shutdown);
+    let (key, actions) = h.fire_next();
+    assert_eq!(key, TimerKey::StopDeadline(w(0, 0)));
+    assert!(actions.contains(&Action::Kill(w(0, 0))));
+    assert_eq!(exit_code(&h.step(Event::Exited(w(0, 0), Exit::Signal(9)))), Some(0));
+}
+
+#[test]
+fn a_second_interrupt_kills_at_once() {
+    let mut h = Harness::new(vec![pool("a", 2)]);
+    h.step(Event::Begin);
+    h.step(Event::Shutdown);
+    let actions = h.step(Event::Kill);
+    assert!(actions.contains(&Action::Kill(w(0, 0))) && actions.contains(&Action::Kill(w(0, 1))));
+}
+
+#[test]
+fn a_worker_that_is_not_ready_in_time_is_killed_and_restarted() {
+    let mut p = pool("db", 1);
+    p.ready = Ready::Notify;
+    p.backoff.initial = Duration::ZERO;
+    let mut h = Harness::new(vec![p]);
+    h.step(Event::Begin);
+    let (key, actions) = h.fire_next();
+    assert_eq!(key, TimerKey::ReadyDeadline(w(0, 0)));
+    assert!(actions.contains(&Action::Kill(w(0, 0))));
+    assert_eq!(
+        spawns(&h.step(Event::Exited(w(0, 0), Exit::Signal(9)))),
+        [w(0, 0)].into()
+    );
+}
+
+#[test]
+fn heartbeats_hold_the_watchdog_off_and_silence_kills() {
+    let mut p = pool("web", 1);
+    p.watchdog = Some(Duration::from_secs(10));
+    let mut h = Harness::new(vec![p]);
+    h.step(Event::Begin);
+    h.advance(Duration::from_secs(8));
+    h.step(Event::Heartbeat(w(0, 0)));
+    assert_eq!(h.timers[&TimerKey::Watchdog(w(0, 0))], h.now + Duration::from_secs(10));
+    let (key, actions) = h.fire_next();
+    assert_eq!(key, TimerKey::Watchdog(w(0, 0)));
+    assert!(actions.contains(&Action::Kill(w(0, 0))));
+    assert!(h.log.iter().any(|l| l.contains("web.0 missed its watchdog")));
+    h.step(Event::Exited(w(0, 0), Exit::Signal(9)));
+    assert!(
+        h.timers.contains_key(&TimerKey::Restart(w(0, 0))),
+        "restarted after its backoff"
+    );
+}
+
+#[test]
+fn a_program_that_cannot_start_counts_as_a_failure() {
+    let mut h = Harness::new(vec![pool("web", 1)]);
+    let actions = h.policy.handle(h.now, Event::Begin);
+    assert_eq!(spawns(&actions), [w(0, 0)].into());
+    h.step(Event::SpawnFailed(w(0, 0), "No such file or directory".into()));
+    assert!(h
+        .log
+        .iter()
+        .any(|l| l.contains("web.0: cannot start: No such file or directory")));
+    assert!(h.timers.contains_key(&TimerKey::Restart(w(0, 0))));
+}

@@ -1,0 +1,446 @@
+//! The imperative shell around [`Policy`]: one thread, one `poll(2)` loop over a signalfd,
+//! the notify socket and the workers' log pipes, with the next timer as its timeout. It
+//! turns what the OS reports into policy events and carries out the policy's actions; it
+//! uses no CPU while nothing happens.
+
+pub mod logs;
+pub mod notify;
+pub mod spawn;
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::Instant;
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{killpg, SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use crate::manifest::{Manifest, Output, Ready};
+use crate::policy::{Action, Event, Exit, Policy, TimerKey, WorkerId};
+use logs::{Format, LogPipe, RotatingFile, Sink, Stream};
+use notify::NotifySocket;
+
+/// How `procwire up` runs.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// How worker output is written.
+    pub log_format: Format,
+}
+
+/// The supervisor could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// Setting up signals, the notify socket or the runtime directory failed.
+    #[error("cannot set up the supervisor: {what}")]
+    Setup {
+        /// What was being set up.
+        what: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The manifest asks for something this build cannot do yet.
+    #[error("pool {pool}: {what}")]
+    Unsupported {
+        /// The pool.
+        pool: String,
+        /// What.
+        what: String,
+    },
+}
+
+fn setup(what: &str) -> impl FnOnce(std::io::Error) -> RunError + '_ {
+    move |source| RunError::Setup {
+        what: what.to_owned(),
+        source,
+    }
+}
+
+/// Runs `manifest` until it is done or shut down; returns the exit code.
+///
+/// Call it from the main thread before starting any other: it blocks the signals it
+/// handles (other threads would otherwise receive them), and workers are forked from this
+/// thread, whose exit their parent-death signal is tied to.
+pub fn run(manifest: Manifest, options: Options) -> Result<i32, RunError> {
+    for pool in &manifest.pools {
+        if matches!(pool.ready, Ready::Tcp { .. } | Ready::Exec(_)) {
+            return Err(RunError::Unsupported {
+                pool: pool.name.clone(),
+                what: "`ready = \"tcp:...\"` and `\"exec:...\"` probes are not supported yet; use \"notify\" or \"spawned\"".into(),
+            });
+        }
+    }
+    // Orphans re-parent to us, so that every zombie below us is reaped, grandchildren included.
+    nix::sys::prctl::set_child_subreaper(true).map_err(|e| setup("child subreaper")(e.into()))?;
+    let mut mask = SigSet::empty();
+    for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGCHLD] {
+        mask.add(signal);
+    }
+    for pool in &manifest.pools {
+        for signal in &pool.forward {
+            mask.add(*signal);
+        }
+    }
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)
+        .map_err(|e| setup("signal mask")(e.into()))?;
+    let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .map_err(|e| setup("signalfd")(e.into()))?;
+    let runtime = tempfile::Builder::new()
+        .prefix(&format!("procwire-{}-", manifest.supervisor.name))
+        .tempdir_in(std::env::var_os("XDG_RUNTIME_DIR").map_or_else(std::env::temp_dir, PathBuf::from))
+        .map_err(setup("runtime directory"))?;
+    let notify = NotifySocket::bind(&runtime.path().join("notify")).map_err(setup("notify socket"))?;
+    let base = manifest
+        .path
+        .parent()
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                p.to_path_buf()
+            }
+        })
+        .unwrap_or_else(|| PathBuf::from("."));
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        ^ u64::from(std::process::id());
+    let mut runner = Runner {
+        policy: Policy::new(&manifest, seed),
+        manifest,
+        timers: BTreeMap::new(),
+        pids: HashMap::new(),
+        workers: HashMap::new(),
+        logs: Vec::new(),
+        files: HashMap::new(),
+        notify,
+        signals,
+        base,
+        format: options.log_format,
+        interrupts: 0,
+        exit: None,
+        _runtime: runtime,
+    };
+    runner.feed(Event::Begin);
+    Ok(runner.run())
+}
+
+struct Runner {
+    manifest: Manifest,
+    policy: Policy,
+    timers: BTreeMap<TimerKey, Instant>,
+    pids: HashMap<Pid, WorkerId>,
+    workers: HashMap<WorkerId, Pid>,
+    logs: Vec<LogPipe>,
+    files: HashMap<PathBuf, Rc<RefCell<RotatingFile>>>,
+    notify: NotifySocket,
+    signals: SignalFd,
+    base: PathBuf,
+    format: Format,
+    interrupts: u32,
+    exit: Option<i32>,
+    _runtime: tempfile::TempDir,
+}
+
+impl Runner {
+    fn say(&self, message: &str) {
+        eprintln!("procwire[{}]: {message}", self.manifest.supervisor.name);
+    }
+
+    fn run(&mut self) -> i32 {
+        loop {
+            if let Some(code) = self.exit {
+                self.drain_logs();
+                return code;
+            }
+            let timeout = match self.timers.values().min() {
+                None => PollTimeout::NONE,
+                Some(at) => {
+                    let left = at.saturating_duration_since(Instant::now());
+                    let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+                    PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+                }
+            };
+            let (signals, notify, logs) = {
+                let mut fds = vec![
+                    PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(self.notify.fd(), PollFlags::POLLIN),
+                ];
+                fds.extend(self.logs.iter().map(|l| PollFd::new(l.fd(), PollFlags::POLLIN)));
+                match poll(&mut fds, timeout) {
+                    Ok(_) | Err(Errno::EINTR) => {}
+                    Err(e) => {
+                        self.say(&format!("poll failed: {e}"));
+                        return 1;
+                    }
+                }
+                let ready = |fd: &PollFd<'_>| fd.any().unwrap_or(false);
+                (
+                    ready(&fds[0]),
+                    ready(&fds[1]),
+                    fds[2..].iter().map(ready).collect::<Vec<_>>(),
+                )
+            };
+            if logs.iter().any(|r| *r) {
+                self.pump_logs(&logs);
+            }
+            if signals {
+                self.on_signals();
+            }
+            if notify {
+                self.on_notify();
+            }
+            self.fire_timers();
+        }
+    }
+
+    fn pump_logs(&mut self, ready: &[bool]) {
+        let format = self.format;
+        let mut keep = Vec::with_capacity(self.logs.len());
+        for (i, mut pipe) in std::mem::take(&mut self.logs).into_iter().enumerate() {
+            let done = ready.get(i).copied().unwrap_or(false) && pipe.pump(format);
+            if !done {
+                keep.push(pipe);
+            }
+        }
+        self.logs = keep;
+    }
+
+    /// Reads what the dead workers left in their pipes. A pipe still held open by some
+    /// leftover process is read until it has been quiet for a moment.
+    fn drain_logs(&mut self) {
+        let deadline = Instant::now() + std::time::Duration::from_millis(500);
+        while !self.logs.is_empty() && Instant::now() < deadline {
+            let mut fds: Vec<_> = self
+                .logs
+                .iter()
+                .map(|l| PollFd::new(l.fd(), PollFlags::POLLIN))
+                .collect();
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .as_millis()
+                .min(i32::MAX as u128) as i32;
+            if matches!(
+                poll(&mut fds, PollTimeout::try_from(left).unwrap_or(PollTimeout::ZERO)),
+                Ok(0) | Err(_)
+            ) {
+                break;
+            }
+            let ready: Vec<bool> = fds.iter().map(|f| f.any().unwrap_or(false)).collect();
+            self.pump_logs(&ready);
+        }
+    }
+
+    fn on_signals(&mut self) {
+        let mut reap = false;
+        while let Ok(Some(info)) = self.signals.read_signal() {
+            let Ok(signal) = Signal::try_from(info.ssi_signo as i32) else {
+                continue;
+            };
+            match signal {
+                Signal::SIGCHLD => reap = true,
+                Signal::SIGTERM => self.feed(Event::Shutdown),
+                Signal::SIGINT => {
+                    self.interrupts += 1;
+                    if self.interrupts == 1 {
+                        self.say("interrupted; stopping (interrupt again to kill at once)");
+                        self.feed(Event::Shutdown);
+                    } else {
+                        self.feed(Event::Kill);
+                    }
+                }
+                Signal::SIGHUP if !self.forwards(Signal::SIGHUP) => {
+                    self.say("SIGHUP: reloading the manifest is not supported yet; nothing changed")
+                }
+                other => self.forward(other),
+            }
+        }
+        if reap {
+            self.reap();
+        }
+    }
+
+    fn forwards(&self, signal: Signal) -> bool {
+        self.manifest.pools.iter().any(|p| p.forward.contains(&signal))
+    }
+
+    fn forward(&self, signal: Signal) {
+        for (w, pid) in &self.workers {
+            if self.manifest.pools[w.pool].forward.contains(&signal) {
+                let _ = killpg(*pid, signal);
+            }
+        }
+    }
+
+    /// Reaps every child that has exited: workers, and orphans re-parented to us.
+    fn reap(&mut self) {
+        loop {
+            let (pid, exit) = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => (pid, Exit::Code(code)),
+                Ok(WaitStatus::Signaled(pid, signal, _)) => (pid, Exit::Signal(signal as i32)),
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
+                Ok(_) => continue,
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    self.say(&format!("waitpid failed: {e}"));
+                    return;
+                }
+            };
+            if let Some(w) = self.pids.remove(&pid) {
+                self.workers.remove(&w);
+                // Whatever the worker left behind in its process group goes with it.
+                let _ = killpg(pid, Signal::SIGKILL);
+                self.feed(Event::Exited(w, exit));
+            }
+        }
+    }
+
+    fn on_notify(&mut self) {
+        loop {
+            let message = match self.notify.recv() {
+                Ok(Some(m)) => m,
+                Ok(None) => return,
+                Err(e) => {
+                    self.say(&format!("notify socket: {e}"));
+                    return;
+                }
+            };
+            // Only the processes we started are heard.
+            let Some(&w) = self.pids.get(&message.pid) else {
+                continue;
+            };
+            for (key, value) in message.fields {
+                match (key.as_str(), value.as_str()) {
+                    ("READY", "1") => self.feed(Event::Ready(w)),
+                    ("WATCHDOG", "1") => self.feed(Event::Heartbeat(w)),
+                    ("STATUS", status) => self.say(&format!(
+                        "{}.{}: status: {status}",
+                        self.manifest.pools[w.pool].name, w.index
+                    )),
+                    ("STOPPING", "1") => {
+                        self.say(&format!("{}.{}: stopping", self.manifest.pools[w.pool].name, w.index))
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        let due: Vec<TimerKey> = self
+            .timers
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in due {
+            self.timers.remove(&key);
+            self.feed(Event::Timer(key));
+        }
+    }
+
+    /// Feeds an event to the policy and carries out everything that follows.
+    fn feed(&mut self, event: Event) {
+        let mut queue = VecDeque::from([event]);
+        while let Some(event) = queue.pop_front() {
+            for action in self.policy.handle(Instant::now(), event) {
+                match action {
+                    Action::Spawn(w) => queue.push_back(self.spawn(w)),
+                    Action::Signal(w, signal) => {
+                        if let Some(pid) = self.workers.get(&w) {
+                            let _ = killpg(*pid, signal);
+                        }
+                    }
+                    Action::Kill(w) => {
+                        if let Some(pid) = self.workers.get(&w) {
+                            let _ = killpg(*pid, Signal::SIGKILL);
+                        }
+                    }
+                    Action::SetTimer(key, at) => {
+                        self.timers.insert(key, at);
+                    }
+                    Action::CancelTimer(key) => {
+                        self.timers.remove(&key);
+                    }
+                    Action::Log(line) => self.say(&line),
+                    Action::Exit(code) => self.exit = Some(code),
+                }
+            }
+        }
+    }
+
+    fn sink(&mut self, output: &Output) -> Option<Sink> {
+        match output {
+            Output::Discard => None,
+            Output::Inherit => Some(Sink::Inherit),
+            Output::File(path) => {
+                let path = self.base.join(path);
+                if let Some(file) = self.files.get(&path) {
+                    return Some(Sink::File(Rc::clone(file)));
+                }
+                let rotate = self
+                    .manifest
+                    .pools
+                    .iter()
+                    .find(|p| p.stdout == *output || p.stderr == *output)
+                    .and_then(|p| p.log_rotate);
+                match RotatingFile::open(path.clone(), rotate) {
+                    Ok(file) => {
+                        let file = Rc::new(RefCell::new(file));
+                        self.files.insert(path, Rc::clone(&file));
+                        Some(Sink::File(file))
+                    }
+                    Err(e) => {
+                        self.say(&format!(
+                            "cannot open log file {}: {e}; writing to the console",
+                            path.display()
+                        ));
+                        Some(Sink::Inherit)
+                    }
+                }
+            }
+        }
+    }
+
+    fn spawn(&mut self, w: WorkerId) -> Event {
+        let pool = self.manifest.pools[w.pool].clone();
+        let ctx = spawn::Context {
+            supervisor: &self.manifest.supervisor.name,
+            notify_socket: self.notify.path(),
+            base: &self.base,
+        };
+        match spawn::spawn(&pool, w.index, &ctx) {
+            Ok(spawned) => {
+                self.pids.insert(spawned.pid, w);
+                self.workers.insert(w, spawned.pid);
+                for (fd, stream, output) in [
+                    (spawned.stdout, Stream::Out, &pool.stdout),
+                    (spawned.stderr, Stream::Err, &pool.stderr),
+                ] {
+                    if let (Some(fd), Some(sink)) = (fd, self.sink(output)) {
+                        self.logs.push(LogPipe::new(fd, &pool.name, w.index, stream, sink));
+                    }
+                }
+                Event::Spawned(w)
+            }
+            Err(e) => Event::SpawnFailed(w, format!("{}: {e}", pool.command[0])),
+        }
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        // Never leave a worker behind, whatever ended the loop.
+        for pid in self.workers.values() {
+            let _ = killpg(*pid, Signal::SIGKILL);
+        }
+    }
+}
