@@ -161,6 +161,10 @@ struct PoolState {
     failed: bool,
     /// Can never start: a dependency failed.
     blocked: bool,
+    /// Removed or replaced by a reload: its workers stop and it is never started again.
+    retired: bool,
+    /// The pool this one replaces after a reload; it starts once that one is down.
+    replaces: Option<PoolId>,
 }
 
 /// The policy of a whole supervisor.
@@ -204,6 +208,8 @@ impl Policy {
                 started: false,
                 failed: false,
                 blocked: false,
+                retired: false,
+                replaces: None,
             })
             .collect();
         Policy {
@@ -219,6 +225,107 @@ impl Policy {
     /// The pool's name.
     pub fn pool_name(&self, pool: PoolId) -> &str {
         &self.pools[pool].spec.name
+    }
+
+    /// How many pools there are, retired ones included.
+    pub fn pool_count(&self) -> usize {
+        self.pools.len()
+    }
+
+    /// The pool's settings (those of the manifest it came from, which a reload may have
+    /// replaced since).
+    pub fn pool(&self, pool: PoolId) -> &Pool {
+        &self.pools[pool].spec
+    }
+
+    /// Applies a reloaded manifest: added pools start (once their conditions hold), removed
+    /// pools stop, changed pools stop and start afresh with their new settings (once the old
+    /// workers are down), and unchanged pools are left alone.
+    pub fn reload(&mut self, now: Instant, manifest: &Manifest) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.exited || self.shutting_down {
+            return out;
+        }
+        self.shutdown_timeout = manifest.supervisor.shutdown_timeout;
+        let live: Vec<PoolId> = (0..self.pools.len()).filter(|&p| !self.pools[p].retired).collect();
+        for &id in &live {
+            let name = self.pools[id].spec.name.clone();
+            match manifest.pools.iter().find(|p| p.name == name) {
+                None => {
+                    out.push(Action::Log(format!("reload: pool {name} was removed; stopping it")));
+                    self.retire(now, id, &mut out);
+                }
+                Some(new) if *new != self.pools[id].spec => {
+                    out.push(Action::Log(format!("reload: pool {name} changed; restarting it")));
+                    self.retire(now, id, &mut out);
+                    self.add(new, Some(id));
+                }
+                Some(_) => {}
+            }
+        }
+        for new in &manifest.pools {
+            if !live.iter().any(|&id| self.pools[id].spec.name == new.name) {
+                out.push(Action::Log(format!("reload: pool {} was added", new.name)));
+                self.add(new, None);
+            }
+        }
+        // Dependencies now point at the current pools of those names.
+        for id in 0..self.pools.len() {
+            if self.pools[id].retired {
+                continue;
+            }
+            let after = self.pools[id]
+                .spec
+                .after
+                .iter()
+                .filter_map(|(name, cond)| {
+                    let dep =
+                        (0..self.pools.len()).find(|&d| !self.pools[d].retired && self.pools[d].spec.name == *name)?;
+                    Some((dep, *cond))
+                })
+                .collect();
+            self.pools[id].after = after;
+        }
+        self.settle(now, &mut out);
+        out
+    }
+
+    fn add(&mut self, spec: &Pool, replaces: Option<PoolId>) {
+        self.pools.push(PoolState {
+            after: Vec::new(),
+            workers: (0..spec.workers)
+                .map(|_| Worker {
+                    state: State::Pending,
+                    started_at: None,
+                    failures: 0,
+                    ever_spawned: false,
+                })
+                .collect(),
+            spec: spec.clone(),
+            intensity: Intensity::default(),
+            recent: VecDeque::new(),
+            started: false,
+            failed: false,
+            blocked: false,
+            retired: false,
+            replaces,
+        });
+    }
+
+    fn retire(&mut self, now: Instant, pool: PoolId, out: &mut Vec<Action>) {
+        self.pools[pool].retired = true;
+        self.pools[pool].after.clear();
+        for w in self.ids(pool).collect::<Vec<_>>() {
+            match self.worker(w).state {
+                State::Backoff => {
+                    out.push(Action::CancelTimer(TimerKey::Restart(w)));
+                    self.worker_mut(w).state = State::Down;
+                }
+                State::Starting | State::Running => self.stop(now, w, false, out),
+                State::Spawning | State::Stopping { .. } => {}
+                _ => self.worker_mut(w).state = State::Down,
+            }
+        }
     }
 
     /// True while the worker's process should be running or starting.
@@ -344,7 +451,7 @@ impl Policy {
             .worker(w)
             .started_at
             .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
-        if self.shutting_down || self.pools[w.pool].failed {
+        if self.shutting_down || self.pools[w.pool].failed || self.pools[w.pool].retired {
             self.worker_mut(w).state = State::Down;
             return;
         }
@@ -586,8 +693,14 @@ impl Policy {
         loop {
             let mut changed = false;
             for pool in 0..self.pools.len() {
-                if self.pools[pool].started || self.pools[pool].blocked {
+                if self.pools[pool].started || self.pools[pool].blocked || self.pools[pool].retired {
                     continue;
+                }
+                // A replacement waits until the pool it replaces is down.
+                if let Some(old) = self.pools[pool].replaces {
+                    if self.ids(old).any(|w| self.worker(w).state.is_alive()) {
+                        continue;
+                    }
                 }
                 let conditions: Vec<_> = self.pools[pool].after.clone();
                 let mut ready = true;
@@ -630,16 +743,16 @@ impl Policy {
         }
         // Nothing running, nothing scheduled, nothing left to start: done.
         let idle = self.pools.iter().all(|p| {
-            (p.started || p.blocked)
+            (p.started || p.blocked || p.retired)
                 && p.workers
                     .iter()
                     .all(|w| matches!(w.state, State::Done { .. } | State::Down))
         });
         if idle {
-            let clean = self
-                .pools
-                .iter()
-                .all(|p| !p.failed && !p.blocked && p.workers.iter().all(|w| w.state == State::Done { success: true }));
+            let clean =
+                self.pools.iter().filter(|p| !p.retired).all(|p| {
+                    !p.failed && !p.blocked && p.workers.iter().all(|w| w.state == State::Done { success: true })
+                });
             out.push(Action::Exit(if clean { self.exit_code } else { 1 }));
             self.exited = true;
         }

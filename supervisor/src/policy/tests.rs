@@ -425,3 +425,49 @@ fn a_program_that_cannot_start_counts_as_a_failure() {
         .any(|l| l.contains("web.0: cannot start: No such file or directory")));
     assert!(h.timers.contains_key(&TimerKey::Restart(w(0, 0))));
 }
+
+#[test]
+fn a_reload_adds_removes_and_restarts_only_what_changed() {
+    let (a, b, c) = (pool("a", 1), pool("b", 1), pool("c", 1));
+    let mut h = Harness::new(vec![a.clone(), b.clone(), c]);
+    h.step(Event::Begin);
+    let mut b2 = b;
+    b2.workers = 2;
+    let actions = h.policy.reload(h.now, &manifest(vec![a, b2, pool("d", 1)]));
+    // c was removed and b changed: both stop; a is left alone; d (the fifth pool) starts.
+    assert_eq!(signalled(&actions), [w(1, 0), w(2, 0)].into());
+    assert_eq!(spawns(&actions), [w(4, 0)].into());
+    h.step(Event::Spawned(w(4, 0)));
+    assert!(
+        spawns(&h.step(Event::Exited(w(2, 0), Exit::Signal(15)))).is_empty(),
+        "c just goes"
+    );
+    // The new b starts once the old b is down.
+    assert_eq!(
+        spawns(&h.step(Event::Exited(w(1, 0), Exit::Signal(15)))),
+        [w(3, 0), w(3, 1)].into()
+    );
+    assert_eq!(h.policy.pool(3).workers, 2);
+}
+
+#[test]
+fn after_a_reload_dependencies_follow_the_new_pool() {
+    let (db, mut web) = (pool("db", 1), pool("web", 1));
+    web.after = vec![("db".into(), Condition::Started)];
+    let mut h = Harness::new(vec![db.clone(), web.clone()]);
+    h.step(Event::Begin);
+    let mut db2 = db;
+    db2.stop_timeout = Duration::from_secs(1);
+    h.policy.reload(h.now, &manifest(vec![db2, web]));
+    // The new db (pool 2) starts once the old one is down; web is untouched.
+    assert_eq!(
+        spawns(&h.step(Event::Exited(w(0, 0), Exit::Signal(15)))),
+        [w(2, 0)].into()
+    );
+    // Shutting down stops web before the new db.
+    assert_eq!(signalled(&h.step(Event::Shutdown)), [w(1, 0)].into());
+    assert_eq!(
+        signalled(&h.step(Event::Exited(w(1, 0), Exit::Signal(15)))),
+        [w(2, 0)].into()
+    );
+}

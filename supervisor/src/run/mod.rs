@@ -79,15 +79,7 @@ pub fn run(manifest: Manifest, options: Options) -> Result<i32, RunError> {
     }
     // Orphans re-parent to us, so that every zombie below us is reaped, grandchildren included.
     nix::sys::prctl::set_child_subreaper(true).map_err(|e| setup("child subreaper")(e.into()))?;
-    let mut mask = SigSet::empty();
-    for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGCHLD] {
-        mask.add(signal);
-    }
-    for pool in &manifest.pools {
-        for signal in &pool.forward {
-            mask.add(*signal);
-        }
-    }
+    let mask = signal_mask(&manifest);
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)
         .map_err(|e| setup("signal mask")(e.into()))?;
     let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
@@ -130,6 +122,20 @@ pub fn run(manifest: Manifest, options: Options) -> Result<i32, RunError> {
     };
     runner.feed(Event::Begin);
     Ok(runner.run())
+}
+
+/// The signals the supervisor reads: its own, and those it forwards.
+fn signal_mask(manifest: &Manifest) -> SigSet {
+    let mut mask = SigSet::empty();
+    for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGCHLD] {
+        mask.add(signal);
+    }
+    for pool in &manifest.pools {
+        for signal in &pool.forward {
+            mask.add(*signal);
+        }
+    }
+    mask
 }
 
 struct Runner {
@@ -256,9 +262,7 @@ impl Runner {
                         self.feed(Event::Kill);
                     }
                 }
-                Signal::SIGHUP if !self.forwards(Signal::SIGHUP) => {
-                    self.say("SIGHUP: reloading the manifest is not supported yet; nothing changed")
-                }
+                Signal::SIGHUP if !self.forwards(Signal::SIGHUP) => self.reload(),
                 other => self.forward(other),
             }
         }
@@ -273,10 +277,43 @@ impl Runner {
 
     fn forward(&self, signal: Signal) {
         for (w, pid) in &self.workers {
-            if self.manifest.pools[w.pool].forward.contains(&signal) {
+            if self.policy.pool(w.pool).forward.contains(&signal) {
                 let _ = killpg(*pid, signal);
             }
         }
+    }
+
+    /// SIGHUP: read the manifest again and apply the difference. A manifest that no longer
+    /// checks is refused and the running set stays as it is.
+    fn reload(&mut self) {
+        let manifest = match Manifest::load(&self.manifest.path) {
+            Ok(manifest) => manifest,
+            Err(e) => {
+                self.say(&format!("reload refused, nothing changed: {e}"));
+                return;
+            }
+        };
+        if let Some(pool) = manifest
+            .pools
+            .iter()
+            .find(|p| matches!(p.ready, Ready::Tcp { .. } | Ready::Exec(_)))
+        {
+            self.say(&format!(
+                "reload refused, nothing changed: pool {}: readiness probes are not supported yet",
+                pool.name
+            ));
+            return;
+        }
+        self.say("reloading the manifest");
+        let mask = signal_mask(&manifest);
+        if let Err(e) = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)
+            .and_then(|()| self.signals.set_mask(&mask))
+        {
+            self.say(&format!("reload: cannot watch the new forwarded signals: {e}"));
+        }
+        let actions = self.policy.reload(Instant::now(), &manifest);
+        self.manifest = manifest;
+        self.apply(actions);
     }
 
     /// Reaps every child that has exited: workers, and orphans re-parented to us.
@@ -316,17 +353,13 @@ impl Runner {
             let Some(&w) = self.pids.get(&message.pid) else {
                 continue;
             };
+            let name = format!("{}.{}", self.policy.pool_name(w.pool), w.index);
             for (key, value) in message.fields {
                 match (key.as_str(), value.as_str()) {
                     ("READY", "1") => self.feed(Event::Ready(w)),
                     ("WATCHDOG", "1") => self.feed(Event::Heartbeat(w)),
-                    ("STATUS", status) => self.say(&format!(
-                        "{}.{}: status: {status}",
-                        self.manifest.pools[w.pool].name, w.index
-                    )),
-                    ("STOPPING", "1") => {
-                        self.say(&format!("{}.{}: stopping", self.manifest.pools[w.pool].name, w.index))
-                    }
+                    ("STATUS", status) => self.say(&format!("{name}: status: {status}")),
+                    ("STOPPING", "1") => self.say(&format!("{name}: stopping")),
                     _ => {}
                 }
             }
@@ -349,9 +382,15 @@ impl Runner {
 
     /// Feeds an event to the policy and carries out everything that follows.
     fn feed(&mut self, event: Event) {
-        let mut queue = VecDeque::from([event]);
-        while let Some(event) = queue.pop_front() {
-            for action in self.policy.handle(Instant::now(), event) {
+        let actions = self.policy.handle(Instant::now(), event);
+        self.apply(actions);
+    }
+
+    /// Carries out actions, feeding back the events they cause.
+    fn apply(&mut self, mut actions: Vec<Action>) {
+        let mut queue = VecDeque::new();
+        loop {
+            for action in actions {
                 match action {
                     Action::Spawn(w) => queue.push_back(self.spawn(w)),
                     Action::Signal(w, signal) => {
@@ -374,10 +413,14 @@ impl Runner {
                     Action::Exit(code) => self.exit = Some(code),
                 }
             }
+            match queue.pop_front() {
+                Some(event) => actions = self.policy.handle(Instant::now(), event),
+                None => return,
+            }
         }
     }
 
-    fn sink(&mut self, output: &Output) -> Option<Sink> {
+    fn sink(&mut self, output: &Output, rotate: Option<crate::manifest::LogRotate>) -> Option<Sink> {
         match output {
             Output::Discard => None,
             Output::Inherit => Some(Sink::Inherit),
@@ -386,12 +429,6 @@ impl Runner {
                 if let Some(file) = self.files.get(&path) {
                     return Some(Sink::File(Rc::clone(file)));
                 }
-                let rotate = self
-                    .manifest
-                    .pools
-                    .iter()
-                    .find(|p| p.stdout == *output || p.stderr == *output)
-                    .and_then(|p| p.log_rotate);
                 match RotatingFile::open(path.clone(), rotate) {
                     Ok(file) => {
                         let file = Rc::new(RefCell::new(file));
@@ -411,7 +448,7 @@ impl Runner {
     }
 
     fn spawn(&mut self, w: WorkerId) -> Event {
-        let pool = self.manifest.pools[w.pool].clone();
+        let pool = self.policy.pool(w.pool).clone();
         let ctx = spawn::Context {
             supervisor: &self.manifest.supervisor.name,
             notify_socket: self.notify.path(),
@@ -425,7 +462,7 @@ impl Runner {
                     (spawned.stdout, Stream::Out, &pool.stdout),
                     (spawned.stderr, Stream::Err, &pool.stderr),
                 ] {
-                    if let (Some(fd), Some(sink)) = (fd, self.sink(output)) {
+                    if let (Some(fd), Some(sink)) = (fd, self.sink(output, pool.log_rotate)) {
                         self.logs.push(LogPipe::new(fd, &pool.name, w.index, stream, sink));
                     }
                 }
