@@ -46,14 +46,6 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
-    /// The manifest asks for something this build cannot do yet.
-    #[error("pool {pool}: {what}")]
-    Unsupported {
-        /// The pool.
-        pool: String,
-        /// What.
-        what: String,
-    },
 }
 
 fn setup(what: &str) -> impl FnOnce(std::io::Error) -> RunError + '_ {
@@ -69,14 +61,6 @@ fn setup(what: &str) -> impl FnOnce(std::io::Error) -> RunError + '_ {
 /// handles (other threads would otherwise receive them), and workers are forked from this
 /// thread, whose exit their parent-death signal is tied to.
 pub fn run(manifest: Manifest, options: Options) -> Result<i32, RunError> {
-    for pool in &manifest.pools {
-        if matches!(pool.ready, Ready::Tcp { .. } | Ready::Exec(_)) {
-            return Err(RunError::Unsupported {
-                pool: pool.name.clone(),
-                what: "`ready = \"tcp:...\"` and `\"exec:...\"` probes are not supported yet; use \"notify\" or \"spawned\"".into(),
-            });
-        }
-    }
     // Orphans re-parent to us, so that every zombie below us is reaped, grandchildren included.
     nix::sys::prctl::set_child_subreaper(true).map_err(|e| setup("child subreaper")(e.into()))?;
     let mask = signal_mask(&manifest);
@@ -108,6 +92,8 @@ pub fn run(manifest: Manifest, options: Options) -> Result<i32, RunError> {
         policy: Policy::new(&manifest, seed),
         manifest,
         timers: BTreeMap::new(),
+        probes: BTreeMap::new(),
+        probe_pids: HashMap::new(),
         pids: HashMap::new(),
         workers: HashMap::new(),
         logs: Vec::new(),
@@ -123,6 +109,11 @@ pub fn run(manifest: Manifest, options: Options) -> Result<i32, RunError> {
     runner.feed(Event::Begin);
     Ok(runner.run())
 }
+
+/// How often a readiness probe runs until it succeeds.
+const PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+/// How long a `tcp:` probe waits for its connection.
+const PROBE_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The signals the supervisor reads: its own, and those it forwards.
 fn signal_mask(manifest: &Manifest) -> SigSet {
@@ -142,6 +133,10 @@ struct Runner {
     manifest: Manifest,
     policy: Policy,
     timers: BTreeMap<TimerKey, Instant>,
+    /// Workers waiting for a readiness probe, and when to probe next.
+    probes: BTreeMap<WorkerId, Instant>,
+    /// Running `exec:` probes: probe pid -> worker.
+    probe_pids: HashMap<Pid, WorkerId>,
     pids: HashMap<Pid, WorkerId>,
     workers: HashMap<WorkerId, Pid>,
     logs: Vec<LogPipe>,
@@ -166,7 +161,7 @@ impl Runner {
                 self.drain_logs();
                 return code;
             }
-            let timeout = match self.timers.values().min() {
+            let timeout = match self.timers.values().chain(self.probes.values()).min() {
                 None => PollTimeout::NONE,
                 Some(at) => {
                     let left = at.saturating_duration_since(Instant::now());
@@ -293,17 +288,6 @@ impl Runner {
                 return;
             }
         };
-        if let Some(pool) = manifest
-            .pools
-            .iter()
-            .find(|p| matches!(p.ready, Ready::Tcp { .. } | Ready::Exec(_)))
-        {
-            self.say(&format!(
-                "reload refused, nothing changed: pool {}: readiness probes are not supported yet",
-                pool.name
-            ));
-            return;
-        }
         self.say("reloading the manifest");
         let mask = signal_mask(&manifest);
         if let Err(e) = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)
@@ -330,8 +314,13 @@ impl Runner {
                     return;
                 }
             };
+            if let Some(w) = self.probe_pids.remove(&pid) {
+                self.probe_done(w, exit == Exit::Code(0));
+                continue;
+            }
             if let Some(w) = self.pids.remove(&pid) {
                 self.workers.remove(&w);
+                self.probes.remove(&w);
                 // Whatever the worker left behind in its process group goes with it.
                 let _ = killpg(pid, Signal::SIGKILL);
                 self.feed(Event::Exited(w, exit));
@@ -378,6 +367,15 @@ impl Runner {
             self.timers.remove(&key);
             self.feed(Event::Timer(key));
         }
+        let due: Vec<WorkerId> = self
+            .probes
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(w, _)| *w)
+            .collect();
+        for w in due {
+            self.probe(w);
+        }
     }
 
     /// Feeds an event to the policy and carries out everything that follows.
@@ -417,6 +415,55 @@ impl Runner {
                 Some(event) => actions = self.policy.handle(Instant::now(), event),
                 None => return,
             }
+        }
+    }
+
+    /// Runs worker `w`'s readiness probe once. A `tcp:` probe connects with a short timeout
+    /// (the loop waits at most that long); an `exec:` probe runs as a child, reaped like the
+    /// workers.
+    fn probe(&mut self, w: WorkerId) {
+        self.probes.remove(&w);
+        if !self.policy.is_alive(w) {
+            return;
+        }
+        match self.policy.pool(w.pool).ready.clone() {
+            Ready::Tcp { host, port } => {
+                use std::net::ToSocketAddrs;
+                let ok = (host.as_str(), port)
+                    .to_socket_addrs()
+                    .ok()
+                    .into_iter()
+                    .flatten()
+                    .any(|addr| std::net::TcpStream::connect_timeout(&addr, PROBE_CONNECT_TIMEOUT).is_ok());
+                self.probe_done(w, ok);
+            }
+            Ready::Exec(argv) => {
+                let spawned = std::process::Command::new(&argv[0])
+                    .args(&argv[1..])
+                    .current_dir(&self.base)
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn();
+                match spawned {
+                    Ok(child) => {
+                        self.probe_pids.insert(Pid::from_raw(child.id() as i32), w);
+                    }
+                    Err(e) => {
+                        self.say(&format!("readiness probe {:?} cannot start: {e}", argv[0]));
+                        self.probe_done(w, false);
+                    }
+                }
+            }
+            Ready::Spawned | Ready::Notify => {}
+        }
+    }
+
+    fn probe_done(&mut self, w: WorkerId, ready: bool) {
+        if ready {
+            self.feed(Event::Ready(w));
+        } else if self.policy.is_alive(w) {
+            self.probes.insert(w, Instant::now() + PROBE_INTERVAL);
         }
     }
 
@@ -465,6 +512,9 @@ impl Runner {
                     if let (Some(fd), Some(sink)) = (fd, self.sink(output, pool.log_rotate)) {
                         self.logs.push(LogPipe::new(fd, &pool.name, w.index, stream, sink));
                     }
+                }
+                if matches!(pool.ready, Ready::Tcp { .. } | Ready::Exec(_)) {
+                    self.probes.insert(w, Instant::now());
                 }
                 Event::Spawned(w)
             }
