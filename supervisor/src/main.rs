@@ -24,6 +24,9 @@ enum Command {
         /// How worker output is written: `text` (`pool.index | line`) or `json` (one object a line).
         #[arg(long, value_enum, default_value = "text")]
         log_format: LogFormat,
+        /// Also report orphans reaped and other details.
+        #[arg(short, long)]
+        verbose: bool,
     },
     /// Check a manifest and print its start plan; exits 2 if the manifest is refused.
     Check {
@@ -41,11 +44,15 @@ enum LogFormat {
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Check { file } => check(&file),
-        Command::Up { file, log_format } => up(&file, log_format),
+        Command::Up {
+            file,
+            log_format,
+            verbose,
+        } => up(&file, log_format, verbose),
     }
 }
 
-fn up(file: &std::path::Path, log_format: LogFormat) -> ExitCode {
+fn up(file: &std::path::Path, log_format: LogFormat, verbose: bool) -> ExitCode {
     let manifest = match Manifest::load(file) {
         Ok(manifest) => manifest,
         Err(error) => {
@@ -58,6 +65,7 @@ fn up(file: &std::path::Path, log_format: LogFormat) -> ExitCode {
             LogFormat::Text => procwire_supervisor::run::logs::Format::Text,
             LogFormat::Json => procwire_supervisor::run::logs::Format::Json,
         },
+        verbose,
     };
     match procwire_supervisor::run::run(manifest, options) {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),

@@ -31,6 +31,8 @@ use notify::NotifySocket;
 pub struct Options {
     /// How worker output is written.
     pub log_format: Format,
+    /// Also report orphans reaped and notifications from unknown processes.
+    pub verbose: bool,
 }
 
 /// The supervisor could not start.
@@ -102,6 +104,7 @@ pub fn run(manifest: Manifest, options: Options) -> Result<i32, RunError> {
         signals,
         base,
         format: options.log_format,
+        verbose: options.verbose,
         interrupts: 0,
         exit: None,
         _runtime: runtime,
@@ -145,6 +148,7 @@ struct Runner {
     signals: SignalFd,
     base: PathBuf,
     format: Format,
+    verbose: bool,
     interrupts: u32,
     exit: Option<i32>,
     _runtime: tempfile::TempDir,
@@ -324,6 +328,13 @@ impl Runner {
                 // Whatever the worker left behind in its process group goes with it.
                 let _ = killpg(pid, Signal::SIGKILL);
                 self.feed(Event::Exited(w, exit));
+            } else if self.verbose {
+                // An orphan re-parented to us (we are a subreaper, or PID 1).
+                let how = match exit {
+                    Exit::Code(c) => format!("exit code {c}"),
+                    Exit::Signal(s) => format!("signal {s}"),
+                };
+                self.say(&format!("reaped orphan {pid} ({how})"));
             }
         }
     }
