@@ -156,7 +156,9 @@ struct Runner {
 
 impl Runner {
     fn say(&self, message: &str) {
-        eprintln!("procwire[{}]: {message}", self.manifest.supervisor.name);
+        // One write per line: stderr is unbuffered, and a line must not interleave.
+        let line = format!("procwire[{}]: {message}\n", self.manifest.supervisor.name);
+        let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
     }
 
     fn run(&mut self) -> i32 {
