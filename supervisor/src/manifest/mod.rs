@@ -68,7 +68,8 @@ pub struct Pool {
     pub forward: Vec<Signal>,
     /// Extra environment; values may contain `{index}`.
     pub env: BTreeMap<String, String>,
-    /// Working directory, relative to the manifest's directory; default the manifest's directory.
+    /// Working directory (a relative path in the file is resolved against the manifest's
+    /// directory); default the manifest's directory.
     pub cwd: Option<PathBuf>,
     /// User to run as (needs root).
     pub user: Option<String>,

@@ -485,7 +485,7 @@ impl Runner {
             Output::Discard => None,
             Output::Inherit => Some(Sink::Inherit),
             Output::File(path) => {
-                let path = self.base.join(path);
+                let path = path.clone();
                 if let Some(file) = self.files.get(&path) {
                     return Some(Sink::File(Rc::clone(file)));
                 }

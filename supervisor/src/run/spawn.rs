@@ -71,7 +71,7 @@ pub fn spawn(pool: &Pool, index: u32, ctx: &Context<'_>) -> std::io::Result<Spaw
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..]);
     cmd.current_dir(match &pool.cwd {
-        Some(cwd) => ctx.base.join(cwd),
+        Some(cwd) => cwd.clone(),
         None => ctx.base.to_path_buf(),
     });
     for (key, value) in &pool.env {
