@@ -102,6 +102,7 @@ impl RotatingFile {
 #[derive(Debug)]
 pub struct LogPipe {
     fd: OwnedFd,
+    owner: nix::unistd::Pid,
     pool: String,
     index: u32,
     stream: Stream,
@@ -113,16 +114,22 @@ pub struct LogPipe {
 const MAX_LINE: usize = 64 * 1024;
 
 impl LogPipe {
-    /// A pipe for `pool.index`'s `stream`.
-    pub fn new(fd: OwnedFd, pool: &str, index: u32, stream: Stream, sink: Sink) -> Self {
+    /// A pipe for `pool.index`'s `stream`, written by the process `owner`.
+    pub fn new(fd: OwnedFd, owner: nix::unistd::Pid, pool: &str, index: u32, stream: Stream, sink: Sink) -> Self {
         LogPipe {
             fd,
+            owner,
             pool: pool.to_owned(),
             index,
             stream,
             sink,
             partial: Vec::new(),
         }
+    }
+
+    /// The worker process that writes it.
+    pub fn owner(&self) -> nix::unistd::Pid {
+        self.owner
     }
 
     /// The descriptor to poll.

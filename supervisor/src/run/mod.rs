@@ -325,6 +325,9 @@ impl Runner {
                 continue;
             }
             if let Some(w) = self.pids.remove(&pid) {
+                // Its last lines come before the news of its exit.
+                let ready: Vec<bool> = self.logs.iter().map(|l| l.owner() == pid).collect();
+                self.pump_logs(&ready);
                 self.workers.remove(&w);
                 self.probes.remove(&w);
                 // Whatever the worker left behind in its process group goes with it.
@@ -523,7 +526,8 @@ impl Runner {
                     (spawned.stderr, Stream::Err, &pool.stderr),
                 ] {
                     if let (Some(fd), Some(sink)) = (fd, self.sink(output, pool.log_rotate)) {
-                        self.logs.push(LogPipe::new(fd, &pool.name, w.index, stream, sink));
+                        self.logs
+                            .push(LogPipe::new(fd, spawned.pid, &pool.name, w.index, stream, sink));
                     }
                 }
                 if matches!(pool.ready, Ready::Tcp { .. } | Ready::Exec(_)) {

@@ -70,10 +70,18 @@ pub fn spawn(pool: &Pool, index: u32, ctx: &Context<'_>) -> std::io::Result<Spaw
     let argv: Vec<String> = pool.command.iter().map(|a| expand(a, index)).collect();
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..]);
-    cmd.current_dir(match &pool.cwd {
+    let cwd = match &pool.cwd {
         Some(cwd) => cwd.clone(),
         None => ctx.base.to_path_buf(),
-    });
+    };
+    if !cwd.is_dir() {
+        // Otherwise the chdir failure reads as if the program were missing.
+        return Err(std::io::Error::other(format!(
+            "working directory {} does not exist",
+            cwd.display()
+        )));
+    }
+    cmd.current_dir(cwd);
     for (key, value) in &pool.env {
         cmd.env(key, expand(value, index));
     }

@@ -1,0 +1,948 @@
+//! `procwire up FILE`, run as the real binary with real worker processes.
+//!
+//! No test sleeps to synchronise: each one waits for an event (a line of output, a process's
+//! exit) with a deadline, and fails with every line seen so far if the deadline passes.
+//! Workers are `sh -c` one-liners; where a test needs to hold a worker back until it says
+//! so, the worker reads a line from a FIFO (a [`Gate`]) that the test writes to.
+
+use std::fmt::Write as _;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::stat::Mode;
+use nix::unistd::Pid;
+
+/// How long any one awaited event may take.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Which of the supervisor's streams a line came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stream {
+    Out,
+    Err,
+}
+
+/// One line the supervisor wrote, without its newline.
+#[derive(Clone, Debug)]
+struct Line {
+    stream: Stream,
+    text: String,
+}
+
+/// Everything read so far from the supervisor's stdout and stderr, in arrival order (the
+/// order within one stream is the order the supervisor wrote it in).
+#[derive(Debug, Default)]
+struct Seen {
+    lines: Vec<Line>,
+    /// How many of the two streams reached their end.
+    closed: usize,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    seen: Mutex<Seen>,
+    changed: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Seen> {
+        self.seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn dump(seen: &Seen) -> String {
+    let mut text = String::new();
+    for line in &seen.lines {
+        let tag = match line.stream {
+            Stream::Out => "out",
+            Stream::Err => "err",
+        };
+        let _ = writeln!(text, "  [{tag}] {}", line.text);
+    }
+    if seen.lines.is_empty() {
+        text.push_str("  (none)\n");
+    }
+    text
+}
+
+/// Reads `stream` line by line into `shared` on a thread of its own.
+fn read_lines(stream: impl Read + Send + 'static, which: Stream, shared: Arc<Shared>) {
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stream);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match reader.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
+                    let text = String::from_utf8_lossy(line).into_owned();
+                    shared.lock().lines.push(Line { stream: which, text });
+                    shared.changed.notify_all();
+                }
+            }
+        }
+        shared.lock().closed += 1;
+        shared.changed.notify_all();
+    });
+}
+
+/// A pidfd for `pid`, or `None` if there is no such process (any more).
+fn pidfd(pid: i32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open(2) takes a pid and a flags word, passes no memory, and returns a new
+    // descriptor or -1.
+    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        let error = Errno::last();
+        assert_eq!(error, Errno::ESRCH, "pidfd_open({pid})");
+        return None;
+    }
+    let fd = i32::try_from(fd).expect("a descriptor fits in an int");
+    // SAFETY: `fd` was just returned by pidfd_open, so it is open and nothing else owns it.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Waits until the process behind `pidfd` has exited; false if `deadline` passed first.
+fn exited_by(pidfd: &OwnedFd, deadline: Instant) -> bool {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
+        let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::try_from(ms).expect("a valid timeout")) {
+            Ok(0) if Instant::now() >= deadline => return false,
+            Ok(0) | Err(Errno::EINTR) => {}
+            Ok(_) => return true,
+            Err(e) => panic!("poll on a pidfd: {e}"),
+        }
+    }
+}
+
+/// A `procwire up` process this test started; SIGKILLed and reaped on drop if the test did
+/// not see it exit (so a failing test leaves no supervisor, hence no worker, behind).
+#[derive(Debug)]
+struct Supervisor {
+    child: Child,
+    shared: Arc<Shared>,
+    status: Option<ExitStatus>,
+}
+
+impl Supervisor {
+    /// Writes `manifest` to `DIR/NAME.toml` and runs `procwire up` on it.
+    fn start(dir: &Path, name: &str, manifest: &str) -> Supervisor {
+        Supervisor::start_with(dir, name, manifest, &[])
+    }
+
+    /// [`Supervisor::start`] with extra arguments after the file.
+    fn start_with(dir: &Path, name: &str, manifest: &str, args: &[&str]) -> Supervisor {
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::write(&path, manifest).expect("write the manifest");
+        let mut all = vec!["up", path.to_str().expect("a UTF-8 path")];
+        all.extend_from_slice(args);
+        Supervisor::spawn(&all, None)
+    }
+
+    /// Runs `procwire ARGS...`, in `cwd` if given.
+    fn spawn(args: &[&str], cwd: Option<&Path>) -> Supervisor {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_procwire"));
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(cwd) = cwd {
+            command.current_dir(cwd);
+        }
+        let mut child = command.spawn().expect("start procwire");
+        let shared = Arc::new(Shared::default());
+        read_lines(
+            child.stdout.take().expect("piped stdout"),
+            Stream::Out,
+            Arc::clone(&shared),
+        );
+        read_lines(
+            child.stderr.take().expect("piped stderr"),
+            Stream::Err,
+            Arc::clone(&shared),
+        );
+        Supervisor {
+            child,
+            shared,
+            status: None,
+        }
+    }
+
+    fn pid(&self) -> Pid {
+        Pid::from_raw(i32::try_from(self.child.id()).expect("a pid fits in an int"))
+    }
+
+    fn signal(&self, signal: Signal) {
+        assert!(self.status.is_none(), "the supervisor was already reaped");
+        kill(self.pid(), signal).expect("signal the supervisor");
+    }
+
+    /// Waits until `check` finds what it wants in the output; panics with the output after
+    /// [`DEADLINE`].
+    fn wait_until<T>(&self, what: &str, mut check: impl FnMut(&Seen) -> Option<T>) -> T {
+        let deadline = Instant::now() + DEADLINE;
+        let mut seen = self.shared.lock();
+        loop {
+            if let Some(found) = check(&seen) {
+                return found;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                let lines = dump(&seen);
+                drop(seen);
+                panic!("{what}: not seen within {DEADLINE:?}; lines so far:\n{lines}");
+            }
+            seen = self
+                .shared
+                .changed
+                .wait_timeout(seen, deadline - now)
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .0;
+        }
+    }
+
+    /// The first line starting with `prefix`, waiting for it.
+    fn wait_for(&self, prefix: &str) -> String {
+        self.wait_for_nth(prefix, 1)
+    }
+
+    /// The `n`th line (from 1) starting with `prefix`, waiting for it.
+    fn wait_for_nth(&self, prefix: &str, n: usize) -> String {
+        self.wait_until(&format!("line #{n} starting with {prefix:?}"), |seen| {
+            seen.lines
+                .iter()
+                .filter(|line| line.text.starts_with(prefix))
+                .nth(n - 1)
+                .map(|line| line.text.clone())
+        })
+    }
+
+    /// Everything seen so far.
+    fn lines(&self) -> Vec<Line> {
+        self.shared.lock().lines.clone()
+    }
+
+    /// The text of the lines seen so far on one stream.
+    fn texts(&self, stream: Stream) -> Vec<String> {
+        self.lines()
+            .into_iter()
+            .filter(|line| line.stream == stream)
+            .map(|line| line.text)
+            .collect()
+    }
+
+    fn output(&self) -> String {
+        dump(&self.shared.lock())
+    }
+
+    /// Waits for the supervisor to exit and for the end of both its streams.
+    fn finish(&mut self) -> ExitStatus {
+        if let Some(status) = self.status {
+            return status;
+        }
+        let deadline = Instant::now() + DEADLINE;
+        let fd = pidfd(self.pid().as_raw()).expect("our own child is not reaped yet");
+        assert!(
+            exited_by(&fd, deadline),
+            "the supervisor did not exit within {DEADLINE:?}; lines so far:\n{}",
+            self.output()
+        );
+        let status = self.child.wait().expect("reap the supervisor");
+        self.status = Some(status);
+        self.wait_until("the end of the supervisor's output", |seen| {
+            (seen.closed == 2).then_some(())
+        });
+        status
+    }
+
+    /// [`Supervisor::finish`], asserting the exit code.
+    fn expect_exit(&mut self, code: i32) {
+        let status = self.finish();
+        assert_eq!(
+            status.code(),
+            Some(code),
+            "the supervisor ended with {status}, not exit code {code}; lines:\n{}",
+            self.output()
+        );
+    }
+
+    /// SIGKILLs the supervisor and reaps it.
+    fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL the supervisor");
+        self.status = Some(self.child.wait().expect("reap the supervisor"));
+    }
+
+    fn assert_has_line(&self, expected: &str) {
+        assert!(
+            self.lines().iter().any(|line| line.text == expected),
+            "no line {expected:?}; lines:\n{}",
+            self.output()
+        );
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        if self.status.is_some() {
+            return;
+        }
+        // Each worker leads a process group, and what a worker started there outlives a
+        // SIGKILLed supervisor (a known limitation): those groups go too.
+        let groups: Vec<i64> = children(self.pid())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|&kid| proc_stat(kid).is_some_and(|stat| stat.pgrp == kid))
+            .collect();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for group in groups {
+            let _ = nix::sys::signal::killpg(Pid::from_raw(group as i32), Signal::SIGKILL);
+        }
+    }
+}
+
+/// A FIFO that workers block on with `read go < NAME`; [`Gate::open`] lets that many reads
+/// through. The test holds it open for reading and writing, so opening it never blocks and
+/// its readers never see end-of-file while the test runs.
+#[derive(Debug)]
+struct Gate {
+    file: File,
+}
+
+impl Gate {
+    fn new(path: &Path) -> Gate {
+        nix::unistd::mkfifo(path, Mode::S_IRUSR | Mode::S_IWUSR).expect("mkfifo");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .expect("open the FIFO");
+        Gate { file }
+    }
+
+    /// Lets `reads` line reads through.
+    fn open(&mut self, reads: usize) {
+        self.file.write_all(&b"go\n".repeat(reads)).expect("write to the FIFO");
+    }
+}
+
+fn temp_dir() -> tempfile::TempDir {
+    tempfile::TempDir::new().expect("a temporary directory")
+}
+
+/// The number after `marker` in `line` (`"a.0 | pid 123"`, `"pid "` -> 123).
+fn number_after(line: &str, marker: &str) -> i64 {
+    let (_, rest) = line
+        .split_once(marker)
+        .unwrap_or_else(|| panic!("{marker:?} in {line:?}"));
+    rest.trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("a number after {marker:?} in {line:?}: {e}"))
+}
+
+/// What `/proc/PID/stat` says about a process.
+#[derive(Clone, Copy, Debug)]
+struct ProcStat {
+    /// `R`, `S`, `Z`, ...
+    state: char,
+    ppid: i64,
+    pgrp: i64,
+}
+
+/// `/proc/PID/stat`, or `None` if the process is gone.
+fn proc_stat(pid: i64) -> Option<ProcStat> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `PID (COMM) STATE PPID PGRP ...`; COMM may hold spaces and parentheses.
+    let mut fields = stat.get(stat.rfind(')')? + 2..)?.split(' ');
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    Some(ProcStat { state, ppid, pgrp })
+}
+
+/// Every child of `pid`, from `/proc/PID/task/*/children`.
+fn children(pid: Pid) -> std::io::Result<Vec<i64>> {
+    let mut all = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let text = std::fs::read_to_string(task?.path().join("children"))?;
+        all.extend(text.split_whitespace().filter_map(|p| p.parse::<i64>().ok()));
+    }
+    Ok(all)
+}
+
+/// The position of the first line equal to `text` among `lines`.
+fn position(lines: &[String], text: &str) -> usize {
+    lines
+        .iter()
+        .position(|line| line == text)
+        .unwrap_or_else(|| panic!("no line {text:?} in {lines:#?}"))
+}
+
+// ----- restarts -----
+
+#[test]
+fn a_crashing_worker_is_restarted_after_its_backoff() {
+    let dir = temp_dir();
+    // The first run crashes, the second stays up; each says when (in ns of the wall clock).
+    let mut sup = Supervisor::start(
+        dir.path(),
+        "crash",
+        r#"
+[pool.crash]
+command = ["sh", "-c", '''echo "started $(date +%s%N)"; if [ -e ran ]; then exec sleep 1000; fi; touch ran; echo "crashing $(date +%s%N)"; exit 1''']
+backoff = { initial = "100ms", jitter = 0.0 }
+"#,
+    );
+    let crashing = number_after(&sup.wait_for("crash.0 | crashing "), "crashing ");
+    let message = sup.wait_for("procwire[crash]: crash.0 ended with");
+    assert_eq!(message, "procwire[crash]: crash.0 ended with exit code 1; restarting");
+    let restarted = number_after(&sup.wait_for_nth("crash.0 | started ", 2), "started ");
+    // The restart waits out the backoff, which counts from the exit, after `crashing`.
+    assert!(
+        restarted - crashing >= 100_000_000,
+        "restarted {} ms after the crash, before its 100 ms backoff",
+        (restarted - crashing) / 1_000_000
+    );
+    sup.signal(Signal::SIGTERM);
+    sup.expect_exit(0);
+    let starts = sup
+        .lines()
+        .iter()
+        .filter(|l| l.text.starts_with("crash.0 | started "))
+        .count();
+    assert_eq!(starts, 2, "{}", sup.output());
+}
+
+#[test]
+fn a_crash_loop_gives_up_after_the_limit_and_with_nothing_else_running_the_supervisor_exits_1() {
+    let dir = temp_dir();
+    let mut sup = Supervisor::start(
+        dir.path(),
+        "loop",
+        r#"
+[pool.crash]
+command = ["sh", "-c", "echo boom; exit 7"]
+backoff = { initial = "10ms" }
+limit = { restarts = 3, within = "1m", then = "stop" }
+"#,
+    );
+    sup.expect_exit(1);
+    // The first run and 3 restarts; the 4th restart would exceed the limit.
+    let runs = sup.texts(Stream::Out).iter().filter(|l| *l == "crash.0 | boom").count();
+    assert_eq!(runs, 4, "{}", sup.output());
+    let restarts = sup
+        .texts(Stream::Err)
+        .iter()
+        .filter(|l| *l == "procwire[loop]: crash.0 ended with exit code 7; restarting")
+        .count();
+    assert_eq!(restarts, 3, "{}", sup.output());
+    sup.assert_has_line(
+        "procwire[loop]: pool crash gave up: more than 3 restarts within 60s; last exits: \
+         crash.0: exit code 7, crash.0: exit code 7, crash.0: exit code 7, crash.0: exit code 7; \
+         the pool stays down",
+    );
+}
+
+#[test]
+fn a_crash_loop_past_a_shutdown_limit_stops_the_other_pools_and_the_supervisor_exits_non_zero() {
+    let dir = temp_dir();
+    let mut gate = Gate::new(&dir.path().join("gate"));
+    let mut sup = Supervisor::start(
+        dir.path(),
+        "doom",
+        r#"
+[pool.other]
+command = ["sh", "-c", '''trap 'echo other-stopping; exit 0' TERM; echo other-up; sleep 1000 & wait''']
+
+[pool.crash]
+command = ["sh", "-c", "read go < gate; echo boom; exit 7"]
+backoff = { initial = "10ms" }
+limit = { restarts = 2, within = "1m", then = "shutdown" }
+"#,
+    );
+    // The crash loop begins once `other` has its TERM trap in place.
+    sup.wait_for("other.0 | other-up");
+    gate.open(10);
+    let status = sup.finish();
+    assert_eq!(status.code(), Some(1), "{status}; lines:\n{}", sup.output());
+    sup.assert_has_line("other.0 | other-stopping");
+    sup.assert_has_line(
+        "procwire[doom]: pool crash gave up: more than 2 restarts within 60s; last exits: \
+         crash.0: exit code 7, crash.0: exit code 7, crash.0: exit code 7; shutting the supervisor down",
+    );
+}
+
+// ----- shutdown -----
+
+#[test]
+fn term_sends_every_worker_its_stop_signal_dependents_first_and_the_supervisor_exits_0() {
+    let dir = temp_dir();
+    // A web worker leaves a file behind before it exits; the db lists those files when it is
+    // told to stop. (Output order between workers says nothing: the supervisor may reap a
+    // worker before it has read the worker's last lines.)
+    let mut sup = Supervisor::start(
+        dir.path(),
+        "stop",
+        r#"
+[pool.db]
+command = ["sh", "-c", '''trap 'echo db-stopping after *.stopped; exit 0' USR2; echo db-up; sleep 1000 & wait''']
+stop_signal = "USR2"
+
+[pool.web]
+command = ["sh", "-c", '''trap 'touch web-{index}.stopped; echo web-stopping; exit 0' TERM; echo web-up; sleep 1000 & wait''']
+workers = 2
+after = { db = "started" }
+"#,
+    );
+    for line in ["db.0 | db-up", "web.0 | web-up", "web.1 | web-up"] {
+        sup.wait_for(line);
+    }
+    sup.signal(Signal::SIGTERM);
+    sup.expect_exit(0);
+    for line in [
+        "web.0 | web-stopping",
+        "web.1 | web-stopping",
+        "db.0 | db-stopping after web-0.stopped web-1.stopped",
+    ] {
+        sup.assert_has_line(line);
+    }
+}
+
+#[test]
+fn a_worker_that_ignores_its_stop_signal_is_killed_after_stop_timeout_and_the_supervisor_exits_0() {
+    let dir = temp_dir();
+    let mut sup = Supervisor::start(
+        dir.path(),
+        "stubborn",
+        r#"
+[pool.stubborn]
+command = ["sh", "-c", "trap '' TERM; echo stubborn-up; exec sleep 1000"]
+stop_timeout = "300ms"
+"#,
+    );
+    sup.wait_for("stubborn.0 | stubborn-up");
+    let asked = Instant::now();
+    sup.signal(Signal::SIGTERM);
+    sup.expect_exit(0);
+    sup.assert_has_line("procwire[stubborn]: stubborn.0 did not stop in time; killing it");
+    assert!(
+        asked.elapsed() >= Duration::from_millis(300),
+        "exited {:?} after TERM, before the stop timeout",
+        asked.elapsed()
+    );
+}
+
+#[test]
+fn sigkill_to_the_supervisor_leaves_no_worker_alive() {
+    let dir = temp_dir();
+    let mut sup = Supervisor::start(
+        dir.path(),
+        "orphans",
+        r#"
+[pool.a]
+command = ["sh", "-c", "echo pid $$; exec sleep 1000"]
+workers = 2
+
+[pool.b]
+command = ["sh", "-c", "echo pid $$; exec sleep 1000"]
+"#,
+    );
+    // Opened while the workers are known to run, so a reused pid cannot fool the wait.
+    let workers: Vec<(i64, OwnedFd)> = ["a.0 | pid ", "a.1 | pid ", "b.0 | pid "]
+        .iter()
+        .map(|prefix| {
+            let pid = number_after(&sup.wait_for(prefix), "pid ");
+            let fd = pidfd(pid as i32).unwrap_or_else(|| panic!("worker {pid} is gone already"));
+            (pid, fd)
+        })
+        .collect();
+    sup.kill();
+    let deadline = Instant::now() + DEADLINE;
+    for (pid, fd) in &workers {
+        assert!(
+            exited_by(fd, deadline),
+            "worker {pid} still runs {DEADLINE:?} after its supervisor was killed"
+        );
+    }
+}
+
+#[test]
+fn an_orphaned_grandchild_is_reaped_by_the_supervisor_and_leaves_no_zombie() {
+    let dir = temp_dir();
+    let mut gate = Gate::new(&dir.path().join("gate"));
+    // The worker starts a grandchild through a subshell that exits at once, so the grandchild
+    // is re-parented to the supervisor (a child subreaper); it ends when the gate opens. The
+    // worker's `sleep` ignores USR1, so the worker stays up and answers every forwarded USR1.
+    let mut sup = Supervisor::start(
+        dir.path(),
+        "reaper",
+        r#"
+[pool.w]
+command = ["sh", "-c", '''trap '' USR1; sleep 1000 & trap 'echo got-usr1' USR1; (sh -c 'echo gc $$; read go < gate' &); echo spawned $$; while :; do wait; done''']
+forward = ["USR1"]
+"#,
+    );
+    let grandchild = number_after(&sup.wait_for("w.0 | gc "), "gc ");
+    // The worker said `spawned` after the subshell ended, so the grandchild was re-parented.
+    let worker = number_after(&sup.wait_for("w.0 | spawned "), "spawned ");
+    let stat = proc_stat(grandchild).expect("the grandchild waits at the gate");
+    assert_eq!(stat.ppid, i64::from(sup.pid().as_raw()), "the grandchild's parent");
+    let fd = pidfd(grandchild as i32).expect("the grandchild waits at the gate");
+    gate.open(1);
+    assert!(exited_by(&fd, Instant::now() + DEADLINE), "the grandchild did not end");
+    // Its SIGCHLD is pending at the supervisor now, ahead of this USR1. The supervisor reads
+    // every pending signal (forwarding the USR1 as it goes), then reaps, and only on its next
+    // turn reads the worker's answer from the pipe: once that answer is out, the grandchild
+    // has been reaped.
+    sup.signal(Signal::SIGUSR1);
+    sup.wait_for("w.0 | got-usr1");
+    let kids = children(sup.pid()).expect("the supervisor's children");
+    assert!(kids.contains(&worker), "the worker {worker} is not among {kids:?}");
+    assert!(
+        !kids.contains(&grandchild),
+        "grandchild {grandchild} not reaped: {kids:?}"
+    );
+    for kid in kids {
+        if let Some(stat) = proc_stat(kid) {
+            assert_ne!(stat.state, 'Z', "child {kid} of the supervisor is a zombie");
+        }
+    }
+    sup.signal(Signal::SIGTERM);
+    sup.expect_exit(0);
+}
+
+// ----- order -----
+
+#[test]
+fn a_pool_after_two_others_completed_starts_only_once_both_succeeded() {
+    let dir = temp_dir();
+    let mut x_gate = Gate::new(&dir.path().join("x-gate"));
+    let mut y_gate = Gate::new(&dir.path().join("y-gate"));
+    let mut sup = Supervisor::start(
+        dir.path(),
+        "order",
+        r#"
+[pool.x]
+command = ["sh", "-c", "echo x-up; read go < x-gate; echo x-done"]
+
+[pool.y]
+command = ["sh", "-c", "echo y-up; read go < y-gate; echo y-done"]
+
+[pool.z]
+command = ["sh", "-c", "echo z-start"]
+after = { x = "completed", y = "completed" }
+"#,
+    );
+    // X and Y run side by side.
+    sup.wait_for("x.0 | x-up");
+    sup.wait_for("y.0 | y-up");
+    x_gate.open(1);
+    sup.wait_for("x.0 | x-done");
+    y_gate.open(1);
+    sup.wait_for("z.0 | z-start");
+    sup.expect_exit(0);
+    let out = sup.texts(Stream::Out);
+    let z = position(&out, "z.0 | z-start");
+    assert!(position(&out, "x.0 | x-done") < z, "{out:#?}");
+    assert!(position(&out, "y.0 | y-done") < z, "{out:#?}");
+}
+
+#[test]
+fn a_pool_after_a_failed_one_never_starts_and_the_supervisor_says_why_and_exits_1() {
+    let dir = temp_dir();
+    let mut sup = Supervisor::start(
+        dir.path(),
+        "order",
+        r#"
+[pool.x]
+command = ["sh", "-c", "echo x-failing; exit 3"]
+restart = "never"
+
+[pool.y]
+command = ["sh", "-c", "echo y-done"]
+
+[pool.z]
+command = ["sh", "-c", "echo z-start"]
+after = { x = "completed", y = "completed" }
+"#,
+    );
+    sup.expect_exit(1);
+    sup.assert_has_line("procwire[order]: x.0 ended with exit code 3; its restart policy says no restart");
+    sup.assert_has_line("procwire[order]: pool z will not start: x can no longer become completed");
+    assert!(
+        !sup.lines().iter().any(|line| line.text.contains("z-start")),
+        "z started:\n{}",
+        sup.output()
+    );
+}
+
+// ----- readiness -----
+
+fn python3_runs() -> bool {
+    Command::new("python3")
+        .args(["-c", ""])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+#[test]
+fn a_pool_after_another_ready_starts_once_that_one_sent_ready_on_the_notify_socket() {
+    if !python3_runs() {
+        eprintln!("skipped: this test needs python3 to send READY=1 from the worker's own pid");
+        return;
+    }
+    let dir = temp_dir();
+    let mut sup = Supervisor::start(
+        dir.path(),
+        "ready",
+        r#"
+[pool.web]
+command = ["sh", "-c", "echo web-up; exec sleep 1000"]
+after = { db = "ready" }
+
+[pool.db]
+command = ["python3", "-c", '''import os,socket,time; s=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM); print("db-up", flush=True); s.sendto(b"READY=1", os.environ["NOTIFY_SOCKET"]); time.sleep(1000)''']
+ready = "notify"
+"#,
+    );
+    sup.wait_for("web.0 | web-up");
+    let out = sup.texts(Stream::Out);
+    assert!(
+        position(&out, "db.0 | db-up") < position(&out, "web.0 | web-up"),
+        "{out:#?}"
+    );
+    sup.signal(Signal::SIGTERM);
+    sup.expect_exit(0);
+}
+
+#[test]
+fn a_worker_not_ready_within_its_ready_timeout_is_killed_and_the_supervisor_says_so() {
+    let dir = temp_dir();
+    let mut sup = Supervisor::start(
+        dir.path(),
+        "late",
+        r#"
+[pool.db]
+command = ["sh", "-c", "echo db-pid $$; exec sleep 1000"]
+ready = "notify"
+ready_timeout = "300ms"
+
+[pool.web]
+command = ["sh", "-c", "echo web-up; exec sleep 1000"]
+after = { db = "ready" }
+"#,
+    );
+    let pid = number_after(&sup.wait_for("db.0 | db-pid "), "db-pid ");
+    let fd = pidfd(pid as i32).expect("the db worker runs");
+    let message = sup.wait_for("procwire[late]: db.0 not ready");
+    assert_eq!(message, "procwire[late]: db.0 not ready after 300ms; killing it");
+    assert!(
+        exited_by(&fd, Instant::now() + DEADLINE),
+        "the db worker was not killed; lines:\n{}",
+        sup.output()
+    );
+    sup.signal(Signal::SIGTERM);
+    sup.expect_exit(0);
+    assert!(
+        !sup.lines().iter().any(|line| line.text.contains("web-up")),
+        "web started without a ready db:\n{}",
+        sup.output()
+    );
+}
+
+// ----- output -----
+
+#[test]
+fn json_log_format_writes_one_object_per_worker_line() {
+    let dir = temp_dir();
+    let mut sup = Supervisor::start_with(
+        dir.path(),
+        "json",
+        r#"
+[pool.j]
+command = ["sh", "-c", '''echo "out $PROCWIRE_INDEX"; printf '%s\n' 'a "quoted" \ line'; echo "err $PROCWIRE_INDEX" >&2''']
+workers = 2
+restart = "never"
+"#,
+        &["--log-format", "json"],
+    );
+    sup.expect_exit(0);
+    let parse = |line: &str| -> (String, u64, String, String) {
+        let value: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON: {line:?}: {e}"));
+        let object = value.as_object().unwrap_or_else(|| panic!("not an object: {line}"));
+        assert_eq!(object.len(), 4, "{line}");
+        let field = |name: &str| object.get(name).unwrap_or_else(|| panic!("no {name:?} in {line}"));
+        (
+            field("pool").as_str().expect("pool is a string").to_owned(),
+            field("index").as_u64().expect("index is a number"),
+            field("stream").as_str().expect("stream is a string").to_owned(),
+            field("line").as_str().expect("line is a string").to_owned(),
+        )
+    };
+    let mut out: Vec<_> = sup.texts(Stream::Out).iter().map(|l| parse(l)).collect();
+    // The two workers' lines interleave; each worker's keep their order.
+    out.sort_by_key(|record| record.1);
+    let record = |index: u64, stream: &str, line: &str| ("j".to_owned(), index, stream.to_owned(), line.to_owned());
+    assert_eq!(
+        out,
+        [
+            record(0, "stdout", "out 0"),
+            record(0, "stdout", r#"a "quoted" \ line"#),
+            record(1, "stdout", "out 1"),
+            record(1, "stdout", r#"a "quoted" \ line"#),
+        ]
+    );
+    let mut err: Vec<_> = sup
+        .texts(Stream::Err)
+        .iter()
+        .filter(|l| !l.starts_with("procwire["))
+        .map(|l| parse(l))
+        .collect();
+    err.sort_by_key(|record| record.1);
+    assert_eq!(err, [record(0, "stderr", "err 0"), record(1, "stderr", "err 1")]);
+}
+
+#[test]
+fn a_file_output_is_rotated_by_size_keeping_that_many_old_files() {
+    let dir = temp_dir();
+    let mut sup = Supervisor::start(
+        dir.path(),
+        "rotate",
+        r#"
+[pool.r]
+command = ["sh", "-c", '''i=1; while [ $i -le 30 ]; do printf 'line %02d\n' $i; i=$((i + 1)); done''']
+restart = "never"
+stdout = "file:out.log"
+log_rotate = { size = "100B", keep = 2 }
+"#,
+    );
+    sup.expect_exit(0);
+    assert!(sup.texts(Stream::Out).is_empty(), "{}", sup.output());
+    // Each record, `r.0 | line NN\n`, is 14 bytes: 7 fit in 100 bytes. Lines 1-7, 8-14, 15-21,
+    // 22-28 and 29-30 went to out.log in turn, which was rotated 4 times, keeping 2.
+    let records =
+        |lines: std::ops::RangeInclusive<u32>| -> String { lines.map(|i| format!("r.0 | line {i:02}\n")).collect() };
+    let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(read("out.log"), records(29..=30));
+    assert_eq!(read("out.log.1"), records(22..=28));
+    assert_eq!(read("out.log.2"), records(15..=21));
+    assert!(!dir.path().join("out.log.3").exists(), "out.log.3 was kept");
+}
+
+/// Writes `manifest` to `DIR/sub/rel.toml` and runs `procwire up sub/rel.toml` in DIR.
+fn start_relative(dir: &Path, manifest: &str) -> Supervisor {
+    let sub = dir.join("sub");
+    std::fs::create_dir_all(sub.join("work")).expect("mkdir");
+    std::fs::write(sub.join("rel.toml"), manifest).expect("write the manifest");
+    Supervisor::spawn(&["up", "sub/rel.toml"], Some(dir))
+}
+
+#[test]
+fn with_a_relative_manifest_path_a_file_output_is_next_to_the_manifest() {
+    let dir = temp_dir();
+    let mut sup = start_relative(
+        dir.path(),
+        r#"
+[pool.w]
+command = ["sh", "-c", "echo hello"]
+restart = "never"
+stdout = "file:out.log"
+"#,
+    );
+    sup.expect_exit(0);
+    let log = std::fs::read_to_string(dir.path().join("sub/out.log")).unwrap_or_else(|e| {
+        panic!(
+            "sub/out.log: {e}; sub/sub/out.log exists instead: {}",
+            dir.path().join("sub/sub/out.log").exists()
+        )
+    });
+    assert_eq!(log, "w.0 | hello\n");
+}
+
+#[test]
+fn with_a_relative_manifest_path_cwd_is_relative_to_the_manifest_directory() {
+    let dir = temp_dir();
+    let mut sup = start_relative(
+        dir.path(),
+        r#"
+[pool.w]
+command = ["sh", "-c", "pwd"]
+restart = "never"
+cwd = "work"
+"#,
+    );
+    sup.expect_exit(0);
+    let work = dir.path().join("sub/work").canonicalize().expect("canonical path");
+    assert_eq!(sup.texts(Stream::Out), [format!("w.0 | {}", work.display())]);
+}
+
+#[test]
+fn a_manifest_error_at_up_exits_2_with_file_line_and_column_and_starts_nothing() {
+    let dir = temp_dir();
+    let mut sup = Supervisor::start(
+        dir.path(),
+        "bad",
+        r#"[pool.a]
+command = ["sh", "-c", "touch started"]
+restart = "sometimes"
+"#,
+    );
+    sup.expect_exit(2);
+    let path = dir.path().join("bad.toml");
+    assert_eq!(sup.texts(Stream::Out), Vec::<String>::new());
+    assert_eq!(
+        sup.texts(Stream::Err),
+        [format!(
+            "{}:3:11: `restart` must be one of \"always\", \"on-failure\", \"never\", not \"sometimes\"",
+            path.display()
+        )]
+    );
+    assert!(!dir.path().join("started").exists(), "a worker ran");
+}
+
+// ----- signals -----
+
+#[test]
+fn a_forwarded_signal_reaches_the_pools_workers_and_no_others() {
+    let dir = temp_dir();
+    // The `sleep` ignores USR1 (an ignored signal stays ignored across fork and exec), so each
+    // worker stays up after answering.
+    let worker =
+        r#"["sh", "-c", '''trap '' USR1; sleep 1000 & trap 'echo got-usr1' USR1; echo up; while :; do wait; done''']"#;
+    let mut sup = Supervisor::start(
+        dir.path(),
+        "forward",
+        &format!(
+            "[pool.f]\ncommand = {worker}\nworkers = 2\nforward = [\"USR1\"]\n\n[pool.quiet]\ncommand = {worker}\n"
+        ),
+    );
+    for line in ["f.0 | up", "f.1 | up", "quiet.0 | up"] {
+        sup.wait_for(line);
+    }
+    sup.signal(Signal::SIGUSR1);
+    sup.wait_for("f.0 | got-usr1");
+    sup.wait_for("f.1 | got-usr1");
+    sup.signal(Signal::SIGUSR1);
+    sup.wait_for_nth("f.0 | got-usr1", 2);
+    sup.wait_for_nth("f.1 | got-usr1", 2);
+    sup.signal(Signal::SIGTERM);
+    sup.expect_exit(0);
+    assert!(
+        !sup.lines().iter().any(|line| line.text == "quiet.0 | got-usr1"),
+        "USR1 reached a pool that does not forward it:\n{}",
+        sup.output()
+    );
+}
