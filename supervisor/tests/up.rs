@@ -151,7 +151,12 @@ impl Supervisor {
 
     /// Runs `procwire ARGS...`, in `cwd` if given.
     fn spawn(args: &[&str], cwd: Option<&Path>) -> Supervisor {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_procwire"));
+        Supervisor::spawn_program(env!("CARGO_BIN_EXE_procwire"), args, cwd)
+    }
+
+    /// Runs `PROGRAM ARGS...` (a wrapper that runs the supervisor), in `cwd` if given.
+    fn spawn_program(program: &str, args: &[&str], cwd: Option<&Path>) -> Supervisor {
+        let mut command = Command::new(program);
         command
             .args(args)
             .stdin(Stdio::null())
@@ -945,4 +950,146 @@ fn a_forwarded_signal_reaches_the_pools_workers_and_no_others() {
         "USR1 reached a pool that does not forward it:\n{}",
         sup.output()
     );
+}
+
+/// Whether this process may create PID namespaces (root, or unprivileged user namespaces).
+fn can_unshare_pid() -> bool {
+    Command::new("unshare")
+        .args(["--pid", "--fork", "--kill-child", "true"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn as_pid_1_of_a_pid_namespace_it_reaps_orphans_and_stops_gracefully_on_term() {
+    if !can_unshare_pid() {
+        eprintln!("skipped: cannot create a PID namespace here (needs root and util-linux's unshare)");
+        return;
+    }
+    let dir = temp_dir();
+    let manifest = r#"
+[pool.w]
+command = ["sh", "-c", "(sh -c 'echo orphan-ran' &); echo worker-ready $$; trap 'echo got-term; exit 0' TERM; sleep 1000 & wait"]
+"#;
+    let path = dir.path().join("pid1.toml");
+    std::fs::write(&path, manifest).unwrap();
+    let binary = env!("CARGO_BIN_EXE_procwire");
+    let mut sup = Supervisor::spawn_program(
+        "unshare",
+        &[
+            "--pid",
+            "--fork",
+            "--kill-child",
+            binary,
+            "up",
+            "--verbose",
+            path.to_str().unwrap(),
+        ],
+        None,
+    );
+    // Inside the namespace the supervisor is PID 1: the orphan is re-parented to it and reaped.
+    sup.wait_for("w.0 | worker-ready");
+    sup.wait_until("the orphan reaped by PID 1", |seen| {
+        seen.lines
+            .iter()
+            .find(|l| l.text.contains("reaped orphan"))
+            .map(|l| l.text.clone())
+    });
+    // TERM to PID 1 (the supervisor, unshare's child) stops it gracefully.
+    let inner = children(sup.pid()).unwrap();
+    assert_eq!(inner.len(), 1, "unshare runs the supervisor as its one child");
+    kill(Pid::from_raw(inner[0] as i32), Signal::SIGTERM).unwrap();
+    sup.wait_for("w.0 | got-term");
+    sup.expect_exit(0);
+}
+
+#[test]
+fn redis_server_speaking_sd_notify_runs_unchanged_and_its_dependent_starts_once_it_is_ready() {
+    if Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_err()
+    {
+        eprintln!("skipped: redis-server is not installed (.ci/run installs it)");
+        return;
+    }
+    let dir = temp_dir();
+    let socket = dir.path().join("redis.sock");
+    let manifest = format!(
+        r#"
+[pool.db]
+command = ["redis-server", "--port", "0", "--unixsocket", "{}", "--supervised", "systemd", "--save", "", "--appendonly", "no"]
+ready = "notify"
+ready_timeout = "20s"
+
+[pool.web]
+command = ["sh", "-c", "echo web-started; trap 'exit 0' TERM; sleep 1000 & wait"]
+after = {{ db = "ready" }}
+"#,
+        socket.display()
+    );
+    let sup = Supervisor::start(dir.path(), "redis", &manifest);
+    sup.wait_for("web.0 | web-started");
+    let lines: Vec<String> = sup.lines().into_iter().map(|l| l.text).collect();
+    let ready = position(&lines, "procwire[redis]: db.0: status: Ready to accept connections");
+    assert!(
+        ready < position(&lines, "web.0 | web-started"),
+        "web started only after redis said READY=1"
+    );
+    let mut sup = sup;
+    sup.signal(Signal::SIGTERM);
+    sup.expect_exit(0);
+}
+
+#[test]
+fn a_worker_gets_only_stdin_stdout_and_stderr_and_its_settings() {
+    let dir = temp_dir();
+    std::fs::create_dir(dir.path().join("work")).unwrap();
+    let root = nix::unistd::geteuid().is_root();
+    let user = if root { "user = \"nobody\"" } else { "" };
+    let manifest = format!(
+        r#"
+[pool.fds]
+command = ["sh", "-c", "exec ls /proc/self/fd"]
+restart = "never"
+
+[pool.w]
+command = ["sh", "-c", "echo idx=$IDX nofile=$(ulimit -n) uid=$(id -u) dir=$(basename $(pwd)) pool=$PROCWIRE_POOL index=$PROCWIRE_INDEX arg={{index}}"]
+workers = 2
+restart = "never"
+env = {{ IDX = "i{{index}}" }}
+rlimits = {{ nofile = 1234 }}
+cwd = "work"
+{user}
+"#
+    );
+    let mut sup = Supervisor::start(dir.path(), "settings", &manifest);
+    sup.expect_exit(0);
+    // `ls` lists its own descriptors: 0, 1, 2 and the directory it is reading (3). A
+    // descriptor leaked from the supervisor would take 3 and push the directory to 4.
+    let mut fds: Vec<String> = sup
+        .texts(Stream::Out)
+        .into_iter()
+        .filter_map(|l| l.strip_prefix("fds.0 | ").map(str::to_owned))
+        .collect();
+    fds.sort();
+    assert_eq!(
+        fds,
+        ["0", "1", "2", "3"],
+        "no descriptor of the supervisor leaks into a worker"
+    );
+    for index in 0..2 {
+        let uid = if root {
+            "65534".to_owned()
+        } else {
+            nix::unistd::geteuid().to_string()
+        };
+        sup.assert_has_line(&format!(
+            "w.{index} | idx=i{index} nofile=1234 uid={uid} dir=work pool=w index={index} arg={index}"
+        ));
+    }
 }

@@ -126,8 +126,9 @@ pub fn spawn(pool: &Pool, index: u32, ctx: &Context<'_>) -> std::io::Result<Spaw
     }
     let supervisor = nix::unistd::getpid();
     // SAFETY: the closure runs in the forked child before exec. It calls only setpgid,
-    // prctl, getppid, setrlimit, sigprocmask and _exit, which are async-signal-safe; it
-    // allocates nothing (`limits` was built before the fork) and takes no locks.
+    // prctl, getppid, setrlimit, close_range, sigprocmask and _exit, which are
+    // async-signal-safe system calls; it allocates nothing (`limits` was built before the
+    // fork) and takes no locks. close_range only sets close-on-exec on descriptors >= 3.
     unsafe {
         cmd.pre_exec(move || {
             // Its own process group, so that signals and SIGKILL reach its whole tree.
@@ -142,6 +143,16 @@ pub fn spawn(pool: &Pool, index: u32, ctx: &Context<'_>) -> std::io::Result<Spaw
             for (resource, value) in &limits {
                 setrlimit(*resource, *value, *value)?;
             }
+            // Only stdin, stdout and stderr cross exec: whatever else is open here, also
+            // descriptors the supervisor itself inherited, is marked close-on-exec. (Closing
+            // them now would also close the pipe std uses to report a failed exec.) Kernels
+            // before 5.11 lack close_range; there only close-on-exec discipline applies.
+            let _ = nix::libc::syscall(
+                nix::libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                nix::libc::CLOSE_RANGE_CLOEXEC,
+            );
             // The supervisor blocks the signals it reads from a signalfd; workers start clean.
             nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
             Ok(())
