@@ -1093,3 +1093,76 @@ cwd = "work"
         ));
     }
 }
+
+#[test]
+fn hup_reloads_the_manifest_applying_only_the_difference_and_refuses_a_broken_one() {
+    let dir = temp_dir();
+    let first = r#"
+[pool.a]
+command = ["sh", "-c", "echo a-up; trap 'exit 0' TERM; sleep 1000 & wait"]
+[pool.b]
+command = ["sh", "-c", "echo b-up; trap 'echo b-stopped; exit 0' TERM; sleep 1000 & wait"]
+"#;
+    let mut sup = Supervisor::start(dir.path(), "reload", first);
+    sup.wait_for("a.0 | a-up");
+    sup.wait_for("b.0 | b-up");
+    let second = r#"
+[pool.a]
+command = ["sh", "-c", "echo a-up; trap 'exit 0' TERM; sleep 1000 & wait"]
+[pool.b]
+command = ["sh", "-c", "echo b2-up; trap 'exit 0' TERM; sleep 1000 & wait"]
+[pool.c]
+command = ["sh", "-c", "echo c-up; trap 'exit 0' TERM; sleep 1000 & wait"]
+"#;
+    std::fs::write(dir.path().join("reload.toml"), second).unwrap();
+    sup.signal(Signal::SIGHUP);
+    sup.wait_for("c.0 | c-up");
+    sup.wait_for("b.0 | b2-up");
+    let lines: Vec<String> = sup.texts(Stream::Out);
+    assert!(
+        position(&lines, "b.0 | b-stopped") < position(&lines, "b.0 | b2-up"),
+        "the old b stops first"
+    );
+    // A manifest that no longer checks is refused; nothing changes.
+    std::fs::write(dir.path().join("reload.toml"), "[pool.a]\ncommand = [\n").unwrap();
+    sup.signal(Signal::SIGHUP);
+    let refused = sup.wait_until("the refusal", |seen| {
+        seen.lines
+            .iter()
+            .find(|l| l.text.contains("reload refused, nothing changed"))
+            .map(|l| l.text.clone())
+    });
+    assert!(refused.contains("reload.toml:2:"), "the refusal says where: {refused}");
+    sup.signal(Signal::SIGTERM);
+    sup.expect_exit(0);
+    // a was never restarted: one start line, from before the reload.
+    let a_starts = sup.texts(Stream::Out).iter().filter(|l| *l == "a.0 | a-up").count();
+    assert_eq!(
+        a_starts,
+        1,
+        "the unchanged pool was left alone; lines:\n{}",
+        sup.output()
+    );
+}
+
+#[test]
+fn a_second_interrupt_kills_at_once_what_the_first_only_asked_to_stop() {
+    let dir = temp_dir();
+    let manifest = r#"
+[pool.stubborn]
+command = ["sh", "-c", "trap '' TERM INT; echo up; exec sleep 1000"]
+stop_timeout = "60s"
+"#;
+    let mut sup = Supervisor::start(dir.path(), "interrupt", manifest);
+    sup.wait_for("stubborn.0 | up");
+    sup.signal(Signal::SIGINT);
+    sup.wait_until("the first interrupt acknowledged", |seen| {
+        seen.lines
+            .iter()
+            .find(|l| l.text.contains("interrupt again to kill at once"))
+            .map(|_| ())
+    });
+    sup.signal(Signal::SIGINT);
+    // Without the second interrupt this would take the 60 s stop timeout.
+    sup.expect_exit(0);
+}
