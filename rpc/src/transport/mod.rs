@@ -219,3 +219,17 @@ pub(crate) fn wait_interrupt(interrupt: &Interrupt, timeout: std::time::Duration
     )
     .is_ok()
 }
+
+impl Listener for Box<dyn Listener> {
+    fn accept(&mut self, wait: Wait) -> Result<Transport, TransportError> {
+        (**self).accept(wait)
+    }
+
+    fn set_interrupt(&mut self, interrupt: Interrupt) {
+        (**self).set_interrupt(interrupt)
+    }
+
+    fn local_addr(&self) -> String {
+        (**self).local_addr()
+    }
+}

@@ -61,6 +61,21 @@ impl Listener {
         })
     }
 
+    /// Wraps a listening socket this process was handed (socket activation, a supervisor).
+    pub fn from_std(listener: TcpListener) -> Result<Self, TransportError> {
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| TransportError::io("fcntl", "tcp listener", e))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| TransportError::io("getsockname", "tcp listener", e))?;
+        Ok(Listener {
+            listener,
+            addr,
+            interrupt: None,
+        })
+    }
+
     /// The bound address.
     pub fn addr(&self) -> SocketAddr {
         self.addr

@@ -49,6 +49,8 @@ pub struct Listener {
     listener: UnixListener,
     path: PathBuf,
     interrupt: Option<Interrupt>,
+    /// Whether dropping the listener removes the socket file (only if it bound it).
+    owns_path: bool,
 }
 
 impl Listener {
@@ -72,6 +74,27 @@ impl Listener {
             listener,
             path,
             interrupt: None,
+            owns_path: true,
+        })
+    }
+
+    /// Wraps a listening socket this process was handed (socket activation, a supervisor).
+    /// Its file belongs to whoever bound it and is left in place on drop.
+    pub fn from_std(listener: UnixListener) -> Result<Self, TransportError> {
+        let path = listener
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_pathname().map(Path::to_path_buf))
+            .unwrap_or_else(|| PathBuf::from("(unnamed)"));
+        let name = format!("unix:{}", path.display());
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| TransportError::io("fcntl", name, e))?;
+        Ok(Listener {
+            listener,
+            path,
+            interrupt: None,
+            owns_path: false,
         })
     }
 
@@ -113,6 +136,8 @@ impl super::Listener for Listener {
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        if self.owns_path {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }

@@ -1,0 +1,70 @@
+//! systemd's socket-activation protocol, the receiving side: `LISTEN_PID` names this
+//! process, `LISTEN_FDS` says how many descriptors it was handed from 3 on, and
+//! `LISTEN_FDNAMES` names them (colon-separated).
+
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+
+/// The first descriptor of the protocol.
+pub const LISTEN_FDS_START: RawFd = 3;
+
+/// A descriptor handed over by socket activation.
+#[derive(Debug)]
+pub struct Activated {
+    /// The descriptor (a listening socket, usually).
+    pub fd: OwnedFd,
+    /// Its name from `LISTEN_FDNAMES`, if given.
+    pub name: Option<String>,
+}
+
+/// The activation variables are malformed or name descriptors that are not there.
+#[derive(Debug, thiserror::Error)]
+#[error("socket activation: {0}")]
+pub struct ActivationError(String);
+
+static CLAIMED: AtomicBool = AtomicBool::new(false);
+
+/// Takes the descriptors passed to this process by socket activation (from systemd, from
+/// `procwire up`'s `listen`, from `systemd-socket-activate`). Empty if this process was not
+/// socket-activated (no `LISTEN_FDS`, or `LISTEN_PID` names another process, as it does in
+/// a child that inherited the variables). They can be taken once per process; later calls
+/// return none. The descriptors are made close-on-exec.
+pub fn listen_fds() -> Result<Vec<Activated>, ActivationError> {
+    let Some(count) = std::env::var_os("LISTEN_FDS") else {
+        return Ok(Vec::new());
+    };
+    let count: RawFd = count
+        .to_str()
+        .and_then(|c| c.parse().ok())
+        .filter(|c: &RawFd| *c >= 0)
+        .ok_or_else(|| ActivationError(format!("LISTEN_FDS={count:?} is not a count")))?;
+    match std::env::var("LISTEN_PID").ok().and_then(|p| p.parse::<i32>().ok()) {
+        Some(pid) if pid == std::process::id() as i32 => {}
+        // Meant for another process (our parent, say), or not said: not ours to take.
+        _ => return Ok(Vec::new()),
+    }
+    if CLAIMED.swap(true, Ordering::SeqCst) {
+        return Ok(Vec::new());
+    }
+    let names: Vec<String> = std::env::var("LISTEN_FDNAMES")
+        .map(|n| n.split(':').map(str::to_owned).collect())
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for i in 0..count {
+        let fd = LISTEN_FDS_START + i;
+        fcntl(fd, FcntlArg::F_GETFD)
+            .map_err(|e| ActivationError(format!("LISTEN_FDS names fd {fd}, which is not open: {e}")))?;
+        // SAFETY: the descriptor is open (checked above); the protocol hands descriptors
+        // 3..3+LISTEN_FDS to this process (LISTEN_PID is ours) for it to own, and CLAIMED
+        // makes this the only place that ever takes them.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        let _ = fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
+        out.push(Activated {
+            fd: owned,
+            name: names.get(i as usize).filter(|n| !n.is_empty()).cloned(),
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,236 @@
+//! [`Worker`]: serve a service on the endpoints this process was given, report readiness
+//! and heartbeats, drain on SIGTERM.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::sync::mpsc;
+
+use nix::sys::socket::{getsockname, AddressFamily, SockaddrLike, SockaddrStorage};
+use procwire_rpc::transport::{tcp, unix, Listener};
+use procwire_rpc::{Server, ServerConfig, ServerHandle, Service};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use crate::activation::{listen_fds, ActivationError};
+use crate::notify::{watchdog_interval, Notifier};
+
+/// The environment variable a worker run by hand reads its endpoints from:
+/// `unix:PATH` or `tcp:HOST:PORT`, comma-separated.
+pub const LISTEN_ENV: &str = "PROCWIRE_LISTEN";
+
+/// A worker could not serve.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkerError {
+    /// The socket-activation variables were wrong.
+    #[error(transparent)]
+    Activation(#[from] ActivationError),
+    /// No endpoint: not socket-activated, none given with [`Worker::listen`] or in
+    /// [`LISTEN_ENV`].
+    #[error("no endpoint to serve on: not socket-activated, and none given (Worker::listen or {LISTEN_ENV})")]
+    NoEndpoint,
+    /// An endpoint could not be used.
+    #[error("endpoint {endpoint}: {detail}")]
+    Endpoint {
+        /// The endpoint.
+        endpoint: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The signal thread or a server could not start.
+    #[error("cannot start the worker: {0}")]
+    Start(String),
+}
+
+type Handler = Box<dyn Fn() + Send + 'static>;
+
+/// Life inside a worker: serve, report, drain.
+///
+/// ```no_run
+/// # use procwire_rpc::{CallContext, Fault, Frame, Service, ServiceInfo};
+/// # struct Calc;
+/// # impl Service for Calc {
+/// #     fn info(&self) -> ServiceInfo { ServiceInfo::new("calc", 1) }
+/// #     fn method_name(&self, _: u32) -> Option<&'static str> { None }
+/// #     fn call(&self, _: &CallContext, _: &[u8]) -> Result<Frame, Fault> { unreachable!() }
+/// # }
+/// fn main() -> Result<(), procwire_workers::WorkerError> {
+///     procwire_workers::Worker::new()
+///         .listen("unix:/tmp/calc.sock")        // used only when not socket-activated
+///         .on_signal(procwire_workers::signal::SIGHUP, || eprintln!("reloading my configuration"))
+///         .serve(Calc)
+/// }
+/// ```
+pub struct Worker {
+    endpoints: Vec<String>,
+    handlers: Vec<(i32, Handler)>,
+    config: ServerConfig,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("endpoints", &self.endpoints)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Worker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Worker {
+    /// A worker with no endpoint of its own: it serves what socket activation hands it.
+    pub fn new() -> Self {
+        Worker {
+            endpoints: Vec::new(),
+            handlers: Vec::new(),
+            config: ServerConfig::default(),
+        }
+    }
+
+    /// Serves on `endpoint` (`unix:PATH` or `tcp:HOST:PORT`) when the process was not
+    /// socket-activated: the same binary runs by hand, under systemd and under procwire.
+    pub fn listen(mut self, endpoint: &str) -> Self {
+        self.endpoints.push(endpoint.to_owned());
+        self
+    }
+
+    /// Runs `handler` on an ordinary thread (not in signal context) each time the process
+    /// receives `signal` (HUP to reload a configuration, USR1 to dump state, ...). TERM and
+    /// INT are the worker's own: they drain it.
+    pub fn on_signal(mut self, signal: i32, handler: impl Fn() + Send + 'static) -> Self {
+        self.handlers.push((signal, Box::new(handler)));
+        self
+    }
+
+    /// The server's configuration.
+    pub fn server_config(mut self, config: ServerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Serves `service` until SIGTERM or SIGINT: sends `READY=1` once serving, `WATCHDOG=1`
+    /// at half of `WATCHDOG_USEC`, and on the signal sends `STOPPING=1`, stops accepting,
+    /// lets calls in flight finish, and returns `Ok(())` so that `main` can exit 0.
+    pub fn serve<S: Service>(self, service: S) -> Result<(), WorkerError> {
+        let listeners = self.listeners()?;
+        let described: Vec<String> = listeners.iter().map(|l| l.local_addr()).collect();
+        // Signals first, so that a TERM arriving while starting is not lost.
+        let mut wanted = vec![SIGTERM, SIGINT];
+        wanted.extend(self.handlers.iter().map(|(s, _)| *s));
+        let mut signals = Signals::new(&wanted).map_err(|e| WorkerError::Start(format!("signal handling: {e}")))?;
+        let signal_handle = signals.handle();
+        let (stop_tx, stop_rx) = mpsc::channel::<i32>();
+        let handlers = self.handlers;
+        let signal_thread = std::thread::Builder::new()
+            .name("procwire-signals".into())
+            .spawn(move || {
+                for signal in signals.forever() {
+                    if signal == SIGTERM || signal == SIGINT {
+                        let _ = stop_tx.send(signal);
+                        continue;
+                    }
+                    for (s, handler) in &handlers {
+                        if *s == signal {
+                            handler();
+                        }
+                    }
+                }
+            })
+            .map_err(|e| WorkerError::Start(e.to_string()))?;
+        let service = std::sync::Arc::new(service);
+        let mut servers: Vec<ServerHandle> = Vec::new();
+        for listener in listeners {
+            let server = Server::new(std::sync::Arc::clone(&service)).with_config(self.config.clone());
+            servers.push(server.spawn(listener).map_err(|e| WorkerError::Start(e.to_string()))?);
+        }
+        let notifier = Notifier::from_env().ok().flatten();
+        if let Some(n) = &notifier {
+            let _ = n.notify(&format!("READY=1\nSTATUS=serving on {}", described.join(", ")));
+        }
+        // Heartbeats at half the watchdog period, until the drain begins.
+        let (beat_stop, beat_rx) = mpsc::channel::<()>();
+        let heartbeat = match (watchdog_interval(), Notifier::from_env().ok().flatten()) {
+            (Some(period), Some(n)) => Some(std::thread::spawn(move || {
+                let half = period / 2;
+                while let Err(mpsc::RecvTimeoutError::Timeout) = beat_rx.recv_timeout(half) {
+                    let _ = n.watchdog();
+                }
+            })),
+            _ => None,
+        };
+        let signal = stop_rx.recv().unwrap_or(SIGTERM);
+        if let Some(n) = &notifier {
+            let _ = n.notify(&format!("STOPPING=1\nSTATUS=draining after signal {signal}"));
+        }
+        drop(beat_stop);
+        if let Some(h) = heartbeat {
+            let _ = h.join();
+        }
+        for server in servers {
+            let _ = server.stop();
+        }
+        signal_handle.close();
+        let _ = signal_thread.join();
+        Ok(())
+    }
+
+    fn listeners(&self) -> Result<Vec<Box<dyn Listener>>, WorkerError> {
+        let activated = listen_fds()?;
+        if !activated.is_empty() {
+            return activated.into_iter().map(|a| from_fd(a.fd)).collect();
+        }
+        let mut endpoints = self.endpoints.clone();
+        if endpoints.is_empty() {
+            if let Ok(env) = std::env::var(LISTEN_ENV) {
+                endpoints = env
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|e| !e.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+            }
+        }
+        if endpoints.is_empty() {
+            return Err(WorkerError::NoEndpoint);
+        }
+        endpoints.iter().map(|e| bind(e)).collect()
+    }
+}
+
+/// A listener from an inherited descriptor, whatever its address family.
+fn from_fd(fd: OwnedFd) -> Result<Box<dyn Listener>, WorkerError> {
+    let bad = |detail: String| WorkerError::Endpoint {
+        endpoint: "an inherited descriptor".into(),
+        detail,
+    };
+    let addr: SockaddrStorage =
+        getsockname(std::os::fd::AsRawFd::as_raw_fd(&fd.as_fd())).map_err(|e| bad(format!("not a socket: {e}")))?;
+    match addr.family() {
+        Some(AddressFamily::Unix) => Ok(Box::new(
+            unix::Listener::from_std(UnixListener::from(fd)).map_err(|e| bad(e.to_string()))?,
+        )),
+        Some(AddressFamily::Inet | AddressFamily::Inet6) => Ok(Box::new(
+            tcp::Listener::from_std(std::net::TcpListener::from(fd)).map_err(|e| bad(e.to_string()))?,
+        )),
+        other => Err(bad(format!("unsupported socket family {other:?}"))),
+    }
+}
+
+/// Binds `unix:PATH` or `tcp:HOST:PORT`.
+fn bind(endpoint: &str) -> Result<Box<dyn Listener>, WorkerError> {
+    let bad = |detail: String| WorkerError::Endpoint {
+        endpoint: endpoint.to_owned(),
+        detail,
+    };
+    if let Some(path) = endpoint.strip_prefix("unix:") {
+        Ok(Box::new(unix::Listener::bind(path).map_err(|e| bad(e.to_string()))?))
+    } else if let Some(addr) = endpoint.strip_prefix("tcp:") {
+        Ok(Box::new(tcp::Listener::bind(addr).map_err(|e| bad(e.to_string()))?))
+    } else {
+        Err(bad("expected unix:PATH or tcp:HOST:PORT".into()))
+    }
+}
