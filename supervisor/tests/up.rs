@@ -972,7 +972,7 @@ fn as_pid_1_of_a_pid_namespace_it_reaps_orphans_and_stops_gracefully_on_term() {
     let dir = temp_dir();
     let manifest = r#"
 [pool.w]
-command = ["sh", "-c", "(sh -c 'echo orphan-ran' &); echo worker-ready $$; trap 'echo got-term; exit 0' TERM; sleep 1000 & wait"]
+command = ["sh", "-c", "trap 'echo got-term; exit 0' TERM; (sh -c 'echo orphan-ran' &); echo worker-ready $$; sleep 1000 & wait"]
 "#;
     let path = dir.path().join("pid1.toml");
     std::fs::write(&path, manifest).unwrap();
@@ -1027,7 +1027,7 @@ ready = "notify"
 ready_timeout = "20s"
 
 [pool.web]
-command = ["sh", "-c", "echo web-started; trap 'exit 0' TERM; sleep 1000 & wait"]
+command = ["sh", "-c", "trap 'exit 0' TERM; echo web-started; sleep 1000 & wait"]
 after = {{ db = "ready" }}
 "#,
         socket.display()
@@ -1099,26 +1099,31 @@ fn hup_reloads_the_manifest_applying_only_the_difference_and_refuses_a_broken_on
     let dir = temp_dir();
     let first = r#"
 [pool.a]
-command = ["sh", "-c", "echo a-up; trap 'exit 0' TERM; sleep 1000 & wait"]
+command = ["sh", "-c", "trap 'exit 0' TERM; echo a-up; sleep 1000 & wait"]
 [pool.b]
-command = ["sh", "-c", "echo b-up; trap 'echo b-stopped; exit 0' TERM; sleep 1000 & wait"]
+command = ["sh", "-c", "trap 'echo b-stopped; exit 0' TERM; echo b-up; sleep 1000 & wait"]
 "#;
     let mut sup = Supervisor::start(dir.path(), "reload", first);
     sup.wait_for("a.0 | a-up");
     sup.wait_for("b.0 | b-up");
     let second = r#"
 [pool.a]
-command = ["sh", "-c", "echo a-up; trap 'exit 0' TERM; sleep 1000 & wait"]
+command = ["sh", "-c", "trap 'exit 0' TERM; echo a-up; sleep 1000 & wait"]
 [pool.b]
-command = ["sh", "-c", "echo b2-up; trap 'exit 0' TERM; sleep 1000 & wait"]
+command = ["sh", "-c", "trap 'exit 0' TERM; echo b2-up; sleep 1000 & wait"]
 [pool.c]
-command = ["sh", "-c", "echo c-up; trap 'exit 0' TERM; sleep 1000 & wait"]
+command = ["sh", "-c", "trap 'exit 0' TERM; echo c-up; sleep 1000 & wait"]
 "#;
     std::fs::write(dir.path().join("reload.toml"), second).unwrap();
     sup.signal(Signal::SIGHUP);
     sup.wait_for("c.0 | c-up");
     sup.wait_for("b.0 | b2-up");
     let lines: Vec<String> = sup.texts(Stream::Out);
+    assert!(
+        lines.iter().any(|l| l == "b.0 | b-stopped"),
+        "the old b got its stop signal; lines:\n{}",
+        sup.output()
+    );
     assert!(
         position(&lines, "b.0 | b-stopped") < position(&lines, "b.0 | b2-up"),
         "the old b stops first"
@@ -1165,4 +1170,82 @@ stop_timeout = "60s"
     sup.signal(Signal::SIGINT);
     // Without the second interrupt this would take the 60 s stop timeout.
     sup.expect_exit(0);
+}
+
+#[test]
+fn a_pools_listening_socket_is_bound_once_handed_to_every_worker_and_outlives_their_restarts() {
+    if !python3_runs() {
+        eprintln!("skipped: python3 is not installed");
+        return;
+    }
+    let dir = temp_dir();
+    let socket = dir.path().join("run").join("w.sock");
+    std::fs::create_dir(dir.path().join("run")).unwrap();
+    // A worker that takes its listening socket by the socket-activation protocol and
+    // answers each connection with its pid.
+    let worker = "import os, socket\n\
+        assert os.environ['LISTEN_PID'] == str(os.getpid()), 'LISTEN_PID is not mine'\n\
+        assert os.environ['LISTEN_FDS'] == '1'\n\
+        s = socket.socket(fileno=3)\n\
+        print('serving', os.getpid(), os.environ['LISTEN_FDNAMES'], flush=True)\n\
+        while True:\n    c, _ = s.accept(); c.sendall(str(os.getpid()).encode()); c.close()\n";
+    let manifest = format!(
+        r#"
+[pool.w]
+command = ["python3", "-c", {worker:?}]
+workers = 2
+listen = ["unix:run/w.sock"]
+backoff = {{ initial = "0s", max = "1s", factor = 2.0, jitter = 0.0, reset_after = "60s" }}
+"#
+    );
+    let mut sup = Supervisor::start(dir.path(), "listen", &manifest);
+    let first = sup.wait_for("w.0 | serving");
+    sup.wait_for("w.1 | serving");
+    assert!(first.ends_with(" w"), "the descriptor is named after the pool: {first}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "socket files are private by default");
+    let ask = || {
+        let mut stream = std::os::unix::net::UnixStream::connect(&socket).expect("the listener never closes");
+        let mut pid = String::new();
+        stream.read_to_string(&mut pid).unwrap();
+        pid.parse::<i32>().unwrap()
+    };
+    let victim = ask();
+    let victim_fd = pidfd(victim).expect("the victim is alive");
+    kill(Pid::from_raw(victim), Signal::SIGKILL).unwrap();
+    // A connection the dying worker had already accepted dies with it; wait for the death.
+    assert!(exited_by(&victim_fd, Instant::now() + DEADLINE), "the victim died");
+    // While the worker is down and restarting, connections are still accepted: queued by the
+    // kernel on the socket the supervisor keeps open, and served by the other worker or the
+    // replacement.
+    for _ in 0..20 {
+        assert_ne!(ask(), 0);
+    }
+    sup.wait_until("the replacement serving", |seen| {
+        (seen.lines.iter().filter(|l| l.text.contains("| serving")).count() >= 3).then_some(())
+    });
+    sup.signal(Signal::SIGTERM);
+    sup.expect_exit(0);
+}
+
+#[test]
+fn a_socket_in_a_world_writable_directory_is_refused() {
+    let dir = temp_dir();
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let manifest = r#"
+[pool.w]
+command = ["true"]
+listen = ["unix:open/w.sock"]
+"#;
+    let mut sup = Supervisor::start(dir.path(), "unsafe", manifest);
+    sup.expect_exit(2);
+    let err = sup.texts(Stream::Err).join("\n");
+    assert!(
+        err.contains("pool w: listen unix:") && err.contains("is writable by everyone"),
+        "{err}"
+    );
 }

@@ -83,6 +83,36 @@ pub struct Pool {
     pub stderr: Output,
     /// Size-based rotation of `file:` outputs.
     pub log_rotate: Option<LogRotate>,
+    /// Endpoints the supervisor binds once and hands to every worker of the pool by the
+    /// socket-activation protocol (`LISTEN_FDS`, from fd 3, in this order).
+    pub listen: Vec<Endpoint>,
+    /// Permissions of the pool's Unix socket files; default 0600.
+    pub mode: u32,
+}
+
+/// A listening endpoint the supervisor owns.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Endpoint {
+    /// A Unix stream socket at this path (relative paths resolve against the manifest's
+    /// directory).
+    Unix(PathBuf),
+    /// A TCP socket on this host and port.
+    Tcp {
+        /// Host name or address.
+        host: String,
+        /// Port.
+        port: u16,
+    },
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Unix(path) => write!(f, "unix:{}", path.display()),
+            Endpoint::Tcp { host, port } if host.contains(':') => write!(f, "tcp:[{host}]:{port}"),
+            Endpoint::Tcp { host, port } => write!(f, "tcp:{host}:{port}"),
+        }
+    }
 }
 
 /// When a worker counts as ready.

@@ -15,8 +15,8 @@ use toml::de::{DeArray, DeString, DeTable, DeValue};
 use toml::Spanned;
 
 use super::{
-    Backoff, Condition, Limit, LimitAction, LogRotate, Manifest, Output, Pool, Ready, Restart, Signal, Strategy,
-    SupervisorConfig,
+    Backoff, Condition, Endpoint, Limit, LimitAction, LogRotate, Manifest, Output, Pool, Ready, Restart, Signal,
+    Strategy, SupervisorConfig,
 };
 
 /// Why a manifest was refused.
@@ -139,6 +139,8 @@ const POOL_KEYS: &[&str] = &[
     "stdout",
     "stderr",
     "log_rotate",
+    "listen",
+    "mode",
 ];
 const BACKOFF_KEYS: &[&str] = &["initial", "max", "factor", "jitter", "reset_after"];
 const LIMIT_KEYS: &[&str] = &["restarts", "within", "then"];
@@ -521,6 +523,28 @@ impl Checker<'_> {
                 "stdout" => pool.stdout = self.output("stdout", value)?,
                 "stderr" => pool.stderr = self.output("stderr", value)?,
                 "log_rotate" => pool.log_rotate = Some(self.log_rotate(value)?),
+                "listen" => {
+                    let array = self.array("listen", value)?;
+                    for item in array.iter() {
+                        let endpoint = self.endpoint(item)?;
+                        if pool.listen.contains(&endpoint) {
+                            return Err(self.error(item.span(), format!("`listen` names {endpoint} twice")));
+                        }
+                        pool.listen.push(endpoint);
+                    }
+                }
+                "mode" => {
+                    let text = self.non_empty_string("mode", value)?;
+                    pool.mode = u32::from_str_radix(text.trim_start_matches("0o"), 8)
+                        .ok()
+                        .filter(|m| *m <= 0o777)
+                        .ok_or_else(|| {
+                            self.error(
+                                value.span(),
+                                format!("`mode` must be octal permissions like \"0660\", not {text:?}"),
+                            )
+                        })?;
+                }
                 _ => return Err(self.unknown_key(key, &place, POOL_KEYS)),
             }
         }
@@ -553,6 +577,30 @@ impl Checker<'_> {
             argv.push(string.to_owned());
         }
         Ok(argv)
+    }
+
+    fn endpoint(&self, value: &Value<'_>) -> Checked<Endpoint> {
+        let string = self.non_empty_string("listen", value)?;
+        if let Some(path) = string.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err(self.error(
+                    value.span(),
+                    "`listen`: \"unix:\" needs a path, like \"unix:run/app.sock\"",
+                ));
+            }
+            return Ok(Endpoint::Unix(self.resolve(path)));
+        }
+        if string.starts_with("tcp:") {
+            return match parse_ready(string) {
+                Ok(Ready::Tcp { host, port }) => Ok(Endpoint::Tcp { host, port }),
+                Ok(_) => unreachable!("a tcp: string parses as a tcp endpoint"),
+                Err(why) => Err(self.error(value.span(), format!("`listen`: {why}"))),
+            };
+        }
+        Err(self.error(
+            value.span(),
+            format!("`listen` entries are \"unix:PATH\" or \"tcp:HOST:PORT\", not {string:?}"),
+        ))
     }
 
     fn ready(&self, value: &Value<'_>) -> Checked<Ready> {
@@ -852,6 +900,8 @@ fn default_pool(name: &str) -> Pool {
         stdout: Output::Inherit,
         stderr: Output::Inherit,
         log_rotate: None,
+        listen: Vec::new(),
+        mode: 0o600,
     }
 }
 
@@ -1234,6 +1284,8 @@ log_rotate = { size = "10MiB", keep = 5 }
                 size: 10 << 20,
                 keep: 5,
             }),
+            listen: Vec::new(),
+            mode: 0o600,
         };
         assert_eq!(*web, expected);
     }

@@ -43,6 +43,8 @@ fn pool(name: &str, workers: u32) -> Pool {
         stdout: Output::Inherit,
         stderr: Output::Inherit,
         log_rotate: None,
+        listen: vec![],
+        mode: 0o600,
     }
 }
 

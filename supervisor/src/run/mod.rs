@@ -21,7 +21,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use crate::manifest::{Manifest, Output, Ready};
+use crate::manifest::{Endpoint, Manifest, Output, Ready};
 use crate::policy::{Action, Event, Exit, Policy, TimerKey, WorkerId};
 use logs::{Format, LogPipe, RotatingFile, Sink, Stream};
 use notify::NotifySocket;
@@ -40,7 +40,7 @@ pub struct Options {
 #[non_exhaustive]
 pub enum RunError {
     /// Setting up signals, the notify socket or the runtime directory failed.
-    #[error("cannot set up the supervisor: {what}")]
+    #[error("cannot set up the supervisor: {what}: {source}")]
     Setup {
         /// What was being set up.
         what: String,
@@ -74,6 +74,8 @@ pub fn run(manifest: Manifest, options: Options) -> Result<i32, RunError> {
         .prefix(&format!("procwire-{}-", manifest.supervisor.name))
         .tempdir_in(std::env::var_os("XDG_RUNTIME_DIR").map_or_else(std::env::temp_dir, PathBuf::from))
         .map_err(setup("runtime directory"))?;
+    let mut listeners = BTreeMap::new();
+    bind_listeners(&manifest, &mut listeners).map_err(|(what, source)| RunError::Setup { what, source })?;
     let notify = NotifySocket::bind(&runtime.path().join("notify")).map_err(setup("notify socket"))?;
     let base = manifest
         .path
@@ -97,6 +99,7 @@ pub fn run(manifest: Manifest, options: Options) -> Result<i32, RunError> {
         probes: BTreeMap::new(),
         probe_pids: HashMap::new(),
         pids: HashMap::new(),
+        listeners,
         workers: HashMap::new(),
         logs: Vec::new(),
         files: HashMap::new(),
@@ -117,6 +120,56 @@ pub fn run(manifest: Manifest, options: Options) -> Result<i32, RunError> {
 const PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 /// How long a `tcp:` probe waits for its connection.
 const PROBE_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Binds every endpoint the manifest's pools name that is not bound yet. Unix socket files
+/// are created with the pool's `mode` (default 0600), and only in a directory others cannot
+/// write to, where nobody can swap the file for their own.
+fn bind_listeners(
+    manifest: &Manifest,
+    listeners: &mut BTreeMap<Endpoint, std::os::fd::OwnedFd>,
+) -> Result<(), (String, std::io::Error)> {
+    for pool in &manifest.pools {
+        for endpoint in &pool.listen {
+            if listeners.contains_key(endpoint) {
+                continue;
+            }
+            let what = format!("pool {}: listen {endpoint}", pool.name);
+            let fd = bind_endpoint(endpoint, pool.mode).map_err(|e| (what, e))?;
+            listeners.insert(endpoint.clone(), fd);
+        }
+    }
+    Ok(())
+}
+
+fn bind_endpoint(endpoint: &Endpoint, mode: u32) -> std::io::Result<std::os::fd::OwnedFd> {
+    match endpoint {
+        Endpoint::Tcp { host, port } => Ok(std::net::TcpListener::bind((host.as_str(), *port))?.into()),
+        Endpoint::Unix(path) => {
+            use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+            let dir = match path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => std::path::Path::new("."),
+            };
+            let dir_mode = std::fs::metadata(dir)?.permissions().mode();
+            if dir_mode & 0o002 != 0 {
+                return Err(std::io::Error::other(format!(
+                    "{} is writable by everyone; put the socket in a private directory",
+                    dir.display()
+                )));
+            }
+            if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+                // A socket file left by an earlier run.
+                std::fs::remove_file(path)?;
+            }
+            // The umask decides the file's mode at bind(2), so no one can connect in a
+            // window before a chmod; the supervisor is single-threaded here.
+            let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(!mode & 0o777));
+            let bound = std::os::unix::net::UnixListener::bind(path);
+            nix::sys::stat::umask(old);
+            Ok(bound?.into())
+        }
+    }
+}
 
 /// The signals the supervisor reads: its own, and those it forwards.
 fn signal_mask(manifest: &Manifest) -> SigSet {
@@ -141,6 +194,8 @@ struct Runner {
     /// Running `exec:` probes: probe pid -> worker.
     probe_pids: HashMap<Pid, WorkerId>,
     pids: HashMap<Pid, WorkerId>,
+    /// The listening sockets the supervisor owns, open for as long as a pool names them.
+    listeners: BTreeMap<Endpoint, std::os::fd::OwnedFd>,
     workers: HashMap<WorkerId, Pid>,
     logs: Vec<LogPipe>,
     files: HashMap<PathBuf, Rc<RefCell<RotatingFile>>>,
@@ -294,6 +349,10 @@ impl Runner {
                 return;
             }
         };
+        if let Err((what, e)) = bind_listeners(&manifest, &mut self.listeners) {
+            self.say(&format!("reload refused, nothing changed: {what}: {e}"));
+            return;
+        }
         self.say("reloading the manifest");
         let mask = signal_mask(&manifest);
         if let Err(e) = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)
@@ -302,6 +361,9 @@ impl Runner {
             self.say(&format!("reload: cannot watch the new forwarded signals: {e}"));
         }
         let actions = self.policy.reload(Instant::now(), &manifest);
+        // Sockets no pool names any more close; workers still running keep their copies.
+        self.listeners
+            .retain(|endpoint, _| manifest.pools.iter().any(|p| p.listen.contains(endpoint)));
         self.manifest = manifest;
         self.apply(actions);
     }
@@ -512,7 +574,14 @@ impl Runner {
 
     fn spawn(&mut self, w: WorkerId) -> Event {
         let pool = self.policy.pool(w.pool).clone();
+        let listen: Vec<(std::os::fd::BorrowedFd<'_>, String)> = pool
+            .listen
+            .iter()
+            .filter_map(|e| self.listeners.get(e))
+            .map(|fd| (fd.as_fd(), pool.name.clone()))
+            .collect();
         let ctx = spawn::Context {
+            listen: &listen,
             supervisor: &self.manifest.supervisor.name,
             notify_socket: self.notify.path(),
             base: &self.base,

@@ -1,12 +1,16 @@
 //! Starting one worker process: argv, environment, working directory, descriptors, process
-//! group, parent-death signal, resource limits, user and group.
+//! group, parent-death signal, resource limits, user and group, and the listening sockets of
+//! its pool by the socket-activation protocol.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::ffi::{CString, OsString};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use nix::fcntl::OFlag;
+use nix::libc;
 use nix::sys::resource::{setrlimit, Resource};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::unistd::{pipe2, Pid};
@@ -33,6 +37,8 @@ pub struct Context<'a> {
     pub notify_socket: &'a Path,
     /// The manifest's directory: relative paths resolve against it.
     pub base: &'a Path,
+    /// The pool's listening sockets, handed over from fd 3 on, with their names.
+    pub listen: &'a [(BorrowedFd<'a>, String)],
 }
 
 fn rlimit_resource(name: &str) -> Option<Resource> {
@@ -65,11 +71,185 @@ pub fn expand(text: &str, index: u32) -> String {
     text.replace("{index}", &index.to_string())
 }
 
+/// The worker's whole environment: the supervisor's, minus what must not leak, plus the
+/// pool's and procwire's variables.
+fn environment(pool: &Pool, index: u32, ctx: &Context<'_>) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
+        .filter(|(k, _)| {
+            // Descriptors a supervisor of ours handed us, and its watchdog, are not theirs.
+            !matches!(
+                k.to_str(),
+                Some("LISTEN_FDS" | "LISTEN_PID" | "LISTEN_FDNAMES" | "WATCHDOG_USEC" | "WATCHDOG_PID")
+            )
+        })
+        .collect();
+    let mut set = |key: &str, value: OsString| {
+        env.retain(|(k, _)| k.as_bytes() != key.as_bytes());
+        env.push((key.into(), value));
+    };
+    for (key, value) in &pool.env {
+        set(key, expand(value, index).into());
+    }
+    set("NOTIFY_SOCKET", ctx.notify_socket.as_os_str().to_owned());
+    set("PROCWIRE_SUPERVISOR", ctx.supervisor.into());
+    set("PROCWIRE_POOL", pool.name.clone().into());
+    set("PROCWIRE_INDEX", index.to_string().into());
+    if let Some(period) = pool.watchdog {
+        set("WATCHDOG_USEC", period.as_micros().to_string().into());
+    }
+    if !ctx.listen.is_empty() {
+        set("LISTEN_FDS", ctx.listen.len().to_string().into());
+        let names: Vec<&str> = ctx.listen.iter().map(|(_, n)| n.as_str()).collect();
+        set("LISTEN_FDNAMES", names.join(":").into());
+    }
+    env
+}
+
+/// Finds `program` as `execvp` would, in `PATH` from `env`.
+fn resolve_program(program: &str, env: &[(OsString, OsString)]) -> std::io::Result<PathBuf> {
+    if program.contains('/') {
+        return Ok(PathBuf::from(program));
+    }
+    let path = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    for dir in std::env::split_paths(&path) {
+        let candidate = dir.join(program);
+        if let Ok(meta) = std::fs::metadata(&candidate) {
+            use std::os::unix::fs::PermissionsExt;
+            if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
+                return Ok(candidate);
+            }
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::NotFound,
+        format!("{program}: not found in PATH"),
+    ))
+}
+
+fn cstring(bytes: &[u8]) -> std::io::Result<CString> {
+    CString::new(bytes).map_err(|_| std::io::Error::other("a NUL byte in an argument or environment variable"))
+}
+
+/// Everything `execve` needs, built before the fork so that the child allocates nothing.
+struct Exec {
+    path: CString,
+    _argv: Vec<CString>,
+    argv: Vec<*const libc::c_char>,
+    _env: Vec<CString>,
+    env: Vec<*const libc::c_char>,
+    /// `LISTEN_PID=` followed by room for the digits and a NUL, filled in by the child.
+    listen_pid: Vec<u8>,
+    /// Descriptors to place at 3, 4, ...
+    fds: Vec<RawFd>,
+}
+
+// SAFETY: the raw pointers point into buffers owned by the same `Exec`, which moves into the
+// pre_exec closure whole; they are only read, and only in the forked child, which has one
+// thread.
+unsafe impl Send for Exec {}
+// SAFETY: as above; a shared `Exec` is never read concurrently (only the child reads it).
+unsafe impl Sync for Exec {}
+
+const LISTEN_PID: &[u8] = b"LISTEN_PID=";
+
+impl Exec {
+    fn new(argv: &[String], env: &[(OsString, OsString)], fds: Vec<RawFd>) -> std::io::Result<Exec> {
+        let path = cstring(resolve_program(&argv[0], env)?.as_os_str().as_bytes())?;
+        let owned_argv = argv
+            .iter()
+            .map(|a| cstring(a.as_bytes()))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let owned_env = env
+            .iter()
+            .map(|(k, v)| {
+                let mut entry = k.clone().into_vec();
+                entry.push(b'=');
+                entry.extend_from_slice(v.as_bytes());
+                cstring(&entry)
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let mut listen_pid = LISTEN_PID.to_vec();
+        listen_pid.resize(LISTEN_PID.len() + 21, 0);
+        let mut argv_ptrs: Vec<*const libc::c_char> = owned_argv.iter().map(|a| a.as_ptr()).collect();
+        argv_ptrs.push(std::ptr::null());
+        let mut env_ptrs: Vec<*const libc::c_char> = owned_env.iter().map(|e| e.as_ptr()).collect();
+        env_ptrs.push(listen_pid.as_ptr().cast());
+        env_ptrs.push(std::ptr::null());
+        Ok(Exec {
+            path,
+            _argv: owned_argv,
+            argv: argv_ptrs,
+            _env: owned_env,
+            env: env_ptrs,
+            listen_pid,
+            fds,
+        })
+    }
+
+    /// In the forked child: move the descriptors to 3.., write our pid into `LISTEN_PID`,
+    /// and exec. Returns only on failure.
+    ///
+    /// # Safety
+    ///
+    /// Call only in a forked child before exec: it overwrites descriptors from 3 on.
+    unsafe fn exec_in_child(&mut self) -> std::io::Error {
+        let n = self.fds.len() as RawFd;
+        // Out of the way first, so that placing one cannot overwrite another's source.
+        for fd in self.fds.iter_mut() {
+            match nix::fcntl::fcntl(*fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3 + n)) {
+                Ok(high) => *fd = high,
+                Err(e) => return e.into(),
+            }
+        }
+        for (i, fd) in self.fds.iter().enumerate() {
+            // dup2 leaves the new descriptor without close-on-exec: exactly these cross.
+            if let Err(e) = nix::unistd::dup2(*fd, 3 + i as RawFd) {
+                return e.into();
+            }
+        }
+        // SAFETY: close_range only marks descriptors from 3 + n on close-on-exec.
+        let _ = unsafe {
+            libc::syscall(
+                libc::SYS_close_range,
+                (3 + n) as u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            )
+        };
+        // getpid and decimal digits by hand: no allocation between fork and exec.
+        let mut pid = nix::unistd::getpid().as_raw() as u32;
+        let mut digits = [0u8; 10];
+        let mut len = 0;
+        loop {
+            digits[len] = b'0' + (pid % 10) as u8;
+            len += 1;
+            pid /= 10;
+            if pid == 0 {
+                break;
+            }
+        }
+        for i in 0..len {
+            self.listen_pid[LISTEN_PID.len() + i] = digits[len - 1 - i];
+        }
+        self.listen_pid[LISTEN_PID.len() + len] = 0;
+        // SAFETY: `path`, `argv` and `env` are NUL-terminated strings in NULL-terminated
+        // arrays that live in `self` (and `listen_pid`, which `env` points into, was sized
+        // for any pid and a NUL); execve only reads them.
+        unsafe { libc::execve(self.path.as_ptr(), self.argv.as_ptr(), self.env.as_ptr()) };
+        std::io::Error::last_os_error()
+    }
+}
+
 /// Starts worker `index` of `pool`.
 pub fn spawn(pool: &Pool, index: u32, ctx: &Context<'_>) -> std::io::Result<Spawned> {
     let argv: Vec<String> = pool.command.iter().map(|a| expand(a, index)).collect();
+    let env = environment(pool, index, ctx);
     let mut cmd = Command::new(&argv[0]);
-    cmd.args(&argv[1..]);
+    cmd.args(&argv[1..]).env_clear().envs(env.iter().map(|(k, v)| (k, v)));
     let cwd = match &pool.cwd {
         Some(cwd) => cwd.clone(),
         None => ctx.base.to_path_buf(),
@@ -81,22 +261,7 @@ pub fn spawn(pool: &Pool, index: u32, ctx: &Context<'_>) -> std::io::Result<Spaw
             cwd.display()
         )));
     }
-    cmd.current_dir(cwd);
-    for (key, value) in &pool.env {
-        cmd.env(key, expand(value, index));
-    }
-    cmd.env("NOTIFY_SOCKET", ctx.notify_socket)
-        .env("PROCWIRE_SUPERVISOR", ctx.supervisor)
-        .env("PROCWIRE_POOL", &pool.name)
-        .env("PROCWIRE_INDEX", index.to_string());
-    match pool.watchdog {
-        Some(period) => cmd.env("WATCHDOG_USEC", period.as_micros().to_string()),
-        None => cmd.env_remove("WATCHDOG_USEC"),
-    };
-    // Descriptors a supervisor of ours may have handed us must not leak to workers.
-    cmd.env_remove("LISTEN_FDS")
-        .env_remove("LISTEN_PID")
-        .env_remove("LISTEN_FDNAMES");
+    cmd.current_dir(&cwd);
     if let Some(user) = &pool.user {
         let found = nix::unistd::User::from_name(user)?
             .ok_or_else(|| std::io::Error::other(format!("no user named {user:?}")))?;
@@ -124,11 +289,21 @@ pub fn spawn(pool: &Pool, index: u32, ctx: &Context<'_>) -> std::io::Result<Spaw
             rlimit_resource(name).ok_or_else(|| std::io::Error::other(format!("unknown rlimit {name:?}")))?;
         limits.push((resource, *value));
     }
+    // With sockets to hand over, the child execs by itself: LISTEN_PID must be its own pid,
+    // which only the child knows, so the environment is finished there (see Exec).
+    let mut exec = if ctx.listen.is_empty() {
+        None
+    } else {
+        let fds = ctx.listen.iter().map(|(fd, _)| fd.as_raw_fd()).collect();
+        // Relative program paths are looked up from the worker's directory, as std does.
+        Some(Exec::new(&argv, &env, fds)?)
+    };
     let supervisor = nix::unistd::getpid();
     // SAFETY: the closure runs in the forked child before exec. It calls only setpgid,
-    // prctl, getppid, setrlimit, close_range, sigprocmask and _exit, which are
-    // async-signal-safe system calls; it allocates nothing (`limits` was built before the
-    // fork) and takes no locks. close_range only sets close-on-exec on descriptors >= 3.
+    // prctl, getppid, setrlimit, close_range, sigprocmask, fcntl, dup2, getpid, execve and
+    // _exit, which are async-signal-safe system calls; it allocates nothing (`limits` and
+    // `exec` were built before the fork) and takes no locks. close_range only sets
+    // close-on-exec on descriptors >= 3.
     unsafe {
         cmd.pre_exec(move || {
             // Its own process group, so that signals and SIGKILL reach its whole tree.
@@ -138,24 +313,26 @@ pub fn spawn(pool: &Pool, index: u32, ctx: &Context<'_>) -> std::io::Result<Spaw
             nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
             if nix::unistd::getppid() != supervisor {
                 // The supervisor died between fork and prctl.
-                nix::libc::_exit(1);
+                libc::_exit(1);
             }
             for (resource, value) in &limits {
                 setrlimit(*resource, *value, *value)?;
             }
-            // Only stdin, stdout and stderr cross exec: whatever else is open here, also
-            // descriptors the supervisor itself inherited, is marked close-on-exec. (Closing
-            // them now would also close the pipe std uses to report a failed exec.) Kernels
-            // before 5.11 lack close_range; there only close-on-exec discipline applies.
-            let _ = nix::libc::syscall(
-                nix::libc::SYS_close_range,
-                3u32,
-                u32::MAX,
-                nix::libc::CLOSE_RANGE_CLOEXEC,
-            );
             // The supervisor blocks the signals it reads from a signalfd; workers start clean.
             nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
-            Ok(())
+            match exec.as_mut() {
+                // SAFETY: we are the forked child, before exec.
+                Some(exec) => Err(exec.exec_in_child()),
+                None => {
+                    // Only stdin, stdout and stderr cross exec: whatever else is open here,
+                    // also descriptors the supervisor itself inherited, is marked
+                    // close-on-exec. (Closing them now would also close the pipe std uses to
+                    // report a failed exec.) Kernels before 5.11 lack close_range; there only
+                    // close-on-exec discipline applies.
+                    let _ = libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC);
+                    Ok(())
+                }
+            }
         });
     }
     let child = cmd.spawn()?;
