@@ -1249,3 +1249,54 @@ listen = ["unix:open/w.sock"]
         "{err}"
     );
 }
+
+#[test]
+fn a_worker_running_as_another_user_can_still_report_ready() {
+    if !python3_runs() || !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: this test needs root (to run a worker as nobody) and python3");
+        return;
+    }
+    let dir = temp_dir();
+    use std::os::unix::fs::PermissionsExt;
+    // The worker must be able to enter its working directory.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut sup = Supervisor::start(
+        dir.path(),
+        "nobody",
+        r#"
+[pool.db]
+command = ["python3", "-c", '''import os,socket,time; s=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM); s.sendto(b"READY=1", os.environ["NOTIFY_SOCKET"]); print("sent", os.getuid(), flush=True); time.sleep(1000)''']
+ready = "notify"
+ready_timeout = "20s"
+user = "nobody"
+
+[pool.web]
+command = ["sh", "-c", "echo web-up; exec sleep 1000"]
+after = { db = "ready" }
+"#,
+    );
+    sup.wait_for("db.0 | sent 65534");
+    sup.wait_for("web.0 | web-up");
+    sup.signal(Signal::SIGTERM);
+    sup.expect_exit(0);
+}
+
+#[test]
+fn a_worker_flooding_its_output_cannot_keep_the_supervisor_from_stopping() {
+    let dir = temp_dir();
+    let mut sup = Supervisor::start(
+        dir.path(),
+        "flood",
+        r#"
+[pool.flood]
+command = ["sh", "-c", "echo flooding >&2; exec yes"]
+stdout = "file:flood.log"
+log_rotate = { size = "1MiB", keep = 1 }
+"#,
+    );
+    sup.wait_until("the flood to start", |seen| {
+        seen.lines.iter().find(|l| l.text == "flood.0 | flooding").map(|_| ())
+    });
+    sup.signal(Signal::SIGTERM);
+    sup.expect_exit(0);
+}

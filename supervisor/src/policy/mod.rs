@@ -146,6 +146,9 @@ struct Worker {
     failures: u32,
     /// Spawned at least once.
     ever_spawned: bool,
+    /// Being stopped only because a sibling failed (one-for-all): its exit is not a failure
+    /// of its own.
+    sibling_stop: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -200,6 +203,7 @@ impl Policy {
                         started_at: None,
                         failures: 0,
                         ever_spawned: false,
+                        sibling_stop: false,
                     })
                     .collect(),
                 spec: pool.clone(),
@@ -269,6 +273,15 @@ impl Policy {
                 self.add(new, None);
             }
         }
+        // A pool blocked by a dependency gets another chance with the new manifest.
+        for id in 0..self.pools.len() {
+            if self.pools[id].blocked && !self.pools[id].retired && !self.pools[id].started {
+                self.pools[id].blocked = false;
+                for w in self.ids(id).collect::<Vec<_>>() {
+                    self.worker_mut(w).state = State::Pending;
+                }
+            }
+        }
         // Dependencies now point at the current pools of those names.
         for id in 0..self.pools.len() {
             if self.pools[id].retired {
@@ -299,6 +312,7 @@ impl Policy {
                     started_at: None,
                     failures: 0,
                     ever_spawned: false,
+                    sibling_stop: false,
                 })
                 .collect(),
             spec: spec.clone(),
@@ -400,10 +414,16 @@ impl Policy {
     fn on_spawned(&mut self, now: Instant, w: WorkerId, out: &mut Vec<Action>) {
         let spec = &self.pools[w.pool].spec;
         let (ready, ready_timeout, watchdog) = (spec.ready.clone(), spec.ready_timeout, spec.watchdog);
-        let worker = self.worker_mut(w);
-        if worker.state != State::Spawning {
+        if self.worker(w).state != State::Spawning {
             return;
         }
+        if self.pools[w.pool].failed || self.pools[w.pool].retired {
+            // Its pool gave up or was removed while it was being started.
+            self.worker_mut(w).state = State::Stopping { restart: false };
+            out.push(Action::Kill(w));
+            return;
+        }
+        let worker = self.worker_mut(w);
         worker.started_at = Some(now);
         worker.ever_spawned = true;
         if ready == Ready::Spawned {
@@ -418,6 +438,8 @@ impl Policy {
     }
 
     fn spawn(&mut self, w: WorkerId, out: &mut Vec<Action>) {
+        // A failed spawn must not count the previous run's time as this one's.
+        self.worker_mut(w).started_at = None;
         self.worker_mut(w).state = State::Spawning;
         out.push(Action::Spawn(w));
     }
@@ -476,8 +498,13 @@ impl Policy {
             }
             return;
         }
+        if std::mem::take(&mut self.worker_mut(w).sibling_stop) {
+            // Brought down with a failed sibling: back with it, costing no restart of its own.
+            self.schedule_restart(now, w, false, out);
+            return;
+        }
         // A run long enough resets the backoff.
-        let reset_after = spec.backoff.reset_after;
+        let reset_after = self.pools[w.pool].spec.backoff.reset_after;
         let worker = self.worker_mut(w);
         if ran >= reset_after {
             worker.failures = 0;
@@ -492,23 +519,27 @@ impl Policy {
             out.push(Action::Log(format!("{} ended with {exit}; restarting", self.name(w))));
         }
         let strategy = self.pools[w.pool].spec.strategy;
-        if strategy == Strategy::OneForAll && !matches!(state, State::Stopping { .. }) {
+        if strategy == Strategy::OneForAll {
             // Every other worker of the pool goes down and comes back with this one.
             for other in self.ids(w.pool).collect::<Vec<_>>() {
                 if other != w && matches!(self.worker(other).state, State::Starting | State::Running) {
                     self.stop(now, other, true, out);
+                    self.worker_mut(other).sibling_stop = true;
                 }
             }
         }
-        self.schedule_restart(now, w, out);
+        self.schedule_restart(now, w, true, out);
     }
 
-    fn schedule_restart(&mut self, now: Instant, w: WorkerId, out: &mut Vec<Action>) {
+    /// Restarts `w` after its backoff; `failed` counts this as one more consecutive failure.
+    fn schedule_restart(&mut self, now: Instant, w: WorkerId, failed: bool, out: &mut Vec<Action>) {
         let backoff = self.pools[w.pool].spec.backoff.clone();
         let failures = self.worker(w).failures;
         let delay = jittered(base_delay(&backoff, failures), backoff.jitter, self.rng.unit());
         let worker = self.worker_mut(w);
-        worker.failures = failures.saturating_add(1);
+        if failed {
+            worker.failures = failures.saturating_add(1);
+        }
         if delay.is_zero() {
             self.spawn(w, out);
         } else {
@@ -650,7 +681,7 @@ impl Policy {
             Condition::Ready => {
                 if p.started && states().all(|s| s == State::Running) {
                     Some(true)
-                } else if p.failed || p.blocked {
+                } else if p.failed || p.blocked || states().any(|s| matches!(s, State::Done { .. } | State::Down)) {
                     None
                 } else {
                     Some(false)

@@ -473,3 +473,107 @@ fn after_a_reload_dependencies_follow_the_new_pool() {
         [w(2, 0)].into()
     );
 }
+
+#[test]
+fn one_for_all_counts_one_restart_per_incident() {
+    let mut p = pool("web", 3);
+    p.strategy = Strategy::OneForAll;
+    p.limit = Limit {
+        restarts: 1,
+        within: Duration::from_secs(60),
+        then: LimitAction::Stop,
+    };
+    p.backoff.initial = Duration::ZERO;
+    let mut h = Harness::new(vec![p]);
+    h.step(Event::Begin);
+    h.step(Event::Exited(w(0, 1), Exit::Code(1)));
+    h.step(Event::Exited(w(0, 0), Exit::Signal(15)));
+    h.step(Event::Exited(w(0, 2), Exit::Signal(15)));
+    assert!(
+        !h.log.iter().any(|l| l.contains("gave up")),
+        "one crash is one restart: {:?}",
+        h.log
+    );
+}
+
+#[test]
+fn a_pool_that_exits_before_it_is_ready_blocks_its_dependents_with_a_message() {
+    let (mut db, mut web) = (pool("db", 1), pool("web", 1));
+    db.ready = Ready::Notify;
+    db.restart = Restart::Never;
+    web.after = vec![("db".into(), Condition::Ready)];
+    let mut h = Harness::new(vec![db, web]);
+    h.step(Event::Begin);
+    let actions = h.step(Event::Exited(w(0, 0), Exit::Code(0)));
+    assert!(
+        h.log
+            .iter()
+            .any(|l| l.contains("pool web will not start: db can no longer become ready")),
+        "{:?}",
+        h.log
+    );
+    assert_eq!(exit_code(&actions), Some(1));
+}
+
+#[test]
+fn a_worker_spawned_as_its_pool_gives_up_is_killed_not_kept() {
+    let mut p = pool("web", 2);
+    p.limit = Limit {
+        restarts: 0,
+        within: Duration::from_secs(60),
+        then: LimitAction::Stop,
+    };
+    let mut h = Harness::new(vec![p, pool("other", 1)]);
+    // Spawn answers arrive one at a time: web.0 fails to start before web.1 is answered.
+    let actions = h.policy.handle(h.now, Event::Begin);
+    assert_eq!(spawns(&actions).len(), 3);
+    h.step(Event::SpawnFailed(w(0, 0), "missing".into()));
+    assert!(h.log.iter().any(|l| l.contains("pool web gave up")));
+    let actions = h.step(Event::Spawned(w(0, 1)));
+    assert!(actions.contains(&Action::Kill(w(0, 1))), "{actions:?}");
+}
+
+#[test]
+fn repeated_spawn_failures_keep_backing_off_after_a_long_run() {
+    let mut p = pool("web", 1);
+    p.backoff.jitter = 0.0;
+    let mut h = Harness::new(vec![p]);
+    h.step(Event::Begin);
+    h.advance(Duration::from_secs(120));
+    h.step(Event::Exited(w(0, 0), Exit::Code(1)));
+    let mut delays = Vec::new();
+    for _ in 0..3 {
+        let at = h.timers[&TimerKey::Restart(w(0, 0))];
+        delays.push(at - h.now);
+        h.now = at;
+        h.timers.remove(&TimerKey::Restart(w(0, 0)));
+        h.policy.handle(h.now, Event::Timer(TimerKey::Restart(w(0, 0))));
+        h.step(Event::SpawnFailed(w(0, 0), "missing".into()));
+    }
+    assert_eq!(delays, [100, 200, 400].map(Duration::from_millis));
+}
+
+#[test]
+fn a_reload_gives_a_blocked_pool_another_chance() {
+    let (mut x, mut z) = (pool("x", 1), pool("z", 1));
+    x.restart = Restart::Never;
+    z.after = vec![("x".into(), Condition::Completed)];
+    let mut h = Harness::new(vec![x.clone(), z.clone(), pool("keep", 1)]);
+    h.step(Event::Begin);
+    h.step(Event::Exited(w(0, 0), Exit::Code(3)));
+    assert!(h.log.iter().any(|l| l.contains("pool z will not start")));
+    let mut fixed = x;
+    fixed.command = vec!["true".into(), "--fixed".into()];
+    let actions = h.policy.reload(h.now, &manifest(vec![fixed, z, pool("keep", 1)]));
+    assert_eq!(spawns(&actions), [w(3, 0)].into(), "the new x starts");
+    for action in actions {
+        if let Action::Spawn(id) = action {
+            h.step(Event::Spawned(id));
+        }
+    }
+    assert_eq!(
+        spawns(&h.step(Event::Exited(w(3, 0), Exit::Code(0)))),
+        [w(1, 0)].into(),
+        "z starts at last"
+    );
+}

@@ -141,7 +141,9 @@ impl LogPipe {
     /// (the last partial line is written too).
     pub fn pump(&mut self, format: Format) -> bool {
         let mut buf = [0u8; 16 * 1024];
-        loop {
+        // A bounded helping per call: a worker that writes faster than we read must not
+        // keep the event loop from signals, timers and reaping; poll brings us back.
+        for _ in 0..4 {
             match nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&self.fd), &mut buf) {
                 Ok(0) => {
                     if !self.partial.is_empty() {
@@ -166,6 +168,7 @@ impl LogPipe {
                 Err(_) => return true,
             }
         }
+        false
     }
 
     fn emit(&self, line: &[u8], format: Format) {

@@ -77,6 +77,16 @@ pub fn run(manifest: Manifest, options: Options) -> Result<i32, RunError> {
     let mut listeners = BTreeMap::new();
     bind_listeners(&manifest, &mut listeners).map_err(|(what, source)| RunError::Setup { what, source })?;
     let notify = NotifySocket::bind(&runtime.path().join("notify")).map_err(setup("notify socket"))?;
+    // Workers that run as another user must reach the notify socket too; what they send is
+    // heard only if it comes from a pid the supervisor started (SO_PASSCRED), and the
+    // directory cannot be listed or written by others.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(runtime.path(), std::fs::Permissions::from_mode(0o711))
+            .map_err(setup("runtime directory"))?;
+        std::fs::set_permissions(notify.path(), std::fs::Permissions::from_mode(0o666))
+            .map_err(setup("notify socket"))?;
+    }
     let base = manifest
         .path
         .parent()
@@ -392,6 +402,17 @@ impl Runner {
                 self.pump_logs(&ready);
                 self.workers.remove(&w);
                 self.probes.remove(&w);
+                // A probe still running for the dead worker must not speak for its successor.
+                let stale: Vec<Pid> = self
+                    .probe_pids
+                    .iter()
+                    .filter(|(_, pw)| **pw == w)
+                    .map(|(p, _)| *p)
+                    .collect();
+                for probe in stale {
+                    self.probe_pids.remove(&probe);
+                    let _ = nix::sys::signal::kill(probe, Signal::SIGKILL);
+                }
                 // Whatever the worker left behind in its process group goes with it.
                 let _ = killpg(pid, Signal::SIGKILL);
                 self.feed(Event::Exited(w, exit));
@@ -516,6 +537,7 @@ impl Runner {
                 self.probe_done(w, ok);
             }
             Ready::Exec(argv) => {
+                let argv: Vec<String> = argv.iter().map(|a| spawn::expand(a, w.index)).collect();
                 let spawned = std::process::Command::new(&argv[0])
                     .args(&argv[1..])
                     .current_dir(&self.base)

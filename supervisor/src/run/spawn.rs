@@ -262,24 +262,34 @@ pub fn spawn(pool: &Pool, index: u32, ctx: &Context<'_>) -> std::io::Result<Spaw
         )));
     }
     cmd.current_dir(&cwd);
-    if let Some(user) = &pool.user {
-        let found = nix::unistd::User::from_name(user)?
-            .ok_or_else(|| std::io::Error::other(format!("no user named {user:?}")))?;
-        cmd.uid(found.uid.as_raw());
-        let gid = match &pool.group {
-            Some(group) => {
-                nix::unistd::Group::from_name(group)?
-                    .ok_or_else(|| std::io::Error::other(format!("no group named {group:?}")))?
-                    .gid
+    // Who the worker runs as, worked out before the fork: (uid, gid, supplementary groups).
+    let identity = match (&pool.user, &pool.group) {
+        (None, None) => None,
+        (user, group) => {
+            let group_gid = |name: &String| -> std::io::Result<nix::unistd::Gid> {
+                Ok(nix::unistd::Group::from_name(name)?
+                    .ok_or_else(|| std::io::Error::other(format!("no group named {name:?}")))?
+                    .gid)
+            };
+            match user {
+                Some(user) => {
+                    let found = nix::unistd::User::from_name(user)?
+                        .ok_or_else(|| std::io::Error::other(format!("no user named {user:?}")))?;
+                    let gid = match group {
+                        Some(g) => group_gid(g)?,
+                        None => found.gid,
+                    };
+                    let name = CString::new(user.as_bytes()).map_err(|_| std::io::Error::other("a NUL in `user`"))?;
+                    let groups = nix::unistd::getgrouplist(&name, gid)?;
+                    Some((Some(found.uid), gid, groups))
+                }
+                None => {
+                    let gid = group_gid(group.as_ref().expect("a group"))?;
+                    Some((None, gid, vec![gid]))
+                }
             }
-            None => found.gid,
-        };
-        cmd.gid(gid.as_raw());
-    } else if let Some(group) = &pool.group {
-        let found = nix::unistd::Group::from_name(group)?
-            .ok_or_else(|| std::io::Error::other(format!("no group named {group:?}")))?;
-        cmd.gid(found.gid.as_raw());
-    }
+        }
+    };
     let (stdout, out_read) = stream(&pool.stdout)?;
     let (stderr, err_read) = stream(&pool.stderr)?;
     cmd.stdin(Stdio::null()).stdout(stdout).stderr(stderr);
@@ -300,23 +310,34 @@ pub fn spawn(pool: &Pool, index: u32, ctx: &Context<'_>) -> std::io::Result<Spaw
     };
     let supervisor = nix::unistd::getpid();
     // SAFETY: the closure runs in the forked child before exec. It calls only setpgid,
-    // prctl, getppid, setrlimit, close_range, sigprocmask, fcntl, dup2, getpid, execve and
-    // _exit, which are async-signal-safe system calls; it allocates nothing (`limits` and
+    // setrlimit, setgroups, setgid, setuid, prctl, getppid, close_range, sigprocmask, fcntl,
+    // dup2, getpid, execve and _exit, which are async-signal-safe system calls; it allocates nothing (`limits`, `identity` and
     // `exec` were built before the fork) and takes no locks. close_range only sets
     // close-on-exec on descriptors >= 3.
     unsafe {
         cmd.pre_exec(move || {
             // Its own process group, so that signals and SIGKILL reach its whole tree.
             nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
+            // Limits first, while still privileged enough to raise them.
+            for (resource, value) in &limits {
+                setrlimit(*resource, *value, *value)?;
+            }
+            // Then the identity: groups, group, user, in that order (each needs the
+            // privilege the next one gives up).
+            if let Some((uid, gid, groups)) = &identity {
+                nix::unistd::setgroups(groups)?;
+                nix::unistd::setgid(*gid)?;
+                if let Some(uid) = uid {
+                    nix::unistd::setuid(*uid)?;
+                }
+            }
             // No worker outlives a killed supervisor. It fires when the forking thread
-            // exits, which is why the supervisor forks from its one long-lived thread.
+            // exits, which is why the supervisor forks from its one long-lived thread; and
+            // a change of identity clears it, which is why it comes after.
             nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
             if nix::unistd::getppid() != supervisor {
                 // The supervisor died between fork and prctl.
                 libc::_exit(1);
-            }
-            for (resource, value) in &limits {
-                setrlimit(*resource, *value, *value)?;
             }
             // The supervisor blocks the signals it reads from a signalfd; workers start clean.
             nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
