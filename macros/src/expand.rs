@@ -92,6 +92,8 @@ fn fingerprint(item: &ItemTrait) -> u64 {
                     .inputs
                     .iter()
                     .filter_map(|a| match a {
+                        // The context never travels: taking it or not is no change of interface.
+                        syn::FnArg::Typed(t) if ast::is_call_context(&t.ty) => None,
                         syn::FnArg::Typed(t) => Some(t.ty.to_token_stream().to_string()),
                         syn::FnArg::Receiver(_) => None,
                     })
@@ -165,8 +167,30 @@ fn trait_item(item: &ItemTrait) -> TokenStream {
     item.into_token_stream()
 }
 
+/// The method's attributes that the generated client methods carry too: docs, lint levels,
+/// `deprecated`, and conditional compilation.
 fn docs<'a>(method: &Method<'a>) -> Vec<&'a syn::Attribute> {
-    method.item.attrs.iter().filter(|a| a.path().is_ident("doc")).collect()
+    const CARRIED: &[&str] = &[
+        "doc",
+        "cfg",
+        "cfg_attr",
+        "allow",
+        "expect",
+        "warn",
+        "deny",
+        "deprecated",
+    ];
+    method
+        .item
+        .attrs
+        .iter()
+        .filter(|a| CARRIED.iter().any(|name| a.path().is_ident(name)))
+        .collect()
+}
+
+/// The method's `cfg` attributes, for the dispatch arms that name it.
+fn cfgs<'a>(method: &Method<'a>) -> Vec<&'a syn::Attribute> {
+    method.item.attrs.iter().filter(|a| a.path().is_ident("cfg")).collect()
 }
 
 /// The client's parameters, and the tuple expression that carries them.
@@ -230,12 +254,12 @@ fn client(rt: &TokenStream, names: &Names, model: &Service<'_>) -> TokenStream {
                 where #(#bounds),*
                 {
                     #constant
-                    self.client.notify(METHOD, &#args, #rt::Wait::deadline(self.deadline()))
+                    self.client.notify(METHOD, &#args, #rt::Wait::deadline(self.__procwire_deadline()))
                 }
             };
         }
         let wire = reply_type(rt, &method.output);
-        let call = quote!(self.client.call::<_, #wire>(METHOD, &#args, self.deadline()));
+        let call = quote!(self.client.call::<_, #wire>(METHOD, &#args, self.__procwire_deadline()));
         let (ret, body) = match &method.output {
             Output::Unit | Output::Value(_) => (quote!(::core::result::Result<#wire, #rt::RpcError>), call),
             Output::ByteVec => (
@@ -266,6 +290,8 @@ fn client(rt: &TokenStream, names: &Names, model: &Service<'_>) -> TokenStream {
             timeout: ::core::option::Option<::std::time::Duration>,
         }
 
+        // The higher-ranked serde bounds name a lifetime only to defer their check.
+        #[allow(unused_lifetimes)]
         impl #client {
             /// The service name the handshake checks.
             pub const SERVICE: &'static str = #service_name;
@@ -315,7 +341,7 @@ fn client(rt: &TokenStream, names: &Names, model: &Service<'_>) -> TokenStream {
             /// Calls that return at once with a `PendingCall` to wait on, poll or drop;
             /// sending waits for room in the outgoing queue.
             pub fn start(&self) -> #starter<'_> {
-                #starter { client: self, wait: #rt::Wait::deadline(self.deadline()) }
+                #starter { client: self, wait: #rt::Wait::deadline(self.__procwire_deadline()) }
             }
 
             /// Like [`start`](Self::start), but sending fails with `WouldBlock` instead of
@@ -324,7 +350,7 @@ fn client(rt: &TokenStream, names: &Names, model: &Service<'_>) -> TokenStream {
                 #starter { client: self, wait: #rt::Wait::NonBlock }
             }
 
-            fn deadline(&self) -> ::core::option::Option<::std::time::Instant> {
+            fn __procwire_deadline(&self) -> ::core::option::Option<::std::time::Instant> {
                 match (self.deadline, self.timeout) {
                     (::core::option::Option::Some(d), _) => ::core::option::Option::Some(d),
                     (::core::option::Option::None, ::core::option::Option::Some(t)) => ::std::time::Instant::now().checked_add(t),
@@ -370,10 +396,10 @@ fn starter(rt: &TokenStream, names: &Names, model: &Service<'_>) -> TokenStream 
             where #(#bounds),*
             {
                 #constant
-                let deadline = self.client.deadline();
+                let __procwire_deadline = self.client.__procwire_deadline();
                 match self.wait {
-                    #rt::Wait::NonBlock => self.client.client.try_start(METHOD, &#args, deadline),
-                    _ => self.client.client.start(METHOD, &#args, deadline),
+                    #rt::Wait::NonBlock => self.client.client.try_start(METHOD, &#args, __procwire_deadline),
+                    _ => self.client.client.start(METHOD, &#args, __procwire_deadline),
                 }
             }
         }
@@ -386,6 +412,7 @@ fn starter(rt: &TokenStream, names: &Names, model: &Service<'_>) -> TokenStream 
             wait: #rt::Wait,
         }
 
+        #[allow(unused_lifetimes)]
         impl #starter<'_> {
             #(#methods)*
         }
@@ -406,7 +433,8 @@ fn server(rt: &TokenStream, names: &Names, model: &Service<'_>) -> TokenStream {
     let names_arms = model.methods.iter().map(|m| {
         let id = method_id(&m.name.to_string());
         let name = m.name.to_string();
-        quote!(#id => ::core::option::Option::Some(#name),)
+        let cfgs = cfgs(m);
+        quote!(#(#cfgs)* #id => ::core::option::Option::Some(#name),)
     });
     let call_arms = model.methods.iter().map(|method| {
         let id = method_id(&method.name.to_string());
@@ -438,7 +466,9 @@ fn server(rt: &TokenStream, names: &Names, model: &Service<'_>) -> TokenStream {
             Output::ByteVec => quote!(ctx.reply(&#rt::__private::serde_bytes::Bytes::new(&#invoke))),
             _ => quote!(ctx.reply(&#invoke)),
         };
+        let cfgs = cfgs(method);
         quote! {
+            #(#cfgs)*
             #id => {
                 let (#(#vars,)*): (#(#types,)*) = #rt::decode_args(ctx, args)?;
                 #reply
@@ -469,6 +499,7 @@ fn server(rt: &TokenStream, names: &Names, model: &Service<'_>) -> TokenStream {
             }
         }
 
+        #[allow(unused_lifetimes)]
         impl<__T: #service + ::core::marker::Send + ::core::marker::Sync + 'static> #rt::Service for #server<__T>
         where #(#server_bounds),*
         {
@@ -483,6 +514,7 @@ fn server(rt: &TokenStream, names: &Names, model: &Service<'_>) -> TokenStream {
                 }
             }
 
+            #[allow(deprecated)]
             fn call(
                 &self,
                 ctx: &#rt::CallContext,
@@ -602,5 +634,16 @@ mod tests {
         for other in [&retyped, &not_oneway, &renamed_service] {
             assert_ne!(fingerprint(&a), fingerprint(other));
         }
+    }
+
+    #[test]
+    fn taking_the_call_context_does_not_change_the_fingerprint() {
+        let without: ItemTrait = syn::parse_quote! {
+            trait Calc { fn add(&self, a: i64) -> i64; }
+        };
+        let with: ItemTrait = syn::parse_quote! {
+            trait Calc { fn add(&self, ctx: &procwire::rpc::CallContext, a: i64) -> i64; }
+        };
+        assert_eq!(fingerprint(&without), fingerprint(&with));
     }
 }

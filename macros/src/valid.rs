@@ -110,6 +110,16 @@ pub fn check(cx: &Ctxt, service: &Service<'_>) {
                 cx.error(arg.pat, "service method arguments must be plain names, not patterns");
             }
             check_type(cx, arg.ty, "argument");
+            let inner = match &arg.ty {
+                Type::Reference(r) => &*r.elem,
+                other => other,
+            };
+            if contains_reference(inner) {
+                cx.error(
+                    arg.ty,
+                    "a borrow inside an argument type cannot be decoded on the server; use an owned type (String, Vec<T>)",
+                );
+            }
         }
         match &sig.output {
             ReturnType::Type(_, ty) => {
@@ -162,6 +172,7 @@ fn contains_reference(ty: &Type) -> bool {
         Type::Reference(_) => true,
         Type::Tuple(t) => t.elems.iter().any(contains_reference),
         Type::Array(a) => contains_reference(&a.elem),
+        Type::Slice(s) => contains_reference(&s.elem),
         Type::Paren(p) => contains_reference(&p.elem),
         Type::Group(g) => contains_reference(&g.elem),
         Type::Path(p) => p.path.segments.iter().any(|s| match &s.arguments {

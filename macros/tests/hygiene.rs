@@ -53,3 +53,51 @@ fn the_expansion_works_without_the_prelude_and_with_the_runtime_renamed() -> Res
     server.wait()?;
     Ok(())
 }
+
+mod names {
+    #![allow(dead_code, clippy::upper_case_acronyms)]
+
+    /// Items of the user's that share names with the expansion's own: no clash.
+    pub struct METHOD;
+    pub struct Client;
+
+    #[::procwire_macros::service]
+    pub trait Clashing {
+        /// A method named like the generated client's deadline helper.
+        fn deadline(&self, deadline: u64) -> u64;
+        #[deprecated = "use deadline"]
+        fn old(&self);
+        #[cfg(any())]
+        fn compiled_out(&self);
+        /// Takes the context, which the client does not pass.
+        fn with_context(&self, ctx: &::wire::CallContext) -> u32;
+    }
+
+    pub struct Impl;
+
+    impl Clashing for Impl {
+        fn deadline(&self, deadline: u64) -> u64 {
+            deadline + 1
+        }
+        fn old(&self) {}
+        fn with_context(&self, _ctx: &::wire::CallContext) -> u32 {
+            7
+        }
+    }
+}
+
+#[test]
+fn user_names_do_not_clash_with_the_expansion() -> Result<(), Box<dyn std::error::Error>> {
+    use names::{ClashingClient, ClashingServer, Impl};
+    let (server_end, client_end) = wire::transport::unix::pair()?;
+    let server = wire::Server::new(ClashingServer::new(Impl)).spawn_connection(server_end)?;
+    let client = ClashingClient::connect(client_end)?;
+    assert_eq!(client.deadline(41)?, 42);
+    assert_eq!(client.start().deadline(1)?.wait()?, 2);
+    assert_eq!(client.with_context()?, 7);
+    #[allow(deprecated)]
+    client.old()?;
+    drop(client);
+    server.wait()?;
+    Ok(())
+}
