@@ -337,8 +337,14 @@ impl Checker<'_> {
             };
             return Err(self.error(value.span(), message));
         };
-        parse_duration(string)
-            .map_err(|why| self.error(value.span(), format!("`{name}`: bad duration {string:?}: {why}")))
+        let duration = parse_duration(string)
+            .map_err(|why| self.error(value.span(), format!("`{name}`: bad duration {string:?}: {why}")))?;
+        // Far beyond any use, and a deadline that far out would overflow the clock.
+        const LONGEST: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+        if duration > LONGEST {
+            return Err(self.error(value.span(), format!("`{name}`: {string:?} is longer than 100 years")));
+        }
+        Ok(duration)
     }
 
     fn positive_duration(&self, name: &str, value: &Value<'_>) -> Checked<Duration> {
@@ -684,6 +690,15 @@ impl Checker<'_> {
                     item.span(),
                     format!(
                         "`forward`: {} cannot be caught, so it cannot be forwarded",
+                        signal_name(signal)
+                    ),
+                ));
+            }
+            if matches!(signal, Signal::SIGTERM | Signal::SIGINT | Signal::SIGCHLD) {
+                return Err(self.error(
+                    item.span(),
+                    format!(
+                        "`forward`: {} is the supervisor's own (it stops the supervisor, or reports children); use `stop_signal` to choose what workers get",
                         signal_name(signal)
                     ),
                 ));
