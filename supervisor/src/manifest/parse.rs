@@ -1898,6 +1898,22 @@ log_rotate = { size = "10MiB", keep = 5 }
         refused(&web("forward = [\"USR1\", \"SIGUSR1\"]"), 3, 20, &["lists USR1 twice"]);
     }
 
+    #[test]
+    fn forwarding_the_supervisors_own_signals_is_refused() {
+        refused(&web("forward = [\"TERM\"]"), 3, 12, &["TERM is the supervisor's own"]);
+        refused(
+            &web("forward = [\"USR2\", \"CHLD\"]"),
+            3,
+            20,
+            &["CHLD is the supervisor's own"],
+        );
+    }
+
+    #[test]
+    fn a_duration_past_a_hundred_years_is_refused() {
+        refused(&web("stop_timeout = \"200000d\""), 3, 16, &["longer than 100 years"]);
+    }
+
     // ----- rlimits, env, backoff numbers -----
 
     #[test]
