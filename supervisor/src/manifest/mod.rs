@@ -115,6 +115,17 @@ impl std::fmt::Display for Endpoint {
     }
 }
 
+impl Pool {
+    /// A pool named `name` running `command`, with every other setting at its default (as
+    /// if the manifest gave only `command`).
+    pub fn new(name: &str, command: Vec<String>) -> Pool {
+        Pool {
+            command,
+            ..parse::default_pool(name)
+        }
+    }
+}
+
 /// When a worker counts as ready.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Ready {

@@ -889,7 +889,7 @@ impl Checker<'_> {
     }
 }
 
-fn default_pool(name: &str) -> Pool {
+pub(super) fn default_pool(name: &str) -> Pool {
     Pool {
         name: name.to_owned(),
         command: Vec::new(),

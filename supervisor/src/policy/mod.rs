@@ -184,6 +184,32 @@ pub struct Policy {
 
 const RECENT: usize = 5;
 
+impl PoolState {
+    /// A pool not started yet, its dependencies not linked yet.
+    fn new(spec: &Pool, replaces: Option<PoolId>) -> Self {
+        PoolState {
+            after: Vec::new(),
+            workers: (0..spec.workers)
+                .map(|_| Worker {
+                    state: State::Pending,
+                    started_at: None,
+                    failures: 0,
+                    ever_spawned: false,
+                    sibling_stop: false,
+                })
+                .collect(),
+            spec: spec.clone(),
+            intensity: Intensity::default(),
+            recent: VecDeque::new(),
+            started: false,
+            failed: false,
+            blocked: false,
+            retired: false,
+            replaces,
+        }
+    }
+}
+
 impl Policy {
     /// A policy for `manifest`; `seed` drives the backoff jitter.
     pub fn new(manifest: &Manifest, seed: u64) -> Self {
@@ -191,29 +217,14 @@ impl Policy {
         let pools = manifest
             .pools
             .iter()
-            .map(|pool| PoolState {
-                after: pool
+            .map(|pool| {
+                let mut state = PoolState::new(pool, None);
+                state.after = pool
                     .after
                     .iter()
                     .filter_map(|(name, cond)| index_of(name).map(|i| (i, *cond)))
-                    .collect(),
-                workers: (0..pool.workers)
-                    .map(|_| Worker {
-                        state: State::Pending,
-                        started_at: None,
-                        failures: 0,
-                        ever_spawned: false,
-                        sibling_stop: false,
-                    })
-                    .collect(),
-                spec: pool.clone(),
-                intensity: Intensity::default(),
-                recent: VecDeque::new(),
-                started: false,
-                failed: false,
-                blocked: false,
-                retired: false,
-                replaces: None,
+                    .collect();
+                state
             })
             .collect();
         Policy {
@@ -304,26 +315,7 @@ impl Policy {
     }
 
     fn add(&mut self, spec: &Pool, replaces: Option<PoolId>) {
-        self.pools.push(PoolState {
-            after: Vec::new(),
-            workers: (0..spec.workers)
-                .map(|_| Worker {
-                    state: State::Pending,
-                    started_at: None,
-                    failures: 0,
-                    ever_spawned: false,
-                    sibling_stop: false,
-                })
-                .collect(),
-            spec: spec.clone(),
-            intensity: Intensity::default(),
-            recent: VecDeque::new(),
-            started: false,
-            failed: false,
-            blocked: false,
-            retired: false,
-            replaces,
-        });
+        self.pools.push(PoolState::new(spec, replaces));
     }
 
     fn retire(&mut self, now: Instant, pool: PoolId, out: &mut Vec<Action>) {

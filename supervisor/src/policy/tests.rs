@@ -9,42 +9,8 @@ use crate::manifest::{Backoff, Limit, LimitAction, Output, SupervisorConfig};
 
 fn pool(name: &str, workers: u32) -> Pool {
     Pool {
-        name: name.into(),
-        command: vec!["true".into()],
         workers,
-        ready: Ready::Spawned,
-        ready_timeout: Duration::from_secs(30),
-        restart: Restart::OnFailure,
-        success_codes: vec![0],
-        backoff: Backoff {
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(30),
-            factor: 2.0,
-            jitter: 0.1,
-            reset_after: Duration::from_secs(60),
-        },
-        limit: Limit {
-            restarts: 10,
-            within: Duration::from_secs(60),
-            then: LimitAction::Stop,
-        },
-        strategy: Strategy::OneForOne,
-        after: vec![],
-        watchdog: None,
-        stop_signal: Signal::SIGTERM,
-        stop_timeout: Duration::from_secs(10),
-        reload_signal: Signal::SIGHUP,
-        forward: vec![],
-        env: Default::default(),
-        cwd: None,
-        user: None,
-        group: None,
-        rlimits: Default::default(),
-        stdout: Output::Inherit,
-        stderr: Output::Inherit,
-        log_rotate: None,
-        listen: vec![],
-        mode: 0o600,
+        ..Pool::new(name, vec!["true".into()])
     }
 }
 
