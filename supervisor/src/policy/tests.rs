@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::manifest::{Backoff, Limit, LimitAction, Output, SupervisorConfig};
+use crate::manifest::{Limit, LimitAction, SupervisorConfig};
 
 fn pool(name: &str, workers: u32) -> Pool {
     Pool {
