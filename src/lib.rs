@@ -11,4 +11,6 @@
 pub use procwire_macros::service;
 pub use procwire_rpc as rpc;
 pub use procwire_supervisor as supervisor;
+#[doc(inline)]
+pub use procwire_supervisor::{role, Supervisor};
 pub use procwire_workers as workers;

@@ -4,12 +4,17 @@
 //! - [`manifest`]: the TOML manifest, read and checked with `file:line:col` errors;
 //! - [`policy`]: restart, backoff, intensity, dependency order and shutdown as a pure state
 //!   machine, fed events and a clock;
-//! - [`run`]: the event loop that carries the policy out with real processes.
+//! - [`run`]: the event loop that carries the policy out with real processes;
+//! - [`Supervisor`]: the same supervisor embedded in a program, whose pools may be the
+//!   program itself in another [`role`].
 #![deny(missing_docs)]
 
+mod embed;
 pub mod manifest;
 pub mod policy;
 pub mod run;
+
+pub use embed::{role, Supervisor, ROLE_ENV};
 
 /// The version of this crate, as the `procwire` binary reports it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

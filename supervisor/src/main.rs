@@ -66,6 +66,8 @@ fn up(file: &std::path::Path, log_format: LogFormat, verbose: bool) -> ExitCode 
             LogFormat::Json => procwire_supervisor::run::logs::Format::Json,
         },
         verbose,
+        roles: false,
+        started: None,
     };
     match procwire_supervisor::run::run(manifest, options) {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),

@@ -88,6 +88,10 @@ pub struct Pool {
     pub listen: Vec<Endpoint>,
     /// Permissions of the pool's Unix socket files; default 0600.
     pub mode: u32,
+    /// Instead of `command`: run the supervising program's own executable in this role
+    /// (`PROCWIRE_ROLE`), so one binary is both supervisor and workers. Only an embedded
+    /// supervisor ([`crate::Supervisor`]) can do it.
+    pub role: Option<String>,
 }
 
 /// A listening endpoint the supervisor owns.

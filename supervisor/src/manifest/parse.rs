@@ -141,6 +141,7 @@ const POOL_KEYS: &[&str] = &[
     "log_rotate",
     "listen",
     "mode",
+    "role",
 ];
 const BACKOFF_KEYS: &[&str] = &["initial", "max", "factor", "jitter", "reset_after"];
 const LIMIT_KEYS: &[&str] = &["restarts", "within", "then"];
@@ -488,7 +489,18 @@ impl Checker<'_> {
         for (key, value) in in_file_order(table) {
             match key.get_ref().as_ref() {
                 "command" => {
+                    if pool.role.is_some() {
+                        return Err(self.error(key.span(), format!("{place} has both `role` and `command`; give one")));
+                    }
                     pool.command = self.argv("command", value)?;
+                    has_command = true;
+                }
+                "role" => {
+                    if has_command {
+                        return Err(self.error(key.span(), format!("{place} has both `command` and `role`; give one")));
+                    }
+                    let role = self.non_empty_string("role", value)?;
+                    pool.role = Some(role.to_owned());
                     has_command = true;
                 }
                 "workers" => {
@@ -917,6 +929,7 @@ pub(super) fn default_pool(name: &str) -> Pool {
         log_rotate: None,
         listen: Vec::new(),
         mode: 0o600,
+        role: None,
     }
 }
 
@@ -1301,6 +1314,7 @@ log_rotate = { size = "10MiB", keep = 5 }
             }),
             listen: Vec::new(),
             mode: 0o600,
+            role: None,
         };
         assert_eq!(*web, expected);
     }

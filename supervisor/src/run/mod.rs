@@ -33,6 +33,11 @@ pub struct Options {
     pub log_format: Format,
     /// Also report orphans reaped and notifications from unknown processes.
     pub verbose: bool,
+    /// Whether pools may use `role` (the supervising program runs itself as workers): true
+    /// for an embedded supervisor, false for `procwire up`.
+    pub roles: bool,
+    /// Told once the supervisor is set up (its sockets bound) and starts the pools.
+    pub started: Option<std::sync::mpsc::Sender<()>>,
 }
 
 /// The supervisor could not start.
@@ -47,6 +52,12 @@ pub enum RunError {
         /// The OS error.
         #[source]
         source: std::io::Error,
+    },
+    /// A pool names a `role`, which only an embedded supervisor can run.
+    #[error("pool {pool}: `role` runs the supervising program itself in that role; only an embedded supervisor (procwire::Supervisor) can do that, not `procwire up`")]
+    Role {
+        /// The pool.
+        pool: String,
     },
 }
 
@@ -63,6 +74,13 @@ fn setup(what: &str) -> impl FnOnce(std::io::Error) -> RunError + '_ {
 /// handles (other threads would otherwise receive them), and workers are forked from this
 /// thread, whose exit their parent-death signal is tied to.
 pub fn run(manifest: Manifest, options: Options) -> Result<i32, RunError> {
+    if !options.roles {
+        if let Some(pool) = manifest.pools.iter().find(|p| p.role.is_some()) {
+            return Err(RunError::Role {
+                pool: pool.name.clone(),
+            });
+        }
+    }
     // Orphans re-parent to us, so that every zombie below us is reaped, grandchildren included.
     nix::sys::prctl::set_child_subreaper(true).map_err(|e| setup("child subreaper")(e.into()))?;
     let mask = signal_mask(&manifest);
@@ -122,6 +140,9 @@ pub fn run(manifest: Manifest, options: Options) -> Result<i32, RunError> {
         exit: None,
         _runtime: runtime,
     };
+    if let Some(started) = &options.started {
+        let _ = started.send(());
+    }
     runner.feed(Event::Begin);
     Ok(runner.run())
 }
@@ -182,7 +203,7 @@ fn bind_endpoint(endpoint: &Endpoint, mode: u32) -> std::io::Result<std::os::fd:
 }
 
 /// The signals the supervisor reads: its own, and those it forwards.
-fn signal_mask(manifest: &Manifest) -> SigSet {
+pub(crate) fn signal_mask(manifest: &Manifest) -> SigSet {
     let mut mask = SigSet::empty();
     for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGCHLD] {
         mask.add(signal);

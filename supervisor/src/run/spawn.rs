@@ -94,6 +94,9 @@ fn environment(pool: &Pool, index: u32, ctx: &Context<'_>) -> Vec<(OsString, OsS
     set("PROCWIRE_SUPERVISOR", ctx.supervisor.into());
     set("PROCWIRE_POOL", pool.name.clone().into());
     set("PROCWIRE_INDEX", index.to_string().into());
+    if let Some(role) = &pool.role {
+        set(crate::ROLE_ENV, role.clone().into());
+    }
     if let Some(period) = pool.watchdog {
         set("WATCHDOG_USEC", period.as_micros().to_string().into());
     }
@@ -246,7 +249,11 @@ impl Exec {
 
 /// Starts worker `index` of `pool`.
 pub fn spawn(pool: &Pool, index: u32, ctx: &Context<'_>) -> std::io::Result<Spawned> {
-    let argv: Vec<String> = pool.command.iter().map(|a| expand(a, index)).collect();
+    let argv: Vec<String> = match &pool.role {
+        // The supervising program's own executable, in that role.
+        Some(_) => vec![std::env::current_exe()?.to_string_lossy().into_owned()],
+        None => pool.command.iter().map(|a| expand(a, index)).collect(),
+    };
     let env = environment(pool, index, ctx);
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..]).env_clear().envs(env.iter().map(|(k, v)| (k, v)));
