@@ -1041,7 +1041,7 @@ after = {{ db = "ready" }}
     let out = sup.texts(Stream::Out);
     assert!(
         out.iter()
-            .any(|l| l.starts_with("db.0 |") && l.contains("Ready to accept connections")),
+            .any(|l| l.starts_with("db.0 |") && l.contains("ready to accept connections")),
         "redis-server ran unchanged: {out:#?}"
     );
     let mut sup = sup;
