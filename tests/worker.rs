@@ -22,6 +22,9 @@ pub trait Calc {
     fn add(&self, a: i64, b: i64) -> i64;
     /// Simulated slow work.
     fn slow(&self, ms: u64) -> u64;
+    /// Which worker answered; safe to repeat.
+    #[procwire(idempotent)]
+    fn pid(&self) -> u32;
 }
 
 struct MyCalc;
@@ -33,6 +36,9 @@ impl Calc for MyCalc {
     fn slow(&self, ms: u64) -> u64 {
         std::thread::sleep(Duration::from_millis(ms));
         ms
+    }
+    fn pid(&self) -> u32 {
+        std::process::id()
     }
 }
 
@@ -216,6 +222,53 @@ fn the_same_worker_runs_socket_activated_by_systemd_socket_activate_unchanged() 
     Ok(())
 }
 
+fn a_pool_client_spreads_calls_names_a_dead_worker_and_retries_idempotent_calls_elsewhere() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let mut workers = Vec::new();
+    let mut endpoints = Vec::new();
+    for i in 0..3 {
+        let socket = dir.path().join(format!("w{i}.sock"));
+        let notify = NotifyListener::bind(&dir.path().join(format!("notify{i}")));
+        let child = Command::new(std::env::current_exe()?)
+            .env(CHILD_ENV, "1")
+            .env("PROCWIRE_LISTEN", format!("unix:{}", socket.display()))
+            .env("NOTIFY_SOCKET", dir.path().join(format!("notify{i}")))
+            .stdout(Stdio::null())
+            .spawn()?;
+        workers.push(Guard(child));
+        notify.wait_for("READY=1");
+        endpoints.push(format!("unix:{}", socket.display()));
+    }
+    let pool = CalcPool::new(endpoints);
+    // Round robin: one call to each worker in turn.
+    let pids: Vec<u32> = (0..3).map(|_| pool.pid()).collect::<Result<_, _>>()?;
+    let expected: Vec<u32> = workers.iter().map(|w| w.0.id()).collect();
+    assert_eq!(pids, expected, "each worker in turn");
+    // The next call goes to worker 0; it dies under it. Not idempotent: the error says so.
+    let pool = &pool;
+    let died = std::thread::scope(|s| {
+        let slow = s.spawn(move || pool.slow(10_000));
+        kill(Pid::from_raw(pids[0] as i32), Signal::SIGKILL).unwrap();
+        slow.join().unwrap()
+    });
+    match died {
+        Err(procwire::rpc::RpcError::Disconnected { reason, .. }) => {
+            assert!(reason.contains("w0.sock died"), "{reason}")
+        }
+        other => panic!("expected the worker's death, got {other:?}"),
+    }
+    workers[0].0.wait()?;
+    // Worker 1 dies before its next turn; `pid` is idempotent, so it is retried elsewhere.
+    kill(Pid::from_raw(pids[1] as i32), Signal::SIGKILL)?;
+    workers[1].0.wait()?;
+    assert_eq!(pool.pid()?, pids[2], "retried on the live worker");
+    // From now on only the live worker is called: the dead ones refuse connections.
+    for _ in 0..5 {
+        assert_eq!(pool.pid()?, pids[2]);
+    }
+    Ok(())
+}
+
 fn main() {
     if std::env::var_os(CHILD_ENV).is_some() {
         child_main();
@@ -223,6 +276,10 @@ fn main() {
     }
     let args = Arguments::from_args();
     let trials = vec![
+        Trial::test(
+            "a_pool_client_spreads_calls_names_a_dead_worker_and_retries_idempotent_calls_elsewhere",
+            a_pool_client_spreads_calls_names_a_dead_worker_and_retries_idempotent_calls_elsewhere,
+        ),
         Trial::test(
             "a_worker_run_by_hand_serves_reports_and_drains_on_term",
             a_worker_run_by_hand_serves_reports_and_drains_on_term,

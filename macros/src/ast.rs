@@ -48,6 +48,9 @@ pub struct Method<'a> {
     pub name: &'a Ident,
     /// `#[procwire(oneway)]`.
     pub oneway: bool,
+    /// `#[procwire(idempotent)]`: safe to repeat, so a pool client retries it once on
+    /// another worker if the first dies.
+    pub idempotent: bool,
     /// The `&CallContext` argument, if it takes one.
     pub context: Option<&'a syn::PatType>,
     /// The arguments a client passes.
@@ -119,16 +122,20 @@ pub fn parse(item: &ItemTrait) -> Service<'_> {
 
 fn parse_method(item: &TraitItemFn) -> Method<'_> {
     let mut oneway = false;
+    let mut idempotent = false;
     let mut attr_errors = Vec::new();
     for attr in item.attrs.iter().filter(|a| a.path().is_ident("procwire")) {
         let parsed = attr.parse_nested_meta(|meta| {
-            if meta.path.is_ident("oneway") {
+            if meta.path.is_ident("idempotent") {
+                idempotent = true;
+                Ok(())
+            } else if meta.path.is_ident("oneway") {
                 oneway = true;
                 Ok(())
             } else {
                 let path = &meta.path;
                 Err(meta.error(format!(
-                    "unknown procwire attribute `{}`; the known one is `oneway`",
+                    "unknown procwire attribute `{}`; the known ones are `oneway` and `idempotent`",
                     quote::quote!(#path).to_string().replace(' ', "")
                 )))
             }
@@ -167,6 +174,7 @@ fn parse_method(item: &TraitItemFn) -> Method<'_> {
         item,
         name: &item.sig.ident,
         oneway,
+        idempotent,
         context,
         args,
         output,

@@ -25,12 +25,14 @@ pub fn service(args: TokenStream, item: &ItemTrait) -> TokenStream {
     let client = client(&rt, &names, &model);
     let starter = starter(&rt, &names, &model);
     let server = server(&rt, &names, &model);
+    let pool = pool(&rt, &names, &model);
     let checks = type_checks(&rt, &model);
     quote! {
         #trait_item
         #client
         #starter
         #server
+        #pool
         #checks
     }
 }
@@ -203,6 +205,25 @@ fn client_args(rt: &TokenStream, method: &Method<'_>) -> (Vec<TokenStream>, Toke
         params.push(quote!(#name: #ty));
         values.push(match arg.wire {
             Wire::Owned | Wire::Borrowed(_) | Wire::Slice(_) | Wire::Str => quote!(#name),
+            Wire::ByteSlice => quote!(#rt::__private::serde_bytes::Bytes::new(#name)),
+            Wire::ByteVec => quote!(#rt::__private::serde_bytes::Bytes::new(&#name)),
+        });
+    }
+    (params, quote!((#(#values,)*)))
+}
+
+/// Like [`client_args`], but the tuple borrows the arguments, so that it can be sent more
+/// than once (a pool client's retry).
+fn client_args_by_ref(rt: &TokenStream, method: &Method<'_>) -> (Vec<TokenStream>, TokenStream) {
+    let mut params = Vec::new();
+    let mut values = Vec::new();
+    for arg in &method.args {
+        let name = arg.name.expect("validated");
+        let ty = arg.ty;
+        params.push(quote!(#name: #ty));
+        values.push(match arg.wire {
+            Wire::Owned => quote!(&#name),
+            Wire::Borrowed(_) | Wire::Slice(_) | Wire::Str => quote!(#name),
             Wire::ByteSlice => quote!(#rt::__private::serde_bytes::Bytes::new(#name)),
             Wire::ByteVec => quote!(#rt::__private::serde_bytes::Bytes::new(&#name)),
         });
@@ -528,6 +549,90 @@ fn server(rt: &TokenStream, names: &Names, model: &Service<'_>) -> TokenStream {
                     )),
                 }
             }
+        }
+    }
+}
+
+fn pool(rt: &TokenStream, names: &Names, model: &Service<'_>) -> TokenStream {
+    let Names {
+        vis, service, client, ..
+    } = names;
+    let pool = format_ident!("{}Pool", service);
+    let doc = format!(
+        "A client for a whole pool of [`{service}`] workers, one endpoint each: calls go round robin; \
+         a call on a worker that dies fails naming it, and methods marked `#[procwire(idempotent)]` are \
+         retried once on another worker."
+    );
+    let methods = model.methods.iter().map(|method| {
+        let name = method.name;
+        let method_name = name.to_string();
+        let docs = docs(method);
+        let (params, args) = client_args_by_ref(rt, method);
+        let constant = method_const(rt, method);
+        let bounds = wire_bounds(rt, method);
+        let idempotent = method.idempotent;
+        if method.oneway {
+            return quote! {
+                #(#docs)*
+                pub fn #name(&self, #(#params),*) -> ::core::result::Result<(), #rt::RpcError>
+                where #(#bounds),*
+                {
+                    #constant
+                    self.pool.call(#method_name, #idempotent, |__procwire_client| {
+                        __procwire_client.notify(METHOD, &#args, #rt::Wait::Block)
+                    })
+                }
+            };
+        }
+        let wire = reply_type(rt, &method.output);
+        let call = quote!(self.pool.call(#method_name, #idempotent, |__procwire_client| {
+            __procwire_client.call::<_, #wire>(METHOD, &#args, ::core::option::Option::None)
+        }));
+        let (ret, body) = match &method.output {
+            Output::Unit | Output::Value(_) => (quote!(::core::result::Result<#wire, #rt::RpcError>), call),
+            Output::ByteVec => (
+                quote!(::core::result::Result<::std::vec::Vec<u8>, #rt::RpcError>),
+                quote!(#call.map(#rt::__private::serde_bytes::ByteBuf::into_vec)),
+            ),
+            Output::Result { ok, err } => (
+                quote!(::core::result::Result<#ok, #rt::CallError<#err>>),
+                quote!(#call?.map_err(#rt::CallError::Application)),
+            ),
+        };
+        quote! {
+            #(#docs)*
+            pub fn #name(&self, #(#params),*) -> #ret
+            where #(#bounds),*
+            {
+                #constant
+                #body
+            }
+        }
+    });
+    quote! {
+        #[doc = #doc]
+        #[derive(::core::fmt::Debug)]
+        #vis struct #pool {
+            pool: #rt::pool::Pool,
+        }
+
+        #[allow(unused_lifetimes)]
+        impl #pool {
+            /// A pool of the workers at `endpoints` (`unix:PATH` or `tcp:HOST:PORT`, one per
+            /// worker); connections are made on first use.
+            pub fn new(endpoints: impl ::core::iter::IntoIterator<Item = ::std::string::String>) -> Self {
+                Self::with_config(endpoints, ::core::default::Default::default())
+            }
+
+            /// [`new`](Self::new) with a client configuration for each connection.
+            pub fn with_config(
+                endpoints: impl ::core::iter::IntoIterator<Item = ::std::string::String>,
+                config: #rt::ClientConfig,
+            ) -> Self {
+                Self { pool: #rt::pool::Pool::new(#client::info(), endpoints, config) }
+            }
+
+            #(#methods)*
         }
     }
 }

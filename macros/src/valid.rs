@@ -4,7 +4,8 @@ use syn::{FnArg, ReturnType, TraitItem, Type};
 
 use crate::ast::{is_call_context, Ctxt, Output, Service};
 
-/// Client methods procwire generates; a trait method of the same name would clash.
+/// Methods procwire generates on the client and the pool client; a trait method of the same
+/// name would clash.
 pub const GENERATED: &[&str] = &[
     "connect",
     "connect_with",
@@ -15,6 +16,8 @@ pub const GENERATED: &[&str] = &[
     "with_timeout",
     "start",
     "try_start",
+    "new",
+    "with_config",
 ];
 
 /// Checks everything a service trait must satisfy.

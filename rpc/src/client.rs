@@ -150,6 +150,17 @@ impl Client {
         })
     }
 
+    /// False once the connection is known to be gone (the peer closed it, died, or broke
+    /// the protocol); calls then fail at once.
+    pub fn is_connected(&self) -> bool {
+        self.inner.lock().failed.is_none()
+    }
+
+    /// True if both handles share one connection.
+    pub fn same_connection(&self, other: &Client) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// The peer this client is connected to.
     pub fn peer(&self) -> &PeerInfo {
         &self.inner.peer

@@ -42,6 +42,7 @@ mod buffers;
 mod client;
 mod error;
 mod outbox;
+pub mod pool;
 pub mod protocol;
 mod server;
 mod service;

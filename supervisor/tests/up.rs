@@ -1316,3 +1316,40 @@ fn a_pool_role_is_refused_by_procwire_up_which_cannot_run_itself_as_a_worker() {
         "{err}"
     );
 }
+
+#[test]
+fn index_in_a_listen_path_gives_each_worker_a_socket_of_its_own() {
+    if !python3_runs() {
+        eprintln!("skipped: python3 is not installed");
+        return;
+    }
+    let dir = temp_dir();
+    std::fs::create_dir(dir.path().join("run")).unwrap();
+    let worker = "import os, socket\n\
+        s = socket.socket(fileno=3)\n\
+        print('serving', flush=True)\n\
+        while True:\n    c, _ = s.accept(); c.sendall(str(os.getpid()).encode()); c.close()\n";
+    let manifest = format!(
+        r#"
+[pool.w]
+command = ["python3", "-c", {worker:?}]
+workers = 2
+listen = ["unix:run/w-{{index}}.sock"]
+"#
+    );
+    let mut sup = Supervisor::start(dir.path(), "per-worker", &manifest);
+    sup.wait_for("w.0 | serving");
+    sup.wait_for("w.1 | serving");
+    let ask = |i: u32| {
+        let path = dir.path().join("run").join(format!("w-{i}.sock"));
+        let mut stream = std::os::unix::net::UnixStream::connect(path).expect("a socket per worker");
+        let mut pid = String::new();
+        stream.read_to_string(&mut pid).unwrap();
+        pid
+    };
+    let (first, second) = (ask(0), ask(1));
+    assert_ne!(first, second, "each socket is served by its own worker");
+    assert_eq!(ask(0), first, "and always by the same one");
+    sup.signal(Signal::SIGTERM);
+    sup.expect_exit(0);
+}

@@ -84,7 +84,8 @@ pub struct Pool {
     /// Size-based rotation of `file:` outputs.
     pub log_rotate: Option<LogRotate>,
     /// Endpoints the supervisor binds once and hands to every worker of the pool by the
-    /// socket-activation protocol (`LISTEN_FDS`, from fd 3, in this order).
+    /// socket-activation protocol (`LISTEN_FDS`, from fd 3, in this order); `{index}` in a
+    /// Unix path gives each worker its own (see [`Endpoint::for_worker`]).
     pub listen: Vec<Endpoint>,
     /// Permissions of the pool's Unix socket files; default 0600.
     pub mode: u32,
@@ -107,6 +108,32 @@ pub enum Endpoint {
         /// Port.
         port: u16,
     },
+}
+
+impl Endpoint {
+    /// The endpoint of worker `index`: `{index}` in a Unix path is replaced, so that a pool
+    /// can give each worker a socket of its own (`unix:run/calc-{index}.sock`); an endpoint
+    /// without it is shared by all of them.
+    pub fn for_worker(&self, index: u32) -> Endpoint {
+        match self {
+            Endpoint::Unix(path) => Endpoint::Unix(PathBuf::from(
+                path.to_string_lossy().replace("{index}", &index.to_string()),
+            )),
+            tcp => tcp.clone(),
+        }
+    }
+}
+
+impl Pool {
+    /// Every endpoint the pool's workers listen on, each once.
+    pub fn endpoints(&self) -> Vec<Endpoint> {
+        let mut all: Vec<Endpoint> = (0..self.workers)
+            .flat_map(|i| self.listen.iter().map(move |e| e.for_worker(i)))
+            .collect();
+        all.sort();
+        all.dedup();
+        all
+    }
 }
 
 impl std::fmt::Display for Endpoint {

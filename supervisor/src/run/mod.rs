@@ -160,13 +160,13 @@ fn bind_listeners(
     listeners: &mut BTreeMap<Endpoint, std::os::fd::OwnedFd>,
 ) -> Result<(), (String, std::io::Error)> {
     for pool in &manifest.pools {
-        for endpoint in &pool.listen {
-            if listeners.contains_key(endpoint) {
+        for endpoint in pool.endpoints() {
+            if listeners.contains_key(&endpoint) {
                 continue;
             }
             let what = format!("pool {}: listen {endpoint}", pool.name);
-            let fd = bind_endpoint(endpoint, pool.mode).map_err(|e| (what, e))?;
-            listeners.insert(endpoint.clone(), fd);
+            let fd = bind_endpoint(&endpoint, pool.mode).map_err(|e| (what, e))?;
+            listeners.insert(endpoint, fd);
         }
     }
     Ok(())
@@ -394,7 +394,7 @@ impl Runner {
         let actions = self.policy.reload(Instant::now(), &manifest);
         // Sockets no pool names any more close; workers still running keep their copies.
         self.listeners
-            .retain(|endpoint, _| manifest.pools.iter().any(|p| p.listen.contains(endpoint)));
+            .retain(|endpoint, _| manifest.pools.iter().any(|p| p.endpoints().contains(endpoint)));
         self.manifest = manifest;
         self.apply(actions);
     }
@@ -620,7 +620,7 @@ impl Runner {
         let listen: Vec<(std::os::fd::BorrowedFd<'_>, String)> = pool
             .listen
             .iter()
-            .filter_map(|e| self.listeners.get(e))
+            .filter_map(|e| self.listeners.get(&e.for_worker(w.index)))
             .map(|fd| (fd.as_fd(), pool.name.clone()))
             .collect();
         let ctx = spawn::Context {
