@@ -39,6 +39,7 @@ pub fn role() -> Option<String> {
 #[derive(Debug)]
 pub struct Supervisor {
     thread: Option<JoinHandle<Result<i32, RunError>>>,
+    manifest: Manifest,
 }
 
 impl Supervisor {
@@ -56,9 +57,10 @@ impl Supervisor {
             roles: true,
             started: Some(started),
         };
+        let copy = manifest.clone();
         let thread = std::thread::Builder::new()
             .name("procwire-supervisor".into())
-            .spawn(move || run::run(manifest, options))
+            .spawn(move || run::run(copy, options))
             .map_err(|e| RunError::Setup {
                 what: "supervisor thread".into(),
                 source: e,
@@ -74,7 +76,24 @@ impl Supervisor {
                 }),
             };
         }
-        Ok(Supervisor { thread: Some(thread) })
+        Ok(Supervisor {
+            thread: Some(thread),
+            manifest,
+        })
+    }
+
+    /// The endpoints of `pool`'s workers, one per worker in index order (`unix:PATH`,
+    /// `tcp:HOST:PORT`), for a pool client: `CalcPool::new(supervisor.endpoints("calc"))`.
+    /// A pool whose workers share one socket gives that socket once per worker. Empty for
+    /// an unknown pool or one without `listen`.
+    pub fn endpoints(&self, pool: &str) -> Vec<String> {
+        let Some(pool) = self.manifest.pools.iter().find(|p| p.name == pool) else {
+            return Vec::new();
+        };
+        match pool.listen.first() {
+            Some(endpoint) => (0..pool.workers).map(|i| endpoint.for_worker(i).to_string()).collect(),
+            None => Vec::new(),
+        }
     }
 
     /// Stops gracefully and waits; returns the supervisor's exit code.
