@@ -654,6 +654,12 @@ impl Runner {
 
 impl Drop for Runner {
     fn drop(&mut self) {
+        // The socket files it created go with it.
+        for endpoint in self.listeners.keys() {
+            if let Endpoint::Unix(path) = endpoint {
+                let _ = std::fs::remove_file(path);
+            }
+        }
         // Never leave a worker behind, whatever ended the loop.
         for pid in self.workers.values() {
             let _ = killpg(*pid, Signal::SIGKILL);

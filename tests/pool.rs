@@ -1,0 +1,189 @@
+//! A supervised pool end to end: this test binary is the supervisor (embedded) and, started
+//! by it in the role "calc", each worker. Calls come from many threads through the pool
+//! client while workers die and while the supervisor shuts down.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use libtest_mimic::{Arguments, Failed, Trial};
+use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
+use nix::unistd::Pid;
+use procwire::rpc::transport::unix;
+use procwire::rpc::RpcError;
+use procwire::supervisor::manifest::{Endpoint, Manifest, Pool, Ready, SupervisorConfig};
+
+#[procwire::service]
+pub trait Calc {
+    /// Not idempotent here on purpose: a call on a dying worker must say so, not be retried.
+    fn add(&self, a: i64, b: i64) -> i64;
+    #[procwire(idempotent)]
+    fn pid(&self) -> u32;
+}
+
+struct MyCalc;
+
+impl Calc for MyCalc {
+    fn add(&self, a: i64, b: i64) -> i64 {
+        a + b
+    }
+    fn pid(&self) -> u32 {
+        std::process::id()
+    }
+}
+
+fn manifest(dir: &std::path::Path) -> Manifest {
+    let calc = Pool {
+        role: Some("calc".into()),
+        workers: 4,
+        ready: Ready::Notify,
+        listen: vec![Endpoint::Unix(dir.join("calc-{index}.sock"))],
+        ..Pool::new("calc", Vec::new())
+    };
+    let mut calc = calc;
+    calc.backoff.initial = Duration::ZERO;
+    Manifest {
+        path: dir.join("pool.toml"),
+        supervisor: SupervisorConfig {
+            name: "pool-test".into(),
+            shutdown_timeout: Duration::from_secs(20),
+        },
+        pools: vec![calc],
+    }
+}
+
+/// The pid serving each worker's own socket, asked directly.
+fn pids(endpoints: &[String]) -> Vec<u32> {
+    endpoints
+        .iter()
+        .map(|e| {
+            let client = CalcClient::connect(unix::connect(e.strip_prefix("unix:").unwrap()).unwrap()).unwrap();
+            client.pid().unwrap()
+        })
+        .collect()
+}
+
+fn a_pool_of_four_under_eight_threads_survives_a_killed_worker_and_comes_back_to_four() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let supervisor = procwire::Supervisor::start(manifest(dir.path()))?;
+    let endpoints = supervisor.endpoints("calc");
+    let before = pids(&endpoints);
+    assert_eq!(
+        before.iter().collect::<BTreeSet<_>>().len(),
+        4,
+        "four workers, one per socket"
+    );
+    let pool = CalcPool::new(endpoints.clone());
+    let (answered, died) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let (busy_tx, busy_rx) = mpsc::channel();
+    std::thread::scope(|s| {
+        for t in 0..8i64 {
+            let (pool, answered, died, busy_tx) = (&pool, &answered, &died, busy_tx.clone());
+            s.spawn(move || {
+                for i in 0..500i64 {
+                    match pool.add(t, i) {
+                        Ok(sum) => {
+                            assert_eq!(sum, t + i, "a right answer or none");
+                            answered.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(RpcError::Disconnected { reason, .. }) => {
+                            assert!(reason.contains("died"), "the error says the worker died: {reason}");
+                            died.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => panic!("unexpected error: {e}"),
+                    }
+                    if t == 0 && i == 100 {
+                        let _ = busy_tx.send(());
+                    }
+                }
+            });
+        }
+        busy_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the callers got going");
+        kill(Pid::from_raw(before[1] as i32), Signal::SIGKILL).unwrap();
+    });
+    assert_eq!(
+        answered.load(Ordering::Relaxed) + died.load(Ordering::Relaxed),
+        4000,
+        "every call returned"
+    );
+    // Back to four: the killed worker's socket is served by its replacement.
+    let after = pids(&endpoints);
+    assert_eq!(after.iter().collect::<BTreeSet<_>>().len(), 4);
+    assert_ne!(after[1], before[1], "worker 1 was replaced");
+    assert_eq!(
+        [after[0], after[2], after[3]],
+        [before[0], before[2], before[3]],
+        "the others were untouched"
+    );
+    assert_eq!(supervisor.stop()?, 0);
+    Ok(())
+}
+
+fn a_graceful_shutdown_under_load_answers_every_call_it_took_correctly() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let supervisor = procwire::Supervisor::start(manifest(dir.path()))?;
+    let pool = CalcPool::new(supervisor.endpoints("calc"));
+    let answered = AtomicUsize::new(0);
+    let (busy_tx, busy_rx) = mpsc::channel();
+    let code = std::thread::scope(|s| {
+        for t in 0..8i64 {
+            let (pool, answered, busy_tx) = (&pool, &answered, busy_tx.clone());
+            s.spawn(move || {
+                for i in 0.. {
+                    match pool.add(t, i) {
+                        Ok(sum) => {
+                            assert_eq!(sum, t + i, "an answered call is answered right");
+                            answered.fetch_add(1, Ordering::Relaxed);
+                        }
+                        // The pool is going away: calls stop with a clear error, never hang.
+                        Err(RpcError::Disconnected { .. }) => return,
+                        Err(e) => panic!("unexpected error: {e}"),
+                    }
+                    if t == 0 && i == 100 {
+                        let _ = busy_tx.send(());
+                    }
+                }
+            });
+        }
+        busy_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the callers got going");
+        supervisor.stop()
+    })?;
+    assert_eq!(code, 0, "a clean shutdown");
+    assert!(answered.load(Ordering::Relaxed) >= 100);
+    Ok(())
+}
+
+fn main() {
+    if procwire::role().as_deref() == Some("calc") {
+        procwire::workers::Worker::new()
+            .serve(CalcServer::new(MyCalc))
+            .expect("serve");
+        return;
+    }
+    // The embedded supervisor reads TERM, INT, HUP and CHLD from a signalfd: they must be
+    // blocked in every thread, so block them here, before the harness starts its threads.
+    let mut mask = SigSet::empty();
+    for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGCHLD] {
+        mask.add(signal);
+    }
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None).expect("block signals");
+    let mut args = Arguments::from_args();
+    // One supervisor at a time: each reaps every child of the process.
+    args.test_threads = Some(1);
+    let trials = vec![
+        Trial::test(
+            "a_pool_of_four_under_eight_threads_survives_a_killed_worker_and_comes_back_to_four",
+            a_pool_of_four_under_eight_threads_survives_a_killed_worker_and_comes_back_to_four,
+        ),
+        Trial::test(
+            "a_graceful_shutdown_under_load_answers_every_call_it_took_correctly",
+            a_graceful_shutdown_under_load_answers_every_call_it_took_correctly,
+        ),
+    ];
+    libtest_mimic::run(&args, trials).exit();
+}
