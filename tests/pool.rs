@@ -20,6 +20,9 @@ pub trait Calc {
     fn add(&self, a: i64, b: i64) -> i64;
     #[procwire(idempotent)]
     fn pid(&self) -> u32;
+    /// The `VERSION` the worker was started with.
+    #[procwire(idempotent)]
+    fn version(&self) -> String;
 }
 
 struct MyCalc;
@@ -30,6 +33,9 @@ impl Calc for MyCalc {
     }
     fn pid(&self) -> u32 {
         std::process::id()
+    }
+    fn version(&self) -> String {
+        std::env::var("VERSION").unwrap_or_default()
     }
 }
 
@@ -158,8 +164,100 @@ fn a_graceful_shutdown_under_load_answers_every_call_it_took_correctly() -> Resu
     Ok(())
 }
 
+fn a_rolling_restart_through_supervisor_owned_sockets_fails_no_call() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let report = std::os::unix::net::UnixDatagram::bind(dir.path().join("report"))?;
+    report.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let manifest_text = |version: u32| {
+        format!(
+            r#"
+[supervisor]
+name = "rolling"
+
+[pool.calc]
+role = "calc"
+workers = 4
+ready = "notify"
+listen = ["unix:calc-{{index}}.sock"]
+backoff = {{ initial = "0s", max = "1s", factor = 2.0, jitter = 0.0, reset_after = "60s" }}
+env = {{ VERSION = "{version}", REPORT = "{}" }}
+"#,
+            dir.path().join("report").display()
+        )
+    };
+    let path = dir.path().join("rolling.toml");
+    std::fs::write(&path, manifest_text(1))?;
+    let supervisor = procwire::Supervisor::start(Manifest::load(&path)?)?;
+    let pool = CalcPool::new(supervisor.endpoints("calc"));
+    assert_eq!(pool.version()?, "1");
+    let (answers, failures) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let (first_tx, first_rx) = mpsc::channel::<()>();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| -> Result<(), Failed> {
+        for _ in 0..8 {
+            let (pool, answers, failures, done, first_tx) = (&pool, &answers, &failures, &done, first_tx.clone());
+            s.spawn(move || {
+                while !done.load(Ordering::Relaxed) {
+                    match pool.version() {
+                        Ok(v) => {
+                            assert!(v == "1" || v == "2", "{v}");
+                            answers.fetch_add(1, Ordering::Relaxed);
+                            let _ = first_tx.send(());
+                        }
+                        Err(e) => {
+                            eprintln!("a call failed during the rolling restart: {e}");
+                            failures.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            });
+        }
+        // Every caller is under way before the restart begins.
+        for _ in 0..8 {
+            first_rx
+                .recv_timeout(Duration::from_secs(30))
+                .expect("every caller gets going");
+        }
+        // The new version, applied by HUP: the workers restart one at a time.
+        std::fs::write(&path, manifest_text(2))?;
+        kill(Pid::this(), Signal::SIGHUP)?;
+        let mut buf = [0u8; 16];
+        for _ in 0..4 {
+            report
+                .recv(&mut buf)
+                .expect("each new worker reports within the deadline");
+        }
+        done.store(true, Ordering::Relaxed);
+        Ok(())
+    })?;
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "no call failed during the rolling restart"
+    );
+    assert!(
+        answers.load(Ordering::Relaxed) >= 8,
+        "every caller was answered before the restart began"
+    );
+    let versions: BTreeSet<String> = (0..8).map(|_| pool.version()).collect::<Result<_, _>>()?;
+    assert_eq!(
+        versions,
+        BTreeSet::from(["2".to_owned()]),
+        "every worker runs the new version"
+    );
+    drop(pool);
+    assert_eq!(supervisor.stop()?, 0);
+    Ok(())
+}
+
 fn main() {
     if procwire::role().as_deref() == Some("calc") {
+        if std::env::var("VERSION").as_deref() == Ok("2") {
+            if let Ok(report) = std::env::var("REPORT") {
+                let socket = std::os::unix::net::UnixDatagram::unbound().expect("a socket");
+                let _ = socket.send_to(b"up", report);
+            }
+        }
         procwire::workers::Worker::new()
             .serve(CalcServer::new(MyCalc))
             .expect("serve");
@@ -176,6 +274,10 @@ fn main() {
     // One supervisor at a time: each reaps every child of the process.
     args.test_threads = Some(1);
     let trials = vec![
+        Trial::test(
+            "a_rolling_restart_through_supervisor_owned_sockets_fails_no_call",
+            a_rolling_restart_through_supervisor_owned_sockets_fails_no_call,
+        ),
         Trial::test(
             "a_pool_of_four_under_eight_threads_survives_a_killed_worker_and_comes_back_to_four",
             a_pool_of_four_under_eight_threads_survives_a_killed_worker_and_comes_back_to_four,

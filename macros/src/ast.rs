@@ -48,8 +48,8 @@ pub struct Method<'a> {
     pub name: &'a Ident,
     /// `#[procwire(oneway)]`.
     pub oneway: bool,
-    /// `#[procwire(idempotent)]`: safe to repeat, so a pool client retries it once on
-    /// another worker if the first dies.
+    /// `#[procwire(idempotent)]`: safe to repeat, so a pool client retries it on the other
+    /// workers (each at most once) if its worker dies.
     pub idempotent: bool,
     /// The `&CallContext` argument, if it takes one.
     pub context: Option<&'a syn::PatType>,

@@ -561,7 +561,7 @@ fn pool(rt: &TokenStream, names: &Names, model: &Service<'_>) -> TokenStream {
     let doc = format!(
         "A client for a whole pool of [`{service}`] workers, one endpoint each: calls go round robin; \
          a call on a worker that dies fails naming it, and methods marked `#[procwire(idempotent)]` are \
-         retried once on another worker."
+         retried on the other workers, each at most once."
     );
     let methods = model.methods.iter().map(|method| {
         let name = method.name;

@@ -152,8 +152,33 @@ impl Client {
 
     /// False once the connection is known to be gone (the peer closed it, died, or broke
     /// the protocol); calls then fail at once.
+    ///
+    /// If no call is reading the connection, this looks at it without waiting, so that a
+    /// peer that has gone away is noticed before the next call is sent to it.
     pub fn is_connected(&self) -> bool {
-        self.inner.lock().failed.is_none()
+        let inner = &self.inner;
+        let mut st = inner.lock();
+        if st.failed.is_none() && !st.reading {
+            st.reading = true;
+            drop(st);
+            let received = inner
+                .receiver
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .recv(Wait::NonBlock);
+            st = inner.lock();
+            st.reading = false;
+            match received {
+                Ok(payload) => inner.dispatch(&mut st, payload),
+                Err(e) if e.is_retryable() => {}
+                Err(TransportError::Closed { .. }) => {
+                    inner.fail(&mut st, "the peer closed the connection or exited".to_owned())
+                }
+                Err(e) => inner.fail(&mut st, e.to_string()),
+            }
+            inner.notify(&st);
+        }
+        st.failed.is_none()
     }
 
     /// True if both handles share one connection.

@@ -9,7 +9,7 @@
 //!
 //! A call in flight on a worker that dies fails with [`RpcError::Disconnected`] naming the
 //! worker; it never hangs and is never dropped silently. A call marked idempotent is tried
-//! once more, on another worker.
+//! again on another worker, each worker at most once.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -63,22 +63,25 @@ impl Pool {
     }
 
     /// Runs `call` on the next worker. If that worker's connection fails, the error names
-    /// it; if `idempotent`, the call is made once more on another worker first.
+    /// it; if `idempotent`, the call is first tried on the other workers, each at most once.
     pub fn call<R>(
         &self,
         method: &'static str,
         idempotent: bool,
         call: impl Fn(&Client) -> Result<R, RpcError>,
     ) -> Result<R, RpcError> {
-        let attempts = if idempotent && self.slots.len() > 1 { 2 } else { 1 };
-        let mut avoid = None;
+        // An idempotent call goes to each other worker at most once until one answers: a
+        // connection that went stale while others were restarting (a rolling restart) must
+        // not fail a call that another live worker could have answered.
+        let attempts = if idempotent { self.slots.len().max(1) } else { 1 };
+        let mut tried = Vec::new();
         let mut failure = None;
         for _ in 0..attempts {
-            let (slot, client) = self.pick(method, avoid)?;
+            let (slot, client) = self.pick(method, &tried)?;
             match call(&client) {
                 Err(RpcError::Disconnected { method, peer, reason }) => {
                     self.forget(slot, &client);
-                    avoid = Some(slot);
+                    tried.push(slot);
                     let reason = format!("worker {} died: {reason}", self.slots[slot].endpoint);
                     failure = Some(RpcError::Disconnected { method, peer, reason });
                 }
@@ -88,9 +91,9 @@ impl Pool {
         Err(failure.expect("at least one attempt was made"))
     }
 
-    /// The next worker with a live connection, connecting where there is none; `avoid` is
-    /// skipped if another worker is there.
-    fn pick(&self, method: &'static str, avoid: Option<usize>) -> Result<(usize, Client), RpcError> {
+    /// The next worker with a live connection, connecting where there is none; workers in
+    /// `avoid` are skipped while there are others.
+    fn pick(&self, method: &'static str, avoid: &[usize]) -> Result<(usize, Client), RpcError> {
         let n = self.slots.len();
         if n == 0 {
             return Err(RpcError::Disconnected {
@@ -102,7 +105,7 @@ impl Pool {
         let mut last_error = None;
         for _ in 0..n {
             let i = self.next.fetch_add(1, Ordering::Relaxed) % n;
-            if Some(i) == avoid && n > 1 {
+            if avoid.contains(&i) && avoid.len() < n {
                 continue;
             }
             let slot = &self.slots[i];

@@ -168,6 +168,8 @@ struct PoolState {
     retired: bool,
     /// The pool this one replaces after a reload; it starts once that one is down.
     replaces: Option<PoolId>,
+    /// A rolling restart is under way: the index of the worker being restarted.
+    rolling: Option<u32>,
 }
 
 /// The policy of a whole supervisor.
@@ -206,6 +208,7 @@ impl PoolState {
             blocked: false,
             retired: false,
             replaces,
+            rolling: None,
         }
     }
 }
@@ -271,9 +274,26 @@ impl Policy {
                     self.retire(now, id, &mut out);
                 }
                 Some(new) if *new != self.pools[id].spec => {
-                    out.push(Action::Log(format!("reload: pool {name} changed; restarting it")));
-                    self.retire(now, id, &mut out);
-                    self.add(new, Some(id));
+                    let old = &self.pools[id].spec;
+                    // Same workers on the same sockets: restart them one at a time, each
+                    // after the previous one is ready again, so that the pool keeps serving.
+                    let rolling = new.workers == old.workers
+                        && new.listen == old.listen
+                        && new.strategy == Strategy::OneForOne
+                        && self.pools[id].started
+                        && !self.pools[id].failed;
+                    if rolling {
+                        out.push(Action::Log(format!(
+                            "reload: pool {name} changed; restarting its workers one at a time"
+                        )));
+                        self.pools[id].spec = new.clone();
+                        self.pools[id].rolling = Some(0);
+                        self.roll(now, id, &mut out);
+                    } else {
+                        out.push(Action::Log(format!("reload: pool {name} changed; restarting it")));
+                        self.retire(now, id, &mut out);
+                        self.add(new, Some(id));
+                    }
                 }
                 Some(_) => {}
             }
@@ -312,6 +332,42 @@ impl Policy {
         }
         self.settle(now, &mut out);
         out
+    }
+
+    /// Restarts the next worker of a rolling restart, or ends it.
+    fn roll(&mut self, now: Instant, pool: PoolId, out: &mut Vec<Action>) {
+        let Some(index) = self.pools[pool].rolling else { return };
+        if index >= self.pools[pool].workers.len() as u32 {
+            self.pools[pool].rolling = None;
+            out.push(Action::Log(format!(
+                "reload: pool {} restarted",
+                self.pools[pool].spec.name
+            )));
+            return;
+        }
+        let w = WorkerId { pool, index };
+        match self.worker(w).state {
+            State::Starting | State::Running => {
+                self.stop(now, w, true, out);
+                // Restarted for the new settings, not for failing.
+                self.worker_mut(w).sibling_stop = true;
+            }
+            // Finished (a batch job, say): it runs again with the new settings.
+            State::Done { .. } | State::Down => self.spawn(w, out),
+            // Backing off, or starting right now: it starts with the new settings anyway.
+            _ => {
+                self.pools[pool].rolling = Some(index + 1);
+                self.roll(now, pool, out);
+            }
+        }
+    }
+
+    /// A worker became ready: if a rolling restart waited for it, on to the next.
+    fn rolled(&mut self, now: Instant, w: WorkerId, out: &mut Vec<Action>) {
+        if self.pools[w.pool].rolling == Some(w.index) {
+            self.pools[w.pool].rolling = Some(w.index + 1);
+            self.roll(now, w.pool, out);
+        }
     }
 
     fn add(&mut self, spec: &Pool, replaces: Option<PoolId>) {
@@ -374,6 +430,7 @@ impl Policy {
                 if self.worker(w).state == State::Starting {
                     self.worker_mut(w).state = State::Running;
                     out.push(Action::CancelTimer(TimerKey::ReadyDeadline(w)));
+                    self.rolled(now, w, &mut out);
                 }
             }
             Event::Heartbeat(w) => {
@@ -420,6 +477,7 @@ impl Policy {
         worker.ever_spawned = true;
         if ready == Ready::Spawned {
             worker.state = State::Running;
+            self.rolled(now, w, out);
         } else {
             worker.state = State::Starting;
             out.push(Action::SetTimer(TimerKey::ReadyDeadline(w), now + ready_timeout));

@@ -424,19 +424,20 @@ fn after_a_reload_dependencies_follow_the_new_pool() {
     web.after = vec![("db".into(), Condition::Started)];
     let mut h = Harness::new(vec![db.clone(), web.clone()]);
     h.step(Event::Begin);
+    // Two workers instead of one: replaced as a whole, not restarted one by one.
     let mut db2 = db;
-    db2.stop_timeout = Duration::from_secs(1);
+    db2.workers = 2;
     h.policy.reload(h.now, &manifest(vec![db2, web]));
     // The new db (pool 2) starts once the old one is down; web is untouched.
     assert_eq!(
         spawns(&h.step(Event::Exited(w(0, 0), Exit::Signal(15)))),
-        [w(2, 0)].into()
+        [w(2, 0), w(2, 1)].into()
     );
     // Shutting down stops web before the new db.
     assert_eq!(signalled(&h.step(Event::Shutdown)), [w(1, 0)].into());
     assert_eq!(
         signalled(&h.step(Event::Exited(w(1, 0), Exit::Signal(15)))),
-        [w(2, 0)].into()
+        [w(2, 0), w(2, 1)].into()
     );
 }
 
@@ -531,15 +532,58 @@ fn a_reload_gives_a_blocked_pool_another_chance() {
     let mut fixed = x;
     fixed.command = vec!["true".into(), "--fixed".into()];
     let actions = h.policy.reload(h.now, &manifest(vec![fixed, z, pool("keep", 1)]));
-    assert_eq!(spawns(&actions), [w(3, 0)].into(), "the new x starts");
-    for action in actions {
-        if let Action::Spawn(id) = action {
-            h.step(Event::Spawned(id));
-        }
-    }
     assert_eq!(
-        spawns(&h.step(Event::Exited(w(3, 0), Exit::Code(0)))),
+        spawns(&actions),
+        [w(0, 0)].into(),
+        "x runs again, with its new settings"
+    );
+    h.step(Event::Spawned(w(0, 0)));
+    assert_eq!(
+        spawns(&h.step(Event::Exited(w(0, 0), Exit::Code(0)))),
         [w(1, 0)].into(),
         "z starts at last"
+    );
+}
+
+#[test]
+fn a_reload_restarts_a_changed_pool_one_worker_at_a_time_each_after_the_last_is_ready() {
+    let mut p = pool("web", 3);
+    p.ready = Ready::Notify;
+    p.backoff.initial = Duration::ZERO;
+    let mut h = Harness::new(vec![p.clone()]);
+    h.step(Event::Begin);
+    for i in 0..3 {
+        h.step(Event::Ready(w(0, i)));
+    }
+    let mut p2 = p;
+    p2.command = vec!["true".into(), "--v2".into()];
+    let actions = h.policy.reload(h.now, &manifest(vec![p2]));
+    assert_eq!(signalled(&actions), [w(0, 0)].into(), "only the first worker goes down");
+    for i in 0..3 {
+        assert_eq!(
+            spawns(&h.step(Event::Exited(w(0, i), Exit::Signal(15)))),
+            [w(0, i)].into(),
+            "back at once"
+        );
+        assert_eq!(h.policy.pool(0).command[1], "--v2", "with the new settings");
+        let next = h.step(Event::Ready(w(0, i)));
+        if i < 2 {
+            assert_eq!(
+                signalled(&next),
+                [w(0, i + 1)].into(),
+                "the next one once this one is ready"
+            );
+        } else {
+            assert!(signalled(&next).is_empty());
+            assert!(
+                h.log.iter().any(|l| l.contains("reload: pool web restarted")),
+                "{:?}",
+                h.log
+            );
+        }
+    }
+    assert!(
+        !h.log.iter().any(|l| l.contains("gave up")),
+        "a rolling restart costs no restart budget"
     );
 }
