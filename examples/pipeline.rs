@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use anyhow::Result;
-use procwire::supervisor::manifest::{Condition, Manifest, Pool, Restart, SupervisorConfig};
+use procwire::supervisor::manifest::{Condition, Manifest, Pool, Restart};
 
 fn job(name: &str) -> Pool {
     Pool {
@@ -29,14 +29,7 @@ fn main() -> Result<()> {
     let (x, y) = (job("x"), job("y"));
     let mut z = job("z");
     z.after = vec![("x".into(), Condition::Completed), ("y".into(), Condition::Completed)];
-    let manifest = Manifest {
-        path: std::env::current_dir()?.join("pipeline.toml"),
-        supervisor: SupervisorConfig {
-            name: "pipeline".into(),
-            shutdown_timeout: std::time::Duration::from_secs(10),
-        },
-        pools: vec![x, y, z],
-    };
+    let manifest = Manifest::new("pipeline").pool(x).pool(y).pool(z);
     println!(
         "== the plan: {:?}",
         manifest

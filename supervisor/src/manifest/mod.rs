@@ -146,6 +146,27 @@ impl std::fmt::Display for Endpoint {
     }
 }
 
+impl Manifest {
+    /// A manifest built in code, for an embedded supervisor: no pools yet, every setting at
+    /// its default; relative paths resolve against the current directory.
+    pub fn new(name: &str) -> Manifest {
+        Manifest {
+            path: std::env::current_dir().unwrap_or_default().join(format!("{name}.toml")),
+            supervisor: SupervisorConfig {
+                name: name.to_owned(),
+                shutdown_timeout: Duration::from_secs(30),
+            },
+            pools: Vec::new(),
+        }
+    }
+
+    /// Adds a pool (started in dependency order, like the manifest's `[pool.NAME]` tables).
+    pub fn pool(mut self, pool: Pool) -> Manifest {
+        self.pools.push(pool);
+        self
+    }
+}
+
 impl Pool {
     /// A pool named `name` running `command`, with every other setting at its default (as
     /// if the manifest gave only `command`).
