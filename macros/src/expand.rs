@@ -231,6 +231,28 @@ fn client_args_by_ref(rt: &TokenStream, method: &Method<'_>) -> (Vec<TokenStream
     (params, quote!((#(#values,)*)))
 }
 
+/// The client method's return type, and its body from `call` (which returns the reply as
+/// it travels): a `Vec<u8>` arrives as a byte buffer, a `Result<T, E>` splits into the
+/// value and a typed `CallError`.
+fn typed_reply(
+    rt: &TokenStream,
+    output: &Output<'_>,
+    wire: &TokenStream,
+    call: TokenStream,
+) -> (TokenStream, TokenStream) {
+    match output {
+        Output::Unit | Output::Value(_) => (quote!(::core::result::Result<#wire, #rt::RpcError>), call),
+        Output::ByteVec => (
+            quote!(::core::result::Result<::std::vec::Vec<u8>, #rt::RpcError>),
+            quote!(#call.map(#rt::__private::serde_bytes::ByteBuf::into_vec)),
+        ),
+        Output::Result { ok, err } => (
+            quote!(::core::result::Result<#ok, #rt::CallError<#err>>),
+            quote!(#call?.map_err(#rt::CallError::Application)),
+        ),
+    }
+}
+
 /// The type the reply travels as.
 fn reply_type(rt: &TokenStream, output: &Output<'_>) -> TokenStream {
     match output {
@@ -281,17 +303,7 @@ fn client(rt: &TokenStream, names: &Names, model: &Service<'_>) -> TokenStream {
         }
         let wire = reply_type(rt, &method.output);
         let call = quote!(self.client.call::<_, #wire>(METHOD, &#args, self.__procwire_deadline()));
-        let (ret, body) = match &method.output {
-            Output::Unit | Output::Value(_) => (quote!(::core::result::Result<#wire, #rt::RpcError>), call),
-            Output::ByteVec => (
-                quote!(::core::result::Result<::std::vec::Vec<u8>, #rt::RpcError>),
-                quote!(#call.map(#rt::__private::serde_bytes::ByteBuf::into_vec)),
-            ),
-            Output::Result { ok, err } => (
-                quote!(::core::result::Result<#ok, #rt::CallError<#err>>),
-                quote!(#call?.map_err(#rt::CallError::Application)),
-            ),
-        };
+        let (ret, body) = typed_reply(rt, &method.output, &wire, call);
         quote! {
             #(#docs)*
             pub fn #name(&self, #(#params),*) -> #ret
@@ -588,17 +600,7 @@ fn pool(rt: &TokenStream, names: &Names, model: &Service<'_>) -> TokenStream {
         let call = quote!(self.pool.call(#method_name, #idempotent, |__procwire_client| {
             __procwire_client.call::<_, #wire>(METHOD, &#args, ::core::option::Option::None)
         }));
-        let (ret, body) = match &method.output {
-            Output::Unit | Output::Value(_) => (quote!(::core::result::Result<#wire, #rt::RpcError>), call),
-            Output::ByteVec => (
-                quote!(::core::result::Result<::std::vec::Vec<u8>, #rt::RpcError>),
-                quote!(#call.map(#rt::__private::serde_bytes::ByteBuf::into_vec)),
-            ),
-            Output::Result { ok, err } => (
-                quote!(::core::result::Result<#ok, #rt::CallError<#err>>),
-                quote!(#call?.map_err(#rt::CallError::Application)),
-            ),
-        };
+        let (ret, body) = typed_reply(rt, &method.output, &wire, call);
         quote! {
             #(#docs)*
             pub fn #name(&self, #(#params),*) -> #ret
