@@ -159,23 +159,7 @@ impl Client {
         let inner = &self.inner;
         let mut st = inner.lock();
         if st.failed.is_none() && !st.reading {
-            st.reading = true;
-            drop(st);
-            let received = inner
-                .receiver
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .recv(Wait::NonBlock);
-            st = inner.lock();
-            st.reading = false;
-            match received {
-                Ok(payload) => inner.dispatch(&mut st, payload),
-                Err(e) if e.is_retryable() => {}
-                Err(TransportError::Closed { .. }) => {
-                    inner.fail(&mut st, "the peer closed the connection or exited".to_owned())
-                }
-                Err(e) => inner.fail(&mut st, e.to_string()),
-            }
+            st = inner.read_once(st, Wait::NonBlock).0;
             inner.notify(&st);
         }
         st.failed.is_none()
@@ -449,31 +433,13 @@ impl Inner {
                 return Err(self.disconnected(method, &reason));
             }
             if !st.reading {
-                st.reading = true;
-                drop(st);
-                let received = self.receiver.lock().unwrap_or_else(|e| e.into_inner()).recv(wait);
-                st = self.lock();
-                st.reading = false;
-                match received {
-                    Ok(payload) => self.dispatch(&mut st, payload),
-                    Err(e) if e.is_retryable() => {
-                        // Let another caller take over reading, then report.
-                        self.notify(&st);
-                        if matches!(st.pending.get(&id), Some(Some(_))) {
-                            continue;
-                        }
-                        return self.out_of_time(st, method, wait);
-                    }
-                    Err(e) => {
-                        let reason = match e {
-                            TransportError::Closed { .. } => "the peer closed the connection or exited".to_owned(),
-                            e => e.to_string(),
-                        };
-                        self.fail(&mut st, reason);
-                    }
-                }
+                let (next, ran_out) = self.read_once(st, wait);
+                st = next;
                 // Wake callers whose replies arrived, and one to read next.
                 self.notify(&st);
+                if ran_out && !matches!(st.pending.get(&id), Some(Some(_))) {
+                    return self.out_of_time(st, method, wait);
+                }
                 continue;
             }
             match wait.remaining() {
@@ -490,6 +456,26 @@ impl Inner {
                 }
             }
         }
+    }
+
+    /// Reads one frame as the connection's reader (nobody else is reading when called) and
+    /// files it; a failed connection is marked so. The flag is true when `wait` ran out
+    /// before a frame came.
+    fn read_once<'a>(&'a self, mut st: MutexGuard<'a, State>, wait: Wait) -> (MutexGuard<'a, State>, bool) {
+        st.reading = true;
+        drop(st);
+        let received = self.receiver.lock().unwrap_or_else(|e| e.into_inner()).recv(wait);
+        let mut st = self.lock();
+        st.reading = false;
+        match received {
+            Ok(payload) => self.dispatch(&mut st, payload),
+            Err(e) if e.is_retryable() => return (st, true),
+            Err(TransportError::Closed { .. }) => {
+                self.fail(&mut st, "the peer closed the connection or exited".to_owned())
+            }
+            Err(e) => self.fail(&mut st, e.to_string()),
+        }
+        (st, false)
     }
 
     fn out_of_time(&self, st: MutexGuard<'_, State>, method: Method, wait: Wait) -> Result<Option<Vec<u8>>, RpcError> {
