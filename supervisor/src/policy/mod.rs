@@ -245,11 +245,6 @@ impl Policy {
         &self.pools[pool].spec.name
     }
 
-    /// How many pools there are, retired ones included.
-    pub fn pool_count(&self) -> usize {
-        self.pools.len()
-    }
-
     /// The pool's settings (those of the manifest it came from, which a reload may have
     /// replaced since).
     pub fn pool(&self, pool: PoolId) -> &Pool {
@@ -374,9 +369,8 @@ impl Policy {
         self.pools.push(PoolState::new(spec, replaces));
     }
 
-    fn retire(&mut self, now: Instant, pool: PoolId, out: &mut Vec<Action>) {
-        self.pools[pool].retired = true;
-        self.pools[pool].after.clear();
+    /// Stops every running worker of `pool` for good and cancels pending restarts.
+    fn take_down(&mut self, now: Instant, pool: PoolId, out: &mut Vec<Action>) {
         for w in self.ids(pool).collect::<Vec<_>>() {
             match self.worker(w).state {
                 State::Backoff => {
@@ -388,6 +382,12 @@ impl Policy {
                 _ => self.worker_mut(w).state = State::Down,
             }
         }
+    }
+
+    fn retire(&mut self, now: Instant, pool: PoolId, out: &mut Vec<Action>) {
+        self.pools[pool].retired = true;
+        self.pools[pool].after.clear();
+        self.take_down(now, pool, out);
     }
 
     /// True while the worker's process should be running or starting.
@@ -618,17 +618,7 @@ impl Policy {
                 LimitAction::Shutdown => "shutting the supervisor down",
             }
         )));
-        for w in self.ids(pool).collect::<Vec<_>>() {
-            match self.worker(w).state {
-                State::Backoff => {
-                    out.push(Action::CancelTimer(TimerKey::Restart(w)));
-                    self.worker_mut(w).state = State::Down;
-                }
-                State::Starting | State::Running => self.stop(now, w, false, out),
-                State::Spawning | State::Stopping { .. } => {}
-                _ => self.worker_mut(w).state = State::Down,
-            }
-        }
+        self.take_down(now, pool, out);
         if then == LimitAction::Shutdown {
             self.exit_code = 1;
             self.begin_shutdown(now, out);
