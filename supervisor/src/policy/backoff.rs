@@ -74,14 +74,9 @@ mod tests {
     use super::*;
     use crate::manifest::LimitAction;
 
+    /// The documented defaults: 100 ms, doubling, up to 30 s, ±10 %.
     fn backoff() -> Backoff {
-        Backoff {
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(30),
-            factor: 2.0,
-            jitter: 0.1,
-            reset_after: Duration::from_secs(60),
-        }
+        crate::manifest::Pool::new("t", Vec::new()).backoff
     }
 
     #[test]
