@@ -195,8 +195,9 @@ fn cfgs<'a>(method: &Method<'a>) -> Vec<&'a syn::Attribute> {
     method.item.attrs.iter().filter(|a| a.path().is_ident("cfg")).collect()
 }
 
-/// The client's parameters, and the tuple expression that carries them.
-fn client_args(rt: &TokenStream, method: &Method<'_>) -> (Vec<TokenStream>, TokenStream) {
+/// The client's parameters, and the tuple expression that carries them. `by_ref` borrows
+/// the arguments, so that the tuple can be sent more than once (a pool client's retry).
+fn client_args(rt: &TokenStream, method: &Method<'_>, by_ref: bool) -> (Vec<TokenStream>, TokenStream) {
     let mut params = Vec::new();
     let mut values = Vec::new();
     for arg in &method.args {
@@ -204,26 +205,8 @@ fn client_args(rt: &TokenStream, method: &Method<'_>) -> (Vec<TokenStream>, Toke
         let ty = arg.ty;
         params.push(quote!(#name: #ty));
         values.push(match arg.wire {
+            Wire::Owned if by_ref => quote!(&#name),
             Wire::Owned | Wire::Borrowed(_) | Wire::Slice(_) | Wire::Str => quote!(#name),
-            Wire::ByteSlice => quote!(#rt::__private::serde_bytes::Bytes::new(#name)),
-            Wire::ByteVec => quote!(#rt::__private::serde_bytes::Bytes::new(&#name)),
-        });
-    }
-    (params, quote!((#(#values,)*)))
-}
-
-/// Like [`client_args`], but the tuple borrows the arguments, so that it can be sent more
-/// than once (a pool client's retry).
-fn client_args_by_ref(rt: &TokenStream, method: &Method<'_>) -> (Vec<TokenStream>, TokenStream) {
-    let mut params = Vec::new();
-    let mut values = Vec::new();
-    for arg in &method.args {
-        let name = arg.name.expect("validated");
-        let ty = arg.ty;
-        params.push(quote!(#name: #ty));
-        values.push(match arg.wire {
-            Wire::Owned => quote!(&#name),
-            Wire::Borrowed(_) | Wire::Slice(_) | Wire::Str => quote!(#name),
             Wire::ByteSlice => quote!(#rt::__private::serde_bytes::Bytes::new(#name)),
             Wire::ByteVec => quote!(#rt::__private::serde_bytes::Bytes::new(&#name)),
         });
@@ -285,7 +268,7 @@ fn client(rt: &TokenStream, names: &Names, model: &Service<'_>) -> TokenStream {
     let methods = model.methods.iter().map(|method| {
         let name = method.name;
         let docs = docs(method);
-        let (params, args) = client_args(rt, method);
+        let (params, args) = client_args(rt, method, false);
         let constant = method_const(rt, method);
         let bounds = wire_bounds(rt, method);
         if method.oneway {
@@ -408,7 +391,7 @@ fn starter(rt: &TokenStream, names: &Names, model: &Service<'_>) -> TokenStream 
     let methods = model.methods.iter().map(|method| {
         let name = method.name;
         let docs = docs(method);
-        let (params, args) = client_args(rt, method);
+        let (params, args) = client_args(rt, method, false);
         let constant = method_const(rt, method);
         let bounds = wire_bounds(rt, method);
         if method.oneway {
@@ -579,7 +562,7 @@ fn pool(rt: &TokenStream, names: &Names, model: &Service<'_>) -> TokenStream {
         let name = method.name;
         let method_name = name.to_string();
         let docs = docs(method);
-        let (params, args) = client_args_by_ref(rt, method);
+        let (params, args) = client_args(rt, method, true);
         let constant = method_const(rt, method);
         let bounds = wire_bounds(rt, method);
         let idempotent = method.idempotent;
