@@ -36,11 +36,10 @@ pub(crate) enum FdKind {
 }
 
 /// Sets or clears `O_NONBLOCK` on `fd`.
-pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>, on: bool, peer: &str) -> Result<(), TransportError> {
-    let flags = fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL).map_err(|e| TransportError::io("fcntl", peer, e))?;
-    let mut flags = OFlag::from_bits_retain(flags);
+fn toggle_nonblocking(fd: BorrowedFd<'_>, on: bool) -> Result<(), Errno> {
+    let mut flags = OFlag::from_bits_retain(fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL)?);
     flags.set(OFlag::O_NONBLOCK, on);
-    fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(flags)).map_err(|e| TransportError::io("fcntl", peer, e))?;
+    fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(flags))?;
     Ok(())
 }
 
@@ -102,7 +101,7 @@ struct Mode {
 
 impl Mode {
     fn new(fd: &OwnedFd, kind: FdKind, peer: &str) -> Result<Self, TransportError> {
-        set_nonblocking(fd.as_fd(), false, peer)?;
+        toggle_nonblocking(fd.as_fd(), false).map_err(|e| TransportError::io("fcntl", peer, e))?;
         Ok(Mode {
             kind,
             nonblocking: false,
@@ -115,10 +114,7 @@ impl Mode {
             FdKind::Socket => Ok(if nonblocking { libc::MSG_DONTWAIT } else { 0 }),
             FdKind::Pipe => {
                 if self.nonblocking != nonblocking {
-                    let flags = OFlag::from_bits_retain(fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL)?);
-                    let mut flags = flags;
-                    flags.set(OFlag::O_NONBLOCK, nonblocking);
-                    fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(flags))?;
+                    toggle_nonblocking(fd.as_fd(), nonblocking)?;
                     self.nonblocking = nonblocking;
                 }
                 Ok(0)
