@@ -144,7 +144,7 @@ const POOL_KEYS: &[&str] = &[
     "role",
 ];
 const BACKOFF_KEYS: &[&str] = &["initial", "max", "factor", "jitter", "reset_after"];
-const LIMIT_KEYS: &[&str] = &["restarts", "within", "then"];
+const LIMIT_KEYS: &[&str] = &["restarts", "within", "start_attempts", "then"];
 const LOG_ROTATE_KEYS: &[&str] = &["size", "keep"];
 const RLIMIT_NAMES: &[&str] = &["nofile", "nproc", "core", "memlock", "stack", "as", "cpu", "fsize"];
 
@@ -685,6 +685,9 @@ impl Checker<'_> {
             match key.get_ref().as_ref() {
                 "restarts" => limit.restarts = self.integer_in("limit.restarts", value, 0, i128::from(u32::MAX))?,
                 "within" => limit.within = self.positive_duration("limit.within", value)?,
+                "start_attempts" => {
+                    limit.start_attempts = self.integer_in("limit.start_attempts", value, 0, i128::from(u32::MAX))?
+                }
                 "then" => limit.then = self.choice("limit.then", value, LIMIT_ACTIONS)?,
                 _ => return Err(self.unknown_key(key, "`limit`", LIMIT_KEYS)),
             }
@@ -934,21 +937,11 @@ pub(super) fn default_pool(name: &str) -> Pool {
 }
 
 fn default_backoff() -> Backoff {
-    Backoff {
-        initial: Duration::from_millis(100),
-        max: Duration::from_secs(30),
-        factor: 2.0,
-        jitter: 0.1,
-        reset_after: Duration::from_secs(60),
-    }
+    Backoff::default()
 }
 
 fn default_limit() -> Limit {
-    Limit {
-        restarts: 10,
-        within: Duration::from_secs(60),
-        then: LimitAction::Stop,
-    }
+    Limit::default()
 }
 
 // ----- strings with a grammar -----
@@ -1292,6 +1285,7 @@ log_rotate = { size = "10MiB", keep = 5 }
             limit: Limit {
                 restarts: 10,
                 within: Duration::from_secs(60),
+                start_attempts: 10,
                 then: LimitAction::Stop,
             },
             strategy: Strategy::OneForOne,
@@ -1340,12 +1334,13 @@ log_rotate = { size = "10MiB", keep = 5 }
         assert_eq!(pool.backoff.max, Duration::from_secs(30));
         assert_eq!(pool.backoff.factor, 2.0);
         assert_eq!(pool.backoff.jitter, 0.1);
-        assert_eq!(pool.backoff.reset_after, Duration::from_secs(60));
+        assert_eq!(pool.backoff.reset_after, Duration::from_secs(1));
         assert_eq!(
             pool.limit,
             Limit {
                 restarts: 10,
                 within: Duration::from_secs(60),
+                start_attempts: 10,
                 then: LimitAction::Stop
             }
         );
@@ -1487,7 +1482,10 @@ log_rotate = { size = "10MiB", keep = 5 }
             &web("limit = { restarts = 3, window = \"1m\" }"),
             3,
             25,
-            &["unknown key `window` in `limit`", "restarts, within, then"],
+            &[
+                "unknown key `window` in `limit`",
+                "restarts, within, start_attempts, then",
+            ],
         );
         refused(
             &web("[pool.web.log_rotate]\nsize = \"1MiB\"\nkeep = 2\ncount = 3"),

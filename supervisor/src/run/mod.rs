@@ -129,6 +129,7 @@ pub fn run(manifest: Manifest, options: Options) -> Result<i32, RunError> {
         pids: HashMap::new(),
         listeners,
         workers: HashMap::new(),
+        last_pid: HashMap::new(),
         logs: Vec::new(),
         files: HashMap::new(),
         notify,
@@ -228,6 +229,8 @@ struct Runner {
     /// The listening sockets the supervisor owns, open for as long as a pool names them.
     listeners: BTreeMap<Endpoint, std::os::fd::OwnedFd>,
     workers: HashMap<WorkerId, Pid>,
+    /// The pid each worker had last, also after it exited, to name it in reports.
+    last_pid: HashMap<WorkerId, Pid>,
     logs: Vec<LogPipe>,
     files: HashMap<PathBuf, Rc<RefCell<RotatingFile>>>,
     notify: NotifySocket,
@@ -245,6 +248,15 @@ impl Runner {
         // One write per line: stderr is unbuffered, and a line must not interleave.
         let line = format!("procwire[{}]: {message}\n", self.manifest.supervisor.name);
         let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
+    }
+
+    /// A line about worker `w`, named with its (last) pid.
+    fn report(&self, w: WorkerId, message: &str) {
+        let name = format!("{}.{}", self.policy.pool_name(w.pool), w.index);
+        match self.last_pid.get(&w) {
+            Some(pid) => self.say(&format!("{name} (pid {pid}) {message}")),
+            None => self.say(&format!("{name} {message}")),
+        }
     }
 
     fn run(&mut self) -> i32 {
@@ -528,6 +540,7 @@ impl Runner {
                         self.timers.remove(&key);
                     }
                     Action::Log(line) => self.say(&line),
+                    Action::Report(w, line) => self.report(w, &line),
                     Action::Exit(code) => self.exit = Some(code),
                 }
             }
@@ -633,6 +646,7 @@ impl Runner {
             Ok(spawned) => {
                 self.pids.insert(spawned.pid, w);
                 self.workers.insert(w, spawned.pid);
+                self.last_pid.insert(w, spawned.pid);
                 for (fd, stream, output) in [
                     (spawned.stdout, Stream::Out, &pool.stdout),
                     (spawned.stderr, Stream::Err, &pool.stderr),
