@@ -38,6 +38,9 @@ pub enum Exit {
     Code(i32),
     /// A signal killed it.
     Signal(i32),
+    /// It ended, but how is unknown: something else in the program collected its exit
+    /// status first (an embedded supervisor's host calling `waitpid(-1)`, say).
+    Unknown,
 }
 
 impl fmt::Display for Exit {
@@ -48,6 +51,7 @@ impl fmt::Display for Exit {
                 Ok(sig) => write!(f, "killed by {}", sig.as_str()),
                 Err(_) => write!(f, "killed by signal {s}"),
             },
+            Exit::Unknown => f.write_str("an exit status someone else collected"),
         }
     }
 }
@@ -623,7 +627,8 @@ impl Policy {
         let (limit, strategy) = (spec.limit.clone(), spec.strategy);
         let reason = match why {
             GiveUp::NeverStarted(n) => format!(
-                "never got started after {n} attempts (none was ready for {})",
+                "never got started after {n} attempt{} (none was ready for {})",
+                if n == 1 { "" } else { "s" },
                 human(spec.backoff.reset_after)
             ),
             GiveUp::Intensity => format!("more than {} restarts within {}", limit.restarts, human(limit.within)),
