@@ -298,19 +298,31 @@ struct Runner {
 }
 
 impl Runner {
+    /// A line of the supervisor's own, on stderr.
     fn say(&self, message: &str) {
-        // One write per line: stderr is unbuffered, and a line must not interleave.
-        let line = format!("procwire[{}]: {message}\n", self.manifest.supervisor.name);
-        let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
+        self.write_line(None, message);
     }
 
     /// A line about worker `w`, named with its (last) pid.
     fn report(&self, w: WorkerId, message: &str) {
-        let name = format!("{}.{}", self.policy.pool_name(w.pool), w.index);
-        match self.last_pid.get(&w) {
-            Some(pid) => self.say(&format!("{name} (pid {pid}) {message}")),
-            None => self.say(&format!("{name} {message}")),
-        }
+        let about = logs::About {
+            pool: self.policy.pool_name(w.pool),
+            index: w.index,
+            pid: self.last_pid.get(&w).copied(),
+        };
+        self.write_line(Some(about), message);
+    }
+
+    fn write_line(&self, about: Option<logs::About<'_>>, message: &str) {
+        let line = logs::supervisor_line(
+            self.format,
+            &self.manifest.supervisor.name,
+            about,
+            message,
+            std::time::SystemTime::now(),
+        );
+        // One write per line: stderr is unbuffered, and a line must not interleave.
+        let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
     }
 
     fn run(&mut self) -> i32 {
@@ -748,6 +760,7 @@ impl Runner {
                 self.workers.insert(w, spawned.pid);
                 self.last_pid.insert(w, spawned.pid);
                 self.watch_child(spawned.pid);
+                self.report(w, "started");
                 for (fd, stream, output) in [
                     (spawned.stdout, Stream::Out, &pool.stdout),
                     (spawned.stderr, Stream::Err, &pool.stderr),
