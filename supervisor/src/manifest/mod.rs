@@ -3,13 +3,21 @@
 //! [`Manifest::load`] reads and checks a file; every problem is refused before anything
 //! starts, with one clear message carrying `file:line:col` ([`ManifestError`]).
 
-mod parse;
+mod defaults;
+mod error;
+mod fields;
+mod grammar;
+mod graph;
+mod schema;
+#[cfg(test)]
+mod testing;
+mod walk;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use parse::ManifestError;
+pub use error::ManifestError;
 
 /// A whole manifest, checked.
 #[derive(Clone, Debug, PartialEq)]
@@ -173,7 +181,7 @@ impl Pool {
     pub fn new(name: &str, command: Vec<String>) -> Pool {
         Pool {
             command,
-            ..parse::default_pool(name)
+            ..defaults::default_pool(name)
         }
     }
 }
