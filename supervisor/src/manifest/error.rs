@@ -3,11 +3,16 @@
 
 use std::path::{Path, PathBuf};
 
+#[cfg(doc)]
+use super::Manifest;
+use super::ValidationError;
+
 /// Why a manifest was refused.
 ///
 /// Its `Display` is one line: `FILE:LINE:COL: message` (1-based line and column of the
 /// offending key or value), or `FILE: cannot read: ...` when the file could not be read.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ManifestError {
     /// The file could not be read (missing, unreadable, not UTF-8).
     #[error("{}: cannot read: {error}", path.display())]
@@ -29,21 +34,45 @@ pub enum ManifestError {
         /// What is wrong, on one line.
         message: String,
     },
+    /// The manifest is well-formed but cannot run here (see [`Manifest::validate_for`]);
+    /// from [`Manifest::load_validated`], pointing at the key at fault when there is one.
+    #[error("{}: {error}", at(path, *location))]
+    Unrunnable {
+        /// The manifest's path.
+        path: PathBuf,
+        /// 1-based `(line, column)` of the key at fault, if the file has it.
+        location: Option<(usize, usize)>,
+        /// What is wrong (boxed: it is large, and errors should be small).
+        #[source]
+        error: Box<ValidationError>,
+    },
+}
+
+/// `FILE:LINE:COL`, or `FILE` without a location.
+fn at(path: &Path, location: Option<(usize, usize)>) -> String {
+    match location {
+        Some((line, column)) => format!("{}:{line}:{column}", path.display()),
+        None => path.display().to_string(),
+    }
 }
 
 impl ManifestError {
     /// The manifest's path.
     pub fn path(&self) -> &Path {
         match self {
-            ManifestError::Io { path, .. } | ManifestError::Invalid { path, .. } => path,
+            ManifestError::Io { path, .. }
+            | ManifestError::Invalid { path, .. }
+            | ManifestError::Unrunnable { path, .. } => path,
         }
     }
 
-    /// 1-based `(line, column)` of the problem; `None` for I/O errors.
+    /// 1-based `(line, column)` of the problem; `None` for I/O errors and for problems of
+    /// the file as a whole.
     pub fn location(&self) -> Option<(usize, usize)> {
         match self {
             ManifestError::Io { .. } => None,
             ManifestError::Invalid { line, column, .. } => Some((*line, *column)),
+            ManifestError::Unrunnable { location, .. } => *location,
         }
     }
 }

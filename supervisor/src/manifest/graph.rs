@@ -37,89 +37,134 @@ impl Manifest {
     }
 }
 
-impl Checker<'_> {
-    /// Every `after` names a pool, and `after` has no cycle.
-    pub(super) fn check_after(&self, pools: &[Pool], after_spans: &[Vec<Range<usize>>]) -> Checked<()> {
-        let index: HashMap<&str, usize> = pools
-            .iter()
-            .enumerate()
-            .map(|(i, pool)| (pool.name.as_str(), i))
-            .collect();
-        for (pool, spans) in pools.iter().zip(after_spans) {
-            for ((dependency, _), span) in pool.after.iter().zip(spans) {
-                if !index.contains_key(dependency.as_str()) {
-                    let names: Vec<&str> = pools.iter().map(|pool| pool.name.as_str()).collect();
-                    return Err(self.error(
-                        span.clone(),
-                        format!(
-                            "[pool.{}] is after unknown pool {}; pools: {}",
-                            pool.name,
-                            quote(dependency),
-                            names.join(", ")
-                        ),
-                    ));
-                }
+/// What is wrong with the pools' `after` edges: the first problem, in pool order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum GraphProblem {
+    /// Edge `edge` of pool `pool` names no pool.
+    Unknown { pool: usize, edge: usize },
+    /// Edge `edge` of pool `pool` closes `cycle` (pool indices, first and last the same).
+    Cycle {
+        pool: usize,
+        edge: usize,
+        cycle: Vec<usize>,
+    },
+}
+
+impl GraphProblem {
+    /// The pool and the edge at fault.
+    pub(super) fn edge(&self) -> (usize, usize) {
+        match self {
+            GraphProblem::Unknown { pool, edge } | GraphProblem::Cycle { pool, edge, .. } => (*pool, *edge),
+        }
+    }
+
+    /// What is wrong, on one line.
+    pub(super) fn message(&self, pools: &[Pool]) -> String {
+        match self {
+            GraphProblem::Unknown { pool, edge } => {
+                let names: Vec<&str> = pools.iter().map(|pool| pool.name.as_str()).collect();
+                format!(
+                    "[pool.{}] is after unknown pool {}; pools: {}",
+                    pools[*pool].name,
+                    quote(&pools[*pool].after[*edge].0),
+                    names.join(", ")
+                )
+            }
+            GraphProblem::Cycle { cycle, .. } => {
+                let names: Vec<&str> = cycle.iter().map(|&n| pools[n].name.as_str()).collect();
+                format!("cycle in `after`: {}", names.join(" -> "))
             }
         }
-        // Depth-first search in file order; a dependency still on the stack closes a cycle.
-        #[derive(Clone, Copy, PartialEq)]
-        enum Mark {
-            New,
-            OnStack,
-            Done,
+    }
+}
+
+/// Every `after` names a pool, and `after` has no cycle; else the first problem.
+pub(super) fn check_graph(pools: &[Pool]) -> Option<GraphProblem> {
+    let index: HashMap<&str, usize> = pools
+        .iter()
+        .enumerate()
+        .map(|(i, pool)| (pool.name.as_str(), i))
+        .collect();
+    for (node, pool) in pools.iter().enumerate() {
+        if let Some(edge) = pool
+            .after
+            .iter()
+            .position(|(dependency, _)| !index.contains_key(dependency.as_str()))
+        {
+            return Some(GraphProblem::Unknown { pool: node, edge });
         }
-        struct Search<'p> {
-            pools: &'p [Pool],
-            index: &'p HashMap<&'p str, usize>,
-            marks: Vec<Mark>,
-            stack: Vec<usize>,
-        }
-        impl Search<'_> {
-            /// `Some((pool, edge, cycle))` for the first cycle found from `node`.
-            fn visit(&mut self, node: usize) -> Option<(usize, usize, Vec<usize>)> {
-                self.marks[node] = Mark::OnStack;
-                self.stack.push(node);
-                for (edge, (dependency, _)) in self.pools[node].after.iter().enumerate() {
-                    let next = self.index[dependency.as_str()];
-                    match self.marks[next] {
-                        Mark::Done => {}
-                        Mark::OnStack => {
-                            let from = self.stack.iter().position(|&n| n == next).unwrap_or(0);
-                            let mut cycle = self.stack[from..].to_vec();
-                            cycle.push(next);
-                            return Some((node, edge, cycle));
-                        }
-                        Mark::New => {
-                            if let Some(found) = self.visit(next) {
-                                return Some(found);
-                            }
+    }
+    // Depth-first search in file order; a dependency still on the stack closes a cycle.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        OnStack,
+        Done,
+    }
+    struct Search<'p> {
+        pools: &'p [Pool],
+        index: &'p HashMap<&'p str, usize>,
+        marks: Vec<Mark>,
+        stack: Vec<usize>,
+    }
+    impl Search<'_> {
+        /// The first cycle found from `node`.
+        fn visit(&mut self, node: usize) -> Option<GraphProblem> {
+            self.marks[node] = Mark::OnStack;
+            self.stack.push(node);
+            for (edge, (dependency, _)) in self.pools[node].after.iter().enumerate() {
+                let next = self.index[dependency.as_str()];
+                match self.marks[next] {
+                    Mark::Done => {}
+                    Mark::OnStack => {
+                        let from = self.stack.iter().position(|&n| n == next).unwrap_or(0);
+                        let mut cycle = self.stack[from..].to_vec();
+                        cycle.push(next);
+                        return Some(GraphProblem::Cycle {
+                            pool: node,
+                            edge,
+                            cycle,
+                        });
+                    }
+                    Mark::New => {
+                        if let Some(found) = self.visit(next) {
+                            return Some(found);
                         }
                     }
                 }
-                self.stack.pop();
-                self.marks[node] = Mark::Done;
-                None
+            }
+            self.stack.pop();
+            self.marks[node] = Mark::Done;
+            None
+        }
+    }
+    let mut search = Search {
+        pools,
+        index: &index,
+        marks: vec![Mark::New; pools.len()],
+        stack: Vec::new(),
+    };
+    for start in 0..pools.len() {
+        if search.marks[start] != Mark::New {
+            continue;
+        }
+        if let Some(found) = search.visit(start) {
+            return Some(found);
+        }
+    }
+    None
+}
+
+impl Checker<'_> {
+    /// Every `after` names a pool, and `after` has no cycle.
+    pub(super) fn check_after(&self, pools: &[Pool], after_spans: &[Vec<Range<usize>>]) -> Checked<()> {
+        match check_graph(pools) {
+            None => Ok(()),
+            Some(problem) => {
+                let (pool, edge) = problem.edge();
+                Err(self.error(after_spans[pool][edge].clone(), problem.message(pools)))
             }
         }
-        let mut search = Search {
-            pools,
-            index: &index,
-            marks: vec![Mark::New; pools.len()],
-            stack: Vec::new(),
-        };
-        for start in 0..pools.len() {
-            if search.marks[start] != Mark::New {
-                continue;
-            }
-            if let Some((node, edge, cycle)) = search.visit(start) {
-                let names: Vec<&str> = cycle.iter().map(|&n| pools[n].name.as_str()).collect();
-                return Err(self.error(
-                    after_spans[node][edge].clone(),
-                    format!("cycle in `after`: {}", names.join(" -> ")),
-                ));
-            }
-        }
-        Ok(())
     }
 }
 

@@ -8,9 +8,11 @@ mod error;
 mod fields;
 mod grammar;
 mod graph;
+mod locate;
 mod schema;
 #[cfg(test)]
 mod testing;
+mod validate;
 mod walk;
 
 use std::collections::BTreeMap;
@@ -18,6 +20,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use error::ManifestError;
+pub(crate) use validate::rlimit_resource;
+pub use validate::{Host, ValidationError, MAX_WORKERS, UNIX_PATH_MAX};
 
 /// A whole manifest, checked.
 #[derive(Clone, Debug, PartialEq)]

@@ -13,6 +13,7 @@ use std::time::Duration;
 use toml::de::{DeTable, DeValue};
 
 use super::defaults::default_pool;
+use super::validate::MAX_WORKERS;
 use super::walk::{in_file_order, quote, type_name, Checked, Checker, Key, Value};
 use super::{Condition, Manifest, ManifestError, Pool, Restart, Strategy, SupervisorConfig};
 
@@ -20,11 +21,7 @@ impl Manifest {
     /// Reads and checks `path`.
     pub fn load(path: impl AsRef<Path>) -> Result<Manifest, ManifestError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|error| ManifestError::Io {
-            path: path.to_path_buf(),
-            error,
-        })?;
-        Manifest::parse(&text, path)
+        Manifest::parse(&read(path)?, path)
     }
 
     /// Parses and checks `text` as if read from `path` (relative paths resolve against
@@ -35,6 +32,14 @@ impl Manifest {
         let root = DeTable::parse(text).map_err(|error| checker.toml_error(&error))?;
         checker.manifest(root.get_ref())
     }
+}
+
+/// The text of the manifest at `path`.
+pub(super) fn read(path: &Path) -> Result<String, ManifestError> {
+    std::fs::read_to_string(path).map_err(|error| ManifestError::Io {
+        path: path.to_path_buf(),
+        error,
+    })
 }
 
 const TOP_KEYS: &[&str] = &["supervisor", "pool"];
@@ -205,7 +210,7 @@ impl Checker<'_> {
                     has_command = true;
                 }
                 "workers" => {
-                    pool.workers = self.integer_in("workers", value, 1, i128::from(u32::MAX))?;
+                    pool.workers = self.integer_in("workers", value, 1, i128::from(MAX_WORKERS))?;
                 }
                 "ready" => pool.ready = self.ready(value)?,
                 "ready_timeout" => pool.ready_timeout = self.positive_duration("ready_timeout", value)?,
@@ -513,12 +518,9 @@ log_rotate = { size = "10MiB", keep = 5 }
     fn zero_workers_are_refused() {
         refused(&web("workers = 0"), 3, 11, &["`workers` must be at least 1, not 0"]);
         refused(&web("workers = -3"), 3, 11, &["`workers` must be at least 1"]);
-        refused(
-            &web("workers = 5000000000"),
-            3,
-            11,
-            &["`workers` must be at most 4294967295"],
-        );
+        refused(&web("workers = 4294967295"), 3, 11, &["`workers` must be at most 1024"]);
+        refused(&web("workers = 1025"), 3, 11, &["`workers` must be at most 1024"]);
+        assert_eq!(accepted(&web("workers = 1024")).pools[0].workers, 1024);
         refused(
             &web("workers = \"4\""),
             3,

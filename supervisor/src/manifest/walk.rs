@@ -11,6 +11,7 @@ use toml::Spanned;
 
 use super::error::{line_column, one_line, ManifestError};
 use super::grammar::{parse_duration, parse_signal, parse_size, DURATION_HINT, SIZE_HINT};
+use super::validate::LONGEST;
 use super::Signal;
 
 pub(super) type Key<'i> = Spanned<DeString<'i>>;
@@ -197,8 +198,6 @@ impl Checker<'_> {
         };
         let duration = parse_duration(string)
             .map_err(|why| self.error(value.span(), format!("`{name}`: bad duration {string:?}: {why}")))?;
-        // Far beyond any use, and a deadline that far out would overflow the clock.
-        const LONGEST: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
         if duration > LONGEST {
             return Err(self.error(value.span(), format!("`{name}`: {string:?} is longer than 100 years")));
         }

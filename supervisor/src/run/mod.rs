@@ -21,7 +21,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use crate::manifest::{Endpoint, Manifest, Output, Ready};
+use crate::manifest::{Endpoint, Host, Manifest, Output, Ready, ValidationError};
 use crate::policy::{Action, Event, Exit, Policy, TimerKey, WorkerId};
 use logs::{Format, LogPipe, RotatingFile, Sink, Stream};
 use notify::NotifySocket;
@@ -53,12 +53,9 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
-    /// A pool names a `role`, which only an embedded supervisor can run.
-    #[error("pool {pool}: `role` runs the supervising program itself in that role; only an embedded supervisor (procwire::Supervisor) can do that, not `procwire up`")]
-    Role {
-        /// The pool.
-        pool: String,
-    },
+    /// The manifest cannot run here ([`Manifest::validate_for`]): nothing was started.
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
 }
 
 fn setup(what: &str) -> impl FnOnce(std::io::Error) -> RunError + '_ {
@@ -74,13 +71,7 @@ fn setup(what: &str) -> impl FnOnce(std::io::Error) -> RunError + '_ {
 /// handles (other threads would otherwise receive them), and workers are forked from this
 /// thread, whose exit their parent-death signal is tied to.
 pub fn run(manifest: Manifest, options: Options) -> Result<i32, RunError> {
-    if !options.roles {
-        if let Some(pool) = manifest.pools.iter().find(|p| p.role.is_some()) {
-            return Err(RunError::Role {
-                pool: pool.name.clone(),
-            });
-        }
-    }
+    manifest.validate_for(if options.roles { Host::Embedded } else { Host::Command })?;
     // Orphans re-parent to us, so that every zombie below us is reaped, grandchildren included.
     nix::sys::prctl::set_child_subreaper(true).map_err(|e| setup("child subreaper")(e.into()))?;
     let mask = signal_mask(&manifest);
