@@ -165,6 +165,12 @@ impl Supervisor {
         if let Some(cwd) = cwd {
             command.current_dir(cwd);
         }
+        // The runtime directory (the name locks) is the manifest's own: tests that run at
+        // once, here or in another checkout, never share a name's lock.
+        if let Some(manifest) = args.iter().find(|arg| arg.ends_with(".toml")) {
+            let manifest = cwd.unwrap_or(Path::new(".")).join(manifest);
+            command.env("XDG_RUNTIME_DIR", manifest.parent().expect("the manifest's directory"));
+        }
         let mut child = command.spawn().expect("start procwire");
         let shared = Arc::new(Shared::default());
         read_lines(
@@ -1352,4 +1358,68 @@ listen = ["unix:run/w-{{index}}.sock"]
     assert_eq!(ask(0), first, "and always by the same one");
     sup.signal(Signal::SIGTERM);
     sup.expect_exit(0);
+}
+
+// ----- one supervisor per name and per socket -----
+
+#[test]
+fn a_second_up_of_the_same_name_or_socket_is_refused_naming_the_first_and_its_socket_keeps_working() {
+    if !python3_runs() {
+        eprintln!("skipped: python3 is not installed");
+        return;
+    }
+    let dir = temp_dir();
+    let worker = "import socket\n\
+        s = socket.socket(fileno=3)\n\
+        print('serving', flush=True)\n\
+        while True:\n    c, _ = s.accept(); c.sendall(b'pong'); c.close()\n";
+    let manifest = format!(
+        r#"
+[pool.w]
+command = ["python3", "-c", {worker:?}]
+listen = ["unix:w.sock"]
+"#
+    );
+    let mut first = Supervisor::start(dir.path(), "twice", &manifest);
+    first.wait_for("w.0 | serving");
+    let ask = || {
+        let mut stream = std::os::unix::net::UnixStream::connect(dir.path().join("w.sock"))
+            .expect("the first supervisor's socket accepts");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    assert_eq!(ask(), "pong");
+
+    // The same manifest again: the name is taken.
+    let mut second = Supervisor::start(dir.path(), "twice", &manifest);
+    second.expect_exit(2);
+    let err = second.texts(Stream::Err).join("\n");
+    assert!(
+        err.contains(&format!(
+            "another supervisor named \"twice\" is running (pid {})",
+            first.pid()
+        )),
+        "{err}"
+    );
+    assert_eq!(ask(), "pong", "the first supervisor's socket survives the second up");
+
+    // Another name on the same socket: the socket is live, so it is not taken over.
+    let mut third = Supervisor::start(dir.path(), "other", &manifest);
+    third.expect_exit(2);
+    let err = third.texts(Stream::Err).join("\n");
+    assert!(
+        err.contains("is a live socket") && err.contains(&format!("(pid {})", first.pid())),
+        "{err}"
+    );
+    assert_eq!(ask(), "pong", "the first supervisor's socket survives a third up");
+
+    first.signal(Signal::SIGTERM);
+    first.expect_exit(0);
+    // Once the first is gone, the name is free again.
+    let mut again = Supervisor::start(dir.path(), "twice", &manifest);
+    again.wait_for("w.0 | serving");
+    assert_eq!(ask(), "pong");
+    again.signal(Signal::SIGTERM);
+    again.expect_exit(0);
 }

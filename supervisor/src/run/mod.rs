@@ -3,6 +3,7 @@
 //! turns what the OS reports into policy events and carries out the policy's actions; it
 //! uses no CPU while nothing happens.
 
+pub mod lock;
 pub mod logs;
 pub mod notify;
 pub mod spawn;
@@ -56,6 +57,10 @@ pub enum RunError {
     /// The manifest cannot run here ([`Manifest::validate_for`]): nothing was started.
     #[error(transparent)]
     Invalid(#[from] ValidationError),
+    /// Another supervisor of the same name runs (`procwire up` only), or the runtime
+    /// directory cannot hold the lock.
+    #[error(transparent)]
+    Lock(#[from] lock::LockError),
 }
 
 fn setup(what: &str) -> impl FnOnce(std::io::Error) -> RunError + '_ {
@@ -72,6 +77,13 @@ fn setup(what: &str) -> impl FnOnce(std::io::Error) -> RunError + '_ {
 /// thread, whose exit their parent-death signal is tied to.
 pub fn run(manifest: Manifest, options: Options) -> Result<i32, RunError> {
     manifest.validate_for(if options.roles { Host::Embedded } else { Host::Command })?;
+    // One `procwire up` per name. Embedded supervisors take no name lock (a program may run
+    // several, as tests do); they too never take over a live socket (bind_endpoint).
+    let _lock = if options.roles {
+        None
+    } else {
+        Some(lock::NameLock::acquire(&manifest.supervisor.name)?)
+    };
     // Orphans re-parent to us, so that every zombie below us is reaped, grandchildren included.
     nix::sys::prctl::set_child_subreaper(true).map_err(|e| setup("child subreaper")(e.into()))?;
     let mask = signal_mask(&manifest);
@@ -180,8 +192,8 @@ fn bind_endpoint(endpoint: &Endpoint, mode: u32) -> std::io::Result<std::os::fd:
                 )));
             }
             if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
-                // A socket file left by an earlier run.
-                std::fs::remove_file(path)?;
+                // A socket file left by an earlier run, unless something still answers there.
+                lock::remove_stale_socket(path)?;
             }
             // The umask decides the file's mode at bind(2), so no one can connect in a
             // window before a chmod; the supervisor is single-threaded here.
