@@ -1423,3 +1423,64 @@ listen = ["unix:w.sock"]
     again.signal(Signal::SIGTERM);
     again.expect_exit(0);
 }
+
+// ----- notify_access -----
+
+#[test]
+fn with_notify_access_all_a_workers_child_can_report_ready_and_with_main_it_is_ignored_and_logged() {
+    if !python3_runs() {
+        eprintln!("skipped: python3 is not installed");
+        return;
+    }
+    let dir = temp_dir();
+    // The shell stays the worker (the command after python keeps it from exec'ing it), and
+    // the READY=1 comes from its child, which stays alive.
+    let send = "import os, socket, time\n\
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n\
+        s.sendto(b'READY=1', os.environ['NOTIFY_SOCKET'])\n\
+        print('sent', os.getpid(), flush=True)\n\
+        time.sleep(1000)\n";
+    let shell = format!("echo shell $$; python3 -c \"{send}\"; echo after");
+    let manifest = format!(
+        r#"
+[pool.all]
+command = ["sh", "-c", {shell:?}]
+ready = "notify"
+notify_access = "all"
+
+[pool.main]
+command = ["sh", "-c", {shell:?}]
+ready = "notify"
+ready_timeout = "1h"
+
+[pool.after-all]
+command = ["sh", "-c", "echo started; exec sleep 1000"]
+after = {{ all = "ready" }}
+
+[pool.after-main]
+command = ["sh", "-c", "echo started; exec sleep 1000"]
+after = {{ main = "ready" }}
+"#
+    );
+    let mut sup = Supervisor::start_with(dir.path(), "access", &manifest, &["-v"]);
+    let shell_pid = number_after(&sup.wait_for("all.0 | shell"), "shell ");
+    let sender = number_after(&sup.wait_for("all.0 | sent"), "sent ");
+    assert_ne!(sender, shell_pid, "READY=1 comes from the worker's child");
+    sup.wait_for("after-all.0 | started");
+
+    let sender = number_after(&sup.wait_for("main.0 | sent"), "sent ");
+    let ignored = sup.wait_until("the main pool's child's READY=1 ignored", |seen| {
+        seen.lines
+            .iter()
+            .find(|l| l.text.contains(&format!("ignored notify message from pid {sender} ")))
+            .map(|l| l.text.clone())
+    });
+    assert!(ignored.contains("READY=1"), "{ignored}");
+    assert!(
+        !sup.texts(Stream::Out).iter().any(|l| l.starts_with("after-main.0")),
+        "a pool after `main` started although main's READY=1 came from a child:\n{}",
+        sup.output()
+    );
+    sup.signal(Signal::SIGTERM);
+    sup.expect_exit(0);
+}

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::{Backoff, Limit, LimitAction, Output, Pool, Ready, Restart, Signal, Strategy};
+use super::{Backoff, Limit, LimitAction, NotifyAccess, Output, Pool, Ready, Restart, Signal, Strategy};
 
 pub(super) fn default_pool(name: &str) -> Pool {
     Pool {
@@ -35,6 +35,7 @@ pub(super) fn default_pool(name: &str) -> Pool {
         listen: Vec::new(),
         mode: 0o600,
         role: None,
+        notify_access: NotifyAccess::Main,
     }
 }
 

@@ -105,6 +105,21 @@ pub struct Pool {
     /// (`PROCWIRE_ROLE`), so one binary is both supervisor and workers. Only an embedded
     /// supervisor ([`crate::Supervisor`]) can do it.
     pub role: Option<String>,
+    /// Whose notifications (`READY=1`, `WATCHDOG=1`, ...) count for a worker; default
+    /// [`NotifyAccess::Main`].
+    pub notify_access: NotifyAccess,
+}
+
+/// Whose messages on `NOTIFY_SOCKET` count for a worker (systemd's `NotifyAccess=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotifyAccess {
+    /// Only the worker's own process (the one the supervisor started).
+    Main,
+    /// Any process of the worker's tree: in its process group, or with the worker among its
+    /// ancestors (a shell running `systemd-notify --ready`, a child of `sh -c`). The sender
+    /// must still exist when the supervisor reads the message; `systemd-notify` waits for
+    /// that by itself (its barrier), other senders should not exit at once.
+    All,
 }
 
 /// A listening endpoint the supervisor owns.

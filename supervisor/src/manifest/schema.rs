@@ -15,7 +15,7 @@ use toml::de::{DeTable, DeValue};
 use super::defaults::default_pool;
 use super::validate::MAX_WORKERS;
 use super::walk::{in_file_order, quote, type_name, Checked, Checker, Key, Value};
-use super::{Condition, Manifest, ManifestError, Pool, Restart, Strategy, SupervisorConfig};
+use super::{Condition, Manifest, ManifestError, NotifyAccess, Pool, Restart, Strategy, SupervisorConfig};
 
 impl Manifest {
     /// Reads and checks `path`.
@@ -71,6 +71,7 @@ const POOL_KEYS: &[&str] = &[
     "listen",
     "mode",
     "role",
+    "notify_access",
 ];
 
 const RESTARTS: &[(&str, Restart)] = &[
@@ -82,6 +83,7 @@ const STRATEGIES: &[(&str, Strategy)] = &[
     ("one-for-one", Strategy::OneForOne),
     ("one-for-all", Strategy::OneForAll),
 ];
+const NOTIFY_ACCESS: &[(&str, NotifyAccess)] = &[("main", NotifyAccess::Main), ("all", NotifyAccess::All)];
 const CONDITIONS: &[(&str, Condition)] = &[
     ("started", Condition::Started),
     ("ready", Condition::Ready),
@@ -257,6 +259,7 @@ impl Checker<'_> {
                         pool.listen.push(endpoint);
                     }
                 }
+                "notify_access" => pool.notify_access = self.choice("notify_access", value, NOTIFY_ACCESS)?,
                 "mode" => {
                     let text = self.non_empty_string("mode", value)?;
                     pool.mode = u32::from_str_radix(text.trim_start_matches("0o"), 8)
@@ -403,6 +406,7 @@ log_rotate = { size = "10MiB", keep = 5 }
             listen: Vec::new(),
             mode: 0o600,
             role: None,
+            notify_access: NotifyAccess::Main,
         };
         assert_eq!(*web, expected);
     }
@@ -617,5 +621,20 @@ log_rotate = { size = "10MiB", keep = 5 }
             "{text}"
         );
         assert!(!text.contains('\n'));
+    }
+
+    #[test]
+    fn notify_access_is_main_by_default_or_all() {
+        assert_eq!(accepted(&web("")).pools[0].notify_access, NotifyAccess::Main);
+        assert_eq!(
+            accepted(&web("notify_access = \"all\"")).pools[0].notify_access,
+            NotifyAccess::All
+        );
+        refused(
+            &web("notify_access = \"exec\""),
+            3,
+            17,
+            &["`notify_access` must be one of \"main\", \"all\", not \"exec\""],
+        );
     }
 }

@@ -6,6 +6,7 @@
 pub mod lock;
 pub mod logs;
 pub mod notify;
+mod notify_access;
 pub mod spawn;
 
 use std::cell::RefCell;
@@ -461,8 +462,17 @@ impl Runner {
                     return;
                 }
             };
-            // Only the processes we started are heard.
-            let Some(&w) = self.pids.get(&message.pid) else {
+            // Only the processes we started are heard, and their trees where notify_access allows.
+            let access = |w: WorkerId| self.policy.pool(w.pool).notify_access;
+            let Some(w) = notify_access::sender_worker(message.pid, &self.pids, access) else {
+                if self.verbose {
+                    let fields: Vec<String> = message.fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    self.say(&format!(
+                        "ignored notify message from pid {} (not a worker, nor in the tree of one with notify_access = \"all\"): {}",
+                        message.pid,
+                        fields.join(" ")
+                    ));
+                }
                 continue;
             };
             let name = format!("{}.{}", self.policy.pool_name(w.pool), w.index);
