@@ -1484,3 +1484,34 @@ after = {{ main = "ready" }}
     sup.signal(Signal::SIGTERM);
     sup.expect_exit(0);
 }
+
+#[test]
+fn hup_refuses_a_manifest_whose_program_is_missing_and_keeps_what_runs() {
+    let dir = temp_dir();
+    let first = r#"
+[pool.a]
+command = ["sh", "-c", "trap 'exit 0' TERM; echo a-up; sleep 1000 & wait"]
+"#;
+    let mut sup = Supervisor::start(dir.path(), "revalidate", first);
+    sup.wait_for("a.0 | a-up");
+    let path = dir.path().join("revalidate.toml");
+    std::fs::write(&path, "[pool.a]\ncommand = [\"procwire-no-such-program\"]\n").unwrap();
+    sup.signal(Signal::SIGHUP);
+    let refused = sup.wait_until("the refusal", |seen| {
+        seen.lines
+            .iter()
+            .find(|l| l.text.contains("reload refused, nothing changed"))
+            .map(|l| l.text.clone())
+    });
+    assert!(
+        refused.contains(&format!(
+            "{}:2:12: pool a: `command`: program \"procwire-no-such-program\" is not in PATH",
+            path.display()
+        )),
+        "{refused}"
+    );
+    sup.signal(Signal::SIGTERM);
+    sup.expect_exit(0);
+    let a_starts = sup.texts(Stream::Out).iter().filter(|l| *l == "a.0 | a-up").count();
+    assert_eq!(a_starts, 1, "the running pool was left alone; lines:\n{}", sup.output());
+}

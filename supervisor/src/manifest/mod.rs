@@ -2,6 +2,10 @@
 //!
 //! [`Manifest::load`] reads and checks a file; every problem is refused before anything
 //! starts, with one clear message carrying `file:line:col` ([`ManifestError`]).
+//! [`Manifest::validate_for`] checks a manifest, from a file or built in code, against the
+//! system it is about to run on (programs, directories, socket paths, users), and
+//! [`Manifest::load_validated`] does both, pointing a problem at its key in the file. The
+//! reference of every key is `docs/manifest.md`.
 
 mod defaults;
 mod error;

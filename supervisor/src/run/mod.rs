@@ -77,7 +77,8 @@ fn setup(what: &str) -> impl FnOnce(std::io::Error) -> RunError + '_ {
 /// handles (other threads would otherwise receive them), and workers are forked from this
 /// thread, whose exit their parent-death signal is tied to.
 pub fn run(manifest: Manifest, options: Options) -> Result<i32, RunError> {
-    manifest.validate_for(if options.roles { Host::Embedded } else { Host::Command })?;
+    let host = if options.roles { Host::Embedded } else { Host::Command };
+    manifest.validate_for(host)?;
     // One `procwire up` per name. Embedded supervisors take no name lock (a program may run
     // several, as tests do); they too never take over a live socket (bind_endpoint).
     let _lock = if options.roles {
@@ -140,6 +141,7 @@ pub fn run(manifest: Manifest, options: Options) -> Result<i32, RunError> {
         base,
         format: options.log_format,
         verbose: options.verbose,
+        host,
         interrupts: 0,
         exit: None,
         _runtime: runtime,
@@ -239,6 +241,8 @@ struct Runner {
     base: PathBuf,
     format: Format,
     verbose: bool,
+    /// Who runs the manifest, for validating the reloaded one.
+    host: Host,
     interrupts: u32,
     exit: Option<i32>,
     _runtime: tempfile::TempDir,
@@ -377,7 +381,7 @@ impl Runner {
     /// SIGHUP: read the manifest again and apply the difference. A manifest that no longer
     /// checks is refused and the running set stays as it is.
     fn reload(&mut self) {
-        let manifest = match Manifest::load(&self.manifest.path) {
+        let manifest = match Manifest::load_validated(&self.manifest.path, self.host) {
             Ok(manifest) => manifest,
             Err(e) => {
                 self.say(&format!("reload refused, nothing changed: {e}"));

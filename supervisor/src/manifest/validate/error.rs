@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use super::{MAX_WORKERS, UNIX_PATH_MAX};
 use crate::manifest::Endpoint;
 
-/// Why a manifest cannot run here; found by [`Manifest::validate`] before anything starts.
+/// Why a manifest cannot run here; found by [`Manifest::validate`](crate::manifest::Manifest::validate) before anything starts.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ValidationError {
