@@ -1,12 +1,4 @@
-//! Error types, one enum per layer.
-//!
-//! How causes reach a reader: every error keeps its cause as a value, returned by
-//! [`source`](std::error::Error::source), and the layers below the user
-//! ([`TransportError`], [`HandshakeError`], [`ServerError`]) say only their own part, so a
-//! reporter that walks the chain (anyhow's `{:?}`, `tracing`) prints each cause once. The
-//! errors a user gets from a call ([`RpcError`], [`CallError`](crate::CallError)) print the
-//! whole chain with `{}` as well, so that `eprintln!("{e}")` or a log line says why (the OS
-//! error, the timeout) without a reporter.
+//! Error types, one enum per layer, and how they print (see the crate docs, "Errors").
 
 use std::fmt;
 use std::io;
@@ -198,7 +190,7 @@ impl HandshakeError {
 
 /// A call made through a [`Client`](crate::Client) failed.
 ///
-/// Printed with `{}`, it says its causes too (see the [module docs](self)).
+/// Printed with `{}`, it says its causes too (see [Errors](crate#errors)).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RpcError {
