@@ -167,6 +167,6 @@ fn connect(endpoint: &str) -> Result<Transport, RpcError> {
     transport.map_err(|e| RpcError::Disconnected {
         method: "connect",
         peer: endpoint.to_owned(),
-        reason: e.to_string(),
+        reason: crate::error::chain(&e),
     })
 }
