@@ -239,6 +239,16 @@ impl Supervisor {
         })
     }
 
+    /// The first line containing `needle`, waiting for it.
+    fn wait_for_containing(&self, needle: &str) -> String {
+        self.wait_until(&format!("a line containing {needle:?}"), |seen| {
+            seen.lines
+                .iter()
+                .find(|line| line.text.contains(needle))
+                .map(|line| line.text.clone())
+        })
+    }
+
     /// Everything seen so far.
     fn lines(&self) -> Vec<Line> {
         self.shared.lock().lines.clone()
@@ -1469,12 +1479,7 @@ after = {{ main = "ready" }}
     sup.wait_for("after-all.0 | started");
 
     let sender = number_after(&sup.wait_for("main.0 | sent"), "sent ");
-    let ignored = sup.wait_until("the main pool's child's READY=1 ignored", |seen| {
-        seen.lines
-            .iter()
-            .find(|l| l.text.contains(&format!("ignored notify message from pid {sender} ")))
-            .map(|l| l.text.clone())
-    });
+    let ignored = sup.wait_for_containing(&format!("ignored notify message from pid {sender} "));
     assert!(ignored.contains("READY=1"), "{ignored}");
     assert!(
         !sup.texts(Stream::Out).iter().any(|l| l.starts_with("after-main.0")),
@@ -1497,12 +1502,7 @@ command = ["sh", "-c", "trap 'exit 0' TERM; echo a-up; sleep 1000 & wait"]
     let path = dir.path().join("revalidate.toml");
     std::fs::write(&path, "[pool.a]\ncommand = [\"procwire-no-such-program\"]\n").unwrap();
     sup.signal(Signal::SIGHUP);
-    let refused = sup.wait_until("the refusal", |seen| {
-        seen.lines
-            .iter()
-            .find(|l| l.text.contains("reload refused, nothing changed"))
-            .map(|l| l.text.clone())
-    });
+    let refused = sup.wait_for_containing("reload refused, nothing changed");
     assert!(
         refused.contains(&format!(
             "{}:2:12: pool a: `command`: program \"procwire-no-such-program\" is not in PATH",
