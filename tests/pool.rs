@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use libtest_mimic::{Arguments, Failed, Trial};
-use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
+use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use procwire::rpc::transport::unix;
 use procwire::rpc::RpcError;
@@ -294,15 +294,8 @@ fn main() {
             .expect("serve");
         return;
     }
-    // The embedded supervisor reads TERM, INT, HUP and CHLD from a signalfd: they must be
-    // blocked in every thread, so block them here, before the harness starts its threads.
-    let mut mask = SigSet::empty();
-    for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGCHLD] {
-        mask.add(signal);
-    }
-    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None).expect("block signals");
     let mut args = Arguments::from_args();
-    // One supervisor at a time: each reaps every child of the process.
+    // One supervisor at a time: each takes the process's HUP.
     args.test_threads = Some(1);
     let trials = vec![
         Trial::test(
