@@ -52,7 +52,7 @@ mod typed;
 mod wait;
 
 pub use client::{Client, ClientConfig, PendingCall};
-pub use error::{HandshakeError, Identity, RpcError, ServerError, TransportError};
+pub use error::{Delivery, Ending, HandshakeError, Identity, RpcError, ServerError, TransportError};
 pub use outbox::Buffering;
 pub use protocol::{Fault, FaultKind, Frame};
 pub use server::{Server, ServerConfig, ServerHandle, Stopper};
