@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use libtest_mimic::{Arguments, Failed, Trial};
 use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
 use nix::unistd::Pid;
-use procwire::rpc::transport::unix;
 use procwire::rpc::{ClientConfig, Delivery, Ending, RpcError};
 use procwire::supervisor::manifest::{Endpoint, Manifest, Pool, Ready, Restart, SupervisorConfig};
 
@@ -60,13 +59,10 @@ fn manifest(dir: &std::path::Path) -> Manifest {
 }
 
 /// The pid serving each worker's own socket, asked directly.
-fn pids(endpoints: &[String]) -> Vec<u32> {
+fn pids(endpoints: &[procwire::rpc::Endpoint]) -> Vec<u32> {
     endpoints
         .iter()
-        .map(|e| {
-            let client = CalcClient::connect(unix::connect(e.strip_prefix("unix:").unwrap()).unwrap()).unwrap();
-            client.pid().unwrap()
-        })
+        .map(|e| CalcClient::connect(e.connect().unwrap()).unwrap().pid().unwrap())
         .collect()
 }
 

@@ -685,17 +685,17 @@ fn pool(rt: &TokenStream, names: &Names, model: &Service<'_>) -> TokenStream {
 
         #[allow(unused_lifetimes)]
         impl #pool {
-            /// A pool of the workers at `endpoints` (`unix:PATH` or `tcp:HOST:PORT`, one per
-            /// worker), with the pool defaults (`ClientConfig::for_pool`); connections are made
-            /// on first use.
-            pub fn new(endpoints: impl ::core::iter::IntoIterator<Item = ::std::string::String>) -> Self {
+            /// A pool of the workers at `endpoints` (one per worker: `Endpoint`s, or their text,
+            /// `unix:PATH` or `tcp:HOST:PORT`), with the pool defaults
+            /// (`ClientConfig::for_pool`); connections are made on first use.
+            pub fn new(endpoints: impl ::core::iter::IntoIterator<Item = impl #rt::ToEndpoint>) -> Self {
                 Self::with_config(endpoints, #rt::ClientConfig::for_pool())
             }
 
             /// [`new`](Self::new) with a client configuration for each connection; its
             /// `call_timeout` bounds calls given no deadline.
             pub fn with_config(
-                endpoints: impl ::core::iter::IntoIterator<Item = ::std::string::String>,
+                endpoints: impl ::core::iter::IntoIterator<Item = impl #rt::ToEndpoint>,
                 config: #rt::ClientConfig,
             ) -> Self {
                 Self {

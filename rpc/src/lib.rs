@@ -4,6 +4,7 @@
 //! - [`transport`]: frames over Unix sockets, TCP, anonymous pipes and named FIFOs, each
 //!   with blocking, deadline-bound and non-blocking operations ([`Wait`]).
 //! - [`protocol`]: the frame layout, the envelope, the handshake.
+//! - [`Endpoint`]: `unix:PATH` or `tcp:HOST:PORT`, parsed, printed, connected and bound.
 //! - [`Client`]: one connection shared by many threads; calls are multiplexed by request id.
 //! - [`Server`]: serves a [`Service`] on a listener or a single connection.
 //!
@@ -40,6 +41,7 @@
 
 mod buffers;
 mod client;
+mod endpoint;
 mod error;
 mod outbox;
 pub mod pool;
@@ -52,6 +54,7 @@ mod typed;
 mod wait;
 
 pub use client::{Client, ClientConfig, PendingCall};
+pub use endpoint::{Endpoint, EndpointError, ToEndpoint};
 pub use error::{Delivery, Ending, HandshakeError, Identity, RpcError, ServerError, TransportError};
 pub use outbox::Buffering;
 pub use protocol::{Fault, FaultKind, Frame};

@@ -38,9 +38,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::client::{Client, ClientConfig, PendingCall};
+use crate::endpoint::{Endpoint, EndpointError, ToEndpoint};
 use crate::error::{Delivery, Ending, HandshakeError, RpcError};
 use crate::service::ServiceInfo;
-use crate::transport::{tcp, unix, Transport};
 
 /// The call timeout of [`ClientConfig::for_pool`], the pool client's default. A pool exists
 /// to route around a bad worker, and it can only learn that a worker hangs from a call that
@@ -69,7 +69,10 @@ pub struct Pool {
 struct Shared {
     service: ServiceInfo,
     config: ClientConfig,
-    endpoints: Vec<String>,
+    /// Each worker's endpoint, or why its text is not one.
+    endpoints: Vec<Result<Endpoint, EndpointError>>,
+    /// Each worker's endpoint as printed in messages.
+    names: Vec<String>,
     loads: Vec<Load>,
     links: Mutex<Vec<Link>>,
     /// Notified whenever a link changes.
@@ -139,10 +142,22 @@ impl Drop for Tracker {
 }
 
 impl Pool {
-    /// A pool of the workers at `endpoints` (`unix:PATH` or `tcp:HOST:PORT`, one per
-    /// worker) serving `service`. Nothing is connected until the first call.
-    pub fn new(service: ServiceInfo, endpoints: impl IntoIterator<Item = String>, config: ClientConfig) -> Self {
-        let endpoints: Vec<String> = endpoints.into_iter().collect();
+    /// A pool of the workers at `endpoints` (one per worker: [`Endpoint`]s, or their text
+    /// like `unix:PATH`) serving `service`. Nothing is connected until the first call; a
+    /// text that is not an endpoint makes that worker fail every connection with the reason.
+    pub fn new(
+        service: ServiceInfo,
+        endpoints: impl IntoIterator<Item = impl ToEndpoint>,
+        config: ClientConfig,
+    ) -> Self {
+        let endpoints: Vec<Result<Endpoint, EndpointError>> = endpoints.into_iter().map(|e| e.to_endpoint()).collect();
+        let names = endpoints
+            .iter()
+            .map(|e| match e {
+                Ok(endpoint) => endpoint.to_string(),
+                Err(error) => format!("an invalid endpoint ({error})"),
+            })
+            .collect();
         Pool {
             shared: Arc::new(Shared {
                 service,
@@ -150,6 +165,7 @@ impl Pool {
                 loads: endpoints.iter().map(|_| Load::default()).collect(),
                 links: Mutex::new(endpoints.iter().map(|_| Link::Idle).collect()),
                 endpoints,
+                names,
                 changed: Condvar::new(),
                 next: AtomicUsize::new(0),
                 epoch: Instant::now(),
@@ -234,7 +250,7 @@ impl Pool {
                     let retry = idempotent || delivery == Delivery::NotSent;
                     let late = deadline.is_some_and(|d| d <= Instant::now());
                     if !retry || late || tried.len() >= sh.endpoints.len() {
-                        let reason = format!("worker {} {ending}: {reason}", sh.endpoints[slot]);
+                        let reason = format!("worker {} {ending}: {reason}", sh.names[slot]);
                         return Err(RpcError::Disconnected {
                             method,
                             peer,
@@ -243,7 +259,7 @@ impl Pool {
                             ending,
                         });
                     }
-                    tracing::debug!(method, worker = %sh.endpoints[slot], %ending, %delivery, "trying the call on another worker");
+                    tracing::debug!(method, worker = %sh.names[slot], %ending, %delivery, "trying the call on another worker");
                 }
                 other => return other,
             }
@@ -310,7 +326,7 @@ impl Shared {
             if tried_myself {
                 let reasons: Vec<String> = links
                     .iter()
-                    .zip(&self.endpoints)
+                    .zip(&self.names)
                     .filter_map(|(l, e)| match l {
                         Link::Down { reason, .. } => Some(format!("{e}: {reason}")),
                         _ => None,
@@ -423,7 +439,14 @@ impl Shared {
     }
 
     fn connect(&self, slot: usize, config: ClientConfig) -> Result<Client, RpcError> {
-        connect(&self.endpoints[slot]).and_then(|t| Client::connect_with(t, self.service.clone(), config))
+        let name = &self.names[slot];
+        let transport = match &self.endpoints[slot] {
+            Ok(endpoint) => endpoint
+                .connect()
+                .map_err(|e| unreachable("connect", name, e.to_string()))?,
+            Err(e) => return Err(unreachable("connect", name, e.to_string())),
+        };
+        Client::connect_with(transport, self.service.clone(), config)
     }
 
     /// Files the outcome of connecting to `slot`; gives back the error.
@@ -435,7 +458,7 @@ impl Shared {
                 Ok(())
             }
             Err(e) => {
-                tracing::debug!(worker = %self.endpoints[slot], error = %e, "cannot connect to a worker");
+                tracing::debug!(worker = %self.names[slot], error = %e, "cannot connect to a worker");
                 links[slot] = self.down(slot, e.to_string());
                 Err(e)
             }
@@ -468,7 +491,7 @@ impl Shared {
     fn timed_out(&self, slot: usize, client: &Client) {
         let mut links = self.lock();
         if matches!(&links[slot], Link::Up(c) if c.same_connection(client)) {
-            tracing::debug!(worker = %self.endpoints[slot], "a call timed out on a silent worker; skipping it");
+            tracing::debug!(worker = %self.names[slot], "a call timed out on a silent worker; skipping it");
             links[slot] = self.down(
                 slot,
                 "a call timed out and the worker answered nothing meanwhile".into(),
@@ -493,19 +516,4 @@ fn no_worker_in_time(method: &'static str) -> RpcError {
         method,
         peer: "the pool (no worker connected in time)".into(),
     }
-}
-
-fn connect(endpoint: &str) -> Result<Transport, RpcError> {
-    let transport = if let Some(path) = endpoint.strip_prefix("unix:") {
-        unix::connect(path)
-    } else if let Some(addr) = endpoint.strip_prefix("tcp:") {
-        tcp::connect(addr)
-    } else {
-        return Err(unreachable(
-            "connect",
-            endpoint,
-            "expected unix:PATH or tcp:HOST:PORT".into(),
-        ));
-    };
-    transport.map_err(|e| unreachable("connect", endpoint, e.to_string()))
 }

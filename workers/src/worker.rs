@@ -7,7 +7,7 @@ use std::sync::mpsc;
 
 use nix::sys::socket::{getsockname, AddressFamily, SockaddrLike, SockaddrStorage};
 use procwire_rpc::transport::{tcp, unix, Listener};
-use procwire_rpc::{Server, ServerConfig, ServerHandle, Service};
+use procwire_rpc::{Endpoint, Server, ServerConfig, ServerHandle, Service};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -91,10 +91,11 @@ impl Worker {
         }
     }
 
-    /// Serves on `endpoint` (`unix:PATH` or `tcp:HOST:PORT`) when the process was not
-    /// socket-activated: the same binary runs by hand, under systemd and under procwire.
-    pub fn listen(mut self, endpoint: &str) -> Self {
-        self.endpoints.push(endpoint.to_owned());
+    /// Serves on `endpoint` (an [`Endpoint`], or its text: `unix:PATH` or `tcp:HOST:PORT`)
+    /// when the process was not socket-activated: the same binary runs by hand, under
+    /// systemd and under procwire. A text that is not an endpoint fails [`serve`](Self::serve).
+    pub fn listen(mut self, endpoint: impl ToString) -> Self {
+        self.endpoints.push(endpoint.to_string());
         self
     }
 
@@ -220,17 +221,14 @@ fn from_fd(fd: OwnedFd) -> Result<Box<dyn Listener>, WorkerError> {
     }
 }
 
-/// Binds `unix:PATH` or `tcp:HOST:PORT`.
+/// Parses and binds an endpoint's text.
 fn bind(endpoint: &str) -> Result<Box<dyn Listener>, WorkerError> {
     let bad = |detail: String| WorkerError::Endpoint {
         endpoint: endpoint.to_owned(),
         detail,
     };
-    if let Some(path) = endpoint.strip_prefix("unix:") {
-        Ok(Box::new(unix::Listener::bind(path).map_err(|e| bad(e.to_string()))?))
-    } else if let Some(addr) = endpoint.strip_prefix("tcp:") {
-        Ok(Box::new(tcp::Listener::bind(addr).map_err(|e| bad(e.to_string()))?))
-    } else {
-        Err(bad("expected unix:PATH or tcp:HOST:PORT".into()))
-    }
+    let parsed: Endpoint = endpoint
+        .parse()
+        .map_err(|e: procwire_rpc::EndpointError| bad(e.to_string()))?;
+    parsed.bind().map_err(|e| bad(e.to_string()))
 }
