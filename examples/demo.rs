@@ -20,6 +20,15 @@ enum DivError {
     DivideByZero,
 }
 
+/// What `CallError::Application` prints, so that `?` takes it into `anyhow`.
+impl std::fmt::Display for DivError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DivError::DivideByZero => f.write_str("division by zero"),
+        }
+    }
+}
+
 /// The interface, defined once; the macro generates `CalcClient` and `CalcServer`.
 #[procwire::service]
 trait Calc {

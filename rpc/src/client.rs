@@ -341,10 +341,7 @@ fn handshake(transport: &mut Transport, service: &ServiceInfo, timeout: Duration
     };
     let mut frame = Frame::new();
     frame.encode(&hello).expect("encoding a hello into a Vec cannot fail");
-    let transport_err = |source: TransportError| HandshakeError::Transport {
-        peer: peer.clone(),
-        source,
-    };
+    let transport_err = |source| HandshakeError::transport(&peer, timeout, source);
     transport.send(&mut frame, wait).map_err(transport_err)?;
     let payload = transport.recv(wait).map_err(transport_err)?;
     let welcome: Welcome = postcard::from_bytes(&payload).map_err(|e| HandshakeError::Malformed {
@@ -545,7 +542,7 @@ impl Inner {
                 "the peer closed the connection or exited".to_owned(),
                 Ending::Died,
             ),
-            Err(e) => self.fail(&mut st, e.to_string(), Ending::Died),
+            Err(e) => self.fail(&mut st, crate::error::chain(&e), Ending::Died),
         }
         (st, false)
     }

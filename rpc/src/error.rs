@@ -1,6 +1,8 @@
-//! Error types, one enum per layer.
+//! Error types, one enum per layer, and how they print (see the crate docs, "Errors").
 
+use std::fmt;
 use std::io;
+use std::time::Duration;
 
 use crate::protocol::FaultKind;
 
@@ -150,6 +152,14 @@ pub enum HandshakeError {
         /// What was wrong.
         detail: String,
     },
+    /// The peer did not complete the handshake in the time allowed.
+    #[error("handshake with {peer} did not complete within {timeout:?}")]
+    TimedOut {
+        /// The other end.
+        peer: String,
+        /// How long the handshake was allowed to take.
+        timeout: Duration,
+    },
     /// The transport failed during the handshake.
     #[error("handshake with {peer} failed")]
     Transport {
@@ -161,7 +171,26 @@ pub enum HandshakeError {
     },
 }
 
+impl HandshakeError {
+    /// The handshake with `peer`, allowed `timeout`, failed in the transport: a timeout is
+    /// said as such, with the time allowed.
+    pub(crate) fn transport(peer: &str, timeout: Duration, source: TransportError) -> Self {
+        match source {
+            TransportError::TimedOut { .. } => HandshakeError::TimedOut {
+                peer: peer.to_owned(),
+                timeout,
+            },
+            source => HandshakeError::Transport {
+                peer: peer.to_owned(),
+                source,
+            },
+        }
+    }
+}
+
 /// A call made through a [`Client`](crate::Client) failed.
+///
+/// Printed with `{}`, it says its causes too (see [Errors](crate#errors)).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RpcError {
@@ -208,7 +237,7 @@ pub enum RpcError {
         message: String,
     },
     /// The arguments could not be encoded.
-    #[error("cannot encode the arguments of `{method}`")]
+    #[error("cannot encode the arguments of `{method}`: {}", ErrorChain(.source))]
     Encode {
         /// The method called.
         method: &'static str,
@@ -217,7 +246,7 @@ pub enum RpcError {
         source: postcard::Error,
     },
     /// The reply could not be decoded as the expected type.
-    #[error("cannot decode the reply of `{method}` from {peer}")]
+    #[error("cannot decode the reply of `{method}` from {peer}: {}", ErrorChain(.source))]
     Decode {
         /// The method called.
         method: &'static str,
@@ -228,7 +257,7 @@ pub enum RpcError {
         source: postcard::Error,
     },
     /// The frame to send is larger than the connection's maximum.
-    #[error("call to `{method}` is too large to send")]
+    #[error("call to `{method}` is too large to send: {}", ErrorChain(.source))]
     TooLarge {
         /// The method called.
         method: &'static str,
@@ -237,7 +266,7 @@ pub enum RpcError {
         source: TransportError,
     },
     /// Connecting failed in the handshake.
-    #[error(transparent)]
+    #[error("{}", ErrorChain(.0))]
     Handshake(#[from] HandshakeError),
 }
 
@@ -332,3 +361,29 @@ pub enum ServerError {
     #[error("the connection's handshake failed")]
     Handshake(#[source] HandshakeError),
 }
+
+/// Displays an error followed by each of its causes, `: `-separated, as
+/// `format!("{}", ErrorChain(&e))`: what the errors a user gets print, and what a failure
+/// kept as text (a connection's `reason`) keeps.
+#[derive(Clone, Copy, Debug)]
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(e) = cause {
+            write!(f, ": {e}")?;
+            cause = e.source();
+        }
+        Ok(())
+    }
+}
+
+/// The text of `e` with its causes, for a failure kept as a string.
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    ErrorChain(e).to_string()
+}
+
+#[cfg(test)]
+mod tests;

@@ -423,10 +423,11 @@ impl Shared {
             let result = self.connect(slot, config);
             let connected = result.is_ok();
             match self.settle(slot, result) {
-                // The connection failed under the handshake: the worker is not there to
-                // answer. A refusal (another interface, say) is the caller's to see as it is.
-                Err(RpcError::Handshake(HandshakeError::Transport { peer, source })) => {
-                    last = Some(unreachable("connect", &peer, format!("handshake failed: {source}")));
+                // The worker did not answer the handshake: it is not there to answer. A
+                // refusal (another interface, say) is the caller's to see as it is.
+                Err(RpcError::Handshake(e @ (HandshakeError::Transport { .. } | HandshakeError::TimedOut { .. }))) => {
+                    let peer = self.names[slot].clone();
+                    last = Some(unreachable("connect", &peer, crate::error::chain(&e)));
                 }
                 Err(e) => last = Some(e),
                 Ok(()) => {}
@@ -443,7 +444,7 @@ impl Shared {
         let transport = match &self.endpoints[slot] {
             Ok(endpoint) => endpoint
                 .connect()
-                .map_err(|e| unreachable("connect", name, e.to_string()))?,
+                .map_err(|e| unreachable("connect", name, crate::error::chain(&e)))?,
             Err(e) => return Err(unreachable("connect", name, e.to_string())),
         };
         Client::connect_with(transport, self.service.clone(), config)

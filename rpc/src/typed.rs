@@ -4,10 +4,13 @@ use crate::error::RpcError;
 
 /// The error of a generated client method whose trait method returns `Result<T, E>`: either
 /// the service's own error `E`, typed, or a failure of the call itself.
+///
+/// It is a [`std::error::Error`] (so `?` takes it into `anyhow` or a `Box<dyn Error>`) when
+/// `E` is `Debug + Display`; it prints as `E` prints, or as the [`RpcError`] with its causes.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError<E> {
     /// The method ran and returned `Err(E)`.
-    #[error("the service returned an error: {0:?}")]
+    #[error("{0}")]
     Application(E),
     /// The call itself failed: connection, deadline, protocol, remote fault.
     #[error(transparent)]

@@ -2,14 +2,30 @@
 //!
 //! [`Manifest::load`] reads and checks a file; every problem is refused before anything
 //! starts, with one clear message carrying `file:line:col` ([`ManifestError`]).
+//! [`Manifest::validate_for`] checks a manifest, from a file or built in code, against the
+//! system it is about to run on (programs, directories, socket paths, users), and
+//! [`Manifest::load_validated`] does both, pointing a problem at its key in the file. The
+//! reference of every key is `docs/manifest.md`.
 
-mod parse;
+mod defaults;
+mod error;
+mod fields;
+mod grammar;
+mod graph;
+mod locate;
+mod schema;
+#[cfg(test)]
+mod testing;
+mod validate;
+mod walk;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use parse::ManifestError;
+pub use error::ManifestError;
+pub(crate) use validate::rlimit_resource;
+pub use validate::{Host, ValidationError, MAX_WORKERS, UNIX_PATH_MAX};
 
 /// A whole manifest, checked.
 #[derive(Clone, Debug, PartialEq)]
@@ -93,6 +109,21 @@ pub struct Pool {
     /// (`PROCWIRE_ROLE`), so one binary is both supervisor and workers. Only an embedded
     /// supervisor ([`crate::Supervisor`]) can do it.
     pub role: Option<String>,
+    /// Whose notifications (`READY=1`, `WATCHDOG=1`, ...) count for a worker; default
+    /// [`NotifyAccess::Main`].
+    pub notify_access: NotifyAccess,
+}
+
+/// Whose messages on `NOTIFY_SOCKET` count for a worker (systemd's `NotifyAccess=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotifyAccess {
+    /// Only the worker's own process (the one the supervisor started).
+    Main,
+    /// Any process of the worker's tree: in its process group, or with the worker among its
+    /// ancestors (a shell running `systemd-notify --ready`, a child of `sh -c`). The sender
+    /// must still exist when the supervisor reads the message; `systemd-notify` waits for
+    /// that by itself (its barrier), other senders should not exit at once.
+    All,
 }
 
 /// A listening endpoint the supervisor owns.
@@ -173,7 +204,7 @@ impl Pool {
     pub fn new(name: &str, command: Vec<String>) -> Pool {
         Pool {
             command,
-            ..parse::default_pool(name)
+            ..defaults::default_pool(name)
         }
     }
 }

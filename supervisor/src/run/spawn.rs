@@ -11,11 +11,11 @@ use std::process::{Command, Stdio};
 
 use nix::fcntl::OFlag;
 use nix::libc;
-use nix::sys::resource::{setrlimit, Resource};
+use nix::sys::resource::setrlimit;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::unistd::{pipe2, Pid};
 
-use crate::manifest::{Output, Pool};
+use crate::manifest::{rlimit_resource, Output, Pool};
 
 /// A started worker process.
 #[derive(Debug)]
@@ -39,20 +39,6 @@ pub struct Context<'a> {
     pub base: &'a Path,
     /// The pool's listening sockets, handed over from fd 3 on, with their names.
     pub listen: &'a [(BorrowedFd<'a>, String)],
-}
-
-fn rlimit_resource(name: &str) -> Option<Resource> {
-    Some(match name {
-        "nofile" => Resource::RLIMIT_NOFILE,
-        "nproc" => Resource::RLIMIT_NPROC,
-        "core" => Resource::RLIMIT_CORE,
-        "memlock" => Resource::RLIMIT_MEMLOCK,
-        "stack" => Resource::RLIMIT_STACK,
-        "as" => Resource::RLIMIT_AS,
-        "cpu" => Resource::RLIMIT_CPU,
-        "fsize" => Resource::RLIMIT_FSIZE,
-        _ => return None,
-    })
 }
 
 /// One stream's destination in the child, and the supervisor's end if it reads it.
