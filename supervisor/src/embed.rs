@@ -90,12 +90,7 @@ impl Supervisor {
             return Vec::new();
         };
         match pool.listen.first() {
-            Some(endpoint) => (0..pool.workers)
-                .map(|i| match endpoint.for_worker(i) {
-                    crate::manifest::Endpoint::Unix(path) => procwire_rpc::Endpoint::Unix(path),
-                    crate::manifest::Endpoint::Tcp { host, port } => procwire_rpc::Endpoint::Tcp { host, port },
-                })
-                .collect(),
+            Some(endpoint) => (0..pool.workers).map(|i| endpoint.for_worker(i)).collect(),
             None => Vec::new(),
         }
     }
