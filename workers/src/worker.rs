@@ -222,7 +222,10 @@ impl Worker {
         }
         let notifier = Notifier::from_env().ok().flatten();
         if let Some(n) = &notifier {
-            let _ = n.notify(&format!("READY=1\nSTATUS=serving on {}", described.join(", ")));
+            let _ = n.send([
+                ("READY", "1"),
+                ("STATUS", &format!("serving on {}", described.join(", "))),
+            ]);
         }
         // Heartbeats at half the watchdog period, until the drain begins.
         let (beat_stop, beat_rx) = mpsc::channel::<()>();
@@ -237,7 +240,10 @@ impl Worker {
         };
         let signal = stop_rx.recv().unwrap_or(SIGTERM);
         if let Some(n) = &notifier {
-            let _ = n.notify(&format!("STOPPING=1\nSTATUS=draining after signal {signal}"));
+            let _ = n.send([
+                ("STOPPING", "1"),
+                ("STATUS", &format!("draining after signal {signal}")),
+            ]);
         }
         drop(beat_stop);
         if let Some(h) = heartbeat {
