@@ -4,6 +4,7 @@
 //! - [`transport`]: frames over Unix sockets, TCP, anonymous pipes and named FIFOs, each
 //!   with blocking, deadline-bound and non-blocking operations ([`Wait`]).
 //! - [`protocol`]: the frame layout, the envelope, the handshake.
+//! - [`Endpoint`]: `unix:PATH` or `tcp:HOST:PORT`, parsed, printed, connected and bound.
 //! - [`Client`]: one connection shared by many threads; calls are multiplexed by request id.
 //! - [`pool::Pool`]: a client for a pool of workers, one endpoint each.
 //! - [`Server`]: serves a [`Service`] on a listener or a single connection.
@@ -62,6 +63,7 @@
 
 mod buffers;
 mod client;
+mod endpoint;
 mod error;
 mod outbox;
 pub mod pool;
@@ -74,7 +76,8 @@ mod typed;
 mod wait;
 
 pub use client::{Client, ClientConfig, PendingCall};
-pub use error::{ErrorChain, HandshakeError, Identity, RpcError, ServerError, TransportError};
+pub use endpoint::{Endpoint, EndpointError, ToEndpoint};
+pub use error::{Delivery, Ending, ErrorChain, HandshakeError, Identity, RpcError, ServerError, TransportError};
 pub use outbox::Buffering;
 pub use protocol::{Fault, FaultKind, Frame};
 pub use server::{Server, ServerConfig, ServerHandle, Stopper};

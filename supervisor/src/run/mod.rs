@@ -245,6 +245,10 @@ fn bind_endpoint(endpoint: &Endpoint, mode: u32) -> std::io::Result<std::os::fd:
             nix::sys::stat::umask(old);
             Ok(bound?.into())
         }
+        other => Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            format!("the supervisor cannot own {other} yet"),
+        )),
     }
 }
 
