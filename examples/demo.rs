@@ -20,6 +20,15 @@ enum DivError {
     DivideByZero,
 }
 
+/// What `CallError::Application` prints, so that `?` takes it into `anyhow`.
+impl std::fmt::Display for DivError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DivError::DivideByZero => f.write_str("division by zero"),
+        }
+    }
+}
+
 /// The interface, defined once; the macro generates `CalcClient` and `CalcServer`.
 #[procwire::service]
 trait Calc {
@@ -108,7 +117,7 @@ fn main() -> Result<()> {
     println!("   div(7, 2) = {}", calc.div(7, 2)?);
     match calc.div(1, 0) {
         Err(CallError::Application(e)) => {
-            println!("   div(1, 0) -> {e:?}   <- an application error, typed, distinct from transport errors")
+            println!("   div(1, 0) -> {e:?}: \"{e}\"   <- an application error, typed, distinct from transport errors")
         }
         other => bail!("expected an application error, got {other:?}"),
     }

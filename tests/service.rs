@@ -18,6 +18,12 @@ pub enum DivError {
     DivideByZero,
 }
 
+impl std::fmt::Display for DivError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("division by zero")
+    }
+}
+
 /// How long the service's blocking methods wait at most, so a broken test fails, not hangs.
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -255,7 +261,9 @@ fn application_errors_arrive_typed(kind: Kind) -> Outcome {
     let calc = peer.client();
     assert_eq!(calc.div(6, 3)?, 2);
     match calc.div(1, 0) {
-        Err(CallError::Application(DivError::DivideByZero)) => {}
+        Err(e @ CallError::Application(DivError::DivideByZero)) => {
+            assert_eq!(e.to_string(), "division by zero", "it prints as the service's error")
+        }
         other => panic!("expected the typed application error, got {other:?}"),
     }
     Ok(())

@@ -1,8 +1,8 @@
 //! `#[procwire::service]`: one trait becomes a typed client and a server dispatcher.
 //!
-//! The macro is a pipeline: [`ast`] reads the trait into a model that keeps the original
-//! syntax nodes (for error spans), [`valid`] checks the model and reports every problem at
-//! once, each at the offending token, and [`expand`] generates one item per function. See the
+//! The macro is a pipeline: `ast` reads the trait into a model that keeps the original
+//! syntax nodes (for error spans), `valid` checks the model and reports every problem at
+//! once, each at the offending token, and `expand` generates one item per function. See the
 //! attribute's documentation (re-exported as `procwire::service`) for what it generates.
 #![deny(missing_docs)]
 
@@ -63,7 +63,17 @@ use proc_macro::TokenStream;
 ///   send the call and return a `PendingCall` to wait on, poll or drop (dropping cancels the
 ///   call and tells the server); `try_start` fails with `WouldBlock` instead of waiting for
 ///   room to send. `CalcClient::SERVICE` and `CalcClient::FINGERPRINT` identify the interface.
-/// - `CalcServer<T: Calc>`: a `Service` to hand to `procwire_rpc::Server`.
+/// - `CalcPool`: a client for a whole pool of workers, one endpoint each (`unix:PATH` or
+///   `tcp:HOST:PORT`; with an embedded supervisor, `Supervisor::endpoints("calc")`).
+///   `new(endpoints)` and `with_config(endpoints, config)` connect nothing yet; each worker is
+///   connected on first use. It has one method per trait method, with the same arguments and
+///   results as `CalcClient`'s. Calls are spread over the workers (see
+///   `procwire_rpc::pool::Pool` for the routing); a worker whose connection is gone is
+///   connected again when its turn comes, so a restarted worker is called again. A call in
+///   flight on a worker that dies fails with an error naming that worker; it is never
+///   dropped silently and never answered twice.
+/// - `CalcServer<T: Calc>`: a `Service` to hand to `procwire_rpc::Server` (or to
+///   `procwire_workers::Worker::serve`).
 ///
 /// # Methods
 ///
@@ -73,8 +83,19 @@ use proc_macro::TokenStream;
 /// `&[T]` are decoded into an owned `T` or `Vec<T>` and lent from there. `&[u8]` and `Vec<u8>` travel as one byte string. A
 /// method may take `ctx: &CallContext` as its first argument to learn about the call (the
 /// caller's pid and uid where the transport knows them, its deadline, whether it was
-/// cancelled); clients do not pass it. `#[procwire(oneway)]` marks a method that returns
-/// nothing and whose caller does not wait.
+/// cancelled); clients do not pass it.
+///
+/// Two attributes mark methods:
+///
+/// - `#[procwire(oneway)]`: the method returns nothing and its caller does not wait for the
+///   server to run it.
+/// - `#[procwire(idempotent)]`: running the method twice does no harm (a read, a lookup, a
+///   `set` of a value). `CalcPool` may then try a call again on another worker when the
+///   worker it went to died or its connection had gone stale, each worker at most once, so
+///   that a crash or a rolling restart costs such a call nothing. A method without it is
+///   never run twice by the pool: if its worker dies under it, the caller gets the error and
+///   decides. `CalcClient`, one connection, never retries. The attribute is not part of the
+///   schema fingerprint: marking a method idempotent changes only what the pool client does.
 ///
 /// # Compatibility
 ///

@@ -1,6 +1,8 @@
-//! Error types, one enum per layer.
+//! Error types, one enum per layer, and how they print (see the crate docs, "Errors").
 
+use std::fmt;
 use std::io;
+use std::time::Duration;
 
 use crate::protocol::FaultKind;
 
@@ -150,6 +152,14 @@ pub enum HandshakeError {
         /// What was wrong.
         detail: String,
     },
+    /// The peer did not complete the handshake in the time allowed.
+    #[error("handshake with {peer} did not complete within {timeout:?}")]
+    TimedOut {
+        /// The other end.
+        peer: String,
+        /// How long the handshake was allowed to take.
+        timeout: Duration,
+    },
     /// The transport failed during the handshake.
     #[error("handshake with {peer} failed")]
     Transport {
@@ -161,7 +171,26 @@ pub enum HandshakeError {
     },
 }
 
+impl HandshakeError {
+    /// The handshake with `peer`, allowed `timeout`, failed in the transport: a timeout is
+    /// said as such, with the time allowed.
+    pub(crate) fn transport(peer: &str, timeout: Duration, source: TransportError) -> Self {
+        match source {
+            TransportError::TimedOut { .. } => HandshakeError::TimedOut {
+                peer: peer.to_owned(),
+                timeout,
+            },
+            source => HandshakeError::Transport {
+                peer: peer.to_owned(),
+                source,
+            },
+        }
+    }
+}
+
 /// A call made through a [`Client`](crate::Client) failed.
+///
+/// Printed with `{}`, it says its causes too (see [Errors](crate#errors)).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RpcError {
@@ -174,6 +203,10 @@ pub enum RpcError {
         peer: String,
         /// Why the connection ended.
         reason: String,
+        /// Whether the call reached the peer: [`Delivery::NotSent`] is safe to retry.
+        delivery: Delivery,
+        /// How the connection ended: the peer stopped, died, or was never reached.
+        ending: Ending,
     },
     /// The call's deadline passed before its reply arrived.
     #[error("call to `{method}` on {peer} missed its deadline")]
@@ -204,7 +237,7 @@ pub enum RpcError {
         message: String,
     },
     /// The arguments could not be encoded.
-    #[error("cannot encode the arguments of `{method}`")]
+    #[error("cannot encode the arguments of `{method}`: {}", ErrorChain(.source))]
     Encode {
         /// The method called.
         method: &'static str,
@@ -213,7 +246,7 @@ pub enum RpcError {
         source: postcard::Error,
     },
     /// The reply could not be decoded as the expected type.
-    #[error("cannot decode the reply of `{method}` from {peer}")]
+    #[error("cannot decode the reply of `{method}` from {peer}: {}", ErrorChain(.source))]
     Decode {
         /// The method called.
         method: &'static str,
@@ -224,7 +257,7 @@ pub enum RpcError {
         source: postcard::Error,
     },
     /// The frame to send is larger than the connection's maximum.
-    #[error("call to `{method}` is too large to send")]
+    #[error("call to `{method}` is too large to send: {}", ErrorChain(.source))]
     TooLarge {
         /// The method called.
         method: &'static str,
@@ -233,7 +266,7 @@ pub enum RpcError {
         source: TransportError,
     },
     /// Connecting failed in the handshake.
-    #[error(transparent)]
+    #[error("{}", ErrorChain(.0))]
     Handshake(#[from] HandshakeError),
 }
 
@@ -253,6 +286,67 @@ impl RpcError {
     }
 }
 
+/// Whether a call that failed with [`RpcError::Disconnected`] reached the peer's service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Delivery {
+    /// The call did not run: it was never sent, or the server said it was stopping before
+    /// it read the call. Safe to send again, elsewhere, even if it is not idempotent.
+    NotSent,
+    /// The call was sent and the connection ended before its reply: it may or may not have
+    /// run. Only an idempotent call may be sent again.
+    Unknown,
+}
+
+impl std::fmt::Display for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Delivery::NotSent => "the call was not run, safe to retry",
+            Delivery::Unknown => "the call was sent, its outcome is unknown",
+        })
+    }
+}
+
+/// How a connection ended, as the client saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Ending {
+    /// The server stopped gracefully: it answered every call it had read, then said so
+    /// before closing.
+    Stopped,
+    /// The peer went away without a word: it died, or the connection broke.
+    Died,
+    /// One side broke the protocol, and the connection was closed for it.
+    Broken,
+    /// There was no connection: connecting or the handshake failed.
+    Unreachable,
+}
+
+impl std::fmt::Display for Ending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Ending::Stopped => "stopped",
+            Ending::Died => "died",
+            Ending::Broken => "broke the protocol",
+            Ending::Unreachable => "is unreachable",
+        })
+    }
+}
+
+impl RpcError {
+    /// True if the call did not run and may be sent again as it is: a
+    /// [`Disconnected`](Self::Disconnected) error with [`Delivery::NotSent`].
+    pub fn is_safe_to_retry(&self) -> bool {
+        matches!(
+            self,
+            RpcError::Disconnected {
+                delivery: Delivery::NotSent,
+                ..
+            }
+        )
+    }
+}
+
 /// A server failed to start or to accept.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -267,3 +361,29 @@ pub enum ServerError {
     #[error("the connection's handshake failed")]
     Handshake(#[source] HandshakeError),
 }
+
+/// Displays an error followed by each of its causes, `: `-separated, as
+/// `format!("{}", ErrorChain(&e))`: what the errors a user gets print, and what a failure
+/// kept as text (a connection's `reason`) keeps.
+#[derive(Clone, Copy, Debug)]
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(e) = cause {
+            write!(f, ": {e}")?;
+            cause = e.source();
+        }
+        Ok(())
+    }
+}
+
+/// The text of `e` with its causes, for a failure kept as a string.
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    ErrorChain(e).to_string()
+}
+
+#[cfg(test)]
+mod tests;

@@ -265,7 +265,7 @@ impl Inner {
             (Wait::Block, Some(limit)) if e.is_retryable() => {
                 format!("{} read nothing for {limit:?}; giving up on it", self.peer)
             }
-            _ => e.to_string(),
+            _ => crate::error::chain(e),
         }
     }
 

@@ -46,6 +46,18 @@ pub struct ServerConfig {
     /// How long a reply may wait for the client to read before the connection is given up
     /// on; default 30 s. This also bounds how long a graceful stop waits for such a client.
     pub write_timeout: Duration,
+    /// Told of each connection whose handshake fails, besides the `tracing` warning.
+    handshake_failed: Option<HandshakeHook>,
+}
+
+/// A function told of each failed handshake (see [`ServerConfig::on_handshake_failure`]).
+#[derive(Clone)]
+struct HandshakeHook(Arc<dyn Fn(&HandshakeError) + Send + Sync>);
+
+impl std::fmt::Debug for HandshakeHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HandshakeHook")
+    }
 }
 
 impl Default for ServerConfig {
@@ -56,6 +68,7 @@ impl Default for ServerConfig {
             max_calls_per_connection: 16,
             handshake_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(30),
+            handshake_failed: None,
         }
     }
 }
@@ -88,6 +101,15 @@ impl ServerConfig {
     /// Sets [`write_timeout`](Self::write_timeout).
     pub fn write_timeout(mut self, timeout: Duration) -> Self {
         self.write_timeout = timeout;
+        self
+    }
+
+    /// Calls `hook` with each connection's failed handshake (a client of another service or
+    /// interface version, a peer that says nothing in time, ...), besides the `tracing`
+    /// warning the server always logs; none by default. `procwire_workers::Worker` sets one
+    /// that reports on stderr, where a worker without a `tracing` subscriber is heard.
+    pub fn on_handshake_failure(mut self, hook: impl Fn(&HandshakeError) + Send + Sync + 'static) -> Self {
+        self.handshake_failed = Some(HandshakeHook(Arc::new(hook)));
         self
     }
 }
@@ -310,6 +332,9 @@ struct Conn<S> {
     ended: Interrupt,
 }
 
+/// How long a stopping server waits for room to queue its goodbye.
+const GOODBYE_TIMEOUT: Duration = Duration::from_millis(100);
+
 /// Token of the "more buffered" eventfd in a [`Waiter`].
 const WAKE: u64 = 1;
 
@@ -349,7 +374,10 @@ fn start_connection<S: Service>(
     spawn_tracked(shared, "procwire-conn", move || {
         let peer = transport.peer.name.clone();
         if let Err(e) = handshake(&mut transport, &service, config.handshake_timeout) {
-            tracing::warn!(%peer, error = %e, "handshake failed; connection closed");
+            tracing::warn!(%peer, error = %crate::error::ErrorChain(&e), "handshake failed; connection closed");
+            if let Some(HandshakeHook(hook)) = &config.handshake_failed {
+                hook(&e);
+            }
             if only {
                 // The server's one connection failed: that is how the server ended.
                 *sh.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(ServerError::Handshake(e));
@@ -411,10 +439,7 @@ pub(crate) fn mismatch(peer: &str, ours: &Identity, theirs: &Identity) -> Option
 fn handshake<S: Service>(transport: &mut Transport, service: &Arc<S>, timeout: Duration) -> Result<(), HandshakeError> {
     let peer = transport.peer.name.clone();
     let wait = Wait::timeout(timeout);
-    let transport_err = |source: TransportError| HandshakeError::Transport {
-        peer: peer.clone(),
-        source,
-    };
+    let transport_err = |source| HandshakeError::transport(&peer, timeout, source);
     let payload = transport.recv(wait).map_err(transport_err)?;
     let hello: Hello = match postcard::from_bytes(&payload) {
         Ok(hello @ Hello { magic: MAGIC, .. }) => hello,
@@ -560,6 +585,14 @@ impl<S: Service> Conn<S> {
             crate::buffers::give(payload);
         }
         if self.threads.fetch_sub(1, Ordering::SeqCst) == 1 {
+            if self.shared.stopping.load(Ordering::SeqCst) {
+                // Every call read has been answered, and no other will be read: say so, so
+                // that the client knows its unanswered calls did not run (safe to retry).
+                let goodbye = Fault::new(FaultKind::Stopping, "the server is stopping");
+                let _ = self
+                    .outbox
+                    .send(fault_frame(0, 0, &goodbye), Wait::timeout(GOODBYE_TIMEOUT));
+            }
             // Replies already accepted are written before the connection closes.
             self.outbox.close_gracefully("server closed the connection");
         }

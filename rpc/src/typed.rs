@@ -4,10 +4,13 @@ use crate::error::RpcError;
 
 /// The error of a generated client method whose trait method returns `Result<T, E>`: either
 /// the service's own error `E`, typed, or a failure of the call itself.
+///
+/// It is a [`std::error::Error`] (so `?` takes it into `anyhow` or a `Box<dyn Error>`) when
+/// `E` is `Debug + Display`; it prints as `E` prints, or as the [`RpcError`] with its causes.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError<E> {
     /// The method ran and returned `Err(E)`.
-    #[error("the service returned an error: {0:?}")]
+    #[error("{0}")]
     Application(E),
     /// The call itself failed: connection, deadline, protocol, remote fault.
     #[error(transparent)]
@@ -41,4 +44,13 @@ pub mod __private {
 
     /// Compile-time check, spanned to the user's type, that it can cross the wire.
     pub fn assert_wire<T: serde::Serialize + serde::de::DeserializeOwned>() {}
+
+    /// A generated client's deadline for a call starting now: its fixed deadline, else its
+    /// timeout from now, else none.
+    pub fn deadline(
+        deadline: Option<std::time::Instant>,
+        timeout: Option<std::time::Duration>,
+    ) -> Option<std::time::Instant> {
+        deadline.or_else(|| timeout.and_then(|t| std::time::Instant::now().checked_add(t)))
+    }
 }

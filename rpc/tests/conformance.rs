@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use libtest_mimic::{Arguments, Failed, Trial};
 use procwire_rpc::protocol::{Envelope, Hello, Kind as FrameKind, Welcome, MAGIC, PROTOCOL_VERSION};
 use procwire_rpc::serde_bytes::ByteBuf;
-use procwire_rpc::{Buffering, Client, ClientConfig, FaultKind, HandshakeError, Method, RpcError, ServiceInfo};
+use procwire_rpc::{
+    Buffering, Client, ClientConfig, Delivery, Ending, FaultKind, HandshakeError, Method, RpcError, ServiceInfo,
+};
 use support::*;
 
 type Outcome = Result<(), Failed>;
@@ -90,22 +92,18 @@ fn oneway_calls_arrive(kind: Kind) -> Outcome {
 fn deadline_is_enforced_and_the_connection_survives(kind: Kind) -> Outcome {
     let mut peer = Peer::spawn(kind);
     let client = connect(&mut peer);
-    let started = Instant::now();
+    // A held call is answered only when released (or, if the deadline were ignored, after
+    // the service's 30 s limit, with `false`): only the deadline can end it in between.
     let err = client
-        .call::<_, u64>(
-            SLOW,
-            &(1u64, 3_000u64),
-            Some(Instant::now() + Duration::from_millis(50)),
-        )
+        .call::<_, bool>(HOLD, &5u64, Some(Instant::now() + Duration::from_millis(50)))
         .unwrap_err();
     assert!(
-        matches!(err, RpcError::DeadlineExceeded { method: "slow", .. }),
+        matches!(err, RpcError::DeadlineExceeded { method: "hold", .. }),
         "{err}"
     );
-    assert!(
-        started.elapsed() < Duration::from_millis(3_000),
-        "the deadline did not cut the wait short"
-    );
+    // The server still has the call: the deadline ended the wait, not the call.
+    assert!(client.call::<_, bool>(WAIT_HELD, &5u64, soon())?);
+    client.call::<_, ()>(RELEASE, &5u64, soon())?;
     // The late reply is dropped quietly and the connection goes on.
     let sum: i64 = client.call(ADD, &(1i64, 1i64), soon())?;
     assert_eq!(sum, 2);
@@ -279,6 +277,39 @@ fn graceful_stop_finishes_calls_in_flight(kind: Kind) -> Outcome {
     assert_eq!(exit.1, Some(0), "server {peer_pid} exited cleanly");
     let err = client.call::<_, i64>(ADD, &(1i64, 2i64), soon()).unwrap_err();
     assert!(matches!(err, RpcError::Disconnected { .. }), "{err}");
+    Ok(())
+}
+
+fn a_graceful_stop_says_stopped_and_that_unanswered_calls_did_not_run(kind: Kind) -> Outcome {
+    let mut peer = Peer::spawn(kind);
+    let client = connect(&mut peer);
+    let slow = client.start::<_, u64>(SLOW, &(3u64, 1_000u64), soon())?;
+    assert!(
+        client.call::<_, bool>(WAIT_HELD, &3u64, soon())?,
+        "the slow call is running"
+    );
+    let (exit, first_failure) = std::thread::scope(|s| {
+        let stopper = s.spawn(move || peer.stop());
+        // Calls read before the stop are answered; the first after it waits for the slow
+        // call, then learns that it did not run.
+        let failure = loop {
+            match client.call::<_, i64>(ADD, &(1i64, 2i64), soon()) {
+                Ok(sum) => assert_eq!(sum, 3),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(slow.wait().expect("the call in flight is answered"), 1_000);
+        (stopper.join().expect("stopper thread"), failure)
+    });
+    assert_eq!(exit, Some(0));
+    match &first_failure {
+        RpcError::Disconnected {
+            delivery: Delivery::NotSent,
+            ending: Ending::Stopped,
+            ..
+        } => assert!(first_failure.is_safe_to_retry()),
+        other => panic!("expected a call that did not run on a stopped server, got {other:?}"),
+    }
     Ok(())
 }
 
@@ -521,6 +552,7 @@ fn main() {
         a_peer_that_dies_mid_call_fails_every_pending_call_promptly,
         a_mismatched_fingerprint_is_refused_naming_both,
         graceful_stop_finishes_calls_in_flight,
+        a_graceful_stop_says_stopped_and_that_unanswered_calls_did_not_run,
         a_reply_above_the_maximum_is_answered_with_an_error,
     ];
     let listeners: &[(&str, Case)] = cases![

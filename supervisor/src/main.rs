@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use procwire_supervisor::manifest::{Condition, Manifest, Pool, Ready};
+use procwire_supervisor::manifest::{Condition, Host, Manifest, Pool, Ready};
 
 /// procwire's supervisor: runs the pools of workers a manifest describes.
 #[derive(Debug, Parser)]
@@ -31,7 +31,8 @@ enum Command {
         #[arg(short, long)]
         verbose: bool,
     },
-    /// Check a manifest and print its start plan; exits 2 if the manifest is refused.
+    /// Check a manifest as `up` would before starting anything (its text, and that its programs,
+    /// directories and users exist here) and print its start plan; exits 2 if it is refused.
     Check {
         /// The manifest (TOML).
         file: PathBuf,
@@ -56,7 +57,7 @@ fn main() -> ExitCode {
 }
 
 fn up(file: &std::path::Path, log_format: LogFormat, verbose: bool) -> ExitCode {
-    let manifest = match Manifest::load(file) {
+    let manifest = match Manifest::load_validated(file, Host::Command) {
         Ok(manifest) => manifest,
         Err(error) => {
             eprintln!("{error}");
@@ -83,7 +84,7 @@ fn up(file: &std::path::Path, log_format: LogFormat, verbose: bool) -> ExitCode 
 }
 
 fn check(file: &std::path::Path) -> ExitCode {
-    let manifest = match Manifest::load(file) {
+    let manifest = match Manifest::load_validated(file, Host::Command) {
         Ok(manifest) => manifest,
         Err(error) => {
             eprintln!("{error}");

@@ -1,6 +1,7 @@
 //! `procwire check FILE`, run as the real binary.
 
-use std::path::Path;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn procwire(args: &[&str]) -> Output {
@@ -19,6 +20,20 @@ fn check(path: &Path) -> (Option<i32>, String, String) {
     )
 }
 
+/// `text` written to `NAME.toml` in a new directory that also holds the programs `GOOD`
+/// names (`web`, `migrate`, `metrics`), executable.
+fn fixture(name: &str, text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::TempDir::new().unwrap();
+    for program in ["web", "migrate", "metrics"] {
+        let path = dir.path().join(program);
+        std::fs::write(&path, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let path = dir.path().join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    (dir, path)
+}
+
 const GOOD: &str = r#"[supervisor]
 name = "shop"
 
@@ -28,7 +43,7 @@ workers = 4
 after = { db = "ready", migrate = "completed" }
 
 [pool.db]
-command = ["redis-server"]
+command = ["sh", "-c", "exec redis-server"]
 ready = "notify"
 
 [pool.migrate]
@@ -43,9 +58,7 @@ ready = "tcp:127.0.0.1:9100"
 
 #[test]
 fn a_good_manifest_passes_and_its_start_plan_is_printed_in_waves() {
-    let dir = tempfile::TempDir::new().unwrap();
-    let path = dir.path().join("shop.toml");
-    std::fs::write(&path, GOOD).unwrap();
+    let (_dir, path) = fixture("shop", GOOD);
     let (code, stdout, stderr) = check(&path);
     assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
     assert_eq!(stderr, "");
@@ -61,13 +74,10 @@ fn a_good_manifest_passes_and_its_start_plan_is_printed_in_waves() {
 
 #[test]
 fn a_bad_manifest_exits_2_with_one_line_naming_file_line_and_column() {
-    let dir = tempfile::TempDir::new().unwrap();
-    let path = dir.path().join("bad.toml");
-    std::fs::write(
-        &path,
-        GOOD.replace("workers = 4", "workers = 4\nrestart = \"sometimes\""),
-    )
-    .unwrap();
+    let (_dir, path) = fixture(
+        "bad",
+        &GOOD.replace("workers = 4", "workers = 4\nrestart = \"sometimes\""),
+    );
     let (code, stdout, stderr) = check(&path);
     assert_eq!(code, Some(2), "stdout: {stdout}\nstderr: {stderr}");
     assert_eq!(stdout, "");
@@ -82,16 +92,13 @@ fn a_bad_manifest_exits_2_with_one_line_naming_file_line_and_column() {
 
 #[test]
 fn a_cycle_is_refused_with_the_cycle_named() {
-    let dir = tempfile::TempDir::new().unwrap();
-    let path = dir.path().join("cycle.toml");
-    std::fs::write(
-        &path,
-        GOOD.replace(
+    let (_dir, path) = fixture(
+        "cycle",
+        &GOOD.replace(
             "ready = \"notify\"",
             "ready = \"notify\"\nafter = { web = \"started\" }",
         ),
-    )
-    .unwrap();
+    );
     let (code, _, stderr) = check(&path);
     assert_eq!(code, Some(2));
     assert_eq!(
@@ -121,5 +128,181 @@ fn version_is_still_reported() {
     assert_eq!(
         String::from_utf8(output.stdout).unwrap(),
         format!("procwire {}\n", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+// ----- what `up` would refuse -----
+
+/// Asserts that `check` refuses `text` with exit code 2 and exactly `message` after
+/// `FILE:` (a location and the text), on one line.
+#[track_caller]
+fn refused(name: &str, text: &str, message: &str) -> (tempfile::TempDir, PathBuf) {
+    let (dir, path) = fixture(name, text);
+    let (code, stdout, stderr) = check(&path);
+    assert_eq!(code, Some(2), "stdout: {stdout}\nstderr: {stderr}");
+    assert_eq!(stdout, "");
+    assert_eq!(stderr, format!("{}:{message}\n", path.display()));
+    (dir, path)
+}
+
+#[test]
+fn a_program_not_in_path_is_refused_at_its_command() {
+    let search = std::env::var("PATH").unwrap();
+    refused(
+        "nosuch",
+        "[pool.w]\ncommand = [\"procwire-no-such-program\", \"--flag\"]\n",
+        &format!("2:12: pool w: `command`: program \"procwire-no-such-program\" is not in PATH ({search})"),
+    );
+}
+
+#[test]
+fn a_program_path_that_does_not_exist_is_refused_with_the_os_reason() {
+    let (dir, path) = fixture("missing", "[pool.w]\nworkers = 2\ncommand = [\"./gone\"]\n");
+    let (code, _, stderr) = check(&path);
+    assert_eq!(code, Some(2), "{stderr}");
+    let expected = format!(
+        "{}:3:12: pool w: `command`: program {}: No such file or directory (os error 2)\n",
+        path.display(),
+        dir.path().join("gone").display()
+    );
+    assert_eq!(stderr, expected);
+}
+
+#[test]
+fn a_program_file_without_execute_permission_is_refused() {
+    let (dir, path) = fixture("noexec", "[pool.w]\ncommand = [\"./plain\"]\n");
+    std::fs::write(dir.path().join("plain"), "#!/bin/sh\n").unwrap();
+    let (code, _, stderr) = check(&path);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with(&format!("{}:2:12: pool w: `command`: program ", path.display()))
+            && stderr.contains("plain: Permission denied"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_exec_probe_whose_program_is_missing_is_refused() {
+    let (dir, path) = fixture(
+        "probe",
+        "[pool.w]\ncommand = [\"./web\"]\nready = \"exec:./probe-gone --quiet\"\n",
+    );
+    let (code, _, stderr) = check(&path);
+    assert_eq!(code, Some(2), "{stderr}");
+    let expected = format!(
+        "{}:3:9: pool w: `ready`: program {}: No such file or directory (os error 2)\n",
+        path.display(),
+        dir.path().join("probe-gone").display()
+    );
+    assert_eq!(stderr, expected);
+}
+
+#[test]
+fn a_listen_directory_that_does_not_exist_is_refused() {
+    let (dir, path) = fixture(
+        "nodir",
+        "[pool.w]\ncommand = [\"./web\"]\nlisten = [\"tcp:127.0.0.1:1\", \"unix:run/w.sock\"]\n",
+    );
+    let (code, _, stderr) = check(&path);
+    assert_eq!(code, Some(2), "{stderr}");
+    let expected = format!(
+        "{}:3:30: pool w: listen unix:{}: directory {}: No such file or directory (os error 2)\n",
+        path.display(),
+        dir.path().join("run/w.sock").display(),
+        dir.path().join("run").display()
+    );
+    assert_eq!(stderr, expected);
+}
+
+#[test]
+fn a_world_writable_listen_directory_is_refused() {
+    let (dir, path) = fixture(
+        "open",
+        "[pool.w]\ncommand = [\"./web\"]\nlisten = [\"unix:open/w.sock\"]\n",
+    );
+    std::fs::create_dir(dir.path().join("open")).unwrap();
+    std::fs::set_permissions(dir.path().join("open"), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (code, _, stderr) = check(&path);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with(&format!("{}:3:11: pool w: listen unix:", path.display()))
+            && stderr.contains("open is writable by everyone; put the socket in a private directory"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_unix_path_of_107_bytes_passes_and_one_of_108_is_refused_naming_the_limit() {
+    let (dir, path) = fixture("long", "");
+    let prefix = dir.path().as_os_str().len() + 1;
+    let name = |length: usize| "s".repeat(length - prefix);
+    let manifest = |length: usize| {
+        format!(
+            "[pool.w]\ncommand = [\"./web\"]\nlisten = [\"unix:{}\"]\n",
+            name(length)
+        )
+    };
+    std::fs::write(&path, manifest(107)).unwrap();
+    let (code, stdout, stderr) = check(&path);
+    assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
+    std::fs::write(&path, manifest(108)).unwrap();
+    let (code, _, stderr) = check(&path);
+    assert_eq!(code, Some(2), "{stderr}");
+    let expected = format!(
+        "{}:3:11: pool w: listen unix:{}: the path is 108 bytes, and a Unix socket path can have at most 107 (108 with the terminating NUL); use a shorter or relative path\n",
+        path.display(),
+        dir.path().join(name(108)).display()
+    );
+    assert_eq!(stderr, expected);
+}
+
+#[test]
+fn an_absurd_worker_count_is_refused_at_its_value() {
+    refused(
+        "many",
+        "[pool.w]\ncommand = [\"./web\"]\nworkers = 4294967295\n",
+        "3:11: `workers` must be at most 1024, not 4294967295",
+    );
+}
+
+#[test]
+fn a_role_is_refused_by_check_as_by_up() {
+    refused(
+        "role",
+        "[pool.calc]\nrole = \"calc\"\n",
+        "2:8: pool calc: `role` runs the supervising program itself in that role; only an embedded supervisor (procwire::Supervisor) can do that, not `procwire up`",
+    );
+}
+
+#[test]
+fn a_missing_working_directory_is_refused() {
+    let (dir, path) = fixture("cwd", "[pool.w]\ncommand = [\"./web\"]\ncwd = \"nowhere\"\n");
+    let (code, _, stderr) = check(&path);
+    assert_eq!(code, Some(2), "{stderr}");
+    let expected = format!(
+        "{}:3:7: pool w: working directory {}: No such file or directory (os error 2)\n",
+        path.display(),
+        dir.path().join("nowhere").display()
+    );
+    assert_eq!(stderr, expected);
+}
+
+#[test]
+fn up_refuses_a_missing_program_at_once_with_the_same_message_instead_of_a_crash_loop() {
+    let (_dir, path) = fixture("upmissing", "[pool.w]\ncommand = [\"procwire-no-such-program\"]\n");
+    let (_, _, from_check) = check(&path);
+    let output = procwire(&["up", path.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr, from_check);
+    assert!(stderr.contains("is not in PATH"), "{stderr}");
+}
+
+#[test]
+fn an_unknown_user_is_refused_at_its_value() {
+    refused(
+        "user",
+        "[pool.w]\ncommand = [\"./web\"]\nuser = \"procwire-no-such-user\"\n",
+        "3:8: pool w: `user`: no user named \"procwire-no-such-user\"",
     );
 }

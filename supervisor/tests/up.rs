@@ -189,6 +189,12 @@ impl Supervisor {
         if let Some(cwd) = cwd {
             command.current_dir(cwd);
         }
+        // The runtime directory (the name locks) is the manifest's own: tests that run at
+        // once, here or in another checkout, never share a name's lock.
+        if let Some(manifest) = args.iter().find(|arg| arg.ends_with(".toml")) {
+            let manifest = cwd.unwrap_or(Path::new(".")).join(manifest);
+            command.env("XDG_RUNTIME_DIR", manifest.parent().expect("the manifest's directory"));
+        }
         let mut child = command.spawn().expect("start procwire");
         let shared = Arc::new(Shared::default());
         read_lines(
@@ -253,6 +259,16 @@ impl Supervisor {
                 .iter()
                 .filter(|line| line.text.starts_with(prefix))
                 .nth(n - 1)
+                .map(|line| line.text.clone())
+        })
+    }
+
+    /// The first line containing `needle`, waiting for it.
+    fn wait_for_containing(&self, needle: &str) -> String {
+        self.wait_until(&format!("a line containing {needle:?}"), |seen| {
+            seen.lines
+                .iter()
+                .find(|line| line.text.contains(needle))
                 .map(|line| line.text.clone())
         })
     }
@@ -1540,4 +1556,150 @@ listen = ["unix:run/w-{{index}}.sock"]
     assert_eq!(ask(0), first, "and always by the same one");
     sup.signal(Signal::SIGTERM);
     sup.expect_exit(0);
+}
+
+// ----- one supervisor per name and per socket -----
+
+#[test]
+fn a_second_up_of_the_same_name_or_socket_is_refused_naming_the_first_and_its_socket_keeps_working() {
+    if !python3_runs() {
+        eprintln!("skipped: python3 is not installed");
+        return;
+    }
+    let dir = temp_dir();
+    let worker = "import socket\n\
+        s = socket.socket(fileno=3)\n\
+        print('serving', flush=True)\n\
+        while True:\n    c, _ = s.accept(); c.sendall(b'pong'); c.close()\n";
+    let manifest = format!(
+        r#"
+[pool.w]
+command = ["python3", "-c", {worker:?}]
+listen = ["unix:w.sock"]
+"#
+    );
+    let mut first = Supervisor::start(dir.path(), "twice", &manifest);
+    first.wait_for("w.0 | serving");
+    let ask = || {
+        let mut stream = std::os::unix::net::UnixStream::connect(dir.path().join("w.sock"))
+            .expect("the first supervisor's socket accepts");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    assert_eq!(ask(), "pong");
+
+    // The same manifest again: the name is taken.
+    let mut second = Supervisor::start(dir.path(), "twice", &manifest);
+    second.expect_exit(2);
+    let err = second.texts(Stream::Err).join("\n");
+    assert!(
+        err.contains(&format!(
+            "another supervisor named \"twice\" is running (pid {})",
+            first.pid()
+        )),
+        "{err}"
+    );
+    assert_eq!(ask(), "pong", "the first supervisor's socket survives the second up");
+
+    // Another name on the same socket: the socket is live, so it is not taken over.
+    let mut third = Supervisor::start(dir.path(), "other", &manifest);
+    third.expect_exit(2);
+    let err = third.texts(Stream::Err).join("\n");
+    assert!(
+        err.contains("is a live socket") && err.contains(&format!("(pid {})", first.pid())),
+        "{err}"
+    );
+    assert_eq!(ask(), "pong", "the first supervisor's socket survives a third up");
+
+    first.signal(Signal::SIGTERM);
+    first.expect_exit(0);
+    // Once the first is gone, the name is free again.
+    let mut again = Supervisor::start(dir.path(), "twice", &manifest);
+    again.wait_for("w.0 | serving");
+    assert_eq!(ask(), "pong");
+    again.signal(Signal::SIGTERM);
+    again.expect_exit(0);
+}
+
+// ----- notify_access -----
+
+#[test]
+fn with_notify_access_all_a_workers_child_can_report_ready_and_with_main_it_is_ignored_and_logged() {
+    if !python3_runs() {
+        eprintln!("skipped: python3 is not installed");
+        return;
+    }
+    let dir = temp_dir();
+    // The shell stays the worker (the command after python keeps it from exec'ing it), and
+    // the READY=1 comes from its child, which stays alive.
+    let send = "import os, socket, time\n\
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n\
+        s.sendto(b'READY=1', os.environ['NOTIFY_SOCKET'])\n\
+        print('sent', os.getpid(), flush=True)\n\
+        time.sleep(1000)\n";
+    let shell = format!("echo shell $$; python3 -c \"{send}\"; echo after");
+    let manifest = format!(
+        r#"
+[pool.all]
+command = ["sh", "-c", {shell:?}]
+ready = "notify"
+notify_access = "all"
+
+[pool.main]
+command = ["sh", "-c", {shell:?}]
+ready = "notify"
+ready_timeout = "1h"
+
+[pool.after-all]
+command = ["sh", "-c", "echo started; exec sleep 1000"]
+after = {{ all = "ready" }}
+
+[pool.after-main]
+command = ["sh", "-c", "echo started; exec sleep 1000"]
+after = {{ main = "ready" }}
+"#
+    );
+    let mut sup = Supervisor::start_with(dir.path(), "access", &manifest, &["-v"]);
+    let shell_pid = number_after(&sup.wait_for("all.0 | shell"), "shell ");
+    let sender = number_after(&sup.wait_for("all.0 | sent"), "sent ");
+    assert_ne!(sender, shell_pid, "READY=1 comes from the worker's child");
+    sup.wait_for("after-all.0 | started");
+
+    let sender = number_after(&sup.wait_for("main.0 | sent"), "sent ");
+    let ignored = sup.wait_for_containing(&format!("ignored notify message from pid {sender} "));
+    assert!(ignored.contains("READY=1"), "{ignored}");
+    assert!(
+        !sup.texts(Stream::Out).iter().any(|l| l.starts_with("after-main.0")),
+        "a pool after `main` started although main's READY=1 came from a child:\n{}",
+        sup.output()
+    );
+    sup.signal(Signal::SIGTERM);
+    sup.expect_exit(0);
+}
+
+#[test]
+fn hup_refuses_a_manifest_whose_program_is_missing_and_keeps_what_runs() {
+    let dir = temp_dir();
+    let first = r#"
+[pool.a]
+command = ["sh", "-c", "trap 'exit 0' TERM; echo a-up; sleep 1000 & wait"]
+"#;
+    let mut sup = Supervisor::start(dir.path(), "revalidate", first);
+    sup.wait_for("a.0 | a-up");
+    let path = dir.path().join("revalidate.toml");
+    std::fs::write(&path, "[pool.a]\ncommand = [\"procwire-no-such-program\"]\n").unwrap();
+    sup.signal(Signal::SIGHUP);
+    let refused = sup.wait_for_containing("reload refused, nothing changed");
+    assert!(
+        refused.contains(&format!(
+            "{}:2:12: pool a: `command`: program \"procwire-no-such-program\" is not in PATH",
+            path.display()
+        )),
+        "{refused}"
+    );
+    sup.signal(Signal::SIGTERM);
+    sup.expect_exit(0);
+    let a_starts = sup.texts(Stream::Out).iter().filter(|l| *l == "a.0 | a-up").count();
+    assert_eq!(a_starts, 1, "the running pool was left alone; lines:\n{}", sup.output());
 }

@@ -1,13 +1,17 @@
 //! [`Worker`]: serve a service on the endpoints this process was given, report readiness
 //! and heartbeats, drain on SIGTERM.
 
+use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixListener;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 
 use nix::sys::socket::{getsockname, AddressFamily, SockaddrLike, SockaddrStorage};
 use procwire_rpc::transport::{tcp, unix, Listener};
-use procwire_rpc::{Server, ServerConfig, ServerHandle, Service};
+use procwire_rpc::{
+    Endpoint, EndpointError, ErrorChain, HandshakeError, Server, ServerConfig, ServerError, ServerHandle, Service,
+    TransportError,
+};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -19,7 +23,11 @@ use crate::notify::{watchdog_interval, Notifier};
 pub const LISTEN_ENV: &str = "PROCWIRE_LISTEN";
 
 /// A worker could not serve.
-#[derive(Debug, thiserror::Error)]
+///
+/// It prints its causes with `{}` and with `{:?}` alike, so that a `main` returning
+/// `Result<(), WorkerError>` says why: `Error: cannot serve on unix:/run/calc.sock: bind on
+/// unix:/run/calc.sock failed: Permission denied (os error 13)`.
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum WorkerError {
     /// The socket-activation variables were wrong.
@@ -29,20 +37,60 @@ pub enum WorkerError {
     /// [`LISTEN_ENV`].
     #[error("no endpoint to serve on: not socket-activated, and none given (Worker::listen or {LISTEN_ENV})")]
     NoEndpoint,
-    /// An endpoint could not be used.
-    #[error("endpoint {endpoint}: {detail}")]
+    /// An endpoint is not `unix:PATH` or `tcp:HOST:PORT`.
+    #[error("bad endpoint {endpoint:?}: {}", ErrorChain(.source))]
+    BadEndpoint {
+        /// The endpoint as given.
+        endpoint: String,
+        /// What is wrong with it.
+        #[source]
+        source: EndpointError,
+    },
+    /// An endpoint could not be bound, or an inherited socket not used.
+    #[error("cannot serve on {endpoint}: {}", ErrorChain(.source))]
     Endpoint {
+        /// The endpoint (`an inherited descriptor` for one from socket activation).
+        endpoint: String,
+        /// The transport's failure.
+        #[source]
+        source: TransportError,
+    },
+    /// A descriptor handed over by socket activation is not a socket this worker serves on.
+    #[error("cannot serve on an inherited descriptor: {}", ErrorChain(.source))]
+    Inherited {
+        /// Why not.
+        #[source]
+        source: io::Error,
+    },
+    /// A server could not start on an endpoint.
+    #[error("cannot start serving on {endpoint}: {}", ErrorChain(.source))]
+    Serve {
         /// The endpoint.
         endpoint: String,
-        /// What went wrong.
-        detail: String,
+        /// The server's failure (boxed: it can hold a whole handshake).
+        #[source]
+        source: Box<ServerError>,
     },
-    /// The signal thread or a server could not start.
-    #[error("cannot start the worker: {0}")]
-    Start(String),
+    /// The worker's own machinery (signal handling, its thread) could not start.
+    #[error("cannot start the worker's {what}: {}", ErrorChain(.source))]
+    Start {
+        /// What could not start.
+        what: &'static str,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The message with its causes, as `Display`: `main` prints its error with `Debug`.
+impl std::fmt::Debug for WorkerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 type Handler = Box<dyn Fn() + Send + 'static>;
+type HandshakeReport = Arc<dyn Fn(&HandshakeError) + Send + Sync + 'static>;
 
 /// Life inside a worker: serve, report, drain.
 ///
@@ -65,6 +113,7 @@ pub struct Worker {
     endpoints: Vec<String>,
     handlers: Vec<(i32, Handler)>,
     config: ServerConfig,
+    handshake_failed: HandshakeReport,
 }
 
 impl std::fmt::Debug for Worker {
@@ -88,13 +137,15 @@ impl Worker {
             endpoints: Vec::new(),
             handlers: Vec::new(),
             config: ServerConfig::default(),
+            handshake_failed: Arc::new(report_on_stderr),
         }
     }
 
-    /// Serves on `endpoint` (`unix:PATH` or `tcp:HOST:PORT`) when the process was not
-    /// socket-activated: the same binary runs by hand, under systemd and under procwire.
-    pub fn listen(mut self, endpoint: &str) -> Self {
-        self.endpoints.push(endpoint.to_owned());
+    /// Serves on `endpoint` (an [`Endpoint`], or its text: `unix:PATH` or `tcp:HOST:PORT`)
+    /// when the process was not socket-activated: the same binary runs by hand, under
+    /// systemd and under procwire. A text that is not an endpoint fails [`serve`](Self::serve).
+    pub fn listen(mut self, endpoint: impl ToString) -> Self {
+        self.endpoints.push(endpoint.to_string());
         self
     }
 
@@ -106,9 +157,20 @@ impl Worker {
         self
     }
 
-    /// The server's configuration.
+    /// The server's configuration. Its [handshake-failure
+    /// hook](ServerConfig::on_handshake_failure) is replaced by the worker's own: set that
+    /// with [`on_handshake_failure`](Self::on_handshake_failure).
     pub fn server_config(mut self, config: ServerConfig) -> Self {
         self.config = config;
+        self
+    }
+
+    /// Calls `report` with each connection whose handshake fails (a client built against
+    /// another interface, say), in place of the default: a line on stderr, unless a
+    /// `tracing` subscriber is installed, which gets the server's warning instead. A peer that
+    /// connects and leaves without a word (a readiness probe) is not reported by the default.
+    pub fn on_handshake_failure(mut self, report: impl Fn(&HandshakeError) + Send + Sync + 'static) -> Self {
+        self.handshake_failed = Arc::new(report);
         self
     }
 
@@ -121,7 +183,10 @@ impl Worker {
         // Signals first, so that a TERM arriving while starting is not lost.
         let mut wanted = vec![SIGTERM, SIGINT];
         wanted.extend(self.handlers.iter().map(|(s, _)| *s));
-        let mut signals = Signals::new(&wanted).map_err(|e| WorkerError::Start(format!("signal handling: {e}")))?;
+        let mut signals = Signals::new(&wanted).map_err(|source| WorkerError::Start {
+            what: "signal handling",
+            source,
+        })?;
         let signal_handle = signals.handle();
         let (stop_tx, stop_rx) = mpsc::channel::<i32>();
         let handlers = self.handlers;
@@ -140,16 +205,27 @@ impl Worker {
                     }
                 }
             })
-            .map_err(|e| WorkerError::Start(e.to_string()))?;
-        let service = std::sync::Arc::new(service);
+            .map_err(|source| WorkerError::Start {
+                what: "signal thread",
+                source,
+            })?;
+        let service = Arc::new(service);
+        let report = self.handshake_failed;
+        let config = self.config.on_handshake_failure(move |e| report(e));
         let mut servers: Vec<ServerHandle> = Vec::new();
-        for listener in listeners {
-            let server = Server::new(std::sync::Arc::clone(&service)).with_config(self.config.clone());
-            servers.push(server.spawn(listener).map_err(|e| WorkerError::Start(e.to_string()))?);
+        for (listener, endpoint) in listeners.into_iter().zip(&described) {
+            let server = Server::new(Arc::clone(&service)).with_config(config.clone());
+            servers.push(server.spawn(listener).map_err(|source| WorkerError::Serve {
+                endpoint: endpoint.clone(),
+                source: Box::new(source),
+            })?);
         }
         let notifier = Notifier::from_env().ok().flatten();
         if let Some(n) = &notifier {
-            let _ = n.notify(&format!("READY=1\nSTATUS=serving on {}", described.join(", ")));
+            let _ = n.send([
+                ("READY", "1"),
+                ("STATUS", &format!("serving on {}", described.join(", "))),
+            ]);
         }
         // Heartbeats at half the watchdog period, until the drain begins.
         let (beat_stop, beat_rx) = mpsc::channel::<()>();
@@ -164,7 +240,10 @@ impl Worker {
         };
         let signal = stop_rx.recv().unwrap_or(SIGTERM);
         if let Some(n) = &notifier {
-            let _ = n.notify(&format!("STOPPING=1\nSTATUS=draining after signal {signal}"));
+            let _ = n.send([
+                ("STOPPING", "1"),
+                ("STATUS", &format!("draining after signal {signal}")),
+            ]);
         }
         drop(beat_stop);
         if let Some(h) = heartbeat {
@@ -201,36 +280,59 @@ impl Worker {
     }
 }
 
-/// A listener from an inherited descriptor, whatever its address family.
-fn from_fd(fd: OwnedFd) -> Result<Box<dyn Listener>, WorkerError> {
-    let bad = |detail: String| WorkerError::Endpoint {
-        endpoint: "an inherited descriptor".into(),
-        detail,
-    };
-    let addr: SockaddrStorage =
-        getsockname(std::os::fd::AsRawFd::as_raw_fd(&fd.as_fd())).map_err(|e| bad(format!("not a socket: {e}")))?;
-    match addr.family() {
-        Some(AddressFamily::Unix) => Ok(Box::new(
-            unix::Listener::from_std(UnixListener::from(fd)).map_err(|e| bad(e.to_string()))?,
-        )),
-        Some(AddressFamily::Inet | AddressFamily::Inet6) => Ok(Box::new(
-            tcp::Listener::from_std(std::net::TcpListener::from(fd)).map_err(|e| bad(e.to_string()))?,
-        )),
-        other => Err(bad(format!("unsupported socket family {other:?}"))),
+/// The default report of a failed handshake: a line on stderr, which a worker's supervisor
+/// keeps, while no `tracing` subscriber would hear the server's warning.
+fn report_on_stderr(e: &HandshakeError) {
+    let probe = matches!(
+        e,
+        HandshakeError::Transport {
+            source: TransportError::Closed { .. },
+            ..
+        }
+    );
+    let unheard = tracing::dispatcher::get_default(|d| d.is::<tracing::subscriber::NoSubscriber>());
+    if !probe && unheard {
+        eprintln!(
+            "procwire worker {}: refused a connection: {}",
+            std::process::id(),
+            ErrorChain(e)
+        );
     }
 }
 
-/// Binds `unix:PATH` or `tcp:HOST:PORT`.
-fn bind(endpoint: &str) -> Result<Box<dyn Listener>, WorkerError> {
-    let bad = |detail: String| WorkerError::Endpoint {
-        endpoint: endpoint.to_owned(),
-        detail,
+/// A listener from an inherited descriptor, whatever its address family.
+fn from_fd(fd: OwnedFd) -> Result<Box<dyn Listener>, WorkerError> {
+    let inherited = |source: TransportError| WorkerError::Endpoint {
+        endpoint: "an inherited descriptor".into(),
+        source,
     };
-    if let Some(path) = endpoint.strip_prefix("unix:") {
-        Ok(Box::new(unix::Listener::bind(path).map_err(|e| bad(e.to_string()))?))
-    } else if let Some(addr) = endpoint.strip_prefix("tcp:") {
-        Ok(Box::new(tcp::Listener::bind(addr).map_err(|e| bad(e.to_string()))?))
-    } else {
-        Err(bad("expected unix:PATH or tcp:HOST:PORT".into()))
+    let addr: SockaddrStorage = getsockname(std::os::fd::AsRawFd::as_raw_fd(&fd.as_fd()))
+        .map_err(|e| WorkerError::Inherited { source: e.into() })?;
+    match addr.family() {
+        Some(AddressFamily::Unix) => Ok(Box::new(
+            unix::Listener::from_std(UnixListener::from(fd)).map_err(inherited)?,
+        )),
+        Some(AddressFamily::Inet | AddressFamily::Inet6) => Ok(Box::new(
+            tcp::Listener::from_std(std::net::TcpListener::from(fd)).map_err(inherited)?,
+        )),
+        other => Err(WorkerError::Inherited {
+            source: io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("unsupported socket family {other:?}"),
+            ),
+        }),
     }
+}
+
+/// Parses and binds an endpoint's text.
+fn bind(endpoint: &str) -> Result<Box<dyn Listener>, WorkerError> {
+    let failed = |source| WorkerError::Endpoint {
+        endpoint: endpoint.to_owned(),
+        source,
+    };
+    let parsed: Endpoint = endpoint.parse().map_err(|source| WorkerError::BadEndpoint {
+        endpoint: endpoint.to_owned(),
+        source,
+    })?;
+    parsed.bind().map_err(failed)
 }

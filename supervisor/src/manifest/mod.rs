@@ -2,14 +2,30 @@
 //!
 //! [`Manifest::load`] reads and checks a file; every problem is refused before anything
 //! starts, with one clear message carrying `file:line:col` ([`ManifestError`]).
+//! [`Manifest::validate_for`] checks a manifest, from a file or built in code, against the
+//! system it is about to run on (programs, directories, socket paths, users), and
+//! [`Manifest::load_validated`] does both, pointing a problem at its key in the file. The
+//! reference of every key is `docs/manifest.md`.
 
-mod parse;
+mod defaults;
+mod error;
+mod fields;
+mod grammar;
+mod graph;
+mod locate;
+mod schema;
+#[cfg(test)]
+mod testing;
+mod validate;
+mod walk;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use parse::ManifestError;
+pub use error::ManifestError;
+pub(crate) use validate::rlimit_resource;
+pub use validate::{Host, ValidationError, MAX_WORKERS, UNIX_PATH_MAX};
 
 /// A whole manifest, checked.
 #[derive(Clone, Debug, PartialEq)]
@@ -93,36 +109,27 @@ pub struct Pool {
     /// (`PROCWIRE_ROLE`), so one binary is both supervisor and workers. Only an embedded
     /// supervisor ([`crate::Supervisor`]) can do it.
     pub role: Option<String>,
+    /// Whose notifications (`READY=1`, `WATCHDOG=1`, ...) count for a worker; default
+    /// [`NotifyAccess::Main`].
+    pub notify_access: NotifyAccess,
 }
 
-/// A listening endpoint the supervisor owns.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Endpoint {
-    /// A Unix stream socket at this path (relative paths resolve against the manifest's
-    /// directory).
-    Unix(PathBuf),
-    /// A TCP socket on this host and port.
-    Tcp {
-        /// Host name or address.
-        host: String,
-        /// Port.
-        port: u16,
-    },
+/// Whose messages on `NOTIFY_SOCKET` count for a worker (systemd's `NotifyAccess=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotifyAccess {
+    /// Only the worker's own process (the one the supervisor started).
+    Main,
+    /// Any process of the worker's tree: in its process group, or with the worker among its
+    /// ancestors (a shell running `systemd-notify --ready`, a child of `sh -c`). The sender
+    /// must still exist when the supervisor reads the message; `systemd-notify` waits for
+    /// that by itself (its barrier), other senders should not exit at once.
+    All,
 }
 
-impl Endpoint {
-    /// The endpoint of worker `index`: `{index}` in a Unix path is replaced, so that a pool
-    /// can give each worker a socket of its own (`unix:run/calc-{index}.sock`); an endpoint
-    /// without it is shared by all of them.
-    pub fn for_worker(&self, index: u32) -> Endpoint {
-        match self {
-            Endpoint::Unix(path) => Endpoint::Unix(PathBuf::from(
-                path.to_string_lossy().replace("{index}", &index.to_string()),
-            )),
-            tcp => tcp.clone(),
-        }
-    }
-}
+/// A listening endpoint the supervisor owns: procwire's one endpoint type. In a manifest,
+/// a relative Unix path resolves against the manifest's directory, and `{index}` in it gives
+/// each worker a socket of its own ([`Endpoint::for_worker`]).
+pub use procwire_rpc::Endpoint;
 
 impl Pool {
     /// Every endpoint the pool's workers listen on, each once.
@@ -133,16 +140,6 @@ impl Pool {
         all.sort();
         all.dedup();
         all
-    }
-}
-
-impl std::fmt::Display for Endpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Endpoint::Unix(path) => write!(f, "unix:{}", path.display()),
-            Endpoint::Tcp { host, port } if host.contains(':') => write!(f, "tcp:[{host}]:{port}"),
-            Endpoint::Tcp { host, port } => write!(f, "tcp:{host}:{port}"),
-        }
     }
 }
 
@@ -173,7 +170,7 @@ impl Pool {
     pub fn new(name: &str, command: Vec<String>) -> Pool {
         Pool {
             command,
-            ..parse::default_pool(name)
+            ..defaults::default_pool(name)
         }
     }
 }

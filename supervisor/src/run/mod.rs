@@ -6,8 +6,10 @@
 
 mod children;
 pub mod command;
+pub mod lock;
 pub mod logs;
 pub mod notify;
+mod notify_access;
 mod signals;
 pub mod spawn;
 mod sys;
@@ -24,7 +26,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
-use crate::manifest::{Endpoint, Manifest, Output, Pool, Ready};
+use crate::manifest::{Endpoint, Host, Manifest, Output, Pool, Ready, ValidationError};
 use crate::policy::{Action, Event, Exit, Policy, TimerKey, WorkerId};
 use command::{Command, Handle, Inbox};
 use logs::{Format, LogPipe, RotatingFile, Sink, Stream};
@@ -74,17 +76,18 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    /// The manifest cannot run here ([`Manifest::validate_for`]): nothing was started.
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// Another supervisor of the same name runs (`procwire up` only), or the runtime
+    /// directory cannot hold the lock.
+    #[error(transparent)]
+    Lock(#[from] lock::LockError),
     /// The supervisor's thread panicked (a bug in procwire): its workers were killed.
     #[error("the supervisor thread panicked: {message}")]
     Panicked {
         /// The panic's message.
         message: String,
-    },
-    /// A pool names a `role`, which only an embedded supervisor can run.
-    #[error("pool {pool}: `role` runs the supervising program itself in that role; only an embedded supervisor (procwire::Supervisor) can do that, not `procwire up`")]
-    Role {
-        /// The pool.
-        pool: String,
     },
 }
 
@@ -101,13 +104,15 @@ fn setup(what: &str) -> impl FnOnce(std::io::Error) -> RunError + '_ {
 /// signal mask, and workers' exits through pidfds. Workers are forked from the calling
 /// thread, whose exit their parent-death signal is tied to; it blocks here until the end.
 pub fn run(manifest: Manifest, options: Options) -> Result<i32, RunError> {
-    if !options.roles {
-        if let Some(pool) = manifest.pools.iter().find(|p| p.role.is_some()) {
-            return Err(RunError::Role {
-                pool: pool.name.clone(),
-            });
-        }
-    }
+    let host = if options.roles { Host::Embedded } else { Host::Command };
+    manifest.validate_for(host)?;
+    // One `procwire up` per name. Embedded supervisors take no name lock (a program may run
+    // several, as tests do); they too never take over a live socket (bind_endpoint).
+    let _lock = if options.roles {
+        None
+    } else {
+        Some(lock::NameLock::acquire(&manifest.supervisor.name)?)
+    };
     if options.reaping == Reaping::All {
         // Orphans re-parent to us, so that every zombie below us is reaped, grandchildren
         // included.
@@ -176,6 +181,7 @@ pub fn run(manifest: Manifest, options: Options) -> Result<i32, RunError> {
         base,
         format: options.log_format,
         verbose: options.verbose,
+        host,
         interrupts: 0,
         exit: None,
         _runtime: runtime,
@@ -229,8 +235,8 @@ fn bind_endpoint(endpoint: &Endpoint, mode: u32) -> std::io::Result<std::os::fd:
                 )));
             }
             if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
-                // A socket file left by an earlier run.
-                std::fs::remove_file(path)?;
+                // A socket file left by an earlier run, unless something still answers there.
+                lock::remove_stale_socket(path)?;
             }
             // The umask decides the file's mode at bind(2), so no one can connect in a
             // window before a chmod; the supervisor is single-threaded here.
@@ -239,6 +245,10 @@ fn bind_endpoint(endpoint: &Endpoint, mode: u32) -> std::io::Result<std::os::fd:
             nix::sys::stat::umask(old);
             Ok(bound?.into())
         }
+        other => Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            format!("the supervisor cannot own {other} yet"),
+        )),
     }
 }
 
@@ -292,6 +302,8 @@ struct Runner {
     base: PathBuf,
     format: Format,
     verbose: bool,
+    /// Who runs the manifest, for validating the reloaded one.
+    host: Host,
     interrupts: u32,
     exit: Option<i32>,
     _runtime: tempfile::TempDir,
@@ -501,7 +513,7 @@ impl Runner {
     /// SIGHUP: read the manifest again and apply the difference. A manifest that no longer
     /// checks is refused and the running set stays as it is.
     fn reload(&mut self) {
-        let manifest = match Manifest::load(&self.manifest.path) {
+        let manifest = match Manifest::load_validated(&self.manifest.path, self.host) {
             Ok(manifest) => manifest,
             Err(e) => {
                 self.say(&format!("reload refused, nothing changed: {e}"));
@@ -576,8 +588,17 @@ impl Runner {
                     return;
                 }
             };
-            // Only the processes we started are heard.
-            let Some(&w) = self.pids.get(&message.pid) else {
+            // Only the processes we started are heard, and their trees where notify_access allows.
+            let access = |w: WorkerId| self.policy.pool(w.pool).notify_access;
+            let Some(w) = notify_access::sender_worker(message.pid, &self.pids, access) else {
+                if self.verbose {
+                    let fields: Vec<String> = message.fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    self.say(&format!(
+                        "ignored notify message from pid {} (not a worker, nor in the tree of one with notify_access = \"all\"): {}",
+                        message.pid,
+                        fields.join(" ")
+                    ));
+                }
                 continue;
             };
             let name = format!("{}.{}", self.policy.pool_name(w.pool), w.index);
