@@ -106,7 +106,7 @@ fn a_pool_of_four_under_eight_threads_survives_a_killed_worker_and_comes_back_to
                             // most.
                             let text = e.to_string();
                             assert!(
-                                text.contains(&endpoints[1]) && text.contains("died"),
+                                text.contains(&endpoints[1].to_string()) && text.contains("died"),
                                 "the error names the killed worker: {text}"
                             );
                             died_here += 1;
