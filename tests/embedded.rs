@@ -6,7 +6,7 @@
 //! line, or on a process's exit, with a deadline.
 
 use std::fs::{File, OpenOptions};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -211,35 +211,58 @@ fn the_programs_own_child_is_left_for_the_program_to_wait_for() -> Result<(), Fa
     Ok(())
 }
 
-fn pools_that_cannot_be_spawned_are_given_up_while_the_rest_runs_on() -> Result<(), Failed> {
+fn a_role_pool_that_cannot_be_spawned_is_given_up_while_the_rest_runs_on() -> Result<(), Failed> {
     let dir = tempfile::tempdir()?;
     let mut reports = Reports::new(dir.path());
-    // A role whose working directory is missing, and a command built empty in code: both
-    // fail to spawn, once their dependency is up.
+    // A gate the test opens: the pool `gate` reports and completes once it reads a line.
+    let gate_path = dir.path().join("gate");
+    nix::unistd::mkfifo(&gate_path, nix::sys::stat::Mode::S_IRWXU)?;
+    let mut gate = OpenOptions::new().read(true).write(true).open(&gate_path)?;
+    let mut gate_pool = Pool::new(
+        "gate",
+        vec![
+            "sh".into(),
+            "-c".into(),
+            format!(
+                "read go < '{}'; echo \"gate.0 $$\" > '{}'",
+                gate_path.display(),
+                reports.path.display()
+            ),
+        ],
+    );
+    gate_pool.restart = procwire::supervisor::manifest::Restart::Never;
+    // A role whose working directory exists when the manifest is checked and is gone when,
+    // after the gate, it is spawned.
+    let cwd = dir.path().join("cwd");
+    std::fs::create_dir(&cwd)?;
     let mut role = Pool::new("role", Vec::new());
     role.role = Some("never-runs".into());
-    role.cwd = Some(dir.path().join("missing"));
-    let empty = Pool::new("empty", Vec::new());
-    let mut broken = Vec::new();
-    for mut pool in [role, empty] {
-        pool.after = vec![("w".into(), procwire::supervisor::manifest::Condition::Started)];
-        pool.limit.start_attempts = 1;
-        broken.push(pool);
-    }
-    let manifest = broken
-        .into_iter()
-        .fold(Manifest::new("broken").pool(reports.pool("w", 1)), Manifest::pool);
+    role.cwd = Some(cwd.clone());
+    role.after = vec![("gate".into(), procwire::supervisor::manifest::Condition::Completed)];
+    role.limit.start_attempts = 1;
+    let manifest = Manifest::new("broken")
+        .pool(reports.pool("w", 1))
+        .pool(gate_pool)
+        .pool(role);
     let supervisor = Supervisor::start(manifest)?;
     let (_, worker) = reports.next()?;
-    // A supervisor that had panicked would have killed the worker on its way out, and
+    let worker_fd = pidfd(worker);
+    std::fs::remove_dir(&cwd)?;
+    gate.write_all(b"go\n")?;
+    let (name, gate_pid) = reports.next()?;
+    if name != "gate.0" {
+        return Err(format!("{name} reported, not gate.0").into());
+    }
+    // Once the gate has exited, the loop learns it (and so spawns the role, which fails)
+    // no later than it reads the stop command: it handles exits first.
+    exited(&pidfd(gate_pid))?;
+    // A supervisor that panicked on the failed spawn killed the worker on its way out and
     // ended with something other than a graceful stop's 0.
     let code = supervisor.stop()?;
     if code != 0 {
         return Err(format!("stop() returned exit code {code}, not 0").into());
     }
-    if exists(worker) {
-        return Err("the worker outlived the supervisor".into());
-    }
+    exited(&worker_fd)?;
     Ok(())
 }
 
@@ -287,8 +310,8 @@ fn main() {
             the_programs_own_child_is_left_for_the_program_to_wait_for,
         ),
         Trial::test(
-            "pools_that_cannot_be_spawned_are_given_up_while_the_rest_runs_on",
-            pools_that_cannot_be_spawned_are_given_up_while_the_rest_runs_on,
+            "a_role_pool_that_cannot_be_spawned_is_given_up_while_the_rest_runs_on",
+            a_role_pool_that_cannot_be_spawned_is_given_up_while_the_rest_runs_on,
         ),
         Trial::test(
             "after_stop_term_ends_the_program_again",
