@@ -1241,7 +1241,12 @@ after = {{ db = "ready" }}
     // redis-server's own notification reached the supervisor (stderr), and web, which waits
     // for db to be ready, started (stdout). The two streams are read separately, so their
     // relative order here says nothing; the policy tests cover the ordering.
-    sup.wait_for("procwire[redis]: db.0: status: Ready to accept connections");
+    sup.wait_until("redis-server's STATUS", |seen| {
+        seen.lines
+            .iter()
+            .find(|l| unpid(&l.text) == "procwire[redis]: db.0 (pid _) status: Ready to accept connections")
+            .map(|l| l.text.clone())
+    });
     let out = sup.texts(Stream::Out);
     assert!(
         out.iter()

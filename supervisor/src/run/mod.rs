@@ -601,13 +601,12 @@ impl Runner {
                 }
                 continue;
             };
-            let name = format!("{}.{}", self.policy.pool_name(w.pool), w.index);
             for (key, value) in message.fields {
                 match (key.as_str(), value.as_str()) {
                     ("READY", "1") => self.feed(Event::Ready(w)),
                     ("WATCHDOG", "1") => self.feed(Event::Heartbeat(w)),
-                    ("STATUS", status) => self.say(&format!("{name}: status: {status}")),
-                    ("STOPPING", "1") => self.say(&format!("{name}: stopping")),
+                    ("STATUS", status) => self.report(w, &format!("status: {status}")),
+                    ("STOPPING", "1") => self.report(w, "is stopping"),
                     _ => {}
                 }
             }
