@@ -92,18 +92,23 @@ impl Reports {
     }
 }
 
-/// A pidfd for `pid`, which must exist.
-fn pidfd(pid: Pid) -> OwnedFd {
+/// A pidfd for `pid`; `None` if there is no such process (any more).
+fn pidfd(pid: Pid) -> Option<OwnedFd> {
     // SAFETY: pidfd_open(2) takes a pid and a flags word, reads no memory of ours, and
     // returns a new descriptor or -1.
     let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid.as_raw(), 0) };
-    assert!(fd >= 0, "pidfd_open({pid}): {}", Errno::last());
+    if fd < 0 {
+        assert_eq!(Errno::last(), Errno::ESRCH, "pidfd_open({pid})");
+        return None;
+    }
     // SAFETY: pidfd_open just returned `fd`: it is open and owned by nothing else.
-    unsafe { OwnedFd::from_raw_fd(fd as i32) }
+    Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-/// Waits until the process behind `pidfd` has exited (without collecting it).
-fn exited(pidfd: &OwnedFd) -> Result<(), Failed> {
+/// Waits until the process behind `pidfd` has exited (without collecting it); at once if it
+/// was gone already.
+fn exited(pidfd: Option<OwnedFd>) -> Result<(), Failed> {
+    let Some(pidfd) = pidfd else { return Ok(()) };
     let deadline = Instant::now() + LIMIT;
     while Instant::now() < deadline {
         let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
@@ -191,7 +196,7 @@ fn the_programs_own_child_is_left_for_the_program_to_wait_for() -> Result<(), Fa
     let supervisor = Supervisor::start(Manifest::new("own").pool(reports.pool("w", 1)))?;
     let (_, worker) = reports.next()?;
     let mut child = Command::new("sh").args(["-c", "exit 7"]).stdin(Stdio::null()).spawn()?;
-    exited(&pidfd(Pid::from_raw(child.id() as i32)))?;
+    exited(pidfd(Pid::from_raw(child.id() as i32)))?;
     // The supervisor has work to do after the child's SIGCHLD: a worker to restart.
     kill(worker, Signal::SIGKILL)?;
     let (_, restarted) = reports.next()?;
@@ -255,14 +260,14 @@ fn a_role_pool_that_cannot_be_spawned_is_given_up_while_the_rest_runs_on() -> Re
     }
     // Once the gate has exited, the loop learns it (and so spawns the role, which fails)
     // no later than it reads the stop command: it handles exits first.
-    exited(&pidfd(gate_pid))?;
+    exited(pidfd(gate_pid))?;
     // A supervisor that panicked on the failed spawn killed the worker on its way out and
     // ended with something other than a graceful stop's 0.
     let code = supervisor.stop()?;
     if code != 0 {
         return Err(format!("stop() returned exit code {code}, not 0").into());
     }
-    exited(&worker_fd)?;
+    exited(worker_fd)?;
     Ok(())
 }
 
@@ -276,6 +281,29 @@ fn child_term_after_stop() {
     kill(Pid::this(), Signal::SIGTERM).expect("TERM to itself");
     // Still here: TERM was swallowed.
     std::process::exit(0);
+}
+
+/// In a child process: TERM to the program, while an embedded supervisor runs, stops the
+/// supervisor gracefully and the program lives on to report its exit code.
+fn child_term_stops_the_supervisor() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut reports = Reports::new(dir.path());
+    let supervisor = Supervisor::start(Manifest::new("term").pool(reports.pool("w", 1))).expect("start");
+    reports.next().expect("the worker runs");
+    kill(Pid::this(), Signal::SIGTERM).expect("TERM to itself");
+    let code = supervisor.wait().expect("wait");
+    std::process::exit(if code == 0 { 0 } else { 10 + code });
+}
+
+fn term_to_the_program_stops_a_running_supervisor_gracefully() -> Result<(), Failed> {
+    let status = Command::new(std::env::current_exe()?)
+        .env(CHILD_ENV, "term-stops")
+        .stdin(Stdio::null())
+        .status()?;
+    match status.code() {
+        Some(0) => Ok(()),
+        _ => Err(format!("the program ended with {status}, not exit code 0 after wait() returned 0").into()),
+    }
 }
 
 fn after_stop_term_ends_the_program_again() -> Result<(), Failed> {
@@ -293,6 +321,7 @@ fn main() {
     if let Ok(scenario) = std::env::var(CHILD_ENV) {
         match scenario.as_str() {
             "term-after-stop" => child_term_after_stop(),
+            "term-stops" => child_term_stops_the_supervisor(),
             other => panic!("unknown child scenario {other:?}"),
         }
         return;
@@ -312,6 +341,10 @@ fn main() {
         Trial::test(
             "a_role_pool_that_cannot_be_spawned_is_given_up_while_the_rest_runs_on",
             a_role_pool_that_cannot_be_spawned_is_given_up_while_the_rest_runs_on,
+        ),
+        Trial::test(
+            "term_to_the_program_stops_a_running_supervisor_gracefully",
+            term_to_the_program_stops_a_running_supervisor_gracefully,
         ),
         Trial::test(
             "after_stop_term_ends_the_program_again",
