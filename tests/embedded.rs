@@ -295,11 +295,16 @@ fn child_term_stops_the_supervisor() {
     std::process::exit(if code == 0 { 0 } else { 10 + code });
 }
 
-fn term_to_the_program_stops_a_running_supervisor_gracefully() -> Result<(), Failed> {
-    let status = Command::new(std::env::current_exe()?)
-        .env(CHILD_ENV, "term-stops")
+/// Runs this binary as the child `scenario` and waits for it.
+fn run_child(scenario: &str) -> std::io::Result<std::process::ExitStatus> {
+    Command::new(std::env::current_exe()?)
+        .env(CHILD_ENV, scenario)
         .stdin(Stdio::null())
-        .status()?;
+        .status()
+}
+
+fn term_to_the_program_stops_a_running_supervisor_gracefully() -> Result<(), Failed> {
+    let status = run_child("term-stops")?;
     match status.code() {
         Some(0) => Ok(()),
         _ => Err(format!("the program ended with {status}, not exit code 0 after wait() returned 0").into()),
@@ -307,10 +312,7 @@ fn term_to_the_program_stops_a_running_supervisor_gracefully() -> Result<(), Fai
 }
 
 fn after_stop_term_ends_the_program_again() -> Result<(), Failed> {
-    let status = Command::new(std::env::current_exe()?)
-        .env(CHILD_ENV, "term-after-stop")
-        .stdin(Stdio::null())
-        .status()?;
+    let status = run_child("term-after-stop")?;
     match status.signal() {
         Some(15) => Ok(()),
         _ => Err(format!("the program ended with {status}, not by TERM").into()),
