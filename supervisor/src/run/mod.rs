@@ -215,6 +215,23 @@ fn bind_listeners(
     Ok(())
 }
 
+/// A listening Unix socket at `path` whose file has exactly `mode`, and never more in the
+/// meantime: bind(2) creates the file with the socket's own mode (set first, with fchmod)
+/// less the umask, and a chmod then adds back what the umask took. The process's umask,
+/// which every thread of an embedding program shares, is left alone.
+fn bind_unix(path: &std::path::Path, mode: u32) -> std::io::Result<std::os::fd::OwnedFd> {
+    use nix::sys::socket::{bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::PermissionsExt;
+    let fd = socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    let mode = mode & 0o777;
+    nix::sys::stat::fchmod(fd.as_raw_fd(), nix::sys::stat::Mode::from_bits_truncate(mode))?;
+    bind(fd.as_raw_fd(), &UnixAddr::new(path)?)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    listen(&fd, Backlog::MAXCONN)?;
+    Ok(fd)
+}
+
 fn bind_endpoint(endpoint: &Endpoint, mode: u32) -> std::io::Result<std::os::fd::OwnedFd> {
     match endpoint {
         Endpoint::Tcp { host, port } => Ok(std::net::TcpListener::bind((host.as_str(), *port))?.into()),
@@ -235,12 +252,7 @@ fn bind_endpoint(endpoint: &Endpoint, mode: u32) -> std::io::Result<std::os::fd:
                 // A socket file left by an earlier run, unless something still answers there.
                 lock::remove_stale_socket(path)?;
             }
-            // The umask decides the file's mode at bind(2), so no one can connect in a
-            // window before a chmod; the supervisor is single-threaded here.
-            let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(!mode & 0o777));
-            let bound = std::os::unix::net::UnixListener::bind(path);
-            nix::sys::stat::umask(old);
-            Ok(bound?.into())
+            bind_unix(path, mode)
         }
         other => Err(std::io::Error::new(
             std::io::ErrorKind::Unsupported,
@@ -609,6 +621,23 @@ impl Drop for Runner {
         }
         for pid in self.workers.values().chain(self.probe_pids.keys()) {
             let _ = nix::sys::wait::waitpid(*pid, None);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_unix_socket_file_gets_exactly_its_mode_whatever_the_umask_takes_away() {
+        let dir = tempfile::tempdir().unwrap();
+        for mode in [0o600, 0o660, 0o666] {
+            let path = dir.path().join(format!("s-{mode:o}.sock"));
+            let _fd = super::bind_unix(&path, mode).unwrap();
+            let got = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(got, mode, "{path:?}");
+            std::os::unix::net::UnixStream::connect(&path).expect("it listens");
         }
     }
 }
