@@ -377,7 +377,9 @@ impl Runner {
                 self.on_signals();
             }
             for pid in exited {
-                if let Some(exit) = children::wait_for(pid) {
+                // Unless SIGCHLD's waitpid(-1) above collected it already.
+                let watched = self.pidfds.as_ref().is_some_and(|fds| fds.contains_key(&pid));
+                if let Some(exit) = watched.then(|| children::wait_for(pid)).flatten() {
                     self.exited(pid, exit);
                 }
             }
