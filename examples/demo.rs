@@ -117,7 +117,7 @@ fn main() -> Result<()> {
     println!("   div(7, 2) = {}", calc.div(7, 2)?);
     match calc.div(1, 0) {
         Err(CallError::Application(e)) => {
-            println!("   div(1, 0) -> {e:?}   <- an application error, typed, distinct from transport errors")
+            println!("   div(1, 0) -> {e:?}: \"{e}\"   <- an application error, typed, distinct from transport errors")
         }
         other => bail!("expected an application error, got {other:?}"),
     }

@@ -2,11 +2,9 @@
 
 use std::thread::JoinHandle;
 
-use nix::sys::signal::{kill, SigmaskHow, Signal};
-use nix::unistd::Pid;
-
 use crate::manifest::Manifest;
-use crate::run::{self, Options, RunError};
+use crate::run::command::{Command, Handle};
+use crate::run::{self, Options, Reaping, RunError};
 
 /// The environment variable that tells a worker started for a pool's `role` which role it
 /// plays; see [`role`].
@@ -30,31 +28,37 @@ pub fn role() -> Option<String> {
 /// [`stop`](Self::stop) is called, or when the process receives SIGTERM or SIGINT (a second
 /// SIGINT kills at once); [`wait`](Self::wait) returns its exit code then.
 ///
-/// Two things come with running a supervisor in-process:
-/// - Start it from the main thread before starting any other thread: it blocks the signals
-///   it handles in the calling thread, and only threads started afterwards inherit that, so
-///   that the signals reach the supervisor rather than some thread that would die of them.
-/// - It reaps every child of the process (it is a subreaper and calls `waitpid(-1)`):
-///   children the program starts by itself are reaped by it too, and their `wait` fails.
+/// It may be started at any time, from any thread, in a program that runs other threads
+/// (a tokio runtime, say), and it changes no thread's signal mask:
+/// - Signals reach it through handlers (signal-hook, so the program's own signal-hook or
+///   tokio handlers keep working beside it). While it runs, TERM and INT stop it rather
+///   than the program; once it has ended, a signal that was at its default disposition
+///   before has that effect again.
+/// - [`stop`](Self::stop) sends the loop a command; it signals nobody.
+/// - It collects only the processes it started, each by its pid (pidfds): the program's
+///   own children stay the program's to wait for. It is no child subreaper: what a worker
+///   leaves behind in its process group is killed when the worker exits, and any other
+///   orphan goes to the process's own reaper, as it would without a supervisor. (If the
+///   program itself collects any child with `waitpid(-1)`, a worker collected that way is
+///   still restarted, with an unknown exit status.)
+/// - Workers are forked from the supervisor's own thread, and their parent-death signal is
+///   tied to it: they die with it.
 #[derive(Debug)]
 pub struct Supervisor {
     thread: Option<JoinHandle<Result<i32, RunError>>>,
+    handle: Handle,
     manifest: Manifest,
 }
 
 impl Supervisor {
     /// Starts supervising `manifest` on a new thread. Pools may use `role`.
     pub fn start(manifest: Manifest) -> Result<Supervisor, RunError> {
-        let mask = run::signal_mask(&manifest);
-        nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None).map_err(|e| RunError::Setup {
-            what: "signal mask".into(),
-            source: e.into(),
-        })?;
         let (started, setup) = std::sync::mpsc::channel();
         let options = Options {
             log_format: run::logs::Format::Text,
             verbose: false,
             roles: true,
+            reaping: Reaping::Own,
             started: Some(started),
         };
         let copy = manifest.clone();
@@ -66,18 +70,19 @@ impl Supervisor {
                 source: e,
             })?;
         // Return once the pools' sockets exist, so that callers can connect at once.
-        if setup.recv().is_err() {
+        let Ok(handle) = setup.recv() else {
             // It ended before it started: its error says why.
-            return match thread.join() {
-                Ok(Err(e)) => Err(e),
-                _ => Err(RunError::Setup {
+            return match joined(thread.join()) {
+                Err(e) => Err(e),
+                Ok(_) => Err(RunError::Setup {
                     what: "supervisor thread".into(),
                     source: std::io::Error::other("the supervisor ended before it started"),
                 }),
             };
-        }
+        };
         Ok(Supervisor {
             thread: Some(thread),
+            handle,
             manifest,
         })
     }
@@ -95,30 +100,47 @@ impl Supervisor {
         }
     }
 
+    /// A handle to command the supervisor from any thread ([`Command::Stop`], ...), for
+    /// as long as it runs.
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+
     /// Stops gracefully and waits; returns the supervisor's exit code.
     pub fn stop(mut self) -> Result<i32, RunError> {
         self.request_stop();
         self.join()
     }
 
-    /// Waits until the supervisor ends (its pools are done, or a signal stopped it).
+    /// Waits until the supervisor ends (its pools are done, or a signal or a command
+    /// stopped it).
     pub fn wait(mut self) -> Result<i32, RunError> {
         self.join()
     }
 
     fn request_stop(&self) {
-        // The supervisor reads TERM from its signalfd: the same path as an outside stop.
-        if self.thread.as_ref().is_some_and(|t| !t.is_finished()) {
-            let _ = kill(Pid::this(), Signal::SIGTERM);
-        }
+        // An error means it has ended already: nothing to stop.
+        let _ = self.handle.send(Command::Stop);
     }
 
     fn join(&mut self) -> Result<i32, RunError> {
         match self.thread.take() {
-            Some(thread) => thread.join().unwrap_or(Ok(1)),
+            Some(thread) => joined(thread.join()),
             None => Ok(0),
         }
     }
+}
+
+/// The supervisor thread's result; a panic is an error that says so, never an exit code.
+fn joined(result: std::thread::Result<Result<i32, RunError>>) -> Result<i32, RunError> {
+    result.unwrap_or_else(|payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_owned());
+        Err(RunError::Panicked { message })
+    })
 }
 
 impl Drop for Supervisor {
@@ -127,5 +149,23 @@ impl Drop for Supervisor {
             self.request_stop();
             let _ = self.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicked_supervisor_thread_is_an_error_naming_the_panic_not_an_exit_code() {
+        let thread = std::thread::spawn(|| -> Result<i32, RunError> { panic!("index out of bounds") });
+        let error = joined(thread.join()).expect_err("a panic is no exit code");
+        assert!(matches!(error, RunError::Panicked { .. }), "{error:?}");
+        assert_eq!(error.to_string(), "the supervisor thread panicked: index out of bounds");
+        let formatted = std::thread::spawn(|| -> Result<i32, RunError> { panic!("pool {}", 3) });
+        assert!(joined(formatted.join())
+            .expect_err("a panic")
+            .to_string()
+            .ends_with("pool 3"));
     }
 }

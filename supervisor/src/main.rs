@@ -68,6 +68,7 @@ fn up(file: &std::path::Path, log_format: LogFormat, verbose: bool) -> ExitCode 
         },
         verbose,
         roles: false,
+        reaping: procwire_supervisor::run::Reaping::All,
         started: None,
     };
     match procwire_supervisor::run::run(manifest, options) {

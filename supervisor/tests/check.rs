@@ -297,3 +297,12 @@ fn up_refuses_a_missing_program_at_once_with_the_same_message_instead_of_a_crash
     assert_eq!(stderr, from_check);
     assert!(stderr.contains("is not in PATH"), "{stderr}");
 }
+
+#[test]
+fn an_unknown_user_is_refused_at_its_value() {
+    refused(
+        "user",
+        "[pool.w]\ncommand = [\"./web\"]\nuser = \"procwire-no-such-user\"\n",
+        "3:8: pool w: `user`: no user named \"procwire-no-such-user\"",
+    );
+}

@@ -239,6 +239,16 @@ impl Supervisor {
         })
     }
 
+    /// The first line containing `needle`, waiting for it.
+    fn wait_for_containing(&self, needle: &str) -> String {
+        self.wait_until(&format!("a line containing {needle:?}"), |seen| {
+            seen.lines
+                .iter()
+                .find(|line| line.text.contains(needle))
+                .map(|line| line.text.clone())
+        })
+    }
+
     /// Everything seen so far.
     fn lines(&self) -> Vec<Line> {
         self.shared.lock().lines.clone()
@@ -292,6 +302,15 @@ impl Supervisor {
     fn kill(&mut self) {
         self.child.kill().expect("SIGKILL the supervisor");
         self.status = Some(self.child.wait().expect("reap the supervisor"));
+    }
+
+    /// Like [`Supervisor::assert_has_line`], with the pid in `(pid N)` written as `_`.
+    fn assert_has_report(&self, expected: &str) {
+        assert!(
+            self.lines().iter().any(|line| unpid(&line.text) == expected),
+            "no line {expected:?}; lines:\n{}",
+            self.output()
+        );
     }
 
     fn assert_has_line(&self, expected: &str) {
@@ -362,6 +381,19 @@ fn number_after(line: &str, marker: &str) -> i64 {
         .unwrap_or_else(|e| panic!("a number after {marker:?} in {line:?}: {e}"))
 }
 
+/// `line` with every `(pid N)` written as `(pid _)`.
+fn unpid(line: &str) -> String {
+    let mut out = String::new();
+    let mut rest = line;
+    while let Some(at) = rest.find("(pid ") {
+        out.push_str(&rest[..at + 5]);
+        rest = rest[at + 5..].trim_start_matches(|c: char| c.is_ascii_digit());
+        out.push('_');
+    }
+    out.push_str(rest);
+    out
+}
+
 /// What `/proc/PID/stat` says about a process.
 #[derive(Clone, Copy, Debug)]
 struct ProcStat {
@@ -416,8 +448,11 @@ backoff = { initial = "100ms", jitter = 0.0 }
 "#,
     );
     let crashing = number_after(&sup.wait_for("crash.0 | crashing "), "crashing ");
-    let message = sup.wait_for("procwire[crash]: crash.0 ended with");
-    assert_eq!(message, "procwire[crash]: crash.0 ended with exit code 1; restarting");
+    let message = unpid(&sup.wait_for("procwire[crash]: crash.0 (pid "));
+    assert_eq!(
+        message,
+        "procwire[crash]: crash.0 (pid _) ended with exit code 1; restarting in 100 ms"
+    );
     let restarted = number_after(&sup.wait_for_nth("crash.0 | started ", 2), "started ");
     // The restart waits out the backoff, which counts from the exit, after `crashing`.
     assert!(
@@ -455,13 +490,12 @@ limit = { restarts = 3, within = "1m", then = "stop" }
     let restarts = sup
         .texts(Stream::Err)
         .iter()
-        .filter(|l| *l == "procwire[loop]: crash.0 ended with exit code 7; restarting")
+        .filter(|l| unpid(l).starts_with("procwire[loop]: crash.0 (pid _) ended with exit code 7; restarting in "))
         .count();
     assert_eq!(restarts, 3, "{}", sup.output());
-    sup.assert_has_line(
-        "procwire[loop]: pool crash gave up: more than 3 restarts within 60s; last exits: \
-         crash.0: exit code 7, crash.0: exit code 7, crash.0: exit code 7, crash.0: exit code 7; \
-         the pool stays down",
+    sup.assert_has_report(
+        "procwire[loop]: crash.0 (pid _) gave up: more than 3 restarts within 60 s; last exits: \
+         exit code 7, exit code 7, exit code 7, exit code 7; it stays down",
     );
 }
 
@@ -488,9 +522,31 @@ limit = { restarts = 2, within = "1m", then = "shutdown" }
     let status = sup.finish();
     assert_eq!(status.code(), Some(1), "{status}; lines:\n{}", sup.output());
     sup.assert_has_line("other.0 | other-stopping");
-    sup.assert_has_line(
-        "procwire[doom]: pool crash gave up: more than 2 restarts within 60s; last exits: \
-         crash.0: exit code 7, crash.0: exit code 7, crash.0: exit code 7; shutting the supervisor down",
+    sup.assert_has_report(
+        "procwire[doom]: crash.0 (pid _) gave up: more than 2 restarts within 60 s; last exits: \
+         exit code 7, exit code 7, exit code 7; shutting the supervisor down",
+    );
+}
+
+#[test]
+fn a_worker_that_never_gets_started_is_given_up_after_start_attempts_and_the_supervisor_exits_1() {
+    let dir = temp_dir();
+    let mut sup = Supervisor::start(
+        dir.path(),
+        "never",
+        r#"
+[pool.crash]
+command = ["sh", "-c", "echo boom; exit 3"]
+backoff = { initial = "1ms", factor = 1.0 }
+limit = { start_attempts = 4 }
+"#,
+    );
+    sup.expect_exit(1);
+    let runs = sup.texts(Stream::Out).iter().filter(|l| *l == "crash.0 | boom").count();
+    assert_eq!(runs, 4, "{}", sup.output());
+    sup.assert_has_report(
+        "procwire[never]: crash.0 (pid _) gave up: never got started after 4 attempts (none was ready \
+         for 1 s); last exits: exit code 3, exit code 3, exit code 3, exit code 3; it stays down",
     );
 }
 
@@ -546,7 +602,7 @@ stop_timeout = "300ms"
     let asked = Instant::now();
     sup.signal(Signal::SIGTERM);
     sup.expect_exit(0);
-    sup.assert_has_line("procwire[stubborn]: stubborn.0 did not stop in time; killing it");
+    sup.assert_has_report("procwire[stubborn]: stubborn.0 (pid _) did not stop in time; killing it");
     assert!(
         asked.elapsed() >= Duration::from_millis(300),
         "exited {:?} after TERM, before the stop timeout",
@@ -689,7 +745,7 @@ after = { x = "completed", y = "completed" }
 "#,
     );
     sup.expect_exit(1);
-    sup.assert_has_line("procwire[order]: x.0 ended with exit code 3; its restart policy says no restart");
+    sup.assert_has_report("procwire[order]: x.0 (pid _) ended with exit code 3; its restart policy says no restart");
     sup.assert_has_line("procwire[order]: pool z will not start: x can no longer become completed");
     assert!(
         !sup.lines().iter().any(|line| line.text.contains("z-start")),
@@ -758,8 +814,11 @@ after = { db = "ready" }
     );
     let pid = number_after(&sup.wait_for("db.0 | db-pid "), "db-pid ");
     let fd = pidfd(pid as i32).expect("the db worker runs");
-    let message = sup.wait_for("procwire[late]: db.0 not ready");
-    assert_eq!(message, "procwire[late]: db.0 not ready after 300ms; killing it");
+    let message = unpid(&sup.wait_for("procwire[late]: db.0 (pid "));
+    assert_eq!(
+        message,
+        "procwire[late]: db.0 (pid _) not ready after 300ms; killing it"
+    );
     assert!(
         exited_by(&fd, Instant::now() + DEADLINE),
         "the db worker was not killed; lines:\n{}",
@@ -1469,12 +1528,7 @@ after = {{ main = "ready" }}
     sup.wait_for("after-all.0 | started");
 
     let sender = number_after(&sup.wait_for("main.0 | sent"), "sent ");
-    let ignored = sup.wait_until("the main pool's child's READY=1 ignored", |seen| {
-        seen.lines
-            .iter()
-            .find(|l| l.text.contains(&format!("ignored notify message from pid {sender} ")))
-            .map(|l| l.text.clone())
-    });
+    let ignored = sup.wait_for_containing(&format!("ignored notify message from pid {sender} "));
     assert!(ignored.contains("READY=1"), "{ignored}");
     assert!(
         !sup.texts(Stream::Out).iter().any(|l| l.starts_with("after-main.0")),
@@ -1497,12 +1551,7 @@ command = ["sh", "-c", "trap 'exit 0' TERM; echo a-up; sleep 1000 & wait"]
     let path = dir.path().join("revalidate.toml");
     std::fs::write(&path, "[pool.a]\ncommand = [\"procwire-no-such-program\"]\n").unwrap();
     sup.signal(Signal::SIGHUP);
-    let refused = sup.wait_until("the refusal", |seen| {
-        seen.lines
-            .iter()
-            .find(|l| l.text.contains("reload refused, nothing changed"))
-            .map(|l| l.text.clone())
-    });
+    let refused = sup.wait_for_containing("reload refused, nothing changed");
     assert!(
         refused.contains(&format!(
             "{}:2:12: pool a: `command`: program \"procwire-no-such-program\" is not in PATH",

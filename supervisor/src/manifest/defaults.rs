@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::{Backoff, Limit, LimitAction, NotifyAccess, Output, Pool, Ready, Restart, Signal, Strategy};
+use super::{Backoff, Limit, NotifyAccess, Output, Pool, Ready, Restart, Signal, Strategy};
 
 pub(super) fn default_pool(name: &str) -> Pool {
     Pool {
@@ -40,19 +40,9 @@ pub(super) fn default_pool(name: &str) -> Pool {
 }
 
 pub(super) fn default_backoff() -> Backoff {
-    Backoff {
-        initial: Duration::from_millis(100),
-        max: Duration::from_secs(30),
-        factor: 2.0,
-        jitter: 0.1,
-        reset_after: Duration::from_secs(60),
-    }
+    Backoff::default()
 }
 
 pub(super) fn default_limit() -> Limit {
-    Limit {
-        restarts: 10,
-        within: Duration::from_secs(60),
-        then: LimitAction::Stop,
-    }
+    Limit::default()
 }

@@ -10,7 +10,7 @@ use super::{Backoff, Endpoint, Limit, LimitAction, LogRotate, Output, Ready, Sig
 use procwire_rpc::EndpointError;
 
 const BACKOFF_KEYS: &[&str] = &["initial", "max", "factor", "jitter", "reset_after"];
-const LIMIT_KEYS: &[&str] = &["restarts", "within", "then"];
+const LIMIT_KEYS: &[&str] = &["restarts", "within", "start_attempts", "then"];
 const LOG_ROTATE_KEYS: &[&str] = &["size", "keep"];
 const RLIMIT_NAMES: &[&str] = &["nofile", "nproc", "core", "memlock", "stack", "as", "cpu", "fsize"];
 const LIMIT_ACTIONS: &[(&str, LimitAction)] = &[("stop", LimitAction::Stop), ("shutdown", LimitAction::Shutdown)];
@@ -93,6 +93,9 @@ impl Checker<'_> {
             match key.get_ref().as_ref() {
                 "restarts" => limit.restarts = self.integer_in("limit.restarts", value, 0, i128::from(u32::MAX))?,
                 "within" => limit.within = self.positive_duration("limit.within", value)?,
+                "start_attempts" => {
+                    limit.start_attempts = self.integer_in("limit.start_attempts", value, 0, i128::from(u32::MAX))?
+                }
                 "then" => limit.then = self.choice("limit.then", value, LIMIT_ACTIONS)?,
                 _ => return Err(self.unknown_key(key, "`limit`", LIMIT_KEYS)),
             }

@@ -60,3 +60,37 @@ fn locate(text: &str, error: &ValidationError) -> Option<usize> {
     }
     found
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_validation_error_points_at_the_value_at_fault_and_keeps_its_cause() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let path = dir.path().join("app.toml");
+        std::fs::write(
+            &path,
+            "[pool.ok]\ncommand = [\"sh\"]\n\n[pool.w]\ncommand = [\"sh\"]\nlisten = [\"unix:no/such/dir/w.sock\"]\n",
+        )
+        .unwrap();
+        let error = Manifest::load_validated(&path, Host::Command).unwrap_err();
+        assert_eq!(error.location(), Some((6, 11)));
+        assert_eq!(error.path(), path);
+        let text = error.to_string();
+        assert!(
+            text.starts_with(&format!("{}:6:11: pool w: listen unix:", path.display())),
+            "{text}"
+        );
+        let ManifestError::Unrunnable { error: cause, .. } = &error else {
+            panic!("expected Unrunnable, got {error:?}");
+        };
+        assert_eq!(cause.pool(), Some("w"));
+        let io = std::error::Error::source(&**cause)
+            .and_then(|source| source.downcast_ref::<std::io::Error>())
+            .expect("the OS error is the source");
+        assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+        // The same manifest is fine to parse: only validation refuses it.
+        Manifest::load(&path).unwrap();
+    }
+}

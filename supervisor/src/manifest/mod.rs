@@ -64,9 +64,9 @@ pub struct Pool {
     pub restart: Restart,
     /// Exit codes that count as success; default `[0]`.
     pub success_codes: Vec<i32>,
-    /// Delay before a restart.
+    /// Delay before a restart after a failed start.
     pub backoff: Backoff,
-    /// Restart intensity limit.
+    /// When a worker is given up.
     pub limit: Limit,
     /// Which workers restart when one exits; default [`Strategy::OneForOne`].
     pub strategy: Strategy,
@@ -204,38 +204,74 @@ pub enum Restart {
     Never,
 }
 
-/// Delay before restarting: `initial`, multiplied by `factor` per consecutive failure up to
-/// `max`, randomised by ±`jitter` (a fraction), and back to `initial` once a worker has
-/// run for `reset_after`.
+/// Delay before restarting a worker whose start failed.
+///
+/// A worker that had been ready for `reset_after` (default 1 s, s6's rule) counts as
+/// started: when it exits it restarts at once, with no delay, and its count of failed starts
+/// goes back to 0. A run that ends sooner (or never became ready, or could not be spawned)
+/// is a failed start: the restart waits `initial`, multiplied by `factor` per consecutive
+/// failed start up to `max`, randomised by ±`jitter` (a fraction).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Backoff {
-    /// First delay; default 100 ms.
+    /// Delay after the first failed start; default 100 ms.
     pub initial: Duration,
     /// Largest delay; default 30 s.
     pub max: Duration,
-    /// Growth per consecutive failure; default 2.0.
+    /// Growth per consecutive failed start; default 2.0.
     pub factor: f64,
     /// Randomisation, a fraction of the delay; default 0.1.
     pub jitter: f64,
-    /// Run time after which the delay resets; default 60 s.
+    /// How long a worker must have been ready for its run to count as a start that
+    /// succeeded; default 1 s.
     pub reset_after: Duration,
 }
 
-/// At most `restarts` restarts `within` a sliding window, then `then`.
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(30),
+            factor: 2.0,
+            jitter: 0.1,
+            reset_after: Duration::from_secs(1),
+        }
+    }
+}
+
+/// When a worker is given up, counted for each worker on its own (so that many workers of a
+/// large pool each failing once never add up to a limit): after more than `restarts`
+/// restarts `within` a sliding window, or after `start_attempts` consecutive failed starts
+/// (see [`Backoff`]: a run that ended before it had been ready for `reset_after`), like
+/// supervisord's "never got started". Then `then` happens.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limit {
-    /// Restarts allowed in the window; default 10.
+    /// Restarts of one worker allowed in the window; default 10.
     pub restarts: u32,
     /// The window; default 60 s.
     pub within: Duration,
-    /// What happens past the limit; default [`LimitAction::Stop`].
+    /// Consecutive failed starts after which the worker is given up; 0 never gives up;
+    /// default 10 (with the default backoff, about 50 s of retrying).
+    pub start_attempts: u32,
+    /// What happens when a worker is given up; default [`LimitAction::Stop`].
     pub then: LimitAction,
 }
 
-/// What happens when a pool exceeds its restart limit.
+impl Default for Limit {
+    fn default() -> Self {
+        Limit {
+            restarts: 10,
+            within: Duration::from_secs(60),
+            start_attempts: 10,
+            then: LimitAction::Stop,
+        }
+    }
+}
+
+/// What happens when a worker is given up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LimitAction {
-    /// The pool is marked failed and stays down.
+    /// The worker stays down; in a one-for-all pool, the whole pool (marked failed). The
+    /// other pools, and a one-for-one pool's other workers, carry on.
     Stop,
     /// The supervisor shuts everything down and exits non-zero.
     Shutdown,

@@ -383,6 +383,7 @@ log_rotate = { size = "10MiB", keep = 5 }
             limit: Limit {
                 restarts: 10,
                 within: Duration::from_secs(60),
+                start_attempts: 10,
                 then: LimitAction::Stop,
             },
             strategy: Strategy::OneForOne,
@@ -432,12 +433,13 @@ log_rotate = { size = "10MiB", keep = 5 }
         assert_eq!(pool.backoff.max, Duration::from_secs(30));
         assert_eq!(pool.backoff.factor, 2.0);
         assert_eq!(pool.backoff.jitter, 0.1);
-        assert_eq!(pool.backoff.reset_after, Duration::from_secs(60));
+        assert_eq!(pool.backoff.reset_after, Duration::from_secs(1));
         assert_eq!(
             pool.limit,
             Limit {
                 restarts: 10,
                 within: Duration::from_secs(60),
+                start_attempts: 10,
                 then: LimitAction::Stop
             }
         );

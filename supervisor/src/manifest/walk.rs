@@ -327,7 +327,10 @@ mod tests {
             &web("limit = { restarts = 3, window = \"1m\" }"),
             3,
             25,
-            &["unknown key `window` in `limit`", "restarts, within, then"],
+            &[
+                "unknown key `window` in `limit`",
+                "restarts, within, start_attempts, then",
+            ],
         );
         refused(
             &web("[pool.web.log_rotate]\nsize = \"1MiB\"\nkeep = 2\ncount = 3"),

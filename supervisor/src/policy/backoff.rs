@@ -110,6 +110,7 @@ mod tests {
         let limit = Limit {
             restarts: 2,
             within: Duration::from_secs(10),
+            start_attempts: 0,
             then: LimitAction::Stop,
         };
         let t0 = Instant::now();

@@ -3,11 +3,12 @@
 //! [`Event`]s and carries out the [`Action`]s, and the tests drive it with a fake clock.
 //!
 //! What it decides: dependency order (a pool starts when every `after` condition holds),
-//! restarts by policy (`always`, `on-failure`, `never`), backoff with jitter and reset,
-//! restart intensity within a sliding window and what happens past it, one-for-one and
-//! one-for-all, readiness and watchdog deadlines, and the ordered shutdown (reverse
-//! dependency order, `stop_signal`, then SIGKILL after `stop_timeout`, everything killed at
-//! `shutdown_timeout`).
+//! restarts by policy (`always`, `on-failure`, `never`), restarts at once after a run that
+//! counts as started and backoff with jitter over consecutive failed starts, each worker's
+//! restart intensity within a sliding window and its give-up after too many failed starts,
+//! one-for-one and one-for-all, readiness and watchdog deadlines, and the ordered shutdown
+//! (reverse dependency order, `stop_signal`, then SIGKILL after `stop_timeout`, everything
+//! killed at `shutdown_timeout`).
 
 pub mod backoff;
 
@@ -37,6 +38,9 @@ pub enum Exit {
     Code(i32),
     /// A signal killed it.
     Signal(i32),
+    /// It ended, but how is unknown: something else in the program collected its exit
+    /// status first (an embedded supervisor's host calling `waitpid(-1)`, say).
+    Unknown,
 }
 
 impl fmt::Display for Exit {
@@ -47,6 +51,7 @@ impl fmt::Display for Exit {
                 Ok(sig) => write!(f, "killed by {}", sig.as_str()),
                 Err(_) => write!(f, "killed by signal {s}"),
             },
+            Exit::Unknown => f.write_str("an exit status someone else collected"),
         }
     }
 }
@@ -102,8 +107,11 @@ pub enum Action {
     SetTimer(TimerKey, Instant),
     /// Forget this timer.
     CancelTimer(TimerKey),
-    /// Tell the operator (warnings: restarts, give-ups, missed deadlines).
+    /// Tell the operator (reloads, pools that cannot start, the shutdown).
     Log(String),
+    /// Tell the operator about one worker (ready, exited, restarting and after what delay,
+    /// given up, missed deadlines); the event loop names it with its pid.
+    Report(WorkerId, String),
     /// The supervisor is done: exit with this code.
     Exit(i32),
 }
@@ -140,15 +148,42 @@ impl State {
 #[derive(Clone, Debug)]
 struct Worker {
     state: State,
-    /// When the current process started.
-    started_at: Option<Instant>,
-    /// Consecutive failed runs, for the backoff.
+    /// When the current process became ready, if it did.
+    ready_at: Option<Instant>,
+    /// Consecutive failed starts, for the backoff and the give-up.
     failures: u32,
+    /// Its restarts in the limit's window.
+    intensity: Intensity,
+    /// Its last few exits, for the give-up message.
+    recent: VecDeque<Exit>,
     /// Spawned at least once.
     ever_spawned: bool,
-    /// Being stopped only because a sibling failed (one-for-all): its exit is not a failure
-    /// of its own.
+    /// Being stopped only because a sibling failed (one-for-all) or for a rolling restart:
+    /// its exit is not a failure of its own.
     sibling_stop: bool,
+}
+
+impl Worker {
+    fn new() -> Self {
+        Worker {
+            state: State::Pending,
+            ready_at: None,
+            failures: 0,
+            intensity: Intensity::default(),
+            recent: VecDeque::new(),
+            ever_spawned: false,
+            sibling_stop: false,
+        }
+    }
+}
+
+/// Why a worker is given up.
+#[derive(Clone, Copy, Debug)]
+enum GiveUp {
+    /// This many consecutive failed starts.
+    NeverStarted(u32),
+    /// More restarts within the window than the limit allows.
+    Intensity,
 }
 
 #[derive(Clone, Debug)]
@@ -156,11 +191,8 @@ struct PoolState {
     spec: Pool,
     after: Vec<(PoolId, Condition)>,
     workers: Vec<Worker>,
-    intensity: Intensity,
-    /// The last few exits, for the give-up message.
-    recent: VecDeque<(u32, Exit)>,
     started: bool,
-    /// Gave up past its restart limit.
+    /// Given up as a whole (a one-for-all pool past its limit).
     failed: bool,
     /// Can never start: a dependency failed.
     blocked: bool,
@@ -191,18 +223,8 @@ impl PoolState {
     fn new(spec: &Pool, replaces: Option<PoolId>) -> Self {
         PoolState {
             after: Vec::new(),
-            workers: (0..spec.workers)
-                .map(|_| Worker {
-                    state: State::Pending,
-                    started_at: None,
-                    failures: 0,
-                    ever_spawned: false,
-                    sibling_stop: false,
-                })
-                .collect(),
+            workers: (0..spec.workers).map(|_| Worker::new()).collect(),
             spec: spec.clone(),
-            intensity: Intensity::default(),
-            recent: VecDeque::new(),
             started: false,
             failed: false,
             blocked: false,
@@ -407,10 +429,6 @@ impl Policy {
         (0..self.pools[pool].workers.len() as u32).map(move |index| WorkerId { pool, index })
     }
 
-    fn name(&self, w: WorkerId) -> String {
-        format!("{}.{}", self.pools[w.pool].spec.name, w.index)
-    }
-
     /// Feeds one event at `now`; returns what to do, in order.
     pub fn handle(&mut self, now: Instant, event: Event) -> Vec<Action> {
         let mut out = Vec::new();
@@ -421,7 +439,7 @@ impl Policy {
             Event::Begin => {}
             Event::Spawned(w) => self.on_spawned(now, w, &mut out),
             Event::SpawnFailed(w, error) => {
-                out.push(Action::Log(format!("{}: cannot start: {error}", self.name(w))));
+                out.push(Action::Report(w, format!("cannot start: {error}")));
                 // A program that cannot even start fails like one that exits at once.
                 self.worker_mut(w).state = State::Starting;
                 self.on_exit(now, w, Exit::Code(127), &mut out);
@@ -429,7 +447,9 @@ impl Policy {
             Event::Ready(w) => {
                 if self.worker(w).state == State::Starting {
                     self.worker_mut(w).state = State::Running;
+                    self.worker_mut(w).ready_at = Some(now);
                     out.push(Action::CancelTimer(TimerKey::ReadyDeadline(w)));
+                    out.push(Action::Report(w, "is ready".into()));
                     self.rolled(now, w, &mut out);
                 }
             }
@@ -473,10 +493,10 @@ impl Policy {
             return;
         }
         let worker = self.worker_mut(w);
-        worker.started_at = Some(now);
         worker.ever_spawned = true;
         if ready == Ready::Spawned {
             worker.state = State::Running;
+            worker.ready_at = Some(now);
             self.rolled(now, w, out);
         } else {
             worker.state = State::Starting;
@@ -489,7 +509,7 @@ impl Policy {
 
     fn spawn(&mut self, w: WorkerId, out: &mut Vec<Action>) {
         // A failed spawn must not count the previous run's time as this one's.
-        self.worker_mut(w).started_at = None;
+        self.worker_mut(w).ready_at = None;
         self.worker_mut(w).state = State::Spawning;
         out.push(Action::Spawn(w));
     }
@@ -514,20 +534,19 @@ impl Policy {
         ] {
             out.push(Action::CancelTimer(key));
         }
-        let pool = &mut self.pools[w.pool];
-        pool.recent.push_back((w.index, exit));
-        if pool.recent.len() > RECENT {
-            pool.recent.pop_front();
+        let worker = self.worker_mut(w);
+        worker.recent.push_back(exit);
+        if worker.recent.len() > RECENT {
+            worker.recent.pop_front();
         }
-        let ran = self
-            .worker(w)
-            .started_at
-            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+        let up = worker.ready_at.map(|t| now.saturating_duration_since(t));
         if self.shutting_down || self.pools[w.pool].failed || self.pools[w.pool].retired {
             self.worker_mut(w).state = State::Down;
+            out.push(Action::Report(w, format!("ended with {exit}")));
             return;
         }
         let spec = &self.pools[w.pool].spec;
+        let (backoff, limit) = (spec.backoff.clone(), spec.limit.clone());
         let success = matches!(exit, Exit::Code(c) if spec.success_codes.contains(&c));
         let restart = match state {
             // Stopped on purpose (one-for-all, a missed deadline): restart as planned.
@@ -540,34 +559,48 @@ impl Policy {
         };
         if !restart {
             self.worker_mut(w).state = State::Done { success };
-            if !success && !matches!(state, State::Stopping { .. }) {
-                out.push(Action::Log(format!(
-                    "{} ended with {exit}; its restart policy says no restart",
-                    self.name(w)
-                )));
-            }
+            let line = if success || matches!(state, State::Stopping { .. }) {
+                format!("ended with {exit}")
+            } else {
+                format!("ended with {exit}; its restart policy says no restart")
+            };
+            out.push(Action::Report(w, line));
             return;
         }
         if std::mem::take(&mut self.worker_mut(w).sibling_stop) {
-            // Brought down with a failed sibling: back with it, costing no restart of its own.
-            self.schedule_restart(now, w, false, out);
+            // Brought down with a failed sibling or for a rolling restart: back at once,
+            // costing no restart of its own.
+            out.push(Action::Report(w, format!("ended with {exit}; restarting at once")));
+            self.spawn(w, out);
             return;
         }
-        // A run long enough resets the backoff.
-        let reset_after = self.pools[w.pool].spec.backoff.reset_after;
+        // Ready for long enough: it had started, and comes back at once. Anything shorter is
+        // one more failed start in a row, and backs off.
+        let started = up.is_some_and(|up| up >= backoff.reset_after);
+        let unit = self.rng.unit();
         let worker = self.worker_mut(w);
-        if ran >= reset_after {
+        let delay = if started {
             worker.failures = 0;
-        }
-        let limit = self.pools[w.pool].spec.limit.clone();
-        if !self.pools[w.pool].intensity.allow(&limit, now) {
-            self.worker_mut(w).state = State::Down;
-            self.give_up(now, w.pool, out);
+            Duration::ZERO
+        } else {
+            worker.failures = worker.failures.saturating_add(1);
+            let failures = worker.failures;
+            if limit.start_attempts > 0 && failures >= limit.start_attempts {
+                self.give_up(now, w, GiveUp::NeverStarted(failures), out);
+                return;
+            }
+            jittered(base_delay(&backoff, failures - 1), backoff.jitter, unit)
+        };
+        if !self.worker_mut(w).intensity.allow(&limit, now) {
+            self.give_up(now, w, GiveUp::Intensity, out);
             return;
         }
-        if !matches!(state, State::Stopping { .. }) {
-            out.push(Action::Log(format!("{} ended with {exit}; restarting", self.name(w))));
-        }
+        let when = if delay.is_zero() {
+            "at once".to_owned()
+        } else {
+            format!("in {}", human(delay))
+        };
+        out.push(Action::Report(w, format!("ended with {exit}; restarting {when}")));
         let strategy = self.pools[w.pool].spec.strategy;
         if strategy == Strategy::OneForAll {
             // Every other worker of the pool goes down and comes back with this one.
@@ -578,48 +611,44 @@ impl Policy {
                 }
             }
         }
-        self.schedule_restart(now, w, true, out);
-    }
-
-    /// Restarts `w` after its backoff; `failed` counts this as one more consecutive failure.
-    fn schedule_restart(&mut self, now: Instant, w: WorkerId, failed: bool, out: &mut Vec<Action>) {
-        let backoff = self.pools[w.pool].spec.backoff.clone();
-        let failures = self.worker(w).failures;
-        let delay = jittered(base_delay(&backoff, failures), backoff.jitter, self.rng.unit());
-        let worker = self.worker_mut(w);
-        if failed {
-            worker.failures = failures.saturating_add(1);
-        }
         if delay.is_zero() {
             self.spawn(w, out);
         } else {
-            worker.state = State::Backoff;
+            self.worker_mut(w).state = State::Backoff;
             out.push(Action::SetTimer(TimerKey::Restart(w), now + delay));
         }
     }
 
-    fn give_up(&mut self, now: Instant, pool: PoolId, out: &mut Vec<Action>) {
-        let p = &mut self.pools[pool];
-        p.failed = true;
-        let recent: Vec<String> = p
-            .recent
-            .iter()
-            .map(|(i, e)| format!("{}.{i}: {e}", p.spec.name))
-            .collect();
-        let (limit, then) = (&p.spec.limit, p.spec.limit.then);
-        out.push(Action::Log(format!(
-            "pool {} gave up: more than {} restarts within {:?}; last exits: {}; {}",
-            p.spec.name,
-            limit.restarts,
-            limit.within,
-            recent.join(", "),
-            match then {
-                LimitAction::Stop => "the pool stays down",
-                LimitAction::Shutdown => "shutting the supervisor down",
-            }
-        )));
-        self.take_down(now, pool, out);
-        if then == LimitAction::Shutdown {
+    /// Worker `w`, just exited, is not restarted: it stays down (in a one-for-all pool, the
+    /// whole pool does), or the supervisor shuts down, as the limit's `then` says.
+    fn give_up(&mut self, now: Instant, w: WorkerId, why: GiveUp, out: &mut Vec<Action>) {
+        self.worker_mut(w).state = State::Down;
+        let spec = &self.pools[w.pool].spec;
+        let (limit, strategy) = (spec.limit.clone(), spec.strategy);
+        let reason = match why {
+            GiveUp::NeverStarted(n) => format!(
+                "never got started after {n} attempt{} (none was ready for {})",
+                if n == 1 { "" } else { "s" },
+                human(spec.backoff.reset_after)
+            ),
+            GiveUp::Intensity => format!("more than {} restarts within {}", limit.restarts, human(limit.within)),
+        };
+        let recent: Vec<String> = self.worker(w).recent.iter().map(Exit::to_string).collect();
+        let whole_pool = strategy == Strategy::OneForAll;
+        let then = match (limit.then, whole_pool) {
+            (LimitAction::Shutdown, _) => "shutting the supervisor down",
+            (LimitAction::Stop, true) => "its pool (one-for-all) stays down",
+            (LimitAction::Stop, false) => "it stays down",
+        };
+        out.push(Action::Report(
+            w,
+            format!("gave up: {reason}; last exits: {}; {then}", recent.join(", ")),
+        ));
+        if whole_pool {
+            self.pools[w.pool].failed = true;
+            self.take_down(now, w.pool, out);
+        }
+        if limit.then == LimitAction::Shutdown {
             self.exit_code = 1;
             self.begin_shutdown(now, out);
         }
@@ -634,20 +663,14 @@ impl Policy {
             }
             TimerKey::StopDeadline(w) => {
                 if matches!(self.worker(w).state, State::Stopping { .. }) {
-                    out.push(Action::Log(format!(
-                        "{} did not stop in time; killing it",
-                        self.name(w)
-                    )));
+                    out.push(Action::Report(w, "did not stop in time; killing it".into()));
                     out.push(Action::Kill(w));
                 }
             }
             TimerKey::ReadyDeadline(w) => {
                 if self.worker(w).state == State::Starting {
                     let timeout = self.pools[w.pool].spec.ready_timeout;
-                    out.push(Action::Log(format!(
-                        "{} not ready after {timeout:?}; killing it",
-                        self.name(w)
-                    )));
+                    out.push(Action::Report(w, format!("not ready after {timeout:?}; killing it")));
                     self.worker_mut(w).state = State::Stopping {
                         restart: !self.shutting_down,
                     };
@@ -656,7 +679,7 @@ impl Policy {
             }
             TimerKey::Watchdog(w) => {
                 if matches!(self.worker(w).state, State::Starting | State::Running) {
-                    out.push(Action::Log(format!("{} missed its watchdog; killing it", self.name(w))));
+                    out.push(Action::Report(w, "missed its watchdog; killing it".into()));
                     self.worker_mut(w).state = State::Stopping {
                         restart: !self.shutting_down,
                     };
@@ -712,7 +735,12 @@ impl Policy {
             Condition::Started => {
                 if p.workers.iter().all(|w| w.ever_spawned) {
                     Some(true)
-                } else if p.failed || p.blocked {
+                } else if p.failed
+                    || p.blocked
+                    || p.workers
+                        .iter()
+                        .any(|w| !w.ever_spawned && matches!(w.state, State::Done { .. } | State::Down))
+                {
                     None
                 } else {
                     Some(false)
@@ -827,6 +855,17 @@ impl Policy {
             out.push(Action::Exit(if clean { self.exit_code } else { 1 }));
             self.exited = true;
         }
+    }
+}
+
+/// A delay as an operator reads it: `95 ms`, `1.6 s`.
+fn human(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{} ms", d.as_millis())
+    } else if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
     }
 }
 

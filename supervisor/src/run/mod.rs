@@ -1,32 +1,37 @@
-//! The imperative shell around [`Policy`]: one thread, one `poll(2)` loop over a signalfd,
-//! the notify socket and the workers' log pipes, with the next timer as its timeout. It
-//! turns what the OS reports into policy events and carries out the policy's actions; it
-//! uses no CPU while nothing happens.
+//! The imperative shell around [`Policy`]: one thread, one `poll(2)` loop over the signal
+//! self-pipe, the notify socket, the command inbox, a pidfd per child and the workers' log
+//! pipes, with the next timer as its timeout. It turns what the OS and other threads report
+//! into policy events and carries out the policy's actions; it uses no CPU while nothing
+//! happens. It needs no signal mask, so it runs on any thread of any program, at any time.
 
+mod children;
+pub mod command;
 pub mod lock;
 pub mod logs;
 pub mod notify;
 mod notify_access;
+mod signals;
 pub mod spawn;
+mod sys;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Instant;
 
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{killpg, SigSet, SigmaskHow, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
-use crate::manifest::{Endpoint, Host, Manifest, Output, Ready, ValidationError};
+use crate::manifest::{Endpoint, Host, Manifest, Output, Pool, Ready, ValidationError};
 use crate::policy::{Action, Event, Exit, Policy, TimerKey, WorkerId};
+use command::{Command, Handle, Inbox};
 use logs::{Format, LogPipe, RotatingFile, Sink, Stream};
 use notify::NotifySocket;
+use signals::Signals;
 
 /// How `procwire up` runs.
 #[derive(Clone, Debug)]
@@ -38,8 +43,24 @@ pub struct Options {
     /// Whether pools may use `role` (the supervising program runs itself as workers): true
     /// for an embedded supervisor, false for `procwire up`.
     pub roles: bool,
-    /// Told once the supervisor is set up (its sockets bound) and starts the pools.
-    pub started: Option<std::sync::mpsc::Sender<()>>,
+    /// Which exited children the supervisor collects.
+    pub reaping: Reaping,
+    /// Given a [`Handle`] to command the loop once the supervisor is set up (its sockets
+    /// bound), as it starts the pools.
+    pub started: Option<std::sync::mpsc::Sender<Handle>>,
+}
+
+/// Which exited children the supervisor collects (`waitpid`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reaping {
+    /// Every child of the process: it becomes a child subreaper, so that orphans its workers
+    /// leave are re-parented to it and reaped (and it reaps them as PID 1). For `procwire
+    /// up`, which has no children but its own.
+    All,
+    /// Only the workers and probes it started, each by its pid: a program that embeds the
+    /// supervisor keeps its own children to itself, and orphans of the workers go to the
+    /// process's own reaper, as they would without the supervisor.
+    Own,
 }
 
 /// The supervisor could not start.
@@ -62,6 +83,12 @@ pub enum RunError {
     /// directory cannot hold the lock.
     #[error(transparent)]
     Lock(#[from] lock::LockError),
+    /// The supervisor's thread panicked (a bug in procwire): its workers were killed.
+    #[error("the supervisor thread panicked: {message}")]
+    Panicked {
+        /// The panic's message.
+        message: String,
+    },
 }
 
 fn setup(what: &str) -> impl FnOnce(std::io::Error) -> RunError + '_ {
@@ -73,9 +100,9 @@ fn setup(what: &str) -> impl FnOnce(std::io::Error) -> RunError + '_ {
 
 /// Runs `manifest` until it is done or shut down; returns the exit code.
 ///
-/// Call it from the main thread before starting any other: it blocks the signals it
-/// handles (other threads would otherwise receive them), and workers are forked from this
-/// thread, whose exit their parent-death signal is tied to.
+/// Any thread may call it, at any time: signals arrive through handlers (signal-hook), not a
+/// signal mask, and workers' exits through pidfds. Workers are forked from the calling
+/// thread, whose exit their parent-death signal is tied to; it blocks here until the end.
 pub fn run(manifest: Manifest, options: Options) -> Result<i32, RunError> {
     let host = if options.roles { Host::Embedded } else { Host::Command };
     manifest.validate_for(host)?;
@@ -86,13 +113,22 @@ pub fn run(manifest: Manifest, options: Options) -> Result<i32, RunError> {
     } else {
         Some(lock::NameLock::acquire(&manifest.supervisor.name)?)
     };
-    // Orphans re-parent to us, so that every zombie below us is reaped, grandchildren included.
-    nix::sys::prctl::set_child_subreaper(true).map_err(|e| setup("child subreaper")(e.into()))?;
-    let mask = signal_mask(&manifest);
-    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)
-        .map_err(|e| setup("signal mask")(e.into()))?;
-    let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
-        .map_err(|e| setup("signalfd")(e.into()))?;
+    if options.reaping == Reaping::All {
+        // Orphans re-parent to us, so that every zombie below us is reaped, grandchildren
+        // included.
+        nix::sys::prctl::set_child_subreaper(true).map_err(|e| setup("child subreaper")(e.into()))?;
+    }
+    // Without pidfds, SIGCHLD says when to look for exited children.
+    let pidfds = children::have_pidfds();
+    let sigchld = options.reaping == Reaping::All || !pidfds;
+    let mut signals = Signals::new().map_err(setup("signal handling"))?;
+    for signal in watched_signals(&manifest, sigchld) {
+        signals.watch(signal).map_err(|source| RunError::Setup {
+            what: format!("watching {signal}"),
+            source,
+        })?;
+    }
+    let (handle, inbox) = command::channel().map_err(setup("command channel"))?;
     let runtime = tempfile::Builder::new()
         .prefix(&format!("procwire-{}-", manifest.supervisor.name))
         .tempdir_in(std::env::var_os("XDG_RUNTIME_DIR").map_or_else(std::env::temp_dir, PathBuf::from))
@@ -134,10 +170,14 @@ pub fn run(manifest: Manifest, options: Options) -> Result<i32, RunError> {
         pids: HashMap::new(),
         listeners,
         workers: HashMap::new(),
+        last_pid: HashMap::new(),
         logs: Vec::new(),
         files: HashMap::new(),
         notify,
         signals,
+        inbox,
+        pidfds: if pidfds { Some(BTreeMap::new()) } else { None },
+        reaping: options.reaping,
         base,
         format: options.log_format,
         verbose: options.verbose,
@@ -147,7 +187,7 @@ pub fn run(manifest: Manifest, options: Options) -> Result<i32, RunError> {
         _runtime: runtime,
     };
     if let Some(started) = &options.started {
-        let _ = started.send(());
+        let _ = started.send(handle);
     }
     runner.feed(Event::Begin);
     Ok(runner.run())
@@ -212,18 +252,29 @@ fn bind_endpoint(endpoint: &Endpoint, mode: u32) -> std::io::Result<std::os::fd:
     }
 }
 
-/// The signals the supervisor reads: its own, and those it forwards.
-pub(crate) fn signal_mask(manifest: &Manifest) -> SigSet {
-    let mut mask = SigSet::empty();
-    for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGCHLD] {
-        mask.add(signal);
+/// The signals the supervisor reads: its own (CHLD only if asked), and those it forwards.
+fn watched_signals(manifest: &Manifest, sigchld: bool) -> Vec<Signal> {
+    let mut signals = vec![Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
+    if sigchld {
+        signals.push(Signal::SIGCHLD);
     }
     for pool in &manifest.pools {
         for signal in &pool.forward {
-            mask.add(*signal);
+            if !signals.contains(signal) {
+                signals.push(*signal);
+            }
         }
     }
-    mask
+    signals
+}
+
+/// What a pool runs, to name it in a message: its program, or its role.
+fn program(pool: &Pool) -> String {
+    match (&pool.role, pool.command.first()) {
+        (Some(role), _) => format!("role {role:?}"),
+        (None, Some(program)) => program.clone(),
+        (None, None) => "(an empty command)".to_owned(),
+    }
 }
 
 struct Runner {
@@ -238,10 +289,16 @@ struct Runner {
     /// The listening sockets the supervisor owns, open for as long as a pool names them.
     listeners: BTreeMap<Endpoint, std::os::fd::OwnedFd>,
     workers: HashMap<WorkerId, Pid>,
+    /// The pid each worker had last, also after it exited, to name it in reports.
+    last_pid: HashMap<WorkerId, Pid>,
     logs: Vec<LogPipe>,
     files: HashMap<PathBuf, Rc<RefCell<RotatingFile>>>,
     notify: NotifySocket,
-    signals: SignalFd,
+    signals: Signals,
+    inbox: Inbox,
+    /// A pidfd for each child (worker or probe) by its pid; `None` without kernel support.
+    pidfds: Option<BTreeMap<Pid, OwnedFd>>,
+    reaping: Reaping,
     base: PathBuf,
     format: Format,
     verbose: bool,
@@ -259,6 +316,15 @@ impl Runner {
         let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
     }
 
+    /// A line about worker `w`, named with its (last) pid.
+    fn report(&self, w: WorkerId, message: &str) {
+        let name = format!("{}.{}", self.policy.pool_name(w.pool), w.index);
+        match self.last_pid.get(&w) {
+            Some(pid) => self.say(&format!("{name} (pid {pid}) {message}")),
+            None => self.say(&format!("{name} {message}")),
+        }
+    }
+
     fn run(&mut self) -> i32 {
         loop {
             if let Some(code) = self.exit {
@@ -273,11 +339,19 @@ impl Runner {
                     PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
                 }
             };
-            let (signals, notify, logs) = {
+            let children: Vec<Pid> = self.pidfds.iter().flat_map(|fds| fds.keys().copied()).collect();
+            let (signals, notify, commands, exited, logs) = {
                 let mut fds = vec![
-                    PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(self.signals.fd(), PollFlags::POLLIN),
                     PollFd::new(self.notify.fd(), PollFlags::POLLIN),
+                    PollFd::new(self.inbox.fd(), PollFlags::POLLIN),
                 ];
+                fds.extend(
+                    self.pidfds
+                        .iter()
+                        .flat_map(|fds| fds.values())
+                        .map(|fd| PollFd::new(fd.as_fd(), PollFlags::POLLIN)),
+                );
                 fds.extend(self.logs.iter().map(|l| PollFd::new(l.fd(), PollFlags::POLLIN)));
                 match poll(&mut fds, timeout) {
                     Ok(_) | Err(Errno::EINTR) => {}
@@ -287,10 +361,19 @@ impl Runner {
                     }
                 }
                 let ready = |fd: &PollFd<'_>| fd.any().unwrap_or(false);
+                let (children_end, all) = (3 + children.len(), fds.len());
+                let exited: Vec<Pid> = children
+                    .iter()
+                    .zip(&fds[3..children_end])
+                    .filter(|(_, fd)| ready(fd))
+                    .map(|(pid, _)| *pid)
+                    .collect();
                 (
                     ready(&fds[0]),
                     ready(&fds[1]),
-                    fds[2..].iter().map(ready).collect::<Vec<_>>(),
+                    ready(&fds[2]),
+                    exited,
+                    fds[children_end..all].iter().map(ready).collect::<Vec<_>>(),
                 )
             };
             if logs.iter().any(|r| *r) {
@@ -299,8 +382,16 @@ impl Runner {
             if signals {
                 self.on_signals();
             }
+            for pid in exited {
+                if let Some(exit) = children::wait_for(pid) {
+                    self.exited(pid, exit);
+                }
+            }
             if notify {
                 self.on_notify();
+            }
+            if commands {
+                self.on_commands();
             }
             self.fire_timers();
         }
@@ -343,12 +434,18 @@ impl Runner {
         }
     }
 
+    fn on_commands(&mut self) {
+        for command in self.inbox.drain() {
+            match command {
+                Command::Stop => self.feed(Event::Shutdown),
+                Command::Kill => self.feed(Event::Kill),
+            }
+        }
+    }
+
     fn on_signals(&mut self) {
         let mut reap = false;
-        while let Ok(Some(info)) = self.signals.read_signal() {
-            let Ok(signal) = Signal::try_from(info.ssi_signo as i32) else {
-                continue;
-            };
+        for signal in self.signals.pending() {
             match signal {
                 Signal::SIGCHLD => reap = true,
                 Signal::SIGTERM => self.feed(Event::Shutdown),
@@ -367,6 +464,25 @@ impl Runner {
         }
         if reap {
             self.reap();
+        }
+    }
+
+    /// SIGCHLD: collects every exited child (all of the process's, or only our own).
+    fn reap(&mut self) {
+        match self.reaping {
+            Reaping::All => {
+                while let Some((pid, exit)) = children::wait_any() {
+                    self.exited(pid, exit);
+                }
+            }
+            Reaping::Own => {
+                let own: Vec<Pid> = self.pids.keys().chain(self.probe_pids.keys()).copied().collect();
+                for pid in own {
+                    if let Some(exit) = children::wait_for(pid) {
+                        self.exited(pid, exit);
+                    }
+                }
+            }
         }
     }
 
@@ -397,11 +513,10 @@ impl Runner {
             return;
         }
         self.say("reloading the manifest");
-        let mask = signal_mask(&manifest);
-        if let Err(e) = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)
-            .and_then(|()| self.signals.set_mask(&mask))
-        {
-            self.say(&format!("reload: cannot watch the new forwarded signals: {e}"));
+        for signal in watched_signals(&manifest, false) {
+            if let Err(e) = self.signals.watch(signal) {
+                self.say(&format!("reload: cannot watch {signal}, which a pool forwards: {e}"));
+            }
         }
         let actions = self.policy.reload(Instant::now(), &manifest);
         // Sockets no pool names any more close; workers still running keep their copies.
@@ -411,52 +526,43 @@ impl Runner {
         self.apply(actions);
     }
 
-    /// Reaps every child that has exited: workers, and orphans re-parented to us.
-    fn reap(&mut self) {
-        loop {
-            let (pid, exit) = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) => (pid, Exit::Code(code)),
-                Ok(WaitStatus::Signaled(pid, signal, _)) => (pid, Exit::Signal(signal as i32)),
-                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
-                Ok(_) => continue,
-                Err(Errno::EINTR) => continue,
-                Err(e) => {
-                    self.say(&format!("waitpid failed: {e}"));
-                    return;
+    /// Child `pid` has exited and was collected: a probe, a worker, or an orphan.
+    fn exited(&mut self, pid: Pid, exit: Exit) {
+        if let Some(fds) = &mut self.pidfds {
+            fds.remove(&pid);
+        }
+        if let Some(w) = self.probe_pids.remove(&pid) {
+            self.probe_done(w, exit == Exit::Code(0));
+            return;
+        }
+        if let Some(w) = self.pids.remove(&pid) {
+            // Its last lines come before the news of its exit.
+            let ready: Vec<bool> = self.logs.iter().map(|l| l.owner() == pid).collect();
+            self.pump_logs(&ready);
+            self.workers.remove(&w);
+            self.probes.remove(&w);
+            // A probe still running for the dead worker must not speak for its successor.
+            let stale: Vec<Pid> = self
+                .probe_pids
+                .iter()
+                .filter(|(_, pw)| **pw == w)
+                .map(|(p, _)| *p)
+                .collect();
+            for probe in stale {
+                self.probe_pids.remove(&probe);
+                let _ = nix::sys::signal::kill(probe, Signal::SIGKILL);
+                // Collected now, as nothing will wait for it later.
+                if let Some(fds) = &mut self.pidfds {
+                    fds.remove(&probe);
                 }
-            };
-            if let Some(w) = self.probe_pids.remove(&pid) {
-                self.probe_done(w, exit == Exit::Code(0));
-                continue;
+                let _ = nix::sys::wait::waitpid(probe, None);
             }
-            if let Some(w) = self.pids.remove(&pid) {
-                // Its last lines come before the news of its exit.
-                let ready: Vec<bool> = self.logs.iter().map(|l| l.owner() == pid).collect();
-                self.pump_logs(&ready);
-                self.workers.remove(&w);
-                self.probes.remove(&w);
-                // A probe still running for the dead worker must not speak for its successor.
-                let stale: Vec<Pid> = self
-                    .probe_pids
-                    .iter()
-                    .filter(|(_, pw)| **pw == w)
-                    .map(|(p, _)| *p)
-                    .collect();
-                for probe in stale {
-                    self.probe_pids.remove(&probe);
-                    let _ = nix::sys::signal::kill(probe, Signal::SIGKILL);
-                }
-                // Whatever the worker left behind in its process group goes with it.
-                let _ = killpg(pid, Signal::SIGKILL);
-                self.feed(Event::Exited(w, exit));
-            } else if self.verbose {
-                // An orphan re-parented to us (we are a subreaper, or PID 1).
-                let how = match exit {
-                    Exit::Code(c) => format!("exit code {c}"),
-                    Exit::Signal(s) => format!("signal {s}"),
-                };
-                self.say(&format!("reaped orphan {pid} ({how})"));
-            }
+            // Whatever the worker left behind in its process group goes with it.
+            let _ = killpg(pid, Signal::SIGKILL);
+            self.feed(Event::Exited(w, exit));
+        } else if self.verbose {
+            // An orphan re-parented to us (we are a subreaper, or PID 1).
+            self.say(&format!("reaped orphan {pid} ({exit})"));
         }
     }
 
@@ -549,6 +655,7 @@ impl Runner {
                         self.timers.remove(&key);
                     }
                     Action::Log(line) => self.say(&line),
+                    Action::Report(w, line) => self.report(w, &line),
                     Action::Exit(code) => self.exit = Some(code),
                 }
             }
@@ -580,7 +687,11 @@ impl Runner {
             }
             Ready::Exec(argv) => {
                 let argv: Vec<String> = argv.iter().map(|a| spawn::expand(a, w.index)).collect();
-                let spawned = std::process::Command::new(&argv[0])
+                let Some(program) = argv.first() else {
+                    self.report(w, "has an empty readiness probe command");
+                    return;
+                };
+                let spawned = std::process::Command::new(program)
                     .args(&argv[1..])
                     .current_dir(&self.base)
                     .stdin(std::process::Stdio::null())
@@ -589,10 +700,12 @@ impl Runner {
                     .spawn();
                 match spawned {
                     Ok(child) => {
-                        self.probe_pids.insert(Pid::from_raw(child.id() as i32), w);
+                        let pid = Pid::from_raw(child.id() as i32);
+                        self.probe_pids.insert(pid, w);
+                        self.watch_child(pid);
                     }
                     Err(e) => {
-                        self.say(&format!("readiness probe {:?} cannot start: {e}", argv[0]));
+                        self.say(&format!("readiness probe {program:?} cannot start: {e}"));
                         self.probe_done(w, false);
                     }
                 }
@@ -654,6 +767,8 @@ impl Runner {
             Ok(spawned) => {
                 self.pids.insert(spawned.pid, w);
                 self.workers.insert(w, spawned.pid);
+                self.last_pid.insert(w, spawned.pid);
+                self.watch_child(spawned.pid);
                 for (fd, stream, output) in [
                     (spawned.stdout, Stream::Out, &pool.stdout),
                     (spawned.stderr, Stream::Err, &pool.stderr),
@@ -668,7 +783,20 @@ impl Runner {
                 }
                 Event::Spawned(w)
             }
-            Err(e) => Event::SpawnFailed(w, format!("{}: {e}", pool.command[0])),
+            Err(e) => Event::SpawnFailed(w, format!("{}: {e}", program(&pool))),
+        }
+    }
+
+    /// Puts a pidfd for child `pid` in the poll set (where the kernel has pidfds).
+    fn watch_child(&mut self, pid: Pid) {
+        let Some(fds) = &mut self.pidfds else { return };
+        match children::pidfd(pid) {
+            Ok(fd) => {
+                fds.insert(pid, fd);
+            }
+            // Only if we are out of descriptors: its exit is noticed at the next SIGCHLD,
+            // if that is watched.
+            Err(e) => self.say(&format!("cannot watch process {pid}: pidfd_open: {e}")),
         }
     }
 }
@@ -681,9 +809,16 @@ impl Drop for Runner {
                 let _ = std::fs::remove_file(path);
             }
         }
-        // Never leave a worker behind, whatever ended the loop.
+        // Never leave a worker behind, whatever ended the loop (an error, a panic), nor a
+        // zombie: nothing else may wait for them.
         for pid in self.workers.values() {
             let _ = killpg(*pid, Signal::SIGKILL);
+        }
+        for pid in self.probe_pids.keys() {
+            let _ = nix::sys::signal::kill(*pid, Signal::SIGKILL);
+        }
+        for pid in self.workers.values().chain(self.probe_pids.keys()) {
+            let _ = nix::sys::wait::waitpid(*pid, None);
         }
     }
 }

@@ -148,8 +148,8 @@ unsafe impl Send for Exec {}
 unsafe impl Sync for Exec {}
 
 impl Exec {
-    fn new(argv: &[String], env: &[(OsString, OsString)], fds: Vec<RawFd>) -> std::io::Result<Exec> {
-        let path = cstring(resolve_program(&argv[0], env)?.as_os_str().as_bytes())?;
+    fn new(program: &str, argv: &[String], env: &[(OsString, OsString)], fds: Vec<RawFd>) -> std::io::Result<Exec> {
+        let path = cstring(resolve_program(program, env)?.as_os_str().as_bytes())?;
         let owned_argv = argv
             .iter()
             .map(|a| cstring(a.as_bytes()))
@@ -244,9 +244,16 @@ pub fn spawn(pool: &Pool, index: u32, ctx: &Context<'_>) -> std::io::Result<Spaw
         Some(_) => vec![std::env::current_exe()?.to_string_lossy().into_owned()],
         None => pool.command.iter().map(|a| expand(a, index)).collect(),
     };
+    let Some((program, args)) = argv.split_first() else {
+        // Manifest::validate refuses it; a manifest that skipped validation gets this.
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the pool's command is empty: nothing to run",
+        ));
+    };
     let env = environment(pool, index, ctx);
-    let mut cmd = Command::new(&argv[0]);
-    cmd.args(&argv[1..]).env_clear().envs(env.iter().map(|(k, v)| (k, v)));
+    let mut cmd = Command::new(program);
+    cmd.args(args).env_clear().envs(env.iter().map(|(k, v)| (k, v)));
     let cwd = match &pool.cwd {
         Some(cwd) => cwd.clone(),
         None => ctx.base.to_path_buf(),
@@ -303,7 +310,7 @@ pub fn spawn(pool: &Pool, index: u32, ctx: &Context<'_>) -> std::io::Result<Spaw
     } else {
         let fds = ctx.listen.iter().map(|(fd, _)| fd.as_raw_fd()).collect();
         // Relative program paths are looked up from the worker's directory, as std does.
-        Some(Exec::new(&argv, &env, fds)?)
+        Some(Exec::new(program, &argv, &env, fds)?)
     };
     let supervisor = nix::unistd::getpid();
     // SAFETY: the closure runs in the forked child before exec. It calls only setpgid,
@@ -336,7 +343,8 @@ pub fn spawn(pool: &Pool, index: u32, ctx: &Context<'_>) -> std::io::Result<Spaw
                 // The supervisor died between fork and prctl.
                 libc::_exit(1);
             }
-            // The supervisor blocks the signals it reads from a signalfd; workers start clean.
+            // Whatever mask the supervising thread inherited from its program, workers start
+            // with none.
             nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
             match exec.as_mut() {
                 // SAFETY: we are the forked child, before exec.

@@ -62,6 +62,10 @@ impl Harness {
                     }
                     Action::Spawn(id) => pending.push(Event::Spawned(*id)),
                     Action::Log(line) => self.log.push(line.clone()),
+                    Action::Report(w, line) => {
+                        self.log
+                            .push(format!("{}.{} {line}", self.policy.pool_name(w.pool), w.index))
+                    }
                     _ => {}
                 }
                 seen.push(action);
@@ -163,10 +167,10 @@ fn a_dependent_waits_for_readiness() {
 }
 
 #[test]
-fn a_crash_restarts_after_the_backoff() {
+fn a_crash_soon_after_the_start_restarts_after_the_backoff() {
     let mut h = Harness::new(vec![pool("web", 1)]);
     h.step(Event::Begin);
-    h.advance(Duration::from_secs(1));
+    h.advance(Duration::from_millis(900));
     let actions = h.step(Event::Exited(w(0, 0), Exit::Signal(9)));
     assert!(spawns(&actions).is_empty(), "not at once");
     let at = h.timers[&TimerKey::Restart(w(0, 0))];
@@ -181,7 +185,7 @@ fn a_crash_restarts_after_the_backoff() {
     assert!(
         h.log
             .iter()
-            .any(|l| l.contains("web.0 ended with killed by SIGKILL; restarting")),
+            .any(|l| l.starts_with("web.0 ended with killed by SIGKILL; restarting in ") && l.ends_with(" ms")),
         "{:?}",
         h.log
     );
@@ -201,6 +205,11 @@ fn backoff_grows_with_consecutive_failures_and_resets_after_a_long_run() {
     }
     assert_eq!(delays, [100, 200, 400, 800].map(Duration::from_millis));
     h.advance(Duration::from_secs(61));
+    assert_eq!(
+        spawns(&h.step(Event::Exited(w(0, 0), Exit::Code(1)))),
+        [w(0, 0)].into(),
+        "after a long run: at once"
+    );
     h.step(Event::Exited(w(0, 0), Exit::Code(1)));
     assert_eq!(
         h.timers[&TimerKey::Restart(w(0, 0))] - h.now,
@@ -221,29 +230,32 @@ fn zero_initial_backoff_restarts_at_once() {
 #[test]
 fn a_crash_loop_gives_up_after_the_limit_naming_the_last_exits() {
     let mut p = pool("web", 1);
+    // Each run counts as started (ready for 1 s), so only the intensity limit applies.
     p.limit = Limit {
         restarts: 3,
         within: Duration::from_secs(60),
+        start_attempts: 0,
         then: LimitAction::Stop,
     };
     let mut h = Harness::new(vec![p, pool("other", 1)]);
     h.step(Event::Begin);
     for i in 0..3 {
-        h.step(Event::Exited(w(0, 0), Exit::Code(10 + i)));
-        h.fire_next();
+        h.advance(Duration::from_secs(1));
+        assert_eq!(
+            spawns(&h.step(Event::Exited(w(0, 0), Exit::Code(10 + i)))),
+            [w(0, 0)].into()
+        );
     }
+    h.advance(Duration::from_secs(1));
     let actions = h.step(Event::Exited(w(0, 0), Exit::Code(13)));
     assert!(spawns(&actions).is_empty() && !h.timers.contains_key(&TimerKey::Restart(w(0, 0))));
     let gave_up = h.log.iter().find(|l| l.contains("gave up")).expect("a give-up message");
     assert!(
-        gave_up.contains("pool web gave up: more than 3 restarts within 60s"),
+        gave_up.contains("web.0 gave up: more than 3 restarts within 60 s"),
         "{gave_up}"
     );
-    assert!(
-        gave_up.contains("web.0: exit code 12, web.0: exit code 13"),
-        "{gave_up}"
-    );
-    assert!(gave_up.contains("the pool stays down"), "{gave_up}");
+    assert!(gave_up.contains("exit code 12, exit code 13"), "{gave_up}");
+    assert!(gave_up.ends_with("; it stays down"), "{gave_up}");
     assert_eq!(exit_code(&actions), None, "the other pool still runs");
 }
 
@@ -253,6 +265,7 @@ fn past_the_limit_with_then_shutdown_the_supervisor_exits_non_zero() {
     p.limit = Limit {
         restarts: 1,
         within: Duration::from_secs(60),
+        start_attempts: 0,
         then: LimitAction::Shutdown,
     };
     let mut h = Harness::new(vec![p, pool("other", 1)]);
@@ -374,10 +387,10 @@ fn heartbeats_hold_the_watchdog_off_and_silence_kills() {
     assert_eq!(key, TimerKey::Watchdog(w(0, 0)));
     assert!(actions.contains(&Action::Kill(w(0, 0))));
     assert!(h.log.iter().any(|l| l.contains("web.0 missed its watchdog")));
-    h.step(Event::Exited(w(0, 0), Exit::Signal(9)));
-    assert!(
-        h.timers.contains_key(&TimerKey::Restart(w(0, 0))),
-        "restarted after its backoff"
+    assert_eq!(
+        spawns(&h.step(Event::Exited(w(0, 0), Exit::Signal(9)))),
+        [w(0, 0)].into(),
+        "up for 18 s: restarted at once"
     );
 }
 
@@ -390,7 +403,7 @@ fn a_program_that_cannot_start_counts_as_a_failure() {
     assert!(h
         .log
         .iter()
-        .any(|l| l.contains("web.0: cannot start: No such file or directory")));
+        .any(|l| l.contains("web.0 cannot start: No such file or directory")));
     assert!(h.timers.contains_key(&TimerKey::Restart(w(0, 0))));
 }
 
@@ -448,6 +461,7 @@ fn one_for_all_counts_one_restart_per_incident() {
     p.limit = Limit {
         restarts: 1,
         within: Duration::from_secs(60),
+        start_attempts: 0,
         then: LimitAction::Stop,
     };
     p.backoff.initial = Duration::ZERO;
@@ -483,11 +497,13 @@ fn a_pool_that_exits_before_it_is_ready_blocks_its_dependents_with_a_message() {
 }
 
 #[test]
-fn a_worker_spawned_as_its_pool_gives_up_is_killed_not_kept() {
+fn a_worker_spawned_as_its_one_for_all_pool_gives_up_is_killed_not_kept() {
     let mut p = pool("web", 2);
+    p.strategy = Strategy::OneForAll;
     p.limit = Limit {
         restarts: 0,
         within: Duration::from_secs(60),
+        start_attempts: 0,
         then: LimitAction::Stop,
     };
     let mut h = Harness::new(vec![p, pool("other", 1)]);
@@ -495,7 +511,13 @@ fn a_worker_spawned_as_its_pool_gives_up_is_killed_not_kept() {
     let actions = h.policy.handle(h.now, Event::Begin);
     assert_eq!(spawns(&actions).len(), 3);
     h.step(Event::SpawnFailed(w(0, 0), "missing".into()));
-    assert!(h.log.iter().any(|l| l.contains("pool web gave up")));
+    assert!(
+        h.log
+            .iter()
+            .any(|l| l.contains("web.0 gave up") && l.ends_with("its pool (one-for-all) stays down")),
+        "{:?}",
+        h.log
+    );
     let actions = h.step(Event::Spawned(w(0, 1)));
     assert!(actions.contains(&Action::Kill(w(0, 1))), "{actions:?}");
 }
@@ -507,7 +529,10 @@ fn repeated_spawn_failures_keep_backing_off_after_a_long_run() {
     let mut h = Harness::new(vec![p]);
     h.step(Event::Begin);
     h.advance(Duration::from_secs(120));
-    h.step(Event::Exited(w(0, 0), Exit::Code(1)));
+    // Restarted at once after the long run; that spawn fails, and so do the next ones.
+    let actions = h.policy.handle(h.now, Event::Exited(w(0, 0), Exit::Code(1)));
+    assert_eq!(spawns(&actions), [w(0, 0)].into());
+    h.step(Event::SpawnFailed(w(0, 0), "missing".into()));
     let mut delays = Vec::new();
     for _ in 0..3 {
         let at = h.timers[&TimerKey::Restart(w(0, 0))];
@@ -587,3 +612,5 @@ fn a_reload_restarts_a_changed_pool_one_worker_at_a_time_each_after_the_last_is_
         "a rolling restart costs no restart budget"
     );
 }
+
+mod restarts;
