@@ -332,11 +332,17 @@ fn a_frozen_worker_holds_no_call_past_its_deadline_and_the_pool_keeps_half_its_t
     let deadline = Duration::from_secs(1);
     let pool = CalcPool::new(endpoints).with_timeout(deadline);
     let window = Duration::from_secs(3);
-    let (healthy, _) = load(&pool, Instant::now() + window);
+    let (healthy_before, _) = load(&pool, Instant::now() + window);
     let frozen = Frozen::freeze(before[1]);
     let (degraded, longest) = load(&pool, Instant::now() + window);
     drop(frozen);
-    eprintln!("healthy: {healthy} calls, one frozen: {degraded} calls, longest call {longest:?}");
+    // Healthy again once it runs; the lesser healthy window is the reference, so that a
+    // machine busier before or after than during the freeze does not fail the test.
+    let (healthy_after, _) = load(&pool, Instant::now() + window);
+    let healthy = healthy_before.min(healthy_after);
+    eprintln!(
+        "healthy: {healthy_before} then {healthy_after} calls, one frozen: {degraded} calls, longest call {longest:?}"
+    );
     // The target is the deadline plus 100 ms; the margin is for a loaded machine. Without
     // deadlines on the pool every caller stays stuck on the frozen worker.
     assert!(
