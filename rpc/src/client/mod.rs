@@ -28,6 +28,10 @@ mod pending;
 
 pub use pending::PendingCall;
 
+/// How long a send that found the connection closed waits for another caller to read the
+/// peer's last frames (its goodbye, say) before saying how the connection ended.
+const LAST_WORDS_WAIT: Duration = Duration::from_millis(100);
+
 /// How a [`Client`] behaves.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -408,11 +412,7 @@ impl Inner {
             SendError::Closed(reason) => {
                 // The frame was not taken, so it was not sent. Why the connection closed may
                 // be waiting unread (a stopping server's goodbye): look before saying.
-                let mut st = self.lock();
-                if st.failed.is_none() && !st.reading {
-                    st = self.read_once(st, Wait::NonBlock).0;
-                    self.notify(&st);
-                }
+                let st = self.read_what_is_left(self.lock());
                 let failure = st.failed.clone().unwrap_or(Failure {
                     reason,
                     ending: Ending::Died,
@@ -541,6 +541,32 @@ impl Inner {
             Err(e) => self.fail(&mut st, crate::error::chain(&e), Ending::Died),
         }
         (st, false)
+    }
+
+    /// Reads what the peer sent before it closed, until the connection is marked failed
+    /// (with the peer's goodbye, if it said one) or nothing more is there. A peer that has
+    /// closed has sent everything, so this waits only for another reader to finish, briefly.
+    fn read_what_is_left<'a>(&'a self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        let until = Instant::now() + LAST_WORDS_WAIT;
+        while st.failed.is_none() {
+            if !st.reading {
+                let (next, ran_out) = self.read_once(st, Wait::NonBlock);
+                st = next;
+                self.notify(&st);
+                if ran_out {
+                    break;
+                }
+                continue;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            st.waiters += 1;
+            st = self.replies.wait_timeout(st, left).unwrap_or_else(|e| e.into_inner()).0;
+            st.waiters -= 1;
+        }
+        st
     }
 
     fn out_of_time(&self, st: MutexGuard<'_, State>, method: Method, wait: Wait) -> Result<Option<Vec<u8>>, RpcError> {
