@@ -4,6 +4,7 @@
 //! - [`transport`]: frames over Unix sockets, TCP, anonymous pipes and named FIFOs, each
 //!   with blocking, deadline-bound and non-blocking operations ([`Wait`]).
 //! - [`protocol`]: the frame layout, the envelope, the handshake.
+//! - [`shm`]: shared memory regions and the synchronisation primitives that live in them.
 //! - [`Client`]: one connection shared by many threads; calls are multiplexed by request id.
 //! - [`pool::Pool`]: a client for a pool of workers, one endpoint each.
 //! - [`Server`]: serves a [`Service`] on a listener or a single connection.
@@ -68,6 +69,7 @@ pub mod pool;
 pub mod protocol;
 mod server;
 mod service;
+pub mod shm;
 mod sys;
 pub mod transport;
 mod typed;
