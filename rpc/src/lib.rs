@@ -49,8 +49,8 @@
 //! `{:?}`, a log line with [`ErrorChain`]) can print it. The layers below the user
 //! ([`TransportError`], [`HandshakeError`], [`ServerError`]) say only their own part, so
 //! each cause appears once in such a report. The errors a caller gets ([`RpcError`],
-//! [`CallError`]) also print their whole chain with `{}`, so that `eprintln!("{e}")` says
-//! why without a reporter:
+//! [`CallError`], and [`shm::ShmError`]) also print their whole chain with `{}`, so that
+//! `eprintln!("{e}")` says why without a reporter:
 //!
 //! ```text
 //! call to `connect` failed: connection to unix:/run/calc.sock is gone: connect on unix:/run/calc.sock failed: No such file or directory (os error 2)

@@ -75,8 +75,7 @@ pub enum ShmError {
         /// What is wrong with it.
         problem: EnvProblem,
     },
-    /// A message on a socket came without the descriptors it should have carried, or with
-    /// fewer than were sent (the receiver's buffer was too small, or a limit was hit).
+    /// A message on a socket came without the descriptors it should have carried.
     #[error("the message on fd {socket} carried {got} descriptors, not the {expected} expected")]
     MissingFds {
         /// The socket.
@@ -85,6 +84,16 @@ pub enum ShmError {
         got: usize,
         /// Descriptors expected.
         expected: usize,
+    },
+    /// A message on a socket carried more descriptors than the receiver takes
+    /// ([`MAX_FDS`](super::MAX_FDS)); those that did not fit were closed by the kernel, and
+    /// those that did by the receiver.
+    #[error("a message on fd {socket} carried more than the {max} descriptors a receiver takes")]
+    TooManyFds {
+        /// The socket.
+        socket: RawFd,
+        /// The most a message may carry.
+        max: usize,
     },
     /// The peer closed the socket before a descriptor arrived.
     #[error("the peer closed socket fd {socket} before sending a descriptor")]

@@ -22,6 +22,10 @@ pub const MAX_FDS: usize = 16;
 ///
 /// Waits if the socket is blocking; on a non-blocking socket that is full it fails with
 /// `EAGAIN` as [`ShmError::Os`], and nothing was sent.
+///
+/// # Panics
+///
+/// If `data` is empty or `fds` has more than [`MAX_FDS`] descriptors.
 pub fn send_fds(socket: BorrowedFd<'_>, data: &[u8], fds: &[BorrowedFd<'_>]) -> Result<usize, ShmError> {
     assert!(!data.is_empty(), "send_fds needs at least one byte of data");
     assert!(fds.len() <= MAX_FDS, "send_fds carries at most {MAX_FDS} descriptors");
@@ -42,8 +46,12 @@ pub fn send_fds(socket: BorrowedFd<'_>, data: &[u8], fds: &[BorrowedFd<'_>]) -> 
 /// `socket`, with the descriptors it carries (at most [`MAX_FDS`]). Returns the bytes read
 /// and the descriptors; zero bytes mean the peer closed the socket.
 ///
-/// A message whose descriptors did not all fit is an error ([`ShmError::MissingFds`]); the
+/// A message whose descriptors did not all fit is an error ([`ShmError::TooManyFds`]); the
 /// ones that did arrive are closed.
+///
+/// # Panics
+///
+/// If `buf` is empty.
 pub fn recv_fds(socket: BorrowedFd<'_>, buf: &mut [u8]) -> Result<(usize, Vec<OwnedFd>), ShmError> {
     assert!(!buf.is_empty(), "recv_fds needs room for at least one byte");
     let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
@@ -74,10 +82,9 @@ pub fn recv_fds(socket: BorrowedFd<'_>, buf: &mut [u8]) -> Result<(usize, Vec<Ow
         }
     }
     if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
-        return Err(ShmError::MissingFds {
+        return Err(ShmError::TooManyFds {
             socket: socket.as_raw_fd(),
-            got: fds.len(),
-            expected: MAX_FDS + 1,
+            max: MAX_FDS,
         });
     }
     Ok((msg.bytes, fds))

@@ -55,6 +55,8 @@ const LIVENESS_EVERY: Duration = Duration::from_secs(1);
 ///   late, never doubled.
 ///
 /// Permits belong to processes, not threads: the threads of one process share its slot.
+/// Holders are told apart by pid, so every process that uses one semaphore must be in the
+/// same pid namespace.
 /// Acquiring takes the table's lock, so this is no lock-free fast path; waiting sleeps on a
 /// futex word bumped by every release (shared futex, see the module docs).
 #[derive(Debug)]

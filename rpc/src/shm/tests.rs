@@ -128,3 +128,12 @@ fn bad_region_names_and_missing_variables_are_clear_errors() {
         "{err}"
     );
 }
+
+#[test]
+fn an_os_failure_says_the_os_reason_in_its_text() {
+    // More than any address space: the mapping must fail, and say why.
+    let err = Region::create(1 << 60).unwrap_err();
+    assert!(matches!(err, ShmError::Os { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("failed: ") && text.contains("os error"), "{text}");
+}
