@@ -55,6 +55,22 @@ fn four_processes_incrementing_under_the_robust_mutex_lose_no_increment() -> Out
     Ok(())
 }
 
+fn processes_racing_to_open_or_create_in_a_zeroed_region_share_one_mutex() -> Outcome {
+    // As a supervisor hands it over: zeroed, nothing created yet.
+    let region = Region::create(REGION)?;
+    for kid in spawn_many(&region, "open-or-create", PROCESSES) {
+        kid.succeed();
+    }
+    let mutex = RobustMutex::<u64>::open(&region, PRIMITIVE)?;
+    let total = mutex.lock()?.recover(|_| panic!("nobody died"))?.load();
+    assert_eq!(
+        total,
+        u64::from(PROCESSES) * 1_000,
+        "a second creation would have reset the count"
+    );
+    Ok(())
+}
+
 fn a_holder_killed_while_holding_the_mutex_is_reported_to_the_next_locker_who_repairs_it() -> Outcome {
     let region = Region::create(REGION)?;
     let mutex = RobustMutex::<Guarded>::create(&region, PRIMITIVE, [41, 0])?;
@@ -216,6 +232,19 @@ fn child(args: &[String]) {
                 guard.update(|n| *n += 1);
             }
         }
+        "open-or-create" => {
+            let mutex = RobustMutex::open_or_create(&region, PRIMITIVE, 0u64).unwrap();
+            let spin = Spinlock::open_or_create(&region, START, 0u64).unwrap();
+            for _ in 0..1_000 {
+                mutex
+                    .lock()
+                    .unwrap()
+                    .recover(|_| panic!("nobody died"))
+                    .unwrap()
+                    .update(|n| *n += 1);
+                spin.lock().update(|n| *n += 1);
+            }
+        }
         "mutex-hold" => {
             let mutex = RobustMutex::<Guarded>::open(&region, PRIMITIVE).unwrap();
             let guard = mutex.lock().unwrap().recover(|_| panic!("nobody died")).unwrap();
@@ -318,48 +347,22 @@ fn main() {
         child(&args);
         return;
     }
-    let trial = |name: &'static str, f: fn() -> Outcome| Trial::test(name, f);
-    let trials = vec![
-        trial(
-            "four_processes_incrementing_under_the_robust_mutex_lose_no_increment",
-            four_processes_incrementing_under_the_robust_mutex_lose_no_increment,
-        ),
-        trial(
-            "a_holder_killed_while_holding_the_mutex_is_reported_to_the_next_locker_who_repairs_it",
-            a_holder_killed_while_holding_the_mutex_is_reported_to_the_next_locker_who_repairs_it,
-        ),
-        trial(
-            "the_semaphore_never_admits_more_processes_than_its_permits",
-            the_semaphore_never_admits_more_processes_than_its_permits,
-        ),
-        trial(
-            "a_permit_held_by_a_killed_process_comes_back_on_reclaim",
-            a_permit_held_by_a_killed_process_comes_back_on_reclaim,
-        ),
-        trial(
-            "a_waiter_gets_the_permit_of_a_killed_holder_without_a_reclaim",
-            a_waiter_gets_the_permit_of_a_killed_holder_without_a_reclaim,
-        ),
-        trial(
-            "no_process_passes_a_barrier_generation_before_all_have_arrived",
-            no_process_passes_a_barrier_generation_before_all_have_arrived,
-        ),
-        trial(
-            "four_processes_incrementing_under_the_spinlock_lose_no_increment",
-            four_processes_incrementing_under_the_spinlock_lose_no_increment,
-        ),
-        trial(
-            "binary_semaphores_carry_signals_both_ways_between_two_processes",
-            binary_semaphores_carry_signals_both_ways_between_two_processes,
-        ),
-        trial(
-            "timeouts_on_primitives_held_by_another_process_return_after_the_timeout",
-            timeouts_on_primitives_held_by_another_process_return_after_the_timeout,
-        ),
-        trial(
-            "a_child_claims_a_passed_region_once_and_sees_the_parents_writes",
-            a_child_claims_a_passed_region_once_and_sees_the_parents_writes,
-        ),
+    // Each test by its function's name.
+    macro_rules! trials {
+        ($($test:ident),* $(,)?) => { vec![$(Trial::test(stringify!($test), $test)),*] };
+    }
+    let trials = trials![
+        four_processes_incrementing_under_the_robust_mutex_lose_no_increment,
+        processes_racing_to_open_or_create_in_a_zeroed_region_share_one_mutex,
+        a_holder_killed_while_holding_the_mutex_is_reported_to_the_next_locker_who_repairs_it,
+        the_semaphore_never_admits_more_processes_than_its_permits,
+        a_permit_held_by_a_killed_process_comes_back_on_reclaim,
+        a_waiter_gets_the_permit_of_a_killed_holder_without_a_reclaim,
+        no_process_passes_a_barrier_generation_before_all_have_arrived,
+        four_processes_incrementing_under_the_spinlock_lose_no_increment,
+        binary_semaphores_carry_signals_both_ways_between_two_processes,
+        timeouts_on_primitives_held_by_another_process_return_after_the_timeout,
+        a_child_claims_a_passed_region_once_and_sees_the_parents_writes,
     ];
     libtest_mimic::run(&Arguments::from_args(), trials).exit();
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::error::ShmError;
 use super::futex::{self, Woke};
-use super::header::{self, Kind, HEADER};
+use super::header::{self, Claim, Kind, HEADER};
 use super::region::Region;
 
 const KIND: Kind = Kind {
@@ -54,13 +54,35 @@ impl<'r> Barrier<'r> {
     /// Creates a barrier for `parties` (at least 1) at `offset` (a multiple of 8) of
     /// `region`, before any other process uses it there.
     pub fn create(region: &'r Region, offset: usize, parties: u32) -> Result<Barrier<'r>, ShmError> {
+        Self::check_parties(parties)?;
+        header::reserve(region, offset, Self::SIZE, KIND)?;
+        Self::init(region, offset, parties)
+    }
+
+    /// Opens the barrier at `offset` of a region that starts zeroed (one a supervisor
+    /// created), creating it for `parties` if nothing is there yet: of several processes that call
+    /// this at once, exactly one creates and the others wait for it (at most 10 s, for one
+    /// that died half-way), then open.
+    pub fn open_or_create(region: &'r Region, offset: usize, parties: u32) -> Result<Barrier<'r>, ShmError> {
+        Self::check_parties(parties)?;
+        match header::claim(region, offset, Self::SIZE, KIND)? {
+            Claim::Create => Self::init(region, offset, parties),
+            Claim::Open => Self::open(region, offset),
+        }
+    }
+
+    fn check_parties(parties: u32) -> Result<(), ShmError> {
         if parties == 0 {
             return Err(ShmError::Invalid {
                 what: KIND.name,
                 detail: "a barrier needs at least one party".into(),
             });
         }
-        header::reserve(region, offset, Self::SIZE, KIND)?;
+        Ok(())
+    }
+
+    /// Initialises the state of a reserved or claimed header, and publishes it.
+    fn init(region: &'r Region, offset: usize, parties: u32) -> Result<Barrier<'r>, ShmError> {
         let words = region.atomics::<AtomicU32>(offset + HEADER, 2, KIND.name)?;
         words[0].store(parties, Ordering::Relaxed);
         words[1].store(0, Ordering::Relaxed);

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::error::ShmError;
 use super::futex::{self, Woke};
-use super::header::{self, Kind, HEADER};
+use super::header::{self, Claim, Kind, HEADER};
 use super::region::Region;
 
 const KIND: Kind = Kind {
@@ -38,6 +38,22 @@ impl<'r> BinarySemaphore<'r> {
     /// other process uses it there.
     pub fn create(region: &'r Region, offset: usize, posted: bool) -> Result<BinarySemaphore<'r>, ShmError> {
         header::reserve(region, offset, Self::SIZE, KIND)?;
+        Self::init(region, offset, posted)
+    }
+
+    /// Opens the binary semaphore at `offset` of a region that starts zeroed (one a supervisor
+    /// created), creating it, posted if `posted`, if nothing is there yet: of several processes that call
+    /// this at once, exactly one creates and the others wait for it (at most 10 s, for one
+    /// that died half-way), then open.
+    pub fn open_or_create(region: &'r Region, offset: usize, posted: bool) -> Result<BinarySemaphore<'r>, ShmError> {
+        match header::claim(region, offset, Self::SIZE, KIND)? {
+            Claim::Create => Self::init(region, offset, posted),
+            Claim::Open => Self::open(region, offset),
+        }
+    }
+
+    /// Initialises the state of a reserved or claimed header, and publishes it.
+    fn init(region: &'r Region, offset: usize, posted: bool) -> Result<BinarySemaphore<'r>, ShmError> {
         let sem = Self::at(region, offset)?;
         sem.state.store(u32::from(posted), Ordering::Relaxed);
         sem.waiters.store(0, Ordering::Relaxed);

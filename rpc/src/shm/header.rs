@@ -7,8 +7,10 @@
 //! the initialised state.
 
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 use super::error::ShmError;
+use super::futex;
 use super::region::Region;
 
 /// The layout version of every primitive in this module.
@@ -57,11 +59,61 @@ pub(crate) fn reserve(region: &Region, offset: usize, size: usize, kind: Kind) -
     Ok(())
 }
 
+/// The magic word while a process initialises the primitive for `open_or_create`; no
+/// primitive's magic.
+const INITIALISING: u32 = u32::MAX;
+
+/// How long `open_or_create` waits for another process to finish initialising a primitive
+/// (it takes microseconds; only a process that died half-way makes it last).
+const INIT_WAIT: Duration = Duration::from_secs(10);
+
+/// What `open_or_create` must do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Claim {
+    /// Nothing was there: this process initialises it, then publishes it.
+    Create,
+    /// Another process created it: open it.
+    Open,
+}
+
+/// For `open_or_create` in a region that starts zeroed (a supervisor's): the first process
+/// to find the magic word 0 takes it (compare-exchange to a marker) and initialises; the
+/// others wait for the magic, then open.
+pub(crate) fn claim(region: &Region, offset: usize, size: usize, kind: Kind) -> Result<Claim, ShmError> {
+    region.check(offset, size, 8, kind.name)?;
+    let (magic, version) = words(region, offset, kind)?;
+    match magic.compare_exchange(0, INITIALISING, Ordering::Acquire, Ordering::Acquire) {
+        Ok(_) => {
+            version.store(VERSION, Ordering::Relaxed);
+            return Ok(Claim::Create);
+        }
+        Err(INITIALISING) => {
+            let deadline = Instant::now() + INIT_WAIT;
+            while magic.load(Ordering::Acquire) == INITIALISING {
+                if futex::wait(magic, INITIALISING, Some(deadline)) == futex::Woke::TimedOut {
+                    return Err(ShmError::Corrupt {
+                        what: kind.name,
+                        offset,
+                        detail: format!(
+                            "another process began initialising it and did not finish within {INIT_WAIT:?} (did it die?)"
+                        ),
+                    });
+                }
+            }
+        }
+        Err(_) => {}
+    }
+    check(region, offset, size, kind)?;
+    Ok(Claim::Open)
+}
+
 /// Publishes a primitive whose state is initialised.
 pub(crate) fn publish(region: &Region, offset: usize, kind: Kind) -> Result<(), ShmError> {
     let (magic, _) = words(region, offset, kind)?;
     // Release: whoever loads the magic with Acquire sees every store of the initialisation.
     magic.store(kind.magic, Ordering::Release);
+    // After the store: processes waiting in `claim` for it.
+    futex::wake(magic, u32::MAX);
     Ok(())
 }
 

@@ -9,7 +9,7 @@ use bytemuck::Pod;
 
 use super::access::View;
 use super::error::ShmError;
-use super::header::{self, Kind, HEADER};
+use super::header::{self, Claim, Kind, HEADER};
 use super::region::Region;
 use super::robust::{self, Acquired, RawRobust, Wait};
 
@@ -75,6 +75,23 @@ impl<'r, T: Pod> RobustMutex<'r, T> {
     pub fn create(region: &'r Region, offset: usize, value: T) -> Result<RobustMutex<'r, T>, ShmError> {
         region.check(offset, Self::SIZE, header::align_for::<T>(), KIND.name)?;
         header::reserve(region, offset, Self::SIZE, KIND)?;
+        Self::init(region, offset, value)
+    }
+
+    /// Opens the mutex at `offset` of a region that starts zeroed (one a supervisor
+    /// created), creating it holding `value` if nothing is there yet: of several processes that call
+    /// this at once, exactly one creates and the others wait for it (at most 10 s, for one
+    /// that died half-way), then open.
+    pub fn open_or_create(region: &'r Region, offset: usize, value: T) -> Result<RobustMutex<'r, T>, ShmError> {
+        region.check(offset, Self::SIZE, header::align_for::<T>(), KIND.name)?;
+        match header::claim(region, offset, Self::SIZE, KIND)? {
+            Claim::Create => Self::init(region, offset, value),
+            Claim::Open => Self::open(region, offset),
+        }
+    }
+
+    /// Initialises the state of a reserved or claimed header, and publishes it.
+    fn init(region: &'r Region, offset: usize, value: T) -> Result<RobustMutex<'r, T>, ShmError> {
         let mutex = Self::at(region, offset)?;
         region
             .atomic::<AtomicU32>(offset + HEADER)?

@@ -173,3 +173,26 @@ fn permits_of_a_pid_come_back_on_reclaim_and_a_stale_release_gives_nothing() {
         "permits reclaimed are not given back twice"
     );
 }
+
+#[test]
+fn open_or_create_creates_once_and_then_opens_and_refuses_another_kind() {
+    let region = Region::create(8192).unwrap();
+    let sem = Semaphore::open_or_create(&region, 0, 3).unwrap();
+    let _permit = sem.acquire().unwrap();
+    // A second call opens what is there: the permit taken stays taken.
+    let again = Semaphore::open_or_create(&region, 0, 3).unwrap();
+    assert_eq!(again.available().unwrap(), 2);
+    let err = Barrier::open_or_create(&region, 0, 2).unwrap_err();
+    assert!(matches!(err, ShmError::BadMagic { what: "barrier", .. }), "{err}");
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                let b = BinarySemaphore::open_or_create(&region, 1024, false).unwrap();
+                b.post();
+            });
+        }
+    });
+    assert!(BinarySemaphore::open(&region, 1024).unwrap().try_wait());
+    let barrier = Barrier::open_or_create(&region, 2048, 1).unwrap();
+    assert!(barrier.wait().unwrap().leader);
+}

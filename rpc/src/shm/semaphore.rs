@@ -10,7 +10,7 @@ use nix::unistd::Pid;
 
 use super::error::ShmError;
 use super::futex::{self, Woke};
-use super::header::{self, Kind, HEADER};
+use super::header::{self, Claim, Kind, HEADER};
 use super::region::Region;
 use super::robust::{Acquired, RawRobust, Wait};
 
@@ -78,13 +78,35 @@ impl<'r> Semaphore<'r> {
     /// Creates a semaphore with `permits` permits (at least 1; 1 makes it binary) at `offset`
     /// (a multiple of 8) of `region`, before any other process uses it there.
     pub fn create(region: &'r Region, offset: usize, permits: u32) -> Result<Semaphore<'r>, ShmError> {
+        Self::check_permits(permits)?;
+        header::reserve(region, offset, Self::SIZE, KIND)?;
+        Self::init(region, offset, permits)
+    }
+
+    /// Opens the semaphore at `offset` of a region that starts zeroed (one a supervisor
+    /// created), creating it with `permits` permits if nothing is there yet: of several processes that call
+    /// this at once, exactly one creates and the others wait for it (at most 10 s, for one
+    /// that died half-way), then open.
+    pub fn open_or_create(region: &'r Region, offset: usize, permits: u32) -> Result<Semaphore<'r>, ShmError> {
+        Self::check_permits(permits)?;
+        match header::claim(region, offset, Self::SIZE, KIND)? {
+            Claim::Create => Self::init(region, offset, permits),
+            Claim::Open => Self::open(region, offset),
+        }
+    }
+
+    fn check_permits(permits: u32) -> Result<(), ShmError> {
         if permits == 0 {
             return Err(ShmError::Invalid {
                 what: KIND.name,
                 detail: "a semaphore needs at least one permit".into(),
             });
         }
-        header::reserve(region, offset, Self::SIZE, KIND)?;
+        Ok(())
+    }
+
+    /// Initialises the state of a reserved or claimed header, and publishes it.
+    fn init(region: &'r Region, offset: usize, permits: u32) -> Result<Semaphore<'r>, ShmError> {
         let sem = Self::at(region, offset)?;
         sem.words[PERMITS].store(permits, Ordering::Relaxed);
         sem.words[SEQ].store(0, Ordering::Relaxed);
