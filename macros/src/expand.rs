@@ -297,6 +297,7 @@ fn client(rt: &TokenStream, names: &Names, model: &Service<'_>) -> TokenStream {
             }
         }
     });
+    let deadlines = deadlines(rt, &format_ident!("client"), starter, "connection");
     quote! {
         #[doc = #client_doc]
         #[derive(::core::clone::Clone, ::core::fmt::Debug)]
@@ -343,38 +344,45 @@ fn client(rt: &TokenStream, names: &Names, model: &Service<'_>) -> TokenStream {
                 &self.client
             }
 
-            /// A copy of this client (same connection) whose calls must finish by `deadline`.
-            pub fn with_deadline(&self, deadline: ::std::time::Instant) -> Self {
-                Self { client: ::core::clone::Clone::clone(&self.client), deadline: ::core::option::Option::Some(deadline), timeout: ::core::option::Option::None }
-            }
-
-            /// A copy of this client (same connection) whose calls each must finish within
-            /// `timeout` of starting.
-            pub fn with_timeout(&self, timeout: ::std::time::Duration) -> Self {
-                Self { client: ::core::clone::Clone::clone(&self.client), deadline: ::core::option::Option::None, timeout: ::core::option::Option::Some(timeout) }
-            }
-
-            /// Calls that return at once with a `PendingCall` to wait on, poll or drop;
-            /// sending waits for room in the outgoing queue.
-            pub fn start(&self) -> #starter<'_> {
-                #starter { client: self, wait: #rt::Wait::deadline(self.__procwire_deadline()) }
-            }
-
-            /// Like [`start`](Self::start), but sending fails with `WouldBlock` instead of
-            /// waiting for room.
-            pub fn try_start(&self) -> #starter<'_> {
-                #starter { client: self, wait: #rt::Wait::NonBlock }
-            }
-
-            fn __procwire_deadline(&self) -> ::core::option::Option<::std::time::Instant> {
-                match (self.deadline, self.timeout) {
-                    (::core::option::Option::Some(d), _) => ::core::option::Option::Some(d),
-                    (::core::option::Option::None, ::core::option::Option::Some(t)) => ::std::time::Instant::now().checked_add(t),
-                    (::core::option::Option::None, ::core::option::Option::None) => ::core::option::Option::None,
-                }
-            }
+            #deadlines
 
             #(#methods)*
+        }
+    }
+}
+
+/// `with_deadline`, `with_timeout`, `start` and `try_start` of a client or a pool client
+/// whose connection (or connections) is in `field`, and whose starter type is `starter`.
+fn deadlines(rt: &TokenStream, field: &Ident, starter: &Ident, connections: &str) -> TokenStream {
+    let deadline_doc = format!(" A copy of this client (same {connections}) whose calls must finish by `deadline`.");
+    let timeout_doc = format!(
+        " A copy of this client (same {connections}) whose calls each must finish within `timeout` of starting."
+    );
+    quote! {
+        #[doc = #deadline_doc]
+        pub fn with_deadline(&self, deadline: ::std::time::Instant) -> Self {
+            Self { #field: ::core::clone::Clone::clone(&self.#field), deadline: ::core::option::Option::Some(deadline), timeout: ::core::option::Option::None }
+        }
+
+        #[doc = #timeout_doc]
+        pub fn with_timeout(&self, timeout: ::std::time::Duration) -> Self {
+            Self { #field: ::core::clone::Clone::clone(&self.#field), deadline: ::core::option::Option::None, timeout: ::core::option::Option::Some(timeout) }
+        }
+
+        /// Calls that return at once with a `PendingCall` to wait on, poll or drop;
+        /// sending waits for room in the outgoing queue.
+        pub fn start(&self) -> #starter<'_> {
+            #starter { #field: self, wait: #rt::Wait::deadline(self.__procwire_deadline()) }
+        }
+
+        /// Like [`start`](Self::start), but sending fails with `WouldBlock` instead of
+        /// waiting for room.
+        pub fn try_start(&self) -> #starter<'_> {
+            #starter { #field: self, wait: #rt::Wait::NonBlock }
+        }
+
+        fn __procwire_deadline(&self) -> ::core::option::Option<::std::time::Instant> {
+            #rt::__private::deadline(self.deadline, self.timeout)
         }
     }
 }
@@ -420,11 +428,24 @@ fn starter(rt: &TokenStream, names: &Names, model: &Service<'_>) -> TokenStream 
             }
         }
     });
+    starter_type(rt, vis, starter, &format_ident!("client"), client, &doc, methods)
+}
+
+/// A starter type: a borrowed client (or pool client) in `field`, and how a send may wait.
+fn starter_type(
+    rt: &TokenStream,
+    vis: &syn::Visibility,
+    starter: &Ident,
+    field: &Ident,
+    target: &Ident,
+    doc: &str,
+    methods: impl Iterator<Item = TokenStream>,
+) -> TokenStream {
     quote! {
         #[doc = #doc]
         #[derive(::core::fmt::Debug)]
         #vis struct #starter<'a> {
-            client: &'a #client,
+            #field: &'a #target,
             wait: #rt::Wait,
         }
 
@@ -553,11 +574,17 @@ fn pool(rt: &TokenStream, names: &Names, model: &Service<'_>) -> TokenStream {
         vis, service, client, ..
     } = names;
     let pool = format_ident!("{}Pool", service);
+    let starter = format_ident!("{}PoolStart", service);
     let doc = format!(
-        "A client for a whole pool of [`{service}`] workers, one endpoint each: calls go round robin; \
-         a call on a worker that dies fails naming it, and methods marked `#[procwire(idempotent)]` are \
-         retried on the other workers, each at most once."
+        "A client for a whole pool of [`{service}`] workers, one endpoint each: each call goes to the \
+         worker with the fewest calls outstanding, and a worker that hangs or does not answer is skipped. \
+         Every call has a deadline (the configuration's call timeout unless set with `with_timeout` or \
+         `with_deadline`). A call on a worker that stops or dies fails naming it; a call that did not run, \
+         and one of a method marked `#[procwire(idempotent)]`, is tried on another worker, each at most once. \
+         Cheap to clone: clones share the connections."
     );
+    let starter_doc =
+        format!("Calls of [`{service}`] on a pool that return before their reply: see [`{pool}::start`].");
     let methods = model.methods.iter().map(|method| {
         let name = method.name;
         let method_name = name.to_string();
@@ -573,15 +600,15 @@ fn pool(rt: &TokenStream, names: &Names, model: &Service<'_>) -> TokenStream {
                 where #(#bounds),*
                 {
                     #constant
-                    self.pool.call(#method_name, #idempotent, |__procwire_client| {
-                        __procwire_client.notify(METHOD, &#args, #rt::Wait::Block)
+                    self.pool.notify(#method_name, #idempotent, self.__procwire_deadline(), |__procwire_client, __procwire_deadline| {
+                        __procwire_client.notify(METHOD, &#args, #rt::Wait::deadline(__procwire_deadline))
                     })
                 }
             };
         }
         let wire = reply_type(rt, &method.output);
-        let call = quote!(self.pool.call(#method_name, #idempotent, |__procwire_client| {
-            __procwire_client.call::<_, #wire>(METHOD, &#args, ::core::option::Option::None)
+        let call = quote!(self.pool.call(#method_name, #idempotent, self.__procwire_deadline(), |__procwire_client, __procwire_deadline| {
+            __procwire_client.call::<_, #wire>(METHOD, &#args, __procwire_deadline)
         }));
         let (ret, body) = typed_reply(rt, &method.output, &wire, call);
         quote! {
@@ -594,31 +621,101 @@ fn pool(rt: &TokenStream, names: &Names, model: &Service<'_>) -> TokenStream {
             }
         }
     });
+    let start_methods = model.methods.iter().map(|method| {
+        let name = method.name;
+        let method_name = name.to_string();
+        let docs = docs(method);
+        let (params, args) = client_args(rt, method, true);
+        let constant = method_const(rt, method);
+        let bounds = wire_bounds(rt, method);
+        if method.oneway {
+            let idempotent = method.idempotent;
+            return quote! {
+                #(#docs)*
+                pub fn #name(&self, #(#params),*) -> ::core::result::Result<(), #rt::RpcError>
+                where #(#bounds),*
+                {
+                    #constant
+                    let __procwire_wait = self.wait;
+                    self.pool.pool.notify(#method_name, #idempotent, self.pool.__procwire_deadline(), |__procwire_client, __procwire_deadline| {
+                        let __procwire_wait = match __procwire_wait {
+                            #rt::Wait::NonBlock => #rt::Wait::NonBlock,
+                            _ => #rt::Wait::deadline(__procwire_deadline),
+                        };
+                        __procwire_client.notify(METHOD, &#args, __procwire_wait)
+                    })
+                }
+            };
+        }
+        let wire = reply_type(rt, &method.output);
+        quote! {
+            #(#docs)*
+            pub fn #name(&self, #(#params),*) -> ::core::result::Result<#rt::PendingCall<#wire>, #rt::RpcError>
+            where #(#bounds),*
+            {
+                #constant
+                let __procwire_wait = self.wait;
+                self.pool.pool.start(#method_name, self.pool.__procwire_deadline(), |__procwire_client, __procwire_deadline| {
+                    match __procwire_wait {
+                        #rt::Wait::NonBlock => __procwire_client.try_start(METHOD, &#args, __procwire_deadline),
+                        _ => __procwire_client.start(METHOD, &#args, __procwire_deadline),
+                    }
+                })
+            }
+        }
+    });
+    let deadlines = deadlines(rt, &format_ident!("pool"), &starter, "connections");
+    let starter_type = starter_type(
+        rt,
+        vis,
+        &starter,
+        &format_ident!("pool"),
+        &pool,
+        &starter_doc,
+        start_methods,
+    );
     quote! {
         #[doc = #doc]
-        #[derive(::core::fmt::Debug)]
+        #[derive(::core::clone::Clone, ::core::fmt::Debug)]
         #vis struct #pool {
             pool: #rt::pool::Pool,
+            deadline: ::core::option::Option<::std::time::Instant>,
+            timeout: ::core::option::Option<::std::time::Duration>,
         }
 
         #[allow(unused_lifetimes)]
         impl #pool {
-            /// A pool of the workers at `endpoints` (`unix:PATH` or `tcp:HOST:PORT`, one per
-            /// worker); connections are made on first use.
-            pub fn new(endpoints: impl ::core::iter::IntoIterator<Item = ::std::string::String>) -> Self {
-                Self::with_config(endpoints, ::core::default::Default::default())
+            /// A pool of the workers at `endpoints` (one per worker: `Endpoint`s, or their text,
+            /// `unix:PATH` or `tcp:HOST:PORT`), with the pool defaults
+            /// (`ClientConfig::for_pool`); connections are made on first use.
+            pub fn new(endpoints: impl ::core::iter::IntoIterator<Item = impl #rt::ToEndpoint>) -> Self {
+                Self::with_config(endpoints, #rt::ClientConfig::for_pool())
             }
 
-            /// [`new`](Self::new) with a client configuration for each connection.
+            /// [`new`](Self::new) with a client configuration for each connection; its
+            /// `call_timeout` bounds calls given no deadline.
             pub fn with_config(
-                endpoints: impl ::core::iter::IntoIterator<Item = ::std::string::String>,
+                endpoints: impl ::core::iter::IntoIterator<Item = impl #rt::ToEndpoint>,
                 config: #rt::ClientConfig,
             ) -> Self {
-                Self { pool: #rt::pool::Pool::new(#client::info(), endpoints, config) }
+                Self {
+                    pool: #rt::pool::Pool::new(#client::info(), endpoints, config),
+                    deadline: ::core::option::Option::None,
+                    timeout: ::core::option::Option::None,
+                }
             }
+
+            /// The untyped pool underneath.
+            pub fn pool(&self) -> &#rt::pool::Pool {
+                &self.pool
+            }
+
+            #deadlines
 
             #(#methods)*
         }
+
+        #starter_type
     }
 }
 

@@ -195,7 +195,7 @@ impl HandshakeError {
 #[non_exhaustive]
 pub enum RpcError {
     /// The connection is gone: the peer closed it, died, or broke the protocol.
-    #[error("call to `{method}` failed: connection to {peer} is gone: {reason}")]
+    #[error("call to `{method}` failed: connection to {peer} is gone: {reason} ({delivery})")]
     Disconnected {
         /// The method called.
         method: &'static str,
@@ -203,6 +203,10 @@ pub enum RpcError {
         peer: String,
         /// Why the connection ended.
         reason: String,
+        /// Whether the call reached the peer: [`Delivery::NotSent`] is safe to retry.
+        delivery: Delivery,
+        /// How the connection ended: the peer stopped, died, or was never reached.
+        ending: Ending,
     },
     /// The call's deadline passed before its reply arrived.
     #[error("call to `{method}` on {peer} missed its deadline")]
@@ -279,6 +283,67 @@ impl RpcError {
             | RpcError::TooLarge { method, .. } => Some(method),
             RpcError::Handshake(_) => None,
         }
+    }
+}
+
+/// Whether a call that failed with [`RpcError::Disconnected`] reached the peer's service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Delivery {
+    /// The call did not run: it was never sent, or the server said it was stopping before
+    /// it read the call. Safe to send again, elsewhere, even if it is not idempotent.
+    NotSent,
+    /// The call was sent and the connection ended before its reply: it may or may not have
+    /// run. Only an idempotent call may be sent again.
+    Unknown,
+}
+
+impl std::fmt::Display for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Delivery::NotSent => "the call did not run; safe to retry",
+            Delivery::Unknown => "the call was sent; whether it ran is unknown",
+        })
+    }
+}
+
+/// How a connection ended, as the client saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Ending {
+    /// The server stopped gracefully: it answered every call it had read, then said so
+    /// before closing.
+    Stopped,
+    /// The peer went away without a word: it died, or the connection broke.
+    Died,
+    /// One side broke the protocol, and the connection was closed for it.
+    Broken,
+    /// There was no connection: connecting or the handshake failed.
+    Unreachable,
+}
+
+impl std::fmt::Display for Ending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Ending::Stopped => "stopped",
+            Ending::Died => "died",
+            Ending::Broken => "broke the protocol",
+            Ending::Unreachable => "is unreachable",
+        })
+    }
+}
+
+impl RpcError {
+    /// True if the call did not run and may be sent again as it is: a
+    /// [`Disconnected`](Self::Disconnected) error with [`Delivery::NotSent`].
+    pub fn is_safe_to_retry(&self) -> bool {
+        matches!(
+            self,
+            RpcError::Disconnected {
+                delivery: Delivery::NotSent,
+                ..
+            }
+        )
     }
 }
 

@@ -5,6 +5,7 @@
 //!   with blocking, deadline-bound and non-blocking operations ([`Wait`]).
 //! - [`protocol`]: the frame layout, the envelope, the handshake.
 //! - [`shm`]: shared memory regions and the synchronisation primitives that live in them.
+//! - [`Endpoint`]: `unix:PATH` or `tcp:HOST:PORT`, parsed, printed, connected and bound.
 //! - [`Client`]: one connection shared by many threads; calls are multiplexed by request id.
 //! - [`pool::Pool`]: a client for a pool of workers, one endpoint each.
 //! - [`Server`]: serves a [`Service`] on a listener or a single connection.
@@ -53,7 +54,7 @@
 //! `eprintln!("{e}")` says why without a reporter:
 //!
 //! ```text
-//! call to `connect` failed: connection to unix:/run/calc.sock is gone: connect on unix:/run/calc.sock failed: No such file or directory (os error 2)
+//! call to `add` failed: connection to every worker of the pool is gone: unix:/run/calc.sock: connect on unix:/run/calc.sock failed: No such file or directory (os error 2) (the call did not run; safe to retry)
 //! ```
 //!
 //! A reporter that lists the causes after the message (anyhow's `{:?}` and `{:#}`) therefore
@@ -63,6 +64,7 @@
 
 mod buffers;
 mod client;
+mod endpoint;
 mod error;
 mod outbox;
 pub mod pool;
@@ -76,7 +78,8 @@ mod typed;
 mod wait;
 
 pub use client::{Client, ClientConfig, PendingCall};
-pub use error::{ErrorChain, HandshakeError, Identity, RpcError, ServerError, TransportError};
+pub use endpoint::{Endpoint, EndpointError, ToEndpoint};
+pub use error::{Delivery, Ending, ErrorChain, HandshakeError, Identity, RpcError, ServerError, TransportError};
 pub use outbox::Buffering;
 pub use protocol::{Fault, FaultKind, Frame};
 pub use server::{Server, ServerConfig, ServerHandle, Stopper};

@@ -1,172 +1,595 @@
-//! A client for a whole pool of workers: one connection to each worker's endpoint, calls
-//! spread round robin.
+//! A client for a whole pool of workers: one connection to each worker's endpoint, each call
+//! sent to the worker with the fewest calls outstanding.
 //!
 //! Each worker of the pool listens on an endpoint of its own (with `procwire up`, a pool's
 //! `listen = ["unix:run/calc-{index}.sock"]`: the supervisor binds one socket per worker and
-//! keeps it across restarts). The pool client connects to each lazily, sends each call to
-//! the next worker in turn, skips a worker whose connection it knows is gone, and connects
-//! to it again on its next turn, which the replacement answers once it serves.
+//! keeps it across restarts).
 //!
-//! A call in flight on a worker that dies fails with [`RpcError::Disconnected`] naming the
-//! worker; it never hangs and is never dropped silently. A call marked idempotent is tried
-//! again on another worker, each worker at most once.
+//! # Routing
+//!
+//! Least outstanding: a call goes to the connected worker with the fewest calls in flight
+//! from this pool, ties broken round robin. A worker that has calls in flight but has
+//! answered none of them for [`STALLED_AFTER`] counts as stalled and is chosen only when
+//! every worker is: so a worker that hangs (deadlocked, swapped out, SIGSTOPped) holds the
+//! calls already sent to it, and no more.
+//!
+//! # Workers that do not answer
+//!
+//! A worker that fails to answer (connecting is refused, the handshake times out, a call
+//! times out while the worker answers nothing else) is remembered and skipped for a back-off
+//! that grows with each consecutive failure, from [`BACKOFF_FIRST`] to [`BACKOFF_MAX`]; it
+//! is reset by the next answered call. Connecting and reconnecting are done by a background
+//! thread, never on a caller's time while another worker can take the call: a socket whose
+//! backlog accepts but that nobody serves costs the callers nothing. Only when no worker at
+//! all is connected does a caller wait, until its deadline, for one to be.
+//!
+//! # Failures
+//!
+//! Every call has a deadline: its own, else the configuration's
+//! [`call_timeout`](ClientConfig::call_timeout) ([`DEFAULT_CALL_TIMEOUT`] for
+//! [`ClientConfig::for_pool`]). A call that fails with [`RpcError::Disconnected`] names the
+//! worker and says whether it stopped or died; one that did not run
+//! ([`Delivery::NotSent`]: never sent, or refused unread by a stopping worker) is sent to
+//! another worker, and so is one of a method marked idempotent; each worker is tried at most
+//! once.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
-use crate::client::{Client, ClientConfig};
-use crate::error::RpcError;
+use crate::client::{Client, ClientConfig, PendingCall};
+use crate::endpoint::{Endpoint, EndpointError, ToEndpoint};
+use crate::error::{Delivery, Ending, HandshakeError, RpcError};
 use crate::service::ServiceInfo;
-use crate::transport::{tcp, unix, Transport};
+
+/// The call timeout of [`ClientConfig::for_pool`], the pool client's default. A pool exists
+/// to route around a bad worker, and it can only learn that a worker hangs from a call that
+/// times out: without a bound, a call sent to a hung worker would never return. Thirty
+/// seconds is far above any call a pool should serve and still bounds a hang.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a worker may hold calls without answering any before it counts as stalled.
+/// Only a preference follows from it, so a false alarm (a busy machine) costs little.
+pub const STALLED_AFTER: Duration = Duration::from_millis(20);
+
+/// How long a worker that failed to answer is first skipped.
+pub const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+
+/// The longest a worker that keeps failing is skipped between two tries.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 /// An untyped pool client; `#[procwire::service]` generates a typed one (`CalcPool`).
-#[derive(Debug)]
+/// Cheap to clone: clones share the connections.
+#[derive(Clone, Debug)]
 pub struct Pool {
-    service: ServiceInfo,
-    config: ClientConfig,
-    slots: Vec<Slot>,
-    next: AtomicUsize,
+    shared: Arc<Shared>,
 }
 
 #[derive(Debug)]
-struct Slot {
-    endpoint: String,
-    client: Mutex<Option<Client>>,
+struct Shared {
+    service: ServiceInfo,
+    config: ClientConfig,
+    /// Each worker's endpoint, or why its text is not one.
+    endpoints: Vec<Result<Endpoint, EndpointError>>,
+    /// Each worker's endpoint as printed in messages.
+    names: Vec<String>,
+    loads: Vec<Load>,
+    links: Mutex<Vec<Link>>,
+    /// Notified whenever a link changes.
+    changed: Condvar,
+    /// Round-robin start of the next pick, for ties.
+    next: AtomicUsize,
+    /// The origin of the microsecond clocks in [`Load`].
+    epoch: Instant,
+}
+
+/// The pool's connection to one worker.
+#[derive(Debug)]
+enum Link {
+    /// Not connected, and nobody is connecting.
+    Idle,
+    /// Connected.
+    Up(Client),
+    /// A thread is connecting.
+    Connecting,
+    /// The worker failed to answer: skipped until `retry_at`.
+    Down {
+        /// When to try again.
+        retry_at: Instant,
+        /// The last failure.
+        reason: String,
+    },
+}
+
+/// Why connecting to a worker failed.
+#[derive(Debug)]
+enum ConnectFailure {
+    /// Nobody answered there: refused, no such socket, a handshake that broke or timed out.
+    Unreachable(String),
+    /// The worker answered and refused the connection (another interface, say).
+    Refused(HandshakeError),
+}
+
+/// What the pool's calls are doing on one worker.
+#[derive(Debug, Default)]
+struct Load {
+    /// Calls in flight.
+    outstanding: AtomicUsize,
+    /// When the worker last answered, or began to be busy (µs since the epoch).
+    progress_us: AtomicU64,
+    /// Consecutive failures to answer.
+    strikes: AtomicU32,
+}
+
+/// One call counted as outstanding on a worker, until dropped.
+#[derive(Debug)]
+pub(crate) struct Tracker {
+    shared: Arc<Shared>,
+    slot: usize,
+    /// When the call was sent (µs since the epoch).
+    started_us: u64,
+}
+
+impl Tracker {
+    /// The worker answered the call.
+    pub(crate) fn answered(&self) {
+        let load = &self.shared.loads[self.slot];
+        load.progress_us.store(self.shared.now_us(), Ordering::Relaxed);
+        load.strikes.store(0, Ordering::Relaxed);
+    }
+
+    /// True if the worker answered nothing since this call was sent.
+    fn silent_since_sent(&self) -> bool {
+        self.shared.loads[self.slot].progress_us.load(Ordering::Relaxed) <= self.started_us
+    }
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        self.shared.loads[self.slot].outstanding.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Pool {
-    /// A pool of the workers at `endpoints` (`unix:PATH` or `tcp:HOST:PORT`, one per
-    /// worker) serving `service`. Nothing is connected until the first call.
-    pub fn new(service: ServiceInfo, endpoints: impl IntoIterator<Item = String>, config: ClientConfig) -> Self {
+    /// A pool of the workers at `endpoints` (one per worker: [`Endpoint`]s, or their text
+    /// like `unix:PATH`) serving `service`. Nothing is connected until the first call; a
+    /// text that is not an endpoint makes that worker fail every connection with the reason.
+    pub fn new(
+        service: ServiceInfo,
+        endpoints: impl IntoIterator<Item = impl ToEndpoint>,
+        config: ClientConfig,
+    ) -> Self {
+        let endpoints: Vec<Result<Endpoint, EndpointError>> = endpoints.into_iter().map(|e| e.to_endpoint()).collect();
+        let names = endpoints
+            .iter()
+            .map(|e| match e {
+                Ok(endpoint) => endpoint.to_string(),
+                Err(error) => format!("an invalid endpoint ({error})"),
+            })
+            .collect();
         Pool {
-            service,
-            config,
-            slots: endpoints
-                .into_iter()
-                .map(|endpoint| Slot {
-                    endpoint,
-                    client: Mutex::new(None),
-                })
-                .collect(),
-            next: AtomicUsize::new(0),
+            shared: Arc::new(Shared {
+                service,
+                config,
+                loads: endpoints.iter().map(|_| Load::default()).collect(),
+                links: Mutex::new(endpoints.iter().map(|_| Link::Idle).collect()),
+                endpoints,
+                names,
+                changed: Condvar::new(),
+                next: AtomicUsize::new(0),
+                epoch: Instant::now(),
+            }),
         }
     }
 
     /// How many workers the pool has.
     pub fn len(&self) -> usize {
-        self.slots.len()
+        self.shared.endpoints.len()
     }
 
     /// True if the pool has no worker.
     pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+        self.shared.endpoints.is_empty()
     }
 
-    /// Runs `call` on the next worker. If that worker's connection fails, the error names
-    /// it; if `idempotent`, the call is first tried on the other workers, each at most once.
+    /// Runs `call` on a worker, with the call's deadline: `deadline`, else the configured
+    /// call timeout from now. A failure names the worker. A call that did not run, or any
+    /// call if `idempotent`, is tried again on another worker after a disconnection, each
+    /// worker at most once.
     pub fn call<R>(
         &self,
         method: &'static str,
         idempotent: bool,
-        call: impl Fn(&Client) -> Result<R, RpcError>,
+        deadline: Option<Instant>,
+        call: impl Fn(&Client, Option<Instant>) -> Result<R, RpcError>,
     ) -> Result<R, RpcError> {
-        // An idempotent call goes to each other worker at most once until one answers: a
-        // connection that went stale while others were restarting (a rolling restart) must
-        // not fail a call that another live worker could have answered.
-        let attempts = if idempotent { self.slots.len().max(1) } else { 1 };
+        let deadline = self.shared.config.deadline(deadline);
+        self.attempts(method, idempotent, deadline, |client, tracker| {
+            let result = call(client, deadline);
+            match &result {
+                Ok(_) | Err(RpcError::Remote { .. } | RpcError::Decode { .. }) => tracker.answered(),
+                Err(RpcError::DeadlineExceeded { .. }) if tracker.silent_since_sent() => {
+                    self.shared.timed_out(tracker.slot, client)
+                }
+                _ => {}
+            }
+            result
+        })
+    }
+
+    /// Sends a one-way call with `send` on a worker, like [`call`](Self::call). Its success
+    /// is no answer, so it tells nothing of the worker's health.
+    pub fn notify(
+        &self,
+        method: &'static str,
+        idempotent: bool,
+        deadline: Option<Instant>,
+        send: impl Fn(&Client, Option<Instant>) -> Result<(), RpcError>,
+    ) -> Result<(), RpcError> {
+        let deadline = self.shared.config.deadline(deadline);
+        self.attempts(method, idempotent, deadline, |client, _tracker| send(client, deadline))
+    }
+
+    /// Starts `start` on a worker, like [`call`](Self::call), and counts the call as
+    /// outstanding on it until the returned call is finished or dropped. Only a call that
+    /// did not run is tried again elsewhere: once started, a call is the caller's.
+    pub fn start<R>(
+        &self,
+        method: &'static str,
+        deadline: Option<Instant>,
+        start: impl Fn(&Client, Option<Instant>) -> Result<PendingCall<R>, RpcError>,
+    ) -> Result<PendingCall<R>, RpcError> {
+        let deadline = self.shared.config.deadline(deadline);
+        self.attempts(method, false, deadline, |client, tracker| {
+            start(client, deadline).map(|pending| pending.track(tracker))
+        })
+    }
+
+    /// Runs `attempt` on one worker after another until one does not fail with a
+    /// disconnection that allows a retry.
+    fn attempts<T>(
+        &self,
+        method: &'static str,
+        idempotent: bool,
+        deadline: Option<Instant>,
+        attempt: impl Fn(&Client, Tracker) -> Result<T, RpcError>,
+    ) -> Result<T, RpcError> {
+        let sh = &self.shared;
         let mut tried = Vec::new();
-        let mut failure = None;
-        for _ in 0..attempts {
-            let (slot, client) = self.pick(method, &tried)?;
-            match call(&client) {
-                Err(RpcError::Disconnected { method, peer, reason }) => {
-                    self.forget(slot, &client);
+        loop {
+            let (client, tracker) = sh.pick(method, &tried, deadline)?;
+            let slot = tracker.slot;
+            match attempt(&client, tracker) {
+                Err(RpcError::Disconnected {
+                    method,
+                    peer,
+                    reason,
+                    delivery,
+                    ending,
+                }) => {
+                    sh.lost(slot, &client);
                     tried.push(slot);
-                    let reason = format!("worker {} died: {reason}", self.slots[slot].endpoint);
-                    failure = Some(RpcError::Disconnected { method, peer, reason });
+                    let retry = idempotent || delivery == Delivery::NotSent;
+                    let late = deadline.is_some_and(|d| d <= Instant::now());
+                    if !retry || late || tried.len() >= sh.endpoints.len() {
+                        let reason = format!("worker {} {ending}: {reason}", sh.names[slot]);
+                        return Err(RpcError::Disconnected {
+                            method,
+                            peer,
+                            reason,
+                            delivery,
+                            ending,
+                        });
+                    }
+                    tracing::debug!(method, worker = %sh.names[slot], %ending, %delivery, "trying the call on another worker");
                 }
                 other => return other,
             }
         }
-        Err(failure.expect("at least one attempt was made"))
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Vec<Link>> {
+        self.links.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The next worker with a live connection, connecting where there is none; workers in
-    /// `avoid` are skipped while there are others.
-    fn pick(&self, method: &'static str, avoid: &[usize]) -> Result<(usize, Client), RpcError> {
-        let n = self.slots.len();
-        if n == 0 {
-            return Err(RpcError::Disconnected {
-                method,
-                peer: "an empty pool".into(),
-                reason: "the pool has no worker".into(),
-            });
+    fn now_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+
+    /// A connected worker for the next call, preferring those not in `avoid`, counted as
+    /// outstanding on it. Waits, until `deadline`, only while no worker is connected.
+    fn pick(
+        self: &Arc<Self>,
+        method: &'static str,
+        avoid: &[usize],
+        deadline: Option<Instant>,
+    ) -> Result<(Client, Tracker), RpcError> {
+        if self.endpoints.is_empty() {
+            return Err(unreachable(method, "an empty pool", "the pool has no worker".into()));
         }
-        let mut last_error = None;
-        for _ in 0..n {
-            let i = self.next.fetch_add(1, Ordering::Relaxed) % n;
-            if avoid.contains(&i) && avoid.len() < n {
+        let mut links = self.lock();
+        let mut tried_myself = false;
+        loop {
+            let now = Instant::now();
+            self.connect_in_background(&mut links, now);
+            if let Some(slot) = self.least_loaded(&links, avoid, now) {
+                let Link::Up(client) = &links[slot] else {
+                    unreachable!("least_loaded picks a connected worker")
+                };
+                let client = client.clone();
+                let tracker = self.track(slot);
+                drop(links);
+                // A connection that went away since its last call is noticed before sending.
+                if client.is_connected() {
+                    return Ok((client, tracker));
+                }
+                drop(tracker);
+                self.lost(slot, &client);
+                links = self.lock();
                 continue;
             }
-            let slot = &self.slots[i];
-            let mut guard = slot.client.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(client) = guard.as_ref() {
-                if client.is_connected() {
-                    return Ok((i, client.clone()));
-                }
+            if links.iter().any(|l| matches!(l, Link::Connecting)) {
+                links = match deadline {
+                    Some(d) if d <= now => return Err(no_worker_in_time(method)),
+                    Some(d) => {
+                        self.changed
+                            .wait_timeout(links, d - now)
+                            .unwrap_or_else(|e| e.into_inner())
+                            .0
+                    }
+                    None => self.changed.wait(links).unwrap_or_else(|e| e.into_inner()),
+                };
+                continue;
             }
-            match connect(&slot.endpoint)
-                .and_then(|t| Client::connect_with(t, self.service.clone(), self.config.clone()))
-            {
-                Ok(client) => {
-                    *guard = Some(client.clone());
-                    return Ok((i, client));
-                }
-                Err(e) => {
-                    *guard = None;
-                    last_error = Some(e);
-                }
+            // Every worker is down: nothing to wait for but a worker tried on this caller's
+            // time, once each.
+            if tried_myself {
+                let reasons: Vec<String> = links
+                    .iter()
+                    .zip(&self.names)
+                    .filter_map(|(l, e)| match l {
+                        Link::Down { reason, .. } => Some(format!("{e}: {reason}")),
+                        _ => None,
+                    })
+                    .collect();
+                return Err(unreachable(method, "every worker of the pool", reasons.join("; ")));
+            }
+            tried_myself = true;
+            drop(links);
+            if let Some(refusal) = self.connect_all_now(deadline) {
+                return Err(RpcError::Handshake(refusal));
+            }
+            links = self.lock();
+        }
+    }
+
+    /// The connected worker with the fewest outstanding calls, stalled workers and those in
+    /// `avoid` last, ties broken round robin.
+    fn least_loaded(&self, links: &[Link], avoid: &[usize], now: Instant) -> Option<usize> {
+        let n = links.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        let now_us = now.saturating_duration_since(self.epoch).as_micros() as u64;
+        let stalled_us = STALLED_AFTER.as_micros() as u64;
+        (0..n)
+            .map(|k| (start + k) % n)
+            .filter(|&i| matches!(links[i], Link::Up(_)))
+            .min_by_key(|&i| {
+                let load = &self.loads[i];
+                let outstanding = load.outstanding.load(Ordering::Relaxed);
+                let stalled =
+                    outstanding > 0 && now_us.saturating_sub(load.progress_us.load(Ordering::Relaxed)) > stalled_us;
+                (avoid.contains(&i), stalled, outstanding)
+            })
+    }
+
+    fn track(self: &Arc<Self>, slot: usize) -> Tracker {
+        let load = &self.loads[slot];
+        let now_us = self.now_us();
+        if load.outstanding.fetch_add(1, Ordering::Relaxed) == 0 {
+            // The worker was idle: its silence starts now.
+            load.progress_us.store(now_us, Ordering::Relaxed);
+        }
+        Tracker {
+            shared: Arc::clone(self),
+            slot,
+            started_us: now_us,
+        }
+    }
+
+    /// Starts a background connection to every worker that is not connected and not
+    /// backing off.
+    fn connect_in_background(self: &Arc<Self>, links: &mut [Link], now: Instant) {
+        for (slot, link) in links.iter_mut().enumerate() {
+            let due = match link {
+                Link::Idle => true,
+                Link::Down { retry_at, .. } => *retry_at <= now,
+                Link::Up(_) | Link::Connecting => false,
+            };
+            if !due {
+                continue;
+            }
+            *link = Link::Connecting;
+            let shared = Arc::clone(self);
+            let spawned = std::thread::Builder::new()
+                .name("procwire-pool-connect".into())
+                .spawn(move || {
+                    let result = shared.connect(slot, shared.config.clone());
+                    shared.settle(slot, result);
+                });
+            if let Err(e) = spawned {
+                *link = self.down(slot, format!("cannot start a thread to connect: {e}"));
             }
         }
-        Err(match last_error {
-            Some(RpcError::Handshake(e)) => RpcError::Handshake(e),
-            Some(e) => RpcError::Disconnected {
-                method,
-                peer: "every worker of the pool".into(),
-                reason: e.to_string(),
-            },
-            None => RpcError::Disconnected {
-                method,
-                peer: "the pool".into(),
-                reason: "no worker to call".into(),
-            },
+    }
+
+    /// Connects, on this thread, to each worker that is down, until one answers. A refusal
+    /// (a worker of another interface, say) is the caller's to see as it is.
+    fn connect_all_now(&self, deadline: Option<Instant>) -> Option<HandshakeError> {
+        let mut refusal = None;
+        for slot in 0..self.endpoints.len() {
+            {
+                let mut links = self.lock();
+                if !matches!(links[slot], Link::Down { .. } | Link::Idle) {
+                    continue;
+                }
+                links[slot] = Link::Connecting;
+            }
+            let mut config = self.config.clone();
+            if let Some(d) = deadline {
+                config.handshake_timeout = config
+                    .handshake_timeout
+                    .min(d.saturating_duration_since(Instant::now()));
+            }
+            let result = self.connect(slot, config);
+            let connected = result.is_ok();
+            if let Some(refused) = self.settle(slot, result) {
+                refusal = Some(refused);
+            }
+            if connected {
+                return None;
+            }
+        }
+        refusal
+    }
+
+    fn connect(&self, slot: usize, config: ClientConfig) -> Result<Client, ConnectFailure> {
+        let transport = match &self.endpoints[slot] {
+            Ok(endpoint) => endpoint
+                .connect()
+                .map_err(|e| ConnectFailure::Unreachable(crate::error::chain(&e)))?,
+            Err(e) => return Err(ConnectFailure::Unreachable(e.to_string())),
+        };
+        Client::connect_with(transport, self.service.clone(), config).map_err(|e| match e {
+            // Nobody answered the handshake: the worker is not there to answer.
+            RpcError::Handshake(e @ (HandshakeError::Transport { .. } | HandshakeError::TimedOut { .. })) => {
+                ConnectFailure::Unreachable(crate::error::chain(&e))
+            }
+            RpcError::Handshake(e) => ConnectFailure::Refused(e),
+            e => ConnectFailure::Unreachable(e.to_string()),
         })
     }
 
-    /// Drops a dead connection, unless another caller already replaced it.
-    fn forget(&self, slot: usize, dead: &Client) {
-        let mut guard = self.slots[slot].client.lock().unwrap_or_else(|e| e.into_inner());
-        if guard.as_ref().is_some_and(|c| c.same_connection(dead)) {
-            *guard = None;
+    /// Files the outcome of connecting to `slot`; gives back a refusal.
+    fn settle(&self, slot: usize, result: Result<Client, ConnectFailure>) -> Option<HandshakeError> {
+        let mut links = self.lock();
+        let (link, refusal) = match result {
+            Ok(client) => (Link::Up(client), None),
+            Err(ConnectFailure::Unreachable(reason)) => (self.down(slot, reason), None),
+            Err(ConnectFailure::Refused(e)) => (self.down(slot, crate::error::chain(&e)), Some(e)),
+        };
+        if let Link::Down { reason, .. } = &link {
+            tracing::debug!(worker = %self.names[slot], %reason, "cannot connect to a worker");
+        }
+        links[slot] = link;
+        self.changed.notify_all();
+        refusal
+    }
+
+    /// A worker that failed to answer, skipped for a back-off that grows with each failure.
+    fn down(&self, slot: usize, reason: String) -> Link {
+        let strikes = self.loads[slot].strikes.fetch_add(1, Ordering::Relaxed);
+        Link::Down {
+            retry_at: Instant::now() + backoff(strikes),
+            reason,
+        }
+    }
+
+    /// The connection `dead` to `slot` is gone: connect again (in the background), unless
+    /// another caller already replaced it.
+    fn lost(&self, slot: usize, dead: &Client) {
+        let mut links = self.lock();
+        if matches!(&links[slot], Link::Up(c) if c.same_connection(dead)) {
+            links[slot] = Link::Idle;
+            self.changed.notify_all();
+        }
+    }
+
+    /// A call to `slot` timed out while the worker answered nothing: skip it for a while.
+    fn timed_out(&self, slot: usize, client: &Client) {
+        let mut links = self.lock();
+        if matches!(&links[slot], Link::Up(c) if c.same_connection(client)) {
+            tracing::debug!(worker = %self.names[slot], "a call timed out on a silent worker; skipping it");
+            links[slot] = self.down(
+                slot,
+                "a call timed out and the worker answered nothing meanwhile".into(),
+            );
+            self.changed.notify_all();
         }
     }
 }
 
-fn connect(endpoint: &str) -> Result<Transport, RpcError> {
-    let transport = if let Some(path) = endpoint.strip_prefix("unix:") {
-        unix::connect(path)
-    } else if let Some(addr) = endpoint.strip_prefix("tcp:") {
-        tcp::connect(addr)
-    } else {
-        return Err(RpcError::Disconnected {
-            method: "connect",
-            peer: endpoint.to_owned(),
-            reason: "expected unix:PATH or tcp:HOST:PORT".into(),
-        });
-    };
-    transport.map_err(|e| RpcError::Disconnected {
-        method: "connect",
-        peer: endpoint.to_owned(),
-        reason: crate::error::chain(&e),
-    })
+/// How long a worker is skipped after `strikes` earlier consecutive failures, and this one.
+fn backoff(strikes: u32) -> Duration {
+    BACKOFF_FIRST.saturating_mul(1 << strikes.min(16)).min(BACKOFF_MAX)
+}
+
+fn unreachable(method: &'static str, peer: &str, reason: String) -> RpcError {
+    RpcError::Disconnected {
+        method,
+        peer: peer.to_owned(),
+        reason,
+        delivery: Delivery::NotSent,
+        ending: Ending::Unreachable,
+    }
+}
+
+fn no_worker_in_time(method: &'static str) -> RpcError {
+    RpcError::DeadlineExceeded {
+        method,
+        peer: "the pool (no worker connected in time)".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_back_off_doubles_with_each_consecutive_failure_up_to_its_maximum() {
+        let delays: Vec<Duration> = (0..10).map(backoff).collect();
+        assert_eq!(delays[0], BACKOFF_FIRST);
+        assert_eq!(delays[1], BACKOFF_FIRST * 2);
+        assert_eq!(delays[3], BACKOFF_FIRST * 8);
+        assert_eq!(delays[9], BACKOFF_MAX);
+        assert_eq!(backoff(u32::MAX), BACKOFF_MAX);
+    }
+
+    #[test]
+    fn a_pool_whose_every_worker_is_absent_names_each_and_says_the_call_did_not_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let endpoints = ["a", "b"].map(|n| format!("unix:{}", dir.path().join(n).display()));
+        let pool = Pool::new(ServiceInfo::new("calc", 1), &endpoints, ClientConfig::for_pool());
+        let err = pool.call("add", false, None, |_, _| Ok(())).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                RpcError::Disconnected {
+                    method: "add",
+                    delivery: Delivery::NotSent,
+                    ending: Ending::Unreachable,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        eprintln!("{text}");
+        for endpoint in &endpoints {
+            let why = format!("{endpoint}: connect on {endpoint} failed: No such file or directory");
+            assert!(text.contains(&why), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_text_that_is_not_an_endpoint_fails_the_calls_with_the_reason() {
+        let pool = Pool::new(ServiceInfo::new("calc", 1), ["udp:1.2.3.4:5"], ClientConfig::default());
+        let err = pool.call("add", false, None, |_, _| Ok(())).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("endpoints are \"unix:PATH\" or \"tcp:HOST:PORT\""),
+            "{err}"
+        );
+    }
 }

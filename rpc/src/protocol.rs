@@ -167,6 +167,9 @@ pub enum FaultKind {
     BadReply,
     /// The peer broke the protocol; the connection is being closed.
     Protocol,
+    /// Sent with id 0 by a server that is stopping gracefully, after the replies to every
+    /// call it read and before it closes: a call not answered by then did not run.
+    Stopping,
 }
 
 impl std::fmt::Display for FaultKind {
@@ -178,6 +181,7 @@ impl std::fmt::Display for FaultKind {
             FaultKind::Cancelled => "cancelled",
             FaultKind::BadReply => "bad reply",
             FaultKind::Protocol => "protocol violation",
+            FaultKind::Stopping => "stopping",
         })
     }
 }

@@ -332,6 +332,9 @@ struct Conn<S> {
     ended: Interrupt,
 }
 
+/// How long a stopping server waits for room to queue its goodbye.
+const GOODBYE_TIMEOUT: Duration = Duration::from_millis(100);
+
 /// Token of the "more buffered" eventfd in a [`Waiter`].
 const WAKE: u64 = 1;
 
@@ -582,6 +585,14 @@ impl<S: Service> Conn<S> {
             crate::buffers::give(payload);
         }
         if self.threads.fetch_sub(1, Ordering::SeqCst) == 1 {
+            if self.shared.stopping.load(Ordering::SeqCst) {
+                // Every call read has been answered, and no other will be read: say so, so
+                // that the client knows its unanswered calls did not run (safe to retry).
+                let goodbye = Fault::new(FaultKind::Stopping, "the server is stopping");
+                let _ = self
+                    .outbox
+                    .send(fault_frame(0, 0, &goodbye), Wait::timeout(GOODBYE_TIMEOUT));
+            }
             // Replies already accepted are written before the connection closes.
             self.outbox.close_gracefully("server closed the connection");
         }

@@ -44,4 +44,13 @@ pub mod __private {
 
     /// Compile-time check, spanned to the user's type, that it can cross the wire.
     pub fn assert_wire<T: serde::Serialize + serde::de::DeserializeOwned>() {}
+
+    /// A generated client's deadline for a call starting now: its fixed deadline, else its
+    /// timeout from now, else none.
+    pub fn deadline(
+        deadline: Option<std::time::Instant>,
+        timeout: Option<std::time::Duration>,
+    ) -> Option<std::time::Instant> {
+        deadline.or_else(|| timeout.and_then(|t| std::time::Instant::now().checked_add(t)))
+    }
 }

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use libtest_mimic::{Arguments, Failed, Trial};
 use procwire_rpc::protocol::{Envelope, Hello, Kind as FrameKind, Welcome, MAGIC, PROTOCOL_VERSION};
 use procwire_rpc::serde_bytes::ByteBuf;
-use procwire_rpc::{Buffering, Client, ClientConfig, FaultKind, HandshakeError, Method, RpcError, ServiceInfo};
+use procwire_rpc::{
+    Buffering, Client, ClientConfig, Delivery, Ending, FaultKind, HandshakeError, Method, RpcError, ServiceInfo,
+};
 use support::*;
 
 type Outcome = Result<(), Failed>;
@@ -278,6 +280,39 @@ fn graceful_stop_finishes_calls_in_flight(kind: Kind) -> Outcome {
     Ok(())
 }
 
+fn a_graceful_stop_says_stopped_and_that_unanswered_calls_did_not_run(kind: Kind) -> Outcome {
+    let mut peer = Peer::spawn(kind);
+    let client = connect(&mut peer);
+    let slow = client.start::<_, u64>(SLOW, &(3u64, 1_000u64), soon())?;
+    assert!(
+        client.call::<_, bool>(WAIT_HELD, &3u64, soon())?,
+        "the slow call is running"
+    );
+    let (exit, first_failure) = std::thread::scope(|s| {
+        let stopper = s.spawn(move || peer.stop());
+        // Calls read before the stop are answered; the first after it waits for the slow
+        // call, then learns that it did not run.
+        let failure = loop {
+            match client.call::<_, i64>(ADD, &(1i64, 2i64), soon()) {
+                Ok(sum) => assert_eq!(sum, 3),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(slow.wait().expect("the call in flight is answered"), 1_000);
+        (stopper.join().expect("stopper thread"), failure)
+    });
+    assert_eq!(exit, Some(0));
+    match &first_failure {
+        RpcError::Disconnected {
+            delivery: Delivery::NotSent,
+            ending: Ending::Stopped,
+            ..
+        } => assert!(first_failure.is_safe_to_retry()),
+        other => panic!("expected a call that did not run on a stopped server, got {other:?}"),
+    }
+    Ok(())
+}
+
 fn a_reply_above_the_maximum_is_answered_with_an_error(kind: Kind) -> Outcome {
     let mut peer = Peer::spawn(kind);
     let client = Client::connect_with(
@@ -517,6 +552,7 @@ fn main() {
         a_peer_that_dies_mid_call_fails_every_pending_call_promptly,
         a_mismatched_fingerprint_is_refused_naming_both,
         graceful_stop_finishes_calls_in_flight,
+        a_graceful_stop_says_stopped_and_that_unanswered_calls_did_not_run,
         a_reply_above_the_maximum_is_answered_with_an_error,
     ];
     let listeners: &[(&str, Case)] = cases![

@@ -87,16 +87,15 @@ impl Supervisor {
         })
     }
 
-    /// The endpoints of `pool`'s workers, one per worker in index order (`unix:PATH`,
-    /// `tcp:HOST:PORT`), for a pool client: `CalcPool::new(supervisor.endpoints("calc"))`.
-    /// A pool whose workers share one socket gives that socket once per worker. Empty for
-    /// an unknown pool or one without `listen`.
-    pub fn endpoints(&self, pool: &str) -> Vec<String> {
+    /// The endpoints of `pool`'s workers, one per worker in index order, for a pool client:
+    /// `CalcPool::new(supervisor.endpoints("calc"))`. A pool whose workers share one socket
+    /// gives that socket once per worker. Empty for an unknown pool or one without `listen`.
+    pub fn endpoints(&self, pool: &str) -> Vec<procwire_rpc::Endpoint> {
         let Some(pool) = self.manifest.pools.iter().find(|p| p.name == pool) else {
             return Vec::new();
         };
         match pool.listen.first() {
-            Some(endpoint) => (0..pool.workers).map(|i| endpoint.for_worker(i).to_string()).collect(),
+            Some(endpoint) => (0..pool.workers).map(|i| endpoint.for_worker(i)).collect(),
             None => Vec::new(),
         }
     }

@@ -10,6 +10,26 @@ use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 /// The first descriptor of the protocol.
 pub const LISTEN_FDS_START: RawFd = 3;
 
+/// How many descriptors were handed over, from [`LISTEN_FDS_START`] on.
+pub const LISTEN_FDS: &str = "LISTEN_FDS";
+/// The process they are meant for (a child that inherits the variables must not take them).
+pub const LISTEN_PID: &str = "LISTEN_PID";
+/// Their names, in order, colon-separated.
+pub const LISTEN_FDNAMES: &str = "LISTEN_FDNAMES";
+
+/// The value of [`LISTEN_FDNAMES`] for descriptors named `names`, in order.
+pub fn encode_fdnames<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
+    names.into_iter().collect::<Vec<_>>().join(":")
+}
+
+/// The names a value of [`LISTEN_FDNAMES`] gives, in order; an empty name is none.
+pub fn decode_fdnames(value: &str) -> Vec<Option<String>> {
+    value
+        .split(':')
+        .map(|n| (!n.is_empty()).then(|| n.to_owned()))
+        .collect()
+}
+
 /// A descriptor handed over by socket activation.
 #[derive(Debug)]
 pub struct Activated {
@@ -32,7 +52,7 @@ static CLAIMED: AtomicBool = AtomicBool::new(false);
 /// a child that inherited the variables). They can be taken once per process; later calls
 /// return none. The descriptors are made close-on-exec.
 pub fn listen_fds() -> Result<Vec<Activated>, ActivationError> {
-    let Some(count) = std::env::var_os("LISTEN_FDS") else {
+    let Some(count) = std::env::var_os(LISTEN_FDS) else {
         return Ok(Vec::new());
     };
     let count: RawFd = count
@@ -40,7 +60,7 @@ pub fn listen_fds() -> Result<Vec<Activated>, ActivationError> {
         .and_then(|c| c.parse().ok())
         .filter(|c: &RawFd| *c >= 0)
         .ok_or_else(|| ActivationError(format!("LISTEN_FDS={count:?} is not a count")))?;
-    match std::env::var("LISTEN_PID").ok().and_then(|p| p.parse::<i32>().ok()) {
+    match std::env::var(LISTEN_PID).ok().and_then(|p| p.parse::<i32>().ok()) {
         Some(pid) if pid == std::process::id() as i32 => {}
         // Meant for another process (our parent, say), or not said: not ours to take.
         _ => return Ok(Vec::new()),
@@ -48,8 +68,8 @@ pub fn listen_fds() -> Result<Vec<Activated>, ActivationError> {
     if CLAIMED.swap(true, Ordering::SeqCst) {
         return Ok(Vec::new());
     }
-    let names: Vec<String> = std::env::var("LISTEN_FDNAMES")
-        .map(|n| n.split(':').map(str::to_owned).collect())
+    let names = std::env::var(LISTEN_FDNAMES)
+        .map(|n| decode_fdnames(&n))
         .unwrap_or_default();
     let mut out = Vec::new();
     for i in 0..count {
@@ -63,8 +83,24 @@ pub fn listen_fds() -> Result<Vec<Activated>, ActivationError> {
         let _ = fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
         out.push(Activated {
             fd: owned,
-            name: names.get(i as usize).filter(|n| !n.is_empty()).cloned(),
+            name: names.get(i as usize).cloned().flatten(),
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptor_names_round_trip_through_their_variable() {
+        let names = ["calc", "", "admin"];
+        let value = encode_fdnames(names);
+        assert_eq!(value, "calc::admin");
+        assert_eq!(
+            decode_fdnames(&value),
+            [Some("calc".to_owned()), None, Some("admin".to_owned())]
+        );
+    }
 }

@@ -9,7 +9,8 @@ use std::sync::{mpsc, Arc};
 use nix::sys::socket::{getsockname, AddressFamily, SockaddrLike, SockaddrStorage};
 use procwire_rpc::transport::{tcp, unix, Listener};
 use procwire_rpc::{
-    ErrorChain, HandshakeError, Server, ServerConfig, ServerError, ServerHandle, Service, TransportError,
+    Endpoint, EndpointError, ErrorChain, HandshakeError, Server, ServerConfig, ServerError, ServerHandle, Service,
+    TransportError,
 };
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -37,10 +38,13 @@ pub enum WorkerError {
     #[error("no endpoint to serve on: not socket-activated, and none given (Worker::listen or {LISTEN_ENV})")]
     NoEndpoint,
     /// An endpoint is not `unix:PATH` or `tcp:HOST:PORT`.
-    #[error("endpoint {endpoint:?} is neither unix:PATH nor tcp:HOST:PORT")]
+    #[error("bad endpoint {endpoint:?}: {}", ErrorChain(.source))]
     BadEndpoint {
         /// The endpoint as given.
         endpoint: String,
+        /// What is wrong with it.
+        #[source]
+        source: EndpointError,
     },
     /// An endpoint could not be bound, or an inherited socket not used.
     #[error("cannot serve on {endpoint}: {}", ErrorChain(.source))]
@@ -137,10 +141,11 @@ impl Worker {
         }
     }
 
-    /// Serves on `endpoint` (`unix:PATH` or `tcp:HOST:PORT`) when the process was not
-    /// socket-activated: the same binary runs by hand, under systemd and under procwire.
-    pub fn listen(mut self, endpoint: &str) -> Self {
-        self.endpoints.push(endpoint.to_owned());
+    /// Serves on `endpoint` (an [`Endpoint`], or its text: `unix:PATH` or `tcp:HOST:PORT`)
+    /// when the process was not socket-activated: the same binary runs by hand, under
+    /// systemd and under procwire. A text that is not an endpoint fails [`serve`](Self::serve).
+    pub fn listen(mut self, endpoint: impl ToString) -> Self {
+        self.endpoints.push(endpoint.to_string());
         self
     }
 
@@ -217,7 +222,10 @@ impl Worker {
         }
         let notifier = Notifier::from_env().ok().flatten();
         if let Some(n) = &notifier {
-            let _ = n.notify(&format!("READY=1\nSTATUS=serving on {}", described.join(", ")));
+            let _ = n.send([
+                ("READY", "1"),
+                ("STATUS", &format!("serving on {}", described.join(", "))),
+            ]);
         }
         // Heartbeats at half the watchdog period, until the drain begins.
         let (beat_stop, beat_rx) = mpsc::channel::<()>();
@@ -232,7 +240,10 @@ impl Worker {
         };
         let signal = stop_rx.recv().unwrap_or(SIGTERM);
         if let Some(n) = &notifier {
-            let _ = n.notify(&format!("STOPPING=1\nSTATUS=draining after signal {signal}"));
+            let _ = n.send([
+                ("STOPPING", "1"),
+                ("STATUS", &format!("draining after signal {signal}")),
+            ]);
         }
         drop(beat_stop);
         if let Some(h) = heartbeat {
@@ -313,19 +324,15 @@ fn from_fd(fd: OwnedFd) -> Result<Box<dyn Listener>, WorkerError> {
     }
 }
 
-/// Binds `unix:PATH` or `tcp:HOST:PORT`.
+/// Parses and binds an endpoint's text.
 fn bind(endpoint: &str) -> Result<Box<dyn Listener>, WorkerError> {
     let failed = |source| WorkerError::Endpoint {
         endpoint: endpoint.to_owned(),
         source,
     };
-    if let Some(path) = endpoint.strip_prefix("unix:") {
-        Ok(Box::new(unix::Listener::bind(path).map_err(failed)?))
-    } else if let Some(addr) = endpoint.strip_prefix("tcp:") {
-        Ok(Box::new(tcp::Listener::bind(addr).map_err(failed)?))
-    } else {
-        Err(WorkerError::BadEndpoint {
-            endpoint: endpoint.to_owned(),
-        })
-    }
+    let parsed: Endpoint = endpoint.parse().map_err(|source| WorkerError::BadEndpoint {
+        endpoint: endpoint.to_owned(),
+        source,
+    })?;
+    parsed.bind().map_err(failed)
 }

@@ -15,7 +15,7 @@ fn a_connect_failure_printed_with_braces_says_why() {
     let dir = tempfile::tempdir().unwrap();
     let endpoint = format!("unix:{}", dir.path().join("nobody.sock").display());
     let pool = Pool::new(ServiceInfo::new("calc", 1), [endpoint.clone()], ClientConfig::default());
-    let err = pool.call("add", false, |_| Ok(())).unwrap_err();
+    let err = pool.call("add", false, None, |_, _| Ok(())).unwrap_err();
     let text = err.to_string();
     assert!(
         text.contains(&format!(

@@ -7,6 +7,7 @@ use super::defaults::{default_backoff, default_limit};
 use super::grammar::{parse_ready, signal_name};
 use super::walk::{in_file_order, quote, Checked, Checker, Value};
 use super::{Backoff, Endpoint, Limit, LimitAction, LogRotate, Output, Ready, Signal};
+use procwire_rpc::EndpointError;
 
 const BACKOFF_KEYS: &[&str] = &["initial", "max", "factor", "jitter", "reset_after"];
 const LIMIT_KEYS: &[&str] = &["restarts", "within", "start_attempts", "then"];
@@ -17,26 +18,15 @@ const LIMIT_ACTIONS: &[(&str, LimitAction)] = &[("stop", LimitAction::Stop), ("s
 impl Checker<'_> {
     pub(super) fn endpoint(&self, value: &Value<'_>) -> Checked<Endpoint> {
         let string = self.non_empty_string("listen", value)?;
-        if let Some(path) = string.strip_prefix("unix:") {
-            if path.is_empty() {
-                return Err(self.error(
-                    value.span(),
-                    "`listen`: \"unix:\" needs a path, like \"unix:run/app.sock\"",
-                ));
-            }
-            return Ok(Endpoint::Unix(self.resolve(path)));
+        match string.parse::<Endpoint>() {
+            Ok(Endpoint::Unix(path)) => Ok(Endpoint::Unix(self.resolve(&path.to_string_lossy()))),
+            Ok(endpoint) => Ok(endpoint),
+            Err(EndpointError::UnknownKind { .. }) => Err(self.error(
+                value.span(),
+                format!("`listen` entries are \"unix:PATH\" or \"tcp:HOST:PORT\", not {string:?}"),
+            )),
+            Err(why) => Err(self.error(value.span(), format!("`listen`: {why}"))),
         }
-        if string.starts_with("tcp:") {
-            return match parse_ready(string) {
-                Ok(Ready::Tcp { host, port }) => Ok(Endpoint::Tcp { host, port }),
-                Ok(_) => unreachable!("a tcp: string parses as a tcp endpoint"),
-                Err(why) => Err(self.error(value.span(), format!("`listen`: {why}"))),
-            };
-        }
-        Err(self.error(
-            value.span(),
-            format!("`listen` entries are \"unix:PATH\" or \"tcp:HOST:PORT\", not {string:?}"),
-        ))
     }
 
     pub(super) fn ready(&self, value: &Value<'_>) -> Checked<Ready> {

@@ -5,7 +5,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use super::{Ready, Signal};
+use super::{Endpoint, Ready, Signal};
 
 pub(super) const DURATION_HINT: &str =
     "write a number and a unit (ns, us, ms, s, m, h, d), like \"100ms\", \"30s\" or \"1.5h\"";
@@ -22,37 +22,11 @@ pub(super) fn parse_ready(string: &str) -> Result<Ready, String> {
     if string == "notify" {
         return Ok(Ready::Notify);
     }
-    if let Some(address) = string.strip_prefix("tcp:") {
-        let Some((host, port)) = address.rsplit_once(':') else {
-            let missing = if address.parse::<u16>().is_ok() { "host" } else { "port" };
-            return Err(format!(
-                "{string:?} has no {missing}; write \"tcp:HOST:PORT\", like \"tcp:127.0.0.1:8080\""
-            ));
-        };
-        let host = match host.strip_prefix('[') {
-            Some(bracketed) => bracketed
-                .strip_suffix(']')
-                .ok_or_else(|| format!("{string:?}: an IPv6 address needs closing `]`, like \"tcp:[::1]:8080\""))?,
-            None if host.contains(':') => {
-                return Err(format!(
-                    "{string:?}: put an IPv6 address in brackets, like \"tcp:[::1]:8080\""
-                ));
-            }
-            None => host,
-        };
-        if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c == '/') {
-            return Err(format!(
-                "{string:?} has no valid host; write \"tcp:HOST:PORT\", like \"tcp:127.0.0.1:8080\""
-            ));
-        }
-        return match port.parse::<u16>() {
-            Ok(port) if port > 0 => Ok(Ready::Tcp {
-                host: host.to_owned(),
-                port,
-            }),
-            _ => Err(format!(
-                "{string:?}: the port must be a number from 1 to 65535, not {port:?}"
-            )),
+    if string.starts_with("tcp:") {
+        return match string.parse::<Endpoint>() {
+            Ok(Endpoint::Tcp { host, port }) => Ok(Ready::Tcp { host, port }),
+            Ok(other) => Err(format!("{other} is not a TCP address")),
+            Err(why) => Err(why.to_string()),
         };
     }
     if let Some(command) = string.strip_prefix("exec:") {

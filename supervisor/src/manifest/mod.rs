@@ -145,34 +145,10 @@ pub enum NotifyAccess {
     All,
 }
 
-/// A listening endpoint the supervisor owns.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Endpoint {
-    /// A Unix stream socket at this path (relative paths resolve against the manifest's
-    /// directory).
-    Unix(PathBuf),
-    /// A TCP socket on this host and port.
-    Tcp {
-        /// Host name or address.
-        host: String,
-        /// Port.
-        port: u16,
-    },
-}
-
-impl Endpoint {
-    /// The endpoint of worker `index`: `{index}` in a Unix path is replaced, so that a pool
-    /// can give each worker a socket of its own (`unix:run/calc-{index}.sock`); an endpoint
-    /// without it is shared by all of them.
-    pub fn for_worker(&self, index: u32) -> Endpoint {
-        match self {
-            Endpoint::Unix(path) => Endpoint::Unix(PathBuf::from(
-                path.to_string_lossy().replace("{index}", &index.to_string()),
-            )),
-            tcp => tcp.clone(),
-        }
-    }
-}
+/// A listening endpoint the supervisor owns: procwire's one endpoint type. In a manifest,
+/// a relative Unix path resolves against the manifest's directory, and `{index}` in it gives
+/// each worker a socket of its own ([`Endpoint::for_worker`]).
+pub use procwire_rpc::Endpoint;
 
 impl Pool {
     /// Every endpoint the pool's workers listen on, each once.
@@ -183,16 +159,6 @@ impl Pool {
         all.sort();
         all.dedup();
         all
-    }
-}
-
-impl std::fmt::Display for Endpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Endpoint::Unix(path) => write!(f, "unix:{}", path.display()),
-            Endpoint::Tcp { host, port } if host.contains(':') => write!(f, "tcp:[{host}]:{port}"),
-            Endpoint::Tcp { host, port } => write!(f, "tcp:{host}:{port}"),
-        }
     }
 }
 

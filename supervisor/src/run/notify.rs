@@ -73,11 +73,7 @@ impl NotifySocket {
             let len = msg.bytes;
             let Some(pid) = pid else { continue };
             let text = String::from_utf8_lossy(&buf[..len]);
-            let fields = text
-                .lines()
-                .filter_map(|line| line.split_once('='))
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect();
+            let fields = procwire_workers::notify::decode(&text);
             return Ok(Some(Message { pid, fields }));
         }
     }

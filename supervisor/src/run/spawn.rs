@@ -14,6 +14,8 @@ use nix::libc;
 use nix::sys::resource::setrlimit;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::unistd::{pipe2, Pid};
+use procwire_workers::activation::{self, LISTEN_FDNAMES, LISTEN_FDS, LISTEN_PID};
+use procwire_workers::notify::{self, NOTIFY_SOCKET, WATCHDOG_PID, WATCHDOG_USEC};
 
 use crate::manifest::{rlimit_resource, Output, Pool};
 
@@ -63,10 +65,8 @@ fn environment(pool: &Pool, index: u32, ctx: &Context<'_>) -> Vec<(OsString, OsS
     let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
         .filter(|(k, _)| {
             // Descriptors a supervisor of ours handed us, and its watchdog, are not theirs.
-            !matches!(
-                k.to_str(),
-                Some("LISTEN_FDS" | "LISTEN_PID" | "LISTEN_FDNAMES" | "WATCHDOG_USEC" | "WATCHDOG_PID")
-            )
+            !k.to_str()
+                .is_some_and(|k| [LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES, WATCHDOG_USEC, WATCHDOG_PID].contains(&k))
         })
         .collect();
     let mut set = |key: &str, value: OsString| {
@@ -76,7 +76,7 @@ fn environment(pool: &Pool, index: u32, ctx: &Context<'_>) -> Vec<(OsString, OsS
     for (key, value) in &pool.env {
         set(key, expand(value, index).into());
     }
-    set("NOTIFY_SOCKET", ctx.notify_socket.as_os_str().to_owned());
+    set(NOTIFY_SOCKET, ctx.notify_socket.as_os_str().to_owned());
     set("PROCWIRE_SUPERVISOR", ctx.supervisor.into());
     set("PROCWIRE_POOL", pool.name.clone().into());
     set("PROCWIRE_INDEX", index.to_string().into());
@@ -84,12 +84,14 @@ fn environment(pool: &Pool, index: u32, ctx: &Context<'_>) -> Vec<(OsString, OsS
         set(crate::ROLE_ENV, role.clone().into());
     }
     if let Some(period) = pool.watchdog {
-        set("WATCHDOG_USEC", period.as_micros().to_string().into());
+        set(WATCHDOG_USEC, notify::encode_watchdog_usec(period).into());
     }
     if !ctx.listen.is_empty() {
-        set("LISTEN_FDS", ctx.listen.len().to_string().into());
-        let names: Vec<&str> = ctx.listen.iter().map(|(_, n)| n.as_str()).collect();
-        set("LISTEN_FDNAMES", names.join(":").into());
+        set(LISTEN_FDS, ctx.listen.len().to_string().into());
+        set(
+            LISTEN_FDNAMES,
+            activation::encode_fdnames(ctx.listen.iter().map(|(_, n)| n.as_str())).into(),
+        );
     }
     env
 }
@@ -132,6 +134,8 @@ struct Exec {
     env: Vec<*const libc::c_char>,
     /// `LISTEN_PID=` followed by room for the digits and a NUL, filled in by the child.
     listen_pid: Vec<u8>,
+    /// Where the digits go in `listen_pid`.
+    pid_at: usize,
     /// Descriptors to place at 3, 4, ...
     fds: Vec<RawFd>,
 }
@@ -142,8 +146,6 @@ struct Exec {
 unsafe impl Send for Exec {}
 // SAFETY: as above; a shared `Exec` is never read concurrently (only the child reads it).
 unsafe impl Sync for Exec {}
-
-const LISTEN_PID: &[u8] = b"LISTEN_PID=";
 
 impl Exec {
     fn new(program: &str, argv: &[String], env: &[(OsString, OsString)], fds: Vec<RawFd>) -> std::io::Result<Exec> {
@@ -161,8 +163,9 @@ impl Exec {
                 cstring(&entry)
             })
             .collect::<std::io::Result<Vec<_>>>()?;
-        let mut listen_pid = LISTEN_PID.to_vec();
-        listen_pid.resize(LISTEN_PID.len() + 21, 0);
+        let mut listen_pid = format!("{LISTEN_PID}=").into_bytes();
+        let pid_at = listen_pid.len();
+        listen_pid.resize(pid_at + 21, 0);
         let mut argv_ptrs: Vec<*const libc::c_char> = owned_argv.iter().map(|a| a.as_ptr()).collect();
         argv_ptrs.push(std::ptr::null());
         let mut env_ptrs: Vec<*const libc::c_char> = owned_env.iter().map(|e| e.as_ptr()).collect();
@@ -175,6 +178,7 @@ impl Exec {
             _env: owned_env,
             env: env_ptrs,
             listen_pid,
+            pid_at,
             fds,
         })
     }
@@ -222,9 +226,9 @@ impl Exec {
             }
         }
         for i in 0..len {
-            self.listen_pid[LISTEN_PID.len() + i] = digits[len - 1 - i];
+            self.listen_pid[self.pid_at + i] = digits[len - 1 - i];
         }
-        self.listen_pid[LISTEN_PID.len() + len] = 0;
+        self.listen_pid[self.pid_at + len] = 0;
         // SAFETY: `path`, `argv` and `env` are NUL-terminated strings in NULL-terminated
         // arrays that live in `self` (and `listen_pid`, which `env` points into, was sized
         // for any pid and a NUL); execve only reads them.
@@ -371,4 +375,59 @@ pub fn spawn(pool: &Pool, index: u32, ctx: &Context<'_>) -> std::io::Result<Spaw
         stdout: out_read,
         stderr: err_read,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// The variables the supervisor sets are the ones the worker runtime reads, encoded as
+    /// it decodes them: both sides use procwire-workers' names and encodings.
+    #[test]
+    fn a_workers_environment_decodes_with_the_worker_runtimes_own_decoders() {
+        let mut pool = Pool::new("calc", vec!["calc".into()]);
+        pool.watchdog = Some(Duration::from_millis(1500));
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let listen = [(a.as_fd(), "calc".to_owned()), (b.as_fd(), "admin".to_owned())];
+        let ctx = Context {
+            supervisor: "test",
+            notify_socket: Path::new("/run/notify.sock"),
+            base: Path::new("/"),
+            listen: &listen,
+        };
+        let env = environment(&pool, 0, &ctx);
+        let get = |key: &str| {
+            env.iter()
+                .rev()
+                .find(|(k, _)| k.as_bytes() == key.as_bytes())
+                .map(|(_, v)| v.to_str().unwrap().to_owned())
+                .unwrap_or_else(|| panic!("{key} is set"))
+        };
+        assert_eq!(get(NOTIFY_SOCKET), "/run/notify.sock");
+        assert_eq!(
+            notify::decode_watchdog_usec(&get(WATCHDOG_USEC)),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(get(LISTEN_FDS), "2");
+        assert_eq!(
+            activation::decode_fdnames(&get(LISTEN_FDNAMES)),
+            [Some("calc".to_owned()), Some("admin".to_owned())]
+        );
+    }
+
+    #[test]
+    fn an_empty_command_is_an_error_naming_it_not_a_panic() {
+        let ctx = Context {
+            supervisor: "test",
+            notify_socket: Path::new("/run/notify.sock"),
+            base: Path::new("/"),
+            listen: &[],
+        };
+        let error = spawn(&Pool::new("empty", Vec::new()), 0, &ctx).expect_err("nothing to run");
+        assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
+        assert!(error.to_string().contains("command is empty"), "{error}");
+    }
 }

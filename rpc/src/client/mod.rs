@@ -8,7 +8,6 @@
 //! ping-pong.
 
 use std::collections::HashMap;
-use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -16,12 +15,22 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::error::{HandshakeError, Identity, RpcError, TransportError};
+use crate::error::{Delivery, Ending, HandshakeError, Identity, RpcError, TransportError};
 use crate::outbox::{Buffering, Outbox, SendError};
-use crate::protocol::{Envelope, Fault, Frame, Hello, Kind, Welcome, DEFAULT_MAX_FRAME_LEN, MAGIC, PROTOCOL_VERSION};
+use crate::protocol::{
+    Envelope, Fault, FaultKind, Frame, Hello, Kind, Welcome, DEFAULT_MAX_FRAME_LEN, MAGIC, PROTOCOL_VERSION,
+};
 use crate::service::{Method, ServiceInfo};
 use crate::transport::{FrameReceiver, PeerInfo, Transport};
 use crate::wait::Wait;
+
+mod pending;
+
+pub use pending::PendingCall;
+
+/// How long a send that found the connection closed waits for another caller to read the
+/// peer's last frames (its goodbye, say) before saying how the connection ended.
+const LAST_WORDS_WAIT: Duration = Duration::from_millis(100);
 
 /// How a [`Client`] behaves.
 #[derive(Clone, Debug)]
@@ -33,6 +42,11 @@ pub struct ClientConfig {
     pub buffering: Buffering,
     /// How long the opening handshake may take.
     pub handshake_timeout: Duration,
+    /// How long a call given no deadline of its own may take; `None` (the default for a
+    /// single client) lets it wait as long as it takes. A pool client defaults to
+    /// [`pool::DEFAULT_CALL_TIMEOUT`](crate::pool::DEFAULT_CALL_TIMEOUT): see
+    /// [`for_pool`](Self::for_pool).
+    pub call_timeout: Option<Duration>,
 }
 
 impl Default for ClientConfig {
@@ -41,6 +55,7 @@ impl Default for ClientConfig {
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             buffering: Buffering::default(),
             handshake_timeout: Duration::from_secs(10),
+            call_timeout: None,
         }
     }
 }
@@ -62,6 +77,23 @@ impl ClientConfig {
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
         self
+    }
+
+    /// Sets [`call_timeout`](Self::call_timeout).
+    pub fn call_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.call_timeout = timeout;
+        self
+    }
+
+    /// The defaults of a pool client: the defaults, with a call timeout of
+    /// [`pool::DEFAULT_CALL_TIMEOUT`](crate::pool::DEFAULT_CALL_TIMEOUT).
+    pub fn for_pool() -> Self {
+        Self::default().call_timeout(Some(crate::pool::DEFAULT_CALL_TIMEOUT))
+    }
+
+    /// The deadline of a call that starts now with `deadline` of its own, if any.
+    pub(crate) fn deadline(&self, deadline: Option<Instant>) -> Option<Instant> {
+        crate::typed::__private::deadline(deadline, self.call_timeout)
     }
 }
 
@@ -93,6 +125,7 @@ struct Inner {
     next_id: AtomicU64,
     peer: PeerInfo,
     service: ServiceInfo,
+    call_timeout: Option<Duration>,
 }
 
 struct State {
@@ -101,9 +134,16 @@ struct State {
     /// Calls awaiting replies: `None` until the reply payload arrives.
     pending: HashMap<u64, Option<Vec<u8>>>,
     /// Why the connection is gone.
-    failed: Option<String>,
+    failed: Option<Failure>,
     /// Callers waiting on `replies`; a notify is a system call, so it is skipped when zero.
     waiters: usize,
+}
+
+/// Why a connection is gone, and how it ended.
+#[derive(Clone, Debug)]
+struct Failure {
+    reason: String,
+    ending: Ending,
 }
 
 impl std::fmt::Debug for Client {
@@ -146,6 +186,7 @@ impl Client {
                 next_id: AtomicU64::new(1),
                 peer,
                 service,
+                call_timeout: config.call_timeout,
             }),
         })
     }
@@ -180,7 +221,8 @@ impl Client {
         &self.inner.service
     }
 
-    /// Calls `method` with `args` and waits for its reply, until `deadline` if one is given.
+    /// Calls `method` with `args` and waits for its reply, until `deadline` if one is given
+    /// (else within the configured [`call_timeout`](ClientConfig::call_timeout), if any).
     pub fn call<A, R>(&self, method: Method, args: &A, deadline: Option<Instant>) -> Result<R, RpcError>
     where
         A: Serialize + ?Sized,
@@ -234,6 +276,11 @@ impl Client {
         A: Serialize + ?Sized,
         R: DeserializeOwned,
     {
+        let deadline = crate::typed::__private::deadline(deadline, self.inner.call_timeout);
+        let wait = match wait {
+            Wait::NonBlock => Wait::NonBlock,
+            _ => Wait::deadline(deadline),
+        };
         if deadline.is_some_and(|d| d <= Instant::now()) {
             // Nothing is sent for a call that is already late.
             return Err(RpcError::DeadlineExceeded {
@@ -245,19 +292,13 @@ impl Client {
         let frame = encode(id, Kind::Call, method, args, deadline)?;
         {
             let mut st = self.inner.lock();
-            if let Some(reason) = &st.failed {
-                return Err(self.inner.disconnected(method, reason));
+            if let Some(failure) = &st.failed {
+                return Err(self.inner.disconnected(method, failure, Delivery::NotSent));
             }
             st.pending.insert(id, None);
         }
-        let call = PendingCall {
-            client: self.clone(),
-            id,
-            method,
-            deadline,
-            done: false,
-            _reply: PhantomData,
-        };
+        // Made before sending, so that a failed send cancels the call when it is dropped.
+        let call = PendingCall::new(self.clone(), id, method, deadline);
         self.inner.send(frame, wait, method)?;
         Ok(call)
     }
@@ -335,12 +376,23 @@ impl Inner {
         }
     }
 
-    fn disconnected(&self, method: Method, reason: &str) -> RpcError {
+    fn disconnected(&self, method: Method, failure: &Failure, delivery: Delivery) -> RpcError {
         RpcError::Disconnected {
             method: method.name,
             peer: self.peer.name.clone(),
-            reason: reason.to_owned(),
+            reason: failure.reason.clone(),
+            delivery,
+            ending: failure.ending,
         }
+    }
+
+    /// The error of a call this handle already finished (a programming error of the caller).
+    fn finished(&self, method: Method) -> RpcError {
+        let failure = Failure {
+            reason: "the call was already finished".into(),
+            ending: Ending::Broken,
+        };
+        self.disconnected(method, &failure, Delivery::Unknown)
     }
 
     fn send(&self, frame: Frame, wait: Wait, method: Method) -> Result<(), RpcError> {
@@ -358,60 +410,69 @@ impl Inner {
                 source,
             },
             SendError::Closed(reason) => {
-                let reason = self.lock().failed.clone().unwrap_or(reason);
-                self.disconnected(method, &reason)
+                // The frame was not taken, so it was not sent. Why the connection closed may
+                // be waiting unread (a stopping server's goodbye): look before saying.
+                let st = self.read_what_is_left(self.lock());
+                let failure = st.failed.clone().unwrap_or(Failure {
+                    reason,
+                    ending: Ending::Died,
+                });
+                self.disconnected(method, &failure, Delivery::NotSent)
             }
         })
     }
 
     /// Marks the connection failed: every waiting and future call gets `reason`.
-    fn fail(&self, st: &mut State, reason: String) {
-        tracing::debug!(peer = %self.peer.name, %reason, "client connection failed");
-        st.failed.get_or_insert(reason.clone());
+    fn fail(&self, st: &mut State, reason: String, ending: Ending) {
+        tracing::debug!(peer = %self.peer.name, %reason, %ending, "client connection failed");
         self.outbox.close(&reason);
+        st.failed.get_or_insert(Failure { reason, ending });
         self.notify(st);
+    }
+
+    /// The peer broke the protocol.
+    fn violation(&self, st: &mut State, reason: String) {
+        self.fail(
+            st,
+            format!("protocol violation by {}: {reason}", self.peer.name),
+            Ending::Broken,
+        )
     }
 
     /// Files one incoming frame.
     fn dispatch(&self, st: &mut State, payload: Vec<u8>) {
-        let peer = &self.peer.name;
         let envelope = match Envelope::decode(&payload) {
             Ok((envelope, _)) => envelope,
-            Err(e) => return self.fail(st, format!("protocol violation by {peer}: undecodable frame: {e}")),
+            Err(e) => return self.violation(st, format!("undecodable frame: {e}")),
         };
         match envelope.kind {
             Kind::Error if envelope.id == 0 => {
-                let detail = Envelope::decode(&payload)
+                let fault = Envelope::decode(&payload)
                     .ok()
-                    .and_then(|(_, body)| postcard::from_bytes::<Fault>(body).ok())
-                    .map_or_else(|| "undecodable reason".to_owned(), |f| f.to_string());
-                self.fail(st, format!("the server closed the connection: {detail}"));
+                    .and_then(|(_, body)| postcard::from_bytes::<Fault>(body).ok());
+                match fault {
+                    Some(Fault {
+                        kind: FaultKind::Stopping,
+                        ..
+                    }) => self.fail(st, "the server stopped".to_owned(), Ending::Stopped),
+                    Some(fault) => self.fail(st, format!("the server closed the connection: {fault}"), Ending::Broken),
+                    None => self.fail(
+                        st,
+                        "the server closed the connection for an undecodable reason".to_owned(),
+                        Ending::Broken,
+                    ),
+                }
             }
             Kind::Reply | Kind::Error => match st.pending.get_mut(&envelope.id) {
                 Some(slot @ None) => *slot = Some(payload),
-                Some(Some(_)) => self.fail(
-                    st,
-                    format!(
-                        "protocol violation by {peer}: second reply to request id {}",
-                        envelope.id
-                    ),
-                ),
+                Some(Some(_)) => self.violation(st, format!("second reply to request id {}", envelope.id)),
                 // A reply to a call its caller gave up on.
                 None if envelope.id < self.next_id.load(Ordering::Relaxed) => {
                     tracing::trace!(id = envelope.id, "dropping reply to an abandoned call")
                 }
-                None => self.fail(
-                    st,
-                    format!(
-                        "protocol violation by {peer}: reply to unknown request id {}",
-                        envelope.id
-                    ),
-                ),
+                None => self.violation(st, format!("reply to unknown request id {}", envelope.id)),
             },
-            kind => self.fail(
-                st,
-                format!("protocol violation by {peer}: unexpected {kind:?} frame from a server"),
-            ),
+            kind => self.violation(st, format!("unexpected {kind:?} frame from a server")),
         }
     }
 
@@ -423,11 +484,16 @@ impl Inner {
             match st.pending.get_mut(&id) {
                 Some(Some(_)) => return Ok(st.pending.remove(&id).flatten()),
                 Some(None) => {}
-                None => return Err(self.disconnected(method, "the call was already finished")),
+                None => return Err(self.finished(method)),
             }
-            if let Some(reason) = st.failed.clone() {
+            if let Some(failure) = st.failed.clone() {
                 st.pending.remove(&id);
-                return Err(self.disconnected(method, &reason));
+                // A stopping server answers every call it read before it says goodbye.
+                let delivery = match failure.ending {
+                    Ending::Stopped => Delivery::NotSent,
+                    _ => Delivery::Unknown,
+                };
+                return Err(self.disconnected(method, &failure, delivery));
             }
             if !st.reading {
                 let (next, ran_out) = self.read_once(st, wait);
@@ -467,12 +533,40 @@ impl Inner {
         match received {
             Ok(payload) => self.dispatch(&mut st, payload),
             Err(e) if e.is_retryable() => return (st, true),
-            Err(TransportError::Closed { .. }) => {
-                self.fail(&mut st, "the peer closed the connection or exited".to_owned())
-            }
-            Err(e) => self.fail(&mut st, crate::error::chain(&e)),
+            Err(TransportError::Closed { .. }) => self.fail(
+                &mut st,
+                "the peer closed the connection or exited".to_owned(),
+                Ending::Died,
+            ),
+            Err(e) => self.fail(&mut st, crate::error::chain(&e), Ending::Died),
         }
         (st, false)
+    }
+
+    /// Reads what the peer sent before it closed, until the connection is marked failed
+    /// (with the peer's goodbye, if it said one) or nothing more is there. A peer that has
+    /// closed has sent everything, so this waits only for another reader to finish, briefly.
+    fn read_what_is_left<'a>(&'a self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        let until = Instant::now() + LAST_WORDS_WAIT;
+        while st.failed.is_none() {
+            if !st.reading {
+                let (next, ran_out) = self.read_once(st, Wait::NonBlock);
+                st = next;
+                self.notify(&st);
+                if ran_out {
+                    break;
+                }
+                continue;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            st.waiters += 1;
+            st = self.replies.wait_timeout(st, left).unwrap_or_else(|e| e.into_inner()).0;
+            st.waiters -= 1;
+        }
+        st
     }
 
     fn out_of_time(&self, st: MutexGuard<'_, State>, method: Method, wait: Wait) -> Result<Option<Vec<u8>>, RpcError> {
@@ -499,118 +593,6 @@ impl Inner {
             .frame();
             // Best effort: a full queue or a dead connection just means no cancel is sent.
             let _ = self.outbox.send(frame, Wait::NonBlock);
-        }
-    }
-}
-
-/// A call that has been sent and whose reply has not been taken yet.
-///
-/// Dropping it before the reply is taken abandons the call and tells the server, which may
-/// stop working on it (see [`CallContext::is_cancelled`](crate::CallContext::is_cancelled)).
-#[must_use = "dropping a PendingCall cancels the call"]
-pub struct PendingCall<R> {
-    client: Client,
-    id: u64,
-    method: Method,
-    deadline: Option<Instant>,
-    done: bool,
-    _reply: PhantomData<fn() -> R>,
-}
-
-impl<R> std::fmt::Debug for PendingCall<R> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PendingCall")
-            .field("id", &self.id)
-            .field("method", &self.method.name)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<R: DeserializeOwned> PendingCall<R> {
-    /// The request id.
-    pub fn id(&self) -> u64 {
-        self.id
-    }
-
-    /// Waits for the reply, until the call's deadline if it has one.
-    pub fn wait(mut self) -> Result<R, RpcError> {
-        let reply = self
-            .client
-            .inner
-            .wait_reply(self.id, self.method, Wait::deadline(self.deadline));
-        // On a missed deadline `done` stays false, so that dropping `self` cancels the call.
-        self.done = !matches!(reply, Err(RpcError::DeadlineExceeded { .. }));
-        let payload = reply?.expect("a blocking wait returns a reply or an error");
-        let result = self.decode(&payload);
-        crate::buffers::give(payload);
-        result
-    }
-
-    /// Returns the reply if it has arrived, `Ok(None)` if not, without waiting.
-    pub fn try_wait(&mut self) -> Result<Option<R>, RpcError> {
-        if self.done {
-            return Err(self
-                .client
-                .inner
-                .disconnected(self.method, "the call was already finished"));
-        }
-        if self.deadline.is_some_and(|d| Instant::now() >= d) {
-            self.done = true;
-            self.client.inner.abandon(self.id, self.method);
-            return Err(RpcError::DeadlineExceeded {
-                method: self.method.name,
-                peer: self.client.inner.peer.name.clone(),
-            });
-        }
-        match self.client.inner.wait_reply(self.id, self.method, Wait::NonBlock) {
-            Ok(None) => Ok(None),
-            Ok(Some(payload)) => {
-                self.done = true;
-                let result = self.decode(&payload).map(Some);
-                crate::buffers::give(payload);
-                result
-            }
-            Err(e) => {
-                self.done = true;
-                Err(e)
-            }
-        }
-    }
-
-    fn decode(&self, payload: &[u8]) -> Result<R, RpcError> {
-        let peer = || self.client.inner.peer.name.clone();
-        let (envelope, body) = Envelope::decode(payload).map_err(|source| RpcError::Decode {
-            method: self.method.name,
-            peer: peer(),
-            source,
-        })?;
-        match envelope.kind {
-            Kind::Error => {
-                let fault: Fault = postcard::from_bytes(body).map_err(|source| RpcError::Decode {
-                    method: self.method.name,
-                    peer: peer(),
-                    source,
-                })?;
-                Err(RpcError::Remote {
-                    method: self.method.name,
-                    peer: peer(),
-                    kind: fault.kind,
-                    message: fault.message,
-                })
-            }
-            _ => crate::protocol::decode_exact(body).map_err(|source| RpcError::Decode {
-                method: self.method.name,
-                peer: peer(),
-                source,
-            }),
-        }
-    }
-}
-
-impl<R> Drop for PendingCall<R> {
-    fn drop(&mut self) {
-        if !self.done {
-            self.client.inner.abandon(self.id, self.method);
         }
     }
 }

@@ -1,0 +1,276 @@
+//! [`Endpoint`]: where a service listens and a client connects, as one type for every
+//! part of procwire (the manifest's `listen`, the worker runtime's `PROCWIRE_LISTEN` and
+//! [`Worker::listen`](https://docs.rs/procwire-workers), the pool client, the supervisor's
+//! `endpoints`).
+//!
+//! The grammar, parsed by [`FromStr`] and printed back by [`Display`](std::fmt::Display):
+//!
+//! | text                  | endpoint                                                |
+//! |-----------------------|---------------------------------------------------------|
+//! | `unix:PATH`           | a Unix stream socket at `PATH`                          |
+//! | `tcp:HOST:PORT`       | TCP on a host name or IPv4 address, port 1 to 65535     |
+//! | `tcp:[IPV6]:PORT`     | TCP on an IPv6 address, in brackets                     |
+//!
+//! ```
+//! use procwire_rpc::Endpoint;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let endpoint: Endpoint = "tcp:[::1]:8080".parse()?;
+//! assert_eq!(endpoint, Endpoint::Tcp { host: "::1".into(), port: 8080 });
+//! assert_eq!(endpoint.to_string(), "tcp:[::1]:8080");
+//! # Ok(()) }
+//! ```
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use crate::error::TransportError;
+use crate::transport::{tcp, unix, Listener, Transport};
+
+/// Where a service listens and a client connects. More kinds of transport will come, so
+/// match with a wildcard arm.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Endpoint {
+    /// A Unix stream socket at this path.
+    Unix(PathBuf),
+    /// A TCP socket on this host and port.
+    Tcp {
+        /// Host name or address (an IPv6 address without brackets).
+        host: String,
+        /// Port.
+        port: u16,
+    },
+}
+
+/// A text is not an [`Endpoint`]. Each message shows the text and a correct example.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EndpointError {
+    /// Neither `unix:` nor `tcp:`.
+    #[error("endpoints are \"unix:PATH\" or \"tcp:HOST:PORT\", not {text:?}")]
+    UnknownKind {
+        /// The text.
+        text: String,
+    },
+    /// `unix:` with nothing after it.
+    #[error("\"unix:\" needs a path, like \"unix:run/app.sock\"")]
+    EmptyPath,
+    /// `tcp:` without a host or without a port.
+    #[error("{text:?} has no {missing}; write \"tcp:HOST:PORT\", like \"tcp:127.0.0.1:8080\"")]
+    Incomplete {
+        /// The text.
+        text: String,
+        /// `host` or `port`.
+        missing: &'static str,
+    },
+    /// An IPv6 address opened with `[` and not closed.
+    #[error("{text:?}: an IPv6 address needs closing `]`, like \"tcp:[::1]:8080\"")]
+    UnclosedBracket {
+        /// The text.
+        text: String,
+    },
+    /// An IPv6 address without brackets.
+    #[error("{text:?}: put an IPv6 address in brackets, like \"tcp:[::1]:8080\"")]
+    UnbracketedIpv6 {
+        /// The text.
+        text: String,
+    },
+    /// An empty host, or one with spaces or slashes.
+    #[error("{text:?} has no valid host; write \"tcp:HOST:PORT\", like \"tcp:127.0.0.1:8080\"")]
+    BadHost {
+        /// The text.
+        text: String,
+    },
+    /// A port that is not a number from 1 to 65535.
+    #[error("{text:?}: the port must be a number from 1 to 65535, not {port:?}")]
+    BadPort {
+        /// The text.
+        text: String,
+        /// The port as written.
+        port: String,
+    },
+}
+
+impl FromStr for Endpoint {
+    type Err = EndpointError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if let Some(path) = text.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err(EndpointError::EmptyPath);
+            }
+            return Ok(Endpoint::Unix(PathBuf::from(path)));
+        }
+        let Some(address) = text.strip_prefix("tcp:") else {
+            return Err(EndpointError::UnknownKind { text: text.to_owned() });
+        };
+        let text = || text.to_owned();
+        let Some((host, port)) = address.rsplit_once(':') else {
+            let missing = if address.parse::<u16>().is_ok() { "host" } else { "port" };
+            return Err(EndpointError::Incomplete { text: text(), missing });
+        };
+        let host = match host.strip_prefix('[') {
+            Some(bracketed) => bracketed
+                .strip_suffix(']')
+                .ok_or_else(|| EndpointError::UnclosedBracket { text: text() })?,
+            None if host.contains(':') => return Err(EndpointError::UnbracketedIpv6 { text: text() }),
+            None => host,
+        };
+        if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c == '/') {
+            return Err(EndpointError::BadHost { text: text() });
+        }
+        match port.parse::<u16>() {
+            Ok(port) if port > 0 => Ok(Endpoint::Tcp {
+                host: host.to_owned(),
+                port,
+            }),
+            _ => Err(EndpointError::BadPort {
+                text: text(),
+                port: port.to_owned(),
+            }),
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Unix(path) => write!(f, "unix:{}", path.display()),
+            Endpoint::Tcp { host, port } if host.contains(':') => write!(f, "tcp:[{host}]:{port}"),
+            Endpoint::Tcp { host, port } => write!(f, "tcp:{host}:{port}"),
+        }
+    }
+}
+
+impl Endpoint {
+    /// Connects to the service listening here.
+    pub fn connect(&self) -> Result<Transport, TransportError> {
+        match self {
+            Endpoint::Unix(path) => unix::connect(path),
+            Endpoint::Tcp { host, port } => tcp::connect((host.as_str(), *port)),
+        }
+    }
+
+    /// Listens here. A Unix socket file left by a dead server is replaced; a live one is an
+    /// "address in use" error.
+    pub fn bind(&self) -> Result<Box<dyn Listener>, TransportError> {
+        Ok(match self {
+            Endpoint::Unix(path) => Box::new(unix::Listener::bind(path)?),
+            Endpoint::Tcp { host, port } => Box::new(tcp::Listener::bind((host.as_str(), *port))?),
+        })
+    }
+
+    /// The endpoint of worker `index` of a pool: `{index}` in a Unix path is replaced, so
+    /// that each worker has a socket of its own (`unix:run/calc-{index}.sock`); an endpoint
+    /// without it is shared by all of them.
+    pub fn for_worker(&self, index: u32) -> Endpoint {
+        match self {
+            Endpoint::Unix(path) => Endpoint::Unix(PathBuf::from(
+                path.to_string_lossy().replace("{index}", &index.to_string()),
+            )),
+            other => other.clone(),
+        }
+    }
+}
+
+/// What names an endpoint: an [`Endpoint`], or its text (`&str`, `String`), parsed when
+/// it is used.
+pub trait ToEndpoint {
+    /// The endpoint, or why the text is not one.
+    fn to_endpoint(&self) -> Result<Endpoint, EndpointError>;
+}
+
+impl ToEndpoint for Endpoint {
+    fn to_endpoint(&self) -> Result<Endpoint, EndpointError> {
+        Ok(self.clone())
+    }
+}
+
+impl ToEndpoint for str {
+    fn to_endpoint(&self) -> Result<Endpoint, EndpointError> {
+        self.parse()
+    }
+}
+
+impl ToEndpoint for String {
+    fn to_endpoint(&self) -> Result<Endpoint, EndpointError> {
+        self.parse()
+    }
+}
+
+impl<T: ToEndpoint + ?Sized> ToEndpoint for &T {
+    fn to_endpoint(&self) -> Result<Endpoint, EndpointError> {
+        (**self).to_endpoint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_round_trips_through_its_text() {
+        for text in [
+            "unix:/run/app.sock",
+            "unix:run/calc-{index}.sock",
+            "tcp:127.0.0.1:8080",
+            "tcp:localhost:1",
+            "tcp:[::1]:65535",
+        ] {
+            let endpoint: Endpoint = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(endpoint.to_string(), text);
+            assert_eq!(endpoint.to_string().parse::<Endpoint>(), Ok(endpoint));
+        }
+        assert_eq!(
+            "tcp:[::1]:80".parse(),
+            Ok(Endpoint::Tcp {
+                host: "::1".into(),
+                port: 80
+            })
+        );
+    }
+
+    #[test]
+    fn bad_text_is_refused_with_a_message_that_shows_a_correct_one() {
+        for (text, expected) in [
+            ("udp:1.2.3.4:5", "endpoints are \"unix:PATH\" or \"tcp:HOST:PORT\""),
+            ("/run/app.sock", "endpoints are"),
+            ("unix:", "needs a path"),
+            ("tcp:8080", "has no host"),
+            ("tcp:localhost", "has no port"),
+            ("tcp::8080", "no valid host"),
+            ("tcp:a b:80", "no valid host"),
+            ("tcp:[::1:80", "needs closing `]`"),
+            ("tcp:::1:80", "in brackets"),
+            ("tcp:localhost:0", "port must be a number from 1 to 65535"),
+            ("tcp:localhost:65536", "port must be a number"),
+            ("tcp:localhost:http", "port must be a number"),
+        ] {
+            let error = text.parse::<Endpoint>().expect_err(text).to_string();
+            assert!(error.contains(expected), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_worker_index_fills_a_unix_path_and_leaves_tcp_alone() {
+        let unix: Endpoint = "unix:run/calc-{index}.sock".parse().unwrap();
+        assert_eq!(unix.for_worker(3).to_string(), "unix:run/calc-3.sock");
+        let tcp: Endpoint = "tcp:localhost:80".parse().unwrap();
+        assert_eq!(tcp.for_worker(3), tcp);
+    }
+
+    #[test]
+    fn an_endpoint_binds_and_connects_on_the_same_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let endpoint = Endpoint::Unix(dir.path().join("e.sock"));
+        let mut listener = endpoint.bind().unwrap();
+        let _client = endpoint.connect().unwrap();
+        listener
+            .accept(crate::Wait::timeout(std::time::Duration::from_secs(30)))
+            .unwrap();
+        let error = Endpoint::Unix(dir.path().join("absent.sock")).connect().unwrap_err();
+        assert!(matches!(error, TransportError::Io { op: "connect", .. }), "{error}");
+    }
+}
