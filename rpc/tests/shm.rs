@@ -5,6 +5,8 @@
 mod children;
 
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytemuck::Zeroable;
 use std::time::{Duration, Instant};
 
 use children::{Kid, LIMIT};
@@ -92,6 +94,55 @@ fn a_holder_killed_while_holding_the_mutex_is_reported_to_the_next_locker_who_re
     assert_eq!(checker.next_line(), "held 42 0");
     checker.succeed();
     assert!(!mutex.lock()?.owner_died());
+    Ok(())
+}
+
+/// What the random-kill test protects: a count, and how many increments each slot's
+/// processes finished; `count == sum(done)` unless a holder died between the two stores.
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
+struct Tally {
+    count: u64,
+    done: [u64; 4],
+}
+
+const KILLS: usize = 20;
+const STOP: usize = 2072;
+const HOLDER: usize = 2080;
+const REPAIRS: usize = 2088;
+
+fn killing_lock_holders_at_random_never_wedges_the_mutex_nor_loses_a_count() -> Outcome {
+    let region = Region::create(REGION)?;
+    let mutex = RobustMutex::create(&region, PRIMITIVE, Tally::zeroed())?;
+    let spawn_slot = |slot: usize| {
+        let kid = spawn(&region, &format!("tally {slot}"));
+        kid.expect_line("running");
+        kid
+    };
+    let mut kids: Vec<Kid> = (0..4).map(spawn_slot).collect();
+    let holder = counter(&region, HOLDER);
+    for k in 0..KILLS {
+        // Most likely the process holding the lock now (each holds it most of the time).
+        let pid = holder.load(Ordering::SeqCst);
+        let slot = kids.iter().position(|kid| u64::from(kid.pid()) == pid).unwrap_or(k % 4);
+        let replacement = spawn_slot(slot);
+        std::mem::replace(&mut kids[slot], replacement).kill();
+    }
+    counter(&region, STOP).store(1, Ordering::SeqCst);
+    for kid in kids {
+        kid.succeed();
+    }
+    let tally = mutex.lock()?.recover(|t| t.count = t.done.iter().sum())?.load();
+    assert_eq!(
+        tally.count,
+        tally.done.iter().sum::<u64>(),
+        "every repair restored the count"
+    );
+    let repairs = counter(&region, REPAIRS).load(Ordering::SeqCst);
+    assert!(
+        repairs >= 1,
+        "of {KILLS} holders killed, none was seen dead by the next locker"
+    );
     Ok(())
 }
 
@@ -245,6 +296,33 @@ fn child(args: &[String]) {
                 spin.lock().update(|n| *n += 1);
             }
         }
+        "tally" => {
+            let slot: usize = args[1].parse().unwrap();
+            let mutex = RobustMutex::<Tally>::open(&region, PRIMITIVE).unwrap();
+            let (stop, holder, repairs) = (
+                counter(&region, STOP),
+                counter(&region, HOLDER),
+                counter(&region, REPAIRS),
+            );
+            println!("running");
+            while stop.load(Ordering::SeqCst) == 0 {
+                let guard = match mutex.lock().unwrap() {
+                    Locked::Held(guard) => guard,
+                    Locked::OwnerDied(recovery) => {
+                        repairs.fetch_add(1, Ordering::SeqCst);
+                        recovery.update(|t| t.count = t.done.iter().sum());
+                        recovery.consistent().unwrap()
+                    }
+                };
+                holder.store(u64::from(std::process::id()), Ordering::SeqCst);
+                // Work under the lock, so that a kill most likely finds this process holding it.
+                for _ in 0..20_000 {
+                    std::hint::spin_loop();
+                }
+                guard.update(|t| t.done[slot] += 1);
+                guard.update(|t| t.count += 1);
+            }
+        }
         "mutex-hold" => {
             let mutex = RobustMutex::<Guarded>::open(&region, PRIMITIVE).unwrap();
             let guard = mutex.lock().unwrap().recover(|_| panic!("nobody died")).unwrap();
@@ -355,6 +433,7 @@ fn main() {
         four_processes_incrementing_under_the_robust_mutex_lose_no_increment,
         processes_racing_to_open_or_create_in_a_zeroed_region_share_one_mutex,
         a_holder_killed_while_holding_the_mutex_is_reported_to_the_next_locker_who_repairs_it,
+        killing_lock_holders_at_random_never_wedges_the_mutex_nor_loses_a_count,
         the_semaphore_never_admits_more_processes_than_its_permits,
         a_permit_held_by_a_killed_process_comes_back_on_reclaim,
         a_waiter_gets_the_permit_of_a_killed_holder_without_a_reclaim,

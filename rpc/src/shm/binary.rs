@@ -84,10 +84,13 @@ impl<'r> BinarySemaphore<'r> {
         })
     }
 
-    /// Makes it 1, waking one waiter.
+    /// Makes it 1, waking the waiters (one of them takes it).
+    ///
+    /// All of them, not one: a woken waiter that is killed before it takes the 1 would
+    /// otherwise take the wake-up with it, leaving the 1 there and the others asleep.
     pub fn post(&self) {
         if self.state.swap(1, Ordering::SeqCst) == 0 && self.waiters.load(Ordering::SeqCst) > 0 {
-            futex::wake(self.state, 1);
+            futex::wake(self.state, u32::MAX);
         }
     }
 

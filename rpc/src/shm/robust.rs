@@ -7,6 +7,14 @@
 //! thread, and a second registration would replace glibc's; so the standard mutex is both
 //! the least code and the only one that coexists with glibc's own robust mutexes.
 //!
+//! A lost wake-up: a waiter that the unlocker woke, killed before it takes the lock, takes
+//! the wake-up with it, and if a newcomer took the lock meanwhile the kernel's robust-list
+//! handling (which covers holders, and a dying waiter only while the lock is free) does not
+//! make up for it: the other waiters would sleep until the lock is contended again, which
+//! may be never. So a blocking lock waits in slices of [`SLICE`] (`pthread_mutex_timedlock`)
+//! and tries again after each: a lost wake-up costs at most one slice, and a blocked locker
+//! one system call per slice.
+//!
 //! Trust: glibc links a held mutex into the locking thread's robust list through pointers
 //! stored in the mutex itself, and follows them on unlock. A process that maps the region
 //! and writes garbage into a held mutex can therefore corrupt the memory of the process
@@ -14,7 +22,7 @@
 //! of one program); this is glibc's model too.
 
 use std::marker::PhantomData;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use nix::errno::Errno;
 use nix::libc;
@@ -26,6 +34,9 @@ use super::region::Region;
 pub(crate) const SIZE: usize = size_of::<libc::pthread_mutex_t>();
 /// The alignment it needs.
 pub(crate) const ALIGN: usize = align_of::<libc::pthread_mutex_t>();
+
+/// The longest a blocked locker sleeps before it tries the lock again (see the module docs).
+pub(crate) const SLICE: Duration = Duration::from_millis(100);
 
 /// How long to wait for the lock.
 #[derive(Debug, Clone, Copy)]
@@ -117,20 +128,29 @@ impl<'r> RawRobust<'r> {
     /// Locks, waiting as `wait` says.
     pub(crate) fn lock(&self, wait: Wait) -> Result<Acquired, ShmError> {
         loop {
+            let slice = Instant::now() + SLICE;
+            let until = match wait {
+                Wait::Block => Some(slice),
+                Wait::Try => None,
+                Wait::Until(deadline) => Some(deadline.min(slice)),
+            };
             // SAFETY: `self.ptr` points to a mutex initialised by `init` (the primitive's
             // header was checked before this was built) that stays mapped while 'r lives.
             let r = unsafe {
-                match wait {
-                    Wait::Block => libc::pthread_mutex_lock(self.ptr),
-                    Wait::Try => libc::pthread_mutex_trylock(self.ptr),
-                    Wait::Until(deadline) => libc::pthread_mutex_timedlock(self.ptr, &realtime(deadline)),
+                match until {
+                    None => libc::pthread_mutex_trylock(self.ptr),
+                    Some(until) => libc::pthread_mutex_timedlock(self.ptr, &realtime(until)),
                 }
             };
             return match r {
                 0 => Ok(Acquired::Locked),
                 libc::EOWNERDEAD => Ok(Acquired::OwnerDied),
                 libc::EBUSY => Ok(Acquired::Busy),
-                libc::ETIMEDOUT => Ok(Acquired::TimedOut),
+                libc::ETIMEDOUT => match wait {
+                    Wait::Until(deadline) if Instant::now() >= deadline => Ok(Acquired::TimedOut),
+                    // The end of a slice, not of the wait: try again.
+                    _ => continue,
+                },
                 libc::EINTR => continue,
                 libc::ENOTRECOVERABLE => Err(ShmError::Unrecoverable { offset: self.offset }),
                 e => Err(ShmError::os("locking a robust mutex", Errno::from_raw(e))),

@@ -58,7 +58,8 @@ const LIVENESS_EVERY: Duration = Duration::from_secs(1);
 /// Holders are told apart by pid, so every process that uses one semaphore must be in the
 /// same pid namespace.
 /// Acquiring takes the table's lock, so this is no lock-free fast path; waiting sleeps on a
-/// futex word bumped by every release (shared futex, see the module docs).
+/// futex word bumped by every release (shared futex, see the module docs), at most a second
+/// at a time, so a wake-up lost with a waiter killed as it was woken costs at most that.
 #[derive(Debug)]
 pub struct Semaphore<'r> {
     region: &'r Region,
