@@ -61,8 +61,8 @@ impl<'r> Barrier<'r> {
 
     /// Opens the barrier at `offset` of a region that starts zeroed (one a supervisor
     /// created), creating it for `parties` if nothing is there yet: of several processes that call
-    /// this at once, exactly one creates and the others wait for it (at most 10 s, for one
-    /// that died half-way), then open.
+    /// this at once, exactly one creates and the others wait for it, then open; if it dies
+    /// half-way, a waiter takes over (one that hangs is given 10 s).
     pub fn open_or_create(region: &'r Region, offset: usize, parties: u32) -> Result<Barrier<'r>, ShmError> {
         Self::check_parties(parties)?;
         match header::claim(region, offset, Self::SIZE, KIND)? {

@@ -43,8 +43,8 @@ impl<'r> BinarySemaphore<'r> {
 
     /// Opens the binary semaphore at `offset` of a region that starts zeroed (one a supervisor
     /// created), creating it, posted if `posted`, if nothing is there yet: of several processes that call
-    /// this at once, exactly one creates and the others wait for it (at most 10 s, for one
-    /// that died half-way), then open.
+    /// this at once, exactly one creates and the others wait for it, then open; if it dies
+    /// half-way, a waiter takes over (one that hangs is given 10 s).
     pub fn open_or_create(region: &'r Region, offset: usize, posted: bool) -> Result<BinarySemaphore<'r>, ShmError> {
         match header::claim(region, offset, Self::SIZE, KIND)? {
             Claim::Create => Self::init(region, offset, posted),

@@ -9,6 +9,10 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
+use nix::sys::signal::kill;
+use nix::unistd::Pid;
+
 use super::error::ShmError;
 use super::futex;
 use super::region::Region;
@@ -77,26 +81,41 @@ pub(crate) enum Claim {
 }
 
 /// For `open_or_create` in a region that starts zeroed (a supervisor's): the first process
-/// to find the magic word 0 takes it (compare-exchange to a marker) and initialises; the
-/// others wait for the magic, then open.
+/// to find the magic word 0 takes it (compare-exchange to a marker), writes its pid in the
+/// version word and initialises; the others wait for the magic, then open. A waiter that
+/// finds the initialiser dead (its pid gone) takes the work over, so a crash half-way
+/// through does not leave the offset unusable.
 pub(crate) fn claim(region: &Region, offset: usize, size: usize, kind: Kind) -> Result<Claim, ShmError> {
     region.check(offset, size, 8, kind.name)?;
-    let (magic, version) = words(region, offset, kind)?;
-    match magic.compare_exchange(0, INITIALISING, Ordering::Acquire, Ordering::Acquire) {
+    // While the magic word holds the marker, the version word holds the initialiser's pid.
+    let (magic, initialiser) = words(region, offset, kind)?;
+    let me = std::process::id();
+    match magic.compare_exchange(0, INITIALISING, Ordering::AcqRel, Ordering::Acquire) {
         Ok(_) => {
-            version.store(VERSION, Ordering::Relaxed);
+            initialiser.store(me, Ordering::Relaxed);
             return Ok(Claim::Create);
         }
         Err(INITIALISING) => {
             let deadline = Instant::now() + INIT_WAIT;
             while magic.load(Ordering::Acquire) == INITIALISING {
-                if futex::wait(magic, INITIALISING, Some(deadline)) == futex::Woke::TimedOut {
+                let slice = (Instant::now() + LIVENESS_CHECK).min(deadline);
+                if futex::wait(magic, INITIALISING, Some(slice)) != futex::Woke::TimedOut {
+                    continue;
+                }
+                let pid = initialiser.load(Ordering::Relaxed);
+                let dead = pid != 0 && pid != me && !exists(pid);
+                if dead
+                    && initialiser
+                        .compare_exchange(pid, me, Ordering::AcqRel, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    return Ok(Claim::Create);
+                }
+                if Instant::now() >= deadline {
                     return Err(ShmError::Corrupt {
                         what: kind.name,
                         offset,
-                        detail: format!(
-                            "another process began initialising it and did not finish within {INIT_WAIT:?} (did it die?)"
-                        ),
+                        detail: format!("process {pid} began initialising it and did not finish within {INIT_WAIT:?}"),
                     });
                 }
             }
@@ -107,9 +126,22 @@ pub(crate) fn claim(region: &Region, offset: usize, size: usize, kind: Kind) -> 
     Ok(Claim::Open)
 }
 
+/// How often a process waiting for another's initialisation checks that it still exists.
+const LIVENESS_CHECK: Duration = Duration::from_millis(100);
+
+/// Whether process `pid` exists (a zombie counts), by `kill(pid, 0)`. Pids are compared in
+/// the caller's pid namespace, which the processes sharing a region must share.
+pub(crate) fn exists(pid: u32) -> bool {
+    match i32::try_from(pid) {
+        Ok(raw) if raw > 0 => kill(Pid::from_raw(raw), None) != Err(Errno::ESRCH),
+        _ => false,
+    }
+}
+
 /// Publishes a primitive whose state is initialised.
 pub(crate) fn publish(region: &Region, offset: usize, kind: Kind) -> Result<(), ShmError> {
-    let (magic, _) = words(region, offset, kind)?;
+    let (magic, version) = words(region, offset, kind)?;
+    version.store(VERSION, Ordering::Relaxed);
     // Release: whoever loads the magic with Acquire sees every store of the initialisation.
     magic.store(kind.magic, Ordering::Release);
     // After the store: processes waiting in `claim` for it.

@@ -196,3 +196,19 @@ fn open_or_create_creates_once_and_then_opens_and_refuses_another_kind() {
     let barrier = Barrier::open_or_create(&region, 2048, 1).unwrap();
     assert!(barrier.wait().unwrap().leader);
 }
+
+#[test]
+fn open_or_create_takes_over_from_an_initialiser_that_died() {
+    let region = Region::create(4096).unwrap();
+    // A process that began initialising (the marker, its pid) and is gone.
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let pid = gone.id();
+    gone.wait().unwrap();
+    region.write(0, &[u32::MAX, pid]).unwrap();
+    let mutex = RobustMutex::open_or_create(&region, 0, 7u64).unwrap();
+    assert_eq!(mutex.lock().unwrap().recover(|_| unreachable!()).unwrap().load(), 7);
+    assert!(
+        RobustMutex::<u64>::open(&region, 0).is_ok(),
+        "published after the take-over"
+    );
+}

@@ -4,10 +4,6 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use nix::errno::Errno;
-use nix::sys::signal::kill;
-use nix::unistd::Pid;
-
 use super::error::ShmError;
 use super::futex::{self, Woke};
 use super::header::{self, Claim, Kind, HEADER};
@@ -86,8 +82,8 @@ impl<'r> Semaphore<'r> {
 
     /// Opens the semaphore at `offset` of a region that starts zeroed (one a supervisor
     /// created), creating it with `permits` permits if nothing is there yet: of several processes that call
-    /// this at once, exactly one creates and the others wait for it (at most 10 s, for one
-    /// that died half-way), then open.
+    /// this at once, exactly one creates and the others wait for it, then open; if it dies
+    /// half-way, a waiter takes over (one that hangs is given 10 s).
     pub fn open_or_create(region: &'r Region, offset: usize, permits: u32) -> Result<Semaphore<'r>, ShmError> {
         Self::check_permits(permits)?;
         match header::claim(region, offset, Self::SIZE, KIND)? {
@@ -294,10 +290,7 @@ impl<'r> Semaphore<'r> {
     /// Gives back the permits of every holder that no longer exists. Returns how many came
     /// back.
     pub fn reclaim_dead(&self) -> Result<u32, ShmError> {
-        self.reclaim_where(|pid| {
-            let Ok(raw) = i32::try_from(pid) else { return true };
-            raw > 0 && kill(Pid::from_raw(raw), None) == Err(Errno::ESRCH)
-        })
+        self.reclaim_where(|pid| !header::exists(pid))
     }
 
     fn reclaim_where(&self, mut gone: impl FnMut(u32) -> bool) -> Result<u32, ShmError> {

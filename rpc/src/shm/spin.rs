@@ -57,8 +57,8 @@ impl<'r, T: Pod> Spinlock<'r, T> {
 
     /// Opens the spinlock at `offset` of a region that starts zeroed (one a supervisor
     /// created), creating it holding `value` if nothing is there yet: of several processes that call
-    /// this at once, exactly one creates and the others wait for it (at most 10 s, for one
-    /// that died half-way), then open.
+    /// this at once, exactly one creates and the others wait for it, then open; if it dies
+    /// half-way, a waiter takes over (one that hangs is given 10 s).
     pub fn open_or_create(region: &'r Region, offset: usize, value: T) -> Result<Spinlock<'r, T>, ShmError> {
         region.check(offset, Self::SIZE, header::align_for::<T>(), KIND.name)?;
         match header::claim(region, offset, Self::SIZE, KIND)? {
