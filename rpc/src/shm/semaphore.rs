@@ -39,10 +39,12 @@ const LIVENESS_EVERY: Duration = Duration::from_secs(1);
 /// leaves the table consistent (it may leave its own slot, never a half-done count). Its
 /// permits then come back:
 ///
-/// - at once, when whoever reaps the process calls [`reclaim`](Semaphore::reclaim)`(pid)`
-///   (the supervisor, for its workers). Call it after the process exited and before reaping
-///   it (a pidfd's readiness, or `waitid` with `WNOWAIT`), so its pid cannot have been
-///   reused by a new holder;
+/// - at once, when whoever reaps the process calls [`reclaim`](Semaphore::reclaim)`(pid)`.
+///   Call it after the process exited and before reaping it (a pidfd's readiness, or
+///   `waitid` with `WNOWAIT`), so its pid cannot have been reused by a new holder. (procwire's
+///   supervisor does not: it would have to know where the semaphores are, and taking the
+///   table's lock runs glibc's robust-mutex code on memory its workers can write, which a
+///   worker could use to corrupt the supervisor; see `robust.rs`);
 /// - otherwise within about a second of the process's death, as soon as somebody waits:
 ///   waiters check about once a second that the holders still exist (`kill(pid, 0)`), and
 ///   always before giving up on a timeout
