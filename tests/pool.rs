@@ -55,6 +55,7 @@ fn manifest(dir: &std::path::Path) -> Manifest {
             shutdown_timeout: Duration::from_secs(20),
         },
         pools: vec![calc],
+        shared: Vec::new(),
     }
 }
 

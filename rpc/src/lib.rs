@@ -4,6 +4,7 @@
 //! - [`transport`]: frames over Unix sockets, TCP, anonymous pipes and named FIFOs, each
 //!   with blocking, deadline-bound and non-blocking operations ([`Wait`]).
 //! - [`protocol`]: the frame layout, the envelope, the handshake.
+//! - [`shm`]: shared memory regions and the synchronisation primitives that live in them.
 //! - [`Endpoint`]: `unix:PATH` or `tcp:HOST:PORT`, parsed, printed, connected and bound.
 //! - [`Client`]: one connection shared by many threads; calls are multiplexed by request id.
 //! - [`pool::Pool`]: a client for a pool of workers, one endpoint each.
@@ -49,8 +50,8 @@
 //! `{:?}`, a log line with [`ErrorChain`]) can print it. The layers below the user
 //! ([`TransportError`], [`HandshakeError`], [`ServerError`]) say only their own part, so
 //! each cause appears once in such a report. The errors a caller gets ([`RpcError`],
-//! [`CallError`]) also print their whole chain with `{}`, so that `eprintln!("{e}")` says
-//! why without a reporter:
+//! [`CallError`], and [`shm::ShmError`]) also print their whole chain with `{}`, so that
+//! `eprintln!("{e}")` says why without a reporter:
 //!
 //! ```text
 //! call to `add` failed: connection to every worker of the pool is gone: unix:/run/calc.sock: connect on unix:/run/calc.sock failed: No such file or directory (os error 2) (the call did not run; safe to retry)
@@ -70,6 +71,7 @@ pub mod pool;
 pub mod protocol;
 mod server;
 mod service;
+pub mod shm;
 mod sys;
 pub mod transport;
 mod typed;
