@@ -2,8 +2,7 @@
 //! server.
 //!
 //! - [`transport`]: frames over Unix sockets, TCP, anonymous pipes, named FIFOs and shared
-//!   memory rings, each
-//!   with blocking, deadline-bound and non-blocking operations ([`Wait`]).
+//!   memory rings, each with blocking, deadline-bound and non-blocking operations ([`Wait`]).
 //! - [`protocol`]: the frame layout, the envelope, the handshake.
 //! - [`Endpoint`]: `unix:PATH`, `tcp:HOST:PORT` or `shm:PATH`, parsed, printed, connected
 //!   and bound.

@@ -499,7 +499,7 @@ impl<S: Service> Conn<S> {
             if let Some(waiter) = &waiter {
                 // Sleep first unless requests are already buffered: when the descriptor has
                 // data, epoll returns at once, and otherwise a read would only say EAGAIN.
-                let buffered = self.receiver.lock().unwrap_or_else(|e| e.into_inner()).has_buffered();
+                let buffered = self.receiver.lock().unwrap_or_else(|e| e.into_inner()).prepare_wait();
                 if !buffered {
                     self.idle.fetch_add(1, Ordering::SeqCst);
                     let woken = waiter.wait(&self.wake);

@@ -555,13 +555,13 @@ fn main() {
         a_graceful_stop_says_stopped_and_that_unanswered_calls_did_not_run,
         a_reply_above_the_maximum_is_answered_with_an_error,
     ];
-    let listeners: &[(&str, Case)] = cases![
+    let listeners: &[(&str, Case)] = cases![dropping_a_client_still_delivers_what_it_accepted];
+    let raw_streams: &[(&str, Case)] = cases![
         oversized_length_prefix_costs_one_connection,
         truncated_frame_costs_one_connection,
         garbage_before_handshake_costs_one_connection,
         garbage_frame_after_handshake_costs_one_connection,
         client_frames_of_server_kinds_cost_one_connection,
-        dropping_a_client_still_delivers_what_it_accepted,
         a_client_that_reads_nothing_cannot_hold_up_a_stop,
     ];
     let mut trials = Vec::new();
@@ -569,10 +569,9 @@ fn main() {
         for &(name, case) in every {
             trials.push(Trial::test(format!("{}::{name}", kind.name()), move || case(kind)));
         }
-        if kind.has_listener() {
-            for &(name, case) in listeners {
-                trials.push(Trial::test(format!("{}::{name}", kind.name()), move || case(kind)));
-            }
+        let extra = [(kind.has_listener(), listeners), (kind.has_raw_stream(), raw_streams)];
+        for &(name, case) in extra.into_iter().filter(|(has, _)| *has).flat_map(|(_, cases)| cases) {
+            trials.push(Trial::test(format!("{}::{name}", kind.name()), move || case(kind)));
         }
     }
     trials.push(Trial::test("unix::peer_credentials_are_known_on_unix_sockets", || {
