@@ -180,6 +180,7 @@ impl Kind {
 
 const CHILD_ENV: &str = "PROCWIRE_CONFORMANCE_CHILD";
 const WRITE_TIMEOUT_ENV: &str = "PROCWIRE_CONFORMANCE_WRITE_TIMEOUT_MS";
+const MAX_FRAME_ENV: &str = "PROCWIRE_CONFORMANCE_MAX_FRAME_LEN";
 
 /// Runs the child role if this process is a child; returns false otherwise.
 pub fn child_main() -> bool {
@@ -188,6 +189,9 @@ pub fn child_main() -> bool {
     };
     let arg = std::env::var("PROCWIRE_CONFORMANCE_ARG").unwrap_or_default();
     let mut config = ServerConfig::default();
+    if let Ok(len) = std::env::var(MAX_FRAME_ENV) {
+        config = config.max_frame_len(len.parse().expect("bytes"));
+    }
     if let Ok(ms) = std::env::var(WRITE_TIMEOUT_ENV) {
         config = config.write_timeout(Duration::from_millis(ms.parse().expect("milliseconds")));
     }
@@ -343,6 +347,11 @@ impl Peer {
     /// `ms` milliseconds.
     pub fn spawn_with_write_timeout(kind: Kind, ms: u64) -> Peer {
         Self::spawn_with(kind, &[(WRITE_TIMEOUT_ENV, ms.to_string())])
+    }
+
+    /// Starts a conformance server that sends and accepts frames of up to `len` bytes.
+    pub fn spawn_with_max_frame_len(kind: Kind, len: usize) -> Peer {
+        Self::spawn_with(kind, &[(MAX_FRAME_ENV, len.to_string())])
     }
 
     fn spawn_with(kind: Kind, env: &[(&str, String)]) -> Peer {
