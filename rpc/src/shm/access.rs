@@ -107,6 +107,16 @@ impl<T: Pod> View<'_, T> {
             .expect("checked when the view was made")
     }
 
+    /// Changes the value with `f` (on a copy, then written back); returns what `f` returns.
+    /// It is one load and one store, not atomic as a whole: hold a lock around it when
+    /// others write the value too.
+    pub fn update<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        let mut value = self.load();
+        let r = f(&mut value);
+        self.store(&value);
+        r
+    }
+
     /// The offset of the value in the region.
     pub fn offset(&self) -> usize {
         self.offset

@@ -128,6 +128,22 @@ pub enum ShmError {
         /// What is wrong.
         detail: String,
     },
+    /// A robust mutex whose holder died was unlocked without being marked consistent, so
+    /// POSIX makes it unusable for good; recreate it (and its data) to go on.
+    #[error("the robust mutex at offset {offset} is not recoverable: a holder died and the next one did not mark it consistent")]
+    Unrecoverable {
+        /// Where the mutex is.
+        offset: usize,
+    },
+    /// A semaphore's table of holders is full: more processes hold permits at once than it
+    /// has slots for.
+    #[error("the semaphore at offset {offset} already has {slots} processes holding permits, its maximum")]
+    HoldersFull {
+        /// Where the semaphore is.
+        offset: usize,
+        /// The table's size.
+        slots: usize,
+    },
     /// A primitive was created with a parameter it cannot have.
     #[error("invalid {what}: {detail}")]
     Invalid {

@@ -7,6 +7,20 @@
 //!   ([`send_region`], [`recv_region`]; [`send_fds`], [`recv_fds`] for any descriptors).
 //! - Typed access by copy ([`Region::read`], [`Region::write`], [`View`]) for
 //!   plain-old-data (`bytemuck`'s `Pod`), and atomics in place ([`Region::atomic`]).
+//! - Primitives placed at an offset of a region, so that every process that maps it uses
+//!   them; each has blocking, `try_` and timeout forms, and each is created once (`create`)
+//!   and checked when opened (`open`: a magic number and layout version, then its state):
+//!   - [`RobustMutex`]: a mutex whose holder may die; the next locker is told
+//!     ([`Locked::OwnerDied`]) and repairs the data before [`Recovery::consistent`];
+//!   - [`Semaphore`]: counting (binary with one permit), whose permits come back when a
+//!     holder dies ([`Semaphore::reclaim`] for whoever reaps it, or a liveness check);
+//!   - [`BinarySemaphore`]: a post/wait signal on one futex word;
+//!   - [`Barrier`]: N processes, reusable;
+//!   - [`Spinlock`]: for critical sections of a few hundred nanoseconds.
+//!
+//! The creator lays the primitives out (each has a `SIZE`; offsets are multiples of 8),
+//! creates them, and only then hands the region to other processes, which `open` them at
+//! the same offsets.
 //!
 //! # The rule: no `&T` into shared memory
 //!
@@ -35,21 +49,57 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Orderings, and why they are correct
+//!
+//! - Publishing a primitive: its state is stored first, its magic last with `Release`;
+//!   `open` loads the magic with `Acquire`, so whoever sees the magic sees the state.
+//! - Locks ([`RobustMutex`], [`Spinlock`], the semaphore's table): taking the lock acquires,
+//!   releasing it releases, so the data copied in under the lock by one holder is what the
+//!   next holder copies out; the copies themselves can then be `Relaxed`.
+//! - Sleeping and waking (futexes): a waiter publishes "I am waiting" and the waker publishes
+//!   the change, both `SeqCst`, then each reads the other's: at least one sees the other, so
+//!   either the waker wakes or the waiter's `FUTEX_WAIT` (which compares the word with the
+//!   expected value atomically with going to sleep) returns at once. The wake always comes
+//!   after the store it announces.
+//! - [`Barrier`]: arrivals are `AcqRel` read-modify-writes of one word, so the last arrival
+//!   acquires everybody's earlier writes; its `Release` store of the next generation, loaded
+//!   with `Acquire` by the waiters, passes them on.
+//!
+//! The futexes are the shared kind (no `FUTEX_PRIVATE_FLAG`), which the kernel keys by the
+//! memfd and offset, so a waker in another process finds the waiter.
+//!
 //! # Where the unsafe code is
 //!
 //! - `region.rs`: mapping the memfd and turning its address into atomics (bounds and
 //!   alignment checked); the `pre_exec` hook that lets a child inherit the descriptor.
 //! - `pass.rs`: owning descriptors that arrived with `SCM_RIGHTS`.
+//! - `futex.rs`: the `futex(2)` system call.
+//! - `robust.rs`: glibc's robust process-shared `pthread_mutex_t`.
 
 mod access;
+mod barrier;
+mod binary;
 mod error;
+mod futex;
+mod header;
+mod mutex;
 mod pass;
 mod region;
+mod robust;
+mod semaphore;
+mod spin;
 
 pub use access::View;
+pub use barrier::{Barrier, Passed};
+pub use binary::BinarySemaphore;
 pub use error::{EnvProblem, ShmError};
+pub use mutex::{Locked, MutexGuard, Recovery, RobustMutex};
 pub use pass::{recv_fds, recv_region, send_fds, send_region, MAX_FDS};
 pub use region::{env_var, Region, SharedAtomic, ENV_PREFIX};
+pub use semaphore::{Permit, Semaphore};
+pub use spin::{SpinGuard, Spinlock};
 
+#[cfg(test)]
+mod primitive_tests;
 #[cfg(test)]
 mod tests;
