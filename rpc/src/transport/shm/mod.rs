@@ -214,6 +214,16 @@ impl Listener {
         })
     }
 
+    /// Wraps a listening Unix socket this process was handed (socket activation, a
+    /// supervisor) as a shared-memory listener. Its file belongs to whoever bound it.
+    pub fn from_std(listener: std::os::unix::net::UnixListener, options: Options) -> Result<Self, TransportError> {
+        let options = options.clone().ring_size(options.ring_size);
+        Ok(Listener {
+            inner: unix::Listener::from_std(listener)?,
+            options,
+        })
+    }
+
     /// The socket's path.
     pub fn path(&self) -> &Path {
         self.inner.path()
