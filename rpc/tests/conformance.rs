@@ -392,7 +392,7 @@ fn peer_credentials_are_known_on_unix_sockets(kind: Kind) -> Outcome {
 
 // ---- Shared memory only: what the other transports cannot promise. ----
 
-fn a_64_mib_echo_goes_through_rings_of_1_mib(kind: Kind) -> Outcome {
+fn a_64_mib_echo_goes_through_rings_of_2_mib(kind: Kind) -> Outcome {
     let mut peer = Peer::spawn_with_max_frame_len(kind, 80 << 20);
     let client = Client::connect_with(
         peer.transport(),
@@ -632,8 +632,8 @@ fn main() {
             trials.push(Trial::test(format!("{}::{name}", kind.name()), move || case(kind)));
         }
     }
-    trials.push(Trial::test("shm::a_64_mib_echo_goes_through_rings_of_1_mib", || {
-        a_64_mib_echo_goes_through_rings_of_1_mib(Kind::Shm)
+    trials.push(Trial::test("shm::a_64_mib_echo_goes_through_rings_of_2_mib", || {
+        a_64_mib_echo_goes_through_rings_of_2_mib(Kind::Shm)
     }));
     trials.push(Trial::test(
         "shm::an_idle_connection_costs_no_cpu_on_either_side",

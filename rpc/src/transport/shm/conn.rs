@@ -27,7 +27,10 @@
 //! flag (and it rings; the kick stays in the socket, or the eventfd stays readable, until the
 //! waiter polls, so ringing before the waiter sleeps is not lost). A `kicked` flag, set by the
 //! producer when it kicks and cleared by the consumer when it drains the socket (drain, then
-//! clear, then re-check), keeps a parked consumer from getting a kick per frame.
+//! clear, then re-check), keeps a parked consumer from getting a kick per frame. And a producer
+//! that finds the consumer parked first spins for up to 2 us (if spinning pays at all) for it
+//! to clear its flag or consume the bytes: a server thread on its way back from sending a
+//! reply usually does, and the kick would cost a system call and wake a second thread.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -133,9 +136,19 @@ impl ShmSender {
         let ring = self.tx.ring();
         // SeqCst: orders our tail store before the load of the consumer's flag.
         fence(Ordering::SeqCst);
-        if ring.consumer_parked().load(Ordering::Relaxed) != 0
-            && (ring.kicked().swap(1, Ordering::Relaxed) == 0 || always)
-        {
+        if ring.consumer_parked().load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        // A consumer that clears its flag after our store looks at the ring after it too (it
+        // spins on it, and re-checks after raising the flag again); one that consumed our
+        // bytes needs nothing either. The head is the peer's word: only a hint here.
+        let tail = ring.tail().load(Ordering::Relaxed);
+        let looked =
+            || ring.consumer_parked().load(Ordering::Relaxed) == 0 || ring.head().load(Ordering::Relaxed) >= tail;
+        if !always && self.spinner.grace(ring.producer_cpu(), ring.consumer_cpu(), looked) {
+            return;
+        }
+        if ring.kicked().swap(1, Ordering::Relaxed) == 0 || always {
             // A full socket already holds kicks, and a dead peer is noticed by the
             // receiver: neither is this send's business.
             let _ = send(

@@ -72,7 +72,8 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Options {
-    /// Bytes per ring, a power of two from 4 KiB to 1 GiB; default 1 MiB. Set by the
+    /// Bytes per ring, a power of two from 4 KiB to 1 GiB; default 2 MiB, so a 1 MiB frame
+    /// crosses in one piece (pages are only allocated as they are first used). Set by the
     /// listener, which creates the region. Larger frames go through in pieces.
     pub ring_size: usize,
     /// How this end waits for its peer; default [`Strategy::Adaptive`].
@@ -82,7 +83,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            ring_size: 1 << 20,
+            ring_size: 2 << 20,
             strategy: Strategy::Adaptive,
         }
     }

@@ -30,6 +30,10 @@ pub enum Strategy {
 const MIN_BUDGET: Duration = Duration::from_micros(2);
 const MAX_BUDGET: Duration = Duration::from_micros(50);
 const SPIN_BUDGET: Duration = Duration::from_millis(10);
+/// How long a producer that finds its consumer parked waits for it to look anyway before it
+/// kicks: a consumer between two frames (a server thread on its way back from sending a
+/// reply) usually does, and a kick costs a system call and may wake a second thread.
+const KICK_GRACE: Duration = Duration::from_micros(2);
 
 /// One waiting end's spin state.
 #[derive(Debug)]
@@ -63,6 +67,37 @@ impl Spinner {
         }
     }
 
+    /// Whether spinning pays between the two ends now.
+    fn pays(&self, mine: &AtomicU32, theirs: &AtomicU32) -> bool {
+        match self.strategy {
+            Strategy::Block => false,
+            Strategy::Spin => true,
+            Strategy::Adaptive => {
+                let peer = theirs.load(Ordering::Relaxed);
+                self.multi_cpu && (peer == 0 || peer != mine.load(Ordering::Relaxed))
+            }
+        }
+    }
+
+    /// Before a kick: spins briefly, if that pays, until `ready()` says no kick is needed.
+    pub(crate) fn grace(&self, mine: &AtomicU32, theirs: &AtomicU32, mut ready: impl FnMut() -> bool) -> bool {
+        if !self.pays(mine, theirs) {
+            return false;
+        }
+        let end = Instant::now() + KICK_GRACE;
+        loop {
+            for _ in 0..16 {
+                if ready() {
+                    return true;
+                }
+                std::hint::spin_loop();
+            }
+            if Instant::now() >= end {
+                return false;
+            }
+        }
+    }
+
     /// Spins until `ready()`, the budget runs out or `deadline` passes; true if ready.
     /// `mine` is this end's CPU slot in the header, `theirs` the peer's.
     pub(crate) fn spin(
@@ -77,8 +112,7 @@ impl Spinner {
             Strategy::Spin => SPIN_BUDGET,
             Strategy::Adaptive => {
                 publish_cpu(mine);
-                let peer = theirs.load(Ordering::Relaxed);
-                if !self.multi_cpu || (peer != 0 && peer == mine.load(Ordering::Relaxed)) {
+                if !self.pays(mine, theirs) {
                     return false;
                 }
                 self.budget
