@@ -57,7 +57,9 @@ fn main() -> Result<()> {
     println!("   workers listen on {}", dir.path().join("calc-{0..3}.sock").display());
     println!("== typed calls: add(2, 3) = {}", pool.add(2, 3)?);
 
-    println!("== 8 threads call the pool (round robin); meanwhile one worker is killed with SIGKILL");
+    println!(
+        "== 8 threads call the pool (each call to the least busy worker); meanwhile one worker is killed with SIGKILL"
+    );
     let calls = AtomicUsize::new(0);
     let seen = Mutex::new(BTreeSet::new());
     let (busy_tx, busy_rx) = std::sync::mpsc::channel::<()>();

@@ -6,7 +6,7 @@
 //! line, or on a process's exit, with a deadline.
 
 use std::fs::{File, OpenOptions};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -92,18 +92,23 @@ impl Reports {
     }
 }
 
-/// A pidfd for `pid`, which must exist.
-fn pidfd(pid: Pid) -> OwnedFd {
+/// A pidfd for `pid`; `None` if there is no such process (any more).
+fn pidfd(pid: Pid) -> Option<OwnedFd> {
     // SAFETY: pidfd_open(2) takes a pid and a flags word, reads no memory of ours, and
     // returns a new descriptor or -1.
     let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid.as_raw(), 0) };
-    assert!(fd >= 0, "pidfd_open({pid}): {}", Errno::last());
+    if fd < 0 {
+        assert_eq!(Errno::last(), Errno::ESRCH, "pidfd_open({pid})");
+        return None;
+    }
     // SAFETY: pidfd_open just returned `fd`: it is open and owned by nothing else.
-    unsafe { OwnedFd::from_raw_fd(fd as i32) }
+    Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-/// Waits until the process behind `pidfd` has exited (without collecting it).
-fn exited(pidfd: &OwnedFd) -> Result<(), Failed> {
+/// Waits until the process behind `pidfd` has exited (without collecting it); at once if it
+/// was gone already.
+fn exited(pidfd: Option<OwnedFd>) -> Result<(), Failed> {
+    let Some(pidfd) = pidfd else { return Ok(()) };
     let deadline = Instant::now() + LIMIT;
     while Instant::now() < deadline {
         let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
@@ -191,7 +196,7 @@ fn the_programs_own_child_is_left_for_the_program_to_wait_for() -> Result<(), Fa
     let supervisor = Supervisor::start(Manifest::new("own").pool(reports.pool("w", 1)))?;
     let (_, worker) = reports.next()?;
     let mut child = Command::new("sh").args(["-c", "exit 7"]).stdin(Stdio::null()).spawn()?;
-    exited(&pidfd(Pid::from_raw(child.id() as i32)))?;
+    exited(pidfd(Pid::from_raw(child.id() as i32)))?;
     // The supervisor has work to do after the child's SIGCHLD: a worker to restart.
     kill(worker, Signal::SIGKILL)?;
     let (_, restarted) = reports.next()?;
@@ -211,35 +216,58 @@ fn the_programs_own_child_is_left_for_the_program_to_wait_for() -> Result<(), Fa
     Ok(())
 }
 
-fn pools_that_cannot_be_spawned_are_given_up_while_the_rest_runs_on() -> Result<(), Failed> {
+fn a_role_pool_that_cannot_be_spawned_is_given_up_while_the_rest_runs_on() -> Result<(), Failed> {
     let dir = tempfile::tempdir()?;
     let mut reports = Reports::new(dir.path());
-    // A role whose working directory is missing, and a command built empty in code: both
-    // fail to spawn, once their dependency is up.
+    // A gate the test opens: the pool `gate` reports and completes once it reads a line.
+    let gate_path = dir.path().join("gate");
+    nix::unistd::mkfifo(&gate_path, nix::sys::stat::Mode::S_IRWXU)?;
+    let mut gate = OpenOptions::new().read(true).write(true).open(&gate_path)?;
+    let mut gate_pool = Pool::new(
+        "gate",
+        vec![
+            "sh".into(),
+            "-c".into(),
+            format!(
+                "read go < '{}'; echo \"gate.0 $$\" > '{}'",
+                gate_path.display(),
+                reports.path.display()
+            ),
+        ],
+    );
+    gate_pool.restart = procwire::supervisor::manifest::Restart::Never;
+    // A role whose working directory exists when the manifest is checked and is gone when,
+    // after the gate, it is spawned.
+    let cwd = dir.path().join("cwd");
+    std::fs::create_dir(&cwd)?;
     let mut role = Pool::new("role", Vec::new());
     role.role = Some("never-runs".into());
-    role.cwd = Some(dir.path().join("missing"));
-    let empty = Pool::new("empty", Vec::new());
-    let mut broken = Vec::new();
-    for mut pool in [role, empty] {
-        pool.after = vec![("w".into(), procwire::supervisor::manifest::Condition::Started)];
-        pool.limit.start_attempts = 1;
-        broken.push(pool);
-    }
-    let manifest = broken
-        .into_iter()
-        .fold(Manifest::new("broken").pool(reports.pool("w", 1)), Manifest::pool);
+    role.cwd = Some(cwd.clone());
+    role.after = vec![("gate".into(), procwire::supervisor::manifest::Condition::Completed)];
+    role.limit.start_attempts = 1;
+    let manifest = Manifest::new("broken")
+        .pool(reports.pool("w", 1))
+        .pool(gate_pool)
+        .pool(role);
     let supervisor = Supervisor::start(manifest)?;
     let (_, worker) = reports.next()?;
-    // A supervisor that had panicked would have killed the worker on its way out, and
+    let worker_fd = pidfd(worker);
+    std::fs::remove_dir(&cwd)?;
+    gate.write_all(b"go\n")?;
+    let (name, gate_pid) = reports.next()?;
+    if name != "gate.0" {
+        return Err(format!("{name} reported, not gate.0").into());
+    }
+    // Once the gate has exited, the loop learns it (and so spawns the role, which fails)
+    // no later than it reads the stop command: it handles exits first.
+    exited(pidfd(gate_pid))?;
+    // A supervisor that panicked on the failed spawn killed the worker on its way out and
     // ended with something other than a graceful stop's 0.
     let code = supervisor.stop()?;
     if code != 0 {
         return Err(format!("stop() returned exit code {code}, not 0").into());
     }
-    if exists(worker) {
-        return Err("the worker outlived the supervisor".into());
-    }
+    exited(worker_fd)?;
     Ok(())
 }
 
@@ -255,11 +283,36 @@ fn child_term_after_stop() {
     std::process::exit(0);
 }
 
-fn after_stop_term_ends_the_program_again() -> Result<(), Failed> {
-    let status = Command::new(std::env::current_exe()?)
-        .env(CHILD_ENV, "term-after-stop")
+/// In a child process: TERM to the program, while an embedded supervisor runs, stops the
+/// supervisor gracefully and the program lives on to report its exit code.
+fn child_term_stops_the_supervisor() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut reports = Reports::new(dir.path());
+    let supervisor = Supervisor::start(Manifest::new("term").pool(reports.pool("w", 1))).expect("start");
+    reports.next().expect("the worker runs");
+    kill(Pid::this(), Signal::SIGTERM).expect("TERM to itself");
+    let code = supervisor.wait().expect("wait");
+    std::process::exit(if code == 0 { 0 } else { 10 + code });
+}
+
+/// Runs this binary as the child `scenario` and waits for it.
+fn run_child(scenario: &str) -> std::io::Result<std::process::ExitStatus> {
+    Command::new(std::env::current_exe()?)
+        .env(CHILD_ENV, scenario)
         .stdin(Stdio::null())
-        .status()?;
+        .status()
+}
+
+fn term_to_the_program_stops_a_running_supervisor_gracefully() -> Result<(), Failed> {
+    let status = run_child("term-stops")?;
+    match status.code() {
+        Some(0) => Ok(()),
+        _ => Err(format!("the program ended with {status}, not exit code 0 after wait() returned 0").into()),
+    }
+}
+
+fn after_stop_term_ends_the_program_again() -> Result<(), Failed> {
+    let status = run_child("term-after-stop")?;
     match status.signal() {
         Some(15) => Ok(()),
         _ => Err(format!("the program ended with {status}, not by TERM").into()),
@@ -270,6 +323,7 @@ fn main() {
     if let Ok(scenario) = std::env::var(CHILD_ENV) {
         match scenario.as_str() {
             "term-after-stop" => child_term_after_stop(),
+            "term-stops" => child_term_stops_the_supervisor(),
             other => panic!("unknown child scenario {other:?}"),
         }
         return;
@@ -287,8 +341,12 @@ fn main() {
             the_programs_own_child_is_left_for_the_program_to_wait_for,
         ),
         Trial::test(
-            "pools_that_cannot_be_spawned_are_given_up_while_the_rest_runs_on",
-            pools_that_cannot_be_spawned_are_given_up_while_the_rest_runs_on,
+            "a_role_pool_that_cannot_be_spawned_is_given_up_while_the_rest_runs_on",
+            a_role_pool_that_cannot_be_spawned_is_given_up_while_the_rest_runs_on,
+        ),
+        Trial::test(
+            "term_to_the_program_stops_a_running_supervisor_gracefully",
+            term_to_the_program_stops_a_running_supervisor_gracefully,
         ),
         Trial::test(
             "after_stop_term_ends_the_program_again",

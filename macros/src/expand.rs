@@ -600,7 +600,7 @@ fn pool(rt: &TokenStream, names: &Names, model: &Service<'_>) -> TokenStream {
                 where #(#bounds),*
                 {
                     #constant
-                    self.pool.call(#method_name, #idempotent, self.__procwire_deadline(), |__procwire_client, __procwire_deadline| {
+                    self.pool.notify(#method_name, #idempotent, self.__procwire_deadline(), |__procwire_client, __procwire_deadline| {
                         __procwire_client.notify(METHOD, &#args, #rt::Wait::deadline(__procwire_deadline))
                     })
                 }
@@ -637,7 +637,7 @@ fn pool(rt: &TokenStream, names: &Names, model: &Service<'_>) -> TokenStream {
                 {
                     #constant
                     let __procwire_wait = self.wait;
-                    self.pool.pool.call(#method_name, #idempotent, self.pool.__procwire_deadline(), |__procwire_client, __procwire_deadline| {
+                    self.pool.pool.notify(#method_name, #idempotent, self.pool.__procwire_deadline(), |__procwire_client, __procwire_deadline| {
                         let __procwire_wait = match __procwire_wait {
                             #rt::Wait::NonBlock => #rt::Wait::NonBlock,
                             _ => #rt::Wait::deadline(__procwire_deadline),

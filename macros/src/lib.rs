@@ -65,13 +65,19 @@ use proc_macro::TokenStream;
 ///   room to send. `CalcClient::SERVICE` and `CalcClient::FINGERPRINT` identify the interface.
 /// - `CalcPool`: a client for a whole pool of workers, one endpoint each (`unix:PATH` or
 ///   `tcp:HOST:PORT`; with an embedded supervisor, `Supervisor::endpoints("calc")`).
-///   `new(endpoints)` and `with_config(endpoints, config)` connect nothing yet; each worker is
-///   connected on first use. It has one method per trait method, with the same arguments and
-///   results as `CalcClient`'s. Calls are spread over the workers (see
-///   `procwire_rpc::pool::Pool` for the routing); a worker whose connection is gone is
-///   connected again when its turn comes, so a restarted worker is called again. A call in
-///   flight on a worker that dies fails with an error naming that worker; it is never
-///   dropped silently and never answered twice.
+///   `new(endpoints)` and `with_config(endpoints, config)` connect nothing yet; the workers
+///   are connected in the background from the first call on. It has one method per trait
+///   method, with the same arguments and results as `CalcClient`'s, and the same
+///   `with_deadline`, `with_timeout`, `start()` and `try_start()`; a call given no deadline
+///   has the configuration's `call_timeout` (30 s with `new`, from
+///   `ClientConfig::for_pool`). Each call goes to the worker with the fewest calls
+///   outstanding, and a worker that hangs, or does not answer, is skipped (see
+///   `procwire_rpc::pool` for the routing and the back-off); a worker whose connection is
+///   gone is connected again, so a restarted worker is called again. A call in flight on a
+///   worker that dies fails with an error naming that worker and saying whether the worker
+///   stopped or died; it is never dropped silently and never answered twice. A call that did
+///   not run (never sent, or refused unread by a worker that was stopping:
+///   `RpcError::is_safe_to_retry`) is sent to another worker, whatever the method.
 /// - `CalcServer<T: Calc>`: a `Service` to hand to `procwire_rpc::Server` (or to
 ///   `procwire_workers::Worker::serve`).
 ///
@@ -93,8 +99,8 @@ use proc_macro::TokenStream;
 ///   `set` of a value). `CalcPool` may then try a call again on another worker when the
 ///   worker it went to died or its connection had gone stale, each worker at most once, so
 ///   that a crash or a rolling restart costs such a call nothing. A method without it is
-///   never run twice by the pool: if its worker dies under it, the caller gets the error and
-///   decides. `CalcClient`, one connection, never retries. The attribute is not part of the
+///   never run twice by the pool: if its worker dies under it, the caller gets the error
+///   (`Delivery::Unknown`) and decides. `CalcClient`, one connection, never retries. The attribute is not part of the
 ///   schema fingerprint: marking a method idempotent changes only what the pool client does.
 ///
 /// # Compatibility

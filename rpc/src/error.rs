@@ -195,7 +195,7 @@ impl HandshakeError {
 #[non_exhaustive]
 pub enum RpcError {
     /// The connection is gone: the peer closed it, died, or broke the protocol.
-    #[error("call to `{method}` failed: connection to {peer} is gone: {reason}")]
+    #[error("call to `{method}` failed: connection to {peer} is gone: {reason} ({delivery})")]
     Disconnected {
         /// The method called.
         method: &'static str,
@@ -301,8 +301,8 @@ pub enum Delivery {
 impl std::fmt::Display for Delivery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Delivery::NotSent => "the call was not run, safe to retry",
-            Delivery::Unknown => "the call was sent, its outcome is unknown",
+            Delivery::NotSent => "the call did not run; safe to retry",
+            Delivery::Unknown => "the call was sent; whether it ran is unknown",
         })
     }
 }

@@ -55,7 +55,7 @@
 //! why without a reporter:
 //!
 //! ```text
-//! call to `connect` failed: connection to unix:/run/calc.sock is gone: connect on unix:/run/calc.sock failed: No such file or directory (os error 2)
+//! call to `add` failed: connection to every worker of the pool is gone: unix:/run/calc.sock: connect on unix:/run/calc.sock failed: No such file or directory (os error 2) (the call did not run; safe to retry)
 //! ```
 //!
 //! A reporter that lists the causes after the message (anyhow's `{:?}` and `{:#}`) therefore

@@ -101,6 +101,15 @@ enum Link {
     },
 }
 
+/// Why connecting to a worker failed.
+#[derive(Debug)]
+enum ConnectFailure {
+    /// Nobody answered there: refused, no such socket, a handshake that broke or timed out.
+    Unreachable(String),
+    /// The worker answered and refused the connection (another interface, say).
+    Refused(HandshakeError),
+}
+
 /// What the pool's calls are doing on one worker.
 #[derive(Debug, Default)]
 struct Load {
@@ -206,6 +215,19 @@ impl Pool {
             }
             result
         })
+    }
+
+    /// Sends a one-way call with `send` on a worker, like [`call`](Self::call). Its success
+    /// is no answer, so it tells nothing of the worker's health.
+    pub fn notify(
+        &self,
+        method: &'static str,
+        idempotent: bool,
+        deadline: Option<Instant>,
+        send: impl Fn(&Client, Option<Instant>) -> Result<(), RpcError>,
+    ) -> Result<(), RpcError> {
+        let deadline = self.shared.config.deadline(deadline);
+        self.attempts(method, idempotent, deadline, |client, _tracker| send(client, deadline))
     }
 
     /// Starts `start` on a worker, like [`call`](Self::call), and counts the call as
@@ -336,8 +358,8 @@ impl Shared {
             }
             tried_myself = true;
             drop(links);
-            if let Some(error) = self.connect_all_now(deadline) {
-                return Err(error);
+            if let Some(refusal) = self.connect_all_now(deadline) {
+                return Err(RpcError::Handshake(refusal));
             }
             links = self.lock();
         }
@@ -394,7 +416,7 @@ impl Shared {
                 .name("procwire-pool-connect".into())
                 .spawn(move || {
                     let result = shared.connect(slot, shared.config.clone());
-                    let _ = shared.settle(slot, result);
+                    shared.settle(slot, result);
                 });
             if let Err(e) = spawned {
                 *link = self.down(slot, format!("cannot start a thread to connect: {e}"));
@@ -402,10 +424,10 @@ impl Shared {
         }
     }
 
-    /// Connects, on this thread, to each worker that is down, until one answers; the last
-    /// error if none does (a handshake refusal, say, is the caller's to see).
-    fn connect_all_now(&self, deadline: Option<Instant>) -> Option<RpcError> {
-        let mut last = None;
+    /// Connects, on this thread, to each worker that is down, until one answers. A refusal
+    /// (a worker of another interface, say) is the caller's to see as it is.
+    fn connect_all_now(&self, deadline: Option<Instant>) -> Option<HandshakeError> {
+        let mut refusal = None;
         for slot in 0..self.endpoints.len() {
             {
                 let mut links = self.lock();
@@ -422,58 +444,54 @@ impl Shared {
             }
             let result = self.connect(slot, config);
             let connected = result.is_ok();
-            match self.settle(slot, result) {
-                // The worker did not answer the handshake: it is not there to answer. A
-                // refusal (another interface, say) is the caller's to see as it is.
-                Err(RpcError::Handshake(e @ (HandshakeError::Transport { .. } | HandshakeError::TimedOut { .. }))) => {
-                    let peer = self.names[slot].clone();
-                    last = Some(unreachable("connect", &peer, crate::error::chain(&e)));
-                }
-                Err(e) => last = Some(e),
-                Ok(()) => {}
+            if let Some(refused) = self.settle(slot, result) {
+                refusal = Some(refused);
             }
             if connected {
                 return None;
             }
         }
-        last
+        refusal
     }
 
-    fn connect(&self, slot: usize, config: ClientConfig) -> Result<Client, RpcError> {
-        let name = &self.names[slot];
+    fn connect(&self, slot: usize, config: ClientConfig) -> Result<Client, ConnectFailure> {
         let transport = match &self.endpoints[slot] {
             Ok(endpoint) => endpoint
                 .connect()
-                .map_err(|e| unreachable("connect", name, crate::error::chain(&e)))?,
-            Err(e) => return Err(unreachable("connect", name, e.to_string())),
+                .map_err(|e| ConnectFailure::Unreachable(crate::error::chain(&e)))?,
+            Err(e) => return Err(ConnectFailure::Unreachable(e.to_string())),
         };
-        Client::connect_with(transport, self.service.clone(), config)
+        Client::connect_with(transport, self.service.clone(), config).map_err(|e| match e {
+            // Nobody answered the handshake: the worker is not there to answer.
+            RpcError::Handshake(e @ (HandshakeError::Transport { .. } | HandshakeError::TimedOut { .. })) => {
+                ConnectFailure::Unreachable(crate::error::chain(&e))
+            }
+            RpcError::Handshake(e) => ConnectFailure::Refused(e),
+            e => ConnectFailure::Unreachable(e.to_string()),
+        })
     }
 
-    /// Files the outcome of connecting to `slot`; gives back the error.
-    fn settle(&self, slot: usize, result: Result<Client, RpcError>) -> Result<(), RpcError> {
+    /// Files the outcome of connecting to `slot`; gives back a refusal.
+    fn settle(&self, slot: usize, result: Result<Client, ConnectFailure>) -> Option<HandshakeError> {
         let mut links = self.lock();
-        let outcome = match result {
-            Ok(client) => {
-                links[slot] = Link::Up(client);
-                Ok(())
-            }
-            Err(e) => {
-                tracing::debug!(worker = %self.names[slot], error = %e, "cannot connect to a worker");
-                links[slot] = self.down(slot, e.to_string());
-                Err(e)
-            }
+        let (link, refusal) = match result {
+            Ok(client) => (Link::Up(client), None),
+            Err(ConnectFailure::Unreachable(reason)) => (self.down(slot, reason), None),
+            Err(ConnectFailure::Refused(e)) => (self.down(slot, crate::error::chain(&e)), Some(e)),
         };
+        if let Link::Down { reason, .. } = &link {
+            tracing::debug!(worker = %self.names[slot], %reason, "cannot connect to a worker");
+        }
+        links[slot] = link;
         self.changed.notify_all();
-        outcome
+        refusal
     }
 
     /// A worker that failed to answer, skipped for a back-off that grows with each failure.
     fn down(&self, slot: usize, reason: String) -> Link {
         let strikes = self.loads[slot].strikes.fetch_add(1, Ordering::Relaxed);
-        let backoff = BACKOFF_FIRST.saturating_mul(1 << strikes.min(16)).min(BACKOFF_MAX);
         Link::Down {
-            retry_at: Instant::now() + backoff,
+            retry_at: Instant::now() + backoff(strikes),
             reason,
         }
     }
@@ -502,6 +520,11 @@ impl Shared {
     }
 }
 
+/// How long a worker is skipped after `strikes` earlier consecutive failures, and this one.
+fn backoff(strikes: u32) -> Duration {
+    BACKOFF_FIRST.saturating_mul(1 << strikes.min(16)).min(BACKOFF_MAX)
+}
+
 fn unreachable(method: &'static str, peer: &str, reason: String) -> RpcError {
     RpcError::Disconnected {
         method,
@@ -516,5 +539,57 @@ fn no_worker_in_time(method: &'static str) -> RpcError {
     RpcError::DeadlineExceeded {
         method,
         peer: "the pool (no worker connected in time)".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_back_off_doubles_with_each_consecutive_failure_up_to_its_maximum() {
+        let delays: Vec<Duration> = (0..10).map(backoff).collect();
+        assert_eq!(delays[0], BACKOFF_FIRST);
+        assert_eq!(delays[1], BACKOFF_FIRST * 2);
+        assert_eq!(delays[3], BACKOFF_FIRST * 8);
+        assert_eq!(delays[9], BACKOFF_MAX);
+        assert_eq!(backoff(u32::MAX), BACKOFF_MAX);
+    }
+
+    #[test]
+    fn a_pool_whose_every_worker_is_absent_names_each_and_says_the_call_did_not_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let endpoints = ["a", "b"].map(|n| format!("unix:{}", dir.path().join(n).display()));
+        let pool = Pool::new(ServiceInfo::new("calc", 1), &endpoints, ClientConfig::for_pool());
+        let err = pool.call("add", false, None, |_, _| Ok(())).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                RpcError::Disconnected {
+                    method: "add",
+                    delivery: Delivery::NotSent,
+                    ending: Ending::Unreachable,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        eprintln!("{text}");
+        for endpoint in &endpoints {
+            let why = format!("{endpoint}: connect on {endpoint} failed: No such file or directory");
+            assert!(text.contains(&why), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_text_that_is_not_an_endpoint_fails_the_calls_with_the_reason() {
+        let pool = Pool::new(ServiceInfo::new("calc", 1), ["udp:1.2.3.4:5"], ClientConfig::default());
+        let err = pool.call("add", false, None, |_, _| Ok(())).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("endpoints are \"unix:PATH\" or \"tcp:HOST:PORT\""),
+            "{err}"
+        );
     }
 }

@@ -7,7 +7,14 @@
 //!    spawning the same 200 workers itself;
 //! 3. idle CPU: the supervisor's clock ticks over 10 s with 200 idle workers, against an idle
 //!    worker's over the same window;
-//! 4. RSS of the supervisor with 200 workers, against an idle worker's.
+//! 4. RSS of the supervisor with 200 workers, against an idle worker's;
+//! 5. `default-restart`: SIGKILL of a worker that has run 3 s to its replacement running,
+//!    with a manifest that sets nothing but the command, the worker count and the bench's
+//!    socket (every restart setting at its default), against fork+exec+wait of `/bin/true`.
+//!
+//! A filter argument runs only the measures whose name contains it: `restart`, `start-up`,
+//! `idle`, `rss` (these four run together) or `default-restart`, e.g.
+//! `cargo bench -p procwire-supervisor --bench supervisor -- default-restart`.
 //!
 //! "Running" is an event, not a poll: every worker is this very binary re-executed in the
 //! worker role (selected by `PROCWIRE_BENCH_SOCKET`), which connects to the bench's Unix
@@ -42,6 +49,14 @@ const KILLS: usize = 200;
 const START_WORKERS: u32 = 200;
 /// How long any single wait may take before the bench gives up (a failure, not a measure).
 const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Workers running during the default-manifest restart measurement.
+const DEFAULT_WORKERS: u32 = 20;
+/// How many times each of them is killed (once in quick mode).
+const DEFAULT_ROUNDS: usize = 5;
+/// How long a worker has run when it is killed: past the 1 s after which, by default, a
+/// worker counts as started and its restart is immediate.
+const UP_FOR: Duration = Duration::from_secs(3);
 
 const RESTART_TARGET: Duration = Duration::from_millis(2);
 const START_TARGET: Duration = Duration::from_millis(500);
@@ -211,6 +226,21 @@ env = {{ {var} = {socket} }}
             socket = toml_string(reports.path.to_str().expect("UTF-8 path")),
         );
         let path = dir.join(format!("bench-{workers}.toml"));
+        std::fs::write(&path, text).expect("write the manifest");
+        path
+    }
+
+    /// A manifest of `workers` workers that sets nothing else: every restart, backoff,
+    /// limit and output setting at its default.
+    fn default_manifest(dir: &Path, reports: &Reports, workers: u32) -> PathBuf {
+        let me = std::env::current_exe().expect("the bench's own path");
+        let text = format!(
+            "[pool.w]\ncommand = [{exe}]\nworkers = {workers}\nenv = {{ {var} = {socket} }}\n",
+            exe = toml_string(me.to_str().expect("UTF-8 path")),
+            var = SOCKET_VAR,
+            socket = toml_string(reports.path.to_str().expect("UTF-8 path")),
+        );
+        let path = dir.join(format!("default-{workers}.toml"));
         std::fs::write(&path, text).expect("write the manifest");
         path
     }
@@ -455,9 +485,69 @@ fn machine_facts() {
 // ---------------------------------------------------------------------------------------
 // The measurements.
 
+/// Restart latencies, sorted, of workers that had run [`UP_FOR`] under a default manifest.
+fn default_restarts(dir: &Path, reports: &Reports, rounds: usize) -> Vec<Duration> {
+    let manifest = Supervisor::default_manifest(dir, reports, DEFAULT_WORKERS);
+    let supervisor = Supervisor::spawn(dir, &manifest);
+    let mut running = reports.all(DEFAULT_WORKERS, "default restart set-up");
+    let mut since = vec![Instant::now(); running.len()];
+    let mut restarts = Vec::new();
+    for k in 0..DEFAULT_WORKERS as usize * rounds {
+        let i = k % DEFAULT_WORKERS as usize;
+        // The measure's condition (a worker that has been up for a while), not a
+        // synchronisation: nothing is awaited here.
+        if let Some(left) = (since[i] + UP_FOR).checked_duration_since(Instant::now()) {
+            std::thread::sleep(left);
+        }
+        let old = running[i].pid;
+        let t0 = Instant::now();
+        supervisor.kill_worker(&running[i]);
+        let report = reports.next("default restart");
+        restarts.push(t0.elapsed());
+        assert_eq!(report.index, i as u32, "another worker than the one killed came back");
+        assert_ne!(report.pid, old);
+        since[i] = Instant::now();
+        running[i] = report;
+    }
+    let status = supervisor.stop();
+    assert!(status.success(), "the supervisor ended with {status}");
+    drop(running);
+    sorted(restarts)
+}
+
+/// The median row (judged by [`RESTART_TARGET`]) and the p90 row of restart latencies
+/// `restarts` (sorted) beside `floor` (sorted).
+fn latency_rows(what: &str, restarts: &[Duration], floor: &[Duration]) -> [Row; 2] {
+    let row = |q: f64, name: &str| {
+        let (value, base) = (quantile(restarts, q), quantile(floor, q));
+        Row {
+            measure: format!("{what}, {name}"),
+            procwire: ms(value),
+            floor: ms(base),
+            ratio: ratio(value.as_secs_f64(), base.as_secs_f64()),
+            target: "-".to_owned(),
+            met: "-",
+        }
+    };
+    let mut median = row(0.5, "median");
+    median.target = format!("< {}", ms(RESTART_TARGET));
+    median.met = yes(quantile(restarts, 0.5) < RESTART_TARGET);
+    [median, row(0.9, "p90")]
+}
+
+/// Whether the measure `name` runs: without a filter argument all do, with one those whose
+/// name contains it.
+fn selected(name: &str) -> bool {
+    match std::env::args().skip(1).find(|a| !a.starts_with('-')) {
+        Some(filter) => name.contains(&filter),
+        None => true,
+    }
+}
+
 fn bench() {
     let quick =
         std::env::var_os("PROCWIRE_BENCH_QUICK").is_some_and(|v| v == "1") || !std::env::args().any(|a| a == "--bench");
+    let standard = ["restart", "start-up", "idle", "rss"].iter().any(|m| selected(m));
     let idle_window = if quick {
         Duration::from_secs(2)
     } else {
@@ -506,6 +596,24 @@ fn bench() {
             .collect(),
     );
 
+    // 5. Restart latency with the defaults, after a run of 3 s.
+    if selected("default-restart") {
+        let restarts = default_restarts(dir.path(), &reports, if quick { 1 } else { DEFAULT_ROUNDS });
+        let what = format!(
+            "restart after {} s up, default manifest ({DEFAULT_WORKERS} workers, {} kills)",
+            UP_FOR.as_secs(),
+            restarts.len()
+        );
+        rows.extend(latency_rows(&what, &restarts, &floor_true));
+    }
+    if !standard {
+        println!();
+        print_table(&rows);
+        println!();
+        println!("floor: fork+exec+wait of /bin/true (median of {KILLS})");
+        return;
+    }
+
     // 1. Restart latency.
     let manifest = Supervisor::manifest(dir.path(), &reports, RESTART_WORKERS);
     let supervisor = Supervisor::spawn(dir.path(), &manifest);
@@ -526,24 +634,8 @@ fn bench() {
     let restart_status = supervisor.stop();
     drop(running);
     let restarts = sorted(restarts);
-    let (median, p90) = (quantile(&restarts, 0.5), quantile(&restarts, 0.9));
-    let (floor_median, floor_p90) = (quantile(&floor_true, 0.5), quantile(&floor_true, 0.9));
-    rows.push(Row {
-        measure: format!("restart latency, median ({RESTART_WORKERS} workers, {KILLS} kills)"),
-        procwire: ms(median),
-        floor: ms(floor_median),
-        ratio: ratio(median.as_secs_f64(), floor_median.as_secs_f64()),
-        target: format!("< {}", ms(RESTART_TARGET)),
-        met: yes(median < RESTART_TARGET),
-    });
-    rows.push(Row {
-        measure: "restart latency, p90".to_owned(),
-        procwire: ms(p90),
-        floor: ms(floor_p90),
-        ratio: ratio(p90.as_secs_f64(), floor_p90.as_secs_f64()),
-        target: "-".to_owned(),
-        met: "-",
-    });
+    let what = format!("restart latency ({RESTART_WORKERS} workers, zero backoff, {KILLS} kills)");
+    rows.extend(latency_rows(&what, &restarts, &floor_true));
 
     // Floor of 2: the bench starting the 200 workers itself.
     let mut direct = Direct::default();

@@ -21,10 +21,13 @@ enum Command {
     Up {
         /// The manifest (TOML).
         file: PathBuf,
-        /// How worker output is written: `text` (`pool.index | line`) or `json` (one object a line).
+        /// How output is written: `text` (worker lines as `pool.index | line`, the
+        /// supervisor's own as `TIME procwire[NAME]: pool.index (pid N) message`) or `json`
+        /// (one object a line, the supervisor's own lines too).
         #[arg(long, value_enum, default_value = "text")]
         log_format: LogFormat,
-        /// Also report orphans reaped and other details.
+        /// Also report orphans reaped and other details (spawns, readiness, exits and
+        /// restarts are always reported).
         #[arg(short, long)]
         verbose: bool,
     },

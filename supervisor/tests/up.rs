@@ -30,11 +30,29 @@ enum Stream {
     Err,
 }
 
-/// One line the supervisor wrote, without its newline.
+/// One line the supervisor wrote, without its newline and without the timestamp its own
+/// lines start with.
 #[derive(Clone, Debug)]
 struct Line {
     stream: Stream,
     text: String,
+    /// The timestamp the line started with, if it did (`2026-12-01T20:46:42.123Z`).
+    stamp: Option<String>,
+}
+
+/// Splits a leading RFC 3339 UTC timestamp with milliseconds off `line`.
+fn split_stamp(line: &str) -> (Option<String>, &str) {
+    let shape = "dddd-dd-ddTdd:dd:dd.dddZ ";
+    let stamped = line.len() > shape.len()
+        && line.bytes().zip(shape.bytes()).all(|(b, s)| match s {
+            b'd' => b.is_ascii_digit(),
+            s => b == s,
+        });
+    if stamped {
+        (Some(line[..shape.len() - 1].to_owned()), &line[shape.len()..])
+    } else {
+        (None, line)
+    }
 }
 
 /// Everything read so far from the supervisor's stdout and stderr, in arrival order (the
@@ -84,8 +102,14 @@ fn read_lines(stream: impl Read + Send + 'static, which: Stream, shared: Arc<Sha
                 Ok(0) | Err(_) => break,
                 Ok(_) => {
                     let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
-                    let text = String::from_utf8_lossy(line).into_owned();
-                    shared.lock().lines.push(Line { stream: which, text });
+                    let text = String::from_utf8_lossy(line);
+                    let (stamp, text) = split_stamp(&text);
+                    let text = text.to_owned();
+                    shared.lock().lines.push(Line {
+                        stream: which,
+                        text,
+                        stamp,
+                    });
                     shared.changed.notify_all();
                 }
             }
@@ -448,7 +472,12 @@ backoff = { initial = "100ms", jitter = 0.0 }
 "#,
     );
     let crashing = number_after(&sup.wait_for("crash.0 | crashing "), "crashing ");
-    let message = unpid(&sup.wait_for("procwire[crash]: crash.0 (pid "));
+    let message = unpid(&sup.wait_until("the restart line", |seen| {
+        seen.lines
+            .iter()
+            .find(|l| l.text.starts_with("procwire[crash]: crash.0 (pid ") && l.text.contains(" ended with "))
+            .map(|l| l.text.clone())
+    }));
     assert_eq!(
         message,
         "procwire[crash]: crash.0 (pid _) ended with exit code 1; restarting in 100 ms"
@@ -814,7 +843,12 @@ after = { db = "ready" }
     );
     let pid = number_after(&sup.wait_for("db.0 | db-pid "), "db-pid ");
     let fd = pidfd(pid as i32).expect("the db worker runs");
-    let message = unpid(&sup.wait_for("procwire[late]: db.0 (pid "));
+    let message = unpid(&sup.wait_until("the not-ready line", |seen| {
+        seen.lines
+            .iter()
+            .find(|l| l.text.starts_with("procwire[late]: db.0 (pid ") && l.text.contains(" not ready "))
+            .map(|l| l.text.clone())
+    }));
     assert_eq!(
         message,
         "procwire[late]: db.0 (pid _) not ready after 300ms; killing it"
@@ -875,14 +909,119 @@ restart = "never"
             record(1, "stdout", r#"a "quoted" \ line"#),
         ]
     );
+    // The supervisor's own lines are JSON too, told apart by their "supervisor" key.
     let mut err: Vec<_> = sup
         .texts(Stream::Err)
         .iter()
-        .filter(|l| !l.starts_with("procwire["))
+        .filter(|l| !l.contains(r#""supervisor":"json""#))
         .map(|l| parse(l))
         .collect();
     err.sort_by_key(|record| record.1);
     assert_eq!(err, [record(0, "stderr", "err 0"), record(1, "stderr", "err 1")]);
+}
+
+/// Two pools: `a` fails its first run and exits 0 in its second; `r` runs until stopped and
+/// is ready once a probe says so. Each worker says its pid.
+const LIFECYCLE: &str = r#"
+[pool.a]
+command = ["sh", "-c", '''echo "pid $$"; if [ -e ran ]; then exit 0; fi; touch ran; exit 3''']
+backoff = { jitter = 0.0 }
+
+[pool.r]
+command = ["sh", "-c", '''echo "pid $$"; trap 'exit 0' TERM; sleep 1000 & wait''']
+ready = "exec:true"
+"#;
+
+#[test]
+fn at_default_verbosity_the_supervisor_logs_spawns_readiness_exits_and_restarts_with_pids_and_timestamps() {
+    let dir = temp_dir();
+    let mut sup = Supervisor::start(dir.path(), "life", LIFECYCLE);
+    sup.wait_until("a's clean exit and r ready", |seen| {
+        let texts: Vec<String> = seen.lines.iter().map(|l| unpid(&l.text)).collect();
+        (texts.contains(&"procwire[life]: a.0 (pid _) ended with exit code 0".to_owned())
+            && texts.contains(&"procwire[life]: r.0 (pid _) is ready".to_owned()))
+        .then_some(())
+    });
+    sup.signal(Signal::SIGTERM);
+    sup.expect_exit(0);
+    let err: Vec<String> = sup.texts(Stream::Err).iter().map(|l| unpid(l)).collect();
+    let expected = [
+        "procwire[life]: a.0 (pid _) started",
+        "procwire[life]: a.0 (pid _) ended with exit code 3; restarting in 100 ms",
+        "procwire[life]: a.0 (pid _) ended with exit code 0",
+        "procwire[life]: r.0 (pid _) started",
+        "procwire[life]: r.0 (pid _) is ready",
+        "procwire[life]: r.0 (pid _) ended with exit code 0",
+    ];
+    for line in expected {
+        assert!(err.iter().any(|l| l == line), "no {line:?} in:\n{}", sup.output());
+    }
+    // a: started, failed, started again, exited.
+    let a: Vec<&String> = err.iter().filter(|l| l.starts_with("procwire[life]: a.0 ")).collect();
+    assert_eq!(a.len(), 4, "{a:#?}");
+    // The pids are the workers' own.
+    let out = sup.texts(Stream::Out);
+    for pool in ["a", "r"] {
+        let pid = number_after(
+            out.iter()
+                .find(|l| l.starts_with(&format!("{pool}.0 | pid ")))
+                .expect("the worker said its pid"),
+            "pid ",
+        );
+        sup.assert_has_line(&format!("procwire[life]: {pool}.0 (pid {pid}) started"));
+    }
+    // Every supervisor line has a timestamp, in order; worker lines have none.
+    let lines = sup.lines();
+    let stamps: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.text.starts_with("procwire[life]: "))
+        .map(|l| {
+            l.stamp
+                .as_ref()
+                .unwrap_or_else(|| panic!("no timestamp on {:?}", l.text))
+        })
+        .collect();
+    assert!(stamps.windows(2).all(|w| w[0] <= w[1]), "{stamps:#?}");
+    assert!(lines
+        .iter()
+        .filter(|l| l.text.contains(" | "))
+        .all(|l| l.stamp.is_none()));
+}
+
+#[test]
+fn with_log_format_json_the_supervisors_own_lines_are_json_objects_too() {
+    let dir = temp_dir();
+    let mut sup = Supervisor::start_with(dir.path(), "life", LIFECYCLE, &["--log-format", "json"]);
+    sup.wait_until("a's clean exit and r ready", |seen| {
+        let has = |needle: &str| seen.lines.iter().any(|l| l.text.contains(needle));
+        (has(r#""message":"ended with exit code 0""#) && has(r#""message":"is ready""#)).then_some(())
+    });
+    sup.signal(Signal::SIGTERM);
+    sup.expect_exit(0);
+    let records: Vec<serde_json::Value> = sup
+        .lines()
+        .iter()
+        .map(|l| serde_json::from_str(&l.text).unwrap_or_else(|e| panic!("not JSON: {:?}: {e}", l.text)))
+        .collect();
+    let own: Vec<&serde_json::Value> = records.iter().filter(|r| r.get("supervisor").is_some()).collect();
+    for record in &own {
+        assert_eq!(record["supervisor"], "life", "{record}");
+        let time = record["time"].as_str().unwrap_or_else(|| panic!("no time in {record}"));
+        assert!(split_stamp(&format!("{time} x")).0.is_some(), "{record}");
+        assert!(record["message"].is_string(), "{record}");
+    }
+    let find = |pool: &str, message: &str| {
+        own.iter()
+            .find(|r| r["pool"] == pool && r["message"] == message)
+            .copied()
+            .unwrap_or_else(|| panic!("no {pool} {message:?} record in:\n{}", sup.output()))
+    };
+    let started = find("a", "started");
+    assert_eq!(started["index"], 0);
+    assert!(started["pid"].as_i64().is_some_and(|pid| pid > 1), "{started}");
+    find("a", "ended with exit code 3; restarting in 100 ms");
+    find("a", "ended with exit code 0");
+    find("r", "is ready");
 }
 
 #[test]
@@ -1102,7 +1241,12 @@ after = {{ db = "ready" }}
     // redis-server's own notification reached the supervisor (stderr), and web, which waits
     // for db to be ready, started (stdout). The two streams are read separately, so their
     // relative order here says nothing; the policy tests cover the ordering.
-    sup.wait_for("procwire[redis]: db.0: status: Ready to accept connections");
+    sup.wait_until("redis-server's STATUS", |seen| {
+        seen.lines
+            .iter()
+            .find(|l| unpid(&l.text) == "procwire[redis]: db.0 (pid _) status: Ready to accept connections")
+            .map(|l| l.text.clone())
+    });
     let out = sup.texts(Stream::Out);
     assert!(
         out.iter()

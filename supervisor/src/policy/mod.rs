@@ -11,13 +11,15 @@
 //! killed at `shutdown_timeout`).
 
 pub mod backoff;
+mod reload;
+mod restart;
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::manifest::{Condition, LimitAction, Manifest, Pool, Ready, Restart, Signal, Strategy};
-use backoff::{base_delay, jittered, Intensity, Rng};
+use crate::manifest::{Condition, Manifest, Pool, Ready, Signal};
+use backoff::{Intensity, Rng};
 
 /// A pool, by its position in the manifest.
 pub type PoolId = usize;
@@ -177,15 +179,6 @@ impl Worker {
     }
 }
 
-/// Why a worker is given up.
-#[derive(Clone, Copy, Debug)]
-enum GiveUp {
-    /// This many consecutive failed starts.
-    NeverStarted(u32),
-    /// More restarts within the window than the limit allows.
-    Intensity,
-}
-
 #[derive(Clone, Debug)]
 struct PoolState {
     spec: Pool,
@@ -273,124 +266,6 @@ impl Policy {
         &self.pools[pool].spec
     }
 
-    /// Applies a reloaded manifest: added pools start (once their conditions hold), removed
-    /// pools stop, changed pools stop and start afresh with their new settings (once the old
-    /// workers are down), and unchanged pools are left alone.
-    pub fn reload(&mut self, now: Instant, manifest: &Manifest) -> Vec<Action> {
-        let mut out = Vec::new();
-        if self.exited || self.shutting_down {
-            return out;
-        }
-        self.shutdown_timeout = manifest.supervisor.shutdown_timeout;
-        let live: Vec<PoolId> = (0..self.pools.len()).filter(|&p| !self.pools[p].retired).collect();
-        for &id in &live {
-            let name = self.pools[id].spec.name.clone();
-            match manifest.pools.iter().find(|p| p.name == name) {
-                None => {
-                    out.push(Action::Log(format!("reload: pool {name} was removed; stopping it")));
-                    self.retire(now, id, &mut out);
-                }
-                Some(new) if *new != self.pools[id].spec => {
-                    let old = &self.pools[id].spec;
-                    // Same workers on the same sockets: restart them one at a time, each
-                    // after the previous one is ready again, so that the pool keeps serving.
-                    let rolling = new.workers == old.workers
-                        && new.listen == old.listen
-                        && new.strategy == Strategy::OneForOne
-                        && self.pools[id].started
-                        && !self.pools[id].failed;
-                    if rolling {
-                        out.push(Action::Log(format!(
-                            "reload: pool {name} changed; restarting its workers one at a time"
-                        )));
-                        self.pools[id].spec = new.clone();
-                        self.pools[id].rolling = Some(0);
-                        self.roll(now, id, &mut out);
-                    } else {
-                        out.push(Action::Log(format!("reload: pool {name} changed; restarting it")));
-                        self.retire(now, id, &mut out);
-                        self.add(new, Some(id));
-                    }
-                }
-                Some(_) => {}
-            }
-        }
-        for new in &manifest.pools {
-            if !live.iter().any(|&id| self.pools[id].spec.name == new.name) {
-                out.push(Action::Log(format!("reload: pool {} was added", new.name)));
-                self.add(new, None);
-            }
-        }
-        // A pool blocked by a dependency gets another chance with the new manifest.
-        for id in 0..self.pools.len() {
-            if self.pools[id].blocked && !self.pools[id].retired && !self.pools[id].started {
-                self.pools[id].blocked = false;
-                for w in self.ids(id).collect::<Vec<_>>() {
-                    self.worker_mut(w).state = State::Pending;
-                }
-            }
-        }
-        // Dependencies now point at the current pools of those names.
-        for id in 0..self.pools.len() {
-            if self.pools[id].retired {
-                continue;
-            }
-            let after = self.pools[id]
-                .spec
-                .after
-                .iter()
-                .filter_map(|(name, cond)| {
-                    let dep =
-                        (0..self.pools.len()).find(|&d| !self.pools[d].retired && self.pools[d].spec.name == *name)?;
-                    Some((dep, *cond))
-                })
-                .collect();
-            self.pools[id].after = after;
-        }
-        self.settle(now, &mut out);
-        out
-    }
-
-    /// Restarts the next worker of a rolling restart, or ends it.
-    fn roll(&mut self, now: Instant, pool: PoolId, out: &mut Vec<Action>) {
-        let Some(index) = self.pools[pool].rolling else { return };
-        if index >= self.pools[pool].workers.len() as u32 {
-            self.pools[pool].rolling = None;
-            out.push(Action::Log(format!(
-                "reload: pool {} restarted",
-                self.pools[pool].spec.name
-            )));
-            return;
-        }
-        let w = WorkerId { pool, index };
-        match self.worker(w).state {
-            State::Starting | State::Running => {
-                self.stop(now, w, true, out);
-                // Restarted for the new settings, not for failing.
-                self.worker_mut(w).sibling_stop = true;
-            }
-            // Finished (a batch job, say): it runs again with the new settings.
-            State::Done { .. } | State::Down => self.spawn(w, out),
-            // Backing off, or starting right now: it starts with the new settings anyway.
-            _ => {
-                self.pools[pool].rolling = Some(index + 1);
-                self.roll(now, pool, out);
-            }
-        }
-    }
-
-    /// A worker became ready: if a rolling restart waited for it, on to the next.
-    fn rolled(&mut self, now: Instant, w: WorkerId, out: &mut Vec<Action>) {
-        if self.pools[w.pool].rolling == Some(w.index) {
-            self.pools[w.pool].rolling = Some(w.index + 1);
-            self.roll(now, w.pool, out);
-        }
-    }
-
-    fn add(&mut self, spec: &Pool, replaces: Option<PoolId>) {
-        self.pools.push(PoolState::new(spec, replaces));
-    }
-
     /// Stops every running worker of `pool` for good and cancels pending restarts.
     fn take_down(&mut self, now: Instant, pool: PoolId, out: &mut Vec<Action>) {
         for w in self.ids(pool).collect::<Vec<_>>() {
@@ -404,12 +279,6 @@ impl Policy {
                 _ => self.worker_mut(w).state = State::Down,
             }
         }
-    }
-
-    fn retire(&mut self, now: Instant, pool: PoolId, out: &mut Vec<Action>) {
-        self.pools[pool].retired = true;
-        self.pools[pool].after.clear();
-        self.take_down(now, pool, out);
     }
 
     /// True while the worker's process should be running or starting.
@@ -520,138 +389,6 @@ impl Policy {
         self.worker_mut(w).state = State::Stopping { restart };
         out.push(Action::Signal(w, signal));
         out.push(Action::SetTimer(TimerKey::StopDeadline(w), now + timeout));
-    }
-
-    fn on_exit(&mut self, now: Instant, w: WorkerId, exit: Exit, out: &mut Vec<Action>) {
-        let state = self.worker(w).state;
-        if !state.is_alive() {
-            return;
-        }
-        for key in [
-            TimerKey::StopDeadline(w),
-            TimerKey::ReadyDeadline(w),
-            TimerKey::Watchdog(w),
-        ] {
-            out.push(Action::CancelTimer(key));
-        }
-        let worker = self.worker_mut(w);
-        worker.recent.push_back(exit);
-        if worker.recent.len() > RECENT {
-            worker.recent.pop_front();
-        }
-        let up = worker.ready_at.map(|t| now.saturating_duration_since(t));
-        if self.shutting_down || self.pools[w.pool].failed || self.pools[w.pool].retired {
-            self.worker_mut(w).state = State::Down;
-            out.push(Action::Report(w, format!("ended with {exit}")));
-            return;
-        }
-        let spec = &self.pools[w.pool].spec;
-        let (backoff, limit) = (spec.backoff.clone(), spec.limit.clone());
-        let success = matches!(exit, Exit::Code(c) if spec.success_codes.contains(&c));
-        let restart = match state {
-            // Stopped on purpose (one-for-all, a missed deadline): restart as planned.
-            State::Stopping { restart } => restart,
-            _ => match spec.restart {
-                Restart::Always => true,
-                Restart::OnFailure => !success,
-                Restart::Never => false,
-            },
-        };
-        if !restart {
-            self.worker_mut(w).state = State::Done { success };
-            let line = if success || matches!(state, State::Stopping { .. }) {
-                format!("ended with {exit}")
-            } else {
-                format!("ended with {exit}; its restart policy says no restart")
-            };
-            out.push(Action::Report(w, line));
-            return;
-        }
-        if std::mem::take(&mut self.worker_mut(w).sibling_stop) {
-            // Brought down with a failed sibling or for a rolling restart: back at once,
-            // costing no restart of its own.
-            out.push(Action::Report(w, format!("ended with {exit}; restarting at once")));
-            self.spawn(w, out);
-            return;
-        }
-        // Ready for long enough: it had started, and comes back at once. Anything shorter is
-        // one more failed start in a row, and backs off.
-        let started = up.is_some_and(|up| up >= backoff.reset_after);
-        let unit = self.rng.unit();
-        let worker = self.worker_mut(w);
-        let delay = if started {
-            worker.failures = 0;
-            Duration::ZERO
-        } else {
-            worker.failures = worker.failures.saturating_add(1);
-            let failures = worker.failures;
-            if limit.start_attempts > 0 && failures >= limit.start_attempts {
-                self.give_up(now, w, GiveUp::NeverStarted(failures), out);
-                return;
-            }
-            jittered(base_delay(&backoff, failures - 1), backoff.jitter, unit)
-        };
-        if !self.worker_mut(w).intensity.allow(&limit, now) {
-            self.give_up(now, w, GiveUp::Intensity, out);
-            return;
-        }
-        let when = if delay.is_zero() {
-            "at once".to_owned()
-        } else {
-            format!("in {}", human(delay))
-        };
-        out.push(Action::Report(w, format!("ended with {exit}; restarting {when}")));
-        let strategy = self.pools[w.pool].spec.strategy;
-        if strategy == Strategy::OneForAll {
-            // Every other worker of the pool goes down and comes back with this one.
-            for other in self.ids(w.pool).collect::<Vec<_>>() {
-                if other != w && matches!(self.worker(other).state, State::Starting | State::Running) {
-                    self.stop(now, other, true, out);
-                    self.worker_mut(other).sibling_stop = true;
-                }
-            }
-        }
-        if delay.is_zero() {
-            self.spawn(w, out);
-        } else {
-            self.worker_mut(w).state = State::Backoff;
-            out.push(Action::SetTimer(TimerKey::Restart(w), now + delay));
-        }
-    }
-
-    /// Worker `w`, just exited, is not restarted: it stays down (in a one-for-all pool, the
-    /// whole pool does), or the supervisor shuts down, as the limit's `then` says.
-    fn give_up(&mut self, now: Instant, w: WorkerId, why: GiveUp, out: &mut Vec<Action>) {
-        self.worker_mut(w).state = State::Down;
-        let spec = &self.pools[w.pool].spec;
-        let (limit, strategy) = (spec.limit.clone(), spec.strategy);
-        let reason = match why {
-            GiveUp::NeverStarted(n) => format!(
-                "never got started after {n} attempt{} (none was ready for {})",
-                if n == 1 { "" } else { "s" },
-                human(spec.backoff.reset_after)
-            ),
-            GiveUp::Intensity => format!("more than {} restarts within {}", limit.restarts, human(limit.within)),
-        };
-        let recent: Vec<String> = self.worker(w).recent.iter().map(Exit::to_string).collect();
-        let whole_pool = strategy == Strategy::OneForAll;
-        let then = match (limit.then, whole_pool) {
-            (LimitAction::Shutdown, _) => "shutting the supervisor down",
-            (LimitAction::Stop, true) => "its pool (one-for-all) stays down",
-            (LimitAction::Stop, false) => "it stays down",
-        };
-        out.push(Action::Report(
-            w,
-            format!("gave up: {reason}; last exits: {}; {then}", recent.join(", ")),
-        ));
-        if whole_pool {
-            self.pools[w.pool].failed = true;
-            self.take_down(now, w.pool, out);
-        }
-        if limit.then == LimitAction::Shutdown {
-            self.exit_code = 1;
-            self.begin_shutdown(now, out);
-        }
     }
 
     fn on_timer(&mut self, now: Instant, key: TimerKey, out: &mut Vec<Action>) {
@@ -855,17 +592,6 @@ impl Policy {
             out.push(Action::Exit(if clean { self.exit_code } else { 1 }));
             self.exited = true;
         }
-    }
-}
-
-/// A delay as an operator reads it: `95 ms`, `1.6 s`.
-fn human(d: Duration) -> String {
-    if d < Duration::from_secs(1) {
-        format!("{} ms", d.as_millis())
-    } else if d.subsec_millis() == 0 {
-        format!("{} s", d.as_secs())
-    } else {
-        format!("{:.1} s", d.as_secs_f64())
     }
 }
 

@@ -10,6 +10,8 @@ pub mod lock;
 pub mod logs;
 pub mod notify;
 mod notify_access;
+mod output;
+mod probe;
 mod signals;
 pub mod spawn;
 mod sys;
@@ -26,10 +28,10 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
-use crate::manifest::{Endpoint, Host, Manifest, Output, Pool, Ready, ValidationError};
-use crate::policy::{Action, Event, Exit, Policy, TimerKey, WorkerId};
+use crate::manifest::{Endpoint, Host, Manifest, Pool, Ready, ValidationError};
+use crate::policy::{Action, Event, Policy, TimerKey, WorkerId};
 use command::{Command, Handle, Inbox};
-use logs::{Format, LogPipe, RotatingFile, Sink, Stream};
+use logs::{Format, LogPipe, RotatingFile, Stream};
 use notify::NotifySocket;
 use signals::Signals;
 
@@ -193,11 +195,6 @@ pub fn run(manifest: Manifest, options: Options) -> Result<i32, RunError> {
     Ok(runner.run())
 }
 
-/// How often a readiness probe runs until it succeeds.
-const PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
-/// How long a `tcp:` probe waits for its connection.
-const PROBE_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(100);
-
 /// Binds every endpoint the manifest's pools name that is not bound yet. Unix socket files
 /// are created with the pool's `mode` (default 0600), and only in a directory others cannot
 /// write to, where nobody can swap the file for their own.
@@ -216,6 +213,23 @@ fn bind_listeners(
         }
     }
     Ok(())
+}
+
+/// A listening Unix socket at `path` whose file has exactly `mode`, and never more in the
+/// meantime: bind(2) creates the file with the socket's own mode (set first, with fchmod)
+/// less the umask, and a chmod then adds back what the umask took. The process's umask,
+/// which every thread of an embedding program shares, is left alone.
+fn bind_unix(path: &std::path::Path, mode: u32) -> std::io::Result<std::os::fd::OwnedFd> {
+    use nix::sys::socket::{bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::PermissionsExt;
+    let fd = socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    let mode = mode & 0o777;
+    nix::sys::stat::fchmod(fd.as_raw_fd(), nix::sys::stat::Mode::from_bits_truncate(mode))?;
+    bind(fd.as_raw_fd(), &UnixAddr::new(path)?)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    listen(&fd, Backlog::MAXCONN)?;
+    Ok(fd)
 }
 
 fn bind_endpoint(endpoint: &Endpoint, mode: u32) -> std::io::Result<std::os::fd::OwnedFd> {
@@ -239,12 +253,7 @@ fn bind_endpoint(endpoint: &Endpoint, mode: u32) -> std::io::Result<std::os::fd:
                 // A socket file left by an earlier run, unless something still answers there.
                 lock::remove_stale_socket(path)?;
             }
-            // The umask decides the file's mode at bind(2), so no one can connect in a
-            // window before a chmod; the supervisor is single-threaded here.
-            let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(!mode & 0o777));
-            let bound = std::os::unix::net::UnixListener::bind(path);
-            nix::sys::stat::umask(old);
-            Ok(bound?.into())
+            bind_unix(path, mode)
         }
         other => Err(std::io::Error::new(
             std::io::ErrorKind::Unsupported,
@@ -311,21 +320,6 @@ struct Runner {
 }
 
 impl Runner {
-    fn say(&self, message: &str) {
-        // One write per line: stderr is unbuffered, and a line must not interleave.
-        let line = format!("procwire[{}]: {message}\n", self.manifest.supervisor.name);
-        let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
-    }
-
-    /// A line about worker `w`, named with its (last) pid.
-    fn report(&self, w: WorkerId, message: &str) {
-        let name = format!("{}.{}", self.policy.pool_name(w.pool), w.index);
-        match self.last_pid.get(&w) {
-            Some(pid) => self.say(&format!("{name} (pid {pid}) {message}")),
-            None => self.say(&format!("{name} {message}")),
-        }
-    }
-
     fn run(&mut self) -> i32 {
         loop {
             if let Some(code) = self.exit {
@@ -384,7 +378,9 @@ impl Runner {
                 self.on_signals();
             }
             for pid in exited {
-                if let Some(exit) = children::wait_for(pid) {
+                // Unless SIGCHLD's waitpid(-1) above collected it already.
+                let watched = self.pidfds.as_ref().is_some_and(|fds| fds.contains_key(&pid));
+                if let Some(exit) = watched.then(|| children::wait_for(pid)).flatten() {
                     self.exited(pid, exit);
                 }
             }
@@ -395,43 +391,6 @@ impl Runner {
                 self.on_commands();
             }
             self.fire_timers();
-        }
-    }
-
-    fn pump_logs(&mut self, ready: &[bool]) {
-        let format = self.format;
-        let mut keep = Vec::with_capacity(self.logs.len());
-        for (i, mut pipe) in std::mem::take(&mut self.logs).into_iter().enumerate() {
-            let done = ready.get(i).copied().unwrap_or(false) && pipe.pump(format);
-            if !done {
-                keep.push(pipe);
-            }
-        }
-        self.logs = keep;
-    }
-
-    /// Reads what the dead workers left in their pipes. A pipe still held open by some
-    /// leftover process is read until it has been quiet for a moment.
-    fn drain_logs(&mut self) {
-        let deadline = Instant::now() + std::time::Duration::from_millis(500);
-        while !self.logs.is_empty() && Instant::now() < deadline {
-            let mut fds: Vec<_> = self
-                .logs
-                .iter()
-                .map(|l| PollFd::new(l.fd(), PollFlags::POLLIN))
-                .collect();
-            let left = deadline
-                .saturating_duration_since(Instant::now())
-                .as_millis()
-                .min(i32::MAX as u128) as i32;
-            if matches!(
-                poll(&mut fds, PollTimeout::try_from(left).unwrap_or(PollTimeout::ZERO)),
-                Ok(0) | Err(_)
-            ) {
-                break;
-            }
-            let ready: Vec<bool> = fds.iter().map(|f| f.any().unwrap_or(false)).collect();
-            self.pump_logs(&ready);
         }
     }
 
@@ -465,25 +424,6 @@ impl Runner {
         }
         if reap {
             self.reap();
-        }
-    }
-
-    /// SIGCHLD: collects every exited child (all of the process's, or only our own).
-    fn reap(&mut self) {
-        match self.reaping {
-            Reaping::All => {
-                while let Some((pid, exit)) = children::wait_any() {
-                    self.exited(pid, exit);
-                }
-            }
-            Reaping::Own => {
-                let own: Vec<Pid> = self.pids.keys().chain(self.probe_pids.keys()).copied().collect();
-                for pid in own {
-                    if let Some(exit) = children::wait_for(pid) {
-                        self.exited(pid, exit);
-                    }
-                }
-            }
         }
     }
 
@@ -527,46 +467,6 @@ impl Runner {
         self.apply(actions);
     }
 
-    /// Child `pid` has exited and was collected: a probe, a worker, or an orphan.
-    fn exited(&mut self, pid: Pid, exit: Exit) {
-        if let Some(fds) = &mut self.pidfds {
-            fds.remove(&pid);
-        }
-        if let Some(w) = self.probe_pids.remove(&pid) {
-            self.probe_done(w, exit == Exit::Code(0));
-            return;
-        }
-        if let Some(w) = self.pids.remove(&pid) {
-            // Its last lines come before the news of its exit.
-            let ready: Vec<bool> = self.logs.iter().map(|l| l.owner() == pid).collect();
-            self.pump_logs(&ready);
-            self.workers.remove(&w);
-            self.probes.remove(&w);
-            // A probe still running for the dead worker must not speak for its successor.
-            let stale: Vec<Pid> = self
-                .probe_pids
-                .iter()
-                .filter(|(_, pw)| **pw == w)
-                .map(|(p, _)| *p)
-                .collect();
-            for probe in stale {
-                self.probe_pids.remove(&probe);
-                let _ = nix::sys::signal::kill(probe, Signal::SIGKILL);
-                // Collected now, as nothing will wait for it later.
-                if let Some(fds) = &mut self.pidfds {
-                    fds.remove(&probe);
-                }
-                let _ = nix::sys::wait::waitpid(probe, None);
-            }
-            // Whatever the worker left behind in its process group goes with it.
-            let _ = killpg(pid, Signal::SIGKILL);
-            self.feed(Event::Exited(w, exit));
-        } else if self.verbose {
-            // An orphan re-parented to us (we are a subreaper, or PID 1).
-            self.say(&format!("reaped orphan {pid} ({exit})"));
-        }
-    }
-
     fn on_notify(&mut self) {
         loop {
             let message = match self.notify.recv() {
@@ -590,13 +490,12 @@ impl Runner {
                 }
                 continue;
             };
-            let name = format!("{}.{}", self.policy.pool_name(w.pool), w.index);
             for (key, value) in message.fields {
                 match (key.as_str(), value.as_str()) {
                     ("READY", "1") => self.feed(Event::Ready(w)),
                     ("WATCHDOG", "1") => self.feed(Event::Heartbeat(w)),
-                    ("STATUS", status) => self.say(&format!("{name}: status: {status}")),
-                    ("STOPPING", "1") => self.say(&format!("{name}: stopping")),
+                    ("STATUS", status) => self.report(w, &format!("status: {status}")),
+                    ("STOPPING", "1") => self.report(w, "is stopping"),
                     _ => {}
                 }
             }
@@ -667,89 +566,6 @@ impl Runner {
         }
     }
 
-    /// Runs worker `w`'s readiness probe once. A `tcp:` probe connects with a short timeout
-    /// (the loop waits at most that long); an `exec:` probe runs as a child, reaped like the
-    /// workers.
-    fn probe(&mut self, w: WorkerId) {
-        self.probes.remove(&w);
-        if !self.policy.is_alive(w) {
-            return;
-        }
-        match self.policy.pool(w.pool).ready.clone() {
-            Ready::Tcp { host, port } => {
-                use std::net::ToSocketAddrs;
-                let ok = (host.as_str(), port)
-                    .to_socket_addrs()
-                    .ok()
-                    .into_iter()
-                    .flatten()
-                    .any(|addr| std::net::TcpStream::connect_timeout(&addr, PROBE_CONNECT_TIMEOUT).is_ok());
-                self.probe_done(w, ok);
-            }
-            Ready::Exec(argv) => {
-                let argv: Vec<String> = argv.iter().map(|a| spawn::expand(a, w.index)).collect();
-                let Some(program) = argv.first() else {
-                    self.report(w, "has an empty readiness probe command");
-                    return;
-                };
-                let spawned = std::process::Command::new(program)
-                    .args(&argv[1..])
-                    .current_dir(&self.base)
-                    .stdin(std::process::Stdio::null())
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null())
-                    .spawn();
-                match spawned {
-                    Ok(child) => {
-                        let pid = Pid::from_raw(child.id() as i32);
-                        self.probe_pids.insert(pid, w);
-                        self.watch_child(pid);
-                    }
-                    Err(e) => {
-                        self.say(&format!("readiness probe {program:?} cannot start: {e}"));
-                        self.probe_done(w, false);
-                    }
-                }
-            }
-            Ready::Spawned | Ready::Notify => {}
-        }
-    }
-
-    fn probe_done(&mut self, w: WorkerId, ready: bool) {
-        if ready {
-            self.feed(Event::Ready(w));
-        } else if self.policy.is_alive(w) {
-            self.probes.insert(w, Instant::now() + PROBE_INTERVAL);
-        }
-    }
-
-    fn sink(&mut self, output: &Output, rotate: Option<crate::manifest::LogRotate>) -> Option<Sink> {
-        match output {
-            Output::Discard => None,
-            Output::Inherit => Some(Sink::Inherit),
-            Output::File(path) => {
-                let path = path.clone();
-                if let Some(file) = self.files.get(&path) {
-                    return Some(Sink::File(Rc::clone(file)));
-                }
-                match RotatingFile::open(path.clone(), rotate) {
-                    Ok(file) => {
-                        let file = Rc::new(RefCell::new(file));
-                        self.files.insert(path, Rc::clone(&file));
-                        Some(Sink::File(file))
-                    }
-                    Err(e) => {
-                        self.say(&format!(
-                            "cannot open log file {}: {e}; writing to the console",
-                            path.display()
-                        ));
-                        Some(Sink::Inherit)
-                    }
-                }
-            }
-        }
-    }
-
     fn spawn(&mut self, w: WorkerId) -> Event {
         let pool = self.policy.pool(w.pool).clone();
         let listen: Vec<(std::os::fd::BorrowedFd<'_>, String)> = pool
@@ -777,6 +593,7 @@ impl Runner {
                 self.workers.insert(w, spawned.pid);
                 self.last_pid.insert(w, spawned.pid);
                 self.watch_child(spawned.pid);
+                self.report(w, "started");
                 for (fd, stream, output) in [
                     (spawned.stdout, Stream::Out, &pool.stdout),
                     (spawned.stderr, Stream::Err, &pool.stderr),
@@ -792,19 +609,6 @@ impl Runner {
                 Event::Spawned(w)
             }
             Err(e) => Event::SpawnFailed(w, format!("{}: {e}", program(&pool))),
-        }
-    }
-
-    /// Puts a pidfd for child `pid` in the poll set (where the kernel has pidfds).
-    fn watch_child(&mut self, pid: Pid) {
-        let Some(fds) = &mut self.pidfds else { return };
-        match children::pidfd(pid) {
-            Ok(fd) => {
-                fds.insert(pid, fd);
-            }
-            // Only if we are out of descriptors: its exit is noticed at the next SIGCHLD,
-            // if that is watched.
-            Err(e) => self.say(&format!("cannot watch process {pid}: pidfd_open: {e}")),
         }
     }
 }
@@ -827,6 +631,23 @@ impl Drop for Runner {
         }
         for pid in self.workers.values().chain(self.probe_pids.keys()) {
             let _ = nix::sys::wait::waitpid(*pid, None);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_unix_socket_file_gets_exactly_its_mode_whatever_the_umask_takes_away() {
+        let dir = tempfile::tempdir().unwrap();
+        for mode in [0o600, 0o660, 0o666] {
+            let path = dir.path().join(format!("s-{mode:o}.sock"));
+            let _fd = super::bind_unix(&path, mode).unwrap();
+            let got = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(got, mode, "{path:?}");
+            std::os::unix::net::UnixStream::connect(&path).expect("it listens");
         }
     }
 }

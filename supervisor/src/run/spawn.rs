@@ -417,4 +417,17 @@ mod tests {
             [Some("calc".to_owned()), Some("admin".to_owned())]
         );
     }
+
+    #[test]
+    fn an_empty_command_is_an_error_naming_it_not_a_panic() {
+        let ctx = Context {
+            supervisor: "test",
+            notify_socket: Path::new("/run/notify.sock"),
+            base: Path::new("/"),
+            listen: &[],
+        };
+        let error = spawn(&Pool::new("empty", Vec::new()), 0, &ctx).expect_err("nothing to run");
+        assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
+        assert!(error.to_string().contains("command is empty"), "{error}");
+    }
 }

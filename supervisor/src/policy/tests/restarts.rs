@@ -169,3 +169,137 @@ fn a_dependent_of_a_pool_whose_worker_never_spawned_is_blocked_not_left_waiting(
         h.log
     );
 }
+
+#[test]
+fn a_crash_soon_after_the_start_restarts_after_the_backoff() {
+    let mut h = Harness::new(vec![pool("web", 1)]);
+    h.step(Event::Begin);
+    h.advance(Duration::from_millis(900));
+    let actions = h.step(Event::Exited(w(0, 0), Exit::Signal(9)));
+    assert!(spawns(&actions).is_empty(), "not at once");
+    let at = h.timers[&TimerKey::Restart(w(0, 0))];
+    let delay = at - h.now;
+    assert!(
+        delay >= Duration::from_millis(90) && delay <= Duration::from_millis(110),
+        "{delay:?}"
+    );
+    let (key, actions) = h.fire_next();
+    assert_eq!(key, TimerKey::Restart(w(0, 0)));
+    assert_eq!(spawns(&actions), [w(0, 0)].into());
+    assert!(
+        h.log
+            .iter()
+            .any(|l| l.starts_with("web.0 ended with killed by SIGKILL; restarting in ") && l.ends_with(" ms")),
+        "{:?}",
+        h.log
+    );
+}
+
+#[test]
+fn backoff_grows_with_consecutive_failures_and_resets_after_a_long_run() {
+    let mut p = pool("web", 1);
+    p.backoff.jitter = 0.0;
+    let mut h = Harness::new(vec![p]);
+    h.step(Event::Begin);
+    let mut delays = Vec::new();
+    for _ in 0..4 {
+        h.step(Event::Exited(w(0, 0), Exit::Code(1)));
+        delays.push(h.timers[&TimerKey::Restart(w(0, 0))] - h.now);
+        h.fire_next();
+    }
+    assert_eq!(delays, [100, 200, 400, 800].map(Duration::from_millis));
+    h.advance(Duration::from_secs(61));
+    assert_eq!(
+        spawns(&h.step(Event::Exited(w(0, 0), Exit::Code(1)))),
+        [w(0, 0)].into(),
+        "after a long run: at once"
+    );
+    h.step(Event::Exited(w(0, 0), Exit::Code(1)));
+    assert_eq!(
+        h.timers[&TimerKey::Restart(w(0, 0))] - h.now,
+        Duration::from_millis(100),
+        "reset"
+    );
+}
+
+#[test]
+fn zero_initial_backoff_restarts_at_once() {
+    let mut p = pool("web", 1);
+    p.backoff.initial = Duration::ZERO;
+    let mut h = Harness::new(vec![p]);
+    h.step(Event::Begin);
+    assert_eq!(spawns(&h.step(Event::Exited(w(0, 0), Exit::Code(1)))), [w(0, 0)].into());
+}
+
+#[test]
+fn a_crash_loop_gives_up_after_the_limit_naming_the_last_exits() {
+    let mut p = pool("web", 1);
+    // Each run counts as started (ready for 1 s), so only the intensity limit applies.
+    p.limit = Limit {
+        restarts: 3,
+        within: Duration::from_secs(60),
+        start_attempts: 0,
+        then: LimitAction::Stop,
+    };
+    let mut h = Harness::new(vec![p, pool("other", 1)]);
+    h.step(Event::Begin);
+    for i in 0..3 {
+        h.advance(Duration::from_secs(1));
+        assert_eq!(
+            spawns(&h.step(Event::Exited(w(0, 0), Exit::Code(10 + i)))),
+            [w(0, 0)].into()
+        );
+    }
+    h.advance(Duration::from_secs(1));
+    let actions = h.step(Event::Exited(w(0, 0), Exit::Code(13)));
+    assert!(spawns(&actions).is_empty() && !h.timers.contains_key(&TimerKey::Restart(w(0, 0))));
+    let gave_up = h.log.iter().find(|l| l.contains("gave up")).expect("a give-up message");
+    assert!(
+        gave_up.contains("web.0 gave up: more than 3 restarts within 60 s"),
+        "{gave_up}"
+    );
+    assert!(gave_up.contains("exit code 12, exit code 13"), "{gave_up}");
+    assert!(gave_up.ends_with("; it stays down"), "{gave_up}");
+    assert_eq!(exit_code(&actions), None, "the other pool still runs");
+}
+
+#[test]
+fn past_the_limit_with_then_shutdown_the_supervisor_exits_non_zero() {
+    let mut p = pool("web", 1);
+    p.limit = Limit {
+        restarts: 1,
+        within: Duration::from_secs(60),
+        start_attempts: 0,
+        then: LimitAction::Shutdown,
+    };
+    let mut h = Harness::new(vec![p, pool("other", 1)]);
+    h.step(Event::Begin);
+    h.step(Event::Exited(w(0, 0), Exit::Code(1)));
+    h.fire_next();
+    let actions = h.step(Event::Exited(w(0, 0), Exit::Code(1)));
+    assert_eq!(signalled(&actions), [w(1, 0)].into(), "everything else is stopped");
+    assert_eq!(exit_code(&h.step(Event::Exited(w(1, 0), Exit::Signal(15)))), Some(1));
+}
+
+#[test]
+fn repeated_spawn_failures_keep_backing_off_after_a_long_run() {
+    let mut p = pool("web", 1);
+    p.backoff.jitter = 0.0;
+    let mut h = Harness::new(vec![p]);
+    h.step(Event::Begin);
+    h.advance(Duration::from_secs(120));
+    // Restarted at once after the long run; that spawn fails, and so do the next ones.
+    let actions = h.policy.handle(h.now, Event::Exited(w(0, 0), Exit::Code(1)));
+    assert_eq!(spawns(&actions), [w(0, 0)].into());
+    h.step(Event::SpawnFailed(w(0, 0), "missing".into()));
+    let mut delays = Vec::new();
+    for _ in 0..3 {
+        let at = h.timers[&TimerKey::Restart(w(0, 0))];
+        delays.push(at - h.now);
+        h.now = at;
+        h.timers.remove(&TimerKey::Restart(w(0, 0)));
+        h.policy.handle(h.now, Event::Timer(TimerKey::Restart(w(0, 0))));
+        h.step(Event::SpawnFailed(w(0, 0), "missing".into()));
+    }
+    assert_eq!(delays, [100, 200, 400].map(Duration::from_millis));
+}

@@ -8,7 +8,6 @@
 //! ping-pong.
 
 use std::collections::HashMap;
-use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -24,6 +23,14 @@ use crate::protocol::{
 use crate::service::{Method, ServiceInfo};
 use crate::transport::{FrameReceiver, PeerInfo, Transport};
 use crate::wait::Wait;
+
+mod pending;
+
+pub use pending::PendingCall;
+
+/// How long a send that found the connection closed waits for another caller to read the
+/// peer's last frames (its goodbye, say) before saying how the connection ended.
+const LAST_WORDS_WAIT: Duration = Duration::from_millis(100);
 
 /// How a [`Client`] behaves.
 #[derive(Clone, Debug)]
@@ -290,15 +297,8 @@ impl Client {
             }
             st.pending.insert(id, None);
         }
-        let call = PendingCall {
-            client: self.clone(),
-            id,
-            method,
-            deadline,
-            done: false,
-            tracker: None,
-            _reply: PhantomData,
-        };
+        // Made before sending, so that a failed send cancels the call when it is dropped.
+        let call = PendingCall::new(self.clone(), id, method, deadline);
         self.inner.send(frame, wait, method)?;
         Ok(call)
     }
@@ -412,11 +412,7 @@ impl Inner {
             SendError::Closed(reason) => {
                 // The frame was not taken, so it was not sent. Why the connection closed may
                 // be waiting unread (a stopping server's goodbye): look before saying.
-                let mut st = self.lock();
-                if st.failed.is_none() && !st.reading {
-                    st = self.read_once(st, Wait::NonBlock).0;
-                    self.notify(&st);
-                }
+                let st = self.read_what_is_left(self.lock());
                 let failure = st.failed.clone().unwrap_or(Failure {
                     reason,
                     ending: Ending::Died,
@@ -547,6 +543,32 @@ impl Inner {
         (st, false)
     }
 
+    /// Reads what the peer sent before it closed, until the connection is marked failed
+    /// (with the peer's goodbye, if it said one) or nothing more is there. A peer that has
+    /// closed has sent everything, so this waits only for another reader to finish, briefly.
+    fn read_what_is_left<'a>(&'a self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        let until = Instant::now() + LAST_WORDS_WAIT;
+        while st.failed.is_none() {
+            if !st.reading {
+                let (next, ran_out) = self.read_once(st, Wait::NonBlock);
+                st = next;
+                self.notify(&st);
+                if ran_out {
+                    break;
+                }
+                continue;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            st.waiters += 1;
+            st = self.replies.wait_timeout(st, left).unwrap_or_else(|e| e.into_inner()).0;
+            st.waiters -= 1;
+        }
+        st
+    }
+
     fn out_of_time(&self, st: MutexGuard<'_, State>, method: Method, wait: Wait) -> Result<Option<Vec<u8>>, RpcError> {
         if wait == Wait::NonBlock {
             return Ok(None);
@@ -571,131 +593,6 @@ impl Inner {
             .frame();
             // Best effort: a full queue or a dead connection just means no cancel is sent.
             let _ = self.outbox.send(frame, Wait::NonBlock);
-        }
-    }
-}
-
-/// A call that has been sent and whose reply has not been taken yet.
-///
-/// Dropping it before the reply is taken abandons the call and tells the server, which may
-/// stop working on it (see [`CallContext::is_cancelled`](crate::CallContext::is_cancelled)).
-#[must_use = "dropping a PendingCall cancels the call"]
-pub struct PendingCall<R> {
-    client: Client,
-    id: u64,
-    method: Method,
-    deadline: Option<Instant>,
-    done: bool,
-    /// A pool's count of this call as outstanding on its worker, released with the call.
-    tracker: Option<crate::pool::Tracker>,
-    _reply: PhantomData<fn() -> R>,
-}
-
-impl<R> std::fmt::Debug for PendingCall<R> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PendingCall")
-            .field("id", &self.id)
-            .field("method", &self.method.name)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<R> PendingCall<R> {
-    /// Counts the call as outstanding on a pool's worker until it is finished or dropped.
-    pub(crate) fn track(mut self, tracker: crate::pool::Tracker) -> Self {
-        self.tracker = Some(tracker);
-        self
-    }
-}
-
-impl<R: DeserializeOwned> PendingCall<R> {
-    /// The request id.
-    pub fn id(&self) -> u64 {
-        self.id
-    }
-
-    /// Waits for the reply, until the call's deadline if it has one.
-    pub fn wait(mut self) -> Result<R, RpcError> {
-        let reply = self
-            .client
-            .inner
-            .wait_reply(self.id, self.method, Wait::deadline(self.deadline));
-        // On a missed deadline `done` stays false, so that dropping `self` cancels the call.
-        self.done = !matches!(reply, Err(RpcError::DeadlineExceeded { .. }));
-        let payload = reply?.expect("a blocking wait returns a reply or an error");
-        if let Some(tracker) = &self.tracker {
-            tracker.answered();
-        }
-        let result = self.decode(&payload);
-        crate::buffers::give(payload);
-        result
-    }
-
-    /// Returns the reply if it has arrived, `Ok(None)` if not, without waiting.
-    pub fn try_wait(&mut self) -> Result<Option<R>, RpcError> {
-        if self.done {
-            return Err(self.client.inner.finished(self.method));
-        }
-        if self.deadline.is_some_and(|d| Instant::now() >= d) {
-            self.done = true;
-            self.client.inner.abandon(self.id, self.method);
-            return Err(RpcError::DeadlineExceeded {
-                method: self.method.name,
-                peer: self.client.inner.peer.name.clone(),
-            });
-        }
-        match self.client.inner.wait_reply(self.id, self.method, Wait::NonBlock) {
-            Ok(None) => Ok(None),
-            Ok(Some(payload)) => {
-                self.done = true;
-                if let Some(tracker) = self.tracker.take() {
-                    tracker.answered();
-                }
-                let result = self.decode(&payload).map(Some);
-                crate::buffers::give(payload);
-                result
-            }
-            Err(e) => {
-                self.done = true;
-                Err(e)
-            }
-        }
-    }
-
-    fn decode(&self, payload: &[u8]) -> Result<R, RpcError> {
-        let peer = || self.client.inner.peer.name.clone();
-        let (envelope, body) = Envelope::decode(payload).map_err(|source| RpcError::Decode {
-            method: self.method.name,
-            peer: peer(),
-            source,
-        })?;
-        match envelope.kind {
-            Kind::Error => {
-                let fault: Fault = postcard::from_bytes(body).map_err(|source| RpcError::Decode {
-                    method: self.method.name,
-                    peer: peer(),
-                    source,
-                })?;
-                Err(RpcError::Remote {
-                    method: self.method.name,
-                    peer: peer(),
-                    kind: fault.kind,
-                    message: fault.message,
-                })
-            }
-            _ => crate::protocol::decode_exact(body).map_err(|source| RpcError::Decode {
-                method: self.method.name,
-                peer: peer(),
-                source,
-            }),
-        }
-    }
-}
-
-impl<R> Drop for PendingCall<R> {
-    fn drop(&mut self) {
-        if !self.done {
-            self.client.inner.abandon(self.id, self.method);
         }
     }
 }

@@ -1,0 +1,149 @@
+//! [`PendingCall`]: a call sent whose reply has not been taken yet.
+
+use std::marker::PhantomData;
+use std::time::Instant;
+
+use serde::de::DeserializeOwned;
+
+use super::Client;
+use crate::error::RpcError;
+use crate::protocol::{Envelope, Fault, Kind};
+use crate::service::Method;
+use crate::wait::Wait;
+
+/// A call that has been sent and whose reply has not been taken yet.
+///
+/// Dropping it before the reply is taken abandons the call and tells the server, which may
+/// stop working on it (see [`CallContext::is_cancelled`](crate::CallContext::is_cancelled)).
+#[must_use = "dropping a PendingCall cancels the call"]
+pub struct PendingCall<R> {
+    client: Client,
+    id: u64,
+    method: Method,
+    deadline: Option<Instant>,
+    done: bool,
+    /// A pool's count of this call as outstanding on its worker, released with the call.
+    tracker: Option<crate::pool::Tracker>,
+    _reply: PhantomData<fn() -> R>,
+}
+
+impl<R> std::fmt::Debug for PendingCall<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingCall")
+            .field("id", &self.id)
+            .field("method", &self.method.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R> PendingCall<R> {
+    pub(super) fn new(client: Client, id: u64, method: Method, deadline: Option<Instant>) -> Self {
+        PendingCall {
+            client,
+            id,
+            method,
+            deadline,
+            done: false,
+            tracker: None,
+            _reply: PhantomData,
+        }
+    }
+
+    /// Counts the call as outstanding on a pool's worker until it is finished or dropped.
+    pub(crate) fn track(mut self, tracker: crate::pool::Tracker) -> Self {
+        self.tracker = Some(tracker);
+        self
+    }
+}
+
+impl<R: DeserializeOwned> PendingCall<R> {
+    /// The request id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Waits for the reply, until the call's deadline if it has one.
+    pub fn wait(mut self) -> Result<R, RpcError> {
+        let reply = self
+            .client
+            .inner
+            .wait_reply(self.id, self.method, Wait::deadline(self.deadline));
+        // On a missed deadline `done` stays false, so that dropping `self` cancels the call.
+        self.done = !matches!(reply, Err(RpcError::DeadlineExceeded { .. }));
+        let payload = reply?.expect("a blocking wait returns a reply or an error");
+        if let Some(tracker) = &self.tracker {
+            tracker.answered();
+        }
+        let result = self.decode(&payload);
+        crate::buffers::give(payload);
+        result
+    }
+
+    /// Returns the reply if it has arrived, `Ok(None)` if not, without waiting.
+    pub fn try_wait(&mut self) -> Result<Option<R>, RpcError> {
+        if self.done {
+            return Err(self.client.inner.finished(self.method));
+        }
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            self.done = true;
+            self.client.inner.abandon(self.id, self.method);
+            return Err(RpcError::DeadlineExceeded {
+                method: self.method.name,
+                peer: self.client.inner.peer.name.clone(),
+            });
+        }
+        match self.client.inner.wait_reply(self.id, self.method, Wait::NonBlock) {
+            Ok(None) => Ok(None),
+            Ok(Some(payload)) => {
+                self.done = true;
+                if let Some(tracker) = self.tracker.take() {
+                    tracker.answered();
+                }
+                let result = self.decode(&payload).map(Some);
+                crate::buffers::give(payload);
+                result
+            }
+            Err(e) => {
+                self.done = true;
+                Err(e)
+            }
+        }
+    }
+
+    fn decode(&self, payload: &[u8]) -> Result<R, RpcError> {
+        let peer = || self.client.inner.peer.name.clone();
+        let (envelope, body) = Envelope::decode(payload).map_err(|source| RpcError::Decode {
+            method: self.method.name,
+            peer: peer(),
+            source,
+        })?;
+        match envelope.kind {
+            Kind::Error => {
+                let fault: Fault = postcard::from_bytes(body).map_err(|source| RpcError::Decode {
+                    method: self.method.name,
+                    peer: peer(),
+                    source,
+                })?;
+                Err(RpcError::Remote {
+                    method: self.method.name,
+                    peer: peer(),
+                    kind: fault.kind,
+                    message: fault.message,
+                })
+            }
+            _ => crate::protocol::decode_exact(body).map_err(|source| RpcError::Decode {
+                method: self.method.name,
+                peer: peer(),
+                source,
+            }),
+        }
+    }
+}
+
+impl<R> Drop for PendingCall<R> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.client.inner.abandon(self.id, self.method);
+        }
+    }
+}
