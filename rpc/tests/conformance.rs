@@ -448,6 +448,34 @@ fn an_idle_connection_costs_no_cpu_on_either_side(kind: Kind) -> Outcome {
     Ok(())
 }
 
+/// Connects to an shm server as a hostile client would: takes the region and plays with its
+/// indices (offsets from the layout in ARCHITECTURE.md).
+fn a_corrupt_ring_index_costs_one_connection(kind: Kind) -> Outcome {
+    use std::sync::atomic::AtomicU64;
+    let mut peer = Peer::spawn(kind);
+    let bystander = connect(&mut peer);
+    let mut socket = std::os::unix::net::UnixStream::connect(peer.addr())?;
+    let mut marker = [0u8; 6];
+    let (_, fds) = procwire_rpc::shm::recv_fds(std::os::fd::AsFd::as_fd(&socket), &mut marker)?;
+    let region = procwire_rpc::shm::Region::from_fd(fds.into_iter().next().expect("the region"))?;
+    // Ring 0 (client to server): a tail far beyond any ring, then a kick on the socket.
+    let tail: &AtomicU64 = region.atomic(256)?;
+    tail.store(u64::MAX / 2, std::sync::atomic::Ordering::Release);
+    socket.write_all(&[0])?;
+    // The server refuses the connection: it closes the socket, and nothing else.
+    socket.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut rest = Vec::new();
+    match socket.read_to_end(&mut rest) {
+        // A close with our kick unread reaches us as a reset.
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("the server did not close the corrupt connection: {e}"),
+    }
+    assert_still_serving(&mut peer);
+    assert_eq!(bystander.call::<_, i64>(ADD, &(1i64, 1i64), soon())?, 2);
+    Ok(())
+}
+
 // ---- Bad input: raw bytes at a real server; one bad connection never costs another. ----
 
 fn raw_stream(peer: &Peer) -> Box<dyn ReadWrite> {
@@ -634,6 +662,9 @@ fn main() {
     }
     trials.push(Trial::test("shm::a_64_mib_echo_goes_through_rings_of_2_mib", || {
         a_64_mib_echo_goes_through_rings_of_2_mib(Kind::Shm)
+    }));
+    trials.push(Trial::test("shm::a_corrupt_ring_index_costs_one_connection", || {
+        a_corrupt_ring_index_costs_one_connection(Kind::Shm)
     }));
     trials.push(Trial::test(
         "shm::an_idle_connection_costs_no_cpu_on_either_side",

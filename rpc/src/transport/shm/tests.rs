@@ -166,3 +166,28 @@ fn an_oversized_length_prefix_is_refused_before_allocation() {
         })
     ));
 }
+
+#[test]
+fn thousands_of_ping_pongs_in_both_directions_never_lose_a_wake_up() {
+    // A lost wake-up would leave one side parked with a frame waiting: the deadline says so.
+    for strategy in [Strategy::Block, Strategy::Adaptive] {
+        let (_dir, mut client, mut server) = pair(Options::default().ring_size(4096).strategy(strategy));
+        let echo = std::thread::spawn(move || {
+            while let Ok(frame) = server.recv(soon()) {
+                server.send(&mut Frame::from_payload(&frame), soon()).unwrap();
+            }
+        });
+        for i in 0..5_000u32 {
+            // Sizes around the ring's, so that the space doorbell works too.
+            let payload = vec![i as u8; (i as usize * 7) % 6000];
+            client.send(&mut Frame::from_payload(&payload), soon()).unwrap();
+            assert_eq!(
+                client.recv(soon()).unwrap(),
+                payload,
+                "round trip {i} with {strategy:?}"
+            );
+        }
+        drop(client);
+        echo.join().unwrap();
+    }
+}
