@@ -300,6 +300,8 @@ pub struct ShmReceiver {
     watching: bool,
     /// A fatal error was returned: every later receive says the connection is closed.
     finished: bool,
+    /// When `prepare_wait` last told a server thread to sleep, for the spinner to learn.
+    parked_at: Option<Instant>,
 }
 
 impl ShmReceiver {
@@ -315,6 +317,7 @@ impl ShmReceiver {
             peer_gone: false,
             watching: false,
             finished: false,
+            parked_at: None,
         }
     }
 
@@ -494,6 +497,9 @@ impl FrameReceiver for ShmReceiver {
                 peer: self.sh.name.clone(),
             });
         }
+        if let Some(parked_at) = self.parked_at.take() {
+            self.spinner.parked(parked_at.elapsed());
+        }
         let result = self.recv_inner(wait);
         self.unwatch();
         if matches!(&result, Err(TransportError::Io { .. })) {
@@ -537,6 +543,9 @@ impl FrameReceiver for ShmReceiver {
         }
         let ready = self.spin_then_park(None).unwrap_or(true);
         self.unwatch();
+        if !ready {
+            self.parked_at = Some(Instant::now());
+        }
         ready
     }
 }

@@ -5,8 +5,8 @@
 //! the CPU the peer needs, on the other hand, only delays it. So [`Strategy::Adaptive`] spins
 //! only when the two ends last ran on different CPUs (each end publishes `sched_getcpu` in
 //! the ring header), for a budget that halves each time spinning did not pay and doubles
-//! each time the data came soon after parking (spinning a little longer would have caught
-//! it), between [`MIN_BUDGET`] and [`MAX_BUDGET`]. An idle connection therefore parks after
+//! each time it did, or the data came soon after parking (spinning a little longer would have
+//! caught it), between [`MIN_BUDGET`] and [`MAX_BUDGET`]. An idle connection therefore parks after
 //! one short spin and costs nothing until the peer kicks it.
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -127,6 +127,9 @@ impl Spinner {
             // Look at the clock only now and then: it costs more than a look at the ring.
             for _ in 0..64 {
                 if ready() {
+                    if self.strategy == Strategy::Adaptive {
+                        self.budget = (self.budget * 2).min(MAX_BUDGET);
+                    }
                     return true;
                 }
                 std::hint::spin_loop();
