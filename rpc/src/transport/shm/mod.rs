@@ -43,12 +43,13 @@ mod spin;
 mod tests;
 
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::libc;
 use nix::poll::{PollFd, PollFlags};
 use nix::sys::eventfd::{EfdFlags, EventFd};
@@ -146,6 +147,11 @@ pub fn connect_with(path: impl AsRef<Path>, options: Options) -> Result<Transpor
             ))
         }
     };
+    // The doorbells are only ever read without waiting: make sure of it whatever the peer sent.
+    for bell in [&to_server, &to_client] {
+        fcntl(bell.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
+            .map_err(|e| TransportError::io("fcntl on a doorbell", name.clone(), e))?;
+    }
     let region = Region::from_fd(region).map_err(|e| setup_error("mapping the shared region", &name, e))?;
     let layout = Layout::open(Arc::new(region)).map_err(|e| setup_error("opening the shared region", &name, e))?;
     Ok(assemble(
