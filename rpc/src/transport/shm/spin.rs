@@ -40,8 +40,6 @@ const KICK_GRACE: Duration = Duration::from_micros(2);
 pub(crate) struct Spinner {
     strategy: Strategy,
     budget: Duration,
-    /// Whether this machine lets two threads run at once at all.
-    multi_cpu: bool,
 }
 
 /// The CPU the caller runs on, plus one (0: unknown).
@@ -63,7 +61,6 @@ impl Spinner {
         Spinner {
             strategy,
             budget: MAX_BUDGET,
-            multi_cpu: std::thread::available_parallelism().is_ok_and(|n| n.get() > 1),
         }
     }
 
@@ -73,8 +70,11 @@ impl Spinner {
             Strategy::Block => false,
             Strategy::Spin => true,
             Strategy::Adaptive => {
+                // Not the affinity of this process: a server pinned to one CPU still gains
+                // from spinning while its client runs on another. On a machine with one CPU
+                // both ends always publish the same one.
                 let peer = theirs.load(Ordering::Relaxed);
-                self.multi_cpu && (peer == 0 || peer != mine.load(Ordering::Relaxed))
+                peer == 0 || peer != mine.load(Ordering::Relaxed)
             }
         }
     }
@@ -179,7 +179,6 @@ mod tests {
     #[test]
     fn an_adaptive_budget_shrinks_when_spinning_fails_and_grows_after_a_short_park() {
         let mut spinner = Spinner::new(Strategy::Adaptive);
-        spinner.multi_cpu = true;
         let (mine, theirs) = (AtomicU32::new(0), AtomicU32::new(0));
         for _ in 0..10 {
             assert!(!spinner.spin(&mine, &theirs, None, || false));
