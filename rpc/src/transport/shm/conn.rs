@@ -382,6 +382,8 @@ impl ShmReceiver {
                     self.peer_gone = true;
                     return Ok(());
                 }
+                // A short read emptied the socket: no need to hear EAGAIN say so.
+                Ok(n) if n < buf.len() => return Ok(()),
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(Errno::EAGAIN) => return Ok(()),
                 Err(e) => return Err(TransportError::io("read", self.sh.name.clone(), e)),
@@ -406,8 +408,10 @@ impl ShmReceiver {
     }
 
     /// Spins if it pays, else parks: drain kicks, raise the flag, re-check. True if there is
-    /// news (or the peer is gone); false if the caller should sleep on the socket.
-    fn spin_then_park(&mut self, deadline: Option<Instant>) -> Result<bool, TransportError> {
+    /// news (or the peer is gone); false if the caller should sleep on the socket. `drain`
+    /// reads the socket even without a kick pending: a server's epoll set cannot tell the
+    /// peer's end of file from a kick, so its threads must find out here, or spin on it.
+    fn spin_then_park(&mut self, deadline: Option<Instant>, drain: bool) -> Result<bool, TransportError> {
         let ring = self.rx.ring().clone();
         ring.consumer_parked().store(0, Ordering::Relaxed);
         self.watching = true;
@@ -421,8 +425,12 @@ impl ShmReceiver {
             return Ok(true);
         }
         self.watching = false;
-        self.drain_kicks()?;
-        ring.kicked().store(0, Ordering::Relaxed);
+        // Only a kick since the last drain can have left a byte (or one whose byte was still
+        // on its way then: it wakes us once for nothing). The peer's end of file shows in poll.
+        if drain || ring.kicked().load(Ordering::Relaxed) != 0 {
+            self.drain_kicks()?;
+            ring.kicked().store(0, Ordering::Relaxed);
+        }
         ring.consumer_parked().store(1, Ordering::Relaxed);
         // SeqCst: orders the flag's (and `kicked`'s) store before the re-check's load of tail.
         fence(Ordering::SeqCst);
@@ -463,7 +471,8 @@ impl ShmReceiver {
             if wait == Wait::NonBlock {
                 return Err(not_taken(wait, &self.sh.name));
             }
-            if self.spin_then_park(wait.as_deadline())? {
+            // Our own poll shows the end of file, and the drain after it notes it.
+            if self.spin_then_park(wait.as_deadline(), false)? {
                 continue;
             }
             let parked_at = Instant::now();
@@ -541,7 +550,7 @@ impl FrameReceiver for ShmReceiver {
         if self.finished || self.has_buffered() {
             return true;
         }
-        let ready = self.spin_then_park(None).unwrap_or(true);
+        let ready = self.spin_then_park(None, true).unwrap_or(true);
         self.unwatch();
         if !ready {
             self.parked_at = Some(Instant::now());

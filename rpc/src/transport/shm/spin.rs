@@ -4,9 +4,10 @@
 //! another CPU that is about to answer does so in a fraction of a microsecond; spinning on
 //! the CPU the peer needs, on the other hand, only delays it. So [`Strategy::Adaptive`] spins
 //! only when the two ends last ran on different CPUs (each end publishes `sched_getcpu` in
-//! the ring header), for a budget that halves each time spinning did not pay and doubles
-//! each time it did, or the data came soon after parking (spinning a little longer would have
-//! caught it), between [`MIN_BUDGET`] and [`MAX_BUDGET`]. An idle connection therefore parks after
+//! the ring header, so two ends on a one-CPU machine never spin), for a budget that halves
+//! each time spinning did not pay and doubles each time it did, or the data came soon after
+//! parking (spinning a little longer would have caught it), between [`MIN_BUDGET`] and
+//! [`MAX_BUDGET`]. An idle connection therefore parks after
 //! one short spin and costs nothing until the peer kicks it.
 
 use std::sync::atomic::{AtomicU32, Ordering};

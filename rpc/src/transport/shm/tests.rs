@@ -191,3 +191,25 @@ fn thousands_of_ping_pongs_in_both_directions_never_lose_a_wake_up() {
         echo.join().unwrap();
     }
 }
+
+#[test]
+fn a_server_thread_learns_of_a_peer_that_died_without_closing_and_does_not_spin_on_it() {
+    let (layout, client, mut server) = linked(4096);
+    // A peer that died closed nothing: its socket end goes, its ring says nothing.
+    drop(client);
+    layout.ring(Direction::ToServer).closed().store(0, Ordering::Relaxed);
+    // The server's loop: prepare, sleep on the readiness descriptor, receive without waiting.
+    for _ in 0..100 {
+        if !server.receiver.prepare_wait() {
+            let fd = server.receiver.readiness_fd().unwrap();
+            let mut fds = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
+            nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(30_000u16)).unwrap();
+        }
+        match server.recv(Wait::NonBlock) {
+            Err(TransportError::Closed { .. }) => return,
+            Err(TransportError::WouldBlock { .. }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    panic!("the server thread kept waking for a peer that is gone");
+}
