@@ -302,6 +302,9 @@ pub struct ShmReceiver {
     finished: bool,
     /// When `prepare_wait` last told a server thread to sleep, for the spinner to learn.
     parked_at: Option<Instant>,
+    /// A receive that must not wait found nothing: if it followed a wake-up, that was the
+    /// peer's end of file or a stale kick, which only a drain tells apart.
+    found_nothing: bool,
 }
 
 impl ShmReceiver {
@@ -318,6 +321,7 @@ impl ShmReceiver {
             watching: false,
             finished: false,
             parked_at: None,
+            found_nothing: false,
         }
     }
 
@@ -511,6 +515,7 @@ impl FrameReceiver for ShmReceiver {
         }
         let result = self.recv_inner(wait);
         self.unwatch();
+        self.found_nothing = matches!(result, Err(TransportError::WouldBlock { .. }));
         if matches!(&result, Err(TransportError::Io { .. })) {
             self.finished = true;
         }
@@ -550,7 +555,10 @@ impl FrameReceiver for ShmReceiver {
         if self.finished || self.has_buffered() {
             return true;
         }
-        let ready = self.spin_then_park(None, true).unwrap_or(true);
+        // After a receive that found nothing, the wake-up may have been the peer's end of
+        // file, which a server's epoll set cannot tell from a kick: read the socket to know.
+        let drain = std::mem::take(&mut self.found_nothing);
+        let ready = self.spin_then_park(None, drain).unwrap_or(true);
         self.unwatch();
         if !ready {
             self.parked_at = Some(Instant::now());
