@@ -288,9 +288,9 @@ pub(crate) struct Producer {
 }
 
 impl Producer {
+    /// The producer of a fresh ring: positions start at 0, whatever the peer wrote there.
     pub(crate) fn new(ring: Ring) -> Producer {
-        let tail = ring.tail().load(Ordering::Relaxed);
-        Producer { ring, tail }
+        Producer { ring, tail: 0 }
     }
 
     pub(crate) fn ring(&self) -> &Ring {
@@ -344,9 +344,9 @@ pub(crate) struct Consumer {
 }
 
 impl Consumer {
+    /// The consumer of a fresh ring: positions start at 0, whatever the peer wrote there.
     pub(crate) fn new(ring: Ring) -> Consumer {
-        let head = ring.head().load(Ordering::Relaxed);
-        Consumer { ring, head }
+        Consumer { ring, head: 0 }
     }
 
     pub(crate) fn ring(&self) -> &Ring {
