@@ -2,7 +2,7 @@
 //!
 //! A connection is set up over a Unix socket: the listener (`shm:PATH` is "a Unix socket at
 //! `PATH` that hands out shared-memory connections") creates, per connection, one unnamed
-//! memfd sealed against shrinking and growing ([`Region`](crate::shm::Region)), holding two
+//! memfd sealed against shrinking and growing ([`Region`]), holding two
 //! single-producer single-consumer rings (client to server, server to client), plus two
 //! eventfds, and hands them to the client with `SCM_RIGHTS`. Nothing is named in `/dev/shm`:
 //! the memory goes away with the last process that maps it, crash or not.

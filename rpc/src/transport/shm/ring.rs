@@ -21,7 +21,7 @@
 //! consumer loads `tail` with `Acquire`, so the bytes before it are visible, copies them out,
 //! then frees them with a `Release` store of `head`, which the producer loads with `Acquire`
 //! before it overwrites them. The parked flags and the fences around them are in
-//! [`super::wait`].
+//! [`super::conn`].
 //!
 //! # A hostile peer
 //!
