@@ -333,7 +333,9 @@ impl ShmReceiver {
     fn freed(&self) {
         // SeqCst: orders our head store (in `consume`) before the load of the flag.
         fence(Ordering::SeqCst);
-        if self.rx.ring().producer_parked().swap(0, Ordering::Relaxed) != 0 {
+        // Load first: a write to the producer's cache line per frame would cost more.
+        let parked = self.rx.ring().producer_parked();
+        if parked.load(Ordering::Relaxed) != 0 && parked.swap(0, Ordering::Relaxed) != 0 {
             let _ = nix::unistd::write(self.space.as_fd(), &1u64.to_ne_bytes());
         }
     }
