@@ -1,11 +1,12 @@
 //! procwire's RPC layer: wire format, transports, a multiplexed client and a concurrent
 //! server.
 //!
-//! - [`transport`]: frames over Unix sockets, TCP, anonymous pipes and named FIFOs, each
-//!   with blocking, deadline-bound and non-blocking operations ([`Wait`]).
+//! - [`transport`]: frames over Unix sockets, TCP, anonymous pipes, named FIFOs and shared
+//!   memory rings, each with blocking, deadline-bound and non-blocking operations ([`Wait`]).
 //! - [`protocol`]: the frame layout, the envelope, the handshake.
+//! - [`Endpoint`]: `unix:PATH`, `tcp:HOST:PORT` or `shm:PATH`, parsed, printed, connected
+//!   and bound.
 //! - [`shm`]: shared memory regions and the synchronisation primitives that live in them.
-//! - [`Endpoint`]: `unix:PATH` or `tcp:HOST:PORT`, parsed, printed, connected and bound.
 //! - [`Client`]: one connection shared by many threads; calls are multiplexed by request id.
 //! - [`pool::Pool`]: a client for a pool of workers, one endpoint each.
 //! - [`Server`]: serves a [`Service`] on a listener or a single connection.

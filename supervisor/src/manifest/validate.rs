@@ -384,7 +384,9 @@ fn validate_listen(pool: &Pool) -> Result<(), ValidationError> {
             if seen.contains(&endpoint) {
                 continue;
             }
-            let Endpoint::Unix(path) = &endpoint else { break };
+            let (Endpoint::Unix(path) | Endpoint::Shm(path)) = &endpoint else {
+                break;
+            };
             let length = path.as_os_str().as_bytes().len();
             let dir = match path.parent() {
                 Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
