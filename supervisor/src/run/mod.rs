@@ -12,6 +12,7 @@ pub mod notify;
 mod notify_access;
 mod output;
 mod probe;
+mod shared;
 mod signals;
 pub mod spawn;
 mod sys;
@@ -137,6 +138,11 @@ pub fn run(manifest: Manifest, options: Options) -> Result<i32, RunError> {
         .map_err(setup("runtime directory"))?;
     let mut listeners = BTreeMap::new();
     bind_listeners(&manifest, &mut listeners).map_err(|(what, source)| RunError::Setup { what, source })?;
+    let mut shared = shared::SharedRegions::default();
+    shared.create(&manifest).map_err(|(what, e)| RunError::Setup {
+        what,
+        source: std::io::Error::other(e),
+    })?;
     let notify = NotifySocket::bind(&runtime.path().join("notify")).map_err(setup("notify socket"))?;
     // Workers that run as another user must reach the notify socket too; what they send is
     // heard only if it comes from a pid the supervisor started (SO_PASSCRED), and the
@@ -171,6 +177,7 @@ pub fn run(manifest: Manifest, options: Options) -> Result<i32, RunError> {
         probe_pids: HashMap::new(),
         pids: HashMap::new(),
         listeners,
+        shared,
         workers: HashMap::new(),
         last_pid: HashMap::new(),
         logs: Vec::new(),
@@ -298,6 +305,8 @@ struct Runner {
     pids: HashMap<Pid, WorkerId>,
     /// The listening sockets the supervisor owns, open for as long as a pool names them.
     listeners: BTreeMap<Endpoint, std::os::fd::OwnedFd>,
+    /// The `[shared.NAME]` regions, kept for as long as the manifest names them.
+    shared: shared::SharedRegions,
     workers: HashMap<WorkerId, Pid>,
     /// The pid each worker had last, also after it exited, to name it in reports.
     last_pid: HashMap<WorkerId, Pid>,
@@ -453,6 +462,13 @@ impl Runner {
             self.say(&format!("reload refused, nothing changed: {what}: {e}"));
             return;
         }
+        match self.shared.create(&manifest) {
+            Ok(kept) => kept.iter().for_each(|note| self.say(&format!("reload: {note}"))),
+            Err((what, e)) => {
+                self.say(&format!("reload refused, nothing changed: {what}: {e}"));
+                return;
+            }
+        }
         self.say("reloading the manifest");
         for signal in watched_signals(&manifest, false) {
             if let Err(e) = self.signals.watch(signal) {
@@ -463,6 +479,7 @@ impl Runner {
         // Sockets no pool names any more close; workers still running keep their copies.
         self.listeners
             .retain(|endpoint, _| manifest.pools.iter().any(|p| p.endpoints().contains(endpoint)));
+        self.shared.retain(&manifest);
         self.manifest = manifest;
         self.apply(actions);
     }
@@ -581,8 +598,10 @@ impl Runner {
                 self.listeners.get(&endpoint).map(|fd| (fd.as_fd(), name))
             })
             .collect();
+        let shared = self.shared.for_pool(&pool);
         let ctx = spawn::Context {
             listen: &listen,
+            shared: &shared,
             supervisor: &self.manifest.supervisor.name,
             notify_socket: self.notify.path(),
             base: &self.base,

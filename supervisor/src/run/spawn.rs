@@ -14,6 +14,7 @@ use nix::libc;
 use nix::sys::resource::setrlimit;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::unistd::{pipe2, Pid};
+use procwire_rpc::shm;
 use procwire_workers::activation::{self, LISTEN_FDNAMES, LISTEN_FDS, LISTEN_PID};
 use procwire_workers::notify::{self, NOTIFY_SOCKET, WATCHDOG_PID, WATCHDOG_USEC};
 
@@ -41,6 +42,9 @@ pub struct Context<'a> {
     pub base: &'a Path,
     /// The pool's listening sockets, handed over from fd 3 on, with their names.
     pub listen: &'a [(BorrowedFd<'a>, String)],
+    /// The pool's shared memory regions, handed over after the sockets, with their names
+    /// (`PROCWIRE_SHARED_<NAME>` says which descriptor is which).
+    pub shared: &'a [(BorrowedFd<'a>, String)],
 }
 
 /// One stream's destination in the child, and the supervisor's end if it reads it.
@@ -65,8 +69,10 @@ fn environment(pool: &Pool, index: u32, ctx: &Context<'_>) -> Vec<(OsString, OsS
     let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
         .filter(|(k, _)| {
             // Descriptors a supervisor of ours handed us, and its watchdog, are not theirs.
-            !k.to_str()
-                .is_some_and(|k| [LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES, WATCHDOG_USEC, WATCHDOG_PID].contains(&k))
+            !k.to_str().is_some_and(|k| {
+                [LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES, WATCHDOG_USEC, WATCHDOG_PID].contains(&k)
+                    || k.starts_with(shm::ENV_PREFIX)
+            })
         })
         .collect();
     let mut set = |key: &str, value: OsString| {
@@ -91,6 +97,13 @@ fn environment(pool: &Pool, index: u32, ctx: &Context<'_>) -> Vec<(OsString, OsS
         set(
             LISTEN_FDNAMES,
             activation::encode_fdnames(ctx.listen.iter().map(|(_, n)| n.as_str())).into(),
+        );
+    }
+    // The regions sit right after the sockets (see Exec).
+    for (i, (_, name)) in ctx.shared.iter().enumerate() {
+        set(
+            &format!("{}{name}", shm::ENV_PREFIX),
+            (3 + ctx.listen.len() + i).to_string().into(),
         );
     }
     env
@@ -148,7 +161,15 @@ unsafe impl Send for Exec {}
 unsafe impl Sync for Exec {}
 
 impl Exec {
-    fn new(program: &str, argv: &[String], env: &[(OsString, OsString)], fds: Vec<RawFd>) -> std::io::Result<Exec> {
+    /// `sockets`: whether `fds` starts with listening sockets, so that the environment gets
+    /// `LISTEN_PID`.
+    fn new(
+        program: &str,
+        argv: &[String],
+        env: &[(OsString, OsString)],
+        fds: Vec<RawFd>,
+        sockets: bool,
+    ) -> std::io::Result<Exec> {
         let path = cstring(resolve_program(program, env)?.as_os_str().as_bytes())?;
         let owned_argv = argv
             .iter()
@@ -169,7 +190,9 @@ impl Exec {
         let mut argv_ptrs: Vec<*const libc::c_char> = owned_argv.iter().map(|a| a.as_ptr()).collect();
         argv_ptrs.push(std::ptr::null());
         let mut env_ptrs: Vec<*const libc::c_char> = owned_env.iter().map(|e| e.as_ptr()).collect();
-        env_ptrs.push(listen_pid.as_ptr().cast());
+        if sockets {
+            env_ptrs.push(listen_pid.as_ptr().cast());
+        }
         env_ptrs.push(std::ptr::null());
         Ok(Exec {
             path,
@@ -304,13 +327,19 @@ pub fn spawn(pool: &Pool, index: u32, ctx: &Context<'_>) -> std::io::Result<Spaw
         limits.push((resource, *value));
     }
     // With sockets to hand over, the child execs by itself: LISTEN_PID must be its own pid,
-    // which only the child knows, so the environment is finished there (see Exec).
-    let mut exec = if ctx.listen.is_empty() {
+    // which only the child knows, so the environment is finished there (see Exec). Shared
+    // regions are placed the same way, after the sockets.
+    let mut exec = if ctx.listen.is_empty() && ctx.shared.is_empty() {
         None
     } else {
-        let fds = ctx.listen.iter().map(|(fd, _)| fd.as_raw_fd()).collect();
+        let fds = ctx
+            .listen
+            .iter()
+            .chain(ctx.shared)
+            .map(|(fd, _)| fd.as_raw_fd())
+            .collect();
         // Relative program paths are looked up from the worker's directory, as std does.
-        Some(Exec::new(program, &argv, &env, fds)?)
+        Some(Exec::new(program, &argv, &env, fds, !ctx.listen.is_empty())?)
     };
     let supervisor = nix::unistd::getpid();
     // SAFETY: the closure runs in the forked child before exec. It calls only setpgid,
@@ -397,6 +426,7 @@ mod tests {
             notify_socket: Path::new("/run/notify.sock"),
             base: Path::new("/"),
             listen: &listen,
+            shared: &[],
         };
         let env = environment(&pool, 0, &ctx);
         let get = |key: &str| {
@@ -419,12 +449,38 @@ mod tests {
     }
 
     #[test]
+    fn shared_regions_are_named_by_the_descriptors_after_the_sockets() {
+        let pool = Pool::new("calc", vec!["calc".into()]);
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let listen = [(a.as_fd(), "calc".to_owned())];
+        let shared = [(b.as_fd(), "counters".to_owned()), (b.as_fd(), "big-1".to_owned())];
+        let ctx = Context {
+            supervisor: "test",
+            notify_socket: Path::new("/run/notify.sock"),
+            base: Path::new("/"),
+            listen: &listen,
+            shared: &shared,
+        };
+        let env = environment(&pool, 0, &ctx);
+        let shared_vars: Vec<(&str, &str)> = env
+            .iter()
+            .filter_map(|(k, v)| Some((k.to_str()?, v.to_str()?)))
+            .filter(|(k, _)| k.starts_with("PROCWIRE_SHARED_"))
+            .collect();
+        assert_eq!(
+            shared_vars,
+            [("PROCWIRE_SHARED_counters", "4"), ("PROCWIRE_SHARED_big-1", "5")]
+        );
+    }
+
+    #[test]
     fn an_empty_command_is_an_error_naming_it_not_a_panic() {
         let ctx = Context {
             supervisor: "test",
             notify_socket: Path::new("/run/notify.sock"),
             base: Path::new("/"),
             listen: &[],
+            shared: &[],
         };
         let error = spawn(&Pool::new("empty", Vec::new()), 0, &ctx).expect_err("nothing to run");
         assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
