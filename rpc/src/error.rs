@@ -54,6 +54,19 @@ pub enum TransportError {
         /// The configured maximum.
         max: usize,
     },
+    /// A large frame would take more bytes than are left of the budget shared by the
+    /// server's connections for partly received frames; the connection ends.
+    #[error("frame of {len} bytes from {peer} refused: partly received frames already hold {held} of the {limit} bytes allowed")]
+    BudgetExhausted {
+        /// The other end.
+        peer: String,
+        /// The length the frame claims.
+        len: u64,
+        /// Bytes held by other partly received frames.
+        held: usize,
+        /// The budget's limit.
+        limit: usize,
+    },
     /// An operating-system call failed.
     #[error("{op} on {peer} failed")]
     Io {

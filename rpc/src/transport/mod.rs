@@ -38,6 +38,7 @@
 //! - A receive or accept blocked on an [`Interrupt`] that fires returns
 //!   [`TransportError::Interrupted`].
 
+mod budget;
 pub mod fifo;
 pub mod pipe;
 mod stream;
@@ -53,6 +54,7 @@ use crate::error::TransportError;
 use crate::protocol::Frame;
 use crate::wait::Wait;
 
+pub use budget::{FrameBudget, DEFAULT_FRAME_BUDGET};
 pub use stream::{StreamReceiver, StreamSender};
 
 /// The sending half of a connection.
@@ -98,6 +100,19 @@ pub trait FrameReceiver: Send + 'static {
     /// already read, which a readiness descriptor does not show.
     fn has_buffered(&self) -> bool {
         false
+    }
+
+    /// True while part of a frame has arrived and the rest has not, for servers that bound
+    /// how long a frame may take (see `ServerConfig::frame_timeout`).
+    fn in_frame(&self) -> bool {
+        false
+    }
+
+    /// Makes large frames take their buffers from `budget`; a frame that does not fit is
+    /// refused with [`TransportError::BudgetExhausted`]. Transports that hold no per-frame
+    /// buffers ignore it.
+    fn set_budget(&mut self, budget: FrameBudget) {
+        let _ = budget;
     }
 }
 

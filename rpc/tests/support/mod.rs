@@ -172,6 +172,24 @@ impl Kind {
 
 const CHILD_ENV: &str = "PROCWIRE_CONFORMANCE_CHILD";
 const WRITE_TIMEOUT_ENV: &str = "PROCWIRE_CONFORMANCE_WRITE_TIMEOUT_MS";
+const LIMITS_ENV: &str = "PROCWIRE_CONFORMANCE_LIMITS";
+
+/// Applies `name=value` pairs, `,`-separated, to the child server's limits.
+fn apply_limits(mut config: ServerConfig, limits: &str) -> ServerConfig {
+    for pair in limits.split(',').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').expect("name=value");
+        let n: u64 = value.parse().expect("a number");
+        config = match name {
+            "max_connections" => config.max_connections(n as usize),
+            "frame_timeout_ms" => config.frame_timeout(Duration::from_millis(n)),
+            "idle_timeout_ms" => config.idle_timeout(Some(Duration::from_millis(n))),
+            "frame_budget" => config.frame_budget(procwire_rpc::transport::FrameBudget::new(n as usize)),
+            "write_timeout_ms" => config.write_timeout(Duration::from_millis(n)),
+            other => panic!("unknown limit {other}"),
+        };
+    }
+    config
+}
 
 /// Runs the child role if this process is a child; returns false otherwise.
 pub fn child_main() -> bool {
@@ -182,6 +200,9 @@ pub fn child_main() -> bool {
     let mut config = ServerConfig::default();
     if let Ok(ms) = std::env::var(WRITE_TIMEOUT_ENV) {
         config = config.write_timeout(Duration::from_millis(ms.parse().expect("milliseconds")));
+    }
+    if let Ok(limits) = std::env::var(LIMITS_ENV) {
+        config = apply_limits(config, &limits);
     }
     let server = Server::new(Conformance::default()).with_config(config);
     let handle = match role.as_str() {
@@ -329,6 +350,14 @@ impl Peer {
     /// `ms` milliseconds.
     pub fn spawn_with_write_timeout(kind: Kind, ms: u64) -> Peer {
         Self::spawn_with(kind, &[(WRITE_TIMEOUT_ENV, ms.to_string())])
+    }
+
+    /// Starts a conformance server with limits set by `limits`: `name=value` pairs,
+    /// `,`-separated (`max_connections`, `frame_timeout_ms`, `idle_timeout_ms`,
+    /// `frame_budget`, `write_timeout_ms`).
+    #[allow(dead_code)] // used by tests/hostile.rs, not by the conformance suite
+    pub fn spawn_with_limits(kind: Kind, limits: &str) -> Peer {
+        Self::spawn_with(kind, &[(LIMITS_ENV, limits.to_owned())])
     }
 
     fn spawn_with(kind: Kind, env: &[(&str, String)]) -> Peer {

@@ -1,0 +1,266 @@
+//! Hostile peers: each limit of `ServerConfig` against the peer it is for, with the server in
+//! a real child process and a well-behaved client that must keep being served throughout.
+
+#[allow(dead_code)]
+#[path = "support/mod.rs"]
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use libtest_mimic::{Arguments, Failed, Trial};
+use procwire_rpc::protocol::{Envelope, Fault, Hello, Kind as FrameKind, Welcome, MAGIC, PROTOCOL_VERSION};
+use procwire_rpc::{Client, Frame};
+use support::*;
+
+type Outcome = Result<(), Failed>;
+
+/// How long something that must happen may take, on a busy machine.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+fn soon() -> Option<Instant> {
+    Some(Instant::now() + PATIENCE)
+}
+
+fn good_client(peer: &mut Peer) -> Client {
+    Client::connect(peer.transport(), info()).expect("the good client connects")
+}
+
+/// The good client still gets right answers.
+fn still_served(client: &Client, round: i64) -> Outcome {
+    let sum: i64 = client.call(ADD, &(round, 1i64), soon())?;
+    assert_eq!(sum, round + 1, "the good client got a wrong answer");
+    Ok(())
+}
+
+/// Reads one length-prefixed frame; `None` at the end of the stream.
+fn read_frame(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut len = [0; 4];
+    stream.read_exact(&mut len).ok()?;
+    let mut payload = vec![0; u32::from_le_bytes(len) as usize];
+    stream.read_exact(&mut payload).ok()?;
+    Some(payload)
+}
+
+/// A raw TCP connection that has completed the procwire handshake and will misbehave.
+fn raw_connection(peer: &Peer) -> TcpStream {
+    let mut stream = TcpStream::connect(peer.addr()).expect("connect");
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut hello = Frame::new();
+    hello
+        .encode(&Hello {
+            magic: MAGIC,
+            version: PROTOCOL_VERSION,
+            service: SERVICE.into(),
+            fingerprint: FINGERPRINT,
+        })
+        .unwrap();
+    stream.write_all(hello.as_length_prefixed()).unwrap();
+    let welcome = read_frame(&mut stream).expect("a welcome");
+    let welcome: Welcome = postcard::from_bytes(&welcome).expect("decode the welcome");
+    assert!(welcome.accepted, "the handshake was refused");
+    stream
+}
+
+/// Reads until the server closes the connection; returns the fault it gave as its reason.
+fn wait_for_cut(stream: &mut TcpStream) -> Result<String, Failed> {
+    let mut said = None;
+    while let Some(frame) = read_frame(stream) {
+        let (envelope, body) = Envelope::decode(&frame)?;
+        if envelope.kind == FrameKind::Error && envelope.id == 0 {
+            let fault: Fault = postcard::from_bytes(body)?;
+            said = Some(fault.message);
+        }
+    }
+    said.ok_or_else(|| "the server closed the connection without saying why".into())
+}
+
+fn calls_frame(id: u64, method: procwire_rpc::Method, args: &impl serde::Serialize) -> Vec<u8> {
+    let mut frame = Envelope {
+        id,
+        kind: FrameKind::Call,
+        method: method.id,
+        timeout_us: None,
+    }
+    .frame_with(args)
+    .unwrap();
+    frame.as_length_prefixed().to_vec()
+}
+
+fn a_connection_past_the_limit_is_refused_and_the_good_client_goes_on() -> Outcome {
+    let mut peer = Peer::spawn_with_limits(Kind::Tcp, "max_connections=3");
+    let client = good_client(&mut peer);
+    // Two more fill the listener: connections that say nothing count too.
+    let squatters: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(peer.addr()).unwrap()).collect();
+    still_served(&client, 1)?;
+    let refused = {
+        let deadline = Instant::now() + PATIENCE;
+        // The squatters take their slots as the server accepts them; until then one more
+        // connection may still be let in.
+        loop {
+            match Client::connect(peer.transport(), info()) {
+                Err(e) => break e.to_string(),
+                Ok(extra) => {
+                    drop(extra);
+                    assert!(Instant::now() < deadline, "never refused past the limit");
+                }
+            }
+        }
+    };
+    assert!(refused.contains("refused the connection"), "{refused}");
+    still_served(&client, 2)?;
+    drop(squatters);
+    // Their slots come back once the server sees them close.
+    let deadline = Instant::now() + PATIENCE;
+    let again = loop {
+        match Client::connect(peer.transport(), info()) {
+            Ok(again) => break again,
+            Err(e) => assert!(Instant::now() < deadline, "slots never came back: {e}"),
+        }
+    };
+    still_served(&again, 3)?;
+    still_served(&client, 4)?;
+    Ok(())
+}
+
+fn a_peer_that_trickles_a_frame_is_cut_by_the_frame_timeout() -> Outcome {
+    let mut peer = Peer::spawn_with_limits(Kind::Tcp, "frame_timeout_ms=500");
+    let client = good_client(&mut peer);
+    let mut attacker = raw_connection(&peer);
+    // A 1000-byte frame at one byte per 50 ms would take 50 s: only the timeout ends it.
+    let frame = calls_frame(1, ECHO, &procwire_rpc::serde_bytes::ByteBuf::from(vec![1u8; 990]));
+    let mut writer = attacker.try_clone()?;
+    let trickle = std::thread::spawn(move || {
+        for byte in frame {
+            if writer.write_all(&[byte]).is_err() {
+                return true;
+            }
+            // Pacing the hostile peer, not synchronisation.
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    });
+    for round in 0..5 {
+        still_served(&client, round)?;
+    }
+    let said = wait_for_cut(&mut attacker)?;
+    assert!(said.contains("frame timeout"), "{said}");
+    assert!(trickle.join().unwrap(), "the whole frame was sent before the cut");
+    still_served(&client, 99)?;
+    Ok(())
+}
+
+fn an_idle_connection_is_cut_by_the_idle_timeout() -> Outcome {
+    let mut peer = Peer::spawn_with_limits(Kind::Tcp, "idle_timeout_ms=300");
+    let mut attacker = raw_connection(&peer);
+    let said = wait_for_cut(&mut attacker)?;
+    assert!(said.contains("idle timeout"), "{said}");
+    // A client that keeps talking is not idle.
+    let client = good_client(&mut peer);
+    still_served(&client, 1)?;
+    Ok(())
+}
+
+fn stalled_large_frames_past_the_budget_are_refused() -> Outcome {
+    let mut peer = Peer::spawn_with_limits(Kind::Tcp, "frame_budget=4194304");
+    let client = good_client(&mut peer);
+    // Three peers each send the first MiB of a 3 MiB frame and stall: only one fits.
+    let mut attackers: Vec<TcpStream> = (0..3).map(|_| raw_connection(&peer)).collect();
+    for attacker in &mut attackers {
+        let mut bytes = (3u32 << 20).to_le_bytes().to_vec();
+        bytes.resize(1 << 20, 0);
+        attacker.write_all(&bytes)?;
+    }
+    still_served(&client, 1)?;
+    let mut refused = 0;
+    let mut held = None;
+    for (i, attacker) in attackers.iter_mut().enumerate() {
+        // The holder is never cut (the frame timeout is 30 s): a short read says it is alive.
+        attacker.set_read_timeout(Some(Duration::from_secs(3)))?;
+        match wait_for_cut(attacker) {
+            Ok(said) => {
+                assert!(said.contains("partly received frames"), "{said}");
+                refused += 1;
+            }
+            Err(_) => held = Some(i),
+        }
+    }
+    assert_eq!(refused, 2, "the two frames past the budget are refused");
+    assert!(held.is_some(), "the frame within the budget is kept");
+    still_served(&client, 2)?;
+    Ok(())
+}
+
+/// Threads of process `pid` now.
+fn threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count())
+}
+
+fn a_peer_that_pipelines_and_never_reads_loses_its_threads_after_the_write_timeout() -> Outcome {
+    let mut peer = Peer::spawn_with_limits(Kind::Tcp, "write_timeout_ms=300");
+    let client = good_client(&mut peer);
+    still_served(&client, 0)?;
+    let baseline = threads(peer.pid());
+    let attacker = raw_connection(&peer);
+    let mut writer = attacker.try_clone()?;
+    writer.set_write_timeout(Some(Duration::from_secs(5)))?;
+    // 64 calls each asking for 1 MiB back, and never a read: the replies fill the socket.
+    let flood = std::thread::spawn(move || {
+        for id in 1..=64u64 {
+            if writer.write_all(&calls_frame(id, GROW, &(1u64 << 20))).is_err() {
+                break;
+            }
+        }
+    });
+    // The server's threads for the attacker come and, after the write timeout, go.
+    let deadline = Instant::now() + PATIENCE;
+    let mut peak = baseline;
+    loop {
+        still_served(&client, 1)?;
+        let now = threads(peer.pid());
+        peak = peak.max(now);
+        if peak > baseline + 1 && now <= baseline {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("the server kept {now} threads (baseline {baseline}, peak {peak})").into());
+        }
+        // Polling /proc, which has no event to wait on.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    flood.join().unwrap();
+    drop(attacker);
+    still_served(&client, 2)?;
+    Ok(())
+}
+
+fn main() {
+    if support::child_main() {
+        return;
+    }
+    let args = Arguments::from_args();
+    let trials = vec![
+        Trial::test(
+            "a_connection_past_the_limit_is_refused_and_the_good_client_goes_on",
+            a_connection_past_the_limit_is_refused_and_the_good_client_goes_on,
+        ),
+        Trial::test(
+            "a_peer_that_trickles_a_frame_is_cut_by_the_frame_timeout",
+            a_peer_that_trickles_a_frame_is_cut_by_the_frame_timeout,
+        ),
+        Trial::test(
+            "an_idle_connection_is_cut_by_the_idle_timeout",
+            an_idle_connection_is_cut_by_the_idle_timeout,
+        ),
+        Trial::test(
+            "stalled_large_frames_past_the_budget_are_refused",
+            stalled_large_frames_past_the_budget_are_refused,
+        ),
+        Trial::test(
+            "a_peer_that_pipelines_and_never_reads_loses_its_threads_after_the_write_timeout",
+            a_peer_that_pipelines_and_never_reads_loses_its_threads_after_the_write_timeout,
+        ),
+    ];
+    libtest_mimic::run(&args, trials).exit();
+}
