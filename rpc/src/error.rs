@@ -67,6 +67,15 @@ pub enum TransportError {
         /// The budget's limit.
         limit: usize,
     },
+    /// The peer could not be authenticated (an encrypted transport's handshake failed): it
+    /// holds another key, or does not speak the same security protocol.
+    #[error("authentication with {peer} failed: {detail}")]
+    AuthFailed {
+        /// The other end.
+        peer: String,
+        /// What went wrong, for humans.
+        detail: String,
+    },
     /// An operating-system call failed.
     #[error("{op} on {peer} failed")]
     Io {

@@ -259,6 +259,8 @@ struct Conn<S> {
     clock: ReadClock,
     /// The listener's count of connections, while this one lives.
     _slot: Option<Slot>,
+    /// The key the client authenticated with, if the transport authenticates.
+    key_name: Option<Arc<str>>,
 }
 
 /// How long a stopping server waits for room to queue its goodbye.
@@ -338,7 +340,9 @@ fn start_connection<S: Service>(
             }
         };
         let Transport { sender, receiver, peer } = transport;
+        let key_name = receiver.authenticated_as().map(Arc::from);
         let conn = Arc::new(Conn {
+            key_name,
             clock: ReadClock::new(config.frame_timeout, config.idle_timeout),
             _slot: slot,
             outbox: Outbox::new(
@@ -593,6 +597,7 @@ impl<S: Service> Conn<S> {
                 .timeout_us
                 .and_then(|us| Instant::now().checked_add(Duration::from_micros(us))),
             peer: Arc::clone(&self.peer),
+            key_name: self.key_name.clone(),
             cancelled,
         };
         let outcome = catch_unwind(AssertUnwindSafe(|| self.service.call(&ctx, args)));

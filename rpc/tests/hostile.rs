@@ -2,6 +2,7 @@
 //! a real child process and a well-behaved client that must keep being served throughout.
 
 #[allow(dead_code)]
+#[macro_use]
 #[path = "support/mod.rs"]
 mod support;
 
@@ -9,7 +10,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use libtest_mimic::{Arguments, Failed, Trial};
+use libtest_mimic::Failed;
 use procwire_rpc::protocol::{Envelope, Fault, Hello, Kind as FrameKind, Welcome, MAGIC, PROTOCOL_VERSION};
 use procwire_rpc::{Client, Frame};
 use support::*;
@@ -192,75 +193,68 @@ fn stalled_large_frames_past_the_budget_are_refused() -> Outcome {
     Ok(())
 }
 
-/// Threads of process `pid` now.
-fn threads(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count())
+/// The inode of the server's end of the TCP connection whose client end is `client`.
+fn server_socket_inode(client: &TcpStream) -> Result<String, Failed> {
+    let port = format!(":{:04X}", client.local_addr()?.port());
+    let table = std::fs::read_to_string("/proc/net/tcp")?;
+    table
+        .lines()
+        .skip(1)
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .find(|fields| fields.len() > 9 && fields[2].ends_with(&port))
+        .map(|fields| fields[9].to_owned())
+        .ok_or_else(|| format!("no server socket for client port {port} in /proc/net/tcp").into())
 }
 
-fn a_peer_that_pipelines_and_never_reads_loses_its_threads_after_the_write_timeout() -> Outcome {
+/// How many descriptors of process `pid` refer to socket `inode`.
+fn descriptors_of(pid: u32, inode: &str) -> usize {
+    let target = format!("socket:[{inode}]");
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |dir| {
+        dir.filter_map(Result::ok)
+            .filter(|entry| std::fs::read_link(entry.path()).is_ok_and(|link| link.to_string_lossy() == target))
+            .count()
+    })
+}
+
+fn a_peer_that_pipelines_and_never_reads_loses_its_connection_after_the_write_timeout() -> Outcome {
     let mut peer = Peer::spawn_with_limits(Kind::Tcp, "write_timeout_ms=300");
     let client = good_client(&mut peer);
-    still_served(&client, 0)?;
-    let baseline = threads(peer.pid());
     let attacker = raw_connection(&peer);
+    let inode = server_socket_inode(&attacker)?;
+    assert!(
+        descriptors_of(peer.pid(), &inode) > 0,
+        "the server holds the connection"
+    );
     let mut writer = attacker.try_clone()?;
-    writer.set_write_timeout(Some(Duration::from_secs(5)))?;
-    // 64 calls each asking for 1 MiB back, and never a read: the replies fill the socket.
-    let flood = std::thread::spawn(move || {
-        for id in 1..=64u64 {
-            if writer.write_all(&calls_frame(id, GROW, &(1u64 << 20))).is_err() {
-                break;
-            }
-        }
-    });
-    // The server's threads for the attacker come and, after the write timeout, go.
+    // 64 calls each asking for 1 MiB back, and never a read: the replies fill the socket,
+    // the connection's threads all wait to write, and the write timeout gives up on it.
+    for id in 1..=64u64 {
+        writer.write_all(&calls_frame(id, GROW, &(1u64 << 20)))?;
+    }
+    // The give-up closes the sending half's descriptor either way; the receiving half's
+    // closes only once the connection's last thread has ended.
     let deadline = Instant::now() + PATIENCE;
-    let mut peak = baseline;
     loop {
         still_served(&client, 1)?;
-        let now = threads(peer.pid());
-        peak = peak.max(now);
-        if peak > baseline + 1 && now <= baseline {
+        let held = descriptors_of(peer.pid(), &inode);
+        if held == 0 {
             break;
         }
         if Instant::now() > deadline {
-            return Err(format!("the server kept {now} threads (baseline {baseline}, peak {peak})").into());
+            return Err(format!("the server still holds {held} descriptor(s) of the connection").into());
         }
         // Polling /proc, which has no event to wait on.
         std::thread::sleep(Duration::from_millis(50));
     }
-    flood.join().unwrap();
     drop(attacker);
     still_served(&client, 2)?;
     Ok(())
 }
 
-fn main() {
-    if support::child_main() {
-        return;
-    }
-    let args = Arguments::from_args();
-    let trials = vec![
-        Trial::test(
-            "a_connection_past_the_limit_is_refused_and_the_good_client_goes_on",
-            a_connection_past_the_limit_is_refused_and_the_good_client_goes_on,
-        ),
-        Trial::test(
-            "a_peer_that_trickles_a_frame_is_cut_by_the_frame_timeout",
-            a_peer_that_trickles_a_frame_is_cut_by_the_frame_timeout,
-        ),
-        Trial::test(
-            "an_idle_connection_is_cut_by_the_idle_timeout",
-            an_idle_connection_is_cut_by_the_idle_timeout,
-        ),
-        Trial::test(
-            "stalled_large_frames_past_the_budget_are_refused",
-            stalled_large_frames_past_the_budget_are_refused,
-        ),
-        Trial::test(
-            "a_peer_that_pipelines_and_never_reads_loses_its_threads_after_the_write_timeout",
-            a_peer_that_pipelines_and_never_reads_loses_its_threads_after_the_write_timeout,
-        ),
-    ];
-    libtest_mimic::run(&args, trials).exit();
-}
+test_main![
+    a_connection_past_the_limit_is_refused_and_the_good_client_goes_on,
+    a_peer_that_trickles_a_frame_is_cut_by_the_frame_timeout,
+    an_idle_connection_is_cut_by_the_idle_timeout,
+    stalled_large_frames_past_the_budget_are_refused,
+    a_peer_that_pipelines_and_never_reads_loses_its_connection_after_the_write_timeout,
+];

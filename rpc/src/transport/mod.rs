@@ -8,6 +8,7 @@
 //! |-----------|---------------------------------------|-------------------------------------------|
 //! | [`unix`]  | Unix stream socket                    | [`unix::connect`], [`unix::Listener`]     |
 //! | [`tcp`]   | TCP (`TCP_NODELAY`)                   | [`tcp::connect`], [`tcp::Listener`]       |
+//! | [`noise`] | TCP, authenticated and encrypted      | [`noise::connect`], [`noise::Listener`]   |
 //! | [`pipe`]  | two anonymous pipes                   | [`pipe::pair`], inherited by a child      |
 //! | [`fifo`]  | two named FIFOs in a directory        | [`fifo::open`] on each side               |
 //!
@@ -40,6 +41,7 @@
 
 mod budget;
 pub mod fifo;
+pub mod noise;
 pub mod pipe;
 mod stream;
 pub mod tcp;
@@ -113,6 +115,12 @@ pub trait FrameReceiver: Send + 'static {
     /// buffers ignore it.
     fn set_budget(&mut self, budget: FrameBudget) {
         let _ = budget;
+    }
+
+    /// The name of the key the peer authenticated with, once it has (see [`noise`]); `None`
+    /// for transports that do not authenticate.
+    fn authenticated_as(&self) -> Option<&str> {
+        None
     }
 }
 

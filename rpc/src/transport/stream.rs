@@ -164,6 +164,11 @@ impl StreamReceiver {
         })
     }
 
+    /// A duplicate of the descriptor (for a handshake answer written from the receiving side).
+    pub(crate) fn dup_fd(&self) -> io::Result<OwnedFd> {
+        self.fd.try_clone()
+    }
+
     fn prefix_at(&self, at: usize) -> usize {
         let mut prefix = [0; HEADROOM];
         prefix.copy_from_slice(&self.staging[at..at + HEADROOM]);
