@@ -10,6 +10,7 @@
 //! | `unix:PATH`           | a Unix stream socket at `PATH`                          |
 //! | `tcp:HOST:PORT`       | TCP on a host name or IPv4 address, port 1 to 65535     |
 //! | `tcp:[IPV6]:PORT`     | TCP on an IPv6 address, in brackets                     |
+//! | `tcp+noise:HOST:PORT` | TCP authenticated and encrypted with [`noise`](crate::transport::noise), with the key from `PROCWIRE_KEY_FILE` or `PROCWIRE_KEY` (see [`noise::key_from_env`](crate::transport::noise::key_from_env)) |
 //!
 //! ```
 //! use procwire_rpc::Endpoint;
@@ -26,7 +27,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use crate::error::TransportError;
-use crate::transport::{tcp, unix, Listener, Transport};
+use crate::transport::{noise, tcp, unix, Listener, Transport};
 
 /// Where a service listens and a client connects. More kinds of transport will come, so
 /// match with a wildcard arm.
@@ -37,6 +38,14 @@ pub enum Endpoint {
     Unix(PathBuf),
     /// A TCP socket on this host and port.
     Tcp {
+        /// Host name or address (an IPv6 address without brackets).
+        host: String,
+        /// Port.
+        port: u16,
+    },
+    /// A TCP socket on this host and port whose peers authenticate and encrypt with Noise,
+    /// with the key of [`noise::key_from_env`].
+    TcpNoise {
         /// Host name or address (an IPv6 address without brackets).
         host: String,
         /// Port.
@@ -103,8 +112,10 @@ impl FromStr for Endpoint {
             }
             return Ok(Endpoint::Unix(PathBuf::from(path)));
         }
-        let Some(address) = text.strip_prefix("tcp:") else {
-            return Err(EndpointError::UnknownKind { text: text.to_owned() });
+        let (address, secured) = match (text.strip_prefix("tcp:"), text.strip_prefix("tcp+noise:")) {
+            (Some(address), _) => (address, false),
+            (_, Some(address)) => (address, true),
+            _ => return Err(EndpointError::UnknownKind { text: text.to_owned() }),
         };
         let text = || text.to_owned();
         let Some((host, port)) = address.rsplit_once(':') else {
@@ -122,6 +133,10 @@ impl FromStr for Endpoint {
             return Err(EndpointError::BadHost { text: text() });
         }
         match port.parse::<u16>() {
+            Ok(port) if port > 0 && secured => Ok(Endpoint::TcpNoise {
+                host: host.to_owned(),
+                port,
+            }),
             Ok(port) if port > 0 => Ok(Endpoint::Tcp {
                 host: host.to_owned(),
                 port,
@@ -140,6 +155,8 @@ impl fmt::Display for Endpoint {
             Endpoint::Unix(path) => write!(f, "unix:{}", path.display()),
             Endpoint::Tcp { host, port } if host.contains(':') => write!(f, "tcp:[{host}]:{port}"),
             Endpoint::Tcp { host, port } => write!(f, "tcp:{host}:{port}"),
+            Endpoint::TcpNoise { host, port } if host.contains(':') => write!(f, "tcp+noise:[{host}]:{port}"),
+            Endpoint::TcpNoise { host, port } => write!(f, "tcp+noise:{host}:{port}"),
         }
     }
 }
@@ -150,6 +167,7 @@ impl Endpoint {
         match self {
             Endpoint::Unix(path) => unix::connect(path),
             Endpoint::Tcp { host, port } => tcp::connect((host.as_str(), *port)),
+            Endpoint::TcpNoise { host, port } => noise::connect((host.as_str(), *port), &self.key()?),
         }
     }
 
@@ -159,6 +177,17 @@ impl Endpoint {
         Ok(match self {
             Endpoint::Unix(path) => Box::new(unix::Listener::bind(path)?),
             Endpoint::Tcp { host, port } => Box::new(tcp::Listener::bind((host.as_str(), *port))?),
+            Endpoint::TcpNoise { host, port } => {
+                Box::new(noise::Listener::bind((host.as_str(), *port), vec![self.key()?])?)
+            }
+        })
+    }
+
+    /// The key of a `tcp+noise:` endpoint, from the environment.
+    fn key(&self) -> Result<noise::NoiseKey, TransportError> {
+        noise::key_from_env().map_err(|source| TransportError::Key {
+            endpoint: self.to_string(),
+            source,
         })
     }
 
@@ -218,6 +247,8 @@ mod tests {
             "tcp:127.0.0.1:8080",
             "tcp:localhost:1",
             "tcp:[::1]:65535",
+            "tcp+noise:10.0.0.1:7000",
+            "tcp+noise:[::1]:7000",
         ] {
             let endpoint: Endpoint = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
             assert_eq!(endpoint.to_string(), text);

@@ -76,6 +76,15 @@ pub enum TransportError {
         /// What went wrong, for humans.
         detail: String,
     },
+    /// An endpoint that authenticates has no usable key.
+    #[error("{endpoint} needs a key")]
+    Key {
+        /// The endpoint.
+        endpoint: String,
+        /// Why no key could be had.
+        #[source]
+        source: crate::transport::noise::KeyError,
+    },
     /// An operating-system call failed.
     #[error("{op} on {peer} failed")]
     Io {

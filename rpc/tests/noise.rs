@@ -72,7 +72,30 @@ fn a_noise_client_is_refused_by_a_plain_tcp_server() -> Outcome {
     Ok(())
 }
 
+fn a_tcp_noise_endpoint_takes_its_key_from_the_environment() -> Outcome {
+    let peer = Peer::spawn(Kind::Noise);
+    let endpoint = format!("tcp+noise:{}", peer.addr());
+    let sum = run_endpoint_client(&endpoint, &[("PROCWIRE_KEY", suite_key_hex())])?;
+    assert_eq!(sum, "sum 42");
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("suite.key");
+    std::fs::write(&file, suite_key_hex())?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+    }
+    let sum = run_endpoint_client(&endpoint, &[("PROCWIRE_KEY_FILE", file.display().to_string())])?;
+    assert_eq!(sum, "sum 42");
+    let missing = run_endpoint_client(&endpoint, &[]).expect_err("no key, no connection");
+    assert!(
+        missing.contains("needs a key") && missing.contains("PROCWIRE_KEY_FILE"),
+        "{missing}"
+    );
+    Ok(())
+}
+
 test_main![
+    a_tcp_noise_endpoint_takes_its_key_from_the_environment,
     the_right_key_round_trips_calls_and_a_mib_and_the_server_knows_its_name,
     a_wrong_key_is_refused_on_both_sides,
     a_plain_tcp_client_is_refused_by_a_noise_server,

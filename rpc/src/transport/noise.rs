@@ -84,7 +84,7 @@ pub enum KeyError {
         mode: u32,
     },
     /// The environment variable is not set.
-    #[error("the environment variable {var} holding the key is not set")]
+    #[error("no key: {var} is not set")]
     Unset {
         /// The variable.
         var: String,
@@ -172,6 +172,26 @@ fn parse_secret(bytes: &[u8], origin: &str) -> Result<[u8; 32], KeyError> {
             .map_err(|_| format(format!("{:?} is not hex", &text[2 * i..2 * i + 2])))?;
     }
     Ok(secret)
+}
+
+/// The environment variable naming the key file of `tcp+noise:` endpoints.
+pub const KEY_FILE_ENV: &str = "PROCWIRE_KEY_FILE";
+/// The environment variable holding the key of `tcp+noise:` endpoints as 64 hex digits,
+/// when [`KEY_FILE_ENV`] is not set.
+pub const KEY_ENV: &str = "PROCWIRE_KEY";
+
+/// The key of `tcp+noise:` endpoints: the file named by `PROCWIRE_KEY_FILE`, else the hex
+/// digits in `PROCWIRE_KEY`. Workers inherit both from the supervisor's environment.
+pub fn key_from_env() -> Result<NoiseKey, KeyError> {
+    match std::env::var_os(KEY_FILE_ENV) {
+        Some(path) => NoiseKey::from_file(path),
+        None => NoiseKey::from_env(KEY_ENV).map_err(|e| match e {
+            KeyError::Unset { .. } => KeyError::Unset {
+                var: format!("{KEY_FILE_ENV} (a key file) or {KEY_ENV} (64 hex digits)"),
+            },
+            e => e,
+        }),
+    }
 }
 
 /// Connects to `addr` and authenticates with `key`.

@@ -286,6 +286,17 @@ pub fn child_main() -> bool {
             evil_server(&arg);
             return true;
         }
+        "endpoint-client" => {
+            // A client of the endpoint `arg`, which finds its key in the environment.
+            let endpoint: procwire_rpc::Endpoint = arg.parse().expect("an endpoint");
+            let transport = endpoint
+                .connect()
+                .unwrap_or_else(|e| panic!("connect to the endpoint: {}", procwire_rpc::ErrorChain(&e)));
+            let client = procwire_rpc::Client::connect(transport, info()).expect("handshake");
+            let sum: i64 = client.call(ADD, &(20i64, 22i64), None).expect("call add");
+            println!("sum {sum}");
+            return true;
+        }
         other => panic!("unknown child role {other}"),
     };
     // The parent ends the child gracefully by closing its stdin.
@@ -365,6 +376,30 @@ pub struct Peer {
 }
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Runs a child that connects to `endpoint` with `env` set, calls `add(20, 22)` and prints
+/// the sum; returns its output, or its failure.
+#[allow(dead_code)] // used by tests/noise.rs, not by the conformance suite
+pub fn run_endpoint_client(endpoint: &str, env: &[(&str, String)]) -> Result<String, String> {
+    let output = child_command("endpoint-client", endpoint)
+        .env_remove("PROCWIRE_KEY_FILE")
+        .env_remove("PROCWIRE_KEY")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run the endpoint client");
+    match output.status.success() {
+        true => Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned()),
+        false => Err(String::from_utf8_lossy(&output.stderr).into_owned()),
+    }
+}
+
+/// The suite's key as 64 hex digits.
+#[allow(dead_code)] // used by tests/noise.rs, not by the conformance suite
+pub fn suite_key_hex() -> String {
+    hex(&[0x5a; 32])
+}
 
 fn child_command(role: &str, arg: &str) -> Command {
     child_command_with(role, arg, &[])
