@@ -611,7 +611,13 @@ fn parent() -> Result<()> {
 
     let payload = payload();
     let mut rows = Vec::new();
-    for kind in Kind::ALL {
+    // PROCWIRE_BENCH_ONLY=tcp,tcp+noise measures only those transports.
+    let only = std::env::var("PROCWIRE_BENCH_ONLY").ok();
+    let chosen = |kind: Kind| {
+        only.as_deref()
+            .is_none_or(|only| only.split(',').any(|n| n.trim() == kind.name()))
+    };
+    for kind in Kind::ALL.into_iter().filter(|&kind| chosen(kind)) {
         let transport = kind.name();
         let ctx = |what: &str| format!("{transport}: {what}");
         let small_raw = raw_small(kind, counts).with_context(|| ctx("raw small"))?;
@@ -650,19 +656,19 @@ fn parent() -> Result<()> {
         );
     }
 
-    let plain = rows.iter().find(|r| r.transport == "tcp").context("no tcp row")?;
-    let sealed = rows
-        .iter()
-        .find(|r| r.transport == "tcp+noise")
-        .context("no tcp+noise row")?;
-    println!();
-    println!(
-        "tcp+noise / tcp (the cost of authentication and encryption): small call {:.2}x, 1 MiB echo {:.2}x",
-        sealed.small_rpc / plain.small_rpc,
-        sealed.large_rpc / plain.large_rpc
-    );
+    let row = |name: &str| rows.iter().find(|r| r.transport == name);
+    if let (Some(plain), Some(sealed)) = (row("tcp"), row("tcp+noise")) {
+        println!();
+        println!(
+            "tcp+noise / tcp (the cost of authentication and encryption): small call {:.2}x, 1 MiB echo {:.2}x",
+            sealed.small_rpc / plain.small_rpc,
+            sealed.large_rpc / plain.large_rpc
+        );
+    }
 
-    let unix = rows.iter().find(|r| r.transport == "unix").context("no unix row")?;
+    let Some(unix) = row("unix") else {
+        return Ok(());
+    };
     let small = unix.small_rpc / unix.small_raw;
     let large = unix.large_rpc / unix.large_raw;
     let verdict = |met: bool| if met { "MET" } else { "NOT MET" };

@@ -153,7 +153,7 @@ fn a_peer_that_trickles_a_frame_is_cut_by_the_frame_timeout() -> Outcome {
 }
 
 fn an_idle_connection_is_cut_by_the_idle_timeout() -> Outcome {
-    let mut peer = Peer::spawn_with_limits(Kind::Tcp, "idle_timeout_ms=300");
+    let mut peer = Peer::spawn_with_limits(Kind::Tcp, "idle_timeout_ms=2000");
     let mut attacker = raw_connection(&peer);
     let said = wait_for_cut(&mut attacker)?;
     assert!(said.contains("idle timeout"), "{said}");
