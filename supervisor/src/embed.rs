@@ -60,6 +60,8 @@ impl Supervisor {
             roles: true,
             reaping: Reaping::Own,
             started: Some(started),
+            // The embedded supervisor serves no control socket (yet).
+            control: None,
         };
         let copy = manifest.clone();
         let thread = std::thread::Builder::new()

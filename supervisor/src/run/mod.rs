@@ -6,6 +6,7 @@
 
 mod children;
 pub mod command;
+mod control;
 pub mod lock;
 pub mod logs;
 pub mod notify;
@@ -50,6 +51,8 @@ pub struct Options {
     /// Given a [`Handle`] to command the loop once the supervisor is set up (its sockets
     /// bound), as it starts the pools.
     pub started: Option<std::sync::mpsc::Sender<Handle>>,
+    /// Where to serve the control socket ([`crate::control`]), if at all.
+    pub control: Option<PathBuf>,
 }
 
 /// Which exited children the supervisor collects (`waitpid`).
@@ -85,6 +88,9 @@ pub enum RunError {
     /// directory cannot hold the lock.
     #[error(transparent)]
     Lock(#[from] lock::LockError),
+    /// The control socket cannot be served.
+    #[error(transparent)]
+    Control(#[from] crate::control::server::ServeError),
     /// The supervisor's thread panicked (a bug in procwire): its workers were killed.
     #[error("the supervisor thread panicked: {message}")]
     Panicked {
@@ -135,6 +141,19 @@ pub fn run(manifest: Manifest, options: Options) -> Result<i32, RunError> {
         .prefix(&format!("procwire-{}-", manifest.supervisor.name))
         .tempdir_in(std::env::var_os("XDG_RUNTIME_DIR").map_or_else(std::env::temp_dir, PathBuf::from))
         .map_err(setup("runtime directory"))?;
+    // After the name lock: the socket beside it is this supervisor's to replace.
+    let control = match &options.control {
+        Some(path) => Some(crate::control::server::ControlSocket::serve(
+            path,
+            handle.clone(),
+            crate::control::server::Identity {
+                name: manifest.supervisor.name.clone(),
+                manifest: std::fs::canonicalize(&manifest.path).unwrap_or_else(|_| manifest.path.clone()),
+                shutdown_timeout: manifest.supervisor.shutdown_timeout,
+            },
+        )?),
+        None => None,
+    };
     let mut listeners = BTreeMap::new();
     bind_listeners(&manifest, &mut listeners).map_err(|(what, source)| RunError::Setup { what, source })?;
     let notify = NotifySocket::bind(&runtime.path().join("notify")).map_err(setup("notify socket"))?;
@@ -186,13 +205,18 @@ pub fn run(manifest: Manifest, options: Options) -> Result<i32, RunError> {
         host,
         interrupts: 0,
         exit: None,
+        observed: control::Observed::default(),
         _runtime: runtime,
     };
     if let Some(started) = &options.started {
         let _ = started.send(handle);
     }
     runner.feed(Event::Begin);
-    Ok(runner.run())
+    let code = runner.run();
+    if let Some(control) = control {
+        control.finish(code);
+    }
+    Ok(code)
 }
 
 /// Binds every endpoint the manifest's pools name that is not bound yet. Unix socket files
@@ -219,7 +243,7 @@ fn bind_listeners(
 /// meantime: bind(2) creates the file with the socket's own mode (set first, with fchmod)
 /// less the umask, and a chmod then adds back what the umask took. The process's umask,
 /// which every thread of an embedding program shares, is left alone.
-fn bind_unix(path: &std::path::Path, mode: u32) -> std::io::Result<std::os::fd::OwnedFd> {
+pub(crate) fn bind_unix(path: &std::path::Path, mode: u32) -> std::io::Result<std::os::fd::OwnedFd> {
     use nix::sys::socket::{bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::PermissionsExt;
@@ -315,6 +339,8 @@ struct Runner {
     host: Host,
     interrupts: u32,
     exit: Option<i32>,
+    /// What only the control plane asks about.
+    observed: control::Observed,
     _runtime: tempfile::TempDir,
 }
 
@@ -398,6 +424,7 @@ impl Runner {
             match command {
                 Command::Stop => self.feed(Event::Shutdown),
                 Command::Kill => self.feed(Event::Kill),
+                Command::Control(request) => self.on_control(request),
             }
         }
     }
@@ -493,7 +520,10 @@ impl Runner {
                 match (key.as_str(), value.as_str()) {
                     ("READY", "1") => self.feed(Event::Ready(w)),
                     ("WATCHDOG", "1") => self.feed(Event::Heartbeat(w)),
-                    ("STATUS", status) => self.report(w, &format!("status: {status}")),
+                    ("STATUS", status) => {
+                        self.observed.status(w, status);
+                        self.report(w, &format!("status: {status}"));
+                    }
                     ("STOPPING", "1") => self.report(w, "is stopping"),
                     _ => {}
                 }

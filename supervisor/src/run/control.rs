@@ -1,0 +1,162 @@
+//! The event loop's side of the control plane: [`Request`]s from the control socket,
+//! answered from the policy's state and the loop's own (pids, `STATUS=` texts, timers).
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use nix::sys::signal::{killpg, Signal};
+
+use super::Runner;
+use crate::control::server::Request;
+use crate::control::{ControlError, LastExit, PoolState, PoolStatus, Target, WorkerStatus};
+use crate::policy::{Exit, PoolId, TimerKey, WorkerId};
+
+/// What the loop keeps for the control plane only.
+#[derive(Debug, Default)]
+pub(super) struct Observed {
+    /// Each worker's last `STATUS=` text.
+    status: HashMap<WorkerId, String>,
+}
+
+impl Observed {
+    /// Worker `w` sent `STATUS=text`.
+    pub(super) fn status(&mut self, w: WorkerId, text: &str) {
+        self.status.insert(w, text.to_owned());
+    }
+}
+
+impl Runner {
+    pub(super) fn on_control(&mut self, request: Request) {
+        match request {
+            Request::Status { pool, reply } => {
+                let _ = reply.send(self.pool_statuses(pool.as_deref()));
+            }
+            Request::Manual { what, target, reply } => {
+                let answer = self.resolve(&target).map(|(pool, index)| {
+                    let (actions, done) = self.policy.manual(Instant::now(), what, pool, index);
+                    for (w, line) in &done {
+                        self.report(*w, &format!("{line} (by hand)"));
+                    }
+                    self.apply(actions);
+                    self.lines(&done)
+                });
+                let _ = reply.send(answer);
+            }
+            Request::Signal { target, signal, reply } => {
+                let answer = self.signal(&target, signal);
+                let _ = reply.send(answer);
+            }
+            Request::Refused { pid, uid } => self.say(&format!(
+                "refused a control connection from pid {pid} (uid {uid}): only uid {} and root are served",
+                nix::unistd::geteuid()
+            )),
+        }
+    }
+
+    /// The pool and worker `target` names; refused while shutting down.
+    fn resolve(&self, target: &Target) -> Result<(PoolId, Option<u32>), ControlError> {
+        if self.policy.is_shutting_down() {
+            return Err(ControlError::ShuttingDown);
+        }
+        let pool = self.find(&target.pool)?;
+        if let Some(index) = target.index {
+            let workers = self.policy.worker_count(pool);
+            if index >= workers {
+                return Err(ControlError::NoSuchWorker {
+                    pool: target.pool.clone(),
+                    index,
+                    workers,
+                });
+            }
+        }
+        Ok((pool, target.index))
+    }
+
+    fn find(&self, name: &str) -> Result<PoolId, ControlError> {
+        self.policy.find_pool(name).ok_or_else(|| ControlError::NoSuchPool {
+            pool: name.to_owned(),
+            known: self.policy.pool_names(),
+        })
+    }
+
+    /// `web.0 (pid 12): stopping`.
+    fn lines(&self, done: &[(WorkerId, String)]) -> Vec<String> {
+        done.iter()
+            .map(|(w, line)| {
+                let pid = self
+                    .last_pid
+                    .get(w)
+                    .map(|pid| format!(" (pid {pid})"))
+                    .unwrap_or_default();
+                format!("{}.{}{pid}: {line}", self.policy.pool_name(w.pool), w.index)
+            })
+            .collect()
+    }
+
+    fn signal(&mut self, target: &Target, number: i32) -> Result<Vec<String>, ControlError> {
+        let signal = Signal::try_from(number).map_err(|_| ControlError::BadSignal(number))?;
+        let (pool, index) = self.resolve(target)?;
+        let workers: Vec<WorkerId> = match index {
+            Some(index) => vec![WorkerId { pool, index }],
+            None => (0..self.policy.worker_count(pool))
+                .map(|index| WorkerId { pool, index })
+                .collect(),
+        };
+        let mut done = Vec::new();
+        for w in workers {
+            let line = match self.workers.get(&w) {
+                Some(pid) => match killpg(*pid, signal) {
+                    Ok(()) => format!("sent {}", signal.as_str()),
+                    Err(e) => format!("cannot send {}: {e}", signal.as_str()),
+                },
+                None => "not running; nothing sent".to_owned(),
+            };
+            self.report(w, &format!("{line} (by hand)"));
+            done.push((w, line));
+        }
+        Ok(self.lines(&done))
+    }
+
+    fn pool_statuses(&self, only: Option<&str>) -> Result<Vec<PoolStatus>, ControlError> {
+        if let Some(name) = only {
+            self.find(name)?;
+        }
+        let now = Instant::now();
+        let millis = |d: std::time::Duration| d.as_millis().min(u128::from(u64::MAX)) as u64;
+        Ok(self
+            .policy
+            .views()
+            .into_iter()
+            .filter(|pool| only.is_none_or(|name| pool.name == name))
+            .map(|pool| {
+                let workers: Vec<WorkerStatus> = pool
+                    .workers
+                    .iter()
+                    .map(|worker| WorkerStatus {
+                        index: worker.id.index,
+                        pid: self.workers.get(&worker.id).map(|pid| pid.as_raw()),
+                        state: worker.state,
+                        restarts: worker.restarts,
+                        uptime_ms: worker.since.map(|since| millis(now.saturating_duration_since(since))),
+                        last_exit: match worker.last_exit {
+                            Some(Exit::Code(code)) => Some(LastExit::Code(code)),
+                            Some(Exit::Signal(signal)) => Some(LastExit::Signal(signal)),
+                            Some(Exit::Unknown) | None => None,
+                        },
+                        status: self.observed.status.get(&worker.id).cloned(),
+                        next_restart_ms: self
+                            .timers
+                            .get(&TimerKey::Restart(worker.id))
+                            .map(|at| millis(at.saturating_duration_since(now))),
+                    })
+                    .collect();
+                let states: Vec<_> = workers.iter().map(|w| w.state).collect();
+                PoolStatus {
+                    name: pool.name,
+                    state: PoolState::of(&states, pool.failed),
+                    workers,
+                }
+            })
+            .collect())
+    }
+}
