@@ -239,6 +239,9 @@ env = {{ VERSION = "{version}", REPORT = "{}" }}
                 }
             });
         }
+        // The callers stop however this scope ends, so that a missed report fails the test
+        // instead of leaving it waiting for callers that never stop.
+        let _stop_callers = StopOnDrop(&done);
         // Every caller is under way before the restart begins.
         for _ in 0..8 {
             first_rx
@@ -254,7 +257,6 @@ env = {{ VERSION = "{version}", REPORT = "{}" }}
                 .recv(&mut buf)
                 .expect("each new worker reports within the deadline");
         }
-        done.store(true, Ordering::Relaxed);
         Ok(())
     })?;
     assert_eq!(
@@ -649,4 +651,13 @@ fn main() {
         ),
     ];
     libtest_mimic::run(&args, trials).exit();
+}
+
+/// Sets its flag when dropped, also while unwinding.
+struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }

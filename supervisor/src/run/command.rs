@@ -54,6 +54,9 @@ impl Handle {
 pub(crate) struct Inbox {
     receiver: Receiver<Command>,
     wake: UnixStream,
+    /// A write end of its own: with every handle gone, the wake-up socket would otherwise
+    /// read as end-of-file, readable at every poll.
+    _writer: Arc<UnixStream>,
 }
 
 /// A connected [`Handle`] and [`Inbox`].
@@ -62,12 +65,17 @@ pub(crate) fn channel() -> std::io::Result<(Handle, Inbox)> {
     read.set_nonblocking(true)?;
     write.set_nonblocking(true)?;
     let (sender, receiver) = mpsc::channel();
+    let write = Arc::new(write);
     Ok((
         Handle {
             sender,
-            wake: Arc::new(write),
+            wake: Arc::clone(&write),
         },
-        Inbox { receiver, wake: read },
+        Inbox {
+            receiver,
+            wake: read,
+            _writer: write,
+        },
     ))
 }
 
@@ -109,6 +117,14 @@ mod tests {
         );
         assert!(matches!(inbox.drain().as_slice(), [Command::Stop]));
         assert!(inbox.drain().is_empty());
+    }
+
+    #[test]
+    fn with_every_handle_gone_the_inbox_stays_quiet() {
+        let (handle, inbox) = channel().unwrap();
+        drop(handle);
+        let mut fds = [nix::poll::PollFd::new(inbox.fd(), nix::poll::PollFlags::POLLIN)];
+        assert_eq!(nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO), Ok(0));
     }
 
     #[test]
