@@ -479,4 +479,5 @@ fn a_reload_restarts_a_changed_pool_one_worker_at_a_time_each_after_the_last_is_
     );
 }
 
+mod control;
 mod restarts;

@@ -1,0 +1,326 @@
+//! The control plane, driven as an operator would: `procwire up` runs real `sh` workers, and
+//! the verbs (`status`, `stop`, `start`, `restart`, `signal`, `down`) are the real binary
+//! talking to it over its control socket. Every wait is on an event (a line of output, an
+//! exit) with a deadline, never a sleep.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+use support::*;
+
+/// Each worker says its pid (the shell `exec`s, so it is the worker's own) and stays up.
+const TWO_POOLS: &str = r#"
+[pool.web]
+workers = 2
+command = ["sh", "-c", 'echo "pid $$"; exec sleep 1000']
+
+[pool.db]
+command = ["sh", "-c", 'echo "pid $$"; exec sleep 1000']
+"#;
+
+/// Runs `procwire ARGS...` as a client of the supervisor whose runtime directory is `dir`.
+fn procwire(dir: &Path, args: &[&str]) -> Output {
+    client(dir, args).output().expect("run procwire")
+}
+
+fn client(dir: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_procwire"));
+    command
+        .args(args)
+        .env("XDG_RUNTIME_DIR", dir)
+        .env_remove("PROCWIRE_CONTROL")
+        .current_dir(dir)
+        .stdin(Stdio::null());
+    command
+}
+
+/// `procwire ARGS...`, which must succeed; its standard output.
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let output = procwire(dir, args);
+    assert!(
+        output.status.success(),
+        "procwire {args:?} ended with {}; stdout:\n{}stderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("UTF-8 output")
+}
+
+fn status_json(dir: &Path) -> Value {
+    serde_json::from_str(&ok(dir, &["status", "--json"])).expect("status --json prints JSON")
+}
+
+/// The status of worker `index` of `pool`.
+fn worker<'a>(status: &'a Value, pool: &str, index: u64) -> &'a Value {
+    let pool = status["pools"]
+        .as_array()
+        .expect("pools")
+        .iter()
+        .find(|p| p["name"] == pool)
+        .unwrap_or_else(|| panic!("no pool {pool} in {status:#}"));
+    pool["workers"]
+        .as_array()
+        .expect("workers")
+        .iter()
+        .find(|w| w["index"] == index)
+        .unwrap_or_else(|| panic!("no worker {index} in {pool:#}"))
+}
+
+fn pool_state<'a>(status: &'a Value, pool: &str) -> &'a Value {
+    &status["pools"]
+        .as_array()
+        .expect("pools")
+        .iter()
+        .find(|p| p["name"] == pool)
+        .unwrap_or_else(|| panic!("no pool {pool} in {status:#}"))["state"]
+}
+
+/// The pid worker `which` (`web.0`) printed the `n`th time it started.
+fn printed_pid(sup: &Supervisor, which: &str, n: usize) -> i64 {
+    number_after(&sup.wait_for_nth(&format!("{which} | pid "), n), "pid ")
+}
+
+fn keys(value: &Value) -> Vec<&str> {
+    let mut keys: Vec<&str> = value
+        .as_object()
+        .expect("an object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    keys
+}
+
+#[test]
+fn status_json_has_the_documented_shape_and_the_workers_real_pids() {
+    let dir = temp_dir();
+    let sup = Supervisor::start(dir.path(), "shape", TWO_POOLS);
+    let pids = [
+        printed_pid(&sup, "web.0", 1),
+        printed_pid(&sup, "web.1", 1),
+        printed_pid(&sup, "db.0", 1),
+    ];
+    let status = status_json(dir.path());
+    assert_eq!(keys(&status), ["pools", "supervisor"]);
+    assert_eq!(keys(&status["supervisor"]), ["manifest", "name", "pid", "uptime_ms"]);
+    assert_eq!(status["supervisor"]["name"], "shape");
+    assert_eq!(status["supervisor"]["pid"], i64::from(sup.pid().as_raw()));
+    let names: Vec<&Value> = status["pools"].as_array().unwrap().iter().map(|p| &p["name"]).collect();
+    assert_eq!(names, ["web", "db"]);
+    for (pool, index, pid) in [("web", 0, pids[0]), ("web", 1, pids[1]), ("db", 0, pids[2])] {
+        assert_eq!(
+            keys(&status["pools"][if pool == "web" { 0 } else { 1 }]),
+            ["name", "state", "workers"]
+        );
+        let w = worker(&status, pool, index);
+        assert_eq!(
+            keys(w),
+            [
+                "index",
+                "last_exit",
+                "next_restart_ms",
+                "pid",
+                "restarts",
+                "state",
+                "status",
+                "uptime_ms"
+            ]
+        );
+        assert_eq!(w["pid"], pid, "{pool}.{index}: {status:#}");
+        assert_eq!(w["state"], "ready");
+        assert_eq!(w["restarts"], 0);
+        assert!(w["uptime_ms"].is_u64(), "{w}");
+        assert_eq!(w["last_exit"], Value::Null);
+        assert_eq!(w["status"], Value::Null);
+        assert_eq!(w["next_restart_ms"], Value::Null);
+        assert_eq!(pool_state(&status, pool), "ready");
+    }
+    // One pool only, and the table names each worker with its pid.
+    let one: Value = serde_json::from_str(&ok(dir.path(), &["status", "db", "--json"])).unwrap();
+    assert_eq!(one["pools"].as_array().unwrap().len(), 1);
+    let table = ok(dir.path(), &["status"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.trim_start().starts_with("web.1 ") && l.contains(&format!("pid {}", pids[1]))),
+        "{table}"
+    );
+}
+
+#[test]
+fn a_worker_restarted_by_hand_gets_a_new_pid_and_one_stopped_by_hand_stays_stopped_while_another_pool_restarts() {
+    let dir = temp_dir();
+    let sup = Supervisor::start(dir.path(), "hand", TWO_POOLS);
+    let web1 = printed_pid(&sup, "web.1", 1);
+    let db = printed_pid(&sup, "db.0", 1);
+
+    let said = ok(dir.path(), &["stop", "web.1"]);
+    assert_eq!(said.trim(), format!("web.1 (pid {web1}): stopping"));
+    sup.wait_for_containing(&format!("web.1 (pid {web1}) ended with killed by SIGTERM"));
+
+    ok(dir.path(), &["restart", "db"]);
+    let new_db = printed_pid(&sup, "db.0", 2);
+    assert_ne!(new_db, db, "a restarted worker is a new process");
+
+    let status = status_json(dir.path());
+    let stopped = worker(&status, "web", 1);
+    assert_eq!(stopped["state"], "stopped", "{status:#}");
+    assert_eq!(stopped["pid"], Value::Null);
+    assert_eq!(stopped["last_exit"], serde_json::json!({"signal": 15}));
+    assert_eq!(pool_state(&status, "web"), "partial");
+    let restarted = worker(&status, "db", 0);
+    assert_eq!(restarted["pid"], new_db);
+    assert_eq!(restarted["restarts"], 1);
+    assert_eq!(restarted["state"], "ready");
+    let starts = sup
+        .texts(Stream::Out)
+        .iter()
+        .filter(|l| l.starts_with("web.1 | pid"))
+        .count();
+    assert_eq!(starts, 1, "the stopped worker was started again:\n{}", sup.output());
+
+    ok(dir.path(), &["start", "web.1"]);
+    let new_web1 = printed_pid(&sup, "web.1", 2);
+    assert_ne!(new_web1, web1);
+    let status = status_json(dir.path());
+    assert_eq!(worker(&status, "web", 1)["pid"], new_web1);
+    assert_eq!(worker(&status, "web", 1)["state"], "ready");
+    assert_eq!(pool_state(&status, "web"), "ready");
+}
+
+#[test]
+fn a_supervisor_whose_workers_are_all_stopped_by_hand_keeps_running_until_they_are_started() {
+    let dir = temp_dir();
+    let sup = Supervisor::start(dir.path(), "idle", TWO_POOLS);
+    for which in ["web.0", "web.1", "db.0"] {
+        printed_pid(&sup, which, 1);
+    }
+    ok(dir.path(), &["stop", "web"]);
+    ok(dir.path(), &["stop", "db"]);
+    for which in ["web.0", "web.1", "db.0"] {
+        sup.wait_until(&format!("{which} ended"), |seen| {
+            seen.lines
+                .iter()
+                .find(|l| l.text.contains(which) && l.text.contains("ended with"))
+                .map(|_| ())
+        });
+    }
+    // Nothing runs, and the supervisor still answers: it waits to be told.
+    let status = status_json(dir.path());
+    assert_eq!(pool_state(&status, "web"), "stopped", "{status:#}");
+    assert_eq!(pool_state(&status, "db"), "stopped");
+    ok(dir.path(), &["start", "db"]);
+    printed_pid(&sup, "db.0", 2);
+}
+
+#[test]
+fn signal_reaches_the_worker_and_down_stops_the_supervisor_and_removes_its_socket() {
+    let dir = temp_dir();
+    let mut sup = Supervisor::start(
+        dir.path(),
+        "sig",
+        r#"
+[pool.sig]
+command = ["sh", "-c", 'trap "echo got USR1" USR1; echo "pid $$"; while :; do sleep 1000 & wait $!; done']
+"#,
+    );
+    let pid = printed_pid(&sup, "sig.0", 1);
+    let said = ok(dir.path(), &["signal", "sig.0", "usr1"]);
+    assert_eq!(said.trim(), format!("sig.0 (pid {pid}): sent SIGUSR1"));
+    sup.wait_for("sig.0 | got USR1");
+
+    let socket = dir.path().join("procwire/sig.sock");
+    assert!(socket.exists());
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the control socket's mode");
+    let said = ok(dir.path(), &["down"]);
+    assert_eq!(said.trim(), "the supervisor has ended (exit code 0)");
+    sup.expect_exit(0);
+    assert!(
+        !socket.exists(),
+        "the control socket is removed when the supervisor ends"
+    );
+}
+
+#[test]
+fn the_verbs_exit_codes_say_what_went_wrong() {
+    let dir = temp_dir();
+    // No supervisor: 3.
+    let output = procwire(dir.path(), &["status"]);
+    assert_eq!(output.status.code(), Some(3), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no supervisor is running"));
+
+    let sup = Supervisor::start(dir.path(), "codes", TWO_POOLS);
+    printed_pid(&sup, "db.0", 1);
+    // A pool or worker that does not exist: 1, naming what there is.
+    let output = procwire(dir.path(), &["restart", "nope"]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no pool named \"nope\" (pools: web, db)"), "{stderr}");
+    let output = procwire(dir.path(), &["stop", "web.7"]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("pool web has no worker 7 (it has 2)"));
+    // Bad usage: 2.
+    assert_eq!(procwire(dir.path(), &["signal", "web", "NOPE"]).status.code(), Some(2));
+    assert_eq!(procwire(dir.path(), &["stop"]).status.code(), Some(2));
+    // --control names the socket explicitly.
+    let socket = dir.path().join("procwire/codes.sock");
+    let explicit = ok(Path::new("/"), &["status", "--control", socket.to_str().unwrap()]);
+    assert!(explicit.contains("supervisor codes"), "{explicit}");
+}
+
+#[test]
+fn a_peer_of_another_uid_is_refused_before_any_method_runs() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("skipped: needs root, to run the client as another user (nobody)");
+        return;
+    }
+    let Ok(Some(nobody)) = nix::unistd::User::from_name("nobody") else {
+        println!("skipped: there is no user nobody to run the client as");
+        return;
+    };
+    let dir = temp_dir();
+    // A socket others may reach, so that only the peer check stands in the way.
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    let socket = open.join("ctl.sock");
+    let sup = Supervisor::start_with(dir.path(), "peer", TWO_POOLS, &["--control", socket.to_str().unwrap()]);
+    let web0 = printed_pid(&sup, "web.0", 1);
+    for path in [dir.path(), &open] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+
+    let (uid, gid) = (nobody.uid, nobody.gid);
+    let mut command = client(Path::new("/"), &["stop", "web", "--control", socket.to_str().unwrap()]);
+    // SAFETY: between fork and exec only async-signal-safe calls (setgroups, setgid,
+    // setuid), no allocation.
+    unsafe {
+        command.pre_exec(move || {
+            nix::unistd::setgroups(&[]).map_err(std::io::Error::from)?;
+            nix::unistd::setgid(gid).map_err(std::io::Error::from)?;
+            nix::unistd::setuid(uid).map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+    let output = command.output().expect("run procwire as nobody");
+    assert_eq!(output.status.code(), Some(4), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("not allowed to control the supervisor"), "{stderr}");
+    sup.wait_for_containing("refused a control connection from pid ");
+    sup.wait_for_containing(&format!("(uid {uid}): only uid 0 and root are served"));
+    // Nothing was stopped: the same worker still runs, and its owner is served.
+    let status: Value = serde_json::from_str(&ok(
+        Path::new("/"),
+        &["status", "--json", "--control", socket.to_str().unwrap()],
+    ))
+    .unwrap();
+    assert_eq!(worker(&status, "web", 0)["pid"], web0);
+    assert_eq!(worker(&status, "web", 0)["state"], "ready");
+}
