@@ -15,7 +15,7 @@ use procwire_supervisor::manifest::{Condition, Host, Manifest, Pool, Ready};
     version = procwire_supervisor::VERSION,
     after_help = "\
 Exit codes of the verbs that talk to a running supervisor (status, stop, start, restart,
-signal, down):
+signal, reload, down):
   0  done
   1  the supervisor refused or failed the command (no such pool, shutting down, ...)
   2  bad usage, or a manifest that does not load
@@ -116,6 +116,16 @@ enum Command {
         #[command(flatten)]
         connect: Connect,
     },
+    /// Read the manifest again and apply the difference (as HUP does), printing what changes:
+    /// added pools start, removed ones stop, changed ones restart (one worker at a time when
+    /// their workers and sockets stay the same).
+    Reload {
+        /// Only print what would change (supervisorctl's reread).
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        connect: Connect,
+    },
     /// Shut the supervisor down gracefully, as TERM does, and wait until it has ended.
     Down {
         #[command(flatten)]
@@ -162,6 +172,7 @@ fn main() -> ExitCode {
                 ExitCode::from(client::EXIT_USAGE)
             }
         },
+        Command::Reload { dry_run, connect } => verb(&connect, |c| lines(c.reload(dry_run)?)),
         Command::Down { connect } => verb(&connect, |c| {
             let code = c.with_timeout(std::time::Duration::from_secs(24 * 3600)).down()?;
             println!("the supervisor has ended (exit code {code})");

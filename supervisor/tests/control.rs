@@ -324,3 +324,55 @@ fn a_peer_of_another_uid_is_refused_before_any_method_runs() {
     assert_eq!(worker(&status, "web", 0)["pid"], web0);
     assert_eq!(worker(&status, "web", 0)["state"], "ready");
 }
+
+#[test]
+fn reload_dry_run_says_what_would_change_and_changes_nothing_then_reload_applies_it() {
+    let dir = temp_dir();
+    let sup = Supervisor::start(dir.path(), "re", TWO_POOLS);
+    let web0 = printed_pid(&sup, "web.0", 1);
+    printed_pid(&sup, "db.0", 1);
+    // web's command changes (a rolling restart), db goes, cache comes.
+    let changed = TWO_POOLS
+        .replacen(r#"echo "pid $$";"#, r#"echo "pid $$"; echo v2;"#, 1)
+        .replace("[pool.db]", "[pool.cache]");
+    std::fs::write(dir.path().join("re.toml"), changed).unwrap();
+
+    let said = ok(dir.path(), &["reload", "--dry-run"]);
+    let mut lines: Vec<&str> = said.lines().collect();
+    lines.sort_unstable();
+    assert_eq!(
+        lines,
+        [
+            "pool cache was added",
+            "pool db was removed; stopping it",
+            "pool web changed; restarting its workers one at a time"
+        ],
+        "{said}"
+    );
+    let status = status_json(dir.path());
+    let names: Vec<&Value> = status["pools"].as_array().unwrap().iter().map(|p| &p["name"]).collect();
+    assert_eq!(names, ["web", "db"], "a dry run changes nothing");
+    assert_eq!(worker(&status, "web", 0)["pid"], web0);
+
+    assert_eq!(
+        ok(dir.path(), &["reload"]),
+        said,
+        "the reload does what the dry run said"
+    );
+    printed_pid(&sup, "cache.0", 1);
+    sup.wait_for("web.1 | v2");
+    let status = status_json(dir.path());
+    let names: Vec<&Value> = status["pools"].as_array().unwrap().iter().map(|p| &p["name"]).collect();
+    assert_eq!(names, ["web", "cache"]);
+    assert_ne!(worker(&status, "web", 0)["pid"], web0);
+
+    // A manifest that no longer checks is refused, and says why.
+    std::fs::write(dir.path().join("re.toml"), "[pool.web]\nworkers = \"many\"\n").unwrap();
+    let output = procwire(dir.path(), &["reload", "--dry-run"]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("reload refused, nothing changed: ") && stderr.contains("re.toml:2:"),
+        "{stderr}"
+    );
+}

@@ -97,6 +97,10 @@ pub enum ControlError {
     /// The signal number is not a signal.
     #[error("{0} is not a signal number")]
     BadSignal(i32),
+    /// The reloaded manifest is refused (it does not check, or its sockets cannot be
+    /// bound); nothing changed.
+    #[error("reload refused, nothing changed: {0}")]
+    ReloadRefused(String),
     /// The event loop did not answer in time, or has ended.
     #[error("the supervisor's event loop did not answer: {0}")]
     NoAnswer(String),
@@ -116,6 +120,9 @@ pub trait Control {
     fn restart_target(&self, target: Target) -> Result<Vec<String>, ControlError>;
     /// Sends `signal` (a number) to the process group of each of the target's running workers.
     fn signal_target(&self, target: Target, signal: i32) -> Result<Vec<String>, ControlError>;
+    /// Reads the manifest again and applies the difference, as HUP does (`dry_run`: only
+    /// says what it would do). Answers with what changes, a line each.
+    fn reload(&self, dry_run: bool) -> Result<Vec<String>, ControlError>;
     /// Shuts the supervisor down gracefully, as TERM does; answers with its exit code once
     /// every worker is down.
     fn down(&self) -> Result<i32, ControlError>;

@@ -43,6 +43,13 @@ pub enum Request {
         /// Where to answer: a line per worker.
         reply: Sender<Result<Vec<String>, ControlError>>,
     },
+    /// Reload the manifest, or say what a reload would change.
+    Reload {
+        /// Only say what would change.
+        dry_run: bool,
+        /// Where to answer: a line per change.
+        reply: Sender<Result<Vec<String>, ControlError>>,
+    },
     /// A peer was refused: the loop says so in the supervisor's output.
     Refused {
         /// Its pid.
@@ -256,6 +263,10 @@ impl Control for Service {
 
     fn signal_target(&self, target: Target, signal: i32) -> Result<Vec<String>, ControlError> {
         self.ask(|reply| Request::Signal { target, signal, reply })
+    }
+
+    fn reload(&self, dry_run: bool) -> Result<Vec<String>, ControlError> {
+        self.ask(|reply| Request::Reload { dry_run, reply })
     }
 
     fn down(&self) -> Result<i32, ControlError> {

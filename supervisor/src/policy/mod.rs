@@ -209,7 +209,7 @@ struct PoolState {
 }
 
 /// The policy of a whole supervisor.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Policy {
     pools: Vec<PoolState>,
     rng: Rng,

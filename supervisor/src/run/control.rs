@@ -9,7 +9,8 @@ use nix::sys::signal::{killpg, Signal};
 use super::Runner;
 use crate::control::server::Request;
 use crate::control::{ControlError, LastExit, PoolState, PoolStatus, Target, WorkerStatus};
-use crate::policy::{Exit, PoolId, TimerKey, WorkerId};
+use crate::manifest::Manifest;
+use crate::policy::{Action, Exit, PoolId, TimerKey, WorkerId};
 
 /// What the loop keeps for the control plane only.
 #[derive(Debug, Default)]
@@ -44,6 +45,10 @@ impl Runner {
             }
             Request::Signal { target, signal, reply } => {
                 let answer = self.signal(&target, signal);
+                let _ = reply.send(answer);
+            }
+            Request::Reload { dry_run, reply } => {
+                let answer = self.reload_by_hand(dry_run);
                 let _ = reply.send(answer);
             }
             Request::Refused { pid, uid } => self.say(&format!(
@@ -91,6 +96,32 @@ impl Runner {
                 format!("{}.{}{pid}: {line}", self.policy.pool_name(w.pool), w.index)
             })
             .collect()
+    }
+
+    /// `procwire reload [--dry-run]`: what the reloaded manifest changes, found by applying it
+    /// to a copy of the policy, then (unless `dry_run`) applied for real.
+    fn reload_by_hand(&mut self, dry_run: bool) -> Result<Vec<String>, ControlError> {
+        if self.policy.is_shutting_down() {
+            return Err(ControlError::ShuttingDown);
+        }
+        let manifest = Manifest::load_validated(&self.manifest.path, self.host)
+            .map_err(|e| ControlError::ReloadRefused(e.to_string()))?;
+        let mut preview = self.policy.clone();
+        let mut lines: Vec<String> = preview
+            .reload(Instant::now(), &manifest)
+            .into_iter()
+            .filter_map(|action| match action {
+                Action::Log(line) => Some(line.strip_prefix("reload: ").unwrap_or(&line).to_owned()),
+                _ => None,
+            })
+            .collect();
+        if lines.is_empty() {
+            lines.push("nothing changed".to_owned());
+        }
+        if !dry_run {
+            self.reload_with(manifest).map_err(ControlError::ReloadRefused)?;
+        }
+        Ok(lines)
     }
 
     fn signal(&mut self, target: &Target, number: i32) -> Result<Vec<String>, ControlError> {

@@ -468,16 +468,20 @@ impl Runner {
     /// SIGHUP: read the manifest again and apply the difference. A manifest that no longer
     /// checks is refused and the running set stays as it is.
     fn reload(&mut self) {
-        let manifest = match Manifest::load_validated(&self.manifest.path, self.host) {
-            Ok(manifest) => manifest,
-            Err(e) => {
-                self.say(&format!("reload refused, nothing changed: {e}"));
-                return;
+        match Manifest::load_validated(&self.manifest.path, self.host) {
+            Ok(manifest) => {
+                let _ = self.reload_with(manifest);
             }
-        };
+            Err(e) => self.say(&format!("reload refused, nothing changed: {e}")),
+        }
+    }
+
+    /// Applies the reloaded `manifest`; an error (said too) if its sockets cannot be bound.
+    fn reload_with(&mut self, manifest: Manifest) -> Result<(), String> {
         if let Err((what, e)) = bind_listeners(&manifest, &mut self.listeners) {
-            self.say(&format!("reload refused, nothing changed: {what}: {e}"));
-            return;
+            let refusal = format!("reload refused, nothing changed: {what}: {e}");
+            self.say(&refusal);
+            return Err(refusal);
         }
         self.say("reloading the manifest");
         for signal in watched_signals(&manifest, false) {
@@ -491,6 +495,7 @@ impl Runner {
             .retain(|endpoint, _| manifest.pools.iter().any(|p| p.endpoints().contains(endpoint)));
         self.manifest = manifest;
         self.apply(actions);
+        Ok(())
     }
 
     fn on_notify(&mut self) {
