@@ -376,3 +376,61 @@ fn reload_dry_run_says_what_would_change_and_changes_nothing_then_reload_applies
         "{stderr}"
     );
 }
+
+#[test]
+fn status_shows_a_workers_status_text_and_a_backoff_with_its_last_exit_and_next_restart() {
+    if Command::new("python3")
+        .arg("-c")
+        .arg("")
+        .status()
+        .map_or(true, |s| !s.success())
+    {
+        println!("skipped: needs python3, to send STATUS= from a worker");
+        return;
+    }
+    let dir = temp_dir();
+    let sup = Supervisor::start(
+        dir.path(),
+        "texts",
+        r#"
+[pool.talk]
+ready = "notify"
+command = ["python3", "-c", '''
+import os, socket, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.sendto(b"READY=1\nSTATUS=serving 3 clients", os.environ["NOTIFY_SOCKET"])
+print("sent", flush=True)
+time.sleep(1000)
+''']
+
+[pool.crash]
+command = ["sh", "-c", "exit 3"]
+backoff = { initial = "1h", max = "1h", jitter = 0.0 }
+"#,
+    );
+    sup.wait_for_containing("talk.0 (pid ");
+    sup.wait_for_containing("status: serving 3 clients");
+    sup.wait_for_containing("ended with exit code 3; restarting in ");
+    let status = status_json(dir.path());
+    let talk = worker(&status, "talk", 0);
+    assert_eq!(talk["status"], "serving 3 clients", "{status:#}");
+    assert_eq!(talk["state"], "ready");
+    let crash = worker(&status, "crash", 0);
+    assert_eq!(crash["state"], "backoff", "{status:#}");
+    assert_eq!(crash["pid"], Value::Null);
+    assert_eq!(crash["last_exit"], serde_json::json!({"code": 3}));
+    let next = crash["next_restart_ms"].as_u64().expect("a backoff has a next restart");
+    assert!(next > 0 && next <= 3_600_000, "{next}");
+    // Started by hand, it does not wait out the hour.
+    let said = ok(dir.path(), &["start", "crash"]);
+    assert!(said.contains("starting (its backoff cut short)"), "{said}");
+    sup.wait_until("the second exit of crash.0", |seen| {
+        (seen
+            .lines
+            .iter()
+            .filter(|l| l.text.contains("ended with exit code 3"))
+            .count()
+            >= 2)
+            .then_some(())
+    });
+}
