@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use procwire_supervisor::control::{client, ControlClient, ControlError, Target};
 use procwire_supervisor::manifest::{Condition, Host, Manifest, Pool, Ready};
 
@@ -126,6 +126,12 @@ enum Command {
         #[command(flatten)]
         connect: Connect,
     },
+    /// Print a shell completion script: `procwire completions bash > /etc/bash_completion.d/procwire`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Shut the supervisor down gracefully, as TERM does, and wait until it has ended.
     Down {
         #[command(flatten)]
@@ -173,6 +179,10 @@ fn main() -> ExitCode {
             }
         },
         Command::Reload { dry_run, connect } => verb(&connect, |c| lines(c.reload(dry_run)?)),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "procwire", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
         Command::Down { connect } => verb(&connect, |c| {
             let code = c.with_timeout(std::time::Duration::from_secs(24 * 3600)).down()?;
             println!("the supervisor has ended (exit code {code})");

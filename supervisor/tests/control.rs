@@ -434,3 +434,17 @@ backoff = { initial = "1h", max = "1h", jitter = 0.0 }
             .then_some(())
     });
 }
+
+#[test]
+fn completions_name_every_verb_for_each_shell() {
+    for shell in ["bash", "zsh", "fish"] {
+        let script = ok(Path::new("/"), &["completions", shell]);
+        for verb in ["up", "status", "stop", "start", "restart", "signal", "reload", "down"] {
+            assert!(script.contains(verb), "{shell}: no {verb} in\n{script}");
+        }
+    }
+    assert_eq!(
+        procwire(Path::new("/"), &["completions", "nosh"]).status.code(),
+        Some(2)
+    );
+}
