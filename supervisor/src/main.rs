@@ -15,7 +15,7 @@ use procwire_supervisor::manifest::{Condition, Host, Manifest, Pool, Ready};
     version = procwire_supervisor::VERSION,
     after_help = "\
 Exit codes of the verbs that talk to a running supervisor (status, stop, start, restart,
-signal, reload, down):
+signal, scale, reload, down):
   0  done
   1  the supervisor refused or failed the command (no such pool, shutting down, ...)
   2  bad usage, or a manifest that does not load
@@ -116,6 +116,16 @@ enum Command {
         #[command(flatten)]
         connect: Connect,
     },
+    /// Grow or shrink one pool to N workers: new workers start, the last ones stop; the
+    /// others keep running (same pids). Kept across a reload that does not change `workers`.
+    Scale {
+        /// The pool.
+        pool: String,
+        /// How many workers it is to have (1 to 1024).
+        workers: u32,
+        #[command(flatten)]
+        connect: Connect,
+    },
     /// Read the manifest again and apply the difference (as HUP does), printing what changes:
     /// added pools start, removed ones stop, changed ones restart (one worker at a time when
     /// their workers and sockets stay the same).
@@ -178,6 +188,7 @@ fn main() -> ExitCode {
                 ExitCode::from(client::EXIT_USAGE)
             }
         },
+        Command::Scale { pool, workers, connect } => verb(&connect, |c| lines(c.scale(pool.clone(), workers)?)),
         Command::Reload { dry_run, connect } => verb(&connect, |c| lines(c.reload(dry_run)?)),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "procwire", &mut std::io::stdout());

@@ -86,6 +86,17 @@ fn printed_pid(sup: &Supervisor, which: &str, n: usize) -> i64 {
     number_after(&sup.wait_for_nth(&format!("{which} | pid "), n), "pid ")
 }
 
+/// Waits for the supervisor's line saying that worker `which` (`web.1`) ended.
+fn wait_ended(sup: &Supervisor, which: &str) {
+    let about = format!(" {which} (pid ");
+    sup.wait_until(&format!("{which} ended"), |seen| {
+        seen.lines
+            .iter()
+            .find(|l| l.text.contains(&about) && l.text.contains("ended with"))
+            .map(|_| ())
+    });
+}
+
 fn keys(value: &Value) -> Vec<&str> {
     let mut keys: Vec<&str> = value
         .as_object()
@@ -204,12 +215,7 @@ fn a_supervisor_whose_workers_are_all_stopped_by_hand_keeps_running_until_they_a
     ok(dir.path(), &["stop", "web"]);
     ok(dir.path(), &["stop", "db"]);
     for which in ["web.0", "web.1", "db.0"] {
-        sup.wait_until(&format!("{which} ended"), |seen| {
-            seen.lines
-                .iter()
-                .find(|l| l.text.contains(which) && l.text.contains("ended with"))
-                .map(|_| ())
-        });
+        wait_ended(&sup, which);
     }
     // Nothing runs, and the supervisor still answers: it waits to be told.
     let status = status_json(dir.path());
@@ -447,4 +453,48 @@ fn completions_name_every_verb_for_each_shell() {
         procwire(Path::new("/"), &["completions", "nosh"]).status.code(),
         Some(2)
     );
+}
+
+#[test]
+fn scale_grows_and_shrinks_one_pool_while_its_other_workers_keep_their_pids() {
+    let dir = temp_dir();
+    let sup = Supervisor::start(dir.path(), "scale", TWO_POOLS);
+    let web0 = printed_pid(&sup, "web.0", 1);
+    let web1 = printed_pid(&sup, "web.1", 1);
+    let db = printed_pid(&sup, "db.0", 1);
+
+    let said = ok(dir.path(), &["scale", "web", "4"]);
+    assert_eq!(said.lines().count(), 2, "{said}");
+    assert!(
+        said.contains("web.2") && said.contains("web.3") && said.contains("added; starting"),
+        "{said}"
+    );
+    let web3 = printed_pid(&sup, "web.3", 1);
+    printed_pid(&sup, "web.2", 1);
+    let status = status_json(dir.path());
+    let pids: Vec<&Value> = status["pools"][0]["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| &w["pid"])
+        .collect();
+    assert_eq!(pids.len(), 4, "{status:#}");
+    assert_eq!(
+        (pids[0], pids[1], pids[3]),
+        (&Value::from(web0), &Value::from(web1), &Value::from(web3))
+    );
+    assert_eq!(worker(&status, "db", 0)["pid"], db);
+
+    ok(dir.path(), &["scale", "web", "1"]);
+    for which in ["web.1", "web.2", "web.3"] {
+        wait_ended(&sup, which);
+    }
+    let status = status_json(dir.path());
+    let workers = status["pools"][0]["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 1, "{status:#}");
+    assert_eq!(workers[0]["pid"], web0);
+    assert_eq!(workers[0]["state"], "ready");
+
+    let output = procwire(dir.path(), &["scale", "web", "0"]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
 }

@@ -97,6 +97,14 @@ pub enum ControlError {
     /// The signal number is not a signal.
     #[error("{0} is not a signal number")]
     BadSignal(i32),
+    /// The pool cannot be scaled so.
+    #[error("cannot scale pool {pool}: {reason}")]
+    CannotScale {
+        /// The pool.
+        pool: String,
+        /// Why.
+        reason: String,
+    },
     /// The reloaded manifest is refused (it does not check, or its sockets cannot be
     /// bound); nothing changed.
     #[error("reload refused, nothing changed: {0}")]
@@ -120,6 +128,9 @@ pub trait Control {
     fn restart_target(&self, target: Target) -> Result<Vec<String>, ControlError>;
     /// Sends `signal` (a number) to the process group of each of the target's running workers.
     fn signal_target(&self, target: Target, signal: i32) -> Result<Vec<String>, ControlError>;
+    /// Grows or shrinks `pool` to `workers` workers; the others keep running untouched.
+    /// Answers with a line per worker added or removed.
+    fn scale(&self, pool: String, workers: u32) -> Result<Vec<String>, ControlError>;
     /// Reads the manifest again and applies the difference, as HUP does (`dry_run`: only
     /// says what it would do). Answers with what changes, a line each.
     fn reload(&self, dry_run: bool) -> Result<Vec<String>, ControlError>;

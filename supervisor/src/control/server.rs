@@ -43,6 +43,15 @@ pub enum Request {
         /// Where to answer: a line per worker.
         reply: Sender<Result<Vec<String>, ControlError>>,
     },
+    /// Grow or shrink a pool.
+    Scale {
+        /// The pool.
+        pool: String,
+        /// How many workers it is to have.
+        workers: u32,
+        /// Where to answer: a line per worker added or removed.
+        reply: Sender<Result<Vec<String>, ControlError>>,
+    },
     /// Reload the manifest, or say what a reload would change.
     Reload {
         /// Only say what would change.
@@ -263,6 +272,10 @@ impl Control for Service {
 
     fn signal_target(&self, target: Target, signal: i32) -> Result<Vec<String>, ControlError> {
         self.ask(|reply| Request::Signal { target, signal, reply })
+    }
+
+    fn scale(&self, pool: String, workers: u32) -> Result<Vec<String>, ControlError> {
+        self.ask(|reply| Request::Scale { pool, workers, reply })
     }
 
     fn reload(&self, dry_run: bool) -> Result<Vec<String>, ControlError> {

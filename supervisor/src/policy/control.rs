@@ -11,7 +11,7 @@
 use std::time::Instant;
 
 use super::backoff::Intensity;
-use super::{Action, Exit, Policy, PoolId, State, TimerKey, WorkerId};
+use super::{Action, Exit, Policy, PoolId, State, TimerKey, Worker, WorkerId};
 use crate::control::WorkerState;
 
 /// What the operator wants of a worker.
@@ -22,6 +22,8 @@ pub enum Desired {
     Running,
     /// Stopped by hand: no restarts until started by hand.
     Stopped,
+    /// Scaled away: stopped, and dropped from its pool once down.
+    Removed,
 }
 
 /// A command by hand.
@@ -78,9 +80,65 @@ impl Policy {
             .collect()
     }
 
-    /// How many workers `pool` has.
+    /// How many workers `pool` has (not counting those scaled away and still stopping).
     pub fn worker_count(&self, pool: PoolId) -> u32 {
-        self.pools[pool].workers.len() as u32
+        self.pools[pool]
+            .workers
+            .iter()
+            .take_while(|w| w.desired != Desired::Removed)
+            .count() as u32
+    }
+
+    /// `procwire scale`: grows `pool` to `workers` (the new ones start if the pool has) or
+    /// shrinks it (the last ones stop and are dropped once down); the other workers are left
+    /// alone. The manifest's `workers` stays what it was, so that a reload that does not
+    /// change it keeps the scale. Returns the actions and a line per worker added or removed.
+    pub fn scale(&mut self, now: Instant, pool: PoolId, workers: u32) -> (Vec<Action>, Vec<(WorkerId, String)>) {
+        let mut out = Vec::new();
+        let mut done = Vec::new();
+        if self.is_shutting_down() {
+            return (out, done);
+        }
+        let live = self.pools[pool].started && !self.pools[pool].failed && !self.pools[pool].blocked;
+        for index in 0..workers.max(self.pools[pool].workers.len() as u32) {
+            let w = WorkerId { pool, index };
+            if index >= workers {
+                if self.worker(w).desired == Desired::Removed {
+                    continue;
+                }
+                self.worker_mut(w).desired = Desired::Removed;
+                let line = self.stop_for_good(now, w, &mut out);
+                done.push((w, format!("removed; {line}")));
+            } else if index as usize >= self.pools[pool].workers.len() {
+                self.pools[pool].workers.push(Worker::new());
+                if live {
+                    self.spawn(w, &mut out);
+                    done.push((w, "added; starting".to_owned()));
+                } else {
+                    done.push((w, "added; starts with its pool".to_owned()));
+                }
+            } else if self.worker(w).desired == Desired::Removed {
+                // Scaled away and back before it was down: it stays.
+                self.worker_mut(w).desired = Desired::Running;
+                let line = self.start_by_hand(w, &mut out);
+                done.push((w, format!("kept; {line}")));
+            }
+        }
+        self.settle(now, &mut out);
+        (out, done)
+    }
+
+    /// Drops the workers scaled away once they are down (from the end: indices stay dense).
+    pub(super) fn prune_removed(&mut self) {
+        for pool in &mut self.pools {
+            while pool
+                .workers
+                .last()
+                .is_some_and(|w| w.desired == Desired::Removed && !w.state.is_alive())
+            {
+                pool.workers.pop();
+            }
+        }
     }
 
     /// True once a shutdown has begun.
@@ -124,6 +182,7 @@ impl Policy {
             State::Running => WorkerState::Ready,
             State::Stopping { .. } => WorkerState::Stopping,
             State::Done { .. } | State::Down if stopped => WorkerState::Stopped,
+            State::Done { .. } | State::Down if worker.desired == Desired::Removed => WorkerState::Exited,
             State::Done { .. } => WorkerState::Exited,
             State::Down if self.shutting_down => WorkerState::Exited,
             State::Down => WorkerState::Failed,
@@ -171,6 +230,11 @@ impl Policy {
 
     fn stop_by_hand(&mut self, now: Instant, w: WorkerId, out: &mut Vec<Action>) -> &'static str {
         self.worker_mut(w).desired = Desired::Stopped;
+        self.stop_for_good(now, w, out)
+    }
+
+    /// Stops `w`, whose desired state says it is not to run, with no restart after.
+    fn stop_for_good(&mut self, now: Instant, w: WorkerId, out: &mut Vec<Action>) -> &'static str {
         match self.worker(w).state {
             State::Starting | State::Running => {
                 self.stop(now, w, false, out);

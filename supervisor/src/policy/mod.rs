@@ -521,6 +521,7 @@ impl Policy {
 
     /// After every event: start what may start, advance the shutdown, decide to exit.
     fn settle(&mut self, now: Instant, out: &mut Vec<Action>) {
+        self.prune_removed();
         if self.shutting_down {
             // Stop pools in reverse dependency order: a pool once all its dependents are down.
             for pool in (0..self.pools.len()).rev() {

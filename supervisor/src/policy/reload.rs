@@ -127,7 +127,9 @@ impl Policy {
         // Workers stopped by hand stay stopped in the pool that replaces theirs.
         if let Some(old) = replaces {
             for (new, old) in pool.workers.iter_mut().zip(&self.pools[old].workers) {
-                new.desired = old.desired;
+                if old.desired == Desired::Stopped {
+                    new.desired = Desired::Stopped;
+                }
             }
         }
         self.pools.push(pool);

@@ -47,6 +47,10 @@ impl Runner {
                 let answer = self.signal(&target, signal);
                 let _ = reply.send(answer);
             }
+            Request::Scale { pool, workers, reply } => {
+                let answer = self.scale(&pool, workers);
+                let _ = reply.send(answer);
+            }
             Request::Reload { dry_run, reply } => {
                 let answer = self.reload_by_hand(dry_run);
                 let _ = reply.send(answer);
@@ -96,6 +100,33 @@ impl Runner {
                 format!("{}.{}{pid}: {line}", self.policy.pool_name(w.pool), w.index)
             })
             .collect()
+    }
+
+    /// `procwire scale POOL N`.
+    fn scale(&mut self, name: &str, workers: u32) -> Result<Vec<String>, ControlError> {
+        let (pool, _) = self.resolve(&Target {
+            pool: name.to_owned(),
+            index: None,
+        })?;
+        let refuse = |reason: &str| ControlError::CannotScale {
+            pool: name.to_owned(),
+            reason: reason.to_owned(),
+        };
+        if !(1..=1024).contains(&workers) {
+            return Err(refuse("a pool has 1 to 1024 workers (stop it to have none running)"));
+        }
+        let spec = self.policy.pool(pool);
+        if spec.listen.iter().any(|e| e.for_worker(0) != e.for_worker(1)) {
+            return Err(refuse(
+                "it has a socket per worker (`{index}` in listen); change `workers` in the manifest and reload",
+            ));
+        }
+        let (actions, done) = self.policy.scale(Instant::now(), pool, workers);
+        for (w, line) in &done {
+            self.report(*w, &format!("{line} (by hand)"));
+        }
+        self.apply(actions);
+        Ok(self.lines(&done))
     }
 
     /// `procwire reload [--dry-run]`: what the reloaded manifest changes, found by applying it

@@ -107,3 +107,35 @@ fn start_revives_a_pool_that_gave_up() {
     assert_eq!(said, ["starting"]);
     assert_eq!(state(&h, 0, 0), WorkerState::Ready);
 }
+
+#[test]
+fn scaling_adds_and_removes_only_the_last_workers_and_survives_a_reload_that_keeps_workers() {
+    let mut h = Harness::new(vec![pool("web", 2)]);
+    h.step(Event::Begin);
+    let (actions, _) = h.policy.scale(h.now, 0, 4);
+    assert_eq!(spawns(&actions), [w(0, 2), w(0, 3)].into());
+    assert!(signalled(&actions).is_empty(), "the others are left alone");
+    for index in [2, 3] {
+        h.step(Event::Spawned(w(0, index)));
+    }
+    assert_eq!(h.policy.worker_count(0), 4);
+
+    // A reload that changes the command but not `workers` rolls all four, and keeps four.
+    let mut changed = pool("web", 2);
+    changed.command = vec!["false".into()];
+    h.policy.reload(h.now, &manifest(vec![changed]));
+    assert_eq!(h.policy.worker_count(0), 4);
+
+    let (actions, _) = h.policy.scale(h.now, 0, 1);
+    assert!(spawns(&actions).is_empty());
+    assert!(
+        signalled(&actions).is_superset(&[w(0, 2), w(0, 3)].into()),
+        "{actions:?}"
+    );
+    assert_eq!(h.policy.worker_count(0), 1, "the removed ones no longer count");
+    for index in [1, 2, 3] {
+        let actions = h.step(Event::Exited(w(0, index), Exit::Signal(15)));
+        assert!(!spawns(&actions).contains(&w(0, index)), "{actions:?}");
+    }
+    assert_eq!(h.policy.views()[0].workers.len(), 1, "dropped once down");
+}
