@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use super::{Action, Desired, Policy, PoolId, PoolState, State, WorkerId};
+use super::{Action, Desired, Policy, PoolId, PoolState, State, Worker, WorkerId};
 use crate::manifest::{Manifest, Pool, Strategy};
 
 impl Policy {
@@ -124,8 +124,12 @@ impl Policy {
 
     fn add(&mut self, spec: &Pool, replaces: Option<PoolId>) {
         let mut pool = PoolState::new(spec, replaces);
-        // Workers stopped by hand stay stopped in the pool that replaces theirs.
+        // Workers stopped by hand stay stopped in the pool that replaces theirs, and a pool
+        // scaled by hand keeps its size unless the manifest's `workers` changed.
         if let Some(old) = replaces {
+            if self.pools[old].spec.workers == spec.workers {
+                pool.workers.resize_with(self.worker_count(old) as usize, Worker::new);
+            }
             for (new, old) in pool.workers.iter_mut().zip(&self.pools[old].workers) {
                 if old.desired == Desired::Stopped {
                     new.desired = Desired::Stopped;

@@ -108,8 +108,8 @@ fn start_revives_a_pool_that_gave_up() {
     assert_eq!(state(&h, 0, 0), WorkerState::Ready);
 }
 
-#[test]
-fn scaling_adds_and_removes_only_the_last_workers_and_survives_a_reload_that_keeps_workers() {
+/// A policy whose pool `web` of 2 was scaled to 4 by hand, all of them running.
+fn scaled_to_4() -> Harness {
     let mut h = Harness::new(vec![pool("web", 2)]);
     h.step(Event::Begin);
     let (actions, _) = h.policy.scale(h.now, 0, 4);
@@ -119,23 +119,38 @@ fn scaling_adds_and_removes_only_the_last_workers_and_survives_a_reload_that_kee
         h.step(Event::Spawned(w(0, index)));
     }
     assert_eq!(h.policy.worker_count(0), 4);
+    h
+}
 
-    // A reload that changes the command but not `workers` rolls all four, and keeps four.
-    let mut changed = pool("web", 2);
-    changed.command = vec!["false".into()];
-    h.policy.reload(h.now, &manifest(vec![changed]));
-    assert_eq!(h.policy.worker_count(0), 4);
-
+#[test]
+fn scaling_adds_and_removes_only_the_last_workers() {
+    let mut h = scaled_to_4();
     let (actions, _) = h.policy.scale(h.now, 0, 1);
     assert!(spawns(&actions).is_empty());
-    assert!(
-        signalled(&actions).is_superset(&[w(0, 2), w(0, 3)].into()),
-        "{actions:?}"
-    );
+    assert_eq!(signalled(&actions), [w(0, 1), w(0, 2), w(0, 3)].into(), "{actions:?}");
     assert_eq!(h.policy.worker_count(0), 1, "the removed ones no longer count");
     for index in [1, 2, 3] {
         let actions = h.step(Event::Exited(w(0, index), Exit::Signal(15)));
-        assert!(!spawns(&actions).contains(&w(0, index)), "{actions:?}");
+        assert!(spawns(&actions).is_empty(), "{actions:?}");
     }
     assert_eq!(h.policy.views()[0].workers.len(), 1, "dropped once down");
+}
+
+#[test]
+fn a_pool_scaled_by_hand_keeps_its_size_across_reloads_that_leave_its_workers_alone() {
+    let mut h = scaled_to_4();
+    // A changed command: a rolling restart of all four.
+    let mut changed = pool("web", 2);
+    changed.command = vec!["false".into()];
+    h.policy.reload(h.now, &manifest(vec![changed.clone()]));
+    assert_eq!(h.policy.worker_count(0), 4);
+    // Another strategy: the pool is replaced, by one of four.
+    changed.strategy = Strategy::OneForAll;
+    h.policy.reload(h.now, &manifest(vec![changed.clone()]));
+    assert_eq!(h.policy.find_pool("web"), Some(1));
+    assert_eq!(h.policy.worker_count(1), 4);
+    // Another `workers`: the manifest's number wins.
+    changed.workers = 3;
+    h.policy.reload(h.now, &manifest(vec![changed]));
+    assert_eq!(h.policy.worker_count(2), 3);
 }
