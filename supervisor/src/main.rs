@@ -104,6 +104,10 @@ enum Command {
     Restart {
         /// `POOL` or `POOL.INDEX`.
         target: Target,
+        /// One worker at a time, each once the one before is ready again, so that the pool
+        /// keeps serving (a whole pool only). Returns once it has begun.
+        #[arg(long)]
+        rolling: bool,
         #[command(flatten)]
         connect: Connect,
     },
@@ -176,7 +180,22 @@ fn main() -> ExitCode {
         }),
         Command::Stop { target, connect } => verb(&connect, |c| lines(c.stop_target(target.clone())?)),
         Command::Start { target, connect } => verb(&connect, |c| lines(c.start_target(target.clone())?)),
-        Command::Restart { target, connect } => verb(&connect, |c| lines(c.restart_target(target.clone())?)),
+        Command::Restart {
+            target,
+            rolling: true,
+            connect,
+        } => match target.index {
+            Some(_) => {
+                eprintln!("procwire: --rolling restarts a whole pool; name the pool, not {target}");
+                ExitCode::from(client::EXIT_USAGE)
+            }
+            None => verb(&connect, |c| lines(c.rolling_restart(target.pool.clone())?)),
+        },
+        Command::Restart {
+            target,
+            rolling: false,
+            connect,
+        } => verb(&connect, |c| lines(c.restart_target(target.clone())?)),
         Command::Signal {
             target,
             signal,

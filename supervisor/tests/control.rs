@@ -97,6 +97,14 @@ fn wait_ended(sup: &Supervisor, which: &str) {
     });
 }
 
+/// Whether `python3` runs here (workers that send sd_notify messages use it).
+fn have_python() -> bool {
+    Command::new("python3")
+        .args(["-c", ""])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 fn keys(value: &Value) -> Vec<&str> {
     let mut keys: Vec<&str> = value
         .as_object()
@@ -385,12 +393,7 @@ fn reload_dry_run_says_what_would_change_and_changes_nothing_then_reload_applies
 
 #[test]
 fn status_shows_a_workers_status_text_and_a_backoff_with_its_last_exit_and_next_restart() {
-    if Command::new("python3")
-        .arg("-c")
-        .arg("")
-        .status()
-        .map_or(true, |s| !s.success())
-    {
+    if !have_python() {
         println!("skipped: needs python3, to send STATUS= from a worker");
         return;
     }
@@ -497,4 +500,72 @@ fn scale_grows_and_shrinks_one_pool_while_its_other_workers_keep_their_pids() {
 
     let output = procwire(dir.path(), &["scale", "web", "0"]);
     assert_eq!(output.status.code(), Some(1), "{output:?}");
+}
+
+#[test]
+fn a_rolling_restart_by_hand_restarts_one_worker_at_a_time_each_once_the_one_before_is_ready() {
+    if !have_python() {
+        println!("skipped: needs python3, to send READY=1 from a worker");
+        return;
+    }
+    let dir = temp_dir();
+    let mut gate = Gate::new(&dir.path().join("gate"));
+    // The first run of each worker is ready at once; a restarted one once let through the gate.
+    let script = dir.path().join("worker.py");
+    std::fs::write(
+        &script,
+        format!(
+            r#"
+import os, socket, time
+os.chdir({dir:?})
+index = os.environ["PROCWIRE_INDEX"]
+print("pid", os.getpid(), flush=True)
+if os.path.exists("ran-" + index):
+    os.read(os.open("gate", os.O_RDONLY), 3)
+open("ran-" + index, "w").close()
+socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b"READY=1", os.environ["NOTIFY_SOCKET"])
+time.sleep(1000)
+"#,
+            dir = dir.path().to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let sup = Supervisor::start(
+        dir.path(),
+        "roll",
+        &format!(
+            "[pool.web]\nworkers = 2\nready = \"notify\"\ncommand = [\"python3\", {:?}]\n",
+            script.to_str().unwrap()
+        ),
+    );
+    let (web0, web1) = (printed_pid(&sup, "web.0", 1), printed_pid(&sup, "web.1", 1));
+    sup.wait_for_containing(&format!("web.0 (pid {web0}) is ready"));
+    sup.wait_for_containing(&format!("web.1 (pid {web1}) is ready"));
+
+    ok(dir.path(), &["restart", "web", "--rolling"]);
+    let new0 = printed_pid(&sup, "web.0", 2);
+    assert_ne!(new0, web0);
+    // The new web.0 is held back from readiness: web.1 is not touched meanwhile.
+    let status = status_json(dir.path());
+    assert_eq!(worker(&status, "web", 0)["state"], "starting", "{status:#}");
+    assert_eq!(worker(&status, "web", 1)["pid"], web1);
+    assert_eq!(worker(&status, "web", 1)["state"], "ready");
+    let output = procwire(dir.path(), &["restart", "web", "--rolling"]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("under way already"));
+    assert_eq!(
+        procwire(dir.path(), &["restart", "web.1", "--rolling"]).status.code(),
+        Some(2)
+    );
+
+    gate.open(1);
+    let new1 = printed_pid(&sup, "web.1", 2);
+    assert_ne!(new1, web1);
+    gate.open(1);
+    sup.wait_for_containing("pool web restarted, one worker at a time");
+    let status = status_json(dir.path());
+    for (index, pid) in [(0, new0), (1, new1)] {
+        assert_eq!(worker(&status, "web", index)["pid"], pid, "{status:#}");
+        assert_eq!(worker(&status, "web", index)["state"], "ready");
+    }
 }

@@ -97,6 +97,9 @@ pub enum ControlError {
     /// The signal number is not a signal.
     #[error("{0} is not a signal number")]
     BadSignal(i32),
+    /// A rolling restart of the pool is under way already.
+    #[error("a rolling restart of pool {0} is under way already")]
+    Rolling(String),
     /// The pool cannot be scaled so.
     #[error("cannot scale pool {pool}: {reason}")]
     CannotScale {
@@ -126,6 +129,8 @@ pub trait Control {
     fn start_target(&self, target: Target) -> Result<Vec<String>, ControlError>;
     /// Restarts the target's workers (stop, then start at once), starting those not running.
     fn restart_target(&self, target: Target) -> Result<Vec<String>, ControlError>;
+    /// Restarts the pool's workers one at a time, each once the one before is ready again.
+    fn rolling_restart(&self, pool: String) -> Result<Vec<String>, ControlError>;
     /// Sends `signal` (a number) to the process group of each of the target's running workers.
     fn signal_target(&self, target: Target, signal: i32) -> Result<Vec<String>, ControlError>;
     /// Grows or shrinks `pool` to `workers` workers; the others keep running untouched.

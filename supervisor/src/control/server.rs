@@ -43,6 +43,13 @@ pub enum Request {
         /// Where to answer: a line per worker.
         reply: Sender<Result<Vec<String>, ControlError>>,
     },
+    /// Restart a pool one worker at a time.
+    Roll {
+        /// The pool.
+        pool: String,
+        /// Where to answer.
+        reply: Sender<Result<Vec<String>, ControlError>>,
+    },
     /// Grow or shrink a pool.
     Scale {
         /// The pool.
@@ -272,6 +279,10 @@ impl Control for Service {
 
     fn signal_target(&self, target: Target, signal: i32) -> Result<Vec<String>, ControlError> {
         self.ask(|reply| Request::Signal { target, signal, reply })
+    }
+
+    fn rolling_restart(&self, pool: String) -> Result<Vec<String>, ControlError> {
+        self.ask(|reply| Request::Roll { pool, reply })
     }
 
     fn scale(&self, pool: String, workers: u32) -> Result<Vec<String>, ControlError> {

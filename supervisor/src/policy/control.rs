@@ -128,6 +128,24 @@ impl Policy {
         (out, done)
     }
 
+    /// `procwire restart POOL --rolling`: restarts the pool's running workers one at a time,
+    /// each once the one before is ready again (as a reload of a changed pool does), so that
+    /// the pool keeps serving. Workers stopped by hand are passed by. Refused (`None`) while
+    /// one is under way already, so that two never interleave.
+    pub fn roll_by_hand(&mut self, now: Instant, pool: PoolId) -> Option<Vec<Action>> {
+        let p = &self.pools[pool];
+        if self.is_shutting_down() || p.rolling.is_some() {
+            return None;
+        }
+        let mut out = Vec::new();
+        if p.started && !p.failed && !p.blocked {
+            self.pools[pool].rolling = Some(0);
+            self.roll(now, pool, &mut out);
+        }
+        self.settle(now, &mut out);
+        Some(out)
+    }
+
     /// Drops the workers scaled away once they are down (from the end: indices stay dense).
     pub(super) fn prune_removed(&mut self) {
         for pool in &mut self.pools {

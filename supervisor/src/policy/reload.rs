@@ -86,12 +86,12 @@ impl Policy {
     }
 
     /// Restarts the next worker of a rolling restart, or ends it.
-    fn roll(&mut self, now: Instant, pool: PoolId, out: &mut Vec<Action>) {
+    pub(super) fn roll(&mut self, now: Instant, pool: PoolId, out: &mut Vec<Action>) {
         let Some(index) = self.pools[pool].rolling else { return };
         if index >= self.pools[pool].workers.len() as u32 {
             self.pools[pool].rolling = None;
             out.push(Action::Log(format!(
-                "reload: pool {} restarted",
+                "pool {} restarted, one worker at a time",
                 self.pools[pool].spec.name
             )));
             return;

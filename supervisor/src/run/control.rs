@@ -47,6 +47,10 @@ impl Runner {
                 let answer = self.signal(&target, signal);
                 let _ = reply.send(answer);
             }
+            Request::Roll { pool, reply } => {
+                let answer = self.roll(&pool);
+                let _ = reply.send(answer);
+            }
             Request::Scale { pool, workers, reply } => {
                 let answer = self.scale(&pool, workers);
                 let _ = reply.send(answer);
@@ -100,6 +104,23 @@ impl Runner {
                 format!("{}.{}{pid}: {line}", self.policy.pool_name(w.pool), w.index)
             })
             .collect()
+    }
+
+    /// `procwire restart POOL --rolling`.
+    fn roll(&mut self, name: &str) -> Result<Vec<String>, ControlError> {
+        let (pool, _) = self.resolve(&Target {
+            pool: name.to_owned(),
+            index: None,
+        })?;
+        let actions = self
+            .policy
+            .roll_by_hand(Instant::now(), pool)
+            .ok_or_else(|| ControlError::Rolling(name.to_owned()))?;
+        self.say(&format!("pool {name}: restarting its workers one at a time (by hand)"));
+        self.apply(actions);
+        Ok(vec![format!(
+            "pool {name}: restarting its workers one at a time; `procwire status` shows the progress"
+        )])
     }
 
     /// `procwire scale POOL N`.
