@@ -169,7 +169,7 @@ impl Drop for Supervisor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::{client, Control as _, WorkerState};
+    use crate::control::{client, WorkerState};
     use crate::manifest::Pool;
 
     #[test]
