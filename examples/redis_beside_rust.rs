@@ -75,6 +75,7 @@ fn main() -> Result<()> {
             shutdown_timeout: std::time::Duration::from_secs(10),
         },
         pools: vec![db, cache],
+        shared: Vec::new(),
     };
     println!("== starting redis-server (sd_notify) and, once it is ready, two Rust workers");
     let supervisor = procwire::Supervisor::start(manifest)?;

@@ -55,6 +55,7 @@ fn manifest(dir: &std::path::Path) -> Manifest {
             shutdown_timeout: Duration::from_secs(20),
         },
         pools: vec![calc],
+        shared: Vec::new(),
     }
 }
 
@@ -596,6 +597,42 @@ fn the_pool_client_starts_calls_and_keeps_deadlines_as_the_single_client_does() 
     Ok(())
 }
 
+fn a_pool_over_shm_is_one_line_of_change_and_survives_a_killed_worker() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let mut manifest = manifest(dir.path());
+    manifest.pools[0].listen = vec![Endpoint::Shm(dir.path().join("calc-{index}.sock"))];
+    let supervisor = procwire::Supervisor::start(manifest)?;
+    let endpoints = supervisor.endpoints("calc");
+    assert!(
+        endpoints.iter().all(|e| e.to_string().starts_with("shm:")),
+        "{endpoints:?}"
+    );
+    let pool = CalcPool::new(endpoints.clone());
+    let before = pids(&endpoints);
+    assert_eq!(before.iter().collect::<BTreeSet<_>>().len(), 4);
+    std::thread::scope(|s| {
+        for t in 0..4i64 {
+            let pool = &pool;
+            s.spawn(move || {
+                for i in 0..500i64 {
+                    assert_eq!(pool.add(t, i).expect("an idempotent call over shm"), t + i);
+                }
+            });
+        }
+        kill(Pid::from_raw(before[1] as i32), Signal::SIGKILL).expect("kill a worker");
+    });
+    // The supervisor restarts it on the same socket; the pool reaches it again over shm.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pids(&endpoints)[1] == before[1] {
+        assert!(Instant::now() < deadline, "the killed worker came back");
+        std::thread::yield_now();
+    }
+    assert_eq!(pool.add(20, 22)?, 42);
+    drop(pool);
+    assert_eq!(supervisor.stop()?, 0);
+    Ok(())
+}
+
 fn main() {
     if procwire::role().as_deref() == Some("calc") {
         if std::env::var("VERSION").as_deref() == Ok("2") {
@@ -648,6 +685,10 @@ fn main() {
         Trial::test(
             "a_graceful_stop_of_the_whole_pool_under_load_says_stopped_never_died",
             a_graceful_stop_of_the_whole_pool_under_load_says_stopped_never_died,
+        ),
+        Trial::test(
+            "a_pool_over_shm_is_one_line_of_change_and_survives_a_killed_worker",
+            a_pool_over_shm_is_one_line_of_change_and_survives_a_killed_worker,
         ),
     ];
     libtest_mimic::run(&args, trials).exit();

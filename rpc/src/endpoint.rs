@@ -10,6 +10,7 @@
 //! | `unix:PATH`           | a Unix stream socket at `PATH`                          |
 //! | `tcp:HOST:PORT`       | TCP on a host name or IPv4 address, port 1 to 65535     |
 //! | `tcp:[IPV6]:PORT`     | TCP on an IPv6 address, in brackets                     |
+//! | `shm:PATH`            | shared-memory rings, set up over a Unix socket at `PATH` |
 //!
 //! ```
 //! use procwire_rpc::Endpoint;
@@ -26,7 +27,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use crate::error::TransportError;
-use crate::transport::{tcp, unix, Listener, Transport};
+use crate::transport::{shm, tcp, unix, Listener, Transport};
 
 /// Where a service listens and a client connects. More kinds of transport will come, so
 /// match with a wildcard arm.
@@ -42,21 +43,27 @@ pub enum Endpoint {
         /// Port.
         port: u16,
     },
+    /// Shared-memory rings ([`shm`](crate::transport::shm)), handed out by a Unix socket at
+    /// this path.
+    Shm(PathBuf),
 }
 
 /// A text is not an [`Endpoint`]. Each message shows the text and a correct example.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum EndpointError {
-    /// Neither `unix:` nor `tcp:`.
-    #[error("endpoints are \"unix:PATH\" or \"tcp:HOST:PORT\", not {text:?}")]
+    /// Neither `unix:`, `tcp:` nor `shm:`.
+    #[error("endpoints are \"unix:PATH\", \"tcp:HOST:PORT\" or \"shm:PATH\", not {text:?}")]
     UnknownKind {
         /// The text.
         text: String,
     },
-    /// `unix:` with nothing after it.
-    #[error("\"unix:\" needs a path, like \"unix:run/app.sock\"")]
-    EmptyPath,
+    /// `unix:` or `shm:` with nothing after it.
+    #[error("\"{kind}:\" needs a path, like \"{kind}:run/app.sock\"")]
+    EmptyPath {
+        /// `unix` or `shm`.
+        kind: &'static str,
+    },
     /// `tcp:` without a host or without a port.
     #[error("{text:?} has no {missing}; write \"tcp:HOST:PORT\", like \"tcp:127.0.0.1:8080\"")]
     Incomplete {
@@ -97,11 +104,16 @@ impl FromStr for Endpoint {
     type Err = EndpointError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        if let Some(path) = text.strip_prefix("unix:") {
-            if path.is_empty() {
-                return Err(EndpointError::EmptyPath);
+        for (kind, make) in [
+            ("unix", Endpoint::Unix as fn(PathBuf) -> Endpoint),
+            ("shm", Endpoint::Shm),
+        ] {
+            if let Some(path) = text.strip_prefix(kind).and_then(|rest| rest.strip_prefix(':')) {
+                if path.is_empty() {
+                    return Err(EndpointError::EmptyPath { kind });
+                }
+                return Ok(make(PathBuf::from(path)));
             }
-            return Ok(Endpoint::Unix(PathBuf::from(path)));
         }
         let Some(address) = text.strip_prefix("tcp:") else {
             return Err(EndpointError::UnknownKind { text: text.to_owned() });
@@ -140,6 +152,7 @@ impl fmt::Display for Endpoint {
             Endpoint::Unix(path) => write!(f, "unix:{}", path.display()),
             Endpoint::Tcp { host, port } if host.contains(':') => write!(f, "tcp:[{host}]:{port}"),
             Endpoint::Tcp { host, port } => write!(f, "tcp:{host}:{port}"),
+            Endpoint::Shm(path) => write!(f, "shm:{}", path.display()),
         }
     }
 }
@@ -150,6 +163,7 @@ impl Endpoint {
         match self {
             Endpoint::Unix(path) => unix::connect(path),
             Endpoint::Tcp { host, port } => tcp::connect((host.as_str(), *port)),
+            Endpoint::Shm(path) => shm::connect(path),
         }
     }
 
@@ -159,20 +173,24 @@ impl Endpoint {
         Ok(match self {
             Endpoint::Unix(path) => Box::new(unix::Listener::bind(path)?),
             Endpoint::Tcp { host, port } => Box::new(tcp::Listener::bind((host.as_str(), *port))?),
+            Endpoint::Shm(path) => Box::new(shm::Listener::bind(path)?),
         })
     }
 
-    /// The endpoint of worker `index` of a pool: `{index}` in a Unix path is replaced, so
+    /// The endpoint of worker `index` of a pool: `{index}` in a Unix or shm path is replaced, so
     /// that each worker has a socket of its own (`unix:run/calc-{index}.sock`); an endpoint
     /// without it is shared by all of them.
     pub fn for_worker(&self, index: u32) -> Endpoint {
         match self {
-            Endpoint::Unix(path) => Endpoint::Unix(PathBuf::from(
-                path.to_string_lossy().replace("{index}", &index.to_string()),
-            )),
+            Endpoint::Unix(path) => Endpoint::Unix(indexed(path, index)),
+            Endpoint::Shm(path) => Endpoint::Shm(indexed(path, index)),
             other => other.clone(),
         }
     }
+}
+
+fn indexed(path: &std::path::Path, index: u32) -> PathBuf {
+    PathBuf::from(path.to_string_lossy().replace("{index}", &index.to_string()))
 }
 
 /// What names an endpoint: an [`Endpoint`], or its text (`&str`, `String`), parsed when
@@ -218,6 +236,7 @@ mod tests {
             "tcp:127.0.0.1:8080",
             "tcp:localhost:1",
             "tcp:[::1]:65535",
+            "shm:/run/calc-{index}.sock",
         ] {
             let endpoint: Endpoint = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
             assert_eq!(endpoint.to_string(), text);
@@ -235,7 +254,11 @@ mod tests {
     #[test]
     fn bad_text_is_refused_with_a_message_that_shows_a_correct_one() {
         for (text, expected) in [
-            ("udp:1.2.3.4:5", "endpoints are \"unix:PATH\" or \"tcp:HOST:PORT\""),
+            (
+                "udp:1.2.3.4:5",
+                "endpoints are \"unix:PATH\", \"tcp:HOST:PORT\" or \"shm:PATH\"",
+            ),
+            ("shm:", "\"shm:\" needs a path"),
             ("/run/app.sock", "endpoints are"),
             ("unix:", "needs a path"),
             ("tcp:8080", "has no host"),
@@ -264,12 +287,22 @@ mod tests {
     #[test]
     fn an_endpoint_binds_and_connects_on_the_same_address() {
         let dir = tempfile::tempdir().unwrap();
-        let endpoint = Endpoint::Unix(dir.path().join("e.sock"));
-        let mut listener = endpoint.bind().unwrap();
-        let _client = endpoint.connect().unwrap();
-        listener
-            .accept(crate::Wait::timeout(std::time::Duration::from_secs(30)))
-            .unwrap();
+        for endpoint in [
+            Endpoint::Unix(dir.path().join("e.sock")),
+            Endpoint::Shm(dir.path().join("s.sock")),
+        ] {
+            let mut listener = endpoint.bind().unwrap();
+            // An shm connect waits for the listener to hand over the region.
+            let client = std::thread::spawn({
+                let endpoint = endpoint.clone();
+                move || endpoint.connect().unwrap()
+            });
+            let server = listener
+                .accept(crate::Wait::timeout(std::time::Duration::from_secs(30)))
+                .unwrap();
+            assert_eq!(server.peer.name, endpoint.to_string());
+            client.join().unwrap();
+        }
         let error = Endpoint::Unix(dir.path().join("absent.sock")).connect().unwrap_err();
         assert!(matches!(error, TransportError::Io { op: "connect", .. }), "{error}");
     }

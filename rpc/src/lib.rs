@@ -1,10 +1,12 @@
 //! procwire's RPC layer: wire format, transports, a multiplexed client and a concurrent
 //! server.
 //!
-//! - [`transport`]: frames over Unix sockets, TCP, anonymous pipes and named FIFOs, each
-//!   with blocking, deadline-bound and non-blocking operations ([`Wait`]).
+//! - [`transport`]: frames over Unix sockets, TCP, anonymous pipes, named FIFOs and shared
+//!   memory rings, each with blocking, deadline-bound and non-blocking operations ([`Wait`]).
 //! - [`protocol`]: the frame layout, the envelope, the handshake.
-//! - [`Endpoint`]: `unix:PATH` or `tcp:HOST:PORT`, parsed, printed, connected and bound.
+//! - [`Endpoint`]: `unix:PATH`, `tcp:HOST:PORT` or `shm:PATH`, parsed, printed, connected
+//!   and bound.
+//! - [`shm`]: shared memory regions and the synchronisation primitives that live in them.
 //! - [`Client`]: one connection shared by many threads; calls are multiplexed by request id.
 //! - [`pool::Pool`]: a client for a pool of workers, one endpoint each.
 //! - [`Server`]: serves a [`Service`] on a listener or a single connection.
@@ -49,8 +51,8 @@
 //! `{:?}`, a log line with [`ErrorChain`]) can print it. The layers below the user
 //! ([`TransportError`], [`HandshakeError`], [`ServerError`]) say only their own part, so
 //! each cause appears once in such a report. The errors a caller gets ([`RpcError`],
-//! [`CallError`]) also print their whole chain with `{}`, so that `eprintln!("{e}")` says
-//! why without a reporter:
+//! [`CallError`], and [`shm::ShmError`]) also print their whole chain with `{}`, so that
+//! `eprintln!("{e}")` says why without a reporter:
 //!
 //! ```text
 //! call to `add` failed: connection to every worker of the pool is gone: unix:/run/calc.sock: connect on unix:/run/calc.sock failed: No such file or directory (os error 2) (the call did not run; safe to retry)
@@ -70,6 +72,7 @@ pub mod pool;
 pub mod protocol;
 mod server;
 mod service;
+pub mod shm;
 mod sys;
 pub mod transport;
 mod typed;

@@ -588,7 +588,7 @@ mod tests {
         let err = pool.call("add", false, None, |_, _| Ok(())).unwrap_err();
         assert!(
             err.to_string()
-                .contains("endpoints are \"unix:PATH\" or \"tcp:HOST:PORT\""),
+                .contains("endpoints are \"unix:PATH\", \"tcp:HOST:PORT\" or \"shm:PATH\""),
             "{err}"
         );
     }

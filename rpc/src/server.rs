@@ -16,7 +16,7 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTime
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, TryLockError};
 use std::time::{Duration, Instant};
 
 use crate::error::{HandshakeError, Identity, ServerError, TransportError};
@@ -496,24 +496,40 @@ impl<S: Service> Conn<S> {
             if self.done() {
                 break;
             }
-            if let Some(waiter) = &waiter {
-                // Sleep first unless requests are already buffered: when the descriptor has
-                // data, epoll returns at once, and otherwise a read would only say EAGAIN.
-                let buffered = self.receiver.lock().unwrap_or_else(|e| e.into_inner()).has_buffered();
-                if !buffered {
-                    self.idle.fetch_add(1, Ordering::SeqCst);
-                    let woken = waiter.wait(&self.wake);
-                    self.idle.fetch_sub(1, Ordering::SeqCst);
-                    if let Err(e) = woken {
-                        self.close(&format!("epoll_wait failed: {e}"));
-                        break;
-                    }
-                    if self.done() {
-                        break;
+            let mut receiver = match &waiter {
+                Some(waiter) => {
+                    // Sleep first unless requests are already buffered: when the descriptor
+                    // has data, epoll returns at once, and otherwise a read would only say
+                    // EAGAIN. Only the thread that gets the receiver prepares (a transport may
+                    // spin there); the others sleep until woken, rather than queue on the lock
+                    // and take turns spinning on a CPU the running handler needs.
+                    let ready = match self.receiver.try_lock() {
+                        Ok(mut receiver) => receiver.prepare_wait().then_some(receiver),
+                        Err(TryLockError::Poisoned(e)) => {
+                            let mut receiver = e.into_inner();
+                            receiver.prepare_wait().then_some(receiver)
+                        }
+                        Err(TryLockError::WouldBlock) => None,
+                    };
+                    match ready {
+                        Some(receiver) => receiver,
+                        None => {
+                            self.idle.fetch_add(1, Ordering::SeqCst);
+                            let woken = waiter.wait(&self.wake);
+                            self.idle.fetch_sub(1, Ordering::SeqCst);
+                            if let Err(e) = woken {
+                                self.close(&format!("epoll_wait failed: {e}"));
+                                break;
+                            }
+                            if self.done() {
+                                break;
+                            }
+                            self.receiver.lock().unwrap_or_else(|e| e.into_inner())
+                        }
                     }
                 }
-            }
-            let mut receiver = self.receiver.lock().unwrap_or_else(|e| e.into_inner());
+                None => self.receiver.lock().unwrap_or_else(|e| e.into_inner()),
+            };
             if self.done() {
                 break;
             }

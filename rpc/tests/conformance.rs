@@ -390,6 +390,92 @@ fn peer_credentials_are_known_on_unix_sockets(kind: Kind) -> Outcome {
     Ok(())
 }
 
+// ---- Shared memory only: what the other transports cannot promise. ----
+
+fn a_64_mib_echo_goes_through_rings_of_2_mib(kind: Kind) -> Outcome {
+    let mut peer = Peer::spawn_with_max_frame_len(kind, 80 << 20);
+    let client = Client::connect_with(
+        peer.transport(),
+        info(),
+        ClientConfig::default().max_frame_len(80 << 20),
+    )?;
+    let data = ByteBuf::from((0..64u32 << 20).map(|i| (i ^ (i >> 13)) as u8).collect::<Vec<u8>>());
+    let back: ByteBuf = client.call(ECHO, &data, soon())?;
+    assert!(back == data, "the 64 MiB echo came back different");
+    Ok(())
+}
+
+/// CPU time (user + system) of process `pid`, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat[stat.rfind(')').expect("stat format") + 2..].split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+fn an_idle_connection_costs_no_cpu_on_either_side(kind: Kind) -> Outcome {
+    let mut peer = Peer::spawn(kind);
+    let client = connect(&mut peer);
+    assert_eq!(client.call::<_, i64>(ADD, &(1i64, 2i64), soon())?, 3);
+    // The server's threads wait for requests; this thread waits for a reply that comes
+    // only when released. Over the observation window neither side may burn CPU, as it
+    // would if either polled the ring.
+    let held = client.start::<_, bool>(HOLD, &4u64, soon())?;
+    assert!(client.call::<_, bool>(WAIT_HELD, &4u64, soon())?);
+    let server_before = cpu_ticks(peer.pid());
+    let thread_before = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_THREAD)?;
+    let window = Duration::from_millis(500);
+    let err = client
+        .call::<_, bool>(HOLD, &5u64, Some(Instant::now() + window))
+        .unwrap_err();
+    assert!(matches!(err, RpcError::DeadlineExceeded { .. }), "{err}");
+    let thread_after = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_THREAD)?;
+    let server_ticks = cpu_ticks(peer.pid()) - server_before;
+    let micros = |t: nix::sys::time::TimeVal| Duration::from_micros(t.tv_sec() as u64 * 1_000_000 + t.tv_usec() as u64);
+    let used = |r: &nix::sys::resource::Usage| micros(r.user_time()) + micros(r.system_time());
+    let waited = used(&thread_after) - used(&thread_before);
+    assert!(
+        waited < Duration::from_millis(25),
+        "the waiting client thread used {waited:?} of CPU in {window:?}"
+    );
+    // A clock tick is 10 ms: allow one for the wake-ups the held calls themselves cost.
+    assert!(
+        server_ticks <= 1,
+        "the idle server used {server_ticks} ticks of CPU in {window:?}"
+    );
+    client.call::<_, ()>(RELEASE, &4u64, soon())?;
+    assert!(held.wait()?);
+    Ok(())
+}
+
+/// Connects to an shm server as a hostile client would: takes the region and plays with its
+/// indices (offsets from the layout in ARCHITECTURE.md).
+fn a_corrupt_ring_index_costs_one_connection(kind: Kind) -> Outcome {
+    use std::sync::atomic::AtomicU64;
+    let mut peer = Peer::spawn(kind);
+    let bystander = connect(&mut peer);
+    let mut socket = std::os::unix::net::UnixStream::connect(peer.addr())?;
+    let mut marker = [0u8; 6];
+    let (_, fds) = procwire_rpc::shm::recv_fds(std::os::fd::AsFd::as_fd(&socket), &mut marker)?;
+    let region = procwire_rpc::shm::Region::from_fd(fds.into_iter().next().expect("the region"))?;
+    // Ring 0 (client to server): a tail far beyond any ring, then a kick on the socket.
+    let tail: &AtomicU64 = region.atomic(256)?;
+    tail.store(u64::MAX / 2, std::sync::atomic::Ordering::Release);
+    socket.write_all(&[0])?;
+    // The server refuses the connection: it closes the socket, and nothing else.
+    socket.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut rest = Vec::new();
+    match socket.read_to_end(&mut rest) {
+        // A close with our kick unread reaches us as a reset.
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("the server did not close the corrupt connection: {e}"),
+    }
+    assert_still_serving(&mut peer);
+    assert_eq!(bystander.call::<_, i64>(ADD, &(1i64, 1i64), soon())?, 2);
+    Ok(())
+}
+
 // ---- Bad input: raw bytes at a real server; one bad connection never costs another. ----
 
 fn raw_stream(peer: &Peer) -> Box<dyn ReadWrite> {
@@ -555,13 +641,13 @@ fn main() {
         a_graceful_stop_says_stopped_and_that_unanswered_calls_did_not_run,
         a_reply_above_the_maximum_is_answered_with_an_error,
     ];
-    let listeners: &[(&str, Case)] = cases![
+    let listeners: &[(&str, Case)] = cases![dropping_a_client_still_delivers_what_it_accepted];
+    let raw_streams: &[(&str, Case)] = cases![
         oversized_length_prefix_costs_one_connection,
         truncated_frame_costs_one_connection,
         garbage_before_handshake_costs_one_connection,
         garbage_frame_after_handshake_costs_one_connection,
         client_frames_of_server_kinds_cost_one_connection,
-        dropping_a_client_still_delivers_what_it_accepted,
         a_client_that_reads_nothing_cannot_hold_up_a_stop,
     ];
     let mut trials = Vec::new();
@@ -569,12 +655,21 @@ fn main() {
         for &(name, case) in every {
             trials.push(Trial::test(format!("{}::{name}", kind.name()), move || case(kind)));
         }
-        if kind.has_listener() {
-            for &(name, case) in listeners {
-                trials.push(Trial::test(format!("{}::{name}", kind.name()), move || case(kind)));
-            }
+        let extra = [(kind.has_listener(), listeners), (kind.has_raw_stream(), raw_streams)];
+        for &(name, case) in extra.into_iter().filter(|(has, _)| *has).flat_map(|(_, cases)| cases) {
+            trials.push(Trial::test(format!("{}::{name}", kind.name()), move || case(kind)));
         }
     }
+    trials.push(Trial::test("shm::a_64_mib_echo_goes_through_rings_of_2_mib", || {
+        a_64_mib_echo_goes_through_rings_of_2_mib(Kind::Shm)
+    }));
+    trials.push(Trial::test("shm::a_corrupt_ring_index_costs_one_connection", || {
+        a_corrupt_ring_index_costs_one_connection(Kind::Shm)
+    }));
+    trials.push(Trial::test(
+        "shm::an_idle_connection_costs_no_cpu_on_either_side",
+        || an_idle_connection_costs_no_cpu_on_either_side(Kind::Shm),
+    ));
     trials.push(Trial::test("unix::peer_credentials_are_known_on_unix_sockets", || {
         peer_credentials_are_known_on_unix_sockets(Kind::Unix)
     }));

@@ -17,6 +17,10 @@ pub const LISTEN_PID: &str = "LISTEN_PID";
 /// Their names, in order, colon-separated.
 pub const LISTEN_FDNAMES: &str = "LISTEN_FDNAMES";
 
+/// How a descriptor's name in [`LISTEN_FDNAMES`] ends when the Unix socket hands out
+/// shared-memory connections (an `shm:PATH` endpoint) rather than being one.
+pub const SHM_SUFFIX: &str = ".shm";
+
 /// The value of [`LISTEN_FDNAMES`] for descriptors named `names`, in order.
 pub fn encode_fdnames<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
     names.into_iter().collect::<Vec<_>>().join(":")

@@ -9,6 +9,7 @@
 //!   `{:?}`, so a `main` returning `Result<(), WorkerError>` says why it could not start
 //!   (`Error: cannot serve on unix:/run/calc.sock: bind on unix:/run/calc.sock failed:
 //!   Permission denied (os error 13)`).
+//! - [`shared`]: a shared memory region this worker was handed, by name.
 //! - [`activation`]: the socket-activation protocol.
 //! - [`notify`]: the sd_notify protocol.
 //!
@@ -36,9 +37,11 @@
 
 pub mod activation;
 pub mod notify;
+mod shared;
 mod worker;
 
 pub use procwire_rpc as rpc;
+pub use shared::shared;
 pub use worker::{Worker, WorkerError, LISTEN_ENV};
 
 /// Signal numbers for [`Worker::on_signal`] (`signal::SIGHUP`, `signal::SIGUSR1`, ...).

@@ -7,7 +7,7 @@ use std::os::unix::net::UnixListener;
 use std::sync::{mpsc, Arc};
 
 use nix::sys::socket::{getsockname, AddressFamily, SockaddrLike, SockaddrStorage};
-use procwire_rpc::transport::{tcp, unix, Listener};
+use procwire_rpc::transport::{shm, tcp, unix, Listener};
 use procwire_rpc::{
     Endpoint, EndpointError, ErrorChain, HandshakeError, Server, ServerConfig, ServerError, ServerHandle, Service,
     TransportError,
@@ -260,7 +260,16 @@ impl Worker {
     fn listeners(&self) -> Result<Vec<Box<dyn Listener>>, WorkerError> {
         let activated = listen_fds()?;
         if !activated.is_empty() {
-            return activated.into_iter().map(|a| from_fd(a.fd)).collect();
+            return activated
+                .into_iter()
+                .map(|a| {
+                    let shm = a
+                        .name
+                        .as_deref()
+                        .is_some_and(|n| n.ends_with(crate::activation::SHM_SUFFIX));
+                    from_fd(a.fd, shm)
+                })
+                .collect();
         }
         let mut endpoints = self.endpoints.clone();
         if endpoints.is_empty() {
@@ -300,8 +309,9 @@ fn report_on_stderr(e: &HandshakeError) {
     }
 }
 
-/// A listener from an inherited descriptor, whatever its address family.
-fn from_fd(fd: OwnedFd) -> Result<Box<dyn Listener>, WorkerError> {
+/// A listener from an inherited descriptor, whatever its address family; a Unix socket
+/// named as handing out shared-memory connections (`shm`) becomes an shm listener.
+fn from_fd(fd: OwnedFd, shm: bool) -> Result<Box<dyn Listener>, WorkerError> {
     let inherited = |source: TransportError| WorkerError::Endpoint {
         endpoint: "an inherited descriptor".into(),
         source,
@@ -309,6 +319,9 @@ fn from_fd(fd: OwnedFd) -> Result<Box<dyn Listener>, WorkerError> {
     let addr: SockaddrStorage = getsockname(std::os::fd::AsRawFd::as_raw_fd(&fd.as_fd()))
         .map_err(|e| WorkerError::Inherited { source: e.into() })?;
     match addr.family() {
+        Some(AddressFamily::Unix) if shm => Ok(Box::new(
+            shm::Listener::from_std(UnixListener::from(fd), shm::Options::default()).map_err(inherited)?,
+        )),
         Some(AddressFamily::Unix) => Ok(Box::new(
             unix::Listener::from_std(UnixListener::from(fd)).map_err(inherited)?,
         )),

@@ -10,6 +10,7 @@
 //! | [`tcp`]   | TCP (`TCP_NODELAY`)                   | [`tcp::connect`], [`tcp::Listener`]       |
 //! | [`pipe`]  | two anonymous pipes                   | [`pipe::pair`], inherited by a child      |
 //! | [`fifo`]  | two named FIFOs in a directory        | [`fifo::open`] on each side               |
+//! | [`shm`]   | two rings in a shared memfd           | [`shm::connect`], [`shm::Listener`]       |
 //!
 //! # Blocking, timeouts and non-blocking use
 //!
@@ -39,7 +40,9 @@
 //!   [`TransportError::Interrupted`].
 
 pub mod fifo;
+mod pending;
 pub mod pipe;
+pub mod shm;
 mod stream;
 pub mod tcp;
 pub mod unix;
@@ -98,6 +101,15 @@ pub trait FrameReceiver: Send + 'static {
     /// already read, which a readiness descriptor does not show.
     fn has_buffered(&self) -> bool {
         false
+    }
+
+    /// Called by a server thread just before it sleeps on the
+    /// [`readiness_fd`](Self::readiness_fd): true if [`recv`](Self::recv) may make progress
+    /// now, so the thread should not sleep. A transport whose descriptor is signalled only
+    /// for a reader that said it sleeps (the shared-memory rings) says so here, and may spin
+    /// briefly first. The default is [`has_buffered`](Self::has_buffered).
+    fn prepare_wait(&mut self) -> bool {
+        self.has_buffered()
     }
 }
 

@@ -16,6 +16,7 @@ use nix::libc;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{send, shutdown, MsgFlags, Shutdown};
 
+use super::pending::{not_taken, Pending};
 use super::{FrameReceiver, FrameSender, Interrupt};
 use crate::buffers;
 use crate::error::TransportError;
@@ -319,9 +320,7 @@ pub struct StreamSender {
     mode: Mode,
     peer: String,
     max: usize,
-    /// The unwritten tail of a frame that was partly written.
-    pending: Vec<u8>,
-    pending_off: usize,
+    pending: Pending,
     closed: bool,
 }
 
@@ -335,8 +334,7 @@ impl StreamSender {
             mode,
             peer,
             max: DEFAULT_MAX_FRAME_LEN,
-            pending: Vec::new(),
-            pending_off: 0,
+            pending: Pending::default(),
             closed: false,
         })
     }
@@ -382,15 +380,13 @@ impl StreamSender {
         Ok(true)
     }
 
-    fn not_taken(&self, wait: Wait) -> TransportError {
-        match wait {
-            Wait::NonBlock => TransportError::WouldBlock {
+    fn check_open(&self) -> Result<(), TransportError> {
+        if self.closed {
+            return Err(TransportError::Closed {
                 peer: self.peer.clone(),
-            },
-            _ => TransportError::TimedOut {
-                peer: self.peer.clone(),
-            },
+            });
         }
+        Ok(())
     }
 }
 
@@ -403,47 +399,31 @@ impl FrameSender for StreamSender {
                 max: self.max,
             });
         }
-        self.flush(wait)?;
-        let bytes = frame.as_length_prefixed();
-        let mut off = 0;
-        if !self.write_all(bytes, &mut off, wait)? {
-            if off == 0 {
-                // Nothing written: the frame was not taken.
-                return Err(self.not_taken(wait));
-            }
-            // Part written: the frame is taken; keep the tail for flush.
-            self.pending.clear();
-            self.pending.extend_from_slice(&bytes[off..]);
-            self.pending_off = 0;
+        self.check_open()?;
+        let mut pending = std::mem::take(&mut self.pending);
+        let taken = pending.send(frame, wait, &mut |b, off, w| self.write_all(b, off, w));
+        self.pending = pending;
+        if taken? {
+            Ok(())
+        } else {
+            Err(not_taken(wait, &self.peer))
         }
-        Ok(())
     }
 
     fn flush(&mut self, wait: Wait) -> Result<(), TransportError> {
-        if self.closed {
-            return Err(TransportError::Closed {
-                peer: self.peer.clone(),
-            });
-        }
-        if self.pending_off == self.pending.len() {
-            return Ok(());
-        }
-        let mut off = self.pending_off;
-        let pending = std::mem::take(&mut self.pending);
-        let result = self.write_all(&pending, &mut off, wait);
+        self.check_open()?;
+        let mut pending = std::mem::take(&mut self.pending);
+        let done = pending.flush(wait, &mut |b, off, w| self.write_all(b, off, w));
         self.pending = pending;
-        self.pending_off = off;
-        if result? {
-            self.pending.clear();
-            self.pending_off = 0;
+        if done? {
             Ok(())
         } else {
-            Err(self.not_taken(wait))
+            Err(not_taken(wait, &self.peer))
         }
     }
 
     fn has_pending(&self) -> bool {
-        self.pending_off < self.pending.len()
+        self.pending.is_pending()
     }
 
     fn close(&mut self) {

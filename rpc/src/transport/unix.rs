@@ -24,16 +24,21 @@ pub fn connect(path: impl AsRef<Path>) -> Result<Transport, TransportError> {
 pub fn from_stream(stream: UnixStream, name: impl Into<String>) -> Result<Transport, TransportError> {
     let name = name.into();
     let fd = OwnedFd::from(stream);
-    let credentials = getsockopt(&fd, sockopt::PeerCredentials).ok().map(|c| Credentials {
-        pid: c.pid(),
-        uid: c.uid(),
-        gid: c.gid(),
-    });
+    let credentials = credentials(&fd);
     let read = fd.try_clone().map_err(|e| TransportError::io("dup", name.clone(), e))?;
     Ok(Transport {
         sender: Box::new(StreamSender::new(fd, FdKind::Socket, name.clone())?),
         receiver: Box::new(StreamReceiver::new(read, FdKind::Socket, name.clone())?),
         peer: PeerInfo { name, credentials },
+    })
+}
+
+/// The peer's credentials on a connected Unix socket, if the kernel says.
+pub(crate) fn credentials(fd: &impl AsFd) -> Option<Credentials> {
+    getsockopt(fd, sockopt::PeerCredentials).ok().map(|c| Credentials {
+        pid: c.pid(),
+        uid: c.uid(),
+        gid: c.gid(),
     })
 }
 
@@ -104,25 +109,33 @@ impl Listener {
     }
 }
 
-impl super::Listener for Listener {
-    fn accept(&mut self, wait: Wait) -> Result<Transport, TransportError> {
-        let name = self.local_addr();
+impl Listener {
+    /// Accepts one connection as a plain stream, waiting as `wait` allows (for transports
+    /// set up over a Unix socket, like [`shm`](super::shm)).
+    pub(crate) fn accept_stream(&mut self, wait: Wait) -> Result<UnixStream, TransportError> {
         loop {
             match self.listener.accept() {
-                Ok((stream, _)) => return from_stream(stream, name),
+                Ok((stream, _)) => return Ok(stream),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     stream::wait_ready(
                         self.listener.as_fd(),
                         PollFlags::POLLIN,
                         wait,
                         self.interrupt.as_ref(),
-                        &name,
+                        &super::Listener::local_addr(self),
                     )?;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(TransportError::io("accept", name, e)),
+                Err(e) => return Err(TransportError::io("accept", super::Listener::local_addr(self), e)),
             }
         }
+    }
+}
+
+impl super::Listener for Listener {
+    fn accept(&mut self, wait: Wait) -> Result<Transport, TransportError> {
+        let stream = self.accept_stream(wait)?;
+        from_stream(stream, self.local_addr())
     }
 
     fn set_interrupt(&mut self, interrupt: Interrupt) {

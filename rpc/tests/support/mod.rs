@@ -8,7 +8,7 @@ use std::sync::{mpsc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use procwire_rpc::serde_bytes::ByteBuf;
-use procwire_rpc::transport::{fifo, pipe, tcp, unix, Transport};
+use procwire_rpc::transport::{fifo, pipe, shm, tcp, unix, Transport};
 use procwire_rpc::{
     decode_args, CallContext, Fault, FaultKind, Frame, Method, Server, ServerConfig, Service, ServiceInfo,
 };
@@ -150,9 +150,10 @@ pub enum Kind {
     Tcp,
     Pipe,
     Fifo,
+    Shm,
 }
 
-pub const ALL: [Kind; 4] = [Kind::Unix, Kind::Tcp, Kind::Pipe, Kind::Fifo];
+pub const ALL: [Kind; 5] = [Kind::Unix, Kind::Tcp, Kind::Pipe, Kind::Fifo, Kind::Shm];
 
 impl Kind {
     pub fn name(self) -> &'static str {
@@ -161,17 +162,25 @@ impl Kind {
             Kind::Tcp => "tcp",
             Kind::Pipe => "pipe",
             Kind::Fifo => "fifo",
+            Kind::Shm => "shm",
         }
     }
 
     /// Whether a server on it accepts many connections.
     pub fn has_listener(self) -> bool {
+        matches!(self, Kind::Unix | Kind::Tcp | Kind::Shm)
+    }
+
+    /// Whether a test can write raw bytes to a server on it (a byte stream it can connect
+    /// to); the shm transport's hostile-peer cases are unit tests of its rings.
+    pub fn has_raw_stream(self) -> bool {
         matches!(self, Kind::Unix | Kind::Tcp)
     }
 }
 
 const CHILD_ENV: &str = "PROCWIRE_CONFORMANCE_CHILD";
 const WRITE_TIMEOUT_ENV: &str = "PROCWIRE_CONFORMANCE_WRITE_TIMEOUT_MS";
+const MAX_FRAME_ENV: &str = "PROCWIRE_CONFORMANCE_MAX_FRAME_LEN";
 
 /// Runs the child role if this process is a child; returns false otherwise.
 pub fn child_main() -> bool {
@@ -180,6 +189,9 @@ pub fn child_main() -> bool {
     };
     let arg = std::env::var("PROCWIRE_CONFORMANCE_ARG").unwrap_or_default();
     let mut config = ServerConfig::default();
+    if let Ok(len) = std::env::var(MAX_FRAME_ENV) {
+        config = config.max_frame_len(len.parse().expect("bytes"));
+    }
     if let Ok(ms) = std::env::var(WRITE_TIMEOUT_ENV) {
         config = config.write_timeout(Duration::from_millis(ms.parse().expect("milliseconds")));
     }
@@ -187,6 +199,12 @@ pub fn child_main() -> bool {
     let handle = match role.as_str() {
         "unix" => {
             let listener = unix::Listener::bind(&arg).expect("bind unix socket");
+            let handle = server.spawn(listener).expect("spawn server");
+            println!("ready {arg}");
+            handle
+        }
+        "shm" => {
+            let listener = shm::Listener::bind(&arg).expect("bind shm socket");
             let handle = server.spawn(listener).expect("spawn server");
             println!("ready {arg}");
             handle
@@ -331,11 +349,16 @@ impl Peer {
         Self::spawn_with(kind, &[(WRITE_TIMEOUT_ENV, ms.to_string())])
     }
 
+    /// Starts a conformance server that sends and accepts frames of up to `len` bytes.
+    pub fn spawn_with_max_frame_len(kind: Kind, len: usize) -> Peer {
+        Self::spawn_with(kind, &[(MAX_FRAME_ENV, len.to_string())])
+    }
+
     fn spawn_with(kind: Kind, env: &[(&str, String)]) -> Peer {
         let dir = tempfile::tempdir().expect("temp dir");
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         match kind {
-            Kind::Unix | Kind::Tcp => {
+            Kind::Unix | Kind::Tcp | Kind::Shm => {
                 let path = dir.path().join(format!("s{n}.sock"));
                 let mut child = child_command_with(kind.name(), path.to_str().unwrap(), env)
                     .spawn()
@@ -410,6 +433,7 @@ impl Peer {
         match self.kind {
             Kind::Unix => unix::connect(&self.addr).expect("connect"),
             Kind::Tcp => tcp::connect(self.addr.as_str()).expect("connect"),
+            Kind::Shm => shm::connect(&self.addr).expect("connect"),
             Kind::Pipe | Kind::Fifo => self.single.take().expect("a pipe or FIFO server has one connection"),
         }
     }

@@ -36,6 +36,7 @@ pub(super) fn default_pool(name: &str) -> Pool {
         mode: 0o600,
         role: None,
         notify_access: NotifyAccess::Main,
+        shared: Vec::new(),
     }
 }
 

@@ -20,10 +20,11 @@ impl Checker<'_> {
         let string = self.non_empty_string("listen", value)?;
         match string.parse::<Endpoint>() {
             Ok(Endpoint::Unix(path)) => Ok(Endpoint::Unix(self.resolve(&path.to_string_lossy()))),
+            Ok(Endpoint::Shm(path)) => Ok(Endpoint::Shm(self.resolve(&path.to_string_lossy()))),
             Ok(endpoint) => Ok(endpoint),
             Err(EndpointError::UnknownKind { .. }) => Err(self.error(
                 value.span(),
-                format!("`listen` entries are \"unix:PATH\" or \"tcp:HOST:PORT\", not {string:?}"),
+                format!("`listen` entries are \"unix:PATH\", \"tcp:HOST:PORT\" or \"shm:PATH\", not {string:?}"),
             )),
             Err(why) => Err(self.error(value.span(), format!("`listen`: {why}"))),
         }

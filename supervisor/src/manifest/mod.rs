@@ -14,6 +14,7 @@ mod grammar;
 mod graph;
 mod locate;
 mod schema;
+mod shared;
 #[cfg(test)]
 mod testing;
 mod validate;
@@ -24,6 +25,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use error::ManifestError;
+pub use shared::MAX_SHARED_SIZE;
 pub(crate) use validate::rlimit_resource;
 pub use validate::{Host, ValidationError, MAX_WORKERS, UNIX_PATH_MAX};
 
@@ -36,6 +38,21 @@ pub struct Manifest {
     pub supervisor: SupervisorConfig,
     /// The `[pool.NAME]` tables, in file order.
     pub pools: Vec<Pool>,
+    /// The `[shared.NAME]` tables, in file order: shared memory regions the supervisor
+    /// creates once and hands to the pools that list them.
+    pub shared: Vec<SharedRegion>,
+}
+
+/// One `[shared.NAME]` table: a shared memory region (an unnamed, sealed memfd; nothing in
+/// /dev/shm) that the supervisor creates when it starts and keeps for its whole life, across
+/// worker restarts, and hands to every worker of the pools whose `shared` lists NAME. A
+/// worker maps it with `procwire::workers::shared("NAME")`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SharedRegion {
+    /// The NAME in `[shared.NAME]`.
+    pub name: String,
+    /// Its size in bytes (`size = "64MiB"`), 1 byte to [`MAX_SHARED_SIZE`].
+    pub size: u64,
 }
 
 /// The `[supervisor]` table.
@@ -112,6 +129,8 @@ pub struct Pool {
     /// Whose notifications (`READY=1`, `WATCHDOG=1`, ...) count for a worker; default
     /// [`NotifyAccess::Main`].
     pub notify_access: NotifyAccess,
+    /// The `[shared.NAME]` regions its workers get, by name.
+    pub shared: Vec<String>,
 }
 
 /// Whose messages on `NOTIFY_SOCKET` count for a worker (systemd's `NotifyAccess=`).
@@ -154,7 +173,18 @@ impl Manifest {
                 shutdown_timeout: Duration::from_secs(30),
             },
             pools: Vec::new(),
+            shared: Vec::new(),
         }
+    }
+
+    /// Adds a shared memory region of `size` bytes named `name`, for the pools that list it in
+    /// their `shared` (like a `[shared.NAME]` table).
+    pub fn shared_region(mut self, name: &str, size: u64) -> Manifest {
+        self.shared.push(SharedRegion {
+            name: name.to_owned(),
+            size,
+        });
+        self
     }
 
     /// Adds a pool (started in dependency order, like the manifest's `[pool.NAME]` tables).

@@ -42,7 +42,7 @@ pub(super) fn read(path: &Path) -> Result<String, ManifestError> {
     })
 }
 
-const TOP_KEYS: &[&str] = &["supervisor", "pool"];
+const TOP_KEYS: &[&str] = &["supervisor", "pool", "shared"];
 const SUPERVISOR_KEYS: &[&str] = &["name", "shutdown_timeout"];
 const POOL_KEYS: &[&str] = &[
     "command",
@@ -72,6 +72,7 @@ const POOL_KEYS: &[&str] = &[
     "mode",
     "role",
     "notify_access",
+    "shared",
 ];
 
 const RESTARTS: &[(&str, Restart)] = &[
@@ -94,16 +95,19 @@ impl Checker<'_> {
     pub(super) fn manifest(&self, root: &DeTable<'_>) -> Checked<Manifest> {
         let mut supervisor = None;
         let mut pools = None;
+        let mut shared = Vec::new();
         for (key, value) in in_file_order(root) {
             match key.get_ref().as_ref() {
                 "supervisor" => supervisor = Some(self.supervisor(value)?),
                 "pool" => pools = Some(self.pools(key, value)?),
+                "shared" => shared = self.shared_regions(key, value)?,
                 _ => return Err(self.unknown_key(key, "the top level", TOP_KEYS)),
             }
         }
         let Some(pools) = pools else {
             return Err(self.error_at(0, "no pools: add at least one [pool.NAME] table"));
         };
+        self.check_shared_names(root, &pools, &shared)?;
         let supervisor = match supervisor {
             Some(supervisor) => supervisor,
             None => SupervisorConfig {
@@ -115,6 +119,7 @@ impl Checker<'_> {
             path: self.path.to_path_buf(),
             supervisor,
             pools,
+            shared,
         })
     }
 
@@ -260,6 +265,7 @@ impl Checker<'_> {
                     }
                 }
                 "notify_access" => pool.notify_access = self.choice("notify_access", value, NOTIFY_ACCESS)?,
+                "shared" => pool.shared = self.shared_names(value)?,
                 "mode" => {
                     let text = self.non_empty_string("mode", value)?;
                     pool.mode = u32::from_str_radix(text.trim_start_matches("0o"), 8)
@@ -408,6 +414,7 @@ log_rotate = { size = "10MiB", keep = 5 }
             mode: 0o600,
             role: None,
             notify_access: NotifyAccess::Main,
+            shared: Vec::new(),
         };
         assert_eq!(*web, expected);
     }

@@ -57,6 +57,8 @@ impl Manifest {
     ///   cannot write to, a path of at most [`UNIX_PATH_MAX`] bytes, and nothing but a socket
     ///   in its place;
     /// - a `user` and `group` that exist, and a supervisor running as root to switch to them;
+    /// - `shared` naming `[shared.NAME]` regions, whose names are valid and unique and whose
+    ///   sizes are from 1 byte to [`MAX_SHARED_SIZE`](super::MAX_SHARED_SIZE);
     /// - settings in range: durations up to 100 years, the backoff's factor and jitter,
     ///   `mode`, `forward`, `rlimits` (known names, within the hard limit unless root).
     ///
@@ -105,6 +107,7 @@ impl Manifest {
                 message: problem.message(&self.pools),
             });
         }
+        super::shared::validate(self)?;
         let base = self.base();
         for pool in &self.pools {
             validate_pool(pool, host, &base)?;
@@ -381,7 +384,9 @@ fn validate_listen(pool: &Pool) -> Result<(), ValidationError> {
             if seen.contains(&endpoint) {
                 continue;
             }
-            let Endpoint::Unix(path) = &endpoint else { break };
+            let (Endpoint::Unix(path) | Endpoint::Shm(path)) = &endpoint else {
+                break;
+            };
             let length = path.as_os_str().as_bytes().len();
             let dir = match path.parent() {
                 Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),

@@ -259,7 +259,8 @@ pub(crate) fn bind_unix(path: &std::path::Path, mode: u32) -> std::io::Result<st
 fn bind_endpoint(endpoint: &Endpoint, mode: u32) -> std::io::Result<std::os::fd::OwnedFd> {
     match endpoint {
         Endpoint::Tcp { host, port } => Ok(std::net::TcpListener::bind((host.as_str(), *port))?.into()),
-        Endpoint::Unix(path) => {
+        // An shm endpoint is a Unix socket that hands out shared-memory connections.
+        Endpoint::Unix(path) | Endpoint::Shm(path) => {
             use std::os::unix::fs::{FileTypeExt, PermissionsExt};
             let dir = match path.parent() {
                 Some(d) if !d.as_os_str().is_empty() => d,
@@ -605,8 +606,15 @@ impl Runner {
         let listen: Vec<(std::os::fd::BorrowedFd<'_>, String)> = pool
             .listen
             .iter()
-            .filter_map(|e| self.listeners.get(&e.for_worker(w.index)))
-            .map(|fd| (fd.as_fd(), pool.name.clone()))
+            .filter_map(|e| {
+                let endpoint = e.for_worker(w.index);
+                // The worker wraps a socket named so as a shared-memory listener.
+                let name = match endpoint {
+                    Endpoint::Shm(_) => format!("{}{}", pool.name, procwire_workers::activation::SHM_SUFFIX),
+                    _ => pool.name.clone(),
+                };
+                self.listeners.get(&endpoint).map(|fd| (fd.as_fd(), name))
+            })
             .collect();
         let ctx = spawn::Context {
             listen: &listen,
@@ -644,7 +652,7 @@ impl Drop for Runner {
     fn drop(&mut self) {
         // The socket files it created go with it.
         for endpoint in self.listeners.keys() {
-            if let Endpoint::Unix(path) = endpoint {
+            if let Endpoint::Unix(path) | Endpoint::Shm(path) = endpoint {
                 let _ = std::fs::remove_file(path);
             }
         }

@@ -160,6 +160,14 @@ pub enum ValidationError {
         /// What is wrong.
         message: String,
     },
+    /// A `[shared.NAME]` region with a bad name, a size out of range, or a name used twice.
+    #[error("shared region {name:?} {why}")]
+    Shared {
+        /// The region's name.
+        name: String,
+        /// What is wrong.
+        why: String,
+    },
     /// A setting out of its range (a duration, the backoff, `mode`, `forward`, `rlimits`, ...).
     #[error("pool {pool}: `{key}` {why}")]
     Value {
@@ -188,7 +196,7 @@ impl ValidationError {
     pub fn pool(&self) -> Option<&str> {
         use ValidationError as E;
         match self {
-            E::SupervisorName { .. } | E::NoPools => None,
+            E::SupervisorName { .. } | E::NoPools | E::Shared { .. } => None,
             E::PoolName { pool }
             | E::DuplicatePool { pool }
             | E::Workers { pool, .. }
@@ -220,6 +228,7 @@ impl ValidationError {
         match self {
             E::SupervisorName { .. } => vec![key("supervisor"), key("name")],
             E::NoPools => Vec::new(),
+            E::Shared { name, .. } => vec![key("shared"), Name(name.clone())],
             E::PoolName { .. } | E::DuplicatePool { .. } => pool(Vec::new()),
             E::Workers { .. } => pool(vec![key("workers")]),
             E::EmptyCommand { .. } => pool(vec![key("command")]),

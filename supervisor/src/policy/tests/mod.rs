@@ -22,6 +22,7 @@ fn manifest(pools: Vec<Pool>) -> Manifest {
             shutdown_timeout: Duration::from_secs(30),
         },
         pools,
+        shared: Vec::new(),
     }
 }
 

@@ -1,0 +1,72 @@
+//! What the byte-writing senders (streams, shared-memory rings) share: a frame that a
+//! non-blocking or deadline-bound send left partly written.
+
+use crate::error::TransportError;
+use crate::protocol::Frame;
+use crate::wait::Wait;
+
+/// Writes `bytes` from `*off` on: `Ok(true)` when all written, `Ok(false)` when the wait ran
+/// out (with `*off` how far it got).
+pub(crate) type WriteAll<'a> = dyn FnMut(&[u8], &mut usize, Wait) -> Result<bool, TransportError> + 'a;
+
+/// The unwritten tail of a frame that was partly written.
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    bytes: Vec<u8>,
+    off: usize,
+}
+
+/// The error for a frame not taken because `wait` ran out.
+pub(crate) fn not_taken(wait: Wait, peer: &str) -> TransportError {
+    match wait {
+        Wait::NonBlock => TransportError::WouldBlock { peer: peer.to_owned() },
+        _ => TransportError::TimedOut { peer: peer.to_owned() },
+    }
+}
+
+impl Pending {
+    /// True while part of a frame waits to be written.
+    pub(crate) fn is_pending(&self) -> bool {
+        self.off < self.bytes.len()
+    }
+
+    /// Finishes the pending frame, then writes `frame`: `Ok(false)` if `wait` ran out before
+    /// `frame` was taken at all. A frame only partly written is taken: its tail is kept.
+    pub(crate) fn send(
+        &mut self,
+        frame: &mut Frame,
+        wait: Wait,
+        write: &mut WriteAll<'_>,
+    ) -> Result<bool, TransportError> {
+        if !self.flush(wait, write)? {
+            return Ok(false);
+        }
+        let bytes = frame.as_length_prefixed();
+        let mut off = 0;
+        if !write(bytes, &mut off, wait)? {
+            if off == 0 {
+                return Ok(false);
+            }
+            self.bytes.clear();
+            self.bytes.extend_from_slice(&bytes[off..]);
+            self.off = 0;
+        }
+        Ok(true)
+    }
+
+    /// Writes what is pending: `Ok(false)` if `wait` ran out first.
+    pub(crate) fn flush(&mut self, wait: Wait, write: &mut WriteAll<'_>) -> Result<bool, TransportError> {
+        if !self.is_pending() {
+            return Ok(true);
+        }
+        let mut off = self.off;
+        let result = write(&self.bytes, &mut off, wait);
+        self.off = off;
+        if result? {
+            self.bytes.clear();
+            self.off = 0;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+}

@@ -1,0 +1,570 @@
+//! The two halves of a shared-memory connection and the doorbells between them.
+//!
+//! # Doorbells and the parked protocol
+//!
+//! Each ring has two wake-ups, both of which `poll(2)` can wait on together with the
+//! [`Interrupt`]:
+//!
+//! - **data**: a byte (a "kick") on the connection's Unix socket. The consumer's readiness
+//!   descriptor is the socket itself, so a server's epoll set sees kicks and the peer's death
+//!   (end of file) on one descriptor.
+//! - **space**: an eventfd shared by both processes, for a producer waiting for room.
+//!
+//! Both are rung only when the waiting side said it is parked, so a busy connection makes no
+//! system calls. For data, the consumer's `consumer_parked` flag is 1 unless one of its
+//! threads is watching (spinning on) the ring; for space, `producer_parked` is 1 while the
+//! producer waits. The lost wake-up to avoid is "the waiter checks, finds nothing, the other
+//! side publishes and sees no flag, the waiter sleeps". Each side therefore does, in order:
+//!
+//! ```text
+//! waiter:  flag = 1;  fence(SeqCst);  re-check the ring;  sleep if still nothing
+//! waker:   publish (Release store of tail or head);  fence(SeqCst);  ring if flag == 1
+//! ```
+//!
+//! This is the store-buffering pattern: with a sequentially consistent fence between each
+//! side's store and its load, the two loads cannot both miss the other side's store. Either
+//! the waiter's re-check sees the new index (and it does not sleep), or the waker sees the
+//! flag (and it rings; the kick stays in the socket, or the eventfd stays readable, until the
+//! waiter polls, so ringing before the waiter sleeps is not lost). A `kicked` flag, set by the
+//! producer when it kicks and cleared by the consumer when it drains the socket (drain, then
+//! clear, then re-check), keeps a parked consumer from getting a kick per frame. And a producer
+//! that finds the consumer parked first spins for up to 2 us (if spinning pays at all) for it
+//! to clear its flag or consume the bytes: a server thread on its way back from sending a
+//! reply usually does, and the kick would cost a system call and wake a second thread.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{fence, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{recv, send, MsgFlags};
+
+use super::ring::{Consumer, Corrupt, Layout, Producer};
+use super::spin::{publish_cpu, Spinner, Strategy};
+use crate::buffers;
+use crate::error::TransportError;
+use crate::protocol::{Frame, DEFAULT_MAX_FRAME_LEN, HEADROOM};
+use crate::transport::pending::{not_taken, Pending};
+use crate::transport::{FrameReceiver, FrameSender, Interrupt};
+use crate::wait::Wait;
+
+/// What both halves of a connection hold.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// Keeps the mapping alive for the rings.
+    pub(crate) _layout: Layout,
+    /// The Unix socket the connection was set up on: data kicks and liveness.
+    pub(crate) socket: OwnedFd,
+    pub(crate) name: String,
+}
+
+fn corrupt(peer: &str, e: Corrupt) -> TransportError {
+    TransportError::io(
+        "reading the shared ring",
+        peer,
+        io::Error::new(io::ErrorKind::InvalidData, e),
+    )
+}
+
+/// The poll timeout for what is left of `wait`, rounded up so a wait never ends early.
+fn poll_timeout(wait: Wait) -> Option<PollTimeout> {
+    match wait.remaining() {
+        None => Some(PollTimeout::NONE),
+        Some(left) if left.is_zero() => None,
+        Some(left) => {
+            let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+            Some(PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX))
+        }
+    }
+}
+
+/// Polls `fds` until one is ready or `wait` runs out (`Ok(false)`).
+pub(crate) fn poll_until(fds: &mut [PollFd<'_>], wait: Wait, peer: &str) -> Result<bool, TransportError> {
+    loop {
+        let Some(timeout) = poll_timeout(wait) else {
+            return Ok(false);
+        };
+        match poll(fds, timeout) {
+            Ok(0) => {}
+            Ok(_) => return Ok(true),
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(TransportError::io("poll", peer, e)),
+        }
+    }
+}
+
+/// The sending half: the producer of one ring.
+#[derive(Debug)]
+pub struct ShmSender {
+    sh: Arc<Shared>,
+    tx: Producer,
+    /// Rung by the consumer when it frees space while we are parked.
+    space: Arc<OwnedFd>,
+    spinner: Spinner,
+    max: usize,
+    pending: Pending,
+    closed: bool,
+}
+
+impl ShmSender {
+    pub(crate) fn new(sh: Arc<Shared>, tx: Producer, space: Arc<OwnedFd>, strategy: Strategy) -> ShmSender {
+        ShmSender {
+            sh,
+            tx,
+            space,
+            spinner: Spinner::new(strategy),
+            max: DEFAULT_MAX_FRAME_LEN,
+            pending: Pending::default(),
+            closed: false,
+        }
+    }
+
+    fn check_open(&self) -> Result<(), TransportError> {
+        if self.closed {
+            return Err(TransportError::Closed {
+                peer: self.sh.name.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Kicks the consumer if it is parked (see the module docs for the ordering).
+    fn kick(&self, always: bool) {
+        let ring = self.tx.ring();
+        // SeqCst: orders our tail store before the load of the consumer's flag.
+        fence(Ordering::SeqCst);
+        if ring.consumer_parked().load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        // A consumer that clears its flag after our store looks at the ring after it too (it
+        // spins on it, and re-checks after raising the flag again); one that consumed our
+        // bytes needs nothing either. The head is the peer's word: only a hint here.
+        let tail = ring.tail().load(Ordering::Relaxed);
+        let looked =
+            || ring.consumer_parked().load(Ordering::Relaxed) == 0 || ring.head().load(Ordering::Relaxed) >= tail;
+        if !always && self.spinner.grace(ring.producer_cpu(), ring.consumer_cpu(), looked) {
+            return;
+        }
+        if ring.kicked().swap(1, Ordering::Relaxed) == 0 || always {
+            // A full socket already holds kicks, and a dead peer is noticed by the
+            // receiver: neither is this send's business.
+            let _ = send(
+                self.sh.socket.as_raw_fd(),
+                &[0],
+                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+            );
+        }
+    }
+
+    /// Writes `bytes` from `*off` on. `Ok(true)` when all written; `Ok(false)` when `wait`
+    /// ran out.
+    fn write_all(&mut self, bytes: &[u8], off: &mut usize, wait: Wait) -> Result<bool, TransportError> {
+        publish_cpu(self.tx.ring().producer_cpu());
+        while *off < bytes.len() {
+            let n = self.tx.push(&bytes[*off..]).map_err(|e| corrupt(&self.sh.name, e))?;
+            if n > 0 {
+                *off += n;
+                self.kick(false);
+                continue;
+            }
+            if !self.wait_space(wait)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn has_space(&self) -> Result<bool, TransportError> {
+        Ok(self.tx.free().map_err(|e| corrupt(&self.sh.name, e))? > 0)
+    }
+
+    /// Waits until the ring has room; false when `wait` ran out.
+    fn wait_space(&mut self, wait: Wait) -> Result<bool, TransportError> {
+        if wait == Wait::NonBlock {
+            return Ok(false);
+        }
+        let ring = self.tx.ring().clone();
+        let tx = &self.tx;
+        if self
+            .spinner
+            .spin(ring.producer_cpu(), ring.consumer_cpu(), wait.as_deadline(), || {
+                tx.free().map_or(true, |n| n > 0)
+            })
+        {
+            return Ok(true);
+        }
+        // Park: drain old rings, raise the flag, re-check, sleep.
+        let _ = nix::unistd::read(self.space.as_raw_fd(), &mut [0; 8]);
+        ring.producer_parked().store(1, Ordering::Relaxed);
+        // SeqCst: orders the flag's store before the re-check's load of head.
+        fence(Ordering::SeqCst);
+        if self.has_space()? {
+            ring.producer_parked().store(0, Ordering::Relaxed);
+            return Ok(true);
+        }
+        let parked_at = Instant::now();
+        let mut fds = [
+            PollFd::new(self.space.as_fd(), PollFlags::POLLIN),
+            // No events asked: only hang-up and error, the peer's death.
+            PollFd::new(self.sh.socket.as_fd(), PollFlags::empty()),
+        ];
+        let woke = poll_until(&mut fds, wait, &self.sh.name);
+        ring.producer_parked().store(0, Ordering::Relaxed);
+        let hung_up = fds[1].revents().is_some_and(|r| !r.is_empty());
+        if !woke? {
+            return Ok(false);
+        }
+        self.spinner.parked(parked_at.elapsed());
+        if hung_up && !self.has_space()? {
+            return Err(TransportError::Closed {
+                peer: self.sh.name.clone(),
+            });
+        }
+        Ok(true)
+    }
+}
+
+impl FrameSender for ShmSender {
+    fn send(&mut self, frame: &mut Frame, wait: Wait) -> Result<(), TransportError> {
+        if frame.payload_len() > self.max {
+            return Err(TransportError::FrameTooLarge {
+                peer: self.sh.name.clone(),
+                len: frame.payload_len() as u64,
+                max: self.max,
+            });
+        }
+        self.check_open()?;
+        let mut pending = std::mem::take(&mut self.pending);
+        let taken = pending.send(frame, wait, &mut |b, off, w| self.write_all(b, off, w));
+        self.pending = pending;
+        if taken? {
+            Ok(())
+        } else {
+            Err(not_taken(wait, &self.sh.name))
+        }
+    }
+
+    fn flush(&mut self, wait: Wait) -> Result<(), TransportError> {
+        self.check_open()?;
+        let mut pending = std::mem::take(&mut self.pending);
+        let done = pending.flush(wait, &mut |b, off, w| self.write_all(b, off, w));
+        self.pending = pending;
+        if done? {
+            Ok(())
+        } else {
+            Err(not_taken(wait, &self.sh.name))
+        }
+    }
+
+    fn has_pending(&self) -> bool {
+        self.pending.is_pending()
+    }
+
+    fn close(&mut self) {
+        if !self.closed {
+            self.tx.close();
+            self.kick(true);
+        }
+        self.closed = true;
+    }
+
+    fn set_max_frame_len(&mut self, max: usize) {
+        self.max = max;
+    }
+}
+
+impl Drop for ShmSender {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// The receiving half: the consumer of one ring.
+#[derive(Debug)]
+pub struct ShmReceiver {
+    sh: Arc<Shared>,
+    rx: Consumer,
+    /// Rung by us when we free space while the producer is parked.
+    space: Arc<OwnedFd>,
+    spinner: Spinner,
+    max: usize,
+    interrupt: Option<Interrupt>,
+    /// A frame being read: its buffer and its length.
+    body: Option<(Vec<u8>, usize)>,
+    /// The socket said end of file: the peer is gone (its ring may still hold frames).
+    peer_gone: bool,
+    /// A thread of ours spins on the ring, with `consumer_parked` cleared.
+    watching: bool,
+    /// A fatal error was returned: every later receive says the connection is closed.
+    finished: bool,
+    /// When `prepare_wait` last told a server thread to sleep, for the spinner to learn.
+    parked_at: Option<Instant>,
+    /// A receive that must not wait found nothing: if it followed a wake-up, that was the
+    /// peer's end of file or a stale kick, which only a drain tells apart.
+    found_nothing: bool,
+}
+
+impl ShmReceiver {
+    pub(crate) fn new(sh: Arc<Shared>, rx: Consumer, space: Arc<OwnedFd>, strategy: Strategy) -> ShmReceiver {
+        ShmReceiver {
+            sh,
+            rx,
+            space,
+            spinner: Spinner::new(strategy),
+            max: DEFAULT_MAX_FRAME_LEN,
+            interrupt: None,
+            body: None,
+            peer_gone: false,
+            watching: false,
+            finished: false,
+            parked_at: None,
+            found_nothing: false,
+        }
+    }
+
+    fn available(&self) -> Result<usize, TransportError> {
+        self.rx.available().map_err(|e| corrupt(&self.sh.name, e))
+    }
+
+    /// Frees space: rings the producer if it is parked waiting for it.
+    fn freed(&self) {
+        // SeqCst: orders our head store (in `consume`) before the load of the flag.
+        fence(Ordering::SeqCst);
+        // Load first: a write to the producer's cache line per frame would cost more.
+        let parked = self.rx.ring().producer_parked();
+        if parked.load(Ordering::Relaxed) != 0 && parked.swap(0, Ordering::Relaxed) != 0 {
+            let _ = nix::unistd::write(self.space.as_fd(), &1u64.to_ne_bytes());
+        }
+    }
+
+    /// Returns a whole frame if the ring has one, moving a partial one out as it arrives.
+    fn take_frame(&mut self) -> Result<Option<Vec<u8>>, TransportError> {
+        let avail = self.available()?;
+        if self.body.is_none() {
+            if avail < HEADROOM {
+                return Ok(None);
+            }
+            let mut prefix = [0; HEADROOM];
+            self.rx.peek(0, &mut prefix);
+            let len = u32::from_le_bytes(prefix) as usize;
+            if len > self.max {
+                self.finished = true;
+                return Err(TransportError::FrameTooLarge {
+                    peer: self.sh.name.clone(),
+                    len: len as u64,
+                    max: self.max,
+                });
+            }
+            self.rx.consume(HEADROOM);
+            self.body = Some((buffers::take(len), len));
+        }
+        let Some((mut body, len)) = self.body.take() else {
+            unreachable!("a body was just set")
+        };
+        let n = (len - body.len()).min(self.available()?);
+        if n > 0 {
+            self.rx.take_into(&mut body, n);
+        }
+        if n > 0 || body.is_empty() {
+            // Bytes, or at least the prefix, were consumed.
+            self.freed();
+        }
+        if body.len() == len {
+            return Ok(Some(body));
+        }
+        self.body = Some((body, len));
+        Ok(None)
+    }
+
+    /// Reads kicks off the socket; notes the peer's end of file.
+    fn drain_kicks(&mut self) -> Result<(), TransportError> {
+        let mut buf = [0; 64];
+        loop {
+            match recv(self.sh.socket.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+                Ok(0) | Err(Errno::ECONNRESET) => {
+                    self.peer_gone = true;
+                    return Ok(());
+                }
+                // A short read emptied the socket: no need to hear EAGAIN say so.
+                Ok(n) if n < buf.len() => return Ok(()),
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => return Ok(()),
+                Err(e) => return Err(TransportError::io("read", self.sh.name.clone(), e)),
+            }
+        }
+    }
+
+    /// Whether the ring can say something new: bytes, or the producer's close.
+    fn news(&self) -> bool {
+        self.rx.available().map_or(true, |n| n > 0) || self.rx.is_closed()
+    }
+
+    /// Stops watching the ring: from now on a frame kicks.
+    fn unwatch(&mut self) {
+        if self.watching {
+            self.watching = false;
+            self.rx.ring().consumer_parked().store(1, Ordering::Relaxed);
+            // SeqCst: a frame published before this store is seen by whoever looks next
+            // (the server's `has_buffered` right after a receive, the client's next reader).
+            fence(Ordering::SeqCst);
+        }
+    }
+
+    /// Spins if it pays, else parks: drain kicks, raise the flag, re-check. True if there is
+    /// news (or the peer is gone); false if the caller should sleep on the socket. `drain`
+    /// reads the socket even without a kick pending: a server's epoll set cannot tell the
+    /// peer's end of file from a kick, so its threads must find out here, or spin on it.
+    fn spin_then_park(&mut self, deadline: Option<Instant>, drain: bool) -> Result<bool, TransportError> {
+        let ring = self.rx.ring().clone();
+        ring.consumer_parked().store(0, Ordering::Relaxed);
+        self.watching = true;
+        let rx = &self.rx;
+        let spun = self
+            .spinner
+            .spin(ring.consumer_cpu(), ring.producer_cpu(), deadline, || {
+                rx.available().map_or(true, |n| n > 0) || rx.is_closed()
+            });
+        if spun {
+            return Ok(true);
+        }
+        self.watching = false;
+        // Only a kick since the last drain can have left a byte (or one whose byte was still
+        // on its way then: it wakes us once for nothing). The peer's end of file shows in poll.
+        if drain || ring.kicked().load(Ordering::Relaxed) != 0 {
+            self.drain_kicks()?;
+            ring.kicked().store(0, Ordering::Relaxed);
+        }
+        ring.consumer_parked().store(1, Ordering::Relaxed);
+        // SeqCst: orders the flag's (and `kicked`'s) store before the re-check's load of tail.
+        fence(Ordering::SeqCst);
+        Ok(self.news() || self.peer_gone)
+    }
+
+    /// The peer is gone or closed its side: `Truncated` inside a frame, `Closed` between.
+    fn ended(&mut self) -> TransportError {
+        self.finished = true;
+        match self.body.take() {
+            Some((body, len)) => TransportError::Truncated {
+                peer: self.sh.name.clone(),
+                got: HEADROOM + body.len(),
+                expected: HEADROOM + len,
+            },
+            None => TransportError::Closed {
+                peer: self.sh.name.clone(),
+            },
+        }
+    }
+
+    fn recv_inner(&mut self, wait: Wait) -> Result<Vec<u8>, TransportError> {
+        if self.rx.ring().kicked().load(Ordering::Relaxed) != 0 {
+            // Quiet the readiness descriptor for a server's epoll set.
+            self.drain_kicks()?;
+            self.rx.ring().kicked().store(0, Ordering::Relaxed);
+            fence(Ordering::SeqCst);
+        }
+        loop {
+            if let Some(frame) = self.take_frame()? {
+                return Ok(frame);
+            }
+            // Closed is published after the last bytes: if it is set and nothing is left,
+            // nothing more will come.
+            if (self.rx.is_closed() || self.peer_gone) && self.available()? == 0 {
+                return Err(self.ended());
+            }
+            if wait == Wait::NonBlock {
+                return Err(not_taken(wait, &self.sh.name));
+            }
+            // Our own poll shows the end of file, and the drain after it notes it.
+            if self.spin_then_park(wait.as_deadline(), false)? {
+                continue;
+            }
+            let parked_at = Instant::now();
+            let socket = self.sh.socket.as_fd();
+            let mut fds = [
+                PollFd::new(socket, PollFlags::POLLIN),
+                PollFd::new(
+                    self.interrupt.as_ref().map_or(socket, Interrupt::as_fd),
+                    PollFlags::POLLIN,
+                ),
+            ];
+            let n = if self.interrupt.is_some() { 2 } else { 1 };
+            if !poll_until(&mut fds[..n], wait, &self.sh.name)? {
+                return Err(not_taken(wait, &self.sh.name));
+            }
+            if n == 2 && fds[1].any().unwrap_or(false) && !self.news() {
+                return Err(TransportError::Interrupted {
+                    peer: self.sh.name.clone(),
+                });
+            }
+            self.spinner.parked(parked_at.elapsed());
+            self.drain_kicks()?;
+        }
+    }
+}
+
+impl FrameReceiver for ShmReceiver {
+    fn recv(&mut self, wait: Wait) -> Result<Vec<u8>, TransportError> {
+        if self.finished {
+            return Err(TransportError::Closed {
+                peer: self.sh.name.clone(),
+            });
+        }
+        if let Some(parked_at) = self.parked_at.take() {
+            self.spinner.parked(parked_at.elapsed());
+        }
+        let result = self.recv_inner(wait);
+        self.unwatch();
+        self.found_nothing = matches!(result, Err(TransportError::WouldBlock { .. }));
+        if matches!(&result, Err(TransportError::Io { .. })) {
+            self.finished = true;
+        }
+        result
+    }
+
+    fn set_interrupt(&mut self, interrupt: Interrupt) {
+        self.interrupt = Some(interrupt);
+    }
+
+    fn set_max_frame_len(&mut self, max: usize) {
+        self.max = max;
+    }
+
+    fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.sh.socket.as_fd())
+    }
+
+    fn has_buffered(&self) -> bool {
+        let Ok(avail) = self.rx.available() else {
+            // recv reports the corruption.
+            return true;
+        };
+        match &self.body {
+            Some((body, len)) => body.len() + avail >= *len,
+            None if avail >= HEADROOM => {
+                let mut prefix = [0; HEADROOM];
+                self.rx.peek(0, &mut prefix);
+                let len = u32::from_le_bytes(prefix) as usize;
+                len > self.max || avail - HEADROOM >= len
+            }
+            None => false,
+        }
+    }
+
+    fn prepare_wait(&mut self) -> bool {
+        if self.finished || self.has_buffered() {
+            return true;
+        }
+        // After a receive that found nothing, the wake-up may have been the peer's end of
+        // file, which a server's epoll set cannot tell from a kick: read the socket to know.
+        let drain = std::mem::take(&mut self.found_nothing);
+        let ready = self.spin_then_park(None, drain).unwrap_or(true);
+        self.unwatch();
+        if !ready {
+            self.parked_at = Some(Instant::now());
+        }
+        ready
+    }
+}

@@ -1,0 +1,215 @@
+//! The shm transport within one process (threads on both ends); across processes it runs
+//! the conformance suite.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::*;
+use crate::protocol::Frame;
+use crate::transport::Listener as _;
+
+fn pair(options: Options) -> (tempfile::TempDir, Transport, Transport) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.sock");
+    let mut listener = Listener::bind_with(&path, options.clone()).unwrap();
+    let client = std::thread::spawn(move || connect_with(&path, options).unwrap());
+    let server = listener.accept(Wait::timeout(Duration::from_secs(30))).unwrap();
+    (dir, client.join().unwrap(), server)
+}
+
+fn soon() -> Wait {
+    Wait::timeout(Duration::from_secs(30))
+}
+
+#[test]
+fn frames_of_every_size_cross_in_order_even_those_larger_than_the_ring() {
+    for strategy in [Strategy::Adaptive, Strategy::Block, Strategy::Spin] {
+        let (_dir, mut client, mut server) = pair(Options::default().ring_size(4096).strategy(strategy));
+        let sizes = [0usize, 1, 4091, 4092, 4096, 100_000, 7, 1 << 20];
+        let echo = std::thread::spawn(move || {
+            for _ in sizes {
+                let frame = server.recv(soon()).unwrap();
+                server.send(&mut Frame::from_payload(&frame), soon()).unwrap();
+            }
+            server
+        });
+        for len in sizes {
+            let payload: Vec<u8> = (0..len).map(|i| (i * 31 + len) as u8).collect();
+            client.send(&mut Frame::from_payload(&payload), soon()).unwrap();
+            assert!(client.recv(soon()).unwrap() == payload, "{len} bytes with {strategy:?}");
+        }
+        echo.join().unwrap();
+    }
+}
+
+/// Both ends over heap memory and a socket pair, with the layout at hand to play a
+/// hostile peer.
+fn linked(capacity: usize) -> (Layout, Transport, Transport) {
+    let layout = Layout::create(ring::testing::Heap::new(ring::region_len(capacity)), capacity);
+    let (a, b) = UnixStream::pair().unwrap();
+    let bell =
+        || OwnedFd::from(EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK).unwrap());
+    let (s0, s1) = (bell(), bell());
+    let space = || [s0.try_clone().unwrap(), s1.try_clone().unwrap()];
+    let client = assemble(
+        a,
+        layout.clone(),
+        space(),
+        Direction::ToServer,
+        "shm:c".into(),
+        Strategy::Adaptive,
+    );
+    let server = assemble(
+        b,
+        layout.clone(),
+        space(),
+        Direction::ToClient,
+        "shm:s".into(),
+        Strategy::Adaptive,
+    );
+    (layout, client, server)
+}
+
+#[test]
+fn a_corrupt_tail_from_the_peer_is_a_clear_error() {
+    let (layout, mut client, mut server) = linked(4096);
+    client.send(&mut Frame::from_payload(b"fine"), soon()).unwrap();
+    assert_eq!(server.recv(soon()).unwrap(), b"fine");
+    // Play the hostile client: a tail far beyond anything the ring can hold.
+    layout
+        .ring(Direction::ToServer)
+        .tail()
+        .store(u64::MAX / 2, Ordering::Release);
+    let err = server.recv(soon()).unwrap_err();
+    let text = crate::ErrorChain(&err).to_string();
+    assert!(text.contains("corrupt ring indices"), "{text}");
+    assert!(server.recv(Wait::NonBlock).is_err(), "the connection stays failed");
+}
+
+#[test]
+fn a_corrupt_head_from_the_peer_fails_the_send() {
+    let (layout, mut client, _server) = linked(4096);
+    layout.ring(Direction::ToServer).head().store(12345, Ordering::Release);
+    let err = client.send(&mut Frame::from_payload(b"x"), soon()).unwrap_err();
+    let text = crate::ErrorChain(&err).to_string();
+    assert!(text.contains("corrupt ring indices"), "{text}");
+}
+
+#[test]
+fn a_peer_that_goes_away_ends_a_blocked_receive_with_closed() {
+    let (_dir, client, mut server) = pair(Options::default());
+    let waiter = std::thread::spawn(move || server.recv(Wait::Block));
+    drop(client);
+    assert!(matches!(waiter.join().unwrap(), Err(TransportError::Closed { .. })));
+}
+
+#[test]
+fn a_close_delivers_what_was_sent_then_says_closed() {
+    let (_dir, mut client, mut server) = pair(Options::default());
+    client.send(&mut Frame::from_payload(b"last"), soon()).unwrap();
+    client.sender.close();
+    assert_eq!(server.recv(soon()).unwrap(), b"last");
+    assert!(matches!(server.recv(soon()), Err(TransportError::Closed { .. })));
+    // The other direction still works: closing is per direction.
+    server.send(&mut Frame::from_payload(b"reply"), soon()).unwrap();
+    assert_eq!(client.recv(soon()).unwrap(), b"reply");
+}
+
+#[test]
+fn an_interrupt_ends_a_blocked_receive_and_a_deadline_times_out() {
+    let (_dir, _client, mut server) = pair(Options::default());
+    let result = server.recv(Wait::timeout(Duration::from_millis(20)));
+    assert!(matches!(result, Err(TransportError::TimedOut { .. })), "{result:?}");
+    let interrupt = Interrupt::new().unwrap();
+    server.receiver.set_interrupt(interrupt.clone());
+    let waiter = std::thread::spawn(move || server.recv(Wait::Block));
+    interrupt.fire();
+    assert!(matches!(
+        waiter.join().unwrap(),
+        Err(TransportError::Interrupted { .. })
+    ));
+}
+
+#[test]
+fn a_nonblocking_send_into_a_full_ring_takes_all_or_nothing() {
+    let (_dir, mut client, mut server) = pair(Options::default().ring_size(4096));
+    let mut sent = 0usize;
+    loop {
+        match client.send(&mut Frame::from_payload(&[sent as u8; 1000]), Wait::NonBlock) {
+            Ok(()) => sent += 1,
+            Err(TransportError::WouldBlock { .. }) => break,
+            Err(e) => panic!("{e}"),
+        }
+        if client.sender.has_pending() {
+            break;
+        }
+    }
+    assert!(sent >= 3, "{sent} frames fit a 4 KiB ring");
+    let drain = std::thread::spawn(move || (0..sent).map(|_| server.recv(soon()).unwrap()).collect::<Vec<_>>());
+    client.sender.flush(Wait::Block).unwrap();
+    for (i, frame) in drain.join().unwrap().iter().enumerate() {
+        assert_eq!(frame, &vec![i as u8; 1000]);
+    }
+}
+
+#[test]
+fn an_oversized_length_prefix_is_refused_before_allocation() {
+    let (_dir, mut client, mut server) = pair(Options::default());
+    server.set_max_frame_len(1024);
+    client.send(&mut Frame::from_payload(&[0; 1025]), soon()).unwrap();
+    assert!(matches!(
+        server.recv(soon()),
+        Err(TransportError::FrameTooLarge {
+            len: 1025,
+            max: 1024,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn thousands_of_ping_pongs_in_both_directions_never_lose_a_wake_up() {
+    // A lost wake-up would leave one side parked with a frame waiting: the deadline says so.
+    for strategy in [Strategy::Block, Strategy::Adaptive] {
+        let (_dir, mut client, mut server) = pair(Options::default().ring_size(4096).strategy(strategy));
+        let echo = std::thread::spawn(move || {
+            while let Ok(frame) = server.recv(soon()) {
+                server.send(&mut Frame::from_payload(&frame), soon()).unwrap();
+            }
+        });
+        for i in 0..5_000u32 {
+            // Sizes around the ring's, so that the space doorbell works too.
+            let payload = vec![i as u8; (i as usize * 7) % 6000];
+            client.send(&mut Frame::from_payload(&payload), soon()).unwrap();
+            assert_eq!(
+                client.recv(soon()).unwrap(),
+                payload,
+                "round trip {i} with {strategy:?}"
+            );
+        }
+        drop(client);
+        echo.join().unwrap();
+    }
+}
+
+#[test]
+fn a_server_thread_learns_of_a_peer_that_died_without_closing_and_does_not_spin_on_it() {
+    let (layout, client, mut server) = linked(4096);
+    // A peer that died closed nothing: its socket end goes, its ring says nothing.
+    drop(client);
+    layout.ring(Direction::ToServer).closed().store(0, Ordering::Relaxed);
+    // The server's loop: prepare, sleep on the readiness descriptor, receive without waiting.
+    for _ in 0..100 {
+        if !server.receiver.prepare_wait() {
+            let fd = server.receiver.readiness_fd().unwrap();
+            let mut fds = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
+            nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(30_000u16)).unwrap();
+        }
+        match server.recv(Wait::NonBlock) {
+            Err(TransportError::Closed { .. }) => return,
+            Err(TransportError::WouldBlock { .. }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    panic!("the server thread kept waking for a peer that is gone");
+}
