@@ -11,7 +11,7 @@
 use std::time::Instant;
 
 use super::backoff::Intensity;
-use super::{Action, Exit, Policy, PoolId, State, TimerKey, Worker, WorkerId};
+use super::{Action, Event, Exit, Policy, PoolId, State, TimerKey, Worker, WorkerId};
 use crate::control::WorkerState;
 
 /// What the operator wants of a worker.
@@ -144,6 +144,25 @@ impl Policy {
         }
         self.settle(now, &mut out);
         Some(out)
+    }
+
+    /// False for an event about a worker that is no longer there (scaled away, and dropped):
+    /// a late timer or notification for it is ignored.
+    pub(super) fn knows(&self, event: &Event) -> bool {
+        let worker = match event {
+            Event::Spawned(w)
+            | Event::SpawnFailed(w, _)
+            | Event::Ready(w)
+            | Event::Heartbeat(w)
+            | Event::Exited(w, _) => w,
+            Event::Timer(
+                TimerKey::Restart(w) | TimerKey::StopDeadline(w) | TimerKey::ReadyDeadline(w) | TimerKey::Watchdog(w),
+            ) => w,
+            Event::Begin | Event::Timer(TimerKey::Shutdown) | Event::Shutdown | Event::Kill => return true,
+        };
+        self.pools
+            .get(worker.pool)
+            .is_some_and(|p| (worker.index as usize) < p.workers.len())
     }
 
     /// Drops the workers scaled away once they are down (from the end: indices stay dense).

@@ -312,7 +312,7 @@ impl Policy {
     /// Feeds one event at `now`; returns what to do, in order.
     pub fn handle(&mut self, now: Instant, event: Event) -> Vec<Action> {
         let mut out = Vec::new();
-        if self.exited {
+        if self.exited || !self.knows(&event) {
             return out;
         }
         match event {

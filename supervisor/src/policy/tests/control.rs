@@ -134,6 +134,9 @@ fn scaling_adds_and_removes_only_the_last_workers() {
         assert!(spawns(&actions).is_empty(), "{actions:?}");
     }
     assert_eq!(h.policy.views()[0].workers.len(), 1, "dropped once down");
+    // A late word about one of them is ignored, not a panic.
+    assert!(h.step(Event::Ready(w(0, 3))).is_empty());
+    assert!(h.step(Event::Timer(TimerKey::StopDeadline(w(0, 2)))).is_empty());
 }
 
 #[test]
