@@ -15,7 +15,7 @@ use procwire_supervisor::manifest::{Condition, Host, Manifest, Pool, Ready};
     version = procwire_supervisor::VERSION,
     after_help = "\
 Exit codes of the verbs that talk to a running supervisor (status, stop, start, restart,
-signal, scale, reload, down):
+signal, logs, scale, reload, down):
   0  done
   1  the supervisor refused or failed the command (no such pool, shutting down, ...)
   2  bad usage, or a manifest that does not load
@@ -120,6 +120,17 @@ enum Command {
         #[command(flatten)]
         connect: Connect,
     },
+    /// Print the recent output lines of every worker, of a pool or of one worker (the
+    /// supervisor keeps the last 500 of each in memory, across restarts).
+    Logs {
+        /// `POOL` or `POOL.INDEX`.
+        target: Option<Target>,
+        /// How many lines per worker.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: u32,
+        #[command(flatten)]
+        connect: Connect,
+    },
     /// Grow or shrink one pool to N workers: new workers start, the last ones stop; the
     /// others keep running (same pids). Kept across a reload that does not change `workers`.
     Scale {
@@ -207,6 +218,11 @@ fn main() -> ExitCode {
                 ExitCode::from(client::EXIT_USAGE)
             }
         },
+        Command::Logs {
+            target,
+            lines: n,
+            connect,
+        } => verb(&connect, |c| lines(c.logs(target.clone(), n)?)),
         Command::Scale { pool, workers, connect } => verb(&connect, |c| lines(c.scale(pool.clone(), workers)?)),
         Command::Reload { dry_run, connect } => verb(&connect, |c| lines(c.reload(dry_run)?)),
         Command::Completions { shell } => {

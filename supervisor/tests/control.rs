@@ -569,3 +569,45 @@ time.sleep(1000)
         assert_eq!(worker(&status, "web", index)["state"], "ready");
     }
 }
+
+#[test]
+fn logs_prints_each_workers_recent_lines_kept_across_its_restart() {
+    let dir = temp_dir();
+    let sup = Supervisor::start(
+        dir.path(),
+        "logs",
+        r#"
+[pool.talk]
+command = ["sh", "-c", 'for i in 1 2 3 4 5; do echo "line $i"; done; echo oops >&2; echo "pid $$"; exec sleep 1000']
+
+[pool.quiet]
+command = ["sh", "-c", 'echo "pid $$"; exec sleep 1000']
+"#,
+    );
+    let first = printed_pid(&sup, "talk.0", 1);
+    sup.wait_for("talk.0 | oops");
+    printed_pid(&sup, "quiet.0", 1);
+    // The last two: stdout's and stderr's last lines (the two streams' lines are kept in
+    // the order the supervisor read them, which between streams may differ from the
+    // order written).
+    let last = ok(dir.path(), &["logs", "talk.0", "-n", "2"]);
+    let mut last: Vec<&str> = last.lines().collect();
+    last.sort_unstable();
+    assert_eq!(last, ["talk.0 | oops".to_owned(), format!("talk.0 | pid {first}")]);
+    let all = ok(dir.path(), &["logs"]);
+    assert!(
+        all.contains("talk.0 | line 1\n") && all.contains("quiet.0 | pid "),
+        "{all}"
+    );
+
+    ok(dir.path(), &["restart", "talk"]);
+    let second = printed_pid(&sup, "talk.0", 2);
+    let both = ok(dir.path(), &["logs", "talk", "-n", "100"]);
+    assert!(both.contains(&format!("talk.0 | pid {first}\n")), "{both}");
+    assert!(both.contains(&format!("talk.0 | pid {second}\n")), "{both}");
+    assert!(
+        both.find(&format!("pid {first}")) < both.find(&format!("pid {second}")),
+        "{both}"
+    );
+    assert_eq!(both.matches("talk.0 | line 1\n").count(), 2, "{both}");
+}

@@ -129,6 +129,10 @@ pub trait Control {
     fn start_target(&self, target: Target) -> Result<Vec<String>, ControlError>;
     /// Restarts the target's workers (stop, then start at once), starting those not running.
     fn restart_target(&self, target: Target) -> Result<Vec<String>, ControlError>;
+    /// The last `lines` output lines of each of the target's workers (every worker's if
+    /// `None`), as `pool.index | line`, kept in memory (a bounded number per worker, across
+    /// restarts).
+    fn logs(&self, target: Option<Target>, lines: u32) -> Result<Vec<String>, ControlError>;
     /// Restarts the pool's workers one at a time, each once the one before is ready again.
     fn rolling_restart(&self, pool: String) -> Result<Vec<String>, ControlError>;
     /// Sends `signal` (a number) to the process group of each of the target's running workers.

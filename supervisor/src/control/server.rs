@@ -43,6 +43,15 @@ pub enum Request {
         /// Where to answer: a line per worker.
         reply: Sender<Result<Vec<String>, ControlError>>,
     },
+    /// The recent output lines of the target (or of every worker).
+    Logs {
+        /// Whose.
+        target: Option<Target>,
+        /// How many per worker.
+        lines: u32,
+        /// Where to answer: `pool.index | line`, each worker's oldest first.
+        reply: Sender<Result<Vec<String>, ControlError>>,
+    },
     /// Restart a pool one worker at a time.
     Roll {
         /// The pool.
@@ -279,6 +288,10 @@ impl Control for Service {
 
     fn signal_target(&self, target: Target, signal: i32) -> Result<Vec<String>, ControlError> {
         self.ask(|reply| Request::Signal { target, signal, reply })
+    }
+
+    fn logs(&self, target: Option<Target>, lines: u32) -> Result<Vec<String>, ControlError> {
+        self.ask(|reply| Request::Logs { target, lines, reply })
     }
 
     fn rolling_restart(&self, pool: String) -> Result<Vec<String>, ControlError> {

@@ -1,7 +1,9 @@
 //! The event loop's side of the control plane: [`Request`]s from the control socket,
 //! answered from the policy's state and the loop's own (pids, `STATUS=` texts, timers).
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
 use std::time::Instant;
 
 use nix::sys::signal::{killpg, Signal};
@@ -17,12 +19,50 @@ use crate::policy::{Action, Exit, PoolId, TimerKey, WorkerId};
 pub(super) struct Observed {
     /// Each worker's last `STATUS=` text.
     status: HashMap<WorkerId, String>,
+    /// Each worker's recent output lines, across its restarts.
+    tails: HashMap<WorkerId, Tail>,
 }
 
 impl Observed {
     /// Worker `w` sent `STATUS=text`.
     pub(super) fn status(&mut self, w: WorkerId, text: &str) {
         self.status.insert(w, text.to_owned());
+    }
+
+    /// Where worker `w`'s output lines are kept.
+    pub(super) fn tail(&mut self, w: WorkerId) -> Tail {
+        self.tails.entry(w).or_default().clone()
+    }
+}
+
+/// How many recent lines are kept per worker (stdout and stderr together).
+pub(crate) const TAIL_LINES: usize = 500;
+
+/// The longest line kept whole in a tail; longer ones are cut there.
+const TAIL_LINE_BYTES: usize = 4096;
+
+/// A worker's recent output lines, bounded ([`TAIL_LINES`]), shared by its log pipes.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Tail(Rc<RefCell<VecDeque<String>>>);
+
+impl Tail {
+    /// Keeps `line`, dropping the oldest past the bound.
+    pub(crate) fn push(&self, line: &str) {
+        let mut lines = self.0.borrow_mut();
+        if lines.len() == TAIL_LINES {
+            lines.pop_front();
+        }
+        let mut end = line.len().min(TAIL_LINE_BYTES);
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        lines.push_back(line[..end].to_owned());
+    }
+
+    /// The last `n` lines, oldest first.
+    fn last(&self, n: usize) -> Vec<String> {
+        let lines = self.0.borrow();
+        lines.iter().skip(lines.len().saturating_sub(n)).cloned().collect()
     }
 }
 
@@ -45,6 +85,10 @@ impl Runner {
             }
             Request::Signal { target, signal, reply } => {
                 let answer = self.signal(&target, signal);
+                let _ = reply.send(answer);
+            }
+            Request::Logs { target, lines, reply } => {
+                let answer = self.logs(target.as_ref(), lines);
                 let _ = reply.send(answer);
             }
             Request::Roll { pool, reply } => {
@@ -71,6 +115,11 @@ impl Runner {
         if self.policy.is_shutting_down() {
             return Err(ControlError::ShuttingDown);
         }
+        self.resolve_any(target)
+    }
+
+    /// The pool and worker `target` names.
+    fn resolve_any(&self, target: &Target) -> Result<(PoolId, Option<u32>), ControlError> {
         let pool = self.find(&target.pool)?;
         if let Some(index) = target.index {
             let workers = self.policy.worker_count(pool);
@@ -104,6 +153,39 @@ impl Runner {
                 format!("{}.{}{pid}: {line}", self.policy.pool_name(w.pool), w.index)
             })
             .collect()
+    }
+
+    /// `procwire logs [TARGET] [-n N]`: each worker's last `lines` lines, `pool.index | line`.
+    fn logs(&self, target: Option<&Target>, lines: u32) -> Result<Vec<String>, ControlError> {
+        let workers: Vec<WorkerId> = match target {
+            Some(target) => {
+                let (pool, index) = self.resolve_any(target)?;
+                match index {
+                    Some(index) => vec![WorkerId { pool, index }],
+                    None => (0..self.policy.worker_count(pool))
+                        .map(|index| WorkerId { pool, index })
+                        .collect(),
+                }
+            }
+            None => self
+                .policy
+                .views()
+                .into_iter()
+                .flat_map(|pool| pool.workers.into_iter().map(|w| w.id))
+                .collect(),
+        };
+        let mut out = Vec::new();
+        for w in workers {
+            if let Some(tail) = self.observed.tails.get(&w) {
+                let name = format!("{}.{}", self.policy.pool_name(w.pool), w.index);
+                out.extend(
+                    tail.last(lines as usize)
+                        .into_iter()
+                        .map(|line| format!("{name} | {line}")),
+                );
+            }
+        }
+        Ok(out)
     }
 
     /// `procwire restart POOL --rolling`.
@@ -241,5 +323,31 @@ impl Runner {
                 }
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tail_keeps_the_last_lines_and_cuts_long_ones_on_a_character_boundary() {
+        let tail = Tail::default();
+        for i in 0..TAIL_LINES + 3 {
+            tail.push(&format!("line {i}"));
+        }
+        assert_eq!(tail.0.borrow().len(), TAIL_LINES);
+        assert_eq!(
+            tail.last(2),
+            [format!("line {}", TAIL_LINES + 1), format!("line {}", TAIL_LINES + 2)]
+        );
+        assert_eq!(tail.last(TAIL_LINES * 2).len(), TAIL_LINES);
+        tail.push(&"é".repeat(TAIL_LINE_BYTES));
+        let long = tail.last(1).remove(0);
+        assert!(
+            long.len() <= TAIL_LINE_BYTES && long.chars().all(|c| c == 'é'),
+            "{}",
+            long.len()
+        );
     }
 }

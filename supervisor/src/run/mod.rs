@@ -634,8 +634,9 @@ impl Runner {
                     (spawned.stderr, Stream::Err, &pool.stderr),
                 ] {
                     if let (Some(fd), Some(sink)) = (fd, self.sink(output, pool.log_rotate)) {
-                        self.logs
-                            .push(LogPipe::new(fd, spawned.pid, &pool.name, w.index, stream, sink));
+                        let pipe = LogPipe::new(fd, spawned.pid, &pool.name, w.index, stream, sink)
+                            .with_tail(self.observed.tail(w));
+                        self.logs.push(pipe);
                     }
                 }
                 if matches!(pool.ready, Ready::Tcp { .. } | Ready::Exec(_)) {
