@@ -31,6 +31,7 @@ use nix::fcntl::OFlag;
 use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
 use nix::sys::stat::Mode;
 use nix::unistd::Pid;
+use procwire_rpc::transport::noise::{self, NoiseKey};
 use procwire_rpc::transport::{fifo, pipe, tcp, unix, Listener, Transport};
 use procwire_rpc::{Server, ServerHandle};
 
@@ -40,6 +41,11 @@ const CHILD_ENV: &str = "PROCWIRE_BENCH_CHILD";
 const ADDR_ENV: &str = "PROCWIRE_BENCH_ADDR";
 
 const MIB: usize = 1024 * 1024;
+
+/// The key both ends of the `tcp+noise` measurement hold.
+fn bench_key() -> NoiseKey {
+    NoiseKey::new("bench", [0x42; 32])
+}
 /// Timings are medians over this many equal batches (see `median_secs`).
 const SMALL_BATCHES: usize = 20;
 const LARGE_BATCHES: usize = 10;
@@ -91,6 +97,11 @@ mod child {
             }
             "rpc-tcp" => {
                 let listener = tcp::Listener::bind("127.0.0.1:0")?;
+                let ready = format!("ready {}", listener.addr());
+                serve_listener(listener, ready)
+            }
+            "rpc-noise" => {
+                let listener = noise::Listener::bind("127.0.0.1:0", vec![bench_key()])?;
                 let ready = format!("ready {}", listener.addr());
                 serve_listener(listener, ready)
             }
@@ -252,17 +263,20 @@ fn child_command(role: &str) -> Result<Command> {
 enum Kind {
     Unix,
     Tcp,
+    /// TCP authenticated and encrypted with Noise; its raw baseline is plain TCP.
+    Noise,
     Pipe,
     Fifo,
 }
 
 impl Kind {
-    const ALL: [Kind; 4] = [Kind::Unix, Kind::Tcp, Kind::Pipe, Kind::Fifo];
+    const ALL: [Kind; 5] = [Kind::Unix, Kind::Tcp, Kind::Noise, Kind::Pipe, Kind::Fifo];
 
     fn name(self) -> &'static str {
         match self {
             Kind::Unix => "unix",
             Kind::Tcp => "tcp",
+            Kind::Noise => "tcp+noise",
             Kind::Pipe => "pipe",
             Kind::Fifo => "fifo",
         }
@@ -290,7 +304,7 @@ impl Raw {
                 give(&mut cmd, theirs.try_clone()?.into(), theirs.into());
                 (Box::new(ours.try_clone()?), Box::new(ours))
             }
-            Kind::Tcp => {
+            Kind::Tcp | Kind::Noise => {
                 // A real loopback connection; the accepted end goes to the child.
                 let listener = TcpListener::bind("127.0.0.1:0")?;
                 let ours = TcpStream::connect(listener.local_addr()?)?;
@@ -356,6 +370,7 @@ impl Rpc {
         let role = match kind {
             Kind::Unix => "rpc-unix",
             Kind::Tcp => "rpc-tcp",
+            Kind::Noise => "rpc-noise",
             Kind::Pipe => "rpc-pipe",
             Kind::Fifo => "rpc-fifo",
         };
@@ -371,11 +386,15 @@ impl Rpc {
                 child.ready()?;
                 (unix::connect(&path)?, child, Some(dir))
             }
-            Kind::Tcp => {
+            Kind::Tcp | Kind::Noise => {
                 cmd.stdout(Stdio::piped());
                 let mut child = ChildProc::spawn(role, cmd)?;
                 let addr: SocketAddr = child.ready()?.parse().context("the tcp child's address")?;
-                (tcp::connect(addr)?, child, None)
+                let transport = match kind {
+                    Kind::Noise => noise::connect(addr, &bench_key())?,
+                    _ => tcp::connect(addr)?,
+                };
+                (transport, child, None)
             }
             Kind::Pipe => {
                 let (transport, child_ends) = pipe::pair()?;
@@ -592,7 +611,13 @@ fn parent() -> Result<()> {
 
     let payload = payload();
     let mut rows = Vec::new();
-    for kind in Kind::ALL {
+    // PROCWIRE_BENCH_ONLY=tcp,tcp+noise measures only those transports.
+    let only = std::env::var("PROCWIRE_BENCH_ONLY").ok();
+    let chosen = |kind: Kind| {
+        only.as_deref()
+            .is_none_or(|only| only.split(',').any(|n| n.trim() == kind.name()))
+    };
+    for kind in Kind::ALL.into_iter().filter(|&kind| chosen(kind)) {
         let transport = kind.name();
         let ctx = |what: &str| format!("{transport}: {what}");
         let small_raw = raw_small(kind, counts).with_context(|| ctx("raw small"))?;
@@ -631,7 +656,19 @@ fn parent() -> Result<()> {
         );
     }
 
-    let unix = rows.iter().find(|r| r.transport == "unix").context("no unix row")?;
+    let row = |name: &str| rows.iter().find(|r| r.transport == name);
+    if let (Some(plain), Some(sealed)) = (row("tcp"), row("tcp+noise")) {
+        println!();
+        println!(
+            "tcp+noise / tcp (the cost of authentication and encryption): small call {:.2}x, 1 MiB echo {:.2}x",
+            sealed.small_rpc / plain.small_rpc,
+            sealed.large_rpc / plain.large_rpc
+        );
+    }
+
+    let Some(unix) = row("unix") else {
+        return Ok(());
+    };
     let small = unix.small_rpc / unix.small_raw;
     let large = unix.large_rpc / unix.large_raw;
     let verdict = |met: bool| if met { "MET" } else { "NOT MET" };

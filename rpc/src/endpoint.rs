@@ -11,6 +11,7 @@
 //! | `tcp:HOST:PORT`       | TCP on a host name or IPv4 address, port 1 to 65535     |
 //! | `tcp:[IPV6]:PORT`     | TCP on an IPv6 address, in brackets                     |
 //! | `shm:PATH`            | shared-memory rings, set up over a Unix socket at `PATH` |
+//! | `tcp+noise:HOST:PORT` | TCP authenticated and encrypted with [`noise`](crate::transport::noise), with the key from `PROCWIRE_KEY_FILE` or `PROCWIRE_KEY` (see [`noise::key_from_env`](crate::transport::noise::key_from_env)) |
 //!
 //! ```
 //! use procwire_rpc::Endpoint;
@@ -27,7 +28,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use crate::error::TransportError;
-use crate::transport::{shm, tcp, unix, Listener, Transport};
+use crate::transport::{noise, shm, tcp, unix, Listener, Transport};
 
 /// Where a service listens and a client connects. More kinds of transport will come, so
 /// match with a wildcard arm.
@@ -46,6 +47,14 @@ pub enum Endpoint {
     /// Shared-memory rings ([`shm`](crate::transport::shm)), handed out by a Unix socket at
     /// this path.
     Shm(PathBuf),
+    /// A TCP socket on this host and port whose peers authenticate and encrypt with Noise,
+    /// with the key of [`noise::key_from_env`].
+    TcpNoise {
+        /// Host name or address (an IPv6 address without brackets).
+        host: String,
+        /// Port.
+        port: u16,
+    },
 }
 
 /// A text is not an [`Endpoint`]. Each message shows the text and a correct example.
@@ -115,8 +124,10 @@ impl FromStr for Endpoint {
                 return Ok(make(PathBuf::from(path)));
             }
         }
-        let Some(address) = text.strip_prefix("tcp:") else {
-            return Err(EndpointError::UnknownKind { text: text.to_owned() });
+        let (address, secured) = match (text.strip_prefix("tcp:"), text.strip_prefix("tcp+noise:")) {
+            (Some(address), _) => (address, false),
+            (_, Some(address)) => (address, true),
+            _ => return Err(EndpointError::UnknownKind { text: text.to_owned() }),
         };
         let text = || text.to_owned();
         let Some((host, port)) = address.rsplit_once(':') else {
@@ -134,6 +145,10 @@ impl FromStr for Endpoint {
             return Err(EndpointError::BadHost { text: text() });
         }
         match port.parse::<u16>() {
+            Ok(port) if port > 0 && secured => Ok(Endpoint::TcpNoise {
+                host: host.to_owned(),
+                port,
+            }),
             Ok(port) if port > 0 => Ok(Endpoint::Tcp {
                 host: host.to_owned(),
                 port,
@@ -153,6 +168,8 @@ impl fmt::Display for Endpoint {
             Endpoint::Tcp { host, port } if host.contains(':') => write!(f, "tcp:[{host}]:{port}"),
             Endpoint::Tcp { host, port } => write!(f, "tcp:{host}:{port}"),
             Endpoint::Shm(path) => write!(f, "shm:{}", path.display()),
+            Endpoint::TcpNoise { host, port } if host.contains(':') => write!(f, "tcp+noise:[{host}]:{port}"),
+            Endpoint::TcpNoise { host, port } => write!(f, "tcp+noise:{host}:{port}"),
         }
     }
 }
@@ -164,6 +181,7 @@ impl Endpoint {
             Endpoint::Unix(path) => unix::connect(path),
             Endpoint::Tcp { host, port } => tcp::connect((host.as_str(), *port)),
             Endpoint::Shm(path) => shm::connect(path),
+            Endpoint::TcpNoise { host, port } => noise::connect((host.as_str(), *port), &self.key()?),
         }
     }
 
@@ -174,6 +192,17 @@ impl Endpoint {
             Endpoint::Unix(path) => Box::new(unix::Listener::bind(path)?),
             Endpoint::Tcp { host, port } => Box::new(tcp::Listener::bind((host.as_str(), *port))?),
             Endpoint::Shm(path) => Box::new(shm::Listener::bind(path)?),
+            Endpoint::TcpNoise { host, port } => {
+                Box::new(noise::Listener::bind((host.as_str(), *port), vec![self.key()?])?)
+            }
+        })
+    }
+
+    /// The key of a `tcp+noise:` endpoint, from the environment.
+    fn key(&self) -> Result<noise::NoiseKey, TransportError> {
+        noise::key_from_env().map_err(|source| TransportError::Key {
+            endpoint: self.to_string(),
+            source,
         })
     }
 
@@ -237,6 +266,8 @@ mod tests {
             "tcp:localhost:1",
             "tcp:[::1]:65535",
             "shm:/run/calc-{index}.sock",
+            "tcp+noise:10.0.0.1:7000",
+            "tcp+noise:[::1]:7000",
         ] {
             let endpoint: Endpoint = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
             assert_eq!(endpoint.to_string(), text);

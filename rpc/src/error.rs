@@ -54,6 +54,37 @@ pub enum TransportError {
         /// The configured maximum.
         max: usize,
     },
+    /// A large frame would take more bytes than are left of the budget shared by the
+    /// server's connections for partly received frames; the connection ends.
+    #[error("frame of {len} bytes from {peer} refused: partly received frames already hold {held} of the {limit} bytes allowed")]
+    BudgetExhausted {
+        /// The other end.
+        peer: String,
+        /// The length the frame claims.
+        len: u64,
+        /// Bytes held by other partly received frames.
+        held: usize,
+        /// The budget's limit.
+        limit: usize,
+    },
+    /// The peer could not be authenticated (an encrypted transport's handshake failed): it
+    /// holds another key, or does not speak the same security protocol.
+    #[error("authentication with {peer} failed: {detail}")]
+    AuthFailed {
+        /// The other end.
+        peer: String,
+        /// What went wrong, for humans.
+        detail: String,
+    },
+    /// An endpoint that authenticates has no usable key.
+    #[error("{endpoint} needs a key")]
+    Key {
+        /// The endpoint.
+        endpoint: String,
+        /// Why no key could be had.
+        #[source]
+        source: crate::transport::noise::KeyError,
+    },
     /// An operating-system call failed.
     #[error("{op} on {peer} failed")]
     Io {

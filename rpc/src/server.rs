@@ -20,99 +20,18 @@ use std::sync::{Arc, Condvar, Mutex, TryLockError};
 use std::time::{Duration, Instant};
 
 use crate::error::{HandshakeError, Identity, ServerError, TransportError};
-use crate::outbox::{Buffering, Outbox, SendError};
-use crate::protocol::{
-    fault_frame, Envelope, Fault, FaultKind, Frame, Hello, Kind, Welcome, DEFAULT_MAX_FRAME_LEN, MAGIC,
-    PROTOCOL_VERSION,
-};
+use crate::outbox::{Outbox, SendError};
+use crate::protocol::{fault_frame, Envelope, Fault, FaultKind, Frame, Hello, Kind, Welcome, MAGIC, PROTOCOL_VERSION};
 use crate::service::{CallContext, Cancel, Service};
 use crate::transport::{FrameReceiver, Interrupt, Listener, PeerInfo, Transport};
 use crate::wait::Wait;
 
-/// How a [`Server`] behaves.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct ServerConfig {
-    /// Largest frame payload sent or accepted; default 16 MiB. A client sending a larger
-    /// frame is told so and disconnected.
-    pub max_frame_len: usize,
-    /// How many outgoing frames (replies) may queue per connection while its transport is
-    /// busy.
-    pub buffering: Buffering,
-    /// How many calls of one connection may run at once; default 16.
-    pub max_calls_per_connection: usize,
-    /// How long a new connection may take to complete its handshake.
-    pub handshake_timeout: Duration,
-    /// How long a reply may wait for the client to read before the connection is given up
-    /// on; default 30 s. This also bounds how long a graceful stop waits for such a client.
-    pub write_timeout: Duration,
-    /// Told of each connection whose handshake fails, besides the `tracing` warning.
-    handshake_failed: Option<HandshakeHook>,
-}
+mod config;
+mod limits;
 
-/// A function told of each failed handshake (see [`ServerConfig::on_handshake_failure`]).
-#[derive(Clone)]
-struct HandshakeHook(Arc<dyn Fn(&HandshakeError) + Send + Sync>);
-
-impl std::fmt::Debug for HandshakeHook {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("HandshakeHook")
-    }
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig {
-            max_frame_len: DEFAULT_MAX_FRAME_LEN,
-            buffering: Buffering::default(),
-            max_calls_per_connection: 16,
-            handshake_timeout: Duration::from_secs(10),
-            write_timeout: Duration::from_secs(30),
-            handshake_failed: None,
-        }
-    }
-}
-
-impl ServerConfig {
-    /// Sets [`max_frame_len`](Self::max_frame_len).
-    pub fn max_frame_len(mut self, max: usize) -> Self {
-        self.max_frame_len = max;
-        self
-    }
-
-    /// Sets [`buffering`](Self::buffering).
-    pub fn buffering(mut self, buffering: Buffering) -> Self {
-        self.buffering = buffering;
-        self
-    }
-
-    /// Sets [`max_calls_per_connection`](Self::max_calls_per_connection) (at least 1).
-    pub fn max_calls_per_connection(mut self, n: usize) -> Self {
-        self.max_calls_per_connection = n.max(1);
-        self
-    }
-
-    /// Sets [`handshake_timeout`](Self::handshake_timeout).
-    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
-        self.handshake_timeout = timeout;
-        self
-    }
-
-    /// Sets [`write_timeout`](Self::write_timeout).
-    pub fn write_timeout(mut self, timeout: Duration) -> Self {
-        self.write_timeout = timeout;
-        self
-    }
-
-    /// Calls `hook` with each connection's failed handshake (a client of another service or
-    /// interface version, a peer that says nothing in time, ...), besides the `tracing`
-    /// warning the server always logs; none by default. `procwire_workers::Worker` sets one
-    /// that reports on stderr, where a worker without a `tracing` subscriber is heard.
-    pub fn on_handshake_failure(mut self, hook: impl Fn(&HandshakeError) + Send + Sync + 'static) -> Self {
-        self.handshake_failed = Some(HandshakeHook(Arc::new(hook)));
-        self
-    }
-}
+use config::HandshakeHook;
+pub use config::{ServerConfig, DEFAULT_MAX_CONNECTIONS};
+use limits::{ReadClock, Slot, Slots};
 
 /// Serves a [`Service`] on a listener or on single connections.
 #[derive(Debug)]
@@ -162,7 +81,7 @@ impl<S: Service> Server<S> {
     /// socket) in the background. [`ServerHandle::wait`] returns when it ends.
     pub fn spawn_connection(self, transport: Transport) -> Result<ServerHandle, ServerError> {
         let shared = self.shared()?;
-        start_connection(transport, self.service, self.config, &shared, true)?;
+        start_connection(transport, self.service, self.config, &shared, None)?;
         Ok(ServerHandle { shared })
     }
 }
@@ -274,10 +193,16 @@ fn spawn_tracked(shared: &Arc<Shared>, name: &str, f: impl FnOnce() + Send + 'st
 fn accept_loop<S: Service>(mut listener: impl Listener, service: Arc<S>, config: ServerConfig, shared: Arc<Shared>) {
     let addr = listener.local_addr();
     tracing::debug!(%addr, "accepting connections");
+    let slots = Slots::default();
     while !shared.stopping.load(Ordering::SeqCst) {
         match listener.accept(Wait::Block) {
             Ok(transport) => {
-                if let Err(e) = start_connection(transport, Arc::clone(&service), config.clone(), &shared, false) {
+                let Some(slot) = slots.take(config.max_connections) else {
+                    slots.refuse(transport, service.info(), config.max_connections);
+                    continue;
+                };
+                let started = start_connection(transport, Arc::clone(&service), config.clone(), &shared, Some(slot));
+                if let Err(e) = started {
                     tracing::warn!(%addr, error = %e, "dropping a connection");
                 }
             }
@@ -330,6 +255,12 @@ struct Conn<S> {
     wake: EventFd,
     /// Fired when the connection stops reading: wakes every thread.
     ended: Interrupt,
+    /// How long the current frame, or the silence, has lasted.
+    clock: ReadClock,
+    /// The listener's count of connections, while this one lives.
+    _slot: Option<Slot>,
+    /// The key the client authenticated with, if the transport authenticates.
+    key_name: Option<Arc<str>>,
 }
 
 /// How long a stopping server waits for room to queue its goodbye.
@@ -344,11 +275,19 @@ struct Waiter {
 }
 
 impl Waiter {
-    /// Sleeps until there may be something to do.
-    fn wait(&self, wake: &EventFd) -> nix::Result<()> {
+    /// Sleeps until there may be something to do, or `until` passes; false if it passed.
+    fn wait(&self, wake: &EventFd, until: Option<Instant>) -> nix::Result<bool> {
         let mut events = [EpollEvent::empty(); 4];
+        let timeout = match until {
+            None => EpollTimeout::NONE,
+            Some(at) => {
+                // Round up so that the wait never ends early and spins.
+                let ms = at.saturating_duration_since(Instant::now()).as_micros().div_ceil(1000);
+                EpollTimeout::try_from(ms.min(i32::MAX as u128) as i32).unwrap_or(EpollTimeout::MAX)
+            }
+        };
         let n = loop {
-            match self.epoll.wait(&mut events, EpollTimeout::NONE) {
+            match self.epoll.wait(&mut events, timeout) {
                 Err(nix::errno::Errno::EINTR) => continue,
                 other => break other?,
             }
@@ -357,7 +296,7 @@ impl Waiter {
             // Semaphore mode: take one wake-up; another thread may take the next.
             let _ = wake.read();
         }
-        Ok(())
+        Ok(n > 0)
     }
 }
 
@@ -366,10 +305,13 @@ fn start_connection<S: Service>(
     service: Arc<S>,
     config: ServerConfig,
     shared: &Arc<Shared>,
-    only: bool,
+    slot: Option<Slot>,
 ) -> Result<(), ServerError> {
+    // A connection without a listener's slot is the server's only one.
+    let only = slot.is_none();
     transport.set_max_frame_len(config.max_frame_len);
     transport.receiver.set_interrupt(shared.interrupt.clone());
+    transport.receiver.set_budget(config.frame_budget.clone());
     let sh = Arc::clone(shared);
     spawn_tracked(shared, "procwire-conn", move || {
         let peer = transport.peer.name.clone();
@@ -398,7 +340,11 @@ fn start_connection<S: Service>(
             }
         };
         let Transport { sender, receiver, peer } = transport;
+        let key_name = receiver.authenticated_as().map(Arc::from);
         let conn = Arc::new(Conn {
+            key_name,
+            clock: ReadClock::new(config.frame_timeout, config.idle_timeout),
+            _slot: slot,
             outbox: Outbox::new(
                 sender,
                 config.buffering,
@@ -515,16 +461,31 @@ impl<S: Service> Conn<S> {
                         Some(receiver) => receiver,
                         None => {
                             self.idle.fetch_add(1, Ordering::SeqCst);
-                            let woken = waiter.wait(&self.wake);
+                            let until = self.clock.deadline(self.busy()).map(|(at, _)| at);
+                            let woken = waiter.wait(&self.wake, until);
                             self.idle.fetch_sub(1, Ordering::SeqCst);
-                            if let Err(e) = woken {
-                                self.close(&format!("epoll_wait failed: {e}"));
-                                break;
+                            let receiver = self.receiver.lock().unwrap_or_else(|e| e.into_inner());
+                            match woken {
+                                Err(e) => {
+                                    drop(receiver);
+                                    self.close(&format!("epoll_wait failed: {e}"));
+                                    break;
+                                }
+                                // Checked under the receiver's lock, which every receive
+                                // holds while it updates the clock.
+                                Ok(false) => {
+                                    if let Some(why) = self.clock.overdue(self.busy()) {
+                                        drop(receiver);
+                                        self.cut("read timeout", why.to_string());
+                                        break;
+                                    }
+                                }
+                                Ok(true) => {}
                             }
                             if self.done() {
                                 break;
                             }
-                            self.receiver.lock().unwrap_or_else(|e| e.into_inner())
+                            receiver
                         }
                     }
                 }
@@ -533,10 +494,16 @@ impl<S: Service> Conn<S> {
             if self.done() {
                 break;
             }
-            let payload = match receiver.recv(wait) {
+            let received = receiver.recv(wait);
+            self.clock.saw(received.is_ok(), receiver.in_frame());
+            let payload = match received {
                 Ok(payload) => payload,
                 // Another thread took what woke us, or only part of a frame has arrived.
                 Err(TransportError::WouldBlock { .. }) => continue,
+                Err(e @ TransportError::BudgetExhausted { .. }) => {
+                    self.cut("frame budget exhausted", e.to_string());
+                    break;
+                }
                 Err(TransportError::Interrupted { .. } | TransportError::Closed { .. }) => {
                     // Stopping, or the client is done sending: calls in flight still get their
                     // replies; the last thread out closes the connection.
@@ -614,6 +581,11 @@ impl<S: Service> Conn<S> {
         }
     }
 
+    /// True while a call of this connection runs (the idle timeout waits for it).
+    fn busy(&self) -> bool {
+        !self.running.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+    }
+
     fn done(&self) -> bool {
         self.closed.load(Ordering::SeqCst) || self.shared.stopping.load(Ordering::SeqCst)
     }
@@ -643,6 +615,7 @@ impl<S: Service> Conn<S> {
                 .timeout_us
                 .and_then(|us| Instant::now().checked_add(Duration::from_micros(us))),
             peer: Arc::clone(&self.peer),
+            key_name: self.key_name.clone(),
             cancelled,
         };
         let outcome = catch_unwind(AssertUnwindSafe(|| self.service.call(&ctx, args)));
@@ -683,6 +656,14 @@ impl<S: Service> Conn<S> {
                 );
                 let _ = self.outbox.send(ctx.fault(&fault), Wait::Block);
             }
+            Err(SendError::Closed(reason)) => {
+                // The outbox gave up on the client (it read nothing for the write timeout,
+                // or it is gone): read no more of its calls, so that its threads end.
+                if !self.closed.swap(true, Ordering::SeqCst) {
+                    tracing::warn!(peer = %self.peer.name, %reason, "cannot send a reply; closing the connection");
+                }
+                self.ended.fire();
+            }
             Err(e) => tracing::debug!(peer = %self.peer.name, error = ?e, "cannot send a reply"),
         }
     }
@@ -694,7 +675,13 @@ impl<S: Service> Conn<S> {
 
     /// The client broke the protocol: tell it why, then close the connection.
     fn violation(&self, detail: String) {
-        tracing::warn!(peer = %self.peer.name, %detail, "protocol violation; closing the connection");
+        self.cut("protocol violation", detail);
+    }
+
+    /// The client broke the protocol or a limit (`what`): tell it why, then close the
+    /// connection.
+    fn cut(&self, what: &str, detail: String) {
+        tracing::warn!(peer = %self.peer.name, %detail, "{what}; closing the connection");
         let frame = fault_frame(0, 0, &Fault::new(FaultKind::Protocol, detail.clone()));
         let _ = self.outbox.send(frame, Wait::timeout(Duration::from_millis(100)));
         // Gracefully, so that the complaint is written even if it had to queue.

@@ -95,10 +95,17 @@ pub struct CallContext {
     pub(crate) envelope: Envelope,
     pub(crate) deadline: Option<Instant>,
     pub(crate) peer: Arc<PeerInfo>,
+    pub(crate) key_name: Option<Arc<str>>,
     pub(crate) cancelled: Arc<Cancel>,
 }
 
 impl CallContext {
+    /// The name of the key the client authenticated with, on an authenticated transport
+    /// ([`transport::noise`](crate::transport::noise)); `None` on others.
+    pub fn key_name(&self) -> Option<&str> {
+        self.key_name.as_deref()
+    }
+
     /// The request id.
     pub fn id(&self) -> u64 {
         self.envelope.id

@@ -8,9 +8,9 @@ mod support;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
+use support::control::*;
 use support::*;
 
 /// Each worker says its pid (the shell `exec`s, so it is the worker's own) and stays up.
@@ -22,99 +22,6 @@ command = ["sh", "-c", 'echo "pid $$"; exec sleep 1000']
 [pool.db]
 command = ["sh", "-c", 'echo "pid $$"; exec sleep 1000']
 "#;
-
-/// Runs `procwire ARGS...` as a client of the supervisor whose runtime directory is `dir`.
-fn procwire(dir: &Path, args: &[&str]) -> Output {
-    client(dir, args).output().expect("run procwire")
-}
-
-fn client(dir: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_procwire"));
-    command
-        .args(args)
-        .env("XDG_RUNTIME_DIR", dir)
-        .env_remove("PROCWIRE_CONTROL")
-        .current_dir(dir)
-        .stdin(Stdio::null());
-    command
-}
-
-/// `procwire ARGS...`, which must succeed; its standard output.
-fn ok(dir: &Path, args: &[&str]) -> String {
-    let output = procwire(dir, args);
-    assert!(
-        output.status.success(),
-        "procwire {args:?} ended with {}; stdout:\n{}stderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).expect("UTF-8 output")
-}
-
-fn status_json(dir: &Path) -> Value {
-    serde_json::from_str(&ok(dir, &["status", "--json"])).expect("status --json prints JSON")
-}
-
-/// The status of worker `index` of `pool`.
-fn worker<'a>(status: &'a Value, pool: &str, index: u64) -> &'a Value {
-    let pool = status["pools"]
-        .as_array()
-        .expect("pools")
-        .iter()
-        .find(|p| p["name"] == pool)
-        .unwrap_or_else(|| panic!("no pool {pool} in {status:#}"));
-    pool["workers"]
-        .as_array()
-        .expect("workers")
-        .iter()
-        .find(|w| w["index"] == index)
-        .unwrap_or_else(|| panic!("no worker {index} in {pool:#}"))
-}
-
-fn pool_state<'a>(status: &'a Value, pool: &str) -> &'a Value {
-    &status["pools"]
-        .as_array()
-        .expect("pools")
-        .iter()
-        .find(|p| p["name"] == pool)
-        .unwrap_or_else(|| panic!("no pool {pool} in {status:#}"))["state"]
-}
-
-/// The pid worker `which` (`web.0`) printed the `n`th time it started.
-fn printed_pid(sup: &Supervisor, which: &str, n: usize) -> i64 {
-    number_after(&sup.wait_for_nth(&format!("{which} | pid "), n), "pid ")
-}
-
-/// Waits for the supervisor's line saying that worker `which` (`web.1`) ended.
-fn wait_ended(sup: &Supervisor, which: &str) {
-    let about = format!(" {which} (pid ");
-    sup.wait_until(&format!("{which} ended"), |seen| {
-        seen.lines
-            .iter()
-            .find(|l| l.text.contains(&about) && l.text.contains("ended with"))
-            .map(|_| ())
-    });
-}
-
-/// Whether `python3` runs here (workers that send sd_notify messages use it).
-fn have_python() -> bool {
-    Command::new("python3")
-        .args(["-c", ""])
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn keys(value: &Value) -> Vec<&str> {
-    let mut keys: Vec<&str> = value
-        .as_object()
-        .expect("an object")
-        .keys()
-        .map(String::as_str)
-        .collect();
-    keys.sort_unstable();
-    keys
-}
 
 #[test]
 fn status_json_has_the_documented_shape_and_the_workers_real_pids() {

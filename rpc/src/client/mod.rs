@@ -359,7 +359,7 @@ fn handshake(transport: &mut Transport, service: &ServiceInfo, timeout: Duration
     if !welcome.accepted {
         return Err(HandshakeError::Malformed {
             peer,
-            detail: "the server refused the connection".into(),
+            detail: "the server refused the connection (its log says why: at its connection limit, for one)".into(),
         });
     }
     Ok(())

@@ -8,6 +8,7 @@
 //! |-----------|---------------------------------------|-------------------------------------------|
 //! | [`unix`]  | Unix stream socket                    | [`unix::connect`], [`unix::Listener`]     |
 //! | [`tcp`]   | TCP (`TCP_NODELAY`)                   | [`tcp::connect`], [`tcp::Listener`]       |
+//! | [`noise`] | TCP, authenticated and encrypted      | [`noise::connect`], [`noise::Listener`]   |
 //! | [`pipe`]  | two anonymous pipes                   | [`pipe::pair`], inherited by a child      |
 //! | [`fifo`]  | two named FIFOs in a directory        | [`fifo::open`] on each side               |
 //! | [`shm`]   | two rings in a shared memfd           | [`shm::connect`], [`shm::Listener`]       |
@@ -39,8 +40,10 @@
 //! - A receive or accept blocked on an [`Interrupt`] that fires returns
 //!   [`TransportError::Interrupted`].
 
+mod budget;
 pub mod fifo;
 mod pending;
+pub mod noise;
 pub mod pipe;
 pub mod shm;
 mod stream;
@@ -56,6 +59,7 @@ use crate::error::TransportError;
 use crate::protocol::Frame;
 use crate::wait::Wait;
 
+pub use budget::{FrameBudget, DEFAULT_FRAME_BUDGET};
 pub use stream::{StreamReceiver, StreamSender};
 
 /// The sending half of a connection.
@@ -110,6 +114,25 @@ pub trait FrameReceiver: Send + 'static {
     /// briefly first. The default is [`has_buffered`](Self::has_buffered).
     fn prepare_wait(&mut self) -> bool {
         self.has_buffered()
+    }
+
+    /// True while part of a frame has arrived and the rest has not, for servers that bound
+    /// how long a frame may take (see `ServerConfig::frame_timeout`).
+    fn in_frame(&self) -> bool {
+        false
+    }
+
+    /// Makes large frames take their buffers from `budget`; a frame that does not fit is
+    /// refused with [`TransportError::BudgetExhausted`]. Transports that hold no per-frame
+    /// buffers ignore it.
+    fn set_budget(&mut self, budget: FrameBudget) {
+        let _ = budget;
+    }
+
+    /// The name of the key the peer authenticated with, once it has (see [`noise`]); `None`
+    /// for transports that do not authenticate.
+    fn authenticated_as(&self) -> Option<&str> {
+        None
     }
 }
 

@@ -16,8 +16,9 @@ use nix::libc;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{send, shutdown, MsgFlags, Shutdown};
 
+use super::budget::Reservation;
 use super::pending::{not_taken, Pending};
-use super::{FrameReceiver, FrameSender, Interrupt};
+use super::{FrameBudget, FrameReceiver, FrameSender, Interrupt};
 use crate::buffers;
 use crate::error::TransportError;
 use crate::protocol::{Frame, DEFAULT_MAX_FRAME_LEN, HEADROOM};
@@ -137,6 +138,9 @@ pub struct StreamReceiver {
     start: usize,
     /// A large frame being read straight into its own buffer, and its length.
     body: Option<(Vec<u8>, usize)>,
+    /// Where large frames' buffers are counted, if anywhere, and what `body` holds of it.
+    budget: Option<FrameBudget>,
+    reserved: Option<Reservation>,
     /// A fatal error already returned; repeated on every later call.
     failed: Option<fn(&str) -> TransportError>,
 }
@@ -155,8 +159,15 @@ impl StreamReceiver {
             staging: Vec::with_capacity(STAGING),
             start: 0,
             body: None,
+            budget: None,
+            reserved: None,
             failed: None,
         })
+    }
+
+    /// A duplicate of the descriptor (for a handshake answer written from the receiving side).
+    pub(crate) fn dup_fd(&self) -> io::Result<OwnedFd> {
+        self.fd.try_clone()
     }
 
     fn prefix_at(&self, at: usize) -> usize {
@@ -169,6 +180,7 @@ impl StreamReceiver {
     fn take_frame(&mut self) -> Result<Option<Vec<u8>>, TransportError> {
         if let Some((body, len)) = &self.body {
             if body.len() == *len {
+                self.reserved = None;
                 return Ok(self.body.take().map(|(body, _)| body));
             }
             return Ok(None);
@@ -202,6 +214,18 @@ impl StreamReceiver {
         }
         if HEADROOM + len > STAGING {
             // Too big for the staging buffer: give it its own and read the rest straight in.
+            if let Some(budget) = &self.budget {
+                let Some(reserved) = budget.reserve(len) else {
+                    self.failed = Some(|peer| TransportError::Closed { peer: peer.to_owned() });
+                    return Err(TransportError::BudgetExhausted {
+                        peer: self.peer.clone(),
+                        len: len as u64,
+                        held: budget.held(),
+                        limit: budget.limit(),
+                    });
+                };
+                self.reserved = Some(reserved);
+            }
             let mut body = buffers::take(len);
             body.extend_from_slice(&self.staging[begin..]);
             self.staging.clear();
@@ -298,6 +322,14 @@ impl FrameReceiver for StreamReceiver {
 
     fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
         Some(self.fd.as_fd())
+    }
+
+    fn in_frame(&self) -> bool {
+        self.partial_len().is_some()
+    }
+
+    fn set_budget(&mut self, budget: FrameBudget) {
+        self.budget = Some(budget);
     }
 
     fn has_buffered(&self) -> bool {
@@ -511,6 +543,36 @@ mod tests {
             other => panic!("expected FrameTooLarge, got {other:?}"),
         }
         assert!(rx.recv(Wait::Block).is_err());
+    }
+
+    #[test]
+    fn a_large_frame_past_the_budget_is_refused_and_a_finished_one_gives_its_bytes_back() {
+        let budget = FrameBudget::new(200_000);
+        let (mut raw, mut rx) = pair();
+        rx.set_budget(budget.clone());
+        raw.write_all(&prefixed(&[1; 150_000])).unwrap();
+        assert_eq!(rx.recv(Wait::Block).unwrap().len(), 150_000);
+        assert_eq!(budget.held(), 0, "a whole frame holds nothing");
+        let (mut raw2, mut rx2) = pair();
+        rx2.set_budget(budget.clone());
+        raw.write_all(&prefixed(&[2; 150_000])[..1000]).unwrap();
+        assert!(matches!(
+            rx.recv(Wait::NonBlock),
+            Err(TransportError::WouldBlock { .. })
+        ));
+        assert!(rx.in_frame());
+        assert_eq!(budget.held(), 150_000);
+        raw2.write_all(&100_000u32.to_le_bytes()).unwrap();
+        match rx2.recv(Wait::Block) {
+            Err(TransportError::BudgetExhausted {
+                len: 100_000,
+                limit: 200_000,
+                ..
+            }) => {}
+            other => panic!("expected BudgetExhausted, got {other:?}"),
+        }
+        drop(rx);
+        assert_eq!(budget.held(), 0, "a dropped receiver gives its bytes back");
     }
 
     #[test]

@@ -17,16 +17,22 @@ pub fn connect(addr: impl ToSocketAddrs + std::fmt::Debug) -> Result<Transport, 
     from_stream(stream)
 }
 
-/// Wraps a connected TCP stream.
-pub fn from_stream(stream: TcpStream) -> Result<Transport, TransportError> {
+/// Sets `TCP_NODELAY` on a connected stream; returns its descriptor and the peer's name
+/// under `scheme`.
+pub(crate) fn prepare(stream: TcpStream, scheme: &str) -> Result<(OwnedFd, String), TransportError> {
     let name = match stream.peer_addr() {
-        Ok(addr) => format!("tcp:{addr}"),
-        Err(_) => "tcp:?".to_owned(),
+        Ok(addr) => format!("{scheme}:{addr}"),
+        Err(_) => format!("{scheme}:?"),
     };
     stream
         .set_nodelay(true)
         .map_err(|e| TransportError::io("setsockopt TCP_NODELAY", name.clone(), e))?;
-    let fd = OwnedFd::from(stream);
+    Ok((OwnedFd::from(stream), name))
+}
+
+/// Wraps a connected TCP stream.
+pub fn from_stream(stream: TcpStream) -> Result<Transport, TransportError> {
+    let (fd, name) = prepare(stream, "tcp")?;
     let read = fd.try_clone().map_err(|e| TransportError::io("dup", name.clone(), e))?;
     Ok(Transport {
         sender: Box::new(StreamSender::new(fd, FdKind::Socket, name.clone())?),
@@ -82,24 +88,31 @@ impl Listener {
     }
 }
 
-impl super::Listener for Listener {
-    fn accept(&mut self, wait: Wait) -> Result<Transport, TransportError> {
+impl Listener {
+    /// Accepts one connection as a plain stream, waiting as `wait` allows.
+    pub(crate) fn accept_stream(&mut self, wait: Wait) -> Result<TcpStream, TransportError> {
         loop {
             match self.listener.accept() {
-                Ok((stream, _)) => return from_stream(stream),
+                Ok((stream, _)) => return Ok(stream),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     stream::wait_ready(
                         self.listener.as_fd(),
                         PollFlags::POLLIN,
                         wait,
                         self.interrupt.as_ref(),
-                        &self.local_addr(),
+                        &super::Listener::local_addr(self),
                     )?;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(TransportError::io("accept", self.local_addr(), e)),
+                Err(e) => return Err(TransportError::io("accept", super::Listener::local_addr(self), e)),
             }
         }
+    }
+}
+
+impl super::Listener for Listener {
+    fn accept(&mut self, wait: Wait) -> Result<Transport, TransportError> {
+        from_stream(self.accept_stream(wait)?)
     }
 
     fn set_interrupt(&mut self, interrupt: Interrupt) {

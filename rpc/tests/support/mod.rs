@@ -8,10 +8,28 @@ use std::sync::{mpsc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use procwire_rpc::serde_bytes::ByteBuf;
+use procwire_rpc::transport::noise::{self, NoiseKey};
 use procwire_rpc::transport::{fifo, pipe, shm, tcp, unix, Transport};
 use procwire_rpc::{
     decode_args, CallContext, Fault, FaultKind, Frame, Method, Server, ServerConfig, Service, ServiceInfo,
 };
+
+/// One `libtest_mimic::Trial` per test function, named after it; each returns a `Result`.
+/// A test binary's `main`: the child role if this process is a child, else the given test
+/// functions (each returning a `Result`), one trial each, named after them.
+#[allow(unused_macros)] // used by tests/hostile.rs and tests/noise.rs
+macro_rules! test_main {
+    ($($case:ident),* $(,)?) => {
+        fn main() {
+            if support::child_main() {
+                return;
+            }
+            let args = libtest_mimic::Arguments::from_args();
+            let trials = vec![$(libtest_mimic::Trial::test(stringify!($case), $case)),*];
+            libtest_mimic::run(&args, trials).exit();
+        }
+    };
+}
 
 pub const SERVICE: &str = "conformance";
 pub const FINGERPRINT: u64 = 0x5eed_cafe_f00d_0001;
@@ -29,9 +47,23 @@ pub const RELEASE: Method = Method::new(10, "release");
 pub const WAIT_HELD: Method = Method::new(11, "wait_held");
 pub const PEER_PID: Method = Method::new(12, "peer_pid");
 pub const GROW: Method = Method::new(13, "grow");
-const METHODS: [Method; 13] = [
-    ADD, ECHO, CONCAT, LOG, WAIT_LOGS, SLOW, PANIC, DIE, HOLD, RELEASE, WAIT_HELD, PEER_PID, GROW,
+pub const KEY_NAME: Method = Method::new(14, "key_name");
+const METHODS: [Method; 14] = [
+    ADD, ECHO, CONCAT, LOG, WAIT_LOGS, SLOW, PANIC, DIE, HOLD, RELEASE, WAIT_HELD, PEER_PID, GROW, KEY_NAME,
 ];
+
+/// The environment variable that hands a Noise server its key (64 hex digits); also the
+/// key's name.
+pub const KEY_ENV: &str = "PROCWIRE_CONFORMANCE_KEY";
+
+/// The key the suite's Noise server and clients share.
+pub fn suite_key() -> NoiseKey {
+    NoiseKey::new(KEY_ENV, [0x5a; 32])
+}
+
+fn hex(secret: &[u8; 32]) -> String {
+    secret.iter().map(|b| format!("{b:02x}")).collect()
+}
 
 /// How long the service's blocking methods wait at most, so that a broken test fails rather
 /// than hangs.
@@ -135,6 +167,7 @@ impl Service for Conformance {
                 let n: u64 = decode_args(ctx, args)?;
                 ctx.reply(&ByteBuf::from(vec![7u8; n as usize]))
             }
+            14 => ctx.reply(&ctx.key_name().map(str::to_owned)),
             m => Err(Fault::new(
                 FaultKind::UnknownMethod,
                 format!("{SERVICE} has no method {m}"),
@@ -151,9 +184,11 @@ pub enum Kind {
     Pipe,
     Fifo,
     Shm,
+    /// TCP authenticated and encrypted with Noise, with [`suite_key`].
+    Noise,
 }
 
-pub const ALL: [Kind; 5] = [Kind::Unix, Kind::Tcp, Kind::Pipe, Kind::Fifo, Kind::Shm];
+pub const ALL: [Kind; 6] = [Kind::Unix, Kind::Tcp, Kind::Pipe, Kind::Fifo, Kind::Shm, Kind::Noise];
 
 impl Kind {
     pub fn name(self) -> &'static str {
@@ -163,16 +198,18 @@ impl Kind {
             Kind::Pipe => "pipe",
             Kind::Fifo => "fifo",
             Kind::Shm => "shm",
+            Kind::Noise => "noise",
         }
     }
 
     /// Whether a server on it accepts many connections.
     pub fn has_listener(self) -> bool {
-        matches!(self, Kind::Unix | Kind::Tcp | Kind::Shm)
+        matches!(self, Kind::Unix | Kind::Tcp | Kind::Shm | Kind::Noise)
     }
 
     /// Whether a test can write raw bytes to a server on it (a byte stream it can connect
-    /// to); the shm transport's hostile-peer cases are unit tests of its rings.
+    /// to); the shm transport's hostile-peer cases are unit tests of its rings, and raw bytes
+    /// mean nothing to an encrypted transport (tests/noise.rs covers its refusals).
     pub fn has_raw_stream(self) -> bool {
         matches!(self, Kind::Unix | Kind::Tcp)
     }
@@ -181,6 +218,25 @@ impl Kind {
 const CHILD_ENV: &str = "PROCWIRE_CONFORMANCE_CHILD";
 const WRITE_TIMEOUT_ENV: &str = "PROCWIRE_CONFORMANCE_WRITE_TIMEOUT_MS";
 const MAX_FRAME_ENV: &str = "PROCWIRE_CONFORMANCE_MAX_FRAME_LEN";
+const LIMITS_ENV: &str = "PROCWIRE_CONFORMANCE_LIMITS";
+const FAILURES_ENV: &str = "PROCWIRE_CONFORMANCE_FAILURES";
+
+/// Applies `name=value` pairs, `,`-separated, to the child server's limits.
+fn apply_limits(mut config: ServerConfig, limits: &str) -> ServerConfig {
+    for pair in limits.split(',').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').expect("name=value");
+        let n: u64 = value.parse().expect("a number");
+        config = match name {
+            "max_connections" => config.max_connections(n as usize),
+            "frame_timeout_ms" => config.frame_timeout(Duration::from_millis(n)),
+            "idle_timeout_ms" => config.idle_timeout(Some(Duration::from_millis(n))),
+            "frame_budget" => config.frame_budget(procwire_rpc::transport::FrameBudget::new(n as usize)),
+            "write_timeout_ms" => config.write_timeout(Duration::from_millis(n)),
+            other => panic!("unknown limit {other}"),
+        };
+    }
+    config
+}
 
 /// Runs the child role if this process is a child; returns false otherwise.
 pub fn child_main() -> bool {
@@ -195,6 +251,21 @@ pub fn child_main() -> bool {
     if let Ok(ms) = std::env::var(WRITE_TIMEOUT_ENV) {
         config = config.write_timeout(Duration::from_millis(ms.parse().expect("milliseconds")));
     }
+    if let Ok(limits) = std::env::var(LIMITS_ENV) {
+        config = apply_limits(config, &limits);
+    }
+    if let Ok(path) = std::env::var(FAILURES_ENV) {
+        // Each failed handshake, one line, written before the connection closes.
+        config = config.on_handshake_failure(move |e| {
+            use std::io::Write;
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .expect("open the failures file");
+            writeln!(file, "{}", procwire_rpc::ErrorChain(e)).expect("write a failure");
+        });
+    }
     let server = Server::new(Conformance::default()).with_config(config);
     let handle = match role.as_str() {
         "unix" => {
@@ -207,6 +278,14 @@ pub fn child_main() -> bool {
             let listener = shm::Listener::bind(&arg).expect("bind shm socket");
             let handle = server.spawn(listener).expect("spawn server");
             println!("ready {arg}");
+            handle
+        }
+        "noise" => {
+            let key = NoiseKey::from_env(KEY_ENV).expect("the suite's key");
+            let listener = noise::Listener::bind("127.0.0.1:0", vec![key]).expect("bind tcp+noise");
+            let addr = listener.addr();
+            let handle = server.spawn(listener).expect("spawn server");
+            println!("ready {addr}");
             handle
         }
         "tcp" => {
@@ -224,6 +303,17 @@ pub fn child_main() -> bool {
             .expect("spawn server"),
         "evil" => {
             evil_server(&arg);
+            return true;
+        }
+        "endpoint-client" => {
+            // A client of the endpoint `arg`, which finds its key in the environment.
+            let endpoint: procwire_rpc::Endpoint = arg.parse().expect("an endpoint");
+            let transport = endpoint
+                .connect()
+                .unwrap_or_else(|e| panic!("connect to the endpoint: {}", procwire_rpc::ErrorChain(&e)));
+            let client = procwire_rpc::Client::connect(transport, info()).expect("handshake");
+            let sum: i64 = client.call(ADD, &(20i64, 22i64), None).expect("call add");
+            println!("sum {sum}");
             return true;
         }
         other => panic!("unknown child role {other}"),
@@ -299,10 +389,36 @@ pub struct Peer {
     addr: String,
     /// The one connection of a pipe or FIFO server, until taken.
     single: Option<Transport>,
+    /// Where the server writes its failed handshakes, if asked to.
+    failures: Option<std::path::PathBuf>,
     _dir: tempfile::TempDir,
 }
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Runs a child that connects to `endpoint` with `env` set, calls `add(20, 22)` and prints
+/// the sum; returns its output, or its failure.
+#[allow(dead_code)] // used by tests/noise.rs, not by the conformance suite
+pub fn run_endpoint_client(endpoint: &str, env: &[(&str, String)]) -> Result<String, String> {
+    let output = child_command("endpoint-client", endpoint)
+        .env_remove("PROCWIRE_KEY_FILE")
+        .env_remove("PROCWIRE_KEY")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run the endpoint client");
+    match output.status.success() {
+        true => Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned()),
+        false => Err(String::from_utf8_lossy(&output.stderr).into_owned()),
+    }
+}
+
+/// The suite's key as 64 hex digits.
+#[allow(dead_code)] // used by tests/noise.rs, not by the conformance suite
+pub fn suite_key_hex() -> String {
+    hex(&[0x5a; 32])
+}
 
 fn child_command(role: &str, arg: &str) -> Command {
     child_command_with(role, arg, &[])
@@ -354,11 +470,47 @@ impl Peer {
         Self::spawn_with(kind, &[(MAX_FRAME_ENV, len.to_string())])
     }
 
+    /// Starts a conformance server with limits set by `limits`: `name=value` pairs,
+    /// `,`-separated (`max_connections`, `frame_timeout_ms`, `idle_timeout_ms`,
+    /// `frame_budget`, `write_timeout_ms`).
+    #[allow(dead_code)] // used by tests/hostile.rs, not by the conformance suite
+    pub fn spawn_with_limits(kind: Kind, limits: &str) -> Peer {
+        Self::spawn_with(kind, &[(LIMITS_ENV, limits.to_owned())])
+    }
+
+    /// Starts a conformance server that writes each failed handshake to [`failures`](Self::failures).
+    #[allow(dead_code)] // used by tests/noise.rs, not by the conformance suite
+    pub fn spawn_logging_failures(kind: Kind) -> Peer {
+        let path = std::env::temp_dir().join(format!(
+            "procwire-failures-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let mut peer = Self::spawn_with(kind, &[(FAILURES_ENV, path.display().to_string())]);
+        peer.failures = Some(path);
+        peer
+    }
+
+    /// The failed handshakes the server has written, one per line (see
+    /// [`spawn_logging_failures`](Self::spawn_logging_failures)).
+    #[allow(dead_code)] // used by tests/noise.rs, not by the conformance suite
+    pub fn failures(&self) -> String {
+        self.failures
+            .as_ref()
+            .and_then(|path| std::fs::read_to_string(path).ok())
+            .unwrap_or_default()
+    }
+
     fn spawn_with(kind: Kind, env: &[(&str, String)]) -> Peer {
         let dir = tempfile::tempdir().expect("temp dir");
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let mut env = env.to_vec();
+        if kind == Kind::Noise {
+            env.push((KEY_ENV, hex(&[0x5a; 32])));
+        }
+        let env = env.as_slice();
         match kind {
-            Kind::Unix | Kind::Tcp | Kind::Shm => {
+            Kind::Unix | Kind::Tcp | Kind::Shm | Kind::Noise => {
                 let path = dir.path().join(format!("s{n}.sock"));
                 let mut child = child_command_with(kind.name(), path.to_str().unwrap(), env)
                     .spawn()
@@ -371,6 +523,7 @@ impl Peer {
                     stdin,
                     addr,
                     single: None,
+                    failures: None,
                     _dir: dir,
                 }
             }
@@ -387,6 +540,7 @@ impl Peer {
                     stdin,
                     addr: String::new(),
                     single: Some(transport),
+                    failures: None,
                     _dir: dir,
                 }
             }
@@ -403,6 +557,7 @@ impl Peer {
                     stdin,
                     addr: String::new(),
                     single: Some(transport),
+                    failures: None,
                     _dir: dir,
                 }
             }
@@ -424,6 +579,7 @@ impl Peer {
             stdin,
             addr: String::new(),
             single: Some(transport),
+            failures: None,
             _dir: dir,
         }
     }
@@ -434,6 +590,7 @@ impl Peer {
             Kind::Unix => unix::connect(&self.addr).expect("connect"),
             Kind::Tcp => tcp::connect(self.addr.as_str()).expect("connect"),
             Kind::Shm => shm::connect(&self.addr).expect("connect"),
+            Kind::Noise => noise::connect(self.addr.as_str(), &suite_key()).expect("connect and authenticate"),
             Kind::Pipe | Kind::Fifo => self.single.take().expect("a pipe or FIFO server has one connection"),
         }
     }
@@ -481,6 +638,9 @@ impl Peer {
 
 impl Drop for Peer {
     fn drop(&mut self) {
+        if let Some(path) = &self.failures {
+            let _ = std::fs::remove_file(path);
+        }
         // Only ever our own child, by its handle.
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -6,6 +6,8 @@
 //! exit) with a deadline, and fails with every line seen so far if the deadline passes.
 #![allow(dead_code)]
 
+pub mod control;
+
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};

@@ -1,0 +1,260 @@
+//! Hostile peers: each limit of `ServerConfig` against the peer it is for, with the server in
+//! a real child process and a well-behaved client that must keep being served throughout.
+
+#[allow(dead_code)]
+#[macro_use]
+#[path = "support/mod.rs"]
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use libtest_mimic::Failed;
+use procwire_rpc::protocol::{Envelope, Fault, Hello, Kind as FrameKind, Welcome, MAGIC, PROTOCOL_VERSION};
+use procwire_rpc::{Client, Frame};
+use support::*;
+
+type Outcome = Result<(), Failed>;
+
+/// How long something that must happen may take, on a busy machine.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+fn soon() -> Option<Instant> {
+    Some(Instant::now() + PATIENCE)
+}
+
+fn good_client(peer: &mut Peer) -> Client {
+    Client::connect(peer.transport(), info()).expect("the good client connects")
+}
+
+/// The good client still gets right answers.
+fn still_served(client: &Client, round: i64) -> Outcome {
+    let sum: i64 = client.call(ADD, &(round, 1i64), soon())?;
+    assert_eq!(sum, round + 1, "the good client got a wrong answer");
+    Ok(())
+}
+
+/// Reads one length-prefixed frame; `None` at the end of the stream.
+fn read_frame(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut len = [0; 4];
+    stream.read_exact(&mut len).ok()?;
+    let mut payload = vec![0; u32::from_le_bytes(len) as usize];
+    stream.read_exact(&mut payload).ok()?;
+    Some(payload)
+}
+
+/// A raw TCP connection that has completed the procwire handshake and will misbehave.
+fn raw_connection(peer: &Peer) -> TcpStream {
+    let mut stream = TcpStream::connect(peer.addr()).expect("connect");
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut hello = Frame::new();
+    hello
+        .encode(&Hello {
+            magic: MAGIC,
+            version: PROTOCOL_VERSION,
+            service: SERVICE.into(),
+            fingerprint: FINGERPRINT,
+        })
+        .unwrap();
+    stream.write_all(hello.as_length_prefixed()).unwrap();
+    let welcome = read_frame(&mut stream).expect("a welcome");
+    let welcome: Welcome = postcard::from_bytes(&welcome).expect("decode the welcome");
+    assert!(welcome.accepted, "the handshake was refused");
+    stream
+}
+
+/// Reads until the server closes the connection; returns the fault it gave as its reason.
+fn wait_for_cut(stream: &mut TcpStream) -> Result<String, Failed> {
+    let mut said = None;
+    while let Some(frame) = read_frame(stream) {
+        let (envelope, body) = Envelope::decode(&frame)?;
+        if envelope.kind == FrameKind::Error && envelope.id == 0 {
+            let fault: Fault = postcard::from_bytes(body)?;
+            said = Some(fault.message);
+        }
+    }
+    said.ok_or_else(|| "the server closed the connection without saying why".into())
+}
+
+fn calls_frame(id: u64, method: procwire_rpc::Method, args: &impl serde::Serialize) -> Vec<u8> {
+    let mut frame = Envelope {
+        id,
+        kind: FrameKind::Call,
+        method: method.id,
+        timeout_us: None,
+    }
+    .frame_with(args)
+    .unwrap();
+    frame.as_length_prefixed().to_vec()
+}
+
+fn a_connection_past_the_limit_is_refused_and_the_good_client_goes_on() -> Outcome {
+    let mut peer = Peer::spawn_with_limits(Kind::Tcp, "max_connections=3");
+    let client = good_client(&mut peer);
+    // Two more fill the listener: connections that say nothing count too.
+    let squatters: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(peer.addr()).unwrap()).collect();
+    still_served(&client, 1)?;
+    let refused = {
+        let deadline = Instant::now() + PATIENCE;
+        // The squatters take their slots as the server accepts them; until then one more
+        // connection may still be let in.
+        loop {
+            match Client::connect(peer.transport(), info()) {
+                Err(e) => break e.to_string(),
+                Ok(extra) => {
+                    drop(extra);
+                    assert!(Instant::now() < deadline, "never refused past the limit");
+                }
+            }
+        }
+    };
+    assert!(refused.contains("refused the connection"), "{refused}");
+    still_served(&client, 2)?;
+    drop(squatters);
+    // Their slots come back once the server sees them close.
+    let deadline = Instant::now() + PATIENCE;
+    let again = loop {
+        match Client::connect(peer.transport(), info()) {
+            Ok(again) => break again,
+            Err(e) => assert!(Instant::now() < deadline, "slots never came back: {e}"),
+        }
+    };
+    still_served(&again, 3)?;
+    still_served(&client, 4)?;
+    Ok(())
+}
+
+fn a_peer_that_trickles_a_frame_is_cut_by_the_frame_timeout() -> Outcome {
+    let mut peer = Peer::spawn_with_limits(Kind::Tcp, "frame_timeout_ms=500");
+    let client = good_client(&mut peer);
+    let mut attacker = raw_connection(&peer);
+    // A 1000-byte frame at one byte per 50 ms would take 50 s: only the timeout ends it.
+    let frame = calls_frame(1, ECHO, &procwire_rpc::serde_bytes::ByteBuf::from(vec![1u8; 990]));
+    let mut writer = attacker.try_clone()?;
+    let trickle = std::thread::spawn(move || {
+        for byte in frame {
+            if writer.write_all(&[byte]).is_err() {
+                return true;
+            }
+            // Pacing the hostile peer, not synchronisation.
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    });
+    for round in 0..5 {
+        still_served(&client, round)?;
+    }
+    let said = wait_for_cut(&mut attacker)?;
+    assert!(said.contains("frame timeout"), "{said}");
+    assert!(trickle.join().unwrap(), "the whole frame was sent before the cut");
+    still_served(&client, 99)?;
+    Ok(())
+}
+
+fn an_idle_connection_is_cut_by_the_idle_timeout() -> Outcome {
+    let mut peer = Peer::spawn_with_limits(Kind::Tcp, "idle_timeout_ms=2000");
+    let mut attacker = raw_connection(&peer);
+    let said = wait_for_cut(&mut attacker)?;
+    assert!(said.contains("idle timeout"), "{said}");
+    // A client that keeps talking is not idle.
+    let client = good_client(&mut peer);
+    still_served(&client, 1)?;
+    Ok(())
+}
+
+fn stalled_large_frames_past_the_budget_are_refused() -> Outcome {
+    let mut peer = Peer::spawn_with_limits(Kind::Tcp, "frame_budget=4194304");
+    let client = good_client(&mut peer);
+    // Three peers each send the first MiB of a 3 MiB frame and stall: only one fits.
+    let mut attackers: Vec<TcpStream> = (0..3).map(|_| raw_connection(&peer)).collect();
+    for attacker in &mut attackers {
+        let mut bytes = (3u32 << 20).to_le_bytes().to_vec();
+        bytes.resize(1 << 20, 0);
+        attacker.write_all(&bytes)?;
+    }
+    still_served(&client, 1)?;
+    let mut refused = 0;
+    let mut held = None;
+    for (i, attacker) in attackers.iter_mut().enumerate() {
+        // The holder is never cut (the frame timeout is 30 s): a short read says it is alive.
+        attacker.set_read_timeout(Some(Duration::from_secs(3)))?;
+        match wait_for_cut(attacker) {
+            Ok(said) => {
+                assert!(said.contains("partly received frames"), "{said}");
+                refused += 1;
+            }
+            Err(_) => held = Some(i),
+        }
+    }
+    assert_eq!(refused, 2, "the two frames past the budget are refused");
+    assert!(held.is_some(), "the frame within the budget is kept");
+    still_served(&client, 2)?;
+    Ok(())
+}
+
+/// The inode of the server's end of the TCP connection whose client end is `client`.
+fn server_socket_inode(client: &TcpStream) -> Result<String, Failed> {
+    let port = format!(":{:04X}", client.local_addr()?.port());
+    let table = std::fs::read_to_string("/proc/net/tcp")?;
+    table
+        .lines()
+        .skip(1)
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .find(|fields| fields.len() > 9 && fields[2].ends_with(&port))
+        .map(|fields| fields[9].to_owned())
+        .ok_or_else(|| format!("no server socket for client port {port} in /proc/net/tcp").into())
+}
+
+/// How many descriptors of process `pid` refer to socket `inode`.
+fn descriptors_of(pid: u32, inode: &str) -> usize {
+    let target = format!("socket:[{inode}]");
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |dir| {
+        dir.filter_map(Result::ok)
+            .filter(|entry| std::fs::read_link(entry.path()).is_ok_and(|link| link.to_string_lossy() == target))
+            .count()
+    })
+}
+
+fn a_peer_that_pipelines_and_never_reads_loses_its_connection_after_the_write_timeout() -> Outcome {
+    let mut peer = Peer::spawn_with_limits(Kind::Tcp, "write_timeout_ms=300");
+    let client = good_client(&mut peer);
+    let attacker = raw_connection(&peer);
+    let inode = server_socket_inode(&attacker)?;
+    assert!(
+        descriptors_of(peer.pid(), &inode) > 0,
+        "the server holds the connection"
+    );
+    let mut writer = attacker.try_clone()?;
+    // 64 calls each asking for 1 MiB back, and never a read: the replies fill the socket,
+    // the connection's threads all wait to write, and the write timeout gives up on it.
+    for id in 1..=64u64 {
+        writer.write_all(&calls_frame(id, GROW, &(1u64 << 20)))?;
+    }
+    // The give-up closes the sending half's descriptor either way; the receiving half's
+    // closes only once the connection's last thread has ended.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        still_served(&client, 1)?;
+        let held = descriptors_of(peer.pid(), &inode);
+        if held == 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("the server still holds {held} descriptor(s) of the connection").into());
+        }
+        // Polling /proc, which has no event to wait on.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(attacker);
+    still_served(&client, 2)?;
+    Ok(())
+}
+
+test_main![
+    a_connection_past_the_limit_is_refused_and_the_good_client_goes_on,
+    a_peer_that_trickles_a_frame_is_cut_by_the_frame_timeout,
+    an_idle_connection_is_cut_by_the_idle_timeout,
+    stalled_large_frames_past_the_budget_are_refused,
+    a_peer_that_pipelines_and_never_reads_loses_its_connection_after_the_write_timeout,
+];
