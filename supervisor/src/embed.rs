@@ -1,5 +1,6 @@
 //! A supervisor inside the program that uses it: [`Supervisor::start`].
 
+use std::path::PathBuf;
 use std::thread::JoinHandle;
 
 use crate::manifest::Manifest;
@@ -53,6 +54,18 @@ pub struct Supervisor {
 impl Supervisor {
     /// Starts supervising `manifest` on a new thread. Pools may use `role`.
     pub fn start(manifest: Manifest) -> Result<Supervisor, RunError> {
+        Supervisor::start_with(manifest, None)
+    }
+
+    /// [`start`](Self::start), serving the control socket at `control` as `procwire up`
+    /// does ([`crate::control`]), so that `procwire status --control PATH` and the other
+    /// verbs see and steer this supervisor's pools. Only this process's user and root are
+    /// served; the socket goes when the supervisor ends.
+    pub fn start_with_control(manifest: Manifest, control: impl Into<PathBuf>) -> Result<Supervisor, RunError> {
+        Supervisor::start_with(manifest, Some(control.into()))
+    }
+
+    fn start_with(manifest: Manifest, control: Option<PathBuf>) -> Result<Supervisor, RunError> {
         let (started, setup) = std::sync::mpsc::channel();
         let options = Options {
             log_format: run::logs::Format::Text,
@@ -60,6 +73,7 @@ impl Supervisor {
             roles: true,
             reaping: Reaping::Own,
             started: Some(started),
+            control,
         };
         let copy = manifest.clone();
         let thread = std::thread::Builder::new()
@@ -155,6 +169,28 @@ impl Drop for Supervisor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::control::{client, WorkerState};
+    use crate::manifest::Pool;
+
+    #[test]
+    fn an_embedded_supervisor_serves_its_control_socket_when_asked_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("ctl.sock");
+        let manifest =
+            Manifest::new("embedded-control").pool(Pool::new("sleeper", vec!["sleep".into(), "1000".into()]));
+        let supervisor = Supervisor::start_with_control(manifest, &socket).unwrap();
+        let control = client::connect(&socket).unwrap();
+        let status = control.status(None).unwrap();
+        assert_eq!(status.supervisor.name, "embedded-control");
+        assert_eq!(status.supervisor.pid, std::process::id());
+        let worker = &status.pools[0].workers[0];
+        assert_eq!(worker.state, WorkerState::Ready);
+        let pid = worker.pid.expect("a running worker has a pid");
+        assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+        assert_eq!(control.down().unwrap(), 0);
+        assert_eq!(supervisor.wait().unwrap(), 0);
+        assert!(!socket.exists(), "the socket goes with the supervisor");
+    }
 
     #[test]
     fn a_panicked_supervisor_thread_is_an_error_naming_the_panic_not_an_exit_code() {

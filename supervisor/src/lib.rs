@@ -5,10 +5,12 @@
 //! - [`policy`]: restart, backoff, intensity, dependency order and shutdown as a pure state
 //!   machine, fed events and a clock;
 //! - [`run`]: the event loop that carries the policy out with real processes;
+//! - [`control`]: the control socket and the `procwire` verbs that steer a running one;
 //! - [`Supervisor`]: the same supervisor embedded in a program, whose pools may be the
 //!   program itself in another [`role`].
 #![deny(missing_docs)]
 
+pub mod control;
 mod embed;
 pub mod manifest;
 pub mod policy;

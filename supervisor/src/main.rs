@@ -3,23 +3,57 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+use procwire_supervisor::control::{client, ControlClient, ControlError, Target};
 use procwire_supervisor::manifest::{Condition, Host, Manifest, Pool, Ready};
 
-/// procwire's supervisor: runs the pools of workers a manifest describes.
+/// procwire's supervisor: runs the pools of workers a manifest describes, and steers a
+/// running one.
 #[derive(Debug, Parser)]
-#[command(name = "procwire", version = procwire_supervisor::VERSION)]
+#[command(
+    name = "procwire",
+    version = procwire_supervisor::VERSION,
+    after_help = "\
+Exit codes of the verbs that talk to a running supervisor (status, stop, start, restart,
+signal, logs, scale, reload, down):
+  0  done
+  1  the supervisor refused or failed the command (no such pool, shutting down, ...)
+  2  bad usage, or a manifest that does not load
+  3  no supervisor is running there
+  4  this user may not control that supervisor (it serves only its own user and root)
+`up` exits 0 once every pool finished cleanly or after a clean shutdown, 1 when a pool
+failed, 2 when the manifest is refused or the supervisor cannot start.
+
+Which supervisor a verb talks to: --control PATH (or PROCWIRE_CONTROL); else the one that
+--file MANIFEST (default ./procwire.toml, if there is one) names; else the only one running
+for this user. Control sockets live in $XDG_RUNTIME_DIR/procwire/NAME.sock (else
+/tmp/procwire-UID/NAME.sock)."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
+/// Which running supervisor a verb talks to.
+#[derive(Debug, clap::Args)]
+struct Connect {
+    /// The control socket (default: from the manifest's `[supervisor] name`).
+    #[arg(long, env = procwire_supervisor::control::CONTROL_ENV, value_name = "PATH")]
+    control: Option<PathBuf>,
+    /// The manifest of the supervisor meant (default: ./procwire.toml if there is one,
+    /// else the only supervisor running for this user).
+    #[arg(short, long, value_name = "MANIFEST")]
+    file: Option<PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the manifest's pools until they are done or the supervisor is told to stop
-    /// (TERM or INT: graceful; a second INT: kill at once).
+    /// (TERM, INT or `procwire down`: graceful; a second INT: kill at once). Serves the
+    /// control socket the other verbs talk to.
     Up {
         /// The manifest (TOML).
+        #[arg(default_value = "procwire.toml")]
         file: PathBuf,
         /// How output is written: `text` (worker lines as `pool.index | line`, the
         /// supervisor's own as `TIME procwire[NAME]: pool.index (pid N) message`) or `json`
@@ -30,12 +64,103 @@ enum Command {
         /// restarts are always reported).
         #[arg(short, long)]
         verbose: bool,
+        /// Serve the control socket here (default: $XDG_RUNTIME_DIR/procwire/NAME.sock, else
+        /// /tmp/procwire-UID/NAME.sock).
+        #[arg(long, env = procwire_supervisor::control::CONTROL_ENV, value_name = "PATH")]
+        control: Option<PathBuf>,
     },
     /// Check a manifest as `up` would before starting anything (its text, and that its programs,
     /// directories and users exist here) and print its start plan; exits 2 if it is refused.
     Check {
         /// The manifest (TOML).
         file: PathBuf,
+    },
+    /// Show every pool (or one) and its workers: state, pid, uptime, restarts, last exit,
+    /// STATUS= text, the next restart's delay.
+    Status {
+        /// Only this pool.
+        pool: Option<String>,
+        /// Print the documented JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        connect: Connect,
+    },
+    /// Stop a pool or one worker; it stays stopped (no restarts) until started.
+    Stop {
+        /// `POOL` or `POOL.INDEX`.
+        target: Target,
+        #[command(flatten)]
+        connect: Connect,
+    },
+    /// Start what of a pool or worker is not running; revives a pool that gave up.
+    Start {
+        /// `POOL` or `POOL.INDEX`.
+        target: Target,
+        #[command(flatten)]
+        connect: Connect,
+    },
+    /// Restart a pool's workers (or one): each is stopped and started again at once.
+    Restart {
+        /// `POOL` or `POOL.INDEX`.
+        target: Target,
+        /// One worker at a time, each once the one before is ready again, so that the pool
+        /// keeps serving (a whole pool only). Returns once it has begun.
+        #[arg(long)]
+        rolling: bool,
+        #[command(flatten)]
+        connect: Connect,
+    },
+    /// Send a signal to a pool's running workers (or one), to each one's process group.
+    Signal {
+        /// `POOL` or `POOL.INDEX`.
+        target: Target,
+        /// A signal name (`HUP`, `SIGUSR1`, any case) or number.
+        signal: String,
+        #[command(flatten)]
+        connect: Connect,
+    },
+    /// Print the recent output lines of every worker, of a pool or of one worker (the
+    /// supervisor keeps the last 500 of each in memory, across restarts).
+    Logs {
+        /// `POOL` or `POOL.INDEX`.
+        target: Option<Target>,
+        /// How many lines per worker.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: u32,
+        #[command(flatten)]
+        connect: Connect,
+    },
+    /// Grow or shrink one pool to N workers: new workers start, the last ones stop; the
+    /// others keep running (same pids). Kept across a reload that does not change `workers`.
+    Scale {
+        /// The pool.
+        pool: String,
+        /// How many workers it is to have (1 to 1024).
+        workers: u32,
+        #[command(flatten)]
+        connect: Connect,
+    },
+    /// Read the manifest again and apply the difference (as HUP does), printing what changes:
+    /// added pools start, removed ones stop, changed ones restart (one worker at a time when
+    /// their workers and sockets stay the same).
+    Reload {
+        /// Only print what would change (supervisorctl's reread).
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        connect: Connect,
+    },
+    /// Print a shell completion script: `procwire completions bash > /etc/bash_completion.d/procwire`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Shut the supervisor down gracefully, as TERM does, and wait until it has ended.
+    Down {
+        #[command(flatten)]
+        connect: Connect,
     },
 }
 
@@ -52,15 +177,144 @@ fn main() -> ExitCode {
             file,
             log_format,
             verbose,
-        } => up(&file, log_format, verbose),
+            control,
+        } => up(&file, log_format, verbose, control),
+        Command::Status { pool, json, connect } => verb(&connect, |client| {
+            let status = client.status(pool.clone())?;
+            if json {
+                let text = serde_json::to_string_pretty(&status).map_err(|e| VerbError::Other(e.to_string()))?;
+                println!("{text}");
+            } else {
+                print!("{}", client::render(&status));
+            }
+            Ok(())
+        }),
+        Command::Stop { target, connect } => verb(&connect, |c| lines(c.stop_target(target.clone())?)),
+        Command::Start { target, connect } => verb(&connect, |c| lines(c.start_target(target.clone())?)),
+        Command::Restart {
+            target,
+            rolling: true,
+            connect,
+        } => match target.index {
+            Some(_) => {
+                eprintln!("procwire: --rolling restarts a whole pool; name the pool, not {target}");
+                ExitCode::from(client::EXIT_USAGE)
+            }
+            None => verb(&connect, |c| lines(c.rolling_restart(target.pool.clone())?)),
+        },
+        Command::Restart {
+            target,
+            rolling: false,
+            connect,
+        } => verb(&connect, |c| lines(c.restart_target(target.clone())?)),
+        Command::Signal {
+            target,
+            signal,
+            connect,
+        } => match parse_signal(&signal) {
+            Ok(number) => verb(&connect, |c| lines(c.signal_target(target.clone(), number)?)),
+            Err(e) => {
+                eprintln!("procwire: {e}");
+                ExitCode::from(client::EXIT_USAGE)
+            }
+        },
+        Command::Logs {
+            target,
+            lines: n,
+            connect,
+        } => verb(&connect, |c| lines(c.logs(target.clone(), n)?)),
+        Command::Scale { pool, workers, connect } => verb(&connect, |c| lines(c.scale(pool.clone(), workers)?)),
+        Command::Reload { dry_run, connect } => verb(&connect, |c| lines(c.reload(dry_run)?)),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "procwire", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Down { connect } => verb(&connect, |c| {
+            let code = c.with_timeout(std::time::Duration::from_secs(24 * 3600)).down()?;
+            println!("the supervisor has ended (exit code {code})");
+            Ok(())
+        }),
     }
 }
 
-fn up(file: &std::path::Path, log_format: LogFormat, verbose: bool) -> ExitCode {
+/// Why a verb failed, beyond reaching the supervisor.
+#[derive(Debug, thiserror::Error)]
+enum VerbError {
+    #[error(transparent)]
+    Client(#[from] client::ClientError),
+    #[error("{0}")]
+    Refused(ControlError),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<procwire_rpc::CallError<ControlError>> for VerbError {
+    fn from(e: procwire_rpc::CallError<ControlError>) -> Self {
+        match e {
+            procwire_rpc::CallError::Application(e) => VerbError::Refused(e),
+            procwire_rpc::CallError::Rpc(e) => VerbError::Client(e.into()),
+        }
+    }
+}
+
+/// Runs one verb against the located supervisor; its outcome as an exit code.
+fn verb(connect: &Connect, run: impl FnOnce(&ControlClient) -> Result<(), VerbError>) -> ExitCode {
+    let outcome = client::locate(connect.control.as_deref(), connect.file.as_deref())
+        .and_then(|path| client::connect(&path))
+        .map_err(VerbError::from)
+        .and_then(|c| run(&c));
+    match outcome {
+        Ok(()) => ExitCode::from(client::EXIT_OK),
+        Err(e) => {
+            eprintln!("procwire: {e}");
+            ExitCode::from(match e {
+                VerbError::Client(e) => e.exit_code(),
+                VerbError::Refused(_) | VerbError::Other(_) => client::EXIT_FAILED,
+            })
+        }
+    }
+}
+
+fn lines(lines: Vec<String>) -> Result<(), VerbError> {
+    for line in lines {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// `HUP`, `SIGHUP`, `hup` or `1`.
+fn parse_signal(text: &str) -> Result<i32, String> {
+    if let Ok(number) = text.parse::<i32>() {
+        return nix::sys::signal::Signal::try_from(number)
+            .map(|s| s as i32)
+            .map_err(|_| format!("{number} is not a signal number"));
+    }
+    let upper = text.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    name.parse::<nix::sys::signal::Signal>().map(|s| s as i32).map_err(|_| {
+        format!("unknown signal {text:?}; use a name like HUP, TERM, USR1 (SIG prefix optional) or a number")
+    })
+}
+
+fn up(file: &std::path::Path, log_format: LogFormat, verbose: bool, control: Option<PathBuf>) -> ExitCode {
     let manifest = match Manifest::load_validated(file, Host::Command) {
         Ok(manifest) => manifest,
         Err(error) => {
             eprintln!("{error}");
+            return ExitCode::from(2);
+        }
+    };
+    let control = match control.map_or_else(
+        || procwire_supervisor::control::socket_path(&manifest.supervisor.name),
+        Ok,
+    ) {
+        Ok(path) => path,
+        Err(error) => {
+            eprintln!("procwire: {error}");
             return ExitCode::from(2);
         }
     };
@@ -73,6 +327,7 @@ fn up(file: &std::path::Path, log_format: LogFormat, verbose: bool) -> ExitCode 
         roles: false,
         reaping: procwire_supervisor::run::Reaping::All,
         started: None,
+        control: Some(control),
     };
     match procwire_supervisor::run::run(manifest, options) {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),

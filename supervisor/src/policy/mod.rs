@@ -11,6 +11,7 @@
 //! killed at `shutdown_timeout`).
 
 pub mod backoff;
+mod control;
 mod reload;
 mod restart;
 
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use crate::manifest::{Condition, Manifest, Pool, Ready, Signal};
 use backoff::{Intensity, Rng};
+pub use control::{Desired, Manual, PoolView, WorkerView};
 
 /// A pool, by its position in the manifest.
 pub type PoolId = usize;
@@ -163,6 +165,12 @@ struct Worker {
     /// Being stopped only because a sibling failed (one-for-all) or for a rolling restart:
     /// its exit is not a failure of its own.
     sibling_stop: bool,
+    /// What the operator wants of it: stopped by hand, it stays down until started.
+    desired: Desired,
+    /// Starts after its first, for `procwire status`.
+    restarts: u32,
+    /// When its current (or last) process started.
+    spawned_at: Option<Instant>,
 }
 
 impl Worker {
@@ -175,6 +183,9 @@ impl Worker {
             recent: VecDeque::new(),
             ever_spawned: false,
             sibling_stop: false,
+            desired: Desired::Running,
+            restarts: 0,
+            spawned_at: None,
         }
     }
 }
@@ -198,7 +209,7 @@ struct PoolState {
 }
 
 /// The policy of a whole supervisor.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Policy {
     pools: Vec<PoolState>,
     rng: Rng,
@@ -301,7 +312,7 @@ impl Policy {
     /// Feeds one event at `now`; returns what to do, in order.
     pub fn handle(&mut self, now: Instant, event: Event) -> Vec<Action> {
         let mut out = Vec::new();
-        if self.exited {
+        if self.exited || !self.knows(&event) {
             return out;
         }
         match event {
@@ -363,6 +374,7 @@ impl Policy {
         }
         let worker = self.worker_mut(w);
         worker.ever_spawned = true;
+        worker.spawned_at = Some(now);
         if ready == Ready::Spawned {
             worker.state = State::Running;
             worker.ready_at = Some(now);
@@ -380,6 +392,9 @@ impl Policy {
         // A failed spawn must not count the previous run's time as this one's.
         self.worker_mut(w).ready_at = None;
         self.worker_mut(w).state = State::Spawning;
+        if self.worker(w).ever_spawned {
+            self.worker_mut(w).restarts += 1;
+        }
         out.push(Action::Spawn(w));
     }
 
@@ -506,6 +521,7 @@ impl Policy {
 
     /// After every event: start what may start, advance the shutdown, decide to exit.
     fn settle(&mut self, now: Instant, out: &mut Vec<Action>) {
+        self.prune_removed();
         if self.shutting_down {
             // Stop pools in reverse dependency order: a pool once all its dependents are down.
             for pool in (0..self.pools.len()).rev() {
@@ -568,7 +584,12 @@ impl Policy {
                 if ready && !self.pools[pool].blocked {
                     self.pools[pool].started = true;
                     for w in self.ids(pool).collect::<Vec<_>>() {
-                        self.spawn(w, out);
+                        if self.worker(w).desired == Desired::Stopped {
+                            // Stopped by hand before its pool started.
+                            self.worker_mut(w).state = State::Down;
+                        } else {
+                            self.spawn(w, out);
+                        }
                     }
                     changed = true;
                 }
@@ -577,12 +598,13 @@ impl Policy {
                 break;
             }
         }
-        // Nothing running, nothing scheduled, nothing left to start: done.
+        // Nothing running, nothing scheduled, nothing left to start: done. A worker stopped
+        // by hand waits to be started again.
         let idle = self.pools.iter().all(|p| {
             (p.started || p.blocked || p.retired)
-                && p.workers
-                    .iter()
-                    .all(|w| matches!(w.state, State::Done { .. } | State::Down))
+                && p.workers.iter().all(|w| {
+                    matches!(w.state, State::Done { .. } | State::Down) && (w.desired == Desired::Running || p.retired)
+                })
         });
         if idle {
             let clean =

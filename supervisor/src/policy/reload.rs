@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use super::{Action, Policy, PoolId, PoolState, State, WorkerId};
+use super::{Action, Desired, Policy, PoolId, PoolState, State, Worker, WorkerId};
 use crate::manifest::{Manifest, Pool, Strategy};
 
 impl Policy {
@@ -86,12 +86,12 @@ impl Policy {
     }
 
     /// Restarts the next worker of a rolling restart, or ends it.
-    fn roll(&mut self, now: Instant, pool: PoolId, out: &mut Vec<Action>) {
+    pub(super) fn roll(&mut self, now: Instant, pool: PoolId, out: &mut Vec<Action>) {
         let Some(index) = self.pools[pool].rolling else { return };
         if index >= self.pools[pool].workers.len() as u32 {
             self.pools[pool].rolling = None;
             out.push(Action::Log(format!(
-                "reload: pool {} restarted",
+                "pool {} restarted, one worker at a time",
                 self.pools[pool].spec.name
             )));
             return;
@@ -103,8 +103,9 @@ impl Policy {
                 // Restarted for the new settings, not for failing.
                 self.worker_mut(w).sibling_stop = true;
             }
-            // Finished (a batch job, say): it runs again with the new settings.
-            State::Done { .. } | State::Down => self.spawn(w, out),
+            // Finished (a batch job, say): it runs again with the new settings, unless it
+            // was stopped by hand.
+            State::Done { .. } | State::Down if self.worker(w).desired == Desired::Running => self.spawn(w, out),
             // Backing off, or starting right now: it starts with the new settings anyway.
             _ => {
                 self.pools[pool].rolling = Some(index + 1);
@@ -122,7 +123,20 @@ impl Policy {
     }
 
     fn add(&mut self, spec: &Pool, replaces: Option<PoolId>) {
-        self.pools.push(PoolState::new(spec, replaces));
+        let mut pool = PoolState::new(spec, replaces);
+        // Workers stopped by hand stay stopped in the pool that replaces theirs, and a pool
+        // scaled by hand keeps its size unless the manifest's `workers` changed.
+        if let Some(old) = replaces {
+            if self.pools[old].spec.workers == spec.workers {
+                pool.workers.resize_with(self.worker_count(old) as usize, Worker::new);
+            }
+            for (new, old) in pool.workers.iter_mut().zip(&self.pools[old].workers) {
+                if old.desired == Desired::Stopped {
+                    new.desired = Desired::Stopped;
+                }
+            }
+        }
+        self.pools.push(pool);
     }
 
     fn retire(&mut self, now: Instant, pool: PoolId, out: &mut Vec<Action>) {

@@ -19,6 +19,8 @@ pub enum Command {
     Stop,
     /// Kill every worker at once (what a second INT does).
     Kill,
+    /// A call on the control socket ([`crate::control`]), answered on its own channel.
+    Control(crate::control::server::Request),
 }
 
 /// The event loop has ended: it takes no more commands.

@@ -193,6 +193,8 @@ pub struct LogPipe {
     stream: Stream,
     sink: Sink,
     partial: Vec<u8>,
+    /// Where the control plane keeps the worker's recent lines (`procwire logs`).
+    tail: Option<super::control::Tail>,
 }
 
 /// The longest line kept whole; longer ones are cut into pieces of this size.
@@ -209,7 +211,14 @@ impl LogPipe {
             stream,
             sink,
             partial: Vec::new(),
+            tail: None,
         }
+    }
+
+    /// Also keeps each line in `tail`.
+    pub(crate) fn with_tail(mut self, tail: super::control::Tail) -> Self {
+        self.tail = Some(tail);
+        self
     }
 
     /// The worker process that writes it.
@@ -259,6 +268,9 @@ impl LogPipe {
     fn emit(&self, line: &[u8], format: Format) {
         let text = String::from_utf8_lossy(line);
         let text = text.strip_suffix('\r').unwrap_or(&text);
+        if let Some(tail) = &self.tail {
+            tail.push(text);
+        }
         let record = match format {
             Format::Text => format!("{}.{} | {}\n", self.pool, self.index, text),
             Format::Json => {

@@ -6,6 +6,7 @@
 
 mod children;
 pub mod command;
+mod control;
 pub mod lock;
 pub mod logs;
 pub mod notify;
@@ -51,6 +52,8 @@ pub struct Options {
     /// Given a [`Handle`] to command the loop once the supervisor is set up (its sockets
     /// bound), as it starts the pools.
     pub started: Option<std::sync::mpsc::Sender<Handle>>,
+    /// Where to serve the control socket ([`crate::control`]), if at all.
+    pub control: Option<PathBuf>,
 }
 
 /// Which exited children the supervisor collects (`waitpid`).
@@ -86,6 +89,9 @@ pub enum RunError {
     /// directory cannot hold the lock.
     #[error(transparent)]
     Lock(#[from] lock::LockError),
+    /// The control socket cannot be served.
+    #[error(transparent)]
+    Control(#[from] crate::control::server::ServeError),
     /// The supervisor's thread panicked (a bug in procwire): its workers were killed.
     #[error("the supervisor thread panicked: {message}")]
     Panicked {
@@ -136,6 +142,19 @@ pub fn run(manifest: Manifest, options: Options) -> Result<i32, RunError> {
         .prefix(&format!("procwire-{}-", manifest.supervisor.name))
         .tempdir_in(std::env::var_os("XDG_RUNTIME_DIR").map_or_else(std::env::temp_dir, PathBuf::from))
         .map_err(setup("runtime directory"))?;
+    // After the name lock: the socket beside it is this supervisor's to replace.
+    let control = match &options.control {
+        Some(path) => Some(crate::control::server::ControlSocket::serve(
+            path,
+            handle.clone(),
+            crate::control::server::Identity {
+                name: manifest.supervisor.name.clone(),
+                manifest: std::fs::canonicalize(&manifest.path).unwrap_or_else(|_| manifest.path.clone()),
+                shutdown_timeout: manifest.supervisor.shutdown_timeout,
+            },
+        )?),
+        None => None,
+    };
     let mut listeners = BTreeMap::new();
     bind_listeners(&manifest, &mut listeners).map_err(|(what, source)| RunError::Setup { what, source })?;
     let mut shared = shared::SharedRegions::default();
@@ -193,13 +212,18 @@ pub fn run(manifest: Manifest, options: Options) -> Result<i32, RunError> {
         host,
         interrupts: 0,
         exit: None,
+        observed: control::Observed::default(),
         _runtime: runtime,
     };
     if let Some(started) = &options.started {
         let _ = started.send(handle);
     }
     runner.feed(Event::Begin);
-    Ok(runner.run())
+    let code = runner.run();
+    if let Some(control) = control {
+        control.finish(code);
+    }
+    Ok(code)
 }
 
 /// Binds every endpoint the manifest's pools name that is not bound yet. Unix socket files
@@ -226,7 +250,7 @@ fn bind_listeners(
 /// meantime: bind(2) creates the file with the socket's own mode (set first, with fchmod)
 /// less the umask, and a chmod then adds back what the umask took. The process's umask,
 /// which every thread of an embedding program shares, is left alone.
-fn bind_unix(path: &std::path::Path, mode: u32) -> std::io::Result<std::os::fd::OwnedFd> {
+pub(crate) fn bind_unix(path: &std::path::Path, mode: u32) -> std::io::Result<std::os::fd::OwnedFd> {
     use nix::sys::socket::{bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::PermissionsExt;
@@ -325,6 +349,8 @@ struct Runner {
     host: Host,
     interrupts: u32,
     exit: Option<i32>,
+    /// What only the control plane asks about.
+    observed: control::Observed,
     _runtime: tempfile::TempDir,
 }
 
@@ -408,6 +434,7 @@ impl Runner {
             match command {
                 Command::Stop => self.feed(Event::Shutdown),
                 Command::Kill => self.feed(Event::Kill),
+                Command::Control(request) => self.on_control(request),
             }
         }
     }
@@ -451,16 +478,20 @@ impl Runner {
     /// SIGHUP: read the manifest again and apply the difference. A manifest that no longer
     /// checks is refused and the running set stays as it is.
     fn reload(&mut self) {
-        let manifest = match Manifest::load_validated(&self.manifest.path, self.host) {
-            Ok(manifest) => manifest,
-            Err(e) => {
-                self.say(&format!("reload refused, nothing changed: {e}"));
-                return;
+        match Manifest::load_validated(&self.manifest.path, self.host) {
+            Ok(manifest) => {
+                let _ = self.reload_with(manifest);
             }
-        };
+            Err(e) => self.say(&format!("reload refused, nothing changed: {e}")),
+        }
+    }
+
+    /// Applies the reloaded `manifest`; an error (said too) if its sockets cannot be bound.
+    fn reload_with(&mut self, manifest: Manifest) -> Result<(), String> {
         if let Err((what, e)) = bind_listeners(&manifest, &mut self.listeners) {
-            self.say(&format!("reload refused, nothing changed: {what}: {e}"));
-            return;
+            let refusal = format!("reload refused, nothing changed: {what}: {e}");
+            self.say(&refusal);
+            return Err(refusal);
         }
         match self.shared.create(&manifest) {
             Ok(kept) => kept.iter().for_each(|note| self.say(&format!("reload: {note}"))),
@@ -482,6 +513,7 @@ impl Runner {
         self.shared.retain(&manifest);
         self.manifest = manifest;
         self.apply(actions);
+        Ok(())
     }
 
     fn on_notify(&mut self) {
@@ -511,7 +543,10 @@ impl Runner {
                 match (key.as_str(), value.as_str()) {
                     ("READY", "1") => self.feed(Event::Ready(w)),
                     ("WATCHDOG", "1") => self.feed(Event::Heartbeat(w)),
-                    ("STATUS", status) => self.report(w, &format!("status: {status}")),
+                    ("STATUS", status) => {
+                        self.observed.status(w, status);
+                        self.report(w, &format!("status: {status}"));
+                    }
                     ("STOPPING", "1") => self.report(w, "is stopping"),
                     _ => {}
                 }
@@ -618,8 +653,9 @@ impl Runner {
                     (spawned.stderr, Stream::Err, &pool.stderr),
                 ] {
                     if let (Some(fd), Some(sink)) = (fd, self.sink(output, pool.log_rotate)) {
-                        self.logs
-                            .push(LogPipe::new(fd, spawned.pid, &pool.name, w.index, stream, sink));
+                        let pipe = LogPipe::new(fd, spawned.pid, &pool.name, w.index, stream, sink)
+                            .with_tail(self.observed.tail(w));
+                        self.logs.push(pipe);
                     }
                 }
                 if matches!(pool.ready, Ready::Tcp { .. } | Ready::Exec(_)) {

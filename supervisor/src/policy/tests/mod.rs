@@ -468,7 +468,9 @@ fn a_reload_restarts_a_changed_pool_one_worker_at_a_time_each_after_the_last_is_
         } else {
             assert!(signalled(&next).is_empty());
             assert!(
-                h.log.iter().any(|l| l.contains("reload: pool web restarted")),
+                h.log
+                    .iter()
+                    .any(|l| l.contains("pool web restarted, one worker at a time")),
                 "{:?}",
                 h.log
             );
@@ -480,4 +482,5 @@ fn a_reload_restarts_a_changed_pool_one_worker_at_a_time_each_after_the_last_is_
     );
 }
 
+mod control;
 mod restarts;
