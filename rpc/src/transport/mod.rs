@@ -42,8 +42,8 @@
 
 mod budget;
 pub mod fifo;
-mod pending;
 pub mod noise;
+mod pending;
 pub mod pipe;
 pub mod shm;
 mod stream;

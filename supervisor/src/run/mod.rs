@@ -496,8 +496,9 @@ impl Runner {
         match self.shared.create(&manifest) {
             Ok(kept) => kept.iter().for_each(|note| self.say(&format!("reload: {note}"))),
             Err((what, e)) => {
-                self.say(&format!("reload refused, nothing changed: {what}: {e}"));
-                return;
+                let refusal = format!("reload refused, nothing changed: {what}: {e}");
+                self.say(&refusal);
+                return Err(refusal);
             }
         }
         self.say("reloading the manifest");
