@@ -30,7 +30,7 @@ pub struct Intensity {
 }
 
 impl Intensity {
-    /// Records a restart at `now`; false if that exceeds `limit` (the pool must give up).
+    /// Records a restart at `now`; false if that exceeds `limit` (the worker must give up).
     pub fn allow(&mut self, limit: &Limit, now: Instant) -> bool {
         while let Some(&first) = self.restarts.front() {
             if now.saturating_duration_since(first) >= limit.within {
@@ -41,11 +41,6 @@ impl Intensity {
         }
         self.restarts.push_back(now);
         self.restarts.len() <= limit.restarts as usize
-    }
-
-    /// How many restarts are in the window now.
-    pub fn count(&self) -> usize {
-        self.restarts.len()
     }
 }
 
