@@ -306,3 +306,12 @@ fn an_unknown_user_is_refused_at_its_value() {
         "3:8: pool w: `user`: no user named \"procwire-no-such-user\"",
     );
 }
+
+#[test]
+fn a_umask_above_0777_is_refused_at_its_value() {
+    refused(
+        "umask",
+        "[pool.w]\ncommand = [\"sh\"]\nno_new_privs = true\numask = \"1000\"\n",
+        "4:9: `umask` must be octal digits up to 0777, like \"0027\", not \"1000\"",
+    );
+}

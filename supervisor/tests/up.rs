@@ -1268,3 +1268,118 @@ command = ["sh", "-c", "trap 'exit 0' TERM; echo a-up; sleep 1000 & wait"]
     let a_starts = sup.texts(Stream::Out).iter().filter(|l| *l == "a.0 | a-up").count();
     assert_eq!(a_starts, 1, "the running pool was left alone; lines:\n{}", sup.output());
 }
+
+/// The worker's own `/proc/self/status` line `NAME:`, as `sh` prints it: `NAME=VALUE`.
+fn print_status(name: &str) -> String {
+    format!("echo {name}=$(sed -n 's/^{name}:[[:space:]]*//p' /proc/self/status)")
+}
+
+#[test]
+fn a_worker_of_a_no_new_privs_pool_has_it_set_and_others_inherit_the_supervisors() {
+    if own_status("NoNewPrivs").as_deref() != Some("0") {
+        eprintln!("skipped: this test process already has NoNewPrivs set (or no such line), so every worker would");
+        return;
+    }
+    let dir = temp_dir();
+    let print = print_status("NoNewPrivs");
+    let manifest = format!(
+        r#"
+[pool.locked]
+command = ["sh", "-c", "{print}"]
+restart = "never"
+no_new_privs = true
+
+[pool.plain]
+command = ["sh", "-c", "{print}"]
+restart = "never"
+"#
+    );
+    let mut sup = Supervisor::start(dir.path(), "nnp", &manifest);
+    sup.expect_exit(0);
+    sup.assert_has_line("locked.0 | NoNewPrivs=1");
+    sup.assert_has_line("plain.0 | NoNewPrivs=0");
+}
+
+#[test]
+fn a_pools_umask_is_the_workers_and_without_one_the_supervisors_is_inherited() {
+    let Some(own) = own_status("Umask") else {
+        eprintln!("skipped: this kernel has no Umask line in /proc/self/status");
+        return;
+    };
+    if own == "0027" {
+        eprintln!("skipped: this test process's own umask is already 0027");
+        return;
+    }
+    let dir = temp_dir();
+    let mut sup = Supervisor::start(
+        dir.path(),
+        "umask",
+        r#"
+[pool.masked]
+command = ["sh", "-c", "echo umask=$(umask)"]
+restart = "never"
+umask = "0027"
+
+[pool.plain]
+command = ["sh", "-c", "echo umask=$(umask)"]
+restart = "never"
+"#,
+    );
+    sup.expect_exit(0);
+    sup.assert_has_line("masked.0 | umask=0027");
+    sup.assert_has_line(&format!("plain.0 | umask={own}"));
+}
+
+#[test]
+fn a_worker_run_as_a_user_with_a_group_gets_that_users_supplementary_groups_not_the_supervisors() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: this test needs root (to run a worker as nobody)");
+        return;
+    }
+    let (Ok(Some(nobody)), Ok(Some(daemon))) = (
+        nix::unistd::User::from_name("nobody"),
+        nix::unistd::Group::from_name("daemon"),
+    ) else {
+        eprintln!("skipped: this test needs a user `nobody` and a group `daemon`");
+        return;
+    };
+    let name = std::ffi::CString::new("nobody").unwrap();
+    let mut expected: Vec<u32> = nix::unistd::getgrouplist(&name, daemon.gid)
+        .unwrap()
+        .iter()
+        .map(|gid| gid.as_raw())
+        .collect();
+    expected.sort_unstable();
+    expected.dedup();
+    let parse = |text: &str| {
+        let mut gids: Vec<u32> = text.split_whitespace().map(|g| g.parse().unwrap()).collect();
+        gids.sort_unstable();
+        gids
+    };
+    // Without setgroups the worker would keep the supervisor's supplementary groups.
+    let own = parse(&own_status("Groups").unwrap());
+    assert_ne!(own, expected, "the test cannot tell the two apart");
+    let dir = temp_dir();
+    use std::os::unix::fs::PermissionsExt;
+    // The worker must be able to enter its working directory.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let print = print_status("Groups");
+    let manifest = format!(
+        r#"
+[pool.w]
+command = ["sh", "-c", "echo ids=$(id -u),$(id -g); {print}"]
+restart = "never"
+user = "nobody"
+group = "daemon"
+"#
+    );
+    let mut sup = Supervisor::start(dir.path(), "groups", &manifest);
+    sup.expect_exit(0);
+    sup.assert_has_line(&format!("w.0 | ids={},{}", nobody.uid, daemon.gid));
+    let line = sup
+        .texts(Stream::Out)
+        .into_iter()
+        .find_map(|l| l.strip_prefix("w.0 | Groups=").map(str::to_owned))
+        .unwrap_or_else(|| panic!("no Groups line:\n{}", sup.output()));
+    assert_eq!(parse(&line), expected, "{}", sup.output());
+}

@@ -28,6 +28,8 @@ pub(super) fn default_pool(name: &str) -> Pool {
         cwd: None,
         user: None,
         group: None,
+        no_new_privs: false,
+        umask: None,
         rlimits: BTreeMap::new(),
         stdout: Output::Inherit,
         stderr: Output::Inherit,

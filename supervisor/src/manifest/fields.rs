@@ -1,5 +1,5 @@
 //! The compound values of a `[pool.NAME]` table: `listen`, `ready`, `backoff`, `limit`,
-//! `forward`, `env`, `rlimits`, `stdout`/`stderr` and `log_rotate`.
+//! `forward`, `env`, `rlimits`, `umask`, `stdout`/`stderr` and `log_rotate`.
 
 use std::collections::BTreeMap;
 
@@ -180,6 +180,21 @@ impl Checker<'_> {
         Ok(rlimits)
     }
 
+    /// Octal digits only (`"0027"`, `"027"`), at most 0777.
+    pub(super) fn umask(&self, value: &Value<'_>) -> Checked<u32> {
+        let text = self.non_empty_string("umask", value)?;
+        Some(text)
+            .filter(|t| t.bytes().all(|b| (b'0'..=b'7').contains(&b)))
+            .and_then(|t| u32::from_str_radix(t, 8).ok())
+            .filter(|mask| *mask <= 0o777)
+            .ok_or_else(|| {
+                self.error(
+                    value.span(),
+                    format!("`umask` must be octal digits up to 0777, like \"0027\", not {text:?}"),
+                )
+            })
+    }
+
     pub(super) fn output(&self, name: &str, value: &Value<'_>) -> Checked<Output> {
         let string = self.string(name, value)?;
         match string {
@@ -278,6 +293,44 @@ mod tests {
         assert_eq!(pool.stdout, Output::Discard);
         assert_eq!(pool.user.as_deref(), Some("nobody"));
         assert_eq!(pool.group.as_deref(), Some("nogroup"));
+    }
+
+    #[test]
+    fn no_new_privs_and_umask_are_read_and_default_to_off_and_inherited() {
+        let pool = &accepted(&web("no_new_privs = true\numask = \"0027\"")).pools[0];
+        assert_eq!((pool.no_new_privs, pool.umask), (true, Some(0o027)));
+        let pool = &accepted(&web("no_new_privs = false\numask = \"077\"")).pools[0];
+        assert_eq!((pool.no_new_privs, pool.umask), (false, Some(0o077)));
+        assert_eq!(accepted(&web("umask = \"0\"")).pools[0].umask, Some(0));
+        assert_eq!(accepted(&web("umask = \"0777\"")).pools[0].umask, Some(0o777));
+        let pool = &accepted(&web("")).pools[0];
+        assert_eq!((pool.no_new_privs, pool.umask), (false, None));
+    }
+
+    #[test]
+    fn a_umask_that_is_not_octal_digits_up_to_0777_is_refused() {
+        for bad in ["\"1000\"", "\"0o027\"", "\"0028\"", "\"+27\"", "\"-27\"", "\"u=rwx\""] {
+            refused(
+                &web(&format!("umask = {bad}")),
+                3,
+                9,
+                &["`umask` must be octal digits up to 0777, like \"0027\", not"],
+            );
+        }
+        refused(
+            &web("umaks = \"0027\""),
+            3,
+            1,
+            &["did you mean `umask`?", "group, no_new_privs, umask, rlimits"],
+        );
+        refused(&web("umask = \"\""), 3, 9, &["`umask` must not be empty"]);
+        refused(&web("umask = 27"), 3, 9, &["`umask` must be a string, not an integer"]);
+        refused(
+            &web("no_new_privs = \"yes\""),
+            3,
+            16,
+            &["`no_new_privs` must be a boolean, not a string"],
+        );
     }
 
     #[test]

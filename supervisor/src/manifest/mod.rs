@@ -108,6 +108,13 @@ pub struct Pool {
     pub user: Option<String>,
     /// Group to run as (needs root); default the user's primary group.
     pub group: Option<String>,
+    /// Sets `PR_SET_NO_NEW_PRIVS` on the workers, so that nothing they exec gains privileges
+    /// (setuid and setgid bits, file capabilities); default false, because setuid helpers
+    /// such as `ping` or `sudo` run inside a worker would stop working.
+    pub no_new_privs: bool,
+    /// The workers' file mode creation mask (`umask`), at most 0777; default `None`: the
+    /// supervisor's own, inherited.
+    pub umask: Option<u32>,
     /// Resource limits, by name (`nofile`, `nproc`, `core`, `memlock`, `stack`, `as`, `cpu`, `fsize`).
     pub rlimits: BTreeMap<String, u64>,
     /// Where the workers' stdout goes.

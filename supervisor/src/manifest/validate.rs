@@ -60,7 +60,7 @@ impl Manifest {
     /// - `shared` naming `[shared.NAME]` regions, whose names are valid and unique and whose
     ///   sizes are from 1 byte to [`MAX_SHARED_SIZE`](super::MAX_SHARED_SIZE);
     /// - settings in range: durations up to 100 years, the backoff's factor and jitter,
-    ///   `mode`, `forward`, `rlimits` (known names, within the hard limit unless root).
+    ///   `mode`, `umask`, `forward`, `rlimits` (known names, within the hard limit unless root).
     ///
     /// The first problem found is returned. A manifest read from a file is better checked
     /// with [`Manifest::load_validated`], whose error points at the key in the file.
@@ -309,6 +309,9 @@ fn validate_settings(pool: &Pool) -> Result<(), ValidationError> {
             "mode",
             format!("must be permissions up to 0777, not {:o}", pool.mode),
         ));
+    }
+    if let Some(mask) = pool.umask.filter(|mask| *mask > 0o777) {
+        return Err(value(pool, "umask", format!("must be at most 0777, not {mask:o}")));
     }
     for signal in &pool.forward {
         if matches!(

@@ -97,6 +97,13 @@ impl Checker<'_> {
         Ok(string)
     }
 
+    pub(super) fn boolean(&self, name: &str, value: &Value<'_>) -> Checked<bool> {
+        match value.get_ref() {
+            DeValue::Boolean(boolean) => Ok(*boolean),
+            other => Err(self.type_error(name, "a boolean", other, value)),
+        }
+    }
+
     pub(super) fn integer(&self, name: &str, value: &Value<'_>) -> Checked<i128> {
         match value.get_ref() {
             DeValue::Integer(integer) => {

@@ -1,6 +1,6 @@
 //! Starting one worker process: argv, environment, working directory, descriptors, process
-//! group, parent-death signal, resource limits, user and group, and the listening sockets of
-//! its pool by the socket-activation protocol.
+//! group, parent-death signal, resource limits, user and groups, `no_new_privs`, umask, and
+//! the listening sockets of its pool by the socket-activation protocol.
 
 use std::ffi::{CString, OsString};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -342,15 +342,24 @@ pub fn spawn(pool: &Pool, index: u32, ctx: &Context<'_>) -> std::io::Result<Spaw
         Some(Exec::new(program, &argv, &env, fds, !ctx.listen.is_empty())?)
     };
     let supervisor = nix::unistd::getpid();
-    // SAFETY: the closure runs in the forked child before exec. It calls only setpgid,
-    // setrlimit, setgroups, setgid, setuid, prctl, getppid, close_range, sigprocmask, fcntl,
-    // dup2, getpid, execve and _exit, which are async-signal-safe system calls; it allocates nothing (`limits`, `identity` and
-    // `exec` were built before the fork) and takes no locks. close_range only sets
+    let (no_new_privs, umask) = (
+        pool.no_new_privs,
+        pool.umask.map(nix::sys::stat::Mode::from_bits_truncate),
+    );
+    // SAFETY: the closure runs in the forked child before exec. It calls only setpgid, umask,
+    // setrlimit, setgroups, setgid, setuid, prctl (PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS),
+    // getppid, close_range, sigprocmask, fcntl, dup2, getpid, execve and _exit, which are
+    // async-signal-safe system calls; it allocates nothing (`limits`, `identity`, `umask`
+    // and `exec` were built before the fork) and takes no locks. close_range only sets
     // close-on-exec on descriptors >= 3.
     unsafe {
         cmd.pre_exec(move || {
             // Its own process group, so that signals and SIGKILL reach its whole tree.
             nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
+            // The pool's umask, if it sets one; else the supervisor's is inherited.
+            if let Some(mask) = umask {
+                nix::sys::stat::umask(mask);
+            }
             // Limits first, while still privileged enough to raise them.
             for (resource, value) in &limits {
                 setrlimit(*resource, *value, *value)?;
@@ -368,6 +377,12 @@ pub fn spawn(pool: &Pool, index: u32, ctx: &Context<'_>) -> std::io::Result<Spaw
             // exits, which is why the supervisor forks from its one long-lived thread; and
             // a change of identity clears it, which is why it comes after.
             nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+            // Nothing the worker execs gains privileges (setuid bits, file capabilities).
+            // It only restricts what execve grants, not setuid calls made by root, so it
+            // may come after the change of identity as well as before.
+            if no_new_privs {
+                nix::sys::prctl::set_no_new_privs()?;
+            }
             if nix::unistd::getppid() != supervisor {
                 // The supervisor died between fork and prctl.
                 libc::_exit(1);

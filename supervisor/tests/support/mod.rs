@@ -460,3 +460,13 @@ pub fn position(lines: &[String], text: &str) -> usize {
 }
 
 // ----- restarts -----
+
+/// The value of a `NAME:` line of this test process's own `/proc/self/status` (what its
+/// children inherit), trimmed; `None` if the kernel has no such line.
+pub fn own_status(name: &str) -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+        .map(|value| value.trim().to_owned())
+}

@@ -137,6 +137,17 @@ fn settings_that_would_panic_or_overflow_at_run_time_are_refused() {
 }
 
 #[test]
+fn a_umask_above_0777_built_in_code_is_refused() {
+    let mut pool = sh("w");
+    pool.umask = Some(0o1022);
+    let error = manifest(vec![pool]).validate().unwrap_err().to_string();
+    assert!(error.contains("`umask`") && error.contains("not 1022"), "{error}");
+    let mut pool = sh("w");
+    pool.umask = Some(0o777);
+    manifest(vec![pool]).validate().unwrap();
+}
+
+#[test]
 fn the_program_is_looked_up_in_the_pools_own_path() {
     let dir = tempfile::TempDir::new().unwrap();
     let program = dir.path().join("only-here");
