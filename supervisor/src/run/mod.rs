@@ -17,6 +17,7 @@ mod shared;
 mod signals;
 pub mod spawn;
 mod sys;
+mod vfork;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
