@@ -143,6 +143,7 @@ pub fn run(manifest: Manifest, options: Options) -> Result<i32, RunError> {
         .prefix(&format!("procwire-{}-", manifest.supervisor.name))
         .tempdir_in(std::env::var_os("XDG_RUNTIME_DIR").map_or_else(std::env::temp_dir, PathBuf::from))
         .map_err(setup("runtime directory"))?;
+    let feeds = std::sync::Arc::new(crate::control::feed::Feeds::default());
     // After the name lock: the socket beside it is this supervisor's to replace.
     let control = match &options.control {
         Some(path) => Some(crate::control::server::ControlSocket::serve(
@@ -153,6 +154,7 @@ pub fn run(manifest: Manifest, options: Options) -> Result<i32, RunError> {
                 manifest: std::fs::canonicalize(&manifest.path).unwrap_or_else(|_| manifest.path.clone()),
                 shutdown_timeout: manifest.supervisor.shutdown_timeout,
             },
+            std::sync::Arc::clone(&feeds),
         )?),
         None => None,
     };
@@ -213,7 +215,7 @@ pub fn run(manifest: Manifest, options: Options) -> Result<i32, RunError> {
         host,
         interrupts: 0,
         exit: None,
-        observed: control::Observed::default(),
+        observed: control::Observed::new(feeds),
         _runtime: runtime,
     };
     if let Some(started) = &options.started {
@@ -509,6 +511,7 @@ impl Runner {
             }
         }
         let actions = self.policy.reload(Instant::now(), &manifest);
+        self.reloaded(&actions);
         // Sockets no pool names any more close; workers still running keep their copies.
         self.listeners
             .retain(|endpoint, _| manifest.pools.iter().any(|p| p.endpoints().contains(endpoint)));
@@ -610,6 +613,7 @@ impl Runner {
                     }
                     Action::Log(line) => self.say(&line),
                     Action::Report(w, line) => self.report(w, &line),
+                    Action::Lifecycle(w, step) => self.lifecycle(w, step),
                     Action::Exit(code) => self.exit = Some(code),
                 }
             }
@@ -650,13 +654,14 @@ impl Runner {
                 self.last_pid.insert(w, spawned.pid);
                 self.watch_child(spawned.pid);
                 self.report(w, "started");
+                self.happened(w, crate::control::What::Spawned);
                 for (fd, stream, output) in [
                     (spawned.stdout, Stream::Out, &pool.stdout),
                     (spawned.stderr, Stream::Err, &pool.stderr),
                 ] {
                     if let (Some(fd), Some(sink)) = (fd, self.sink(output, pool.log_rotate)) {
                         let pipe = LogPipe::new(fd, spawned.pid, &pool.name, w.index, stream, sink)
-                            .with_tail(self.observed.tail(w));
+                            .with_tail(self.observed.tail(w, &pool.name));
                         self.logs.push(pipe);
                     }
                 }
