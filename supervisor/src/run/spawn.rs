@@ -45,6 +45,9 @@ pub struct Context<'a> {
     /// The pool's shared memory regions, handed over after the sockets, with their names
     /// (`PROCWIRE_SHARED_<NAME>` says which descriptor is which).
     pub shared: &'a [(BorrowedFd<'a>, String)],
+    /// The `cgroup.procs` of the worker's own cgroup, open for writing: the child moves
+    /// itself in first thing after the fork, so everything it starts is inside.
+    pub cgroup: Option<BorrowedFd<'a>>,
 }
 
 /// One stream's destination in the child, and the supervisor's end if it reads it.
@@ -342,11 +345,12 @@ pub fn spawn(pool: &Pool, index: u32, ctx: &Context<'_>) -> std::io::Result<Spaw
         Some(Exec::new(program, &argv, &env, fds, !ctx.listen.is_empty())?)
     };
     let supervisor = nix::unistd::getpid();
+    let cgroup = ctx.cgroup.map(|fd| fd.as_raw_fd());
     let (no_new_privs, umask) = (
         pool.no_new_privs,
         pool.umask.map(nix::sys::stat::Mode::from_bits_truncate),
     );
-    // SAFETY: the closure runs in the forked child before exec. It calls only setpgid, umask,
+    // SAFETY: the closure runs in the forked child before exec. It calls only write, setpgid, umask,
     // setrlimit, setgroups, setgid, setuid, prctl (PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS),
     // getppid, close_range, sigprocmask, fcntl, dup2, getpid, execve and _exit, which are
     // async-signal-safe system calls; it allocates nothing (`limits`, `identity`, `umask`
@@ -354,6 +358,16 @@ pub fn spawn(pool: &Pool, index: u32, ctx: &Context<'_>) -> std::io::Result<Spaw
     // close-on-exec on descriptors >= 3.
     unsafe {
         cmd.pre_exec(move || {
+            // Into its cgroup before anything else, and while still the supervisor's user
+            // (moving needs write access to the cgroup files). "0" moves the writer.
+            if let Some(fd) = cgroup {
+                // SAFETY: `fd` is the open cgroup.procs descriptor `ctx.cgroup` borrows for
+                // the whole of this function, of which the fork is part; write(2) reads one
+                // byte of a static string.
+                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             // Its own process group, so that signals and SIGKILL reach its whole tree.
             nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
             // The pool's umask, if it sets one; else the supervisor's is inherited.
@@ -442,6 +456,7 @@ mod tests {
             base: Path::new("/"),
             listen: &listen,
             shared: &[],
+            cgroup: None,
         };
         let env = environment(&pool, 0, &ctx);
         let get = |key: &str| {
@@ -475,6 +490,7 @@ mod tests {
             base: Path::new("/"),
             listen: &listen,
             shared: &shared,
+            cgroup: None,
         };
         let env = environment(&pool, 0, &ctx);
         let shared_vars: Vec<(&str, &str)> = env
@@ -496,6 +512,7 @@ mod tests {
             base: Path::new("/"),
             listen: &[],
             shared: &[],
+            cgroup: None,
         };
         let error = spawn(&Pool::new("empty", Vec::new()), 0, &ctx).expect_err("nothing to run");
         assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
