@@ -4,8 +4,10 @@
 //! into policy events and carries out the policy's actions; it uses no CPU while nothing
 //! happens. It needs no signal mask, so it runs on any thread of any program, at any time.
 
+mod cgroup;
 mod children;
 pub mod command;
+mod containment;
 mod control;
 pub mod lock;
 pub mod logs;
@@ -128,6 +130,12 @@ pub fn run(manifest: Manifest, options: Options) -> Result<i32, RunError> {
         // included.
         nix::sys::prctl::set_child_subreaper(true).map_err(|e| setup("child subreaper")(e.into()))?;
     }
+    // Before anything starts: what a killed predecessor of this name left is ended here.
+    let contained = containment::Containment::set_up(
+        &manifest.supervisor.name,
+        _lock.as_ref().and_then(|lock| lock.path().parent()),
+        options.reaping == Reaping::All,
+    );
     // Without pidfds, SIGCHLD says when to look for exited children.
     let pidfds = children::have_pidfds();
     let sigchld = options.reaping == Reaping::All || !pidfds;
@@ -216,8 +224,18 @@ pub fn run(manifest: Manifest, options: Options) -> Result<i32, RunError> {
         interrupts: 0,
         exit: None,
         observed: control::Observed::new(feeds),
+        containment: contained.containment,
         _runtime: runtime,
     };
+    for note in &contained.notes {
+        runner.say(note);
+    }
+    if let (true, Some(tree)) = (runner.verbose, runner.containment.tree()) {
+        runner.say(&format!(
+            "containment: each worker in a cgroup of its own under {}",
+            tree.display()
+        ));
+    }
     if let Some(started) = &options.started {
         let _ = started.send(handle);
     }
@@ -354,6 +372,8 @@ struct Runner {
     exit: Option<i32>,
     /// What only the control plane asks about.
     observed: control::Observed,
+    /// The workers' cgroups, or the fallback; ended after the workers (field order).
+    containment: containment::Containment,
     _runtime: tempfile::TempDir,
 }
 
@@ -603,6 +623,7 @@ impl Runner {
                     Action::Kill(w) => {
                         if let Some(pid) = self.workers.get(&w) {
                             let _ = killpg(*pid, Signal::SIGKILL);
+                            self.kill_cgroup(w);
                         }
                     }
                     Action::SetTimer(key, at) => {
@@ -640,7 +661,12 @@ impl Runner {
             })
             .collect();
         let shared = self.shared.for_pool(&pool);
+        let cgroup = match self.containment.for_worker(&pool.name, w.index) {
+            Ok(fd) => fd,
+            Err(e) => return Event::SpawnFailed(w, format!("{}: {e}", program(&pool))),
+        };
         let ctx = spawn::Context {
+            cgroup: cgroup.as_ref().map(|fd| fd.as_fd()),
             listen: &listen,
             shared: &shared,
             supervisor: &self.manifest.supervisor.name,

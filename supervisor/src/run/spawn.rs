@@ -43,6 +43,9 @@ pub struct Context<'a> {
     /// The pool's shared memory regions, handed over after the sockets, with their names
     /// (`PROCWIRE_SHARED_<NAME>` says which descriptor is which).
     pub shared: &'a [(BorrowedFd<'a>, String)],
+    /// The `cgroup.procs` of the worker's own cgroup, open for writing: the child moves
+    /// itself in first thing after the clone, so everything it starts is inside.
+    pub cgroup: Option<BorrowedFd<'a>>,
 }
 
 /// One stream's write end for the child (`None`: `/dev/null`), and the supervisor's read
@@ -217,6 +220,7 @@ pub fn spawn(pool: &Pool, index: u32, ctx: &Context<'_>) -> std::io::Result<Spaw
     plan.rlimits = rlimits;
     plan.identity = identity;
     plan.no_new_privs = pool.no_new_privs;
+    plan.cgroup = ctx.cgroup.map(|fd| fd.as_raw_fd());
     let pid = vfork::spawn(&mut plan)?;
     // The child has its copies; the write ends here close with `stdout` and `stderr`.
     drop((stdout, stderr, null));
@@ -299,6 +303,7 @@ mod tests {
             base: Path::new("/"),
             listen: &listen,
             shared: &[],
+            cgroup: None,
         };
         let env = environment(&pool, 0, &ctx);
         let get = |key: &str| {
@@ -332,6 +337,7 @@ mod tests {
             base: Path::new("/"),
             listen: &listen,
             shared: &shared,
+            cgroup: None,
         };
         let env = environment(&pool, 0, &ctx);
         let shared_vars: Vec<(&str, &str)> = env
@@ -353,6 +359,7 @@ mod tests {
             base: Path::new("/"),
             listen: &[],
             shared: &[],
+            cgroup: None,
         };
         let error = spawn(&Pool::new("empty", Vec::new()), 0, &ctx).expect_err("nothing to run");
         assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);

@@ -83,6 +83,9 @@ pub(crate) struct Plan {
     pub identity: Option<Identity>,
     /// `PR_SET_NO_NEW_PRIVS`.
     pub no_new_privs: bool,
+    /// The `cgroup.procs` of the worker's cgroup, open for writing (`ctx.cgroup` in
+    /// spawn.rs, which outlives the clone).
+    pub cgroup: Option<RawFd>,
     /// The supervisor's pid: a child whose parent is no longer it exits at once.
     pub parent: libc::pid_t,
     /// The step that failed, as a [`Step`], or 0.
@@ -101,6 +104,7 @@ unsafe impl Send for Plan {}
 #[repr(u8)]
 enum Step {
     None = 0,
+    Cgroup,
     ProcessGroup,
     Umask,
     Rlimit,
@@ -116,8 +120,9 @@ enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 13] = [
+    const ALL: [Step; 14] = [
         Step::None,
+        Step::Cgroup,
         Step::ProcessGroup,
         Step::Umask,
         Step::Rlimit,
@@ -135,6 +140,7 @@ impl Step {
     fn what(self) -> &'static str {
         match self {
             Step::None => "starting the worker",
+            Step::Cgroup => "moving the worker into its cgroup",
             Step::ProcessGroup => "setting the worker's process group",
             Step::Umask => "setting the worker's umask",
             Step::Rlimit => "setting the worker's resource limits",
@@ -193,6 +199,7 @@ impl Plan {
             rlimits: Vec::new(),
             identity: None,
             no_new_privs: false,
+            cgroup: None,
             // SAFETY: getpid has no preconditions.
             parent: unsafe { libc::getpid() },
             failed: AtomicU8::new(0),
@@ -332,6 +339,13 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
                 let mut default = std::mem::MaybeUninit::<libc::sigaction>::zeroed();
                 (*default.as_mut_ptr()).sa_sigaction = libc::SIG_DFL;
                 libc::sigaction(signal, default.as_ptr(), std::ptr::null_mut());
+            }
+        }
+        // Into its cgroup before anything else, and while still the supervisor's user
+        // (moving needs write access to the cgroup's files). "0" moves the writer.
+        if let Some(fd) = plan.cgroup {
+            if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                fail(plan, Step::Cgroup);
             }
         }
         // Its own process group, so that signals and SIGKILL reach its whole tree.

@@ -183,9 +183,15 @@ impl Supervisor {
 
     /// Runs `PROGRAM ARGS...` (a wrapper that runs the supervisor), in `cwd` if given.
     pub fn spawn_program(program: &str, args: &[&str], cwd: Option<&Path>) -> Supervisor {
+        Supervisor::spawn_with_env(program, args, cwd, &[])
+    }
+
+    /// [`Supervisor::spawn_program`] with `env` added to the supervisor's environment.
+    pub fn spawn_with_env(program: &str, args: &[&str], cwd: Option<&Path>, env: &[(&str, &str)]) -> Supervisor {
         let mut command = Command::new(program);
         command
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -352,6 +358,7 @@ impl Supervisor {
 impl Drop for Supervisor {
     fn drop(&mut self) {
         if self.status.is_some() {
+            end_cgroups_of(self.pid());
             return;
         }
         // Each worker leads a process group, and what a worker started there outlives a
@@ -366,7 +373,58 @@ impl Drop for Supervisor {
         for group in groups {
             let _ = nix::sys::signal::killpg(Pid::from_raw(group as i32), Signal::SIGKILL);
         }
+        end_cgroups_of(self.pid());
     }
+}
+
+/// Ends and removes the cgroup subtree a SIGKILLed supervisor `pid` left beside this test
+/// (`procwire-NAME-PID-NONCE`), so that killed supervisors litter no cgroups. A next start of
+/// the same name would end it too; most tests never make one.
+fn end_cgroups_of(pid: Pid) {
+    let Some(own) = own_cgroup() else { return };
+    let Ok(entries) = std::fs::read_dir(&own) else { return };
+    let infix = format!("-{pid}-");
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with("procwire-") && name.contains(&infix)) {
+            continue;
+        }
+        let dir = entry.path();
+        let _ = std::fs::write(dir.join("cgroup.kill"), "1");
+        let deadline = Instant::now() + DEADLINE;
+        // Each worker's cgroup is removed once empty: the kill has been sent, and the dead
+        // leave their cgroups as they exit. rmdir says EBUSY until then.
+        while Instant::now() < deadline {
+            let workers: Vec<_> = std::fs::read_dir(&dir)
+                .map(|e| e.flatten().filter(|e| e.path().is_dir()).map(|e| e.path()).collect())
+                .unwrap_or_default();
+            let busy = workers
+                .iter()
+                .any(|w| std::fs::remove_dir(w).is_err_and(|e| e.raw_os_error() == Some(nix::libc::EBUSY)));
+            if !busy && std::fs::remove_dir(&dir).is_ok() {
+                break;
+            }
+            let events = std::fs::File::open(dir.join("cgroup.events"));
+            if let Ok(events) = events {
+                // Woken when `populated` changes.
+                let mut fds = [PollFd::new(events.as_fd(), PollFlags::POLLPRI)];
+                let _ = poll(&mut fds, PollTimeout::from(100u8));
+            }
+        }
+    }
+}
+
+/// This test process's cgroup v2 directory, if there is one (the cgroup2 mount's point plus
+/// the `0::` path; a mount of a subtree is not expected in CI).
+pub fn own_cgroup() -> Option<std::path::PathBuf> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let point = mountinfo.lines().find_map(|line| {
+        let (before, after) = line.split_once(" - ")?;
+        (after.split(' ').next()? == "cgroup2").then(|| before.split(' ').nth(4).map(str::to_owned))?
+    })?;
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = cgroup.lines().find_map(|line| line.strip_prefix("0::"))?;
+    Some(Path::new(&point).join(path.trim_start_matches('/')))
 }
 
 /// A FIFO that workers block on with `read go < NAME`; [`Gate::open`] lets that many reads
@@ -457,6 +515,27 @@ pub fn position(lines: &[String], text: &str) -> usize {
         .iter()
         .position(|line| line == text)
         .unwrap_or_else(|| panic!("no line {text:?} in {lines:#?}"))
+}
+
+/// The live (not zombie) processes whose environment holds `KEY=VALUE` exactly: a marker a
+/// manifest's `env` gives a worker, and so everything the worker starts.
+pub fn marked(key: &str, value: &str) -> Vec<i64> {
+    let wanted = format!("{key}={value}").into_bytes();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i64>().ok()) else {
+            continue;
+        };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if environ.split(|b| *b == 0).any(|var| var == wanted.as_slice())
+            && proc_stat(pid).is_some_and(|stat| stat.state != 'Z')
+        {
+            found.push(pid);
+        }
+    }
+    found
 }
 
 // ----- restarts -----

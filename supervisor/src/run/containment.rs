@@ -1,0 +1,203 @@
+//! Keeping every process a worker starts inside a boundary the supervisor can end.
+//!
+//! Where this process's cgroup v2 is writable, the supervisor makes a subtree beside itself,
+//! `OWN/procwire-NAME-PID-NONCE`, and puts each worker in a cgroup of its own in it,
+//! `POOL.INDEX` (the child moves itself in before exec, so nothing it starts is ever
+//! outside). When a worker exits or is killed, everything left in its cgroup is killed too,
+//! however it detached (`setsid`, double fork); when the supervisor ends, the subtree goes.
+//!
+//! A supervisor that holds a name lock (`procwire up`) records the subtree's path in
+//! `RUNTIME/NAME.cgroup`. If it is SIGKILLed, its workers die of their parent-death signal,
+//! but what they started lives on in the subtree; the next supervisor of that name reads
+//! the record, kills what is left there and removes it before it starts anything.
+//!
+//! Where cgroups cannot be used (none mounted, not writable, or `PROCWIRE_CGROUP=off`), the
+//! fallback is the process group each worker leads (killed when the worker ends) and, for
+//! `procwire up`, the child subreaper that re-parents orphans to the supervisor; what leaves
+//! its process group escapes, and nothing is recovered after a crash. One line says which.
+
+use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::cgroup::{self, Cgroup};
+
+/// The environment variable that turns cgroups off (`off`): the fallback is used and said.
+pub const CGROUP_ENV: &str = "PROCWIRE_CGROUP";
+
+/// How long ending a subtree may wait for SIGKILLed processes to go.
+const END_WITHIN: Duration = Duration::from_secs(10);
+
+/// How the supervisor contains its workers' process trees.
+#[derive(Debug)]
+pub(crate) enum Containment {
+    /// Each worker in a cgroup of its own under one subtree of the supervisor's.
+    Cgroups {
+        /// The supervisor's subtree.
+        tree: Cgroup,
+        /// The workers' cgroups by `POOL.INDEX`, made on first spawn, kept across restarts.
+        workers: BTreeMap<String, Cgroup>,
+        /// The file recording `tree`'s path for a successor, if this supervisor has a name
+        /// lock.
+        record: Option<PathBuf>,
+    },
+    /// Process groups (and the subreaper where the supervisor is one); why not cgroups was
+    /// said when it was set up.
+    ProcessGroups,
+}
+
+/// What setting up containment found, to be said by the supervisor.
+#[derive(Debug)]
+pub(crate) struct SetUp {
+    pub containment: Containment,
+    /// Lines to say: what a predecessor left and was ended, and the fallback's explanation.
+    pub notes: Vec<String>,
+}
+
+/// The record of `name`'s subtree in the runtime directory `runtime`.
+fn record_path(runtime: &Path, name: &str) -> PathBuf {
+    runtime.join(format!("{name}.cgroup"))
+}
+
+/// Ends what a predecessor of `name` left in the subtree its record names. Only a cgroup
+/// directory named as this supervisor names its subtrees is touched, whatever the record says.
+fn end_predecessor(record: &Path, name: &str, notes: &mut Vec<String>) {
+    let Ok(text) = std::fs::read_to_string(record) else {
+        return;
+    };
+    let dir = PathBuf::from(text.trim());
+    let ours = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with(&format!("procwire-{name}-")));
+    if ours && dir.is_dir() && cgroup::is_cgroup2(&dir) {
+        match Cgroup::at(dir.clone()).end(Instant::now() + END_WITHIN) {
+            Ok(0) => {}
+            Ok(n) => notes.push(format!(
+                "ended {n} process(es) a previous supervisor of this name left running in {}",
+                dir.display()
+            )),
+            Err(e) => notes.push(format!(
+                "cannot end what a previous supervisor left in {}: {e}",
+                dir.display()
+            )),
+        }
+    }
+    let _ = std::fs::remove_file(record);
+}
+
+impl Containment {
+    /// Sets containment up for supervisor `name`. `runtime` is the directory of its name
+    /// lock, if it holds one: only then is a predecessor's subtree recorded and ended.
+    /// `subreaper`: whether orphans re-parent to this process (for the fallback's line).
+    pub(crate) fn set_up(name: &str, runtime: Option<&Path>, subreaper: bool) -> SetUp {
+        let mut notes = Vec::new();
+        let record = runtime.map(|dir| record_path(dir, name));
+        if let Some(record) = &record {
+            end_predecessor(record, name, &mut notes);
+        }
+        let containment = match Containment::cgroups(name, record) {
+            Ok(containment) => containment,
+            Err(why) => {
+                let reaped = if subreaper {
+                    "orphans are re-parented to the supervisor and reaped"
+                } else {
+                    "orphans go to the program's own reaper"
+                };
+                notes.push(format!(
+                    "containment: no cgroup ({why}); each worker's process group is killed when it ends and {reaped}, \
+                     but a process that leaves its group (setsid) escapes, and what runs when the supervisor is killed \
+                     is not ended by the next start"
+                ));
+                Containment::ProcessGroups
+            }
+        };
+        SetUp { containment, notes }
+    }
+
+    fn cgroups(name: &str, record: Option<PathBuf>) -> Result<Containment, String> {
+        if std::env::var(CGROUP_ENV).is_ok_and(|v| v == "off") {
+            return Err(format!("{CGROUP_ENV}=off"));
+        }
+        let own = cgroup::own().map_err(|e| format!("cgroup v2: {e}"))?;
+        let nonce = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let dir = own.join(format!("procwire-{name}-{}-{nonce:08x}", std::process::id()));
+        let tree = Cgroup::make(dir.clone()).map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
+        // Moving a process needs write access to the common ancestor's cgroup.procs: ours.
+        if let Err(e) = Cgroup::at(own.clone()).procs_writer() {
+            let _ = tree.remove();
+            return Err(format!(
+                "cannot move processes out of {}: {e}",
+                own.join("cgroup.procs").display()
+            ));
+        }
+        if let Some(record) = &record {
+            if let Err(e) = std::fs::write(record, format!("{}\n", dir.display())) {
+                let _ = tree.remove();
+                return Err(format!("cannot record the cgroup in {}: {e}", record.display()));
+            }
+        }
+        Ok(Containment::Cgroups {
+            tree,
+            workers: BTreeMap::new(),
+            record,
+        })
+    }
+
+    /// The subtree's directory, if cgroups are used.
+    pub(crate) fn tree(&self) -> Option<&Path> {
+        match self {
+            Containment::Cgroups { tree, .. } => Some(tree.dir()),
+            Containment::ProcessGroups => None,
+        }
+    }
+
+    /// Worker `index` of `pool`'s cgroup's `cgroup.procs`, open for writing, for the worker
+    /// to move itself in before exec; `None` without cgroups.
+    pub(crate) fn for_worker(&mut self, pool: &str, index: u32) -> std::io::Result<Option<OwnedFd>> {
+        let Containment::Cgroups { tree, workers, .. } = self else {
+            return Ok(None);
+        };
+        let key = format!("{pool}.{index}");
+        let cgroup = match workers.get(&key) {
+            Some(cgroup) => cgroup,
+            None => {
+                let made = Cgroup::make(tree.dir().join(&key))
+                    .map_err(|e| std::io::Error::new(e.kind(), format!("cgroup {key}: {e}")))?;
+                workers.entry(key).or_insert(made)
+            }
+        };
+        cgroup
+            .procs_writer()
+            .map(Some)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", cgroup.dir().display())))
+    }
+
+    /// Kills everything left in worker `index` of `pool`'s cgroup (after the worker ended, or
+    /// with it); nothing without cgroups, where its process group is killed instead.
+    pub(crate) fn kill_worker(&self, pool: &str, index: u32) -> std::io::Result<()> {
+        if let Containment::Cgroups { workers, .. } = self {
+            if let Some(cgroup) = workers.get(&format!("{pool}.{index}")) {
+                cgroup.kill()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Containment {
+    fn drop(&mut self) {
+        if let Containment::Cgroups { tree, record, .. } = self {
+            // Whatever ended the supervisor, nothing it started outlives it; a subtree that
+            // will not empty stays recorded for the next start.
+            if tree.end(Instant::now() + END_WITHIN).is_ok() {
+                if let Some(record) = record {
+                    let _ = std::fs::remove_file(record);
+                }
+            }
+        }
+    }
+}
