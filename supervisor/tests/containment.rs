@@ -155,3 +155,43 @@ command = ["sh", "-c", "echo up; exec sleep 1000"]
     sup.signal(Signal::SIGTERM);
     sup.expect_exit(0);
 }
+
+/// A worker whose cgroup had to be killed (it left a grandchild) comes back in a fresh one:
+/// a child cloned into a cgroup that was ever killed is SIGKILLed at birth by the kernels at
+/// hand, so a reused cgroup would leave the worker dead in a restart loop. Twice, so that
+/// the replacement of a replacement is covered too.
+#[test]
+fn a_worker_whose_leftovers_were_killed_restarts_and_runs_in_a_fresh_cgroup() {
+    let dir = temp_dir();
+    let marker = dir.path().display().to_string();
+    let sup = Supervisor::start_with(
+        dir.path(),
+        "tree-again",
+        &format!(
+            r#"
+[pool.w]
+command = ["sh", "-c", "setsid sleep 1000 & echo gc $!; echo worker $$; exec sleep 1000"]
+env = {{ {MARKER} = "{marker}" }}
+backoff = {{ initial = "0s" }}
+"#
+        ),
+        &["-v"],
+    );
+    if cgroups_used(&sup, "a_worker_whose_leftovers_were_killed_restarts").is_none() {
+        return;
+    }
+    for round in 1..=3 {
+        let grandchild = number_after(&sup.wait_for_nth("w.0 | gc ", round), "gc ");
+        let worker = number_after(&sup.wait_for_nth("w.0 | worker ", round), "worker ");
+        if round == 3 {
+            break;
+        }
+        let fd = pidfd(grandchild as i32).expect("the grandchild runs");
+        kill(Pid::from_raw(worker as i32), Signal::SIGKILL).expect("kill the worker");
+        assert!(
+            exited_by(&fd, Instant::now() + DEADLINE),
+            "round {round}: the grandchild outlived its worker; lines:\n{}",
+            sup.output()
+        );
+    }
+}

@@ -124,6 +124,15 @@ impl Cgroup {
         &self.dir
     }
 
+    /// Its directory, open: what `clone3(CLONE_INTO_CGROUP)` takes.
+    pub(crate) fn open(&self) -> std::io::Result<OwnedFd> {
+        let dir = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_CLOEXEC)
+            .open(&self.dir)?;
+        Ok(dir.into())
+    }
+
     /// Its `cgroup.procs`, open for writing: a process that writes `0` to it moves itself in
     /// (`write` is async-signal-safe, so a forked child can do it before exec).
     pub(crate) fn procs_writer(&self) -> std::io::Result<OwnedFd> {
@@ -175,6 +184,12 @@ impl Cgroup {
             Err(e) => return Err(e),
         }
         Ok(count)
+    }
+
+    /// Whether any process is in the subtree (`populated` in `cgroup.events`).
+    pub(crate) fn populated(&self) -> std::io::Result<bool> {
+        let text = std::fs::read_to_string(self.dir.join("cgroup.events"))?;
+        Ok(!text.lines().any(|line| line == "populated 0"))
     }
 
     /// Waits until no process is left in the subtree (killed ones are gone when they exit,

@@ -129,8 +129,9 @@ impl super::Runner {
     }
 
     /// Kills what is left in worker `w`'s cgroup (where there are cgroups).
-    pub(super) fn kill_cgroup(&self, w: WorkerId) {
-        if let Err(e) = self.containment.kill_worker(self.policy.pool_name(w.pool), w.index) {
+    pub(super) fn kill_cgroup(&mut self, w: WorkerId) {
+        let pool = self.policy.pool_name(w.pool).to_owned();
+        if let Err(e) = self.containment.kill_worker(&pool, w.index) {
             self.report(w, &format!("cannot kill what is left in its cgroup: {e}"));
         }
     }

@@ -2,9 +2,15 @@
 //!
 //! Where this process's cgroup v2 is writable, the supervisor makes a subtree beside itself,
 //! `OWN/procwire-NAME-PID-NONCE`, and puts each worker in a cgroup of its own in it,
-//! `POOL.INDEX` (the child moves itself in before exec, so nothing it starts is ever
-//! outside). When a worker exits or is killed, everything left in its cgroup is killed too,
-//! however it detached (`setsid`, double fork); when the supervisor ends, the subtree goes.
+//! `POOL.INDEX` (the child is cloned straight into it, so nothing it starts is ever outside).
+//! When a worker exits or is killed, everything left in its cgroup is killed too, however it
+//! detached (`setsid`, double fork); when the supervisor ends, the subtree goes.
+//!
+//! A cgroup that had to be killed is retired, and the worker's next incarnation gets a fresh
+//! one (`POOL.INDEX.N`): the kernels at hand (6.18) compare a `CLONE_INTO_CGROUP` child's
+//! kill sequence with its *parent's* cgroup's rather than its target's, so a child cloned
+//! into a cgroup that was ever killed is SIGKILLed at birth. A worker that leaves nothing
+//! behind (the usual case) keeps its cgroup, and its restart costs no mkdir.
 //!
 //! A supervisor that holds a name lock (`procwire up`) records the subtree's path in
 //! `RUNTIME/NAME.cgroup`. If it is SIGKILLed, its workers die of their parent-death signal,
@@ -36,8 +42,13 @@ pub(crate) enum Containment {
     Cgroups {
         /// The supervisor's subtree.
         tree: Cgroup,
-        /// The workers' cgroups by `POOL.INDEX`, made on first spawn, kept across restarts.
+        /// The workers' cgroups by `POOL.INDEX`, made on first spawn, kept across restarts
+        /// until one has to be killed.
         workers: BTreeMap<String, Cgroup>,
+        /// Killed cgroups, removed once empty (or with the subtree).
+        retired: Vec<Cgroup>,
+        /// Cgroups made so far, numbering the replacements of retired ones.
+        made: u64,
         /// The file recording `tree`'s path for a successor, if this supervisor has a name
         /// lock.
         record: Option<PathBuf>,
@@ -143,6 +154,8 @@ impl Containment {
         Ok(Containment::Cgroups {
             tree,
             workers: BTreeMap::new(),
+            retired: Vec::new(),
+            made: 0,
             record,
         })
     }
@@ -155,34 +168,57 @@ impl Containment {
         }
     }
 
-    /// Worker `index` of `pool`'s cgroup's `cgroup.procs`, open for writing, for the worker
-    /// to move itself in before exec; `None` without cgroups.
+    /// Worker `index` of `pool`'s cgroup, its directory open, for the worker to be cloned
+    /// into (or to move itself in before exec); `None` without cgroups.
     pub(crate) fn for_worker(&mut self, pool: &str, index: u32) -> std::io::Result<Option<OwnedFd>> {
-        let Containment::Cgroups { tree, workers, .. } = self else {
+        let Containment::Cgroups {
+            tree, workers, made, ..
+        } = self
+        else {
             return Ok(None);
         };
         let key = format!("{pool}.{index}");
         let cgroup = match workers.get(&key) {
             Some(cgroup) => cgroup,
             None => {
-                let made = Cgroup::make(tree.dir().join(&key))
-                    .map_err(|e| std::io::Error::new(e.kind(), format!("cgroup {key}: {e}")))?;
-                workers.entry(key).or_insert(made)
+                // The first of a worker is named as it; replacements of retired ones get a
+                // number.
+                let name = match tree.dir().join(&key).exists() {
+                    false => key.clone(),
+                    true => format!("{key}.{made}"),
+                };
+                let cgroup = Cgroup::make(tree.dir().join(&name))
+                    .map_err(|e| std::io::Error::new(e.kind(), format!("cgroup {name}: {e}")))?;
+                *made += 1;
+                workers.entry(key).or_insert(cgroup)
             }
         };
         cgroup
-            .procs_writer()
+            .open()
             .map(Some)
             .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", cgroup.dir().display())))
     }
 
     /// Kills everything left in worker `index` of `pool`'s cgroup (after the worker ended, or
-    /// with it); nothing without cgroups, where its process group is killed instead.
-    pub(crate) fn kill_worker(&self, pool: &str, index: u32) -> std::io::Result<()> {
-        if let Containment::Cgroups { workers, .. } = self {
-            if let Some(cgroup) = workers.get(&format!("{pool}.{index}")) {
-                cgroup.kill()?;
-            }
+    /// with it); nothing without cgroups, where its process group is killed instead. A cgroup
+    /// with nothing left is not touched; one that was killed is retired (see the module's
+    /// docs).
+    pub(crate) fn kill_worker(&mut self, pool: &str, index: u32) -> std::io::Result<()> {
+        let Containment::Cgroups { workers, retired, .. } = self else {
+            return Ok(());
+        };
+        // The retired ones that have emptied since go now.
+        retired.retain(|cgroup| cgroup.remove().is_err());
+        let key = format!("{pool}.{index}");
+        let Some(cgroup) = workers.get(&key) else {
+            return Ok(());
+        };
+        if !cgroup.populated()? {
+            return Ok(());
+        }
+        cgroup.kill()?;
+        if let Some(cgroup) = workers.remove(&key) {
+            retired.push(cgroup);
         }
         Ok(())
     }

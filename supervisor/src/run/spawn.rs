@@ -43,8 +43,8 @@ pub struct Context<'a> {
     /// The pool's shared memory regions, handed over after the sockets, with their names
     /// (`PROCWIRE_SHARED_<NAME>` says which descriptor is which).
     pub shared: &'a [(BorrowedFd<'a>, String)],
-    /// The `cgroup.procs` of the worker's own cgroup, open for writing: the child moves
-    /// itself in first thing after the clone, so everything it starts is inside.
+    /// The worker's own cgroup, its directory open: the child is cloned into it (or moves
+    /// itself in first thing after the clone), so everything it starts is inside.
     pub cgroup: Option<BorrowedFd<'a>>,
 }
 

@@ -26,8 +26,10 @@
 //! - it reports a failure through its [`Plan`] (shared memory, read by the parent once
 //!   the clone returns) and ends with `_exit`.
 
+mod clone3;
+
 use std::ffi::CString;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
 
@@ -83,9 +85,12 @@ pub(crate) struct Plan {
     pub identity: Option<Identity>,
     /// `PR_SET_NO_NEW_PRIVS`.
     pub no_new_privs: bool,
-    /// The `cgroup.procs` of the worker's cgroup, open for writing (`ctx.cgroup` in
-    /// spawn.rs, which outlives the clone).
+    /// The worker's cgroup, its directory open (`ctx.cgroup` in spawn.rs, which outlives the
+    /// clone): the child is cloned into it (see [`clone3`]).
     pub cgroup: Option<RawFd>,
+    /// Where the child cannot be cloned into its cgroup: the cgroup's `cgroup.procs`, open
+    /// for writing, for the child to move itself in.
+    move_into: Option<RawFd>,
     /// The supervisor's pid: a child whose parent is no longer it exits at once.
     pub parent: libc::pid_t,
     /// The step that failed, as a [`Step`], or 0.
@@ -200,6 +205,7 @@ impl Plan {
             identity: None,
             no_new_privs: false,
             cgroup: None,
+            move_into: None,
             // SAFETY: getpid has no preconditions.
             parent: unsafe { libc::getpid() },
             failed: AtomicU8::new(0),
@@ -235,6 +241,12 @@ impl Stack {
         Ok(Stack { base })
     }
 
+    /// The lowest address of the stack proper, above the guard page (page-aligned).
+    fn bottom(&self) -> *mut libc::c_void {
+        // SAFETY: the guard page is inside the mapping.
+        unsafe { self.base.as_ptr().cast::<u8>().add(GUARD).cast() }
+    }
+
     /// The highest address of the stack (it grows down), 16-byte aligned as the ABI asks.
     fn top(&self) -> *mut libc::c_void {
         // SAFETY: the offset is the mapping's length: one past its end, in bounds for `add`.
@@ -253,6 +265,20 @@ impl Drop for Stack {
 /// Runs `plan`: returns the new process's pid once it has exec'd, or the error of the step
 /// that failed (the failed child already reaped).
 pub(crate) fn spawn(plan: &mut Plan) -> std::io::Result<Pid> {
+    spawn_by(plan, Cloning::IntoCgroup)
+}
+
+/// How [`spawn`] clones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cloning {
+    /// With a cgroup, clone3 straight into it where the kernel can.
+    IntoCgroup,
+    /// clone(2), the child moving itself into its cgroup: the fallback, chosen by tests.
+    #[cfg_attr(not(test), allow(dead_code))]
+    ThenMove,
+}
+
+fn spawn_by(plan: &mut Plan, how: Cloning) -> std::io::Result<Pid> {
     let stack = Stack::new()?;
     plan.failed.store(0, Ordering::Relaxed);
     plan.errno.store(0, Ordering::Relaxed);
@@ -264,24 +290,58 @@ pub(crate) fn spawn(plan: &mut Plan) -> std::io::Result<Pid> {
         libc::sigfillset(all.as_mut_ptr());
         libc::pthread_sigmask(libc::SIG_SETMASK, all.as_ptr(), old.as_mut_ptr());
     }
-    // SAFETY: `child` follows the rules in this module's docs: it runs on `stack`, a mapping
-    // of its own, touches only `plan` (which outlives the call: CLONE_VFORK returns only
-    // once the child has exec'd or exited, and nothing else uses `plan` meanwhile since we
-    // hold it mutably), allocates nothing and ends in execve or _exit. Without CLONE_FILES,
-    // CLONE_FS and CLONE_SIGHAND, its descriptors, directory, umask and signal dispositions
-    // are its own copies.
-    let pid = unsafe {
-        libc::clone(
-            child,
-            stack.top(),
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-            (plan as *mut Plan).cast(),
-        )
+    let arg: *mut libc::c_void = (plan as *mut Plan).cast();
+    // Kept open until the child has exec'd, when it moves itself into its cgroup.
+    let mut procs: Option<OwnedFd> = None;
+    // SAFETY (both clones): `child` follows the rules in this module's docs: it runs on
+    // `stack`, a mapping of its own, touches only `plan` (which outlives the call:
+    // CLONE_VFORK returns only once the child has exec'd or exited, and nothing else uses
+    // `plan` meanwhile since we hold it mutably), allocates nothing and ends in execve or
+    // _exit. Without CLONE_FILES, CLONE_FS and CLONE_SIGHAND, its descriptors, directory,
+    // umask and signal dispositions are its own copies.
+    let born = match plan.cgroup {
+        Some(dir) if how == Cloning::IntoCgroup => {
+            // SAFETY: see above; the stack's bottom and size are its mapping's, page-aligned.
+            unsafe { clone3::clone3(child, arg, stack.bottom(), STACK, dir) }
+        }
+        _ => None,
+    };
+    let pid = match born {
+        Some(Ok(pid)) => pid,
+        Some(Err(e)) => {
+            // SAFETY: restores the mask saved above, from valid storage.
+            unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, old.as_ptr(), std::ptr::null_mut()) };
+            return Err(std::io::Error::new(
+                e.kind(),
+                format!("cloning the worker into its cgroup: {e}"),
+            ));
+        }
+        None => {
+            if let Some(dir) = plan.cgroup {
+                // SAFETY: openat reads a NUL-terminated name; the result is checked.
+                let fd = unsafe { libc::openat(dir, c"cgroup.procs".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+                if fd >= 0 {
+                    // SAFETY: openat just returned `fd`, owned by nothing else.
+                    procs = Some(unsafe { OwnedFd::from_raw_fd(fd) });
+                }
+                // A failure to open shows as the child's failure to move itself.
+                plan.move_into = Some(procs.as_ref().map_or(-1, |fd| fd.as_raw_fd()));
+            }
+            // SAFETY: as above.
+            unsafe {
+                libc::clone(
+                    child,
+                    stack.top(),
+                    libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                    arg,
+                )
+            }
+        }
     };
     let clone_error = std::io::Error::last_os_error();
     // SAFETY: restores the mask saved above, from valid storage.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, old.as_ptr(), std::ptr::null_mut()) };
-    drop(stack);
+    drop((stack, procs));
     if pid < 0 {
         return Err(clone_error);
     }
@@ -343,7 +403,7 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
         }
         // Into its cgroup before anything else, and while still the supervisor's user
         // (moving needs write access to the cgroup's files). "0" moves the writer.
-        if let Some(fd) = plan.cgroup {
+        if let Some(fd) = plan.move_into {
             if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
                 fail(plan, Step::Cgroup);
             }
@@ -515,6 +575,49 @@ mod tests {
         let null = std::fs::File::open("/dev/null").unwrap();
         let error = spawn(&mut plan("/nonexistent/program", "/", &null)).expect_err("nothing to exec");
         assert_eq!(error.raw_os_error(), Some(libc::ENOENT), "{error}");
+    }
+
+    /// Both ways into a cgroup put the child there before it execs: it reads its own
+    /// cgroup from /proc and writes it to its stdout, a file.
+    #[test]
+    fn the_child_runs_in_its_cgroup_whether_cloned_into_it_or_moved() {
+        let own = match crate::run::cgroup::own() {
+            Ok(own) if crate::run::cgroup::is_cgroup2(&own) => own,
+            other => {
+                println!("skipped: no cgroup v2 here ({other:?})");
+                return;
+            }
+        };
+        for how in [Cloning::IntoCgroup, Cloning::ThenMove] {
+            let dir = own.join(format!("procwire-vfork-test-{}-{how:?}", std::process::id()));
+            if let Err(e) = std::fs::create_dir(&dir) {
+                println!("skipped: cannot make a cgroup in {}: {e}", own.display());
+                return;
+            }
+            let out = tempfile::NamedTempFile::new().unwrap();
+            let null = std::fs::File::open("/dev/null").unwrap();
+            let cgroup = std::fs::File::open(&dir).unwrap();
+            use std::os::fd::AsRawFd;
+            let mut plan = Plan::new(
+                vec![CString::new("/bin/cat").unwrap()],
+                vec![CString::new("cat").unwrap(), CString::new("/proc/self/cgroup").unwrap()],
+                Vec::new(),
+                None,
+                CString::new("/").unwrap(),
+                [null.as_raw_fd(), out.as_file().as_raw_fd(), null.as_raw_fd()],
+            );
+            plan.cgroup = Some(cgroup.as_raw_fd());
+            let pid = spawn_by(&mut plan, how).expect("spawned");
+            let status = nix::sys::wait::waitpid(pid, None).unwrap();
+            let text = std::fs::read_to_string(out.path()).unwrap();
+            let _ = std::fs::remove_dir(&dir);
+            assert_eq!(status, nix::sys::wait::WaitStatus::Exited(pid, 0), "{how:?}");
+            let name = dir.file_name().unwrap().to_str().unwrap();
+            assert!(
+                text.lines().any(|l| l.starts_with("0::") && l.ends_with(name)),
+                "{how:?}: {text}"
+            );
+        }
     }
 
     #[test]
