@@ -68,17 +68,30 @@ impl Calls {
     /// Waits until `more` calls beyond those answered now are answered.
     fn wait_for_more(&self, more: u64) {
         let target = self.answered.load(Ordering::SeqCst) + more;
+        self.wait_until(&format!("{more} more answered calls"), |calls| {
+            calls.answered.load(Ordering::SeqCst) >= target
+        });
+    }
+
+    /// Waits, as calls are answered, until `done` holds.
+    fn wait_until(&self, what: &str, done: impl Fn(&Calls) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut guard = self.lock.lock().unwrap();
-        while self.answered.load(Ordering::SeqCst) < target {
+        while !done(self) {
             let left = deadline.saturating_duration_since(Instant::now());
             assert!(
                 !left.is_zero(),
-                "{more} more answered calls not seen in time; failures: {:?}",
+                "{what}: not seen in time; answered by {:?}; failures: {:?}",
+                self.pids.lock().unwrap(),
                 self.failures.lock().unwrap()
             );
             guard = self.progress.wait_timeout(guard, left).unwrap().0;
         }
+    }
+
+    /// The workers that answered since the last call of this.
+    fn take_pids(&self) -> BTreeSet<u32> {
+        std::mem::take(&mut *self.pids.lock().unwrap())
     }
 
     fn failures(&self) -> Vec<String> {
@@ -241,6 +254,93 @@ fn scaling_up_and_down_under_load_keeps_the_other_workers_and_fails_no_call() ->
     Ok(())
 }
 
+/// A pool client kept following the pool by `follow` (through the control socket at
+/// `control`, or in process) is scaled from 2 to 4 workers and back under load: it calls the
+/// new workers, then only the two that stay, and no call fails.
+fn a_following_pool_client_calls_the_workers_the_pool_has(
+    dir: &Path,
+    control: &Path,
+    follow: impl FnOnce(&procwire_rpc::pool::Pool),
+) {
+    let pool = CalcPool::new(Vec::<String>::new());
+    follow(pool.pool());
+    assert_eq!(pool.pool().len(), 2, "the pool's endpoints are set at once");
+    let scale = |n: &str| {
+        ok(dir, &["scale", "calc", n, "--control", control.to_str().unwrap()]);
+    };
+    let calls = under_load(&pool, 6, |calls| {
+        calls.wait_until("both first workers answering", |c| c.pids.lock().unwrap().len() == 2);
+        let first = calls.take_pids();
+        scale("4");
+        calls.wait_until("four workers answering", |c| c.pids.lock().unwrap().len() == 4);
+        let grown = calls.take_pids();
+        assert!(
+            grown.is_superset(&first),
+            "the first two still answer: {first:?} {grown:?}"
+        );
+        assert_eq!(pool.pool().len(), 4);
+
+        scale("2");
+        let left = Instant::now() + Duration::from_secs(60);
+        while pool.pool().len() != 2 {
+            assert!(Instant::now() < left, "the pool client never heard of the scale down");
+            std::thread::yield_now();
+        }
+        // Calls sent before the change may still be answered by the removed workers as they
+        // drain; those made from now on are not sent to them.
+        calls.wait_for_more(50);
+        calls.take_pids();
+        calls.wait_for_more(300);
+        let last = calls.take_pids();
+        assert!(
+            last.is_subset(&first),
+            "only the two kept answer: {last:?}, kept {first:?}"
+        );
+    });
+    let failures = calls.failures();
+    assert!(failures.is_empty(), "{} calls failed: {failures:#?}", failures.len());
+}
+
+fn a_pool_client_following_over_the_control_socket_calls_new_workers_after_scale_and_not_removed_ones(
+) -> Result<(), Failed> {
+    let dir = temp_dir();
+    let socket = dir.path().join("calc-{index}.sock");
+    let sup = Supervisor::start(dir.path(), "following", &manifest(&socket, 2));
+    wait_ready(&sup, "calc.0", 1);
+    wait_ready(&sup, "calc.1", 1);
+    let control = dir.path().join("procwire/following.sock");
+    a_following_pool_client_calls_the_workers_the_pool_has(dir.path(), &control, |pool| {
+        procwire_supervisor::control::follow::follow_pool(&control, "calc", pool).expect("follow the pool");
+    });
+    Ok(())
+}
+
+fn an_embedded_supervisors_pool_client_follows_the_pool_it_scales() -> Result<(), Failed> {
+    use procwire_supervisor::manifest::{Endpoint, Manifest, Pool, Ready};
+    let dir = temp_dir();
+    let exe = std::env::current_exe()?.to_str().expect("a UTF-8 path").to_owned();
+    let calc = Pool {
+        workers: 2,
+        ready: Ready::Notify,
+        listen: vec![Endpoint::Unix(dir.path().join("calc-{index}.sock"))],
+        env: [(WORKER_ENV.to_owned(), "1".to_owned())].into(),
+        ..Pool::new("calc", vec![exe])
+    };
+    let control = dir.path().join("ctl.sock");
+    let supervisor =
+        procwire_supervisor::Supervisor::start_with_control(Manifest::new("embedded-follow").pool(calc), &control)?;
+    a_following_pool_client_calls_the_workers_the_pool_has(dir.path(), &control, |pool| {
+        supervisor.follow("calc", pool).expect("follow the pool");
+    });
+    assert_eq!(
+        supervisor.endpoints("calc").len(),
+        2,
+        "the endpoints of the workers there are"
+    );
+    assert_eq!(supervisor.stop()?, 0);
+    Ok(())
+}
+
 fn main() {
     if std::env::var_os(WORKER_ENV).is_some() {
         if let Err(e) = procwire_workers::Worker::new().serve(CalcServer::new(Worker)) {
@@ -257,6 +357,14 @@ fn main() {
         Trial::test(
             "scaling_up_and_down_under_load_keeps_the_other_workers_and_fails_no_call",
             scaling_up_and_down_under_load_keeps_the_other_workers_and_fails_no_call,
+        ),
+        Trial::test(
+            "a_pool_client_following_over_the_control_socket_calls_new_workers_after_scale_and_not_removed_ones",
+            a_pool_client_following_over_the_control_socket_calls_new_workers_after_scale_and_not_removed_ones,
+        ),
+        Trial::test(
+            "an_embedded_supervisors_pool_client_follows_the_pool_it_scales",
+            an_embedded_supervisors_pool_client_follows_the_pool_it_scales,
         ),
     ];
     libtest_mimic::run(&Arguments::from_args(), tests).exit();
