@@ -147,6 +147,8 @@ enum Command {
     },
     /// Grow or shrink one pool to N workers: new workers start, the last ones stop; the
     /// others keep running (same pids). Kept across a reload that does not change `workers`.
+    /// A pool with a socket per worker (`{index}` in listen) gets the new workers' sockets,
+    /// and the removed ones' go.
     Scale {
         /// The pool.
         pool: String,

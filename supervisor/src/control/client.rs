@@ -55,6 +55,18 @@ pub enum ClientError {
     /// The call failed on the way.
     #[error(transparent)]
     Rpc(#[from] procwire_rpc::RpcError),
+    /// The supervisor refused what was asked.
+    #[error(transparent)]
+    Refused(super::ControlError),
+    /// The thread that follows a pool cannot be started.
+    #[error("cannot start the thread that follows pool {pool}")]
+    Thread {
+        /// The pool.
+        pool: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl ClientError {
@@ -64,7 +76,9 @@ impl ClientError {
             ClientError::NotRunning { .. } | ClientError::NoneFound { .. } => EXIT_NOT_RUNNING,
             ClientError::NotAllowed { .. } => EXIT_NOT_ALLOWED,
             ClientError::Usage(_) => EXIT_USAGE,
-            ClientError::Transport(_) | ClientError::Rpc(_) => EXIT_FAILED,
+            ClientError::Transport(_) | ClientError::Rpc(_) | ClientError::Refused(_) | ClientError::Thread { .. } => {
+                EXIT_FAILED
+            }
         }
     }
 }

@@ -16,6 +16,7 @@
 pub mod client;
 pub mod events;
 pub mod feed;
+pub mod follow;
 pub mod server;
 pub mod status;
 
@@ -154,6 +155,9 @@ pub trait Control {
     /// Shuts the supervisor down gracefully, as TERM does; answers with its exit code once
     /// every worker is down.
     fn down(&self) -> Result<i32, ControlError>;
+    /// The endpoint of each of `pool`'s current workers (its first `listen` endpoint, per
+    /// worker), in index order, for a pool client: they change with `scale` and reloads.
+    fn endpoints(&self, pool: String) -> Result<Vec<String>, ControlError>;
     /// Lifecycle events after `cursor` (`None`: from now on), oldest first, waiting up to
     /// `wait_ms` (at most 5 s) while there is none: a long poll, each answer carrying the
     /// next cursor and how many events the follower missed by reading too slowly.

@@ -77,6 +77,13 @@ pub enum Request {
         /// Where to answer: a line per change.
         reply: Sender<Result<Vec<String>, ControlError>>,
     },
+    /// The endpoints of a pool's current workers, for a pool client.
+    Endpoints {
+        /// The pool.
+        pool: String,
+        /// Where to answer: an endpoint per worker, in index order.
+        reply: Sender<Result<Vec<procwire_rpc::Endpoint>, ControlError>>,
+    },
     /// A peer was refused: the loop says so in the supervisor's output.
     Refused {
         /// Its pid.
@@ -251,20 +258,28 @@ struct Service {
     feeds: Arc<Feeds>,
 }
 
-impl Service {
-    /// Sends the request `make` builds to the loop and waits for its answer.
-    fn ask<T>(&self, make: impl FnOnce(Sender<Result<T, ControlError>>) -> Request) -> Result<T, ControlError> {
-        let (reply, answer) = mpsc::channel();
-        self.handle
-            .send(Command::Control(make(reply)))
-            .map_err(|e| ControlError::NoAnswer(e.to_string()))?;
-        match answer.recv_timeout(REPLY_TIMEOUT) {
-            Ok(result) => result,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                Err(ControlError::NoAnswer(format!("no answer within {REPLY_TIMEOUT:?}")))
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => Err(ControlError::NoAnswer("the event loop has ended".into())),
+/// Sends the request `make` builds to the loop behind `handle` and waits for its answer
+/// ([`REPLY_TIMEOUT`]).
+pub(crate) fn ask<T>(
+    handle: &Handle,
+    make: impl FnOnce(Sender<Result<T, ControlError>>) -> Request,
+) -> Result<T, ControlError> {
+    let (reply, answer) = mpsc::channel();
+    handle
+        .send(Command::Control(make(reply)))
+        .map_err(|e| ControlError::NoAnswer(e.to_string()))?;
+    match answer.recv_timeout(REPLY_TIMEOUT) {
+        Ok(result) => result,
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            Err(ControlError::NoAnswer(format!("no answer within {REPLY_TIMEOUT:?}")))
         }
+        Err(mpsc::RecvTimeoutError::Disconnected) => Err(ControlError::NoAnswer("the event loop has ended".into())),
+    }
+}
+
+impl Service {
+    fn ask<T>(&self, make: impl FnOnce(Sender<Result<T, ControlError>>) -> Request) -> Result<T, ControlError> {
+        ask(&self.handle, make)
     }
 }
 
@@ -306,6 +321,11 @@ impl Control for Service {
 
     fn logs(&self, target: Option<Target>, lines: u32) -> Result<Vec<String>, ControlError> {
         Ok(self.ask(|reply| Request::Logs { target, lines, reply })?.0)
+    }
+
+    fn endpoints(&self, pool: String) -> Result<Vec<String>, ControlError> {
+        let endpoints = self.ask(|reply| Request::Endpoints { pool, reply })?;
+        Ok(endpoints.iter().map(ToString::to_string).collect())
     }
 
     fn next_events(&self, cursor: Option<u64>, wait_ms: u32) -> Result<Batch<Event>, ControlError> {

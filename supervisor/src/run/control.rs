@@ -24,7 +24,7 @@ pub(super) struct Observed {
     /// Each worker's recent output lines, across its restarts.
     tails: HashMap<WorkerId, Tail>,
     /// What followers read: every output line and lifecycle event.
-    feeds: Arc<Feeds>,
+    pub(super) feeds: Arc<Feeds>,
 }
 
 impl Observed {
@@ -145,6 +145,10 @@ impl Runner {
                 let answer = self.reload_by_hand(dry_run);
                 let _ = reply.send(answer);
             }
+            Request::Endpoints { pool, reply } => {
+                let answer = self.find(&pool).map(|pool| self.client_endpoints(pool));
+                let _ = reply.send(answer);
+            }
             Request::Refused { pid, uid } => self.say(&format!(
                 "refused a control connection from pid {pid} (uid {uid}): only uid {} and root are served",
                 nix::unistd::geteuid()
@@ -261,14 +265,16 @@ impl Runner {
         if !(1..=1024).contains(&workers) {
             return Err(refuse("a pool has 1 to 1024 workers (stop it to have none running)"));
         }
-        let spec = self.policy.pool(pool);
-        if spec.listen.iter().any(|e| e.for_worker(0) != e.for_worker(1)) {
-            return Err(refuse(
-                "it has a socket per worker (`{index}` in listen); change `workers` in the manifest and reload",
-            ));
-        }
         let from = self.policy.worker_count(pool);
+        if let Some(index) = self.still_stopping(pool, workers) {
+            return Err(refuse(&format!(
+                "worker {index}, removed by the last scale, is still stopping; scale again once it has ended"
+            )));
+        }
+        // The new workers' own sockets (`{index}` in listen) exist before they start.
+        self.bind_worker_sockets(pool, workers).map_err(|e| refuse(&e))?;
         let (actions, done) = self.policy.scale(Instant::now(), pool, workers);
+        self.close_worker_sockets(pool, workers, from);
         for (w, line) in &done {
             self.report(*w, &format!("{line} (by hand)"));
         }

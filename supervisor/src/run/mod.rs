@@ -17,6 +17,7 @@ mod output;
 mod probe;
 mod shared;
 mod signals;
+mod sockets;
 pub mod spawn;
 mod sys;
 mod vfork;
@@ -53,8 +54,8 @@ pub struct Options {
     /// Which exited children the supervisor collects.
     pub reaping: Reaping,
     /// Given a [`Handle`] to command the loop once the supervisor is set up (its sockets
-    /// bound), as it starts the pools.
-    pub started: Option<std::sync::mpsc::Sender<Handle>>,
+    /// bound), as it starts the pools, and the feeds its followers read.
+    pub started: Option<std::sync::mpsc::Sender<(Handle, std::sync::Arc<crate::control::feed::Feeds>)>>,
     /// Where to serve the control socket ([`crate::control`]), if at all.
     pub control: Option<PathBuf>,
 }
@@ -237,7 +238,7 @@ pub fn run(manifest: Manifest, options: Options) -> Result<i32, RunError> {
         ));
     }
     if let Some(started) = &options.started {
-        let _ = started.send(handle);
+        let _ = started.send((handle, std::sync::Arc::clone(&runner.observed.feeds)));
     }
     runner.feed(Event::Begin);
     let code = runner.run();
@@ -532,9 +533,16 @@ impl Runner {
         }
         let actions = self.policy.reload(Instant::now(), &manifest);
         self.reloaded(&actions);
+        // Workers scaled by hand beyond the manifest's count keep (or get) their sockets.
+        for pool in self.policy.views() {
+            let workers = self.policy.worker_count(pool.id);
+            if let Err(e) = self.bind_worker_sockets(pool.id, workers) {
+                self.say(&format!("reload: pool {}: {e}", pool.name));
+            }
+        }
         // Sockets no pool names any more close; workers still running keep their copies.
-        self.listeners
-            .retain(|endpoint, _| manifest.pools.iter().any(|p| p.endpoints().contains(endpoint)));
+        let used = self.worker_endpoints();
+        self.listeners.retain(|endpoint, _| used.contains(endpoint));
         self.shared.retain(&manifest);
         self.manifest = manifest;
         self.apply(actions);

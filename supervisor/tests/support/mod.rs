@@ -456,12 +456,18 @@ pub fn temp_dir() -> tempfile::TempDir {
     tempfile::TempDir::new().expect("a temporary directory")
 }
 
-/// The number after `marker` in `line` (`"a.0 | pid 123"`, `"pid "` -> 123).
+/// The number right after `marker` in `line` (`"a.0 | pid 123"`, `"pid "` -> 123;
+/// `"b (pid 45) is ready"`, `"(pid "` -> 45).
 pub fn number_after(line: &str, marker: &str) -> i64 {
     let (_, rest) = line
         .split_once(marker)
         .unwrap_or_else(|| panic!("{marker:?} in {line:?}"));
-    rest.trim()
+    let rest = rest.trim();
+    let end = rest
+        .char_indices()
+        .find(|&(i, c)| !(c.is_ascii_digit() || (i == 0 && c == '-')))
+        .map_or(rest.len(), |(i, _)| i);
+    rest[..end]
         .parse()
         .unwrap_or_else(|e| panic!("a number after {marker:?} in {line:?}: {e}"))
 }
