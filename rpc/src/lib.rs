@@ -67,6 +67,8 @@ mod buffers;
 mod client;
 mod endpoint;
 mod error;
+#[doc(hidden)]
+pub mod fuzz;
 mod outbox;
 pub mod pool;
 pub mod protocol;

@@ -35,6 +35,7 @@ pub use access::{Access, AccessEnvError, ALLOW_GIDS_ENV, ALLOW_UIDS_ENV};
 use config::HandshakeHook;
 pub use config::{ServerConfig, DEFAULT_MAX_CONNECTIONS};
 use handshake::handshake;
+pub(crate) use handshake::handshake as fuzz_handshake;
 pub(crate) use handshake::mismatch;
 use limits::{ReadClock, Refusal, Slot, Slots};
 
