@@ -67,6 +67,8 @@ mod buffers;
 mod client;
 mod endpoint;
 mod error;
+#[doc(hidden)]
+pub mod fuzz;
 mod outbox;
 pub mod pool;
 pub mod protocol;
@@ -83,7 +85,10 @@ pub use endpoint::{Endpoint, EndpointError, ToEndpoint};
 pub use error::{Delivery, Ending, ErrorChain, HandshakeError, Identity, RpcError, ServerError, TransportError};
 pub use outbox::Buffering;
 pub use protocol::{Fault, FaultKind, Frame};
-pub use server::{Server, ServerConfig, ServerHandle, Stopper, DEFAULT_MAX_CONNECTIONS};
+pub use server::{
+    Access, AccessEnvError, Server, ServerConfig, ServerHandle, Stopper, ALLOW_GIDS_ENV, ALLOW_UIDS_ENV,
+    DEFAULT_MAX_CONNECTIONS,
+};
 pub use service::{decode_args, CallContext, Method, Service, ServiceInfo};
 #[doc(hidden)]
 pub use typed::__private;

@@ -62,6 +62,10 @@ pub enum WorkerError {
         #[source]
         source: io::Error,
     },
+    /// The supervisor's access lists (`PROCWIRE_ALLOW_UIDS`, `PROCWIRE_ALLOW_GIDS`) are not
+    /// lists of ids.
+    #[error(transparent)]
+    Access(#[from] procwire_rpc::AccessEnvError),
     /// A server could not start on an endpoint.
     #[error("cannot start serving on {endpoint}: {}", ErrorChain(.source))]
     Serve {
@@ -159,7 +163,10 @@ impl Worker {
 
     /// The server's configuration. Its [handshake-failure
     /// hook](ServerConfig::on_handshake_failure) is replaced by the worker's own: set that
-    /// with [`on_handshake_failure`](Self::on_handshake_failure).
+    /// with [`on_handshake_failure`](Self::on_handshake_failure). Under a supervisor, its
+    /// [`allow`](ServerConfig::allow) is replaced by the manifest's (`allow_uids`,
+    /// `allow_gids`; by default the supervisor's uid), which the supervisor passes in
+    /// `PROCWIRE_ALLOW_UIDS` and `PROCWIRE_ALLOW_GIDS`.
     pub fn server_config(mut self, config: ServerConfig) -> Self {
         self.config = config;
         self
@@ -211,7 +218,11 @@ impl Worker {
             })?;
         let service = Arc::new(service);
         let report = self.handshake_failed;
-        let config = self.config.on_handshake_failure(move |e| report(e));
+        let mut config = self.config.on_handshake_failure(move |e| report(e));
+        // Under a supervisor, only the local users its manifest allows reach the service.
+        if let Some(access) = procwire_rpc::Access::from_env()? {
+            config = config.allow(access);
+        }
         let mut servers: Vec<ServerHandle> = Vec::new();
         for (listener, endpoint) in listeners.into_iter().zip(&described) {
             let server = Server::new(Arc::clone(&service)).with_config(config.clone());

@@ -325,6 +325,15 @@ fn encode<A: Serialize + ?Sized>(
     })
 }
 
+/// The client's side of the handshake; also [`crate::fuzz::handshake`]'s.
+pub(crate) fn fuzz_handshake(
+    transport: &mut Transport,
+    service: &ServiceInfo,
+    timeout: Duration,
+) -> Result<(), HandshakeError> {
+    handshake(transport, service, timeout)
+}
+
 fn handshake(transport: &mut Transport, service: &ServiceInfo, timeout: Duration) -> Result<(), HandshakeError> {
     let peer = transport.peer.name.clone();
     let wait = Wait::timeout(timeout);

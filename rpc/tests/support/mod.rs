@@ -254,6 +254,10 @@ pub fn child_main() -> bool {
     if let Ok(limits) = std::env::var(LIMITS_ENV) {
         config = apply_limits(config, &limits);
     }
+    // As a worker under a supervisor: only the allowed local users.
+    if let Some(access) = procwire_rpc::Access::from_env().expect("the allow lists") {
+        config = config.allow(access);
+    }
     if let Ok(path) = std::env::var(FAILURES_ENV) {
         // Each failed handshake, one line, written before the connection closes.
         config = config.on_handshake_failure(move |e| {
@@ -414,6 +418,24 @@ pub fn run_endpoint_client(endpoint: &str, env: &[(&str, String)]) -> Result<Str
     }
 }
 
+/// [`run_endpoint_client`] as user `uid` and group `gid` (no supplementary groups), which
+/// needs root.
+#[allow(dead_code)] // used by tests/access.rs only
+pub fn run_endpoint_client_as(endpoint: &str, uid: u32, gid: u32) -> Result<String, String> {
+    use std::os::unix::process::CommandExt;
+    let output = child_command("endpoint-client", endpoint)
+        .uid(uid)
+        .gid(gid)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run the endpoint client");
+    match output.status.success() {
+        true => Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned()),
+        false => Err(String::from_utf8_lossy(&output.stderr).into_owned()),
+    }
+}
+
 /// The suite's key as 64 hex digits.
 #[allow(dead_code)] // used by tests/noise.rs, not by the conformance suite
 pub fn suite_key_hex() -> String {
@@ -476,6 +498,14 @@ impl Peer {
     #[allow(dead_code)] // used by tests/hostile.rs, not by the conformance suite
     pub fn spawn_with_limits(kind: Kind, limits: &str) -> Peer {
         Self::spawn_with(kind, &[(LIMITS_ENV, limits.to_owned())])
+    }
+
+    /// Starts a conformance server that serves, besides root, only `access` (as a supervisor
+    /// would tell a worker, in `PROCWIRE_ALLOW_UIDS` and `PROCWIRE_ALLOW_GIDS`).
+    #[allow(dead_code)] // used by tests/access.rs only
+    pub fn spawn_allowing(kind: Kind, access: &procwire_rpc::Access) -> Peer {
+        let env: Vec<(&str, String)> = access.to_env().into_iter().collect();
+        Self::spawn_with(kind, &env)
     }
 
     /// Starts a conformance server that writes each failed handshake to [`failures`](Self::failures).

@@ -159,7 +159,7 @@ impl ControlSocket {
             source,
         };
         crate::run::lock::remove_stale_socket(path).map_err(bind)?;
-        let fd = crate::run::bind_unix(path, 0o600).map_err(bind)?;
+        let fd = crate::run::bind_unix(path, 0o600, None).map_err(bind)?;
         let listener = procwire_rpc::transport::unix::Listener::from_std(std::os::unix::net::UnixListener::from(fd))
             .map_err(|e| bind(std::io::Error::other(e)))?;
         let ended = Arc::new(Ended::default());

@@ -7,6 +7,7 @@
 //! [`Manifest::load_validated`] does both, pointing a problem at its key in the file. The
 //! reference of every key is `docs/manifest.md`.
 
+mod access;
 mod defaults;
 mod error;
 mod fields;
@@ -127,8 +128,15 @@ pub struct Pool {
     /// socket-activation protocol (`LISTEN_FDS`, from fd 3, in this order); `{index}` in a
     /// Unix path gives each worker its own (see [`Endpoint::for_worker`]).
     pub listen: Vec<Endpoint>,
-    /// Permissions of the pool's Unix socket files; default 0600.
+    /// Permissions of the pool's Unix socket files; default 0600, or in a file without
+    /// `mode`, as `allow_uids` and `allow_gids` need (0660 for one group, 0666 for more).
     pub mode: u32,
+    /// Users besides the supervisor's (and root) who may connect to the pool's Unix
+    /// endpoints, checked by uid (`SO_PEERCRED`) before the handshake; default none.
+    pub allow_uids: Vec<u32>,
+    /// Groups whose members (by the peer's effective gid) may connect, as `allow_uids`; the
+    /// socket files get the first as their group. Default none.
+    pub allow_gids: Vec<u32>,
     /// Instead of `command`: run the supervising program's own executable in this role
     /// (`PROCWIRE_ROLE`), so one binary is both supervisor and workers. Only an embedded
     /// supervisor ([`crate::Supervisor`]) can do it.

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use toml::de::{DeTable, DeValue};
 
+use super::access::Ids;
 use super::defaults::default_pool;
 use super::validate::MAX_WORKERS;
 use super::walk::{in_file_order, quote, type_name, Checked, Checker, Key, Value};
@@ -72,6 +73,8 @@ const POOL_KEYS: &[&str] = &[
     "log_rotate",
     "listen",
     "mode",
+    "allow_uids",
+    "allow_gids",
     "role",
     "notify_access",
     "shared",
@@ -201,6 +204,7 @@ impl Checker<'_> {
         let mut pool = default_pool(name);
         let mut after_spans = Vec::new();
         let mut has_command = false;
+        let mut mode_given = false;
         for (key, value) in in_file_order(table) {
             match key.get_ref().as_ref() {
                 "command" => {
@@ -270,7 +274,10 @@ impl Checker<'_> {
                 }
                 "notify_access" => pool.notify_access = self.choice("notify_access", value, NOTIFY_ACCESS)?,
                 "shared" => pool.shared = self.shared_names(value)?,
+                "allow_uids" => pool.allow_uids = self.ids(Ids::Users, value)?,
+                "allow_gids" => pool.allow_gids = self.ids(Ids::Groups, value)?,
                 "mode" => {
+                    mode_given = true;
                     let text = self.non_empty_string("mode", value)?;
                     pool.mode = u32::from_str_radix(text.trim_start_matches("0o"), 8)
                         .ok()
@@ -290,6 +297,9 @@ impl Checker<'_> {
                 key.span(),
                 format!("{place} has no `command` (the argv to run, like [\"./web\"])"),
             ));
+        }
+        if !mode_given {
+            pool.mode = pool.default_mode();
         }
         Ok((pool, after_spans))
     }
@@ -418,6 +428,8 @@ log_rotate = { size = "10MiB", keep = 5 }
             }),
             listen: Vec::new(),
             mode: 0o600,
+            allow_uids: Vec::new(),
+            allow_gids: Vec::new(),
             role: None,
             notify_access: NotifyAccess::Main,
             shared: Vec::new(),

@@ -261,18 +261,24 @@ fn bind_listeners(
                 continue;
             }
             let what = format!("pool {}: listen {endpoint}", pool.name);
-            let fd = bind_endpoint(&endpoint, pool.mode).map_err(|e| (what, e))?;
+            let group = pool.allow_gids.first().map(|gid| nix::unistd::Gid::from_raw(*gid));
+            let fd = bind_endpoint(&endpoint, pool.mode, group).map_err(|e| (what, e))?;
             listeners.insert(endpoint, fd);
         }
     }
     Ok(())
 }
 
-/// A listening Unix socket at `path` whose file has exactly `mode`, and never more in the
-/// meantime: bind(2) creates the file with the socket's own mode (set first, with fchmod)
-/// less the umask, and a chmod then adds back what the umask took. The process's umask,
-/// which every thread of an embedding program shares, is left alone.
-pub(crate) fn bind_unix(path: &std::path::Path, mode: u32) -> std::io::Result<std::os::fd::OwnedFd> {
+/// A listening Unix socket at `path` whose file has exactly `mode` (and `group`, if given),
+/// and never more in the meantime: bind(2) creates the file with the socket's own mode (set
+/// first, with fchmod) less the umask, and a chmod then adds back what the umask took. The
+/// process's umask, which every thread of an embedding program shares, is left alone. Nobody
+/// can connect before listen(2), which comes last.
+pub(crate) fn bind_unix(
+    path: &std::path::Path,
+    mode: u32,
+    group: Option<nix::unistd::Gid>,
+) -> std::io::Result<std::os::fd::OwnedFd> {
     use nix::sys::socket::{bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::PermissionsExt;
@@ -280,12 +286,19 @@ pub(crate) fn bind_unix(path: &std::path::Path, mode: u32) -> std::io::Result<st
     let mode = mode & 0o777;
     nix::sys::stat::fchmod(fd.as_raw_fd(), nix::sys::stat::Mode::from_bits_truncate(mode))?;
     bind(fd.as_raw_fd(), &UnixAddr::new(path)?)?;
+    if let Some(group) = group {
+        nix::unistd::chown(path, None, Some(group))?;
+    }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     listen(&fd, Backlog::MAXCONN)?;
     Ok(fd)
 }
 
-fn bind_endpoint(endpoint: &Endpoint, mode: u32) -> std::io::Result<std::os::fd::OwnedFd> {
+fn bind_endpoint(
+    endpoint: &Endpoint,
+    mode: u32,
+    group: Option<nix::unistd::Gid>,
+) -> std::io::Result<std::os::fd::OwnedFd> {
     match endpoint {
         Endpoint::Tcp { host, port } => Ok(std::net::TcpListener::bind((host.as_str(), *port))?.into()),
         // An shm endpoint is a Unix socket that hands out shared-memory connections.
@@ -306,7 +319,7 @@ fn bind_endpoint(endpoint: &Endpoint, mode: u32) -> std::io::Result<std::os::fd:
                 // A socket file left by an earlier run, unless something still answers there.
                 lock::remove_stale_socket(path)?;
             }
-            bind_unix(path, mode)
+            bind_unix(path, mode, group)
         }
         other => Err(std::io::Error::new(
             std::io::ErrorKind::Unsupported,
@@ -740,7 +753,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for mode in [0o600, 0o660, 0o666] {
             let path = dir.path().join(format!("s-{mode:o}.sock"));
-            let _fd = super::bind_unix(&path, mode).unwrap();
+            let _fd = super::bind_unix(&path, mode, None).unwrap();
             let got = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
             assert_eq!(got, mode, "{path:?}");
             std::os::unix::net::UnixStream::connect(&path).expect("it listens");

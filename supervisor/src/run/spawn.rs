@@ -88,6 +88,10 @@ fn environment(pool: &Pool, index: u32, ctx: &Context<'_>) -> Vec<(OsString, OsS
     set("PROCWIRE_SUPERVISOR", ctx.supervisor.into());
     set("PROCWIRE_POOL", pool.name.clone().into());
     set("PROCWIRE_INDEX", index.to_string().into());
+    // Who its servers may serve on Unix endpoints (procwire-workers reads these).
+    for (key, value) in pool.access().to_env() {
+        set(key, value.into());
+    }
     if let Some(role) = &pool.role {
         set(crate::ROLE_ENV, role.clone().into());
     }

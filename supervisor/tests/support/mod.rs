@@ -256,6 +256,26 @@ impl Supervisor {
         }
     }
 
+    /// Waits until more than `seen` lines have arrived, or `until`; false if it came first.
+    pub fn wait_for_more_lines(&self, seen: usize, until: Instant) -> bool {
+        let mut lines = self.shared.lock();
+        loop {
+            if lines.lines.len() > seen {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= until {
+                return false;
+            }
+            lines = self
+                .shared
+                .changed
+                .wait_timeout(lines, until - now)
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .0;
+        }
+    }
+
     /// The first line starting with `prefix`, waiting for it.
     pub fn wait_for(&self, prefix: &str) -> String {
         self.wait_for_nth(prefix, 1)
