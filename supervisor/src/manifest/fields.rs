@@ -21,6 +21,11 @@ impl Checker<'_> {
         match string.parse::<Endpoint>() {
             Ok(Endpoint::Unix(path)) => Ok(Endpoint::Unix(self.resolve(&path.to_string_lossy()))),
             Ok(Endpoint::Shm(path)) => Ok(Endpoint::Shm(self.resolve(&path.to_string_lossy()))),
+            Ok(Endpoint::Mq(_)) => Err(self.error(
+                value.span(),
+                "`listen` does not take \"mq:\" endpoints (a worker binds one itself with \
+                 transport::mq::Listener); a mailbox the supervisor owns is a [queue.NAME] table",
+            )),
             Ok(endpoint) => Ok(endpoint),
             Err(EndpointError::UnknownKind { .. }) => Err(self.error(
                 value.span(),
