@@ -13,6 +13,7 @@ pub mod notify;
 mod notify_access;
 mod output;
 mod probe;
+mod queues;
 mod shared;
 mod signals;
 pub mod spawn;
@@ -162,6 +163,12 @@ pub fn run(manifest: Manifest, options: Options) -> Result<i32, RunError> {
         what,
         source: std::io::Error::other(e),
     })?;
+    queues::Queues::remove_leftovers();
+    let mut queues = queues::Queues::new(&manifest.supervisor.name);
+    queues.create(&manifest).map_err(|(what, e)| RunError::Setup {
+        what,
+        source: std::io::Error::other(e),
+    })?;
     let notify = NotifySocket::bind(&runtime.path().join("notify")).map_err(setup("notify socket"))?;
     // Workers that run as another user must reach the notify socket too; what they send is
     // heard only if it comes from a pid the supervisor started (SO_PASSCRED), and the
@@ -197,6 +204,7 @@ pub fn run(manifest: Manifest, options: Options) -> Result<i32, RunError> {
         pids: HashMap::new(),
         listeners,
         shared,
+        queues,
         workers: HashMap::new(),
         last_pid: HashMap::new(),
         logs: Vec::new(),
@@ -331,6 +339,8 @@ struct Runner {
     listeners: BTreeMap<Endpoint, std::os::fd::OwnedFd>,
     /// The `[shared.NAME]` regions, kept for as long as the manifest names them.
     shared: shared::SharedRegions,
+    /// The `[queue.NAME]` message queues, kept for as long as the manifest names them.
+    queues: queues::Queues,
     workers: HashMap<WorkerId, Pid>,
     /// The pid each worker had last, also after it exited, to name it in reports.
     last_pid: HashMap<WorkerId, Pid>,
@@ -493,10 +503,22 @@ impl Runner {
             self.say(&refusal);
             return Err(refusal);
         }
-        match self.shared.create(&manifest) {
+        let created = self
+            .shared
+            .create(&manifest)
+            .map_err(|(what, e)| format!("{what}: {e}"))
+            .and_then(|mut kept| {
+                kept.extend(
+                    self.queues
+                        .create(&manifest)
+                        .map_err(|(what, e)| format!("{what}: {e}"))?,
+                );
+                Ok(kept)
+            });
+        match created {
             Ok(kept) => kept.iter().for_each(|note| self.say(&format!("reload: {note}"))),
-            Err((what, e)) => {
-                let refusal = format!("reload refused, nothing changed: {what}: {e}");
+            Err(why) => {
+                let refusal = format!("reload refused, nothing changed: {why}");
                 self.say(&refusal);
                 return Err(refusal);
             }
@@ -512,6 +534,7 @@ impl Runner {
         self.listeners
             .retain(|endpoint, _| manifest.pools.iter().any(|p| p.endpoints().contains(endpoint)));
         self.shared.retain(&manifest);
+        self.queues.retain(&manifest);
         self.manifest = manifest;
         self.apply(actions);
         Ok(())
@@ -635,9 +658,11 @@ impl Runner {
             })
             .collect();
         let shared = self.shared.for_pool(&pool);
+        let queues = self.queues.for_pool(&pool);
         let ctx = spawn::Context {
             listen: &listen,
             shared: &shared,
+            queues: &queues,
             supervisor: &self.manifest.supervisor.name,
             notify_socket: self.notify.path(),
             base: &self.base,

@@ -45,6 +45,9 @@ pub struct Context<'a> {
     /// The pool's shared memory regions, handed over after the sockets, with their names
     /// (`PROCWIRE_SHARED_<NAME>` says which descriptor is which).
     pub shared: &'a [(BorrowedFd<'a>, String)],
+    /// The pool's message queues, handed over after the regions, with their names
+    /// (`PROCWIRE_QUEUE_<NAME>` says which descriptor is which).
+    pub queues: &'a [(BorrowedFd<'a>, String)],
 }
 
 /// One stream's destination in the child, and the supervisor's end if it reads it.
@@ -72,6 +75,7 @@ fn environment(pool: &Pool, index: u32, ctx: &Context<'_>) -> Vec<(OsString, OsS
             !k.to_str().is_some_and(|k| {
                 [LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES, WATCHDOG_USEC, WATCHDOG_PID].contains(&k)
                     || k.starts_with(shm::ENV_PREFIX)
+                    || k.starts_with(procwire_rpc::transport::mq::ENV_PREFIX)
             })
         })
         .collect();
@@ -104,6 +108,13 @@ fn environment(pool: &Pool, index: u32, ctx: &Context<'_>) -> Vec<(OsString, OsS
         set(
             &format!("{}{name}", shm::ENV_PREFIX),
             (3 + ctx.listen.len() + i).to_string().into(),
+        );
+    }
+    // The queues after the regions.
+    for (i, (_, name)) in ctx.queues.iter().enumerate() {
+        set(
+            &format!("{}{name}", procwire_rpc::transport::mq::ENV_PREFIX),
+            (3 + ctx.listen.len() + ctx.shared.len() + i).to_string().into(),
         );
     }
     env
@@ -329,13 +340,14 @@ pub fn spawn(pool: &Pool, index: u32, ctx: &Context<'_>) -> std::io::Result<Spaw
     // With sockets to hand over, the child execs by itself: LISTEN_PID must be its own pid,
     // which only the child knows, so the environment is finished there (see Exec). Shared
     // regions are placed the same way, after the sockets.
-    let mut exec = if ctx.listen.is_empty() && ctx.shared.is_empty() {
+    let mut exec = if ctx.listen.is_empty() && ctx.shared.is_empty() && ctx.queues.is_empty() {
         None
     } else {
         let fds = ctx
             .listen
             .iter()
             .chain(ctx.shared)
+            .chain(ctx.queues)
             .map(|(fd, _)| fd.as_raw_fd())
             .collect();
         // Relative program paths are looked up from the worker's directory, as std does.
@@ -442,6 +454,7 @@ mod tests {
             base: Path::new("/"),
             listen: &listen,
             shared: &[],
+            queues: &[],
         };
         let env = environment(&pool, 0, &ctx);
         let get = |key: &str| {
@@ -464,7 +477,7 @@ mod tests {
     }
 
     #[test]
-    fn shared_regions_are_named_by_the_descriptors_after_the_sockets() {
+    fn shared_regions_and_queues_are_named_by_the_descriptors_after_the_sockets() {
         let pool = Pool::new("calc", vec!["calc".into()]);
         let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
         let listen = [(a.as_fd(), "calc".to_owned())];
@@ -475,16 +488,21 @@ mod tests {
             base: Path::new("/"),
             listen: &listen,
             shared: &shared,
+            queues: &[(b.as_fd(), "jobs".to_owned())],
         };
         let env = environment(&pool, 0, &ctx);
-        let shared_vars: Vec<(&str, &str)> = env
+        let handed: Vec<(&str, &str)> = env
             .iter()
             .filter_map(|(k, v)| Some((k.to_str()?, v.to_str()?)))
-            .filter(|(k, _)| k.starts_with("PROCWIRE_SHARED_"))
+            .filter(|(k, _)| k.starts_with("PROCWIRE_SHARED_") || k.starts_with("PROCWIRE_QUEUE_"))
             .collect();
         assert_eq!(
-            shared_vars,
-            [("PROCWIRE_SHARED_counters", "4"), ("PROCWIRE_SHARED_big-1", "5")]
+            handed,
+            [
+                ("PROCWIRE_SHARED_counters", "4"),
+                ("PROCWIRE_SHARED_big-1", "5"),
+                ("PROCWIRE_QUEUE_jobs", "6")
+            ]
         );
     }
 
@@ -496,6 +514,7 @@ mod tests {
             base: Path::new("/"),
             listen: &[],
             shared: &[],
+            queues: &[],
         };
         let error = spawn(&Pool::new("empty", Vec::new()), 0, &ctx).expect_err("nothing to run");
         assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
