@@ -13,11 +13,11 @@ use procwire_rpc::ErrorChain;
 use support::*;
 
 fn a_server_over_its_rlimit_msgqueue_refuses_the_client_naming_the_limit() -> Result<(), Failed> {
-    // 1000 bytes hold no queue of 10 messages of 8 KiB.
+    // 1000 bytes hold no queue of 4 messages of 8 KiB.
     let peer = Peer::spawn_with_env(Kind::Mq, &[(RLIMIT_MSGQUEUE_ENV, "1000".into())]);
     let err = mq::connect(peer.addr()).unwrap_err();
     let text = ErrorChain(&err).to_string();
-    let attrs = mq::Attrs::system_default();
+    let attrs = mq::Options::default().attrs;
     let asked = mq::limits::cost(attrs);
     assert!(
         text.contains(&format!(

@@ -21,15 +21,13 @@ impl Checker<'_> {
         match string.parse::<Endpoint>() {
             Ok(Endpoint::Unix(path)) => Ok(Endpoint::Unix(self.resolve(&path.to_string_lossy()))),
             Ok(Endpoint::Shm(path)) => Ok(Endpoint::Shm(self.resolve(&path.to_string_lossy()))),
-            Ok(Endpoint::Mq(_)) => Err(self.error(
-                value.span(),
-                "`listen` does not take \"mq:\" endpoints (a worker binds one itself with \
-                 transport::mq::Listener); a mailbox the supervisor owns is a [queue.NAME] table",
-            )),
+            Ok(Endpoint::Mq(path)) => Ok(Endpoint::Mq(self.resolve(&path.to_string_lossy()))),
             Ok(endpoint) => Ok(endpoint),
             Err(EndpointError::UnknownKind { .. }) => Err(self.error(
                 value.span(),
-                format!("`listen` entries are \"unix:PATH\", \"tcp:HOST:PORT\" or \"shm:PATH\", not {string:?}"),
+                format!(
+                    "`listen` entries are \"unix:PATH\", \"tcp:HOST:PORT\", \"shm:PATH\" or \"mq:PATH\", not {string:?}"
+                ),
             )),
             Err(why) => Err(self.error(value.span(), format!("`listen`: {why}"))),
         }

@@ -274,8 +274,9 @@ pub(crate) fn bind_unix(path: &std::path::Path, mode: u32) -> std::io::Result<st
 fn bind_endpoint(endpoint: &Endpoint, mode: u32) -> std::io::Result<std::os::fd::OwnedFd> {
     match endpoint {
         Endpoint::Tcp { host, port } => Ok(std::net::TcpListener::bind((host.as_str(), *port))?.into()),
-        // An shm endpoint is a Unix socket that hands out shared-memory connections.
-        Endpoint::Unix(path) | Endpoint::Shm(path) => {
+        // An shm or mq endpoint is a Unix socket that hands out shared-memory or
+        // message-queue connections.
+        Endpoint::Unix(path) | Endpoint::Shm(path) | Endpoint::Mq(path) => {
             use std::os::unix::fs::{FileTypeExt, PermissionsExt};
             let dir = match path.parent() {
                 Some(d) if !d.as_os_str().is_empty() => d,
@@ -649,9 +650,10 @@ impl Runner {
             .iter()
             .filter_map(|e| {
                 let endpoint = e.for_worker(w.index);
-                // The worker wraps a socket named so as a shared-memory listener.
+                // The worker wraps a socket named so as a shared-memory or mq listener.
                 let name = match endpoint {
                     Endpoint::Shm(_) => format!("{}{}", pool.name, procwire_workers::activation::SHM_SUFFIX),
+                    Endpoint::Mq(_) => format!("{}{}", pool.name, procwire_workers::activation::MQ_SUFFIX),
                     _ => pool.name.clone(),
                 };
                 self.listeners.get(&endpoint).map(|fd| (fd.as_fd(), name))
@@ -698,7 +700,7 @@ impl Drop for Runner {
     fn drop(&mut self) {
         // The socket files it created go with it.
         for endpoint in self.listeners.keys() {
-            if let Endpoint::Unix(path) | Endpoint::Shm(path) = endpoint {
+            if let Endpoint::Unix(path) | Endpoint::Shm(path) | Endpoint::Mq(path) = endpoint {
                 let _ = std::fs::remove_file(path);
             }
         }

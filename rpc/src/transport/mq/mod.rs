@@ -85,15 +85,21 @@ const SETUP_MAX: usize = 4096;
 #[derive(Clone, Copy, Debug)]
 #[non_exhaustive]
 pub struct Options {
-    /// Each queue's shape; default [`Attrs::system_default`] (10 messages of 8 KiB, unless
-    /// the system says otherwise).
+    /// Each queue's shape; default [`DEFAULT_MESSAGES`] messages of the system's default
+    /// size (`fs.mqueue.msgsize_default`, 8 KiB unless changed).
     pub attrs: Attrs,
 }
+
+/// Messages per queue of a connection by default: 4, not the system's 10, because every
+/// queue counts against its creator's `RLIMIT_MSGQUEUE` (800 KiB by default, per user):
+/// two queues of 4 messages of 8 KiB take about 66 KiB, so a user's servers hold 12
+/// connections at once, where the system's default shape would allow 4.
+pub const DEFAULT_MESSAGES: usize = 4;
 
 impl Default for Options {
     fn default() -> Self {
         Options {
-            attrs: Attrs::system_default(),
+            attrs: Attrs::new(DEFAULT_MESSAGES, Attrs::system_default().message_size),
         }
     }
 }
