@@ -7,7 +7,7 @@ use std::os::unix::net::UnixListener;
 use std::sync::{mpsc, Arc};
 
 use nix::sys::socket::{getsockname, AddressFamily, SockaddrLike, SockaddrStorage};
-use procwire_rpc::transport::{shm, tcp, unix, Listener};
+use procwire_rpc::transport::{mq, shm, tcp, unix, Listener};
 use procwire_rpc::{
     Endpoint, EndpointError, ErrorChain, HandshakeError, Server, ServerConfig, ServerError, ServerHandle, Service,
     TransportError,
@@ -274,11 +274,12 @@ impl Worker {
             return activated
                 .into_iter()
                 .map(|a| {
-                    let shm = a
-                        .name
-                        .as_deref()
-                        .is_some_and(|n| n.ends_with(crate::activation::SHM_SUFFIX));
-                    from_fd(a.fd, shm)
+                    let hands = match a.name.as_deref() {
+                        Some(n) if n.ends_with(crate::activation::SHM_SUFFIX) => Hands::Shm,
+                        Some(n) if n.ends_with(crate::activation::MQ_SUFFIX) => Hands::Mq,
+                        _ => Hands::Streams,
+                    };
+                    from_fd(a.fd, hands)
                 })
                 .collect();
         }
@@ -320,9 +321,21 @@ fn report_on_stderr(e: &HandshakeError) {
     }
 }
 
+/// What the connections of an inherited Unix socket are, as its name says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Hands {
+    /// The socket's own streams.
+    Streams,
+    /// Shared-memory rings set up over it (`shm:`).
+    Shm,
+    /// Message queues set up over it (`mq:`).
+    Mq,
+}
+
 /// A listener from an inherited descriptor, whatever its address family; a Unix socket
-/// named as handing out shared-memory connections (`shm`) becomes an shm listener.
-fn from_fd(fd: OwnedFd, shm: bool) -> Result<Box<dyn Listener>, WorkerError> {
+/// named as handing out shared-memory or message-queue connections becomes an shm or mq
+/// listener.
+fn from_fd(fd: OwnedFd, hands: Hands) -> Result<Box<dyn Listener>, WorkerError> {
     let inherited = |source: TransportError| WorkerError::Endpoint {
         endpoint: "an inherited descriptor".into(),
         source,
@@ -330,8 +343,11 @@ fn from_fd(fd: OwnedFd, shm: bool) -> Result<Box<dyn Listener>, WorkerError> {
     let addr: SockaddrStorage = getsockname(std::os::fd::AsRawFd::as_raw_fd(&fd.as_fd()))
         .map_err(|e| WorkerError::Inherited { source: e.into() })?;
     match addr.family() {
-        Some(AddressFamily::Unix) if shm => Ok(Box::new(
+        Some(AddressFamily::Unix) if hands == Hands::Shm => Ok(Box::new(
             shm::Listener::from_std(UnixListener::from(fd), shm::Options::default()).map_err(inherited)?,
+        )),
+        Some(AddressFamily::Unix) if hands == Hands::Mq => Ok(Box::new(
+            mq::Listener::from_std(UnixListener::from(fd), mq::Options::default()).map_err(inherited)?,
         )),
         Some(AddressFamily::Unix) => Ok(Box::new(
             unix::Listener::from_std(UnixListener::from(fd)).map_err(inherited)?,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use procwire_rpc::serde_bytes::ByteBuf;
 use procwire_rpc::transport::noise::{self, NoiseKey};
-use procwire_rpc::transport::{fifo, pipe, shm, tcp, unix, Transport};
+use procwire_rpc::transport::{fifo, mq, pipe, shm, tcp, unix, Transport};
 use procwire_rpc::{
     decode_args, CallContext, Fault, FaultKind, Frame, Method, Server, ServerConfig, Service, ServiceInfo,
 };
@@ -186,9 +186,19 @@ pub enum Kind {
     Shm,
     /// TCP authenticated and encrypted with Noise, with [`suite_key`].
     Noise,
+    /// Two POSIX message queues per connection, set up over a Unix socket.
+    Mq,
 }
 
-pub const ALL: [Kind; 6] = [Kind::Unix, Kind::Tcp, Kind::Pipe, Kind::Fifo, Kind::Shm, Kind::Noise];
+pub const ALL: [Kind; 7] = [
+    Kind::Unix,
+    Kind::Tcp,
+    Kind::Pipe,
+    Kind::Fifo,
+    Kind::Shm,
+    Kind::Noise,
+    Kind::Mq,
+];
 
 impl Kind {
     pub fn name(self) -> &'static str {
@@ -199,12 +209,13 @@ impl Kind {
             Kind::Fifo => "fifo",
             Kind::Shm => "shm",
             Kind::Noise => "noise",
+            Kind::Mq => "mq",
         }
     }
 
     /// Whether a server on it accepts many connections.
     pub fn has_listener(self) -> bool {
-        matches!(self, Kind::Unix | Kind::Tcp | Kind::Shm | Kind::Noise)
+        matches!(self, Kind::Unix | Kind::Tcp | Kind::Shm | Kind::Noise | Kind::Mq)
     }
 
     /// Whether a test can write raw bytes to a server on it (a byte stream it can connect
@@ -220,6 +231,8 @@ const WRITE_TIMEOUT_ENV: &str = "PROCWIRE_CONFORMANCE_WRITE_TIMEOUT_MS";
 const MAX_FRAME_ENV: &str = "PROCWIRE_CONFORMANCE_MAX_FRAME_LEN";
 const LIMITS_ENV: &str = "PROCWIRE_CONFORMANCE_LIMITS";
 const FAILURES_ENV: &str = "PROCWIRE_CONFORMANCE_FAILURES";
+/// Lowers the child's `RLIMIT_MSGQUEUE` soft limit to this many bytes before it serves.
+pub const RLIMIT_MSGQUEUE_ENV: &str = "PROCWIRE_CONFORMANCE_RLIMIT_MSGQUEUE";
 
 /// Applies `name=value` pairs, `,`-separated, to the child server's limits.
 fn apply_limits(mut config: ServerConfig, limits: &str) -> ServerConfig {
@@ -270,6 +283,12 @@ pub fn child_main() -> bool {
             writeln!(file, "{}", procwire_rpc::ErrorChain(e)).expect("write a failure");
         });
     }
+    if let Ok(bytes) = std::env::var(RLIMIT_MSGQUEUE_ENV) {
+        let bytes = bytes.parse().expect("bytes");
+        let (_, hard) =
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_MSGQUEUE).expect("getrlimit");
+        nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_MSGQUEUE, bytes, hard).expect("setrlimit");
+    }
     let server = Server::new(Conformance::default()).with_config(config);
     let handle = match role.as_str() {
         "unix" => {
@@ -280,6 +299,12 @@ pub fn child_main() -> bool {
         }
         "shm" => {
             let listener = shm::Listener::bind(&arg).expect("bind shm socket");
+            let handle = server.spawn(listener).expect("spawn server");
+            println!("ready {arg}");
+            handle
+        }
+        "mq" => {
+            let listener = mq::Listener::bind(&arg).expect("bind mq socket");
             let handle = server.spawn(listener).expect("spawn server");
             println!("ready {arg}");
             handle
@@ -309,6 +334,10 @@ pub fn child_main() -> bool {
             evil_server(&arg);
             return true;
         }
+        "mq-fill" => {
+            mq_fill();
+            return true;
+        }
         "endpoint-client" => {
             // A client of the endpoint `arg`, which finds its key in the environment.
             let endpoint: procwire_rpc::Endpoint = arg.parse().expect("an endpoint");
@@ -333,6 +362,41 @@ pub fn child_main() -> bool {
         std::process::exit(3);
     }
     true
+}
+
+/// In an IPC namespace of its own (so that no other test's queues are in the way), creates
+/// queues until the kernel refuses one, and prints how many it made and the refusal.
+fn mq_fill() {
+    if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWIPC) {
+        println!("skip: no IPC namespace of its own ({e})");
+        return;
+    }
+    let attrs = mq::Attrs::new(1, 8);
+    let mut made = Vec::new();
+    loop {
+        match mq::Queue::create(&format!("/fill-{}", made.len()), attrs) {
+            Ok(queue) => made.push(queue),
+            Err(e) => {
+                println!("made {} refused {e}", made.len());
+                return;
+            }
+        }
+        if made.len() > 100_000 {
+            println!("made {} refused nothing", made.len());
+            return;
+        }
+    }
+}
+
+/// Runs the child `role` to its end and returns what it printed.
+#[allow(dead_code)] // used by tests/mq.rs
+pub fn run_child(role: &str, env: &[(&str, String)]) -> String {
+    let output = child_command_with(role, "", env)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the child");
+    assert!(output.status.success(), "child {role} failed: {:?}", output.status);
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
 /// A server that completes the handshake and then misbehaves as `mode` says.
@@ -476,6 +540,12 @@ fn read_ready(child: &mut Child) -> String {
 }
 
 impl Peer {
+    /// Starts a conformance server over `kind` with `env` set.
+    #[allow(dead_code)] // used by tests/mq.rs
+    pub fn spawn_with_env(kind: Kind, env: &[(&str, String)]) -> Peer {
+        Self::spawn_with(kind, env)
+    }
+
     /// Starts a conformance server over `kind`.
     pub fn spawn(kind: Kind) -> Peer {
         Self::spawn_with(kind, &[])
@@ -540,7 +610,7 @@ impl Peer {
         }
         let env = env.as_slice();
         match kind {
-            Kind::Unix | Kind::Tcp | Kind::Shm | Kind::Noise => {
+            Kind::Unix | Kind::Tcp | Kind::Shm | Kind::Noise | Kind::Mq => {
                 let path = dir.path().join(format!("s{n}.sock"));
                 let mut child = child_command_with(kind.name(), path.to_str().unwrap(), env)
                     .spawn()
@@ -620,6 +690,7 @@ impl Peer {
             Kind::Unix => unix::connect(&self.addr).expect("connect"),
             Kind::Tcp => tcp::connect(self.addr.as_str()).expect("connect"),
             Kind::Shm => shm::connect(&self.addr).expect("connect"),
+            Kind::Mq => mq::connect(&self.addr).expect("connect"),
             Kind::Noise => noise::connect(self.addr.as_str(), &suite_key()).expect("connect and authenticate"),
             Kind::Pipe | Kind::Fifo => self.single.take().expect("a pipe or FIFO server has one connection"),
         }

@@ -41,6 +41,7 @@ pub(super) fn default_pool(name: &str) -> Pool {
         role: None,
         notify_access: NotifyAccess::Main,
         shared: Vec::new(),
+        queues: Vec::new(),
     }
 }
 

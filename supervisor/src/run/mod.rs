@@ -15,6 +15,7 @@ pub mod notify;
 mod notify_access;
 mod output;
 mod probe;
+mod queues;
 mod shared;
 mod signals;
 mod sockets;
@@ -174,6 +175,12 @@ pub fn run(manifest: Manifest, options: Options) -> Result<i32, RunError> {
         what,
         source: std::io::Error::other(e),
     })?;
+    queues::Queues::remove_leftovers();
+    let mut queues = queues::Queues::new(&manifest.supervisor.name);
+    queues.create(&manifest).map_err(|(what, e)| RunError::Setup {
+        what,
+        source: std::io::Error::other(e),
+    })?;
     let notify = NotifySocket::bind(&runtime.path().join("notify")).map_err(setup("notify socket"))?;
     // Workers that run as another user must reach the notify socket too; what they send is
     // heard only if it comes from a pid the supervisor started (SO_PASSCRED), and the
@@ -209,6 +216,7 @@ pub fn run(manifest: Manifest, options: Options) -> Result<i32, RunError> {
         pids: HashMap::new(),
         listeners,
         shared,
+        queues,
         workers: HashMap::new(),
         last_pid: HashMap::new(),
         logs: Vec::new(),
@@ -261,8 +269,7 @@ fn bind_listeners(
                 continue;
             }
             let what = format!("pool {}: listen {endpoint}", pool.name);
-            let group = pool.allow_gids.first().map(|gid| nix::unistd::Gid::from_raw(*gid));
-            let fd = bind_endpoint(&endpoint, pool.mode, group).map_err(|e| (what, e))?;
+            let fd = bind_endpoint(&endpoint, pool.mode, socket_group(pool)).map_err(|e| (what, e))?;
             listeners.insert(endpoint, fd);
         }
     }
@@ -294,6 +301,11 @@ pub(crate) fn bind_unix(
     Ok(fd)
 }
 
+/// The group a pool's Unix socket files belong to: the first of its `allow_gids`, if any.
+fn socket_group(pool: &Pool) -> Option<nix::unistd::Gid> {
+    pool.allow_gids.first().map(|gid| nix::unistd::Gid::from_raw(*gid))
+}
+
 fn bind_endpoint(
     endpoint: &Endpoint,
     mode: u32,
@@ -301,8 +313,9 @@ fn bind_endpoint(
 ) -> std::io::Result<std::os::fd::OwnedFd> {
     match endpoint {
         Endpoint::Tcp { host, port } => Ok(std::net::TcpListener::bind((host.as_str(), *port))?.into()),
-        // An shm endpoint is a Unix socket that hands out shared-memory connections.
-        Endpoint::Unix(path) | Endpoint::Shm(path) => {
+        // An shm or mq endpoint is a Unix socket that hands out shared-memory or
+        // message-queue connections.
+        Endpoint::Unix(path) | Endpoint::Shm(path) | Endpoint::Mq(path) => {
             use std::os::unix::fs::{FileTypeExt, PermissionsExt};
             let dir = match path.parent() {
                 Some(d) if !d.as_os_str().is_empty() => d,
@@ -366,6 +379,8 @@ struct Runner {
     listeners: BTreeMap<Endpoint, std::os::fd::OwnedFd>,
     /// The `[shared.NAME]` regions, kept for as long as the manifest names them.
     shared: shared::SharedRegions,
+    /// The `[queue.NAME]` message queues, kept for as long as the manifest names them.
+    queues: queues::Queues,
     workers: HashMap<WorkerId, Pid>,
     /// The pid each worker had last, also after it exited, to name it in reports.
     last_pid: HashMap<WorkerId, Pid>,
@@ -530,10 +545,22 @@ impl Runner {
             self.say(&refusal);
             return Err(refusal);
         }
-        match self.shared.create(&manifest) {
+        let created = self
+            .shared
+            .create(&manifest)
+            .map_err(|(what, e)| format!("{what}: {e}"))
+            .and_then(|mut kept| {
+                kept.extend(
+                    self.queues
+                        .create(&manifest)
+                        .map_err(|(what, e)| format!("{what}: {e}"))?,
+                );
+                Ok(kept)
+            });
+        match created {
             Ok(kept) => kept.iter().for_each(|note| self.say(&format!("reload: {note}"))),
-            Err((what, e)) => {
-                let refusal = format!("reload refused, nothing changed: {what}: {e}");
+            Err(why) => {
+                let refusal = format!("reload refused, nothing changed: {why}");
                 self.say(&refusal);
                 return Err(refusal);
             }
@@ -557,6 +584,7 @@ impl Runner {
         let used = self.worker_endpoints();
         self.listeners.retain(|endpoint, _| used.contains(endpoint));
         self.shared.retain(&manifest);
+        self.queues.retain(&manifest);
         self.manifest = manifest;
         self.apply(actions);
         Ok(())
@@ -673,9 +701,10 @@ impl Runner {
             .iter()
             .filter_map(|e| {
                 let endpoint = e.for_worker(w.index);
-                // The worker wraps a socket named so as a shared-memory listener.
+                // The worker wraps a socket named so as a shared-memory or mq listener.
                 let name = match endpoint {
                     Endpoint::Shm(_) => format!("{}{}", pool.name, procwire_workers::activation::SHM_SUFFIX),
+                    Endpoint::Mq(_) => format!("{}{}", pool.name, procwire_workers::activation::MQ_SUFFIX),
                     _ => pool.name.clone(),
                 };
                 self.listeners.get(&endpoint).map(|fd| (fd.as_fd(), name))
@@ -686,10 +715,12 @@ impl Runner {
             Ok(fd) => fd,
             Err(e) => return Event::SpawnFailed(w, format!("{}: {e}", program(&pool))),
         };
+        let queues = self.queues.for_pool(&pool);
         let ctx = spawn::Context {
             cgroup: cgroup.as_ref().map(|fd| fd.as_fd()),
             listen: &listen,
             shared: &shared,
+            queues: &queues,
             supervisor: &self.manifest.supervisor.name,
             notify_socket: self.notify.path(),
             base: &self.base,
@@ -726,7 +757,7 @@ impl Drop for Runner {
     fn drop(&mut self) {
         // The socket files it created go with it.
         for endpoint in self.listeners.keys() {
-            if let Endpoint::Unix(path) | Endpoint::Shm(path) = endpoint {
+            if let Endpoint::Unix(path) | Endpoint::Shm(path) | Endpoint::Mq(path) = endpoint {
                 let _ = std::fs::remove_file(path);
             }
         }

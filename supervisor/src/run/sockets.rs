@@ -24,7 +24,10 @@ impl Runner {
     /// Binds the per-worker sockets of `pool`'s workers `0..workers` that are not bound;
     /// on an error, none of those it bound stays, and the error names the socket.
     pub(super) fn bind_worker_sockets(&mut self, pool: PoolId, workers: u32) -> Result<(), String> {
-        let mode = self.policy.pool(pool).mode;
+        let (mode, group) = {
+            let pool = self.policy.pool(pool);
+            (pool.mode, super::socket_group(pool))
+        };
         let mut bound = Vec::new();
         for index in 0..workers {
             for endpoint in self.per_worker(pool) {
@@ -32,7 +35,7 @@ impl Runner {
                 if self.listeners.contains_key(&endpoint) {
                     continue;
                 }
-                match bind_endpoint(&endpoint, mode) {
+                match bind_endpoint(&endpoint, mode, group) {
                     Ok(fd) => {
                         self.listeners.insert(endpoint.clone(), fd);
                         bound.push(endpoint);

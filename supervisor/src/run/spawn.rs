@@ -46,6 +46,9 @@ pub struct Context<'a> {
     /// The worker's own cgroup, its directory open: the child is cloned into it (or moves
     /// itself in first thing after the clone), so everything it starts is inside.
     pub cgroup: Option<BorrowedFd<'a>>,
+    /// The pool's message queues, handed over after the regions, with their names
+    /// (`PROCWIRE_QUEUE_<NAME>` says which descriptor is which).
+    pub queues: &'a [(BorrowedFd<'a>, String)],
 }
 
 /// One stream's write end for the child (`None`: `/dev/null`), and the supervisor's read
@@ -74,6 +77,7 @@ fn environment(pool: &Pool, index: u32, ctx: &Context<'_>) -> Vec<(OsString, OsS
             !k.to_str().is_some_and(|k| {
                 [LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES, WATCHDOG_USEC, WATCHDOG_PID].contains(&k)
                     || k.starts_with(shm::ENV_PREFIX)
+                    || k.starts_with(procwire_rpc::transport::mq::ENV_PREFIX)
             })
         })
         .collect();
@@ -110,6 +114,13 @@ fn environment(pool: &Pool, index: u32, ctx: &Context<'_>) -> Vec<(OsString, OsS
         set(
             &format!("{}{name}", shm::ENV_PREFIX),
             (3 + ctx.listen.len() + i).to_string().into(),
+        );
+    }
+    // The queues after the regions.
+    for (i, (_, name)) in ctx.queues.iter().enumerate() {
+        set(
+            &format!("{}{name}", procwire_rpc::transport::mq::ENV_PREFIX),
+            (3 + ctx.listen.len() + ctx.shared.len() + i).to_string().into(),
         );
     }
     env
@@ -213,7 +224,7 @@ pub fn spawn(pool: &Pool, index: u32, ctx: &Context<'_>) -> std::io::Result<Spaw
         cstring(cwd.as_os_str().as_bytes())?,
         stdio,
     );
-    // The pool's sockets from 3 on, then its shared regions.
+    // The pool's sockets from 3 on, then its shared regions, then its queues.
     plan.fds = ctx
         .listen
         .iter()
@@ -307,6 +318,7 @@ mod tests {
             base: Path::new("/"),
             listen: &listen,
             shared: &[],
+            queues: &[],
             cgroup: None,
         };
         let env = environment(&pool, 0, &ctx);
@@ -330,7 +342,7 @@ mod tests {
     }
 
     #[test]
-    fn shared_regions_are_named_by_the_descriptors_after_the_sockets() {
+    fn shared_regions_and_queues_are_named_by_the_descriptors_after_the_sockets() {
         let pool = Pool::new("calc", vec!["calc".into()]);
         let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
         let listen = [(a.as_fd(), "calc".to_owned())];
@@ -341,17 +353,22 @@ mod tests {
             base: Path::new("/"),
             listen: &listen,
             shared: &shared,
+            queues: &[(b.as_fd(), "jobs".to_owned())],
             cgroup: None,
         };
         let env = environment(&pool, 0, &ctx);
-        let shared_vars: Vec<(&str, &str)> = env
+        let handed: Vec<(&str, &str)> = env
             .iter()
             .filter_map(|(k, v)| Some((k.to_str()?, v.to_str()?)))
-            .filter(|(k, _)| k.starts_with("PROCWIRE_SHARED_"))
+            .filter(|(k, _)| k.starts_with("PROCWIRE_SHARED_") || k.starts_with("PROCWIRE_QUEUE_"))
             .collect();
         assert_eq!(
-            shared_vars,
-            [("PROCWIRE_SHARED_counters", "4"), ("PROCWIRE_SHARED_big-1", "5")]
+            handed,
+            [
+                ("PROCWIRE_SHARED_counters", "4"),
+                ("PROCWIRE_SHARED_big-1", "5"),
+                ("PROCWIRE_QUEUE_jobs", "6")
+            ]
         );
     }
 
@@ -363,6 +380,7 @@ mod tests {
             base: Path::new("/"),
             listen: &[],
             shared: &[],
+            queues: &[],
             cgroup: None,
         };
         let error = spawn(&Pool::new("empty", Vec::new()), 0, &ctx).expect_err("nothing to run");

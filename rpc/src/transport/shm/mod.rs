@@ -61,6 +61,7 @@ use crate::wait::Wait;
 use conn::Shared;
 use ring::{Consumer, Direction, Layout, Producer};
 
+pub(crate) use conn::poll_until;
 pub use conn::{ShmReceiver, ShmSender};
 pub use spin::Strategy;
 

@@ -23,6 +23,7 @@ fn manifest(pools: Vec<Pool>) -> Manifest {
         },
         pools,
         shared: Vec::new(),
+        queues: Vec::new(),
     }
 }
 
