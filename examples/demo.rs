@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use procwire::rpc::transport::{pipe, unix};
-use procwire::rpc::{CallContext, CallError, HandshakeError, RpcError, Server};
+use procwire::rpc::{CallContext, CallError, RpcError, Server};
 use serde::{Deserialize, Serialize};
 
 /// An application error that reaches the client typed.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, procwire::Schema)]
 enum DivError {
     DivideByZero,
 }
@@ -58,7 +58,7 @@ impl Calc for MyCalc {
     }
 }
 
-/// Another build of the same service with a different interface, to show the refusal.
+/// Another build of the same service: `add` changed to `i32`, to show the refusal.
 #[allow(dead_code)]
 mod v2 {
     #[procwire::service]
@@ -142,9 +142,9 @@ fn main() -> Result<()> {
         other => bail!("expected a missed deadline, got {other:?}"),
     }
 
-    println!("5. A client built against another version of the interface is refused");
-    match v2::CalcClient::connect(unix::connect(&socket)?) {
-        Err(RpcError::Handshake(e @ HandshakeError::Fingerprint { .. })) => println!("   {e}"),
+    println!("5. A client of another build whose `add` changed: that call is refused unsent");
+    match v2::CalcClient::connect(unix::connect(&socket)?)?.add(1, 2) {
+        Err(e @ RpcError::Incompatible { .. }) => println!("   {e}"),
         other => bail!("expected a refusal, got {other:?}"),
     }
 

@@ -5,7 +5,7 @@
 //! - [`workers`]: life inside a worker;
 //! - [`supervisor`]: the process supervisor;
 //! - [`service`]: the attribute that turns a trait into a typed client, a pool client and a
-//!   server;
+//!   server; [`Schema`]: the derive every type crossing the wire implements;
 //! - [`Supervisor`] and [`role`]: a supervisor embedded in this program, whose workers can
 //!   be this very program in a role.
 //!
@@ -37,7 +37,13 @@
 
 #[doc(inline)]
 pub use procwire_macros::service;
+/// `#[derive(Schema)]`, and the trait it implements: every type crossing the wire in a
+/// service method describes its structure for the handshake (see [`rpc::schema`]).
+#[doc(inline)]
+pub use procwire_macros::Schema;
 pub use procwire_rpc as rpc;
+#[doc(inline)]
+pub use procwire_rpc::Schema;
 pub use procwire_supervisor as supervisor;
 #[doc(inline)]
 pub use procwire_supervisor::{role, Supervisor};

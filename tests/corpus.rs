@@ -102,13 +102,13 @@ fn write_the_seed_corpus() {
         magic: MAGIC,
         version: PROTOCOL_VERSION,
         service: "fuzz".into(),
-        fingerprint: 0x5eed,
+        methods: Vec::new(),
     });
     let welcome = encoded(&Welcome {
         accepted: true,
         version: PROTOCOL_VERSION,
         service: "fuzz".into(),
-        fingerprint: 0x5eed,
+        methods: Vec::new(),
     });
     let oversized = [0xff, 0xff, 0xff, 0x7f, 1, 2, 3].to_vec();
     let seeds: Vec<(&str, &str, Vec<u8>)> = vec![
@@ -140,7 +140,7 @@ fn write_the_seed_corpus() {
                 magic: MAGIC,
                 version: PROTOCOL_VERSION + 1,
                 service: "other".into(),
-                fingerprint: 1,
+                methods: Vec::new(),
             }),
         ),
         ("handshake", "not-a-hello", fault.clone()),

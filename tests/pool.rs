@@ -13,6 +13,14 @@ use nix::unistd::Pid;
 use procwire::rpc::{ClientConfig, Delivery, Ending, RpcError};
 use procwire::supervisor::manifest::{Endpoint, Manifest, Pool, Ready, Restart, SupervisorConfig};
 
+#[path = "pool/rolling.rs"]
+mod rolling;
+
+use rolling::{
+    a_rolling_restart_through_supervisor_owned_sockets_fails_no_call,
+    a_rolling_upgrade_that_adds_a_method_fails_no_call_of_old_clients,
+};
+
 #[procwire::service]
 pub trait Calc {
     /// Not idempotent here on purpose: a call on a dying worker must say so, not be retried.
@@ -190,94 +198,6 @@ fn a_graceful_shutdown_under_load_answers_every_call_it_took_correctly() -> Resu
     })?;
     assert_eq!(code, 0, "a clean shutdown");
     assert!(answered.load(Ordering::Relaxed) >= 100);
-    Ok(())
-}
-
-fn a_rolling_restart_through_supervisor_owned_sockets_fails_no_call() -> Result<(), Failed> {
-    let dir = tempfile::tempdir()?;
-    let report = std::os::unix::net::UnixDatagram::bind(dir.path().join("report"))?;
-    report.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let manifest_text = |version: u32| {
-        format!(
-            r#"
-[supervisor]
-name = "rolling"
-
-[pool.calc]
-role = "calc"
-workers = 4
-ready = "notify"
-listen = ["unix:calc-{{index}}.sock"]
-backoff = {{ initial = "0s", max = "1s", factor = 2.0, jitter = 0.0, reset_after = "60s" }}
-env = {{ VERSION = "{version}", REPORT = "{}" }}
-"#,
-            dir.path().join("report").display()
-        )
-    };
-    let path = dir.path().join("rolling.toml");
-    std::fs::write(&path, manifest_text(1))?;
-    let supervisor = procwire::Supervisor::start(Manifest::load(&path)?)?;
-    let pool = CalcPool::new(supervisor.endpoints("calc"));
-    assert_eq!(pool.version()?, "1");
-    let (answers, failures) = (AtomicUsize::new(0), AtomicUsize::new(0));
-    let (first_tx, first_rx) = mpsc::channel::<()>();
-    let done = std::sync::atomic::AtomicBool::new(false);
-    std::thread::scope(|s| -> Result<(), Failed> {
-        for _ in 0..8 {
-            let (pool, answers, failures, done, first_tx) = (&pool, &answers, &failures, &done, first_tx.clone());
-            s.spawn(move || {
-                while !done.load(Ordering::Relaxed) {
-                    match pool.version() {
-                        Ok(v) => {
-                            assert!(v == "1" || v == "2", "{v}");
-                            answers.fetch_add(1, Ordering::Relaxed);
-                            let _ = first_tx.send(());
-                        }
-                        Err(e) => {
-                            eprintln!("a call failed during the rolling restart: {e}");
-                            failures.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                }
-            });
-        }
-        // The callers stop however this scope ends, so that a missed report fails the test
-        // instead of leaving it waiting for callers that never stop.
-        let _stop_callers = StopOnDrop(&done);
-        // Every caller is under way before the restart begins.
-        for _ in 0..8 {
-            first_rx
-                .recv_timeout(Duration::from_secs(30))
-                .expect("every caller gets going");
-        }
-        // The new version, applied by HUP: the workers restart one at a time.
-        std::fs::write(&path, manifest_text(2))?;
-        kill(Pid::this(), Signal::SIGHUP)?;
-        let mut buf = [0u8; 16];
-        for _ in 0..4 {
-            report
-                .recv(&mut buf)
-                .expect("each new worker reports within the deadline");
-        }
-        Ok(())
-    })?;
-    assert_eq!(
-        failures.load(Ordering::Relaxed),
-        0,
-        "no call failed during the rolling restart"
-    );
-    assert!(
-        answers.load(Ordering::Relaxed) >= 8,
-        "every caller was answered before the restart began"
-    );
-    let versions: BTreeSet<String> = (0..8).map(|_| pool.version()).collect::<Result<_, _>>()?;
-    assert_eq!(
-        versions,
-        BTreeSet::from(["2".to_owned()]),
-        "every worker runs the new version"
-    );
-    drop(pool);
-    assert_eq!(supervisor.stop()?, 0);
     Ok(())
 }
 
@@ -647,15 +567,19 @@ fn a_pool_over_another_transport_survives_a_killed_worker(
 
 fn main() {
     if procwire::role().as_deref() == Some("calc") {
-        if std::env::var("VERSION").as_deref() == Ok("2") {
+        let version = std::env::var("VERSION").unwrap_or_default();
+        if version != "1" {
             if let Ok(report) = std::env::var("REPORT") {
                 let socket = std::os::unix::net::UnixDatagram::unbound().expect("a socket");
                 let _ = socket.send_to(b"up", report);
             }
         }
-        procwire::workers::Worker::new()
-            .serve(CalcServer::new(MyCalc))
-            .expect("serve");
+        // `next` is the build with one more method.
+        let served = match version.as_str() {
+            "next" => procwire::workers::Worker::new().serve(rolling::next::CalcServer::new(MyCalc)),
+            _ => procwire::workers::Worker::new().serve(CalcServer::new(MyCalc)),
+        };
+        served.expect("serve");
         return;
     }
     let mut args = Arguments::from_args();
@@ -665,6 +589,10 @@ fn main() {
         Trial::test(
             "a_rolling_restart_through_supervisor_owned_sockets_fails_no_call",
             a_rolling_restart_through_supervisor_owned_sockets_fails_no_call,
+        ),
+        Trial::test(
+            "a_rolling_upgrade_that_adds_a_method_fails_no_call_of_old_clients",
+            a_rolling_upgrade_that_adds_a_method_fails_no_call_of_old_clients,
         ),
         Trial::test(
             "a_pool_of_four_under_eight_threads_survives_a_killed_worker_and_comes_back_to_four",

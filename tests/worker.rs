@@ -38,11 +38,11 @@ pub trait Calc {
     fn pid(&self) -> u32;
 }
 
-/// The same service built against another interface: its clients are refused.
+/// Another service: its clients are refused.
 #[allow(dead_code)]
 mod other {
     #[procwire::service]
-    pub trait Calc {
+    pub trait Calculator {
         fn add(&self, a: i32, b: i32) -> i32;
     }
 }
@@ -416,14 +416,14 @@ fn a_worker_reports_a_refused_connection_on_stderr_by_default() -> Result<(), Fa
     notify.wait_for("READY=1");
     // A readiness probe: connects and leaves without a word. Not worth a line.
     drop(std::os::unix::net::UnixStream::connect(&socket)?);
-    // A client built against another interface is refused, and the worker says so.
-    match other::CalcClient::connect(unix::connect(&socket)?) {
-        Err(RpcError::Handshake(HandshakeError::Fingerprint { .. })) => {}
-        other => panic!("expected a fingerprint mismatch, got {other:?}"),
+    // A client of another service is refused, and the worker says so.
+    match other::CalculatorClient::connect(unix::connect(&socket)?) {
+        Err(RpcError::Handshake(HandshakeError::Service { .. })) => {}
+        other => panic!("expected a service mismatch, got {other:?}"),
     }
     let line = expect_line_with(&err, "refused a connection");
     assert!(
-        line.contains("schema fingerprint mismatch for service `Calc`"),
+        line.contains("service mismatch") && line.contains("`Calculator`"),
         "the line says why: {line}"
     );
     // After the drain every connection's thread has ended: nothing else was reported.

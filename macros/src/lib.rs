@@ -8,12 +8,13 @@
 
 mod ast;
 mod expand;
+mod schema;
 mod valid;
 
 use proc_macro::TokenStream;
 
-/// Turns a trait into a procwire service: a typed client, a server dispatcher, a service
-/// name and a schema fingerprint.
+/// Turns a trait into a procwire service: a typed client, a pool client, a server
+/// dispatcher, and the signature of each method that the handshake exchanges.
 ///
 /// ```
 /// #[procwire_macros::service]
@@ -62,7 +63,8 @@ use proc_macro::TokenStream;
 ///   whose calls carry that deadline; `start()` and `try_start()` return a view whose methods
 ///   send the call and return a `PendingCall` to wait on, poll or drop (dropping cancels the
 ///   call and tells the server); `try_start` fails with `WouldBlock` instead of waiting for
-///   room to send. `CalcClient::SERVICE` and `CalcClient::FINGERPRINT` identify the interface.
+///   room to send. `CalcClient::SERVICE` names the service, and `CalcClient::info()` lists
+///   its methods' signatures.
 /// - `CalcPool`: a client for a whole pool of workers, one endpoint each (`unix:PATH` or
 ///   `tcp:HOST:PORT`; with an embedded supervisor, `Supervisor::endpoints("calc")`).
 ///   `new(endpoints)` and `with_config(endpoints, config)` connect nothing yet; the workers
@@ -83,7 +85,8 @@ use proc_macro::TokenStream;
 ///
 /// # Methods
 ///
-/// Methods take `&self`, then arguments `name: Type` whose types are `serde` types. `&T`,
+/// Methods take `&self`, then arguments `name: Type` whose types are `serde` types that
+/// implement `Schema`. `&T`,
 /// `&[T]`, `&str` and `&[u8]` arguments are borrowed from the caller on the client side; on
 /// the server, `&str` and `&[u8]` are lent straight from the received frame, while `&T` and
 /// `&[T]` are decoded into an owned `T` or `Vec<T>` and lent from there. `&[u8]` and `Vec<u8>` travel as one byte string. A
@@ -101,17 +104,22 @@ use proc_macro::TokenStream;
 ///   that a crash or a rolling restart costs such a call nothing. A method without it is
 ///   never run twice by the pool: if its worker dies under it, the caller gets the error
 ///   (`Delivery::Unknown`) and decides. `CalcClient`, one connection, never retries. The attribute is not part of the
-///   schema fingerprint: marking a method idempotent changes only what the pool client does.
+///   method's signature: marking a method idempotent changes only what the pool client does.
 ///
 /// # Compatibility
 ///
 /// Each method's id is a hash of its name, so adding or reordering methods leaves other ids
-/// alone. The schema fingerprint hashes the service name and every method's name, argument
-/// types, return type and `oneway` flag, in name order, as written. Client and server must
-/// have the same fingerprint or the handshake refuses the connection, naming both. So:
-/// reordering methods, renaming arguments and editing docs are compatible; adding, removing
-/// or renaming a method, or changing a type (even to an equivalent spelling such as
-/// `std::string::String` for `String`), is not.
+/// alone. The handshake exchanges each method's signature, made of the structure of its
+/// argument and result types (every type that travels implements `Schema`:
+/// `#[derive(procwire::Schema)]`) and its `oneway` flag: `fn add(i64, i64) -> i64`. A client
+/// connects to any server of the same service name; a call to a method the server lacks, or
+/// has with another signature, fails at once with `RpcError::Incompatible` naming the method
+/// and both signatures, without being sent. So adding a method to a server never breaks its
+/// clients; reordering methods, renaming arguments, editing docs, marking a method
+/// idempotent and spelling a type another way (`std::string::String` for `String`, `&str`
+/// for `String`) change nothing; changing a type's structure, adding or removing an
+/// argument, or making a method one-way makes that method (only) incompatible. The whole
+/// rule is in `procwire_rpc::schema`.
 ///
 /// # Where the runtime is found
 ///
@@ -122,4 +130,35 @@ use proc_macro::TokenStream;
 pub fn service(args: TokenStream, input: TokenStream) -> TokenStream {
     let item = syn::parse_macro_input!(input as syn::ItemTrait);
     expand::service(args.into(), &item).into()
+}
+
+/// Derives `Schema` (`procwire::rpc::Schema`): the structural description of a struct or an
+/// enum that the handshake's method signatures are made of. Every type that crosses the wire
+/// in a `#[procwire::service]` method implements it.
+///
+/// ```
+/// use wire::schema_of;
+///
+/// #[derive(procwire_macros::Schema)]
+/// struct Point { x: i64, y: i64 }
+///
+/// #[derive(procwire_macros::Schema)]
+/// enum Shape { Empty, Dot(Point), Line { from: Point, to: Point } }
+///
+/// assert_eq!(schema_of::<Point>(), "{x: i64, y: i64}");
+/// assert_eq!(
+///     schema_of::<Shape>(),
+///     "enum {Empty, Dot({x: i64, y: i64}), Line {from: {x: i64, y: i64}, to: {x: i64, y: i64}}}"
+/// );
+/// ```
+///
+/// Field and variant names and their order are part of the description (they are part of
+/// what the encoding means); the type's own name is not, so renaming or moving a type keeps
+/// its signatures. Type parameters must implement `Schema`. `#[procwire(crate = path)]`
+/// names the runtime crate, as for `#[service]`. See `procwire_rpc::schema` for the whole
+/// notation and the compatibility rule.
+#[proc_macro_derive(Schema, attributes(procwire))]
+pub fn derive_schema(input: TokenStream) -> TokenStream {
+    let input = syn::parse_macro_input!(input as syn::DeriveInput);
+    schema::derive(&input).into()
 }

@@ -124,17 +124,11 @@ pub struct Identity {
     pub version: u16,
     /// Service name.
     pub service: String,
-    /// Schema fingerprint of the service's interface.
-    pub fingerprint: u64,
 }
 
 impl std::fmt::Display for Identity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "service `{}` fingerprint {:#018x} protocol v{}",
-            self.service, self.fingerprint, self.version
-        )
+        write!(f, "service `{}` protocol v{}", self.service, self.version)
     }
 }
 
@@ -155,19 +149,6 @@ pub enum HandshakeError {
     /// The client asked for a service the server does not serve.
     #[error("service mismatch with {peer}: this side has `{}`, the peer has `{}`", ours.service, theirs.service)]
     Service {
-        /// The other end.
-        peer: String,
-        /// What this side announced.
-        ours: Identity,
-        /// What the peer announced.
-        theirs: Identity,
-    },
-    /// Both sides name the same service but were built against different interfaces.
-    #[error(
-        "schema fingerprint mismatch for service `{}` with {peer}: this side has {:#018x}, the peer has {:#018x} (rebuild both against the same interface)",
-        ours.service, ours.fingerprint, theirs.fingerprint
-    )]
-    Fingerprint {
         /// The other end.
         peer: String,
         /// What this side announced.
@@ -296,9 +277,39 @@ pub enum RpcError {
         #[source]
         source: TransportError,
     },
+    /// The server lacks the method, or has it with another signature: the call was not
+    /// sent (see [`schema`](crate::schema) for what is compatible).
+    #[error("call to `{method}` was not sent: {}", Mismatch { peer, ours, theirs: theirs.as_deref() })]
+    Incompatible {
+        /// The method called.
+        method: &'static str,
+        /// The other end.
+        peer: String,
+        /// The method's signature on this side.
+        ours: String,
+        /// Its signature on the server, `None` if the server has no such method.
+        theirs: Option<String>,
+    },
     /// Connecting failed in the handshake.
     #[error("{}", ErrorChain(.0))]
     Handshake(#[from] HandshakeError),
+}
+
+/// How an [`RpcError::Incompatible`] says what differs.
+struct Mismatch<'a> {
+    peer: &'a str,
+    ours: &'a str,
+    theirs: Option<&'a str>,
+}
+
+impl fmt::Display for Mismatch<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Mismatch { peer, ours, theirs } = self;
+        match theirs {
+            None => write!(f, "{peer} has no such method (this side has `{ours}`)"),
+            Some(theirs) => write!(f, "{peer} has `{theirs}`, this side has `{ours}`"),
+        }
+    }
 }
 
 impl RpcError {
@@ -311,7 +322,8 @@ impl RpcError {
             | RpcError::Remote { method, .. }
             | RpcError::Encode { method, .. }
             | RpcError::Decode { method, .. }
-            | RpcError::TooLarge { method, .. } => Some(method),
+            | RpcError::TooLarge { method, .. }
+            | RpcError::Incompatible { method, .. } => Some(method),
             RpcError::Handshake(_) => None,
         }
     }

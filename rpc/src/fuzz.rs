@@ -62,7 +62,7 @@ struct Nothing;
 
 impl Service for Nothing {
     fn info(&self) -> ServiceInfo {
-        ServiceInfo::new("fuzz", 0x5eed)
+        ServiceInfo::new("fuzz")
     }
 
     fn method_name(&self, _: u32) -> Option<&'static str> {

@@ -4,6 +4,8 @@
 //! - [`transport`]: frames over Unix sockets, TCP, anonymous pipes, named FIFOs and shared
 //!   memory rings, each with blocking, deadline-bound and non-blocking operations ([`Wait`]).
 //! - [`protocol`]: the frame layout, the envelope, the handshake.
+//! - [`schema`]: the structural descriptions of types ([`Schema`]) and the per-method
+//!   signatures the handshake compares; what a service may change and stay compatible.
 //! - [`Endpoint`]: `unix:PATH`, `tcp:HOST:PORT` or `shm:PATH`, parsed, printed, connected
 //!   and bound.
 //! - [`shm`]: shared memory regions and the synchronisation primitives that live in them.
@@ -23,7 +25,7 @@
 //!
 //! struct Calc;
 //! impl Service for Calc {
-//!     fn info(&self) -> ServiceInfo { ServiceInfo::new("calc", 0x1234) }
+//!     fn info(&self) -> ServiceInfo { ServiceInfo::new("calc") }
 //!     fn method_name(&self, id: u32) -> Option<&'static str> { (id == ADD.id).then_some(ADD.name) }
 //!     fn call(&self, ctx: &CallContext, args: &[u8]) -> Result<Frame, Fault> {
 //!         match ctx.method() {
@@ -63,6 +65,10 @@
 //! [`CallError::Application`] prints as the method's own error prints.
 #![deny(missing_docs)]
 
+// The derive's expansion names the runtime `::procwire_rpc`, also in this crate's own tests.
+#[cfg(test)]
+extern crate self as procwire_rpc;
+
 mod buffers;
 mod client;
 mod endpoint;
@@ -72,6 +78,7 @@ pub mod fuzz;
 mod outbox;
 pub mod pool;
 pub mod protocol;
+pub mod schema;
 mod server;
 mod service;
 pub mod shm;
@@ -85,11 +92,12 @@ pub use endpoint::{Endpoint, EndpointError, ToEndpoint};
 pub use error::{Delivery, Ending, ErrorChain, HandshakeError, Identity, RpcError, ServerError, TransportError};
 pub use outbox::Buffering;
 pub use protocol::{Fault, FaultKind, Frame};
+pub use schema::{schema_of, Schema, SchemaWriter};
 pub use server::{
     Access, AccessEnvError, Server, ServerConfig, ServerHandle, Stopper, ALLOW_GIDS_ENV, ALLOW_UIDS_ENV,
     DEFAULT_MAX_CONNECTIONS,
 };
-pub use service::{decode_args, CallContext, Method, Service, ServiceInfo};
+pub use service::{decode_args, CallContext, Method, MethodSignature, Service, ServiceInfo};
 #[doc(hidden)]
 pub use typed::__private;
 pub use typed::CallError;

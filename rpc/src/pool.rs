@@ -31,7 +31,9 @@
 //! worker and says whether it stopped or died; one that did not run
 //! ([`Delivery::NotSent`]: never sent, or refused unread by a stopping worker) is sent to
 //! another worker, and so is one of a method marked idempotent; each worker is tried at most
-//! once.
+//! once. So is a call to a method the worker lacks or has with another signature
+//! ([`RpcError::Incompatible`], never sent): during a rolling upgrade the workers already
+//! upgraded answer the methods the others do not have yet.
 //!
 //! # Membership
 //!
@@ -307,6 +309,16 @@ impl Pool {
                         });
                     }
                     tracing::debug!(method, worker = %sh.names[slot], %ending, %delivery, "trying the call on another worker");
+                }
+                // A worker of another build (a rolling upgrade under way) lacks the method or
+                // has changed it: the call was not sent, and another worker may have it.
+                Err(e @ RpcError::Incompatible { .. }) => {
+                    tried.push(slot);
+                    let late = deadline.is_some_and(|d| d <= Instant::now());
+                    if late || tried.len() >= sh.endpoints.len() {
+                        return Err(e);
+                    }
+                    tracing::debug!(method, worker = %sh.names[slot], "the worker lacks the method or has changed it; trying another");
                 }
                 other => return other,
             }
@@ -607,7 +619,7 @@ mod tests {
     fn a_pool_whose_every_worker_is_absent_names_each_and_says_the_call_did_not_run() {
         let dir = tempfile::tempdir().unwrap();
         let endpoints = ["a", "b"].map(|n| format!("unix:{}", dir.path().join(n).display()));
-        let pool = Pool::new(ServiceInfo::new("calc", 1), &endpoints, ClientConfig::for_pool());
+        let pool = Pool::new(ServiceInfo::new("calc"), &endpoints, ClientConfig::for_pool());
         let err = pool.call("add", false, None, |_, _| Ok(())).unwrap_err();
         assert!(
             matches!(
@@ -633,7 +645,7 @@ mod tests {
     fn a_pool_told_of_other_endpoints_tries_those_from_its_next_call_on() {
         let dir = tempfile::tempdir().unwrap();
         let [a, b, c] = ["a", "b", "c"].map(|n| format!("unix:{}", dir.path().join(n).display()));
-        let pool = Pool::new(ServiceInfo::new("calc", 1), [&a, &b], ClientConfig::for_pool());
+        let pool = Pool::new(ServiceInfo::new("calc"), [&a, &b], ClientConfig::for_pool());
         let clone = pool.clone();
         pool.set_endpoints([&c]);
         assert_eq!(clone.len(), 1, "clones share the membership");
@@ -643,7 +655,7 @@ mod tests {
 
     #[test]
     fn a_text_that_is_not_an_endpoint_fails_the_calls_with_the_reason() {
-        let pool = Pool::new(ServiceInfo::new("calc", 1), ["udp:1.2.3.4:5"], ClientConfig::default());
+        let pool = Pool::new(ServiceInfo::new("calc"), ["udp:1.2.3.4:5"], ClientConfig::default());
         let err = pool.call("add", false, None, |_, _| Ok(())).unwrap_err();
         assert!(
             err.to_string()

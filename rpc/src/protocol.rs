@@ -10,9 +10,12 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::service::MethodSignature;
+
 /// The wire protocol version this build speaks. Bumped on any incompatible change to the
-/// envelope, the handshake or the framing.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// envelope, the handshake or the framing (2: the handshake carries each method's signature
+/// instead of one fingerprint for the whole service).
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// The first four bytes of every client hello.
 pub const MAGIC: [u8; 4] = *b"PWIR";
@@ -215,8 +218,8 @@ pub struct Hello {
     pub version: u16,
     /// The service the client wants.
     pub service: String,
-    /// The schema fingerprint the client was built against.
-    pub fingerprint: u64,
+    /// The signature of each method the client was built with.
+    pub methods: Vec<MethodSignature>,
 }
 
 /// The server's answer to a [`Hello`].
@@ -228,8 +231,8 @@ pub struct Welcome {
     pub version: u16,
     /// The service the server serves.
     pub service: String,
-    /// The server's schema fingerprint.
-    pub fingerprint: u64,
+    /// The signature of each method the server serves.
+    pub methods: Vec<MethodSignature>,
 }
 
 /// An [`Kind::Error`] frame carrying `fault`.

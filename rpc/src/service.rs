@@ -7,25 +7,78 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::protocol::{fault_frame, Envelope, Fault, FaultKind, Frame, Kind};
+use crate::schema::Describe;
 use crate::transport::PeerInfo;
 
-/// A service's identity, checked by the handshake on every connection.
+/// A service's identity, checked by the handshake on every connection: its name, and the
+/// signature of each of its methods.
+///
+/// The handshake refuses a peer of another service name; it does not compare the methods.
+/// Each side learns the other's, and a client refuses, without sending it, a call to a
+/// method the server lacks or has with another signature (see [`schema`](crate::schema)
+/// for the rule). A client with no methods listed (an untyped [`Client`](crate::Client))
+/// sends every call.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ServiceInfo {
-    /// The service name, e.g. `"calc"`.
+    /// The service name, e.g. `"Calc"`.
     pub name: String,
-    /// The schema fingerprint: a hash of the interface (method names, argument and return
-    /// types). Client and server must agree on it.
-    pub fingerprint: u64,
+    /// Its methods' signatures, in declaration order.
+    pub methods: Vec<MethodSignature>,
 }
 
 impl ServiceInfo {
-    /// A service called `name` with interface fingerprint `fingerprint`.
-    pub fn new(name: impl Into<String>, fingerprint: u64) -> Self {
+    /// A service called `name` with no methods listed yet.
+    pub fn new(name: impl Into<String>) -> Self {
         ServiceInfo {
             name: name.into(),
-            fingerprint,
+            methods: Vec::new(),
         }
+    }
+
+    /// Lists a method.
+    pub fn with_method(mut self, method: MethodSignature) -> Self {
+        self.methods.push(method);
+        self
+    }
+
+    /// The method with id `id`, if listed.
+    pub fn method(&self, id: u32) -> Option<&MethodSignature> {
+        self.methods.iter().find(|m| m.id == id)
+    }
+}
+
+/// One method's signature as the handshake carries it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct MethodSignature {
+    /// The method's id on the wire (a hash of its name).
+    pub id: u32,
+    /// Its name.
+    pub name: String,
+    /// Its signature, e.g. `fn add(i64, i64) -> i64` (see [`schema::signature`](crate::schema::signature)).
+    pub signature: String,
+    /// The signature's fingerprint ([`schema::fingerprint`](crate::schema::fingerprint)):
+    /// what the two sides compare.
+    pub fingerprint: u64,
+}
+
+impl MethodSignature {
+    /// Method `method` with signature `signature`.
+    pub fn new(method: Method, signature: impl Into<String>) -> Self {
+        let signature = signature.into();
+        MethodSignature {
+            id: method.id,
+            name: method.name.to_owned(),
+            fingerprint: crate::schema::fingerprint(&signature),
+            signature,
+        }
+    }
+
+    /// Method `method`, whose arguments (as they travel) and result are described by `args`
+    /// and `result`: what `#[procwire::service]` generates.
+    pub fn of(method: Method, oneway: bool, args: &[Describe], result: Describe) -> Self {
+        Self::new(method, crate::schema::signature(method.name, oneway, args, result))
     }
 }
 
@@ -57,7 +110,7 @@ impl Method {
 ///   goes on.
 /// - The reply is built with [`CallContext::reply`]; for a one-way call it is discarded.
 pub trait Service: Send + Sync + 'static {
-    /// The name and fingerprint the handshake checks.
+    /// The name and method signatures the handshake exchanges.
     fn info(&self) -> ServiceInfo;
 
     /// The name of method `id`, for messages.

@@ -11,7 +11,8 @@ use libtest_mimic::{Arguments, Failed, Trial};
 use procwire_rpc::protocol::{Envelope, Hello, Kind as FrameKind, Welcome, MAGIC, PROTOCOL_VERSION};
 use procwire_rpc::serde_bytes::ByteBuf;
 use procwire_rpc::{
-    Buffering, Client, ClientConfig, Delivery, Ending, FaultKind, HandshakeError, Method, RpcError, ServiceInfo,
+    Buffering, Client, ClientConfig, Delivery, Ending, FaultKind, HandshakeError, Method, MethodSignature, RpcError,
+    ServiceInfo,
 };
 use support::*;
 
@@ -225,20 +226,60 @@ fn a_peer_that_dies_mid_call_fails_every_pending_call_promptly(kind: Kind) -> Ou
     Ok(())
 }
 
-fn a_mismatched_fingerprint_is_refused_naming_both(kind: Kind) -> Outcome {
+fn a_call_the_server_lacks_or_has_changed_fails_unsent_naming_both_signatures(kind: Kind) -> Outcome {
     let mut peer = Peer::spawn(kind);
-    let theirs = ServiceInfo::new(SERVICE, 0xdead_beef);
-    let err = Client::connect(peer.transport(), theirs).unwrap_err();
-    let text = err.to_string();
-    match err {
-        RpcError::Handshake(HandshakeError::Fingerprint { ours, theirs, .. }) => {
-            assert_eq!(ours.fingerprint, 0xdead_beef);
-            assert_eq!(theirs.fingerprint, FINGERPRINT);
+    // This side was built with `add` on i32 and with a method the server never had.
+    const MISSING: Method = Method::new(0xbeef, "missing");
+    let mut ours = info();
+    ours.methods.retain(|m| m.id != ADD.id);
+    let ours = ours
+        .with_method(MethodSignature::new(ADD, "fn add(i32, i32) -> i32"))
+        .with_method(MethodSignature::new(MISSING, "fn missing() -> ()"));
+    let client = Client::connect(peer.transport(), ours)?;
+    let err = client.call::<_, i32>(ADD, &(1i32, 2i32), None).unwrap_err();
+    match &err {
+        RpcError::Incompatible {
+            method, ours, theirs, ..
+        } => {
+            assert_eq!(*method, "add");
+            assert_eq!(ours, "fn add(i32, i32) -> i32");
+            assert_eq!(theirs.as_deref(), Some("fn add(i64, i64) -> i64"));
         }
-        other => panic!("expected a fingerprint mismatch, got {other}"),
+        other => panic!("expected an incompatible method, got {other}"),
     }
+    let text = err.to_string();
     assert!(
-        text.contains("0x00000000deadbeef") && text.contains("0x5eedcafef00d0001"),
+        text.contains("`add`") && text.contains("fn add(i32, i32) -> i32") && text.contains("fn add(i64, i64) -> i64"),
+        "{text}"
+    );
+    let err = client.start::<_, ()>(MISSING, &(), None).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            RpcError::Incompatible {
+                method: "missing",
+                theirs: None,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("has no such method"), "{err}");
+    // Methods whose signatures match work on the same connection.
+    assert_eq!(client.call::<_, String>(CONCAT, &("a", "b"), soon())?, "ab");
+    Ok(())
+}
+
+fn a_client_of_another_service_is_refused_naming_both(kind: Kind) -> Outcome {
+    let mut peer = Peer::spawn(kind);
+    let err = Client::connect(peer.transport(), ServiceInfo::new("other")).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(err, RpcError::Handshake(HandshakeError::Service { .. })),
+        "{err}"
+    );
+    assert!(
+        text.contains("`other`") && text.contains(&format!("`{SERVICE}`")),
         "{text}"
     );
     if !kind.has_listener() {
@@ -246,16 +287,9 @@ fn a_mismatched_fingerprint_is_refused_naming_both(kind: Kind) -> Outcome {
         assert_eq!(peer.wait_exit(), Some(3));
         return Ok(());
     }
-    {
-        // The server goes on serving correct clients.
-        let client = connect(&mut peer);
-        assert_eq!(client.call::<_, i64>(ADD, &(1i64, 2i64), soon())?, 3);
-        let err = Client::connect(peer.transport(), ServiceInfo::new("other", FINGERPRINT)).unwrap_err();
-        assert!(
-            matches!(err, RpcError::Handshake(HandshakeError::Service { .. })),
-            "{err}"
-        );
-    }
+    // The server goes on serving correct clients.
+    let client = connect(&mut peer);
+    assert_eq!(client.call::<_, i64>(ADD, &(1i64, 2i64), soon())?, 3);
     Ok(())
 }
 
@@ -499,7 +533,7 @@ fn raw_handshake(stream: &mut dyn ReadWrite) {
         magic: MAGIC,
         version: PROTOCOL_VERSION,
         service: SERVICE.into(),
-        fingerprint: FINGERPRINT,
+        methods: info().methods,
     };
     write_frame(stream, &postcard::to_stdvec(&hello).unwrap());
     let welcome: Welcome = postcard::from_bytes(&read_frame(stream).expect("welcome")).unwrap();
@@ -636,7 +670,8 @@ fn main() {
         undecodable_arguments_are_a_bad_request,
         a_panicking_handler_answers_with_an_error_and_the_server_lives,
         a_peer_that_dies_mid_call_fails_every_pending_call_promptly,
-        a_mismatched_fingerprint_is_refused_naming_both,
+        a_call_the_server_lacks_or_has_changed_fails_unsent_naming_both_signatures,
+        a_client_of_another_service_is_refused_naming_both,
         graceful_stop_finishes_calls_in_flight,
         a_graceful_stop_says_stopped_and_that_unanswered_calls_did_not_run,
         a_reply_above_the_maximum_is_answered_with_an_error,

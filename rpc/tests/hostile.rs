@@ -54,7 +54,7 @@ fn raw_connection(peer: &Peer) -> TcpStream {
             magic: MAGIC,
             version: PROTOCOL_VERSION,
             service: SERVICE.into(),
-            fingerprint: FINGERPRINT,
+            methods: info().methods,
         })
         .unwrap();
     stream.write_all(hello.as_length_prefixed()).unwrap();

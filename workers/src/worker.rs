@@ -102,7 +102,7 @@ type HandshakeReport = Arc<dyn Fn(&HandshakeError) + Send + Sync + 'static>;
 /// # use procwire_rpc::{CallContext, Fault, Frame, Service, ServiceInfo};
 /// # struct Calc;
 /// # impl Service for Calc {
-/// #     fn info(&self) -> ServiceInfo { ServiceInfo::new("calc", 1) }
+/// #     fn info(&self) -> ServiceInfo { ServiceInfo::new("calc") }
 /// #     fn method_name(&self, _: u32) -> Option<&'static str> { None }
 /// #     fn call(&self, _: &CallContext, _: &[u8]) -> Result<Frame, Fault> { unreachable!() }
 /// # }

@@ -1,3 +1,5 @@
+// It describes its structure; only serde is missing.
+#[derive(procwire_macros::Schema)]
 pub struct NotSerde;
 
 #[procwire_macros::service]

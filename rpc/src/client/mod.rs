@@ -15,16 +15,17 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::error::{Delivery, Ending, HandshakeError, Identity, RpcError, TransportError};
+use crate::error::{Delivery, Ending, RpcError, TransportError};
 use crate::outbox::{Buffering, Outbox, SendError};
-use crate::protocol::{
-    Envelope, Fault, FaultKind, Frame, Hello, Kind, Welcome, DEFAULT_MAX_FRAME_LEN, MAGIC, PROTOCOL_VERSION,
-};
+use crate::protocol::{Envelope, Fault, FaultKind, Frame, Kind, DEFAULT_MAX_FRAME_LEN};
 use crate::service::{Method, ServiceInfo};
 use crate::transport::{FrameReceiver, PeerInfo, Transport};
 use crate::wait::Wait;
 
+mod handshake;
 mod pending;
+
+use handshake::{handshake, Refusals};
 
 pub use pending::PendingCall;
 
@@ -125,6 +126,8 @@ struct Inner {
     next_id: AtomicU64,
     peer: PeerInfo,
     service: ServiceInfo,
+    /// Methods of ours the server lacks or has changed.
+    refusals: Refusals,
     call_timeout: Option<Duration>,
 }
 
@@ -157,7 +160,9 @@ impl std::fmt::Debug for Client {
 
 impl Client {
     /// Opens a client over `transport` with the default configuration, after a handshake that
-    /// checks both sides speak the same protocol and the same `service` interface.
+    /// checks both sides speak the same protocol and serve the same `service`, and learns
+    /// the server's methods: a call to one of `service`'s methods that the server lacks or
+    /// has with another signature then fails with [`RpcError::Incompatible`], unsent.
     pub fn connect(transport: Transport, service: ServiceInfo) -> Result<Client, RpcError> {
         Self::connect_with(transport, service, ClientConfig::default())
     }
@@ -169,7 +174,7 @@ impl Client {
         config: ClientConfig,
     ) -> Result<Client, RpcError> {
         transport.set_max_frame_len(config.max_frame_len);
-        handshake(&mut transport, &service, config.handshake_timeout)?;
+        let refusals = handshake(&mut transport, &service, config.handshake_timeout)?;
         let Transport { sender, receiver, peer } = transport;
         Ok(Client {
             inner: Arc::new(Inner {
@@ -186,6 +191,7 @@ impl Client {
                 next_id: AtomicU64::new(1),
                 peer,
                 service,
+                refusals,
                 call_timeout: config.call_timeout,
             }),
         })
@@ -260,6 +266,7 @@ impl Client {
     /// Sends a one-way call: no reply is awaited, and none comes. `wait` bounds the wait for
     /// room in the outgoing queue.
     pub fn notify<A: Serialize + ?Sized>(&self, method: Method, args: &A, wait: Wait) -> Result<(), RpcError> {
+        self.inner.refusals.check(method, &self.inner.peer.name)?;
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let frame = encode(id, Kind::OneWay, method, args, None)?;
         self.inner.send(frame, wait, method)
@@ -276,6 +283,7 @@ impl Client {
         A: Serialize + ?Sized,
         R: DeserializeOwned,
     {
+        self.inner.refusals.check(method, &self.inner.peer.name)?;
         let deadline = crate::typed::__private::deadline(deadline, self.inner.call_timeout);
         let wait = match wait {
             Wait::NonBlock => Wait::NonBlock,
@@ -330,48 +338,8 @@ pub(crate) fn fuzz_handshake(
     transport: &mut Transport,
     service: &ServiceInfo,
     timeout: Duration,
-) -> Result<(), HandshakeError> {
-    handshake(transport, service, timeout)
-}
-
-fn handshake(transport: &mut Transport, service: &ServiceInfo, timeout: Duration) -> Result<(), HandshakeError> {
-    let peer = transport.peer.name.clone();
-    let wait = Wait::timeout(timeout);
-    let ours = Identity {
-        version: PROTOCOL_VERSION,
-        service: service.name.clone(),
-        fingerprint: service.fingerprint,
-    };
-    let hello = Hello {
-        magic: MAGIC,
-        version: ours.version,
-        service: ours.service.clone(),
-        fingerprint: ours.fingerprint,
-    };
-    let mut frame = Frame::new();
-    frame.encode(&hello).expect("encoding a hello into a Vec cannot fail");
-    let transport_err = |source| HandshakeError::transport(&peer, timeout, source);
-    transport.send(&mut frame, wait).map_err(transport_err)?;
-    let payload = transport.recv(wait).map_err(transport_err)?;
-    let welcome: Welcome = postcard::from_bytes(&payload).map_err(|e| HandshakeError::Malformed {
-        peer: peer.clone(),
-        detail: format!("undecodable welcome: {e}"),
-    })?;
-    let theirs = Identity {
-        version: welcome.version,
-        service: welcome.service,
-        fingerprint: welcome.fingerprint,
-    };
-    if let Some(mismatch) = crate::server::mismatch(&peer, &ours, &theirs) {
-        return Err(mismatch);
-    }
-    if !welcome.accepted {
-        return Err(HandshakeError::Malformed {
-            peer,
-            detail: "the server refused the connection (its log says why: at its connection limit, for one)".into(),
-        });
-    }
-    Ok(())
+) -> Result<(), crate::HandshakeError> {
+    handshake(transport, service, timeout).map(|_| ())
 }
 
 impl Inner {

@@ -14,7 +14,7 @@ use crate::typed::CallError;
 fn a_connect_failure_printed_with_braces_says_why() {
     let dir = tempfile::tempdir().unwrap();
     let endpoint = format!("unix:{}", dir.path().join("nobody.sock").display());
-    let pool = Pool::new(ServiceInfo::new("calc", 1), [endpoint.clone()], ClientConfig::default());
+    let pool = Pool::new(ServiceInfo::new("calc"), [endpoint.clone()], ClientConfig::default());
     let err = pool.call("add", false, None, |_, _| Ok(())).unwrap_err();
     let text = err.to_string();
     assert!(
@@ -40,7 +40,7 @@ fn a_handshake_that_times_out_says_how_long_it_was_allowed() {
     // The other end of the pair never answers the hello.
     let (_silent, ours) = unix::pair().unwrap();
     let config = ClientConfig::default().handshake_timeout(Duration::from_millis(50));
-    let err = Client::connect_with(ours, ServiceInfo::new("calc", 1), config).unwrap_err();
+    let err = Client::connect_with(ours, ServiceInfo::new("calc"), config).unwrap_err();
     assert!(
         matches!(&err, RpcError::Handshake(HandshakeError::TimedOut { timeout, .. }) if *timeout == Duration::from_millis(50)),
         "{err:?}"
@@ -52,7 +52,7 @@ fn a_handshake_that_times_out_says_how_long_it_was_allowed() {
 fn a_handshake_that_fails_in_the_transport_prints_the_transport_failure_too() {
     let (theirs, ours) = unix::pair().unwrap();
     drop(theirs);
-    let err = Client::connect(ours, ServiceInfo::new("calc", 1)).unwrap_err();
+    let err = Client::connect(ours, ServiceInfo::new("calc")).unwrap_err();
     let text = err.to_string();
     assert!(text.starts_with("handshake with unix:socketpair failed: "), "{text}");
     assert!(text.len() > "handshake with unix:socketpair failed: ".len(), "{text}");

@@ -68,7 +68,7 @@ impl Slots {
                     accepted: false,
                     version: PROTOCOL_VERSION,
                     service: info.name,
-                    fingerprint: info.fingerprint,
+                    methods: Vec::new(),
                 };
                 let mut frame = Frame::new();
                 frame

@@ -11,7 +11,8 @@ use procwire_rpc::serde_bytes::ByteBuf;
 use procwire_rpc::transport::noise::{self, NoiseKey};
 use procwire_rpc::transport::{fifo, mq, pipe, shm, tcp, unix, Transport};
 use procwire_rpc::{
-    decode_args, CallContext, Fault, FaultKind, Frame, Method, Server, ServerConfig, Service, ServiceInfo,
+    decode_args, CallContext, Fault, FaultKind, Frame, Method, MethodSignature, Server, ServerConfig, Service,
+    ServiceInfo,
 };
 
 /// One `libtest_mimic::Trial` per test function, named after it; each returns a `Result`.
@@ -32,7 +33,6 @@ macro_rules! test_main {
 }
 
 pub const SERVICE: &str = "conformance";
-pub const FINGERPRINT: u64 = 0x5eed_cafe_f00d_0001;
 
 pub const ADD: Method = Method::new(1, "add");
 pub const ECHO: Method = Method::new(2, "echo");
@@ -69,8 +69,32 @@ fn hex(secret: &[u8; 32]) -> String {
 /// than hangs.
 const LIMIT: Duration = Duration::from_secs(30);
 
+/// The suite's service, each method listed with its signature as `#[service]` would make it.
 pub fn info() -> ServiceInfo {
-    ServiceInfo::new(SERVICE, FINGERPRINT)
+    fn d<T: procwire_rpc::Schema + ?Sized>() -> procwire_rpc::schema::Describe {
+        T::describe
+    }
+    let sig = |method: Method, args: &[procwire_rpc::schema::Describe], result| {
+        MethodSignature::of(method, method == LOG, args, result)
+    };
+    [
+        sig(ADD, &[d::<i64>(), d::<i64>()], d::<i64>()),
+        sig(ECHO, &[d::<[u8]>()], d::<[u8]>()),
+        sig(CONCAT, &[d::<String>(), d::<String>()], d::<String>()),
+        sig(LOG, &[d::<String>()], d::<()>()),
+        sig(WAIT_LOGS, &[d::<u64>()], d::<u64>()),
+        sig(SLOW, &[d::<u64>(), d::<u64>()], d::<u64>()),
+        sig(PANIC, &[], d::<()>()),
+        sig(DIE, &[], d::<()>()),
+        sig(HOLD, &[d::<u64>()], d::<bool>()),
+        sig(RELEASE, &[d::<u64>()], d::<()>()),
+        sig(WAIT_HELD, &[d::<u64>()], d::<bool>()),
+        sig(PEER_PID, &[], d::<Option<i32>>()),
+        sig(GROW, &[d::<u64>()], d::<[u8]>()),
+        sig(KEY_NAME, &[], d::<Option<String>>()),
+    ]
+    .into_iter()
+    .fold(ServiceInfo::new(SERVICE), ServiceInfo::with_method)
 }
 
 /// The hand-written service every transport is tested with.
@@ -411,7 +435,7 @@ fn evil_server(mode: &str) {
             accepted: true,
             version: hello.version,
             service: hello.service,
-            fingerprint: hello.fingerprint,
+            methods: hello.methods,
         })
         .unwrap();
     transport.send(&mut welcome, procwire_rpc::Wait::Block).unwrap();

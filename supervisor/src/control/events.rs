@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use super::LastExit;
 
 /// One lifecycle event.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, procwire_macros::Schema)]
 pub struct Event {
     /// Its number: one more than the event before, across the supervisor's life.
     pub seq: u64,
@@ -32,7 +32,7 @@ pub struct Event {
 }
 
 /// What happened, with what is particular to it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, procwire_macros::Schema)]
 #[non_exhaustive]
 pub enum What {
     /// The worker's process was started.

@@ -65,7 +65,7 @@ pub struct LogLine {
 }
 
 /// What one read of a feed gives a follower.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, procwire_macros::Schema)]
 pub struct Batch<T> {
     /// The items past the cursor (those the follower asked for), oldest first.
     pub items: Vec<T>,

@@ -65,7 +65,7 @@ fn changes(event: &Event, name: &str) -> bool {
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// # use procwire_rpc::{pool::Pool, ClientConfig, ServiceInfo};
 /// let socket = std::path::Path::new("/run/user/1000/procwire/shop.sock");
-/// let pool = Pool::new(ServiceInfo::new("calc", 1), Vec::<String>::new(), ClientConfig::for_pool());
+/// let pool = Pool::new(ServiceInfo::new("calc"), Vec::<String>::new(), ClientConfig::for_pool());
 /// procwire_supervisor::control::follow::follow_pool(socket, "calc", &pool)?;
 /// # Ok(()) }
 /// ```

@@ -37,7 +37,7 @@ pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 pub const CONTROL_ENV: &str = "PROCWIRE_CONTROL";
 
 /// What a verb acts on: a whole pool, or one of its workers (`web`, `web.2`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, procwire_macros::Schema)]
 pub struct Target {
     /// The pool's name.
     pub pool: String,
@@ -79,7 +79,7 @@ impl std::fmt::Display for Target {
 }
 
 /// Why the supervisor did not do what a control call asked.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, procwire_macros::Schema, thiserror::Error)]
 #[non_exhaustive]
 pub enum ControlError {
     /// No pool of that name runs.

@@ -13,7 +13,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The whole supervisor.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, procwire_macros::Schema)]
 pub struct Status {
     /// The supervisor itself.
     pub supervisor: SupervisorStatus,
@@ -22,7 +22,7 @@ pub struct Status {
 }
 
 /// The supervisor process.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, procwire_macros::Schema)]
 pub struct SupervisorStatus {
     /// `[supervisor] name`.
     pub name: String,
@@ -35,7 +35,7 @@ pub struct SupervisorStatus {
 }
 
 /// One pool.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, procwire_macros::Schema)]
 pub struct PoolStatus {
     /// Its name.
     pub name: String,
@@ -46,7 +46,7 @@ pub struct PoolStatus {
 }
 
 /// A pool as a whole.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, procwire_macros::Schema)]
 #[serde(rename_all = "lowercase")]
 pub enum PoolState {
     /// Waiting for its dependencies.
@@ -66,7 +66,7 @@ pub enum PoolState {
 }
 
 /// One worker.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, procwire_macros::Schema)]
 pub struct WorkerStatus {
     /// Its index in the pool.
     pub index: u32,
@@ -88,7 +88,7 @@ pub struct WorkerStatus {
 }
 
 /// What a worker is doing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, procwire_macros::Schema)]
 #[serde(rename_all = "lowercase")]
 pub enum WorkerState {
     /// Its pool waits for dependencies.
@@ -110,7 +110,7 @@ pub enum WorkerState {
 }
 
 /// How a process ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, procwire_macros::Schema)]
 #[serde(rename_all = "lowercase")]
 pub enum LastExit {
     /// It exited with this code.

@@ -229,6 +229,7 @@ pub fn spawn(pool: &Pool, index: u32, ctx: &Context<'_>) -> std::io::Result<Spaw
         .listen
         .iter()
         .chain(ctx.shared)
+        .chain(ctx.queues)
         .map(|(fd, _)| fd.as_raw_fd())
         .collect();
     plan.umask = pool.umask.map(|m| m as libc::mode_t);

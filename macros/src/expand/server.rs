@@ -1,0 +1,116 @@
+//! The server dispatcher: decodes a call's arguments, runs the implementation, encodes the reply.
+
+use super::*;
+
+pub(super) fn server(rt: &TokenStream, names: &Names, model: &Service<'_>) -> TokenStream {
+    let Names {
+        vis,
+        service,
+        client,
+        server,
+        service_name,
+        ..
+    } = names;
+    let doc = format!("Serves any implementation of [`{service}`]: hand it to `Server::new`.");
+    let server_bounds: Vec<TokenStream> = model.methods.iter().flat_map(|m| wire_bounds(rt, m)).collect();
+    let names_arms = model.methods.iter().map(|m| {
+        let id = method_id(&m.name.to_string());
+        let name = m.name.to_string();
+        let cfgs = cfgs(m);
+        quote!(#(#cfgs)* #id => ::core::option::Option::Some(#name),)
+    });
+    let call_arms = model.methods.iter().map(|method| {
+        let id = method_id(&method.name.to_string());
+        let name = method.name;
+        let mut vars = Vec::new();
+        let mut types = Vec::new();
+        let mut passed = Vec::new();
+        for (i, arg) in method.args.iter().enumerate() {
+            let var = format_ident!("__arg{}", i);
+            let ty = arg.ty;
+            let (wire, pass) = match arg.wire {
+                Wire::Owned => (quote!(#ty), quote!(#var)),
+                Wire::Borrowed(inner) => (quote!(#inner), quote!(&#var)),
+                Wire::Slice(elem) => (quote!(::std::vec::Vec<#elem>), quote!(::core::ops::Deref::deref(&#var))),
+                Wire::Str => (quote!(&str), quote!(#var)),
+                Wire::ByteSlice => (
+                    quote!(&#rt::__private::serde_bytes::Bytes),
+                    quote!(::core::ops::Deref::deref(#var)),
+                ),
+                Wire::ByteVec => (quote!(#rt::__private::serde_bytes::ByteBuf), quote!(#var.into_vec())),
+            };
+            vars.push(var);
+            types.push(wire);
+            passed.push(pass);
+        }
+        let ctx_arg = method.context.map(|_| quote!(ctx,));
+        let invoke = quote!(<__T as #service>::#name(&self.inner, #ctx_arg #(#passed),*));
+        let reply = match &method.output {
+            Output::ByteVec => quote!(ctx.reply(&#rt::__private::serde_bytes::Bytes::new(&#invoke))),
+            _ => quote!(ctx.reply(&#invoke)),
+        };
+        let cfgs = cfgs(method);
+        quote! {
+            #(#cfgs)*
+            #id => {
+                let (#(#vars,)*): (#(#types,)*) = #rt::decode_args(ctx, args)?;
+                #reply
+            }
+        }
+    });
+    quote! {
+        #[doc = #doc]
+        #[derive(::core::fmt::Debug)]
+        #vis struct #server<__T> {
+            inner: __T,
+        }
+
+        impl<__T> #server<__T> {
+            /// Wraps an implementation.
+            pub fn new(inner: __T) -> Self {
+                Self { inner }
+            }
+
+            /// The implementation.
+            pub fn get_ref(&self) -> &__T {
+                &self.inner
+            }
+
+            /// Unwraps the implementation.
+            pub fn into_inner(self) -> __T {
+                self.inner
+            }
+        }
+
+        #[allow(unused_lifetimes)]
+        impl<__T: #service + ::core::marker::Send + ::core::marker::Sync + 'static> #rt::Service for #server<__T>
+        where #(#server_bounds),*
+        {
+            fn info(&self) -> #rt::ServiceInfo {
+                #client::info()
+            }
+
+            fn method_name(&self, id: u32) -> ::core::option::Option<&'static str> {
+                match id {
+                    #(#names_arms)*
+                    _ => ::core::option::Option::None,
+                }
+            }
+
+            #[allow(deprecated)]
+            fn call(
+                &self,
+                ctx: &#rt::CallContext,
+                args: &[u8],
+            ) -> ::core::result::Result<#rt::Frame, #rt::Fault> {
+                match ctx.method() {
+                    #(#call_arms)*
+                    id => ::core::result::Result::Err(#rt::Fault::new(
+                        #rt::FaultKind::UnknownMethod,
+                        ::std::format!("service `{}` has no method with id {}", #service_name, id),
+                    )),
+                }
+            }
+        }
+    }
+}
