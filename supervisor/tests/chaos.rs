@@ -17,7 +17,6 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use procwire_rpc::{Delivery, Endpoint, RpcError};
 
-use support::control::status_json;
 use support::*;
 
 /// Set in the workers' environment by the manifest.
@@ -68,23 +67,23 @@ fn children_by_state(pid: Pid) -> (Vec<i64>, Vec<i64>) {
     (running, zombies)
 }
 
-/// Waits until every worker of the pool is ready (by `status --json`, asked again each time
-/// the supervisor writes a line, as it does when a worker becomes ready).
-fn wait_all_ready(sup: &Supervisor, dir: &std::path::Path) {
-    let deadline = Instant::now() + DEADLINE * 3;
-    loop {
-        let status = status_json(dir);
-        let workers = status["pools"][0]["workers"].as_array().expect("workers").clone();
-        let ready = workers.iter().filter(|w| w["state"] == "ready").count();
-        if ready == WORKERS && workers.len() == WORKERS {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the pool is not back to {WORKERS} ready workers: {status:#}"
-        );
-        sup.wait_for_more_lines(sup.lines().len(), deadline);
-    }
+/// Waits until every worker of the pool is ready: the supervisor's last line about each one's
+/// life (started, ready, ended) says so. (Asking `status` would open a control connection, whose descriptor the supervisor
+/// closes a moment after the client has gone, and spoil the descriptor count.)
+fn wait_all_ready(sup: &Supervisor) {
+    sup.wait_until(&format!("{WORKERS} ready workers"), |seen| {
+        (0..WORKERS)
+            .all(|i| {
+                let worker = format!("calc.{i} (pid ");
+                seen.lines
+                    .iter()
+                    .rev()
+                    .filter(|l| l.text.contains(&worker))
+                    .find(|l| ["started", "is ready"].iter().any(|e| l.text.ends_with(e)) || l.text.contains(" ended "))
+                    .is_some_and(|l| l.text.ends_with("is ready"))
+            })
+            .then_some(())
+    });
 }
 
 /// A small xorshift: which worker to kill next.
@@ -120,18 +119,7 @@ limit = {{ restarts = 100000, within = "60s", start_attempts = 0 }}
             exe = exe.display()
         ),
     );
-    // The control socket is up before any worker starts.
-    sup.wait_until("every worker ready", |seen| {
-        (0..WORKERS)
-            .all(|i| {
-                let worker = format!("calc.{i} (pid ");
-                seen.lines
-                    .iter()
-                    .any(|l| l.text.contains(&worker) && l.text.ends_with("is ready"))
-            })
-            .then_some(())
-    });
-    wait_all_ready(&sup, dir.path());
+    wait_all_ready(&sup);
     let supervisor = sup.pid();
     let fds_before = descriptors(supervisor);
     let endpoints: Vec<Endpoint> = (0..WORKERS)
@@ -178,14 +166,14 @@ limit = {{ restarts = 100000, within = "60s", start_attempts = 0 }}
         }
         // The killer: a random running worker every 200 ms, for 10 s.
         let mut dice = Dice(seed);
-        let mut killed = 0;
+        let mut killed = Vec::new();
         let until = Instant::now() + CHAOS_FOR;
         while Instant::now() < until && !done.load(Ordering::SeqCst) {
             let (running, _) = children_by_state(supervisor);
             if !running.is_empty() {
                 let victim = running[dice.roll(running.len())];
                 if kill(Pid::from_raw(victim as i32), Signal::SIGKILL).is_ok() {
-                    killed += 1;
+                    killed.push(victim);
                 }
             }
             // The rhythm of the chaos, not a synchronisation: nothing waits for it.
@@ -195,12 +183,25 @@ limit = {{ restarts = 100000, within = "60s", start_attempts = 0 }}
         killed
     });
     let (answered, not_sent, unknown) = (answered.into_inner(), not_sent.into_inner(), unknown.into_inner());
-    println!("{killed} workers killed; {answered} calls answered, {not_sent} not sent, {unknown} of unknown fate");
-    assert!(killed >= 20, "the chaos killed only {killed} workers");
+    println!(
+        "{} workers killed; {answered} calls answered, {not_sent} not sent, {unknown} of unknown fate",
+        killed.len()
+    );
+    assert!(killed.len() >= 20, "the chaos killed only {} workers", killed.len());
     assert!(answered > 0, "no call was answered");
     drop(pool);
     let settled = Instant::now();
-    wait_all_ready(&sup, dir.path());
+    // Every kill has been noticed (so no restart is still to come), then all are ready.
+    sup.wait_until("every killed worker's end reported", |seen| {
+        killed
+            .iter()
+            .all(|pid| {
+                let ended = format!("(pid {pid}) ended");
+                seen.lines.iter().any(|l| l.text.contains(&ended))
+            })
+            .then_some(())
+    });
+    wait_all_ready(&sup);
     println!("back to {WORKERS} ready in {:?}", settled.elapsed());
     let (running, zombies) = children_by_state(supervisor);
     assert_eq!(running.len(), WORKERS, "the supervisor's running children: {running:?}");
