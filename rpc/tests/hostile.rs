@@ -163,6 +163,23 @@ fn an_idle_connection_is_cut_by_the_idle_timeout() -> Outcome {
     Ok(())
 }
 
+fn a_peer_that_never_says_hello_is_closed_after_the_handshake_timeout() -> Outcome {
+    let mut peer = Peer::spawn_with_limits(Kind::Tcp, "handshake_timeout_ms=500");
+    let client = good_client(&mut peer);
+    let mut silent = TcpStream::connect(peer.addr())?;
+    // Well past the 500 ms it is allowed, and short of the 10 s default, which must not be
+    // what ends it.
+    silent.set_read_timeout(Some(Duration::from_secs(8)))?;
+    let mut byte = [0; 1];
+    match silent.read(&mut byte) {
+        Ok(0) => {}
+        Ok(_) => return Err("the server said something to a peer that never said hello".into()),
+        Err(e) => return Err(format!("the silent peer was not closed within 8 s: {e}").into()),
+    }
+    still_served(&client, 1)?;
+    Ok(())
+}
+
 fn stalled_large_frames_past_the_budget_are_refused() -> Outcome {
     let mut peer = Peer::spawn_with_limits(Kind::Tcp, "frame_budget=4194304");
     let client = good_client(&mut peer);
@@ -268,6 +285,7 @@ test_main![
     a_connection_past_the_limit_is_refused_and_the_good_client_goes_on,
     a_peer_that_trickles_a_frame_is_cut_by_the_frame_timeout,
     an_idle_connection_is_cut_by_the_idle_timeout,
+    a_peer_that_never_says_hello_is_closed_after_the_handshake_timeout,
     stalled_large_frames_past_the_budget_are_refused,
     a_peer_that_pipelines_and_never_reads_loses_its_connection_after_the_write_timeout,
 ];
