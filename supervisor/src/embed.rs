@@ -45,8 +45,10 @@ pub fn role() -> Option<String> {
 /// - [`stop`](Self::stop) sends the loop a command; it signals nobody.
 /// - It collects only the processes it started, each by its pid (pidfds): the program's
 ///   own children stay the program's to wait for. It is no child subreaper: what a worker
-///   leaves behind in its process group is killed when the worker exits, and any other
-///   orphan goes to the process's own reaper, as it would without a supervisor. (If the
+///   leaves behind in its process group (and, where cgroups are writable, in its cgroup) is
+///   killed when the worker exits, and orphans go to the process's own reaper, as they would
+///   without a supervisor. It records its cgroups for no successor: what its workers started
+///   outlives a SIGKILL of the program. (If the
 ///   program itself collects any child with `waitpid(-1)`, a worker collected that way is
 ///   still restarted, with an unknown exit status.)
 /// - Workers are forked from the supervisor's own thread, and their parent-death signal is

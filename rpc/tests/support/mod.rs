@@ -269,6 +269,8 @@ fn apply_limits(mut config: ServerConfig, limits: &str) -> ServerConfig {
             "idle_timeout_ms" => config.idle_timeout(Some(Duration::from_millis(n))),
             "frame_budget" => config.frame_budget(procwire_rpc::transport::FrameBudget::new(n as usize)),
             "write_timeout_ms" => config.write_timeout(Duration::from_millis(n)),
+            "handshake_timeout_ms" => config.handshake_timeout(Duration::from_millis(n)),
+            "max_calls" => config.max_calls_per_connection(n as usize),
             other => panic!("unknown limit {other}"),
         };
     }
@@ -588,7 +590,7 @@ impl Peer {
 
     /// Starts a conformance server with limits set by `limits`: `name=value` pairs,
     /// `,`-separated (`max_connections`, `frame_timeout_ms`, `idle_timeout_ms`,
-    /// `frame_budget`, `write_timeout_ms`).
+    /// `frame_budget`, `write_timeout_ms`, `handshake_timeout_ms`, `max_calls`).
     #[allow(dead_code)] // used by tests/hostile.rs, not by the conformance suite
     pub fn spawn_with_limits(kind: Kind, limits: &str) -> Peer {
         Self::spawn_with(kind, &[(LIMITS_ENV, limits.to_owned())])

@@ -52,6 +52,8 @@ pub(crate) enum Containment {
         /// The file recording `tree`'s path for a successor, if this supervisor has a name
         /// lock.
         record: Option<PathBuf>,
+        /// Predecessors' subtrees that could not be ended, kept in the record.
+        left: Vec<PathBuf>,
     },
     /// Process groups (and the subreaper where the supervisor is one); why not cgroups was
     /// said when it was set up.
@@ -71,31 +73,50 @@ fn record_path(runtime: &Path, name: &str) -> PathBuf {
     runtime.join(format!("{name}.cgroup"))
 }
 
-/// Ends what a predecessor of `name` left in the subtree its record names. Only a cgroup
-/// directory named as this supervisor names its subtrees is touched, whatever the record says.
-fn end_predecessor(record: &Path, name: &str, notes: &mut Vec<String>) {
+/// Ends what predecessors of `name` left in the subtrees the record names, one a line. Only
+/// cgroup directories named as this supervisor names its subtrees are touched, whatever the
+/// record says. Returns the subtrees that could not be ended, to be kept in the record.
+fn end_predecessors(record: &Path, name: &str, notes: &mut Vec<String>) -> Vec<PathBuf> {
     let Ok(text) = std::fs::read_to_string(record) else {
-        return;
+        return Vec::new();
     };
-    let dir = PathBuf::from(text.trim());
-    let ours = dir
-        .file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.starts_with(&format!("procwire-{name}-")));
-    if ours && dir.is_dir() && cgroup::is_cgroup2(&dir) {
+    let mut left = Vec::new();
+    for dir in text.lines().map(str::trim).filter(|l| !l.is_empty()).map(PathBuf::from) {
+        let ours = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(&format!("procwire-{name}-")));
+        if !(ours && dir.is_dir() && cgroup::is_cgroup2(&dir)) {
+            continue;
+        }
         match Cgroup::at(dir.clone()).end(Instant::now() + END_WITHIN) {
             Ok(0) => {}
             Ok(n) => notes.push(format!(
                 "ended {n} process(es) a previous supervisor of this name left running in {}",
                 dir.display()
             )),
-            Err(e) => notes.push(format!(
-                "cannot end what a previous supervisor left in {}: {e}",
-                dir.display()
-            )),
+            Err(e) => {
+                notes.push(format!(
+                    "cannot end what a previous supervisor left in {} (kept for the next start): {e}",
+                    dir.display()
+                ));
+                left.push(dir);
+            }
         }
     }
-    let _ = std::fs::remove_file(record);
+    left
+}
+
+/// Writes `dirs` into the record, one a line; no dirs, no record.
+fn write_record(record: &Path, dirs: &[&Path]) -> std::io::Result<()> {
+    if dirs.is_empty() {
+        return match std::fs::remove_file(record) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        };
+    }
+    let text: String = dirs.iter().map(|d| format!("{}\n", d.display())).collect();
+    std::fs::write(record, text)
 }
 
 impl Containment {
@@ -105,10 +126,15 @@ impl Containment {
     pub(crate) fn set_up(name: &str, runtime: Option<&Path>, subreaper: bool) -> SetUp {
         let mut notes = Vec::new();
         let record = runtime.map(|dir| record_path(dir, name));
+        let left = match &record {
+            Some(record) => end_predecessors(record, name, &mut notes),
+            None => Vec::new(),
+        };
         if let Some(record) = &record {
-            end_predecessor(record, name, &mut notes);
+            let left: Vec<&Path> = left.iter().map(PathBuf::as_path).collect();
+            let _ = write_record(record, &left);
         }
-        let containment = match Containment::cgroups(name, record) {
+        let containment = match Containment::cgroups(name, record, left) {
             Ok(containment) => containment,
             Err(why) => {
                 let reaped = if subreaper {
@@ -127,7 +153,8 @@ impl Containment {
         SetUp { containment, notes }
     }
 
-    fn cgroups(name: &str, record: Option<PathBuf>) -> Result<Containment, String> {
+    /// `left`: the predecessors' subtrees that stay in the record.
+    fn cgroups(name: &str, record: Option<PathBuf>, left: Vec<PathBuf>) -> Result<Containment, String> {
         if std::env::var(CGROUP_ENV).is_ok_and(|v| v == "off") {
             return Err(format!("{CGROUP_ENV}=off"));
         }
@@ -146,7 +173,8 @@ impl Containment {
             ));
         }
         if let Some(record) = &record {
-            if let Err(e) = std::fs::write(record, format!("{}\n", dir.display())) {
+            let all: Vec<&Path> = left.iter().map(PathBuf::as_path).chain([dir.as_path()]).collect();
+            if let Err(e) = write_record(record, &all) {
                 let _ = tree.remove();
                 return Err(format!("cannot record the cgroup in {}: {e}", record.display()));
             }
@@ -157,6 +185,7 @@ impl Containment {
             retired: Vec::new(),
             made: 0,
             record,
+            left,
         })
     }
 
@@ -226,14 +255,36 @@ impl Containment {
 
 impl Drop for Containment {
     fn drop(&mut self) {
-        if let Containment::Cgroups { tree, record, .. } = self {
+        if let Containment::Cgroups { tree, record, left, .. } = self {
             // Whatever ended the supervisor, nothing it started outlives it; a subtree that
             // will not empty stays recorded for the next start.
             if tree.end(Instant::now() + END_WITHIN).is_ok() {
                 if let Some(record) = record {
-                    let _ = std::fs::remove_file(record);
+                    let left: Vec<&Path> = left.iter().map(PathBuf::as_path).collect();
+                    let _ = write_record(record, &left);
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_naming_what_is_not_this_supervisors_cgroup_touches_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        // Named like a subtree of ours, but an ordinary directory; and one not named so.
+        let lookalike = dir.path().join("procwire-n-1-0");
+        std::fs::create_dir(&lookalike).unwrap();
+        let record = record_path(dir.path(), "n");
+        std::fs::write(&record, format!("{}\n/tmp\n\n", lookalike.display())).unwrap();
+        let mut notes = Vec::new();
+        assert_eq!(end_predecessors(&record, "n", &mut notes), Vec::<PathBuf>::new());
+        assert!(notes.is_empty(), "{notes:?}");
+        assert!(lookalike.is_dir(), "a directory that is no cgroup is left alone");
+        write_record(&record, &[]).unwrap();
+        assert!(!record.exists(), "no subtrees, no record");
     }
 }

@@ -382,7 +382,8 @@ impl Drop for Supervisor {
             return;
         }
         // Each worker leads a process group, and what a worker started there outlives a
-        // SIGKILLed supervisor (a known limitation): those groups go too.
+        // SIGKILLed supervisor until the next start of its name (which these tests do not
+        // make): those groups go too, and so does its cgroup subtree.
         let groups: Vec<i64> = children(self.pid())
             .unwrap_or_default()
             .into_iter()
