@@ -1,7 +1,7 @@
 //! Starting one worker process: argv, environment, working directory, descriptors, process
 //! group, parent-death signal, resource limits, user and groups, `no_new_privs`, umask, and
 //! the listening sockets of its pool by the socket-activation protocol; worked out here,
-//! carried out in the child by [`vfork`].
+//! carried out in the child by `run::vfork`.
 
 use std::ffi::{CString, OsString};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
