@@ -542,17 +542,38 @@ fn a_pool_over_another_transport_survives_a_killed_worker(
     let pool = CalcPool::new(endpoints.clone());
     let before = pids(&endpoints);
     assert_eq!(before.iter().collect::<BTreeSet<_>>().len(), 4);
+    let killed = endpoints[1].to_string();
+    let lost = AtomicUsize::new(0);
     std::thread::scope(|s| {
         for t in 0..4i64 {
-            let pool = &pool;
+            let (pool, killed, lost) = (&pool, &killed, &lost);
             s.spawn(move || {
                 for i in 0..500i64 {
-                    assert_eq!(pool.add(t, i).expect("an idempotent call"), t + i);
+                    match pool.add(t, i) {
+                        Ok(sum) => assert_eq!(sum, t + i),
+                        // `add` is not idempotent: the call that was on the killed worker
+                        // says so, and is not retried. Any other failure is a bug.
+                        Err(RpcError::Disconnected {
+                            peer,
+                            delivery: Delivery::Unknown,
+                            ending: Ending::Died,
+                            ..
+                        }) if peer == *killed => {
+                            lost.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => panic!("call {t}+{i}: {e}"),
+                    }
                 }
             });
         }
         kill(Pid::from_raw(before[1] as i32), Signal::SIGKILL).expect("kill a worker");
     });
+    // At most the one call each thread had on the killed worker when it died.
+    assert!(
+        lost.load(Ordering::Relaxed) <= 4,
+        "{} calls lost",
+        lost.load(Ordering::Relaxed)
+    );
     // The supervisor restarts it on the same socket; the pool reaches it again.
     let deadline = Instant::now() + Duration::from_secs(30);
     while pids(&endpoints)[1] == before[1] {
