@@ -161,8 +161,9 @@ command = ["sh", "-c", 'echo "pid $$"; exec sleep 1000']
     }
     assert!(screen.contains("last lines of web.0"), "{screen}");
 
-    // Down selects web.1: its lines are shown; `r` restarts it.
-    tmux.keys("Down");
+    // `j` (as Down) selects web.1: its lines are shown; `r` restarts it. (`j` rather than the
+    // arrow: tmux may hand an arrow's escape sequence over in pieces.)
+    tmux.keys("j");
     tmux.wait_for("web.1's lines", |s| {
         s.contains("web.1 | hello from web.1").then_some(())
     });

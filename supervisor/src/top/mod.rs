@@ -5,7 +5,7 @@
 //! `status` and a `logs` call, each key a command.
 //!
 //! Keys: `↑`/`↓` (or `k`/`j`) select a worker, `r` restarts it, `s` stops it, `a` starts
-//! it, `+`/`-` scale its pool by one, `q` (or Esc, or Ctrl-C) quits.
+//! it, `+`/`-` scale its pool by one, `q` (or Ctrl-C) quits.
 
 mod usage;
 mod view;
@@ -105,7 +105,8 @@ pub fn run(client: &ControlClient) -> Result<(), TopError> {
 fn on_key(client: &ControlClient, app: &mut App, key: KeyEvent) -> bool {
     let selected = app.selected.clone();
     let outcome = match (key.code, selected) {
-        (KeyCode::Char('q') | KeyCode::Esc, _) => return false,
+        // Not Esc: an arrow key's escape sequence read in two parts would begin with one.
+        (KeyCode::Char('q'), _) => return false,
         (KeyCode::Char('c'), _) if key.modifiers.contains(KeyModifiers::CONTROL) => return false,
         (KeyCode::Down | KeyCode::Char('j'), _) => {
             app.select(1);
