@@ -336,25 +336,14 @@ fn print_line(line: &str) -> bool {
     writeln!(out, "{line}").and_then(|()| out.flush()).is_ok()
 }
 
-/// Whether a follower's call failed only because the supervisor stopped gracefully (between
-/// two of its calls): the stream has ended, as it does when the last call says so.
-fn stopped(result: &procwire_rpc::CallError<ControlError>) -> bool {
-    matches!(
-        result,
-        procwire_rpc::CallError::Rpc(procwire_rpc::RpcError::Disconnected {
-            ending: procwire_rpc::Ending::Stopped,
-            ..
-        })
-    )
-}
-
 /// The next batch of a follower; `None` once the supervisor has ended (said on stderr).
 fn next_batch<T>(
     call: impl FnOnce() -> Result<Batch<T>, procwire_rpc::CallError<ControlError>>,
 ) -> Result<Option<Batch<T>>, VerbError> {
     match call() {
         Ok(batch) => Ok(Some(batch)),
-        Err(e) if stopped(&e) => {
+        // Between two calls: the stream has ended, as when the last call says so.
+        Err(e) if client::stopped(&e) => {
             eprintln!("procwire: the supervisor has ended");
             Ok(None)
         }

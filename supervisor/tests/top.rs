@@ -34,14 +34,28 @@ impl Tmux {
             .expect("run tmux")
     }
 
-    /// Starts `command` in a detached 140x40 terminal, kept on screen when it ends.
+    /// Starts `command` in a detached 140x40 terminal, in a shell that says how it ended.
     fn start(name: &str, command: &[&str]) -> Tmux {
         let tmux = Tmux {
             socket: format!("procwire-{name}-{}", std::process::id()),
         };
-        let mut args = vec!["new-session", "-d", "-x", "140", "-y", "40", "-s", "top", "--"];
+        let shell = r#""$@"; echo "[exited $?]"; exec sleep 1000"#;
+        let mut args = vec![
+            "new-session",
+            "-d",
+            "-x",
+            "140",
+            "-y",
+            "40",
+            "-s",
+            "top",
+            "--",
+            "sh",
+            "-c",
+            shell,
+            "sh",
+        ];
         args.extend_from_slice(command);
-        args.extend_from_slice(&[";", "set-option", "-t", "top", "remain-on-exit", "on"]);
         let output = tmux.run(&args);
         assert!(output.status.success(), "tmux new-session: {output:?}");
         tmux
@@ -79,12 +93,12 @@ impl Tmux {
         })
     }
 
-    /// The pane's command ended: its exit status.
+    /// The command ended: its exit status, as the shell around it says. (tmux may drop a
+    /// dead pane's last output, and learn its status late: the shell stays.)
     fn wait_exit(&self) -> i32 {
-        self.wait_for("top to end", |_| {
-            let out = self.run(&["display-message", "-p", "-t", "top", "#{pane_dead} #{pane_dead_status}"]);
-            let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-            text.strip_prefix("1 ").and_then(|code| code.parse().ok())
+        self.wait_for("the command to end", |screen| {
+            let line = screen.lines().find(|l| l.starts_with("[exited "))?;
+            line["[exited ".len()..].trim_end_matches(']').parse().ok()
         })
     }
 }
@@ -93,6 +107,25 @@ impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = self.run(&["kill-server"]);
     }
+}
+
+/// `procwire top` of the supervisor `name` whose manifest and runtime directory are `dir`.
+fn top_in_tmux(dir: &std::path::Path, name: &str) -> Tmux {
+    let manifest = dir.join(format!("{name}.toml"));
+    let runtime = format!("XDG_RUNTIME_DIR={}", dir.display());
+    Tmux::start(
+        name,
+        &[
+            "env",
+            "-u",
+            "PROCWIRE_CONTROL",
+            &runtime,
+            env!("CARGO_BIN_EXE_procwire"),
+            "top",
+            "--file",
+            manifest.to_str().expect("a UTF-8 path"),
+        ],
+    )
 }
 
 /// The table's row of worker `name` on `screen`, if it has one.
@@ -133,21 +166,7 @@ command = ["sh", "-c", 'echo "pid $$"; exec sleep 1000']
     let web0 = printed_pid(&sup, "web.0", 1);
     let web1 = printed_pid(&sup, "web.1", 1);
     printed_pid(&sup, "db.0", 1);
-    let manifest = dir.path().join("topview.toml");
-    let runtime = format!("XDG_RUNTIME_DIR={}", dir.path().display());
-    let tmux = Tmux::start(
-        "top",
-        &[
-            "env",
-            "-u",
-            "PROCWIRE_CONTROL",
-            &runtime,
-            env!("CARGO_BIN_EXE_procwire"),
-            "top",
-            "--file",
-            manifest.to_str().unwrap(),
-        ],
-    );
+    let tmux = top_in_tmux(dir.path(), "topview");
 
     // Every worker with its pid, state and memory; the first one selected, its lines below.
     let web0_row = tmux.wait_row("web.0", |r| r.contains(&web0.to_string()) && r.contains("ready"));
@@ -200,4 +219,26 @@ command = ["sh", "-c", 'echo "pid $$"; exec sleep 1000']
 
     tmux.keys("q");
     assert_eq!(tmux.wait_exit(), 0, "top quits cleanly on q:\n{}", tmux.screen());
+}
+
+#[test]
+fn top_ends_cleanly_when_the_supervisor_does() {
+    if !Tmux::available() {
+        println!("skipped: needs tmux, to run `procwire top` in a real terminal");
+        return;
+    }
+    let dir = temp_dir();
+    let mut sup = Supervisor::start(
+        dir.path(),
+        "topdown",
+        "[pool.web]\ncommand = [\"sh\", \"-c\", 'echo \"pid $$\"; exec sleep 1000']\n",
+    );
+    let pid = printed_pid(&sup, "web.0", 1);
+    let tmux = top_in_tmux(dir.path(), "topdown");
+    tmux.wait_row("web.0", |r| r.contains(&pid.to_string()));
+    ok(dir.path(), &["down"]);
+    sup.expect_exit(0);
+    assert_eq!(tmux.wait_exit(), 0, "top ends with its supervisor:\n{}", tmux.screen());
+    let screen = tmux.screen();
+    assert!(screen.contains("procwire: the supervisor has ended"), "{screen}");
 }

@@ -145,6 +145,18 @@ pub fn connect(path: &Path) -> Result<ControlClient, ClientError> {
     })
 }
 
+/// Whether a call failed only because the supervisor stopped gracefully (between two calls
+/// of a follower, say): for a verb that runs until the supervisor ends, the end.
+pub fn stopped(error: &procwire_rpc::CallError<super::ControlError>) -> bool {
+    matches!(
+        error,
+        procwire_rpc::CallError::Rpc(procwire_rpc::RpcError::Disconnected {
+            ending: procwire_rpc::Ending::Stopped,
+            ..
+        })
+    )
+}
+
 /// `procwire status` as a table: a line per pool, then one per worker.
 pub fn render(status: &Status) -> String {
     let mut out = format!(

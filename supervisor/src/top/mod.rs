@@ -81,23 +81,34 @@ impl App {
     }
 }
 
-/// Runs the view on this terminal until the user quits or the supervisor ends.
+/// Runs the view on this terminal until the user quits or the supervisor ends (which it
+/// says on stderr, once the terminal is back as it was).
 pub fn run(client: &ControlClient) -> Result<(), TopError> {
     let mut app = App::default();
     let mut sampler = Sampler::default();
     refresh(client, &mut app, &mut sampler)?;
     app.select(0);
-    let mut terminal = Screen::enter()?;
+    let shown = show(client, &mut app, &mut sampler, &mut Screen::enter()?);
+    match shown {
+        Err(TopError::Call(e)) if crate::control::client::stopped(&e) => {
+            eprintln!("procwire: the supervisor has ended");
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+fn show(client: &ControlClient, app: &mut App, sampler: &mut Sampler, terminal: &mut Screen) -> Result<(), TopError> {
     loop {
-        terminal.draw(&app)?;
+        terminal.draw(app)?;
         if event::poll(REFRESH).map_err(TopError::Terminal)? {
             if let Event::Key(key) = event::read().map_err(TopError::Terminal)? {
-                if key.kind == KeyEventKind::Press && !on_key(client, &mut app, key) {
+                if key.kind == KeyEventKind::Press && !on_key(client, app, key) {
                     return Ok(());
                 }
             }
         }
-        refresh(client, &mut app, &mut sampler)?;
+        refresh(client, app, sampler)?;
     }
 }
 
