@@ -136,6 +136,16 @@ fn row<'a>(screen: &'a str, name: &str) -> Option<&'a str> {
         .find(|l| l.trim_start_matches(['│', '>', ' ']).starts_with(&cell))
 }
 
+/// `0.0`, `12.5`: one decimal.
+fn is_cpu_share(cell: &str) -> bool {
+    cell.split_once('.').is_some_and(|(whole, tenth)| {
+        !whole.is_empty()
+            && whole.chars().all(|c| c.is_ascii_digit())
+            && tenth.len() == 1
+            && tenth.chars().all(|c| c.is_ascii_digit())
+    })
+}
+
 fn has_memory_figure(row: &str) -> bool {
     row.split_whitespace().any(|cell| {
         cell.len() > 1
@@ -172,6 +182,9 @@ command = ["sh", "-c", 'echo "pid $$"; exec sleep 1000']
     let web0_row = tmux.wait_row("web.0", |r| r.contains(&web0.to_string()) && r.contains("ready"));
     assert!(has_memory_figure(&web0_row), "a memory figure in {web0_row:?}");
     tmux.wait_row("db.0", |r| r.contains("ready"));
+    // From the second sample on, a CPU share (`0.0` for a sleeping worker) beside the memory.
+    let cpu = tmux.wait_row("web.0", |r| r.split_whitespace().any(is_cpu_share));
+    assert!(has_memory_figure(&cpu), "{cpu}");
     let screen = tmux.wait_for("web.0's lines", |s| {
         s.contains("web.0 | hello from web.0").then(|| s.to_owned())
     });
