@@ -15,6 +15,7 @@ mod embed;
 pub mod manifest;
 pub mod policy;
 pub mod run;
+pub mod top;
 
 pub use embed::{role, Supervisor, ROLE_ENV};
 

@@ -15,7 +15,7 @@ use procwire_supervisor::manifest::{Condition, Host, Manifest, Pool, Ready};
     version = procwire_supervisor::VERSION,
     after_help = "\
 Exit codes of the verbs that talk to a running supervisor (status, stop, start, restart,
-signal, logs, events, scale, reload, down):
+signal, logs, events, scale, reload, top, down):
   0  done
   1  the supervisor refused or failed the command (no such pool, shutting down, ...)
   2  bad usage, or a manifest that does not load
@@ -167,6 +167,13 @@ enum Command {
         #[command(flatten)]
         connect: Connect,
     },
+    /// A live view of the pools and workers (state, pid, uptime, restarts, CPU, memory, last
+    /// exit) and the selected worker's last lines. Keys: up/down (or k/j) select a worker,
+    /// r restart it, s stop it, a start it, + and - scale its pool by one, q quit.
+    Top {
+        #[command(flatten)]
+        connect: Connect,
+    },
     /// Print a shell completion script: `procwire completions bash > /etc/bash_completion.d/procwire`.
     Completions {
         /// The shell.
@@ -249,6 +256,12 @@ fn main() -> ExitCode {
         Command::Events { json, connect } => verb(&connect, |c| follow_events(c, json)),
         Command::Scale { pool, workers, connect } => verb(&connect, |c| lines(c.scale(pool.clone(), workers)?)),
         Command::Reload { dry_run, connect } => verb(&connect, |c| lines(c.reload(dry_run)?)),
+        Command::Top { connect } => verb(&connect, |c| {
+            procwire_supervisor::top::run(c).map_err(|e| match e {
+                procwire_supervisor::top::TopError::Call(e) => e.into(),
+                e => VerbError::Other(e.to_string()),
+            })
+        }),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "procwire", &mut std::io::stdout());
             ExitCode::SUCCESS
@@ -323,25 +336,14 @@ fn print_line(line: &str) -> bool {
     writeln!(out, "{line}").and_then(|()| out.flush()).is_ok()
 }
 
-/// Whether a follower's call failed only because the supervisor stopped gracefully (between
-/// two of its calls): the stream has ended, as it does when the last call says so.
-fn stopped(result: &procwire_rpc::CallError<ControlError>) -> bool {
-    matches!(
-        result,
-        procwire_rpc::CallError::Rpc(procwire_rpc::RpcError::Disconnected {
-            ending: procwire_rpc::Ending::Stopped,
-            ..
-        })
-    )
-}
-
 /// The next batch of a follower; `None` once the supervisor has ended (said on stderr).
 fn next_batch<T>(
     call: impl FnOnce() -> Result<Batch<T>, procwire_rpc::CallError<ControlError>>,
 ) -> Result<Option<Batch<T>>, VerbError> {
     match call() {
         Ok(batch) => Ok(Some(batch)),
-        Err(e) if stopped(&e) => {
+        // Between two calls: the stream has ended, as when the last call says so.
+        Err(e) if client::stopped(&e) => {
             eprintln!("procwire: the supervisor has ended");
             Ok(None)
         }

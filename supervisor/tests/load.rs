@@ -260,10 +260,10 @@ fn scaling_up_and_down_under_load_keeps_the_other_workers_and_fails_no_call() ->
 fn a_following_pool_client_calls_the_workers_the_pool_has(
     dir: &Path,
     control: &Path,
-    follow: impl FnOnce(&procwire_rpc::pool::Pool),
-) {
+    follow: impl FnOnce(&procwire_rpc::pool::Pool) -> std::thread::JoinHandle<()>,
+) -> std::thread::JoinHandle<()> {
     let pool = CalcPool::new(Vec::<String>::new());
-    follow(pool.pool());
+    let follower = follow(pool.pool());
     assert_eq!(pool.pool().len(), 2, "the pool's endpoints are set at once");
     let scale = |n: &str| {
         ok(dir, &["scale", "calc", n, "--control", control.to_str().unwrap()]);
@@ -299,6 +299,20 @@ fn a_following_pool_client_calls_the_workers_the_pool_has(
     });
     let failures = calls.failures();
     assert!(failures.is_empty(), "{} calls failed: {failures:#?}", failures.len());
+    follower
+}
+
+/// Waits, with a deadline, for the follower's thread to end (with its supervisor).
+fn ended(follower: std::thread::JoinHandle<()>) {
+    let (done, joined) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(follower.join().is_ok());
+    });
+    assert_eq!(
+        joined.recv_timeout(Duration::from_secs(30)),
+        Ok(true),
+        "the follower ends with the supervisor"
+    );
 }
 
 fn a_pool_client_following_over_the_control_socket_calls_new_workers_after_scale_and_not_removed_ones(
@@ -309,9 +323,13 @@ fn a_pool_client_following_over_the_control_socket_calls_new_workers_after_scale
     wait_ready(&sup, "calc.0", 1);
     wait_ready(&sup, "calc.1", 1);
     let control = dir.path().join("procwire/following.sock");
-    a_following_pool_client_calls_the_workers_the_pool_has(dir.path(), &control, |pool| {
-        procwire_supervisor::control::follow::follow_pool(&control, "calc", pool).expect("follow the pool");
+    let follower = a_following_pool_client_calls_the_workers_the_pool_has(dir.path(), &control, |pool| {
+        procwire_supervisor::control::follow::follow_pool(&control, "calc", pool).expect("follow the pool")
     });
+    ok(dir.path(), &["down"]);
+    ended(follower);
+    let mut sup = sup;
+    sup.expect_exit(0);
     Ok(())
 }
 
@@ -329,8 +347,8 @@ fn an_embedded_supervisors_pool_client_follows_the_pool_it_scales() -> Result<()
     let control = dir.path().join("ctl.sock");
     let supervisor =
         procwire_supervisor::Supervisor::start_with_control(Manifest::new("embedded-follow").pool(calc), &control)?;
-    a_following_pool_client_calls_the_workers_the_pool_has(dir.path(), &control, |pool| {
-        supervisor.follow("calc", pool).expect("follow the pool");
+    let follower = a_following_pool_client_calls_the_workers_the_pool_has(dir.path(), &control, |pool| {
+        supervisor.follow("calc", pool).expect("follow the pool")
     });
     assert_eq!(
         supervisor.endpoints("calc").len(),
@@ -338,6 +356,7 @@ fn an_embedded_supervisors_pool_client_follows_the_pool_it_scales() -> Result<()
         "the endpoints of the workers there are"
     );
     assert_eq!(supervisor.stop()?, 0);
+    ended(follower);
     Ok(())
 }
 

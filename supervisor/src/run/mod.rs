@@ -250,6 +250,8 @@ pub fn run(manifest: Manifest, options: Options) -> Result<i32, RunError> {
     }
     runner.feed(Event::Begin);
     let code = runner.run();
+    // Followers (of the control socket, or in process) get what is left, then the end.
+    runner.observed.feeds.end();
     if let Some(control) = control {
         control.finish(code);
     }
