@@ -1,11 +1,12 @@
 //! procwire's RPC layer: wire format, transports, a multiplexed client and a concurrent
 //! server.
 //!
-//! - [`transport`]: frames over Unix sockets, TCP, anonymous pipes, named FIFOs and shared
-//!   memory rings, each with blocking, deadline-bound and non-blocking operations ([`Wait`]).
+//! - [`transport`]: frames over Unix sockets, TCP, anonymous pipes, named FIFOs, shared
+//!   memory rings and POSIX message queues, each with blocking, deadline-bound and
+//!   non-blocking operations ([`Wait`]); [`transport::mq::Queue`], the kernel's mailbox.
 //! - [`protocol`]: the frame layout, the envelope, the handshake.
-//! - [`Endpoint`]: `unix:PATH`, `tcp:HOST:PORT` or `shm:PATH`, parsed, printed, connected
-//!   and bound.
+//! - [`Endpoint`]: `unix:PATH`, `tcp:HOST:PORT`, `shm:PATH`, `mq:PATH` or
+//!   `tcp+noise:HOST:PORT`, parsed, printed, connected and bound.
 //! - [`shm`]: shared memory regions and the synchronisation primitives that live in them.
 //! - [`Client`]: one connection shared by many threads; calls are multiplexed by request id.
 //! - [`pool::Pool`]: a client for a pool of workers, one endpoint each.
