@@ -26,6 +26,7 @@ pub fn service(args: TokenStream, item: &ItemTrait) -> TokenStream {
     let starter = starter(&rt, &names, &model);
     let server = server(&rt, &names, &model);
     let pool = pool(&rt, &names, &model);
+    let datagrams = crate::datagram::datagrams(&rt, &names, &model);
     let checks = type_checks(&rt, &model);
     quote! {
         #trait_item
@@ -33,15 +34,16 @@ pub fn service(args: TokenStream, item: &ItemTrait) -> TokenStream {
         #starter
         #server
         #pool
+        #datagrams
         #checks
     }
 }
 
 /// Names of the generated items.
-struct Names {
-    vis: syn::Visibility,
-    service: Ident,
-    client: Ident,
+pub(crate) struct Names {
+    pub(crate) vis: syn::Visibility,
+    pub(crate) service: Ident,
+    pub(crate) client: Ident,
     starter: Ident,
     server: Ident,
     service_name: String,
@@ -171,7 +173,7 @@ fn trait_item(item: &ItemTrait) -> TokenStream {
 
 /// The method's attributes that the generated client methods carry too: docs, lint levels,
 /// `deprecated`, and conditional compilation.
-fn docs<'a>(method: &Method<'a>) -> Vec<&'a syn::Attribute> {
+pub(crate) fn docs<'a>(method: &Method<'a>) -> Vec<&'a syn::Attribute> {
     const CARRIED: &[&str] = &[
         "doc",
         "cfg",
@@ -197,7 +199,7 @@ fn cfgs<'a>(method: &Method<'a>) -> Vec<&'a syn::Attribute> {
 
 /// The client's parameters, and the tuple expression that carries them. `by_ref` borrows
 /// the arguments, so that the tuple can be sent more than once (a pool client's retry).
-fn client_args(rt: &TokenStream, method: &Method<'_>, by_ref: bool) -> (Vec<TokenStream>, TokenStream) {
+pub(crate) fn client_args(rt: &TokenStream, method: &Method<'_>, by_ref: bool) -> (Vec<TokenStream>, TokenStream) {
     let mut params = Vec::new();
     let mut values = Vec::new();
     for arg in &method.args {
@@ -246,7 +248,7 @@ fn reply_type(rt: &TokenStream, output: &Output<'_>) -> TokenStream {
     }
 }
 
-fn method_const(rt: &TokenStream, method: &Method<'_>) -> TokenStream {
+pub(crate) fn method_const(rt: &TokenStream, method: &Method<'_>) -> TokenStream {
     let id = method_id(&method.name.to_string());
     let name = method.name.to_string();
     quote!(const METHOD: #rt::Method = #rt::Method::new(#id, #name);)
@@ -723,7 +725,7 @@ fn pool(rt: &TokenStream, names: &Names, model: &Service<'_>) -> TokenStream {
 /// the user's type. Higher-ranked, so that a type missing the derive does not make the
 /// definition itself an error: the spanned checks in `type_checks` report it once, at the
 /// type, instead of every generated call reporting it at the attribute.
-fn wire_bounds(rt: &TokenStream, method: &Method<'_>) -> Vec<TokenStream> {
+pub(crate) fn wire_bounds(rt: &TokenStream, method: &Method<'_>) -> Vec<TokenStream> {
     wire_types(method)
         .into_iter()
         .map(|ty| {

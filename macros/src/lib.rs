@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 
 mod ast;
+mod datagram;
 mod expand;
 mod valid;
 
@@ -79,7 +80,12 @@ use proc_macro::TokenStream;
 ///   not run (never sent, or refused unread by a worker that was stopping:
 ///   `RpcError::is_safe_to_retry`) is sent to another worker, whatever the method.
 /// - `CalcServer<T: Calc>`: a `Service` to hand to `procwire_rpc::Server` (or to
-///   `procwire_workers::Worker::serve`).
+///   `procwire_workers::Worker::serve`), or to `procwire_rpc::datagram::serve` for the
+///   one-way methods sent as datagrams.
+/// - `CalcDatagrams`, if the trait has `#[procwire(oneway)]` methods: `unix(path)` or
+///   `udp(addr)`, then one method per one-way method, each call sent as one datagram (Unix
+///   datagram socket or UDP; best effort, see `procwire_rpc::datagram`), returning
+///   `Result<(), DatagramError>`.
 ///
 /// # Methods
 ///

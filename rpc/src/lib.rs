@@ -8,6 +8,7 @@
 //! - [`Endpoint`]: `unix:PATH`, `tcp:HOST:PORT`, `shm:PATH`, `mq:PATH` or
 //!   `tcp+noise:HOST:PORT`, parsed, printed, connected and bound.
 //! - [`shm`]: shared memory regions and the synchronisation primitives that live in them.
+//! - [`datagram`]: one-way calls as Unix or UDP datagrams, best effort, no connection.
 //! - [`Client`]: one connection shared by many threads; calls are multiplexed by request id.
 //! - [`pool::Pool`]: a client for a pool of workers, one endpoint each.
 //! - [`Server`]: serves a [`Service`] on a listener or a single connection.
@@ -66,6 +67,7 @@
 
 mod buffers;
 mod client;
+pub mod datagram;
 mod endpoint;
 mod error;
 mod outbox;
