@@ -26,6 +26,7 @@ pub fn service(args: TokenStream, item: &ItemTrait) -> TokenStream {
     let starter = starter(&rt, &names, &model);
     let server = server(&rt, &names, &model);
     let pool = pool(&rt, &names, &model);
+    let all = crate::all::all(&rt, &names, &model);
     let datagrams = crate::datagram::datagrams(&rt, &names, &model);
     let checks = type_checks(&rt, &model);
     quote! {
@@ -34,6 +35,7 @@ pub fn service(args: TokenStream, item: &ItemTrait) -> TokenStream {
         #starter
         #server
         #pool
+        #all
         #datagrams
         #checks
     }
@@ -239,7 +241,7 @@ fn typed_reply(
 }
 
 /// The type the reply travels as.
-fn reply_type(rt: &TokenStream, output: &Output<'_>) -> TokenStream {
+pub(crate) fn reply_type(rt: &TokenStream, output: &Output<'_>) -> TokenStream {
     match output {
         Output::Unit => quote!(()),
         Output::Value(ty) => quote!(#ty),
