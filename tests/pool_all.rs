@@ -123,6 +123,7 @@ fn a_worker_dying_in_the_call_is_reported_dead_and_a_stopped_one_silent_at_the_d
     // Worker 2 stopped: it takes the call and says nothing until the deadline; the others
     // answer, and worker 1 (dead, its restart 5 s away) is reported unreachable.
     kill(Pid::from_raw(pids[2] as i32), Signal::SIGSTOP)?;
+    wait_stopped(pids[2]);
     let replies = pool.with_timeout(Duration::from_millis(500)).all().whoami();
     kill(Pid::from_raw(pids[2] as i32), Signal::SIGCONT)?;
     for reply in replies {
@@ -137,6 +138,28 @@ fn a_worker_dying_in_the_call_is_reported_dead_and_a_stopped_one_silent_at_the_d
     drop(pool);
     assert_eq!(supervisor.stop()?, 0);
     Ok(())
+}
+
+/// Waits until every thread of `pid` is stopped: kill(2) only queues the signal.
+fn wait_stopped(pid: u32) {
+    let stopped = || {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|tasks| {
+                tasks.flatten().all(|task| {
+                    let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+                    // The state follows the command name, which ends at the last ')'.
+                    stat.rfind(')')
+                        .and_then(|at| stat[at + 1..].trim_start().chars().next())
+                        == Some('T')
+                })
+            })
+            .unwrap_or(false)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !stopped() {
+        assert!(std::time::Instant::now() < deadline, "worker {pid} did not stop");
+        std::thread::yield_now();
+    }
 }
 
 fn main() {
