@@ -9,6 +9,8 @@
 //!   `tcp+noise:HOST:PORT`, parsed, printed, connected and bound.
 //! - [`shm`]: shared memory regions and the synchronisation primitives that live in them.
 //! - [`datagram`]: one-way calls as Unix or UDP datagrams, best effort, no connection.
+//! - [`topic`]: publish/subscribe: one publisher, many subscribers, bounded queues with an
+//!   overflow policy, sequence numbers so a gap is reported, the last value for late joiners.
 //! - [`Client`]: one connection shared by many threads; calls are multiplexed by request id.
 //! - [`pool::Pool`]: a client for a pool of workers, one endpoint each.
 //! - [`Server`]: serves a [`Service`] on a listener or a single connection.
@@ -77,6 +79,7 @@ mod server;
 mod service;
 pub mod shm;
 mod sys;
+pub mod topic;
 pub mod transport;
 mod typed;
 mod wait;
