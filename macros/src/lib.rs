@@ -6,7 +6,9 @@
 //! attribute's documentation (re-exported as `procwire::service`) for what it generates.
 #![deny(missing_docs)]
 
+mod all;
 mod ast;
+mod datagram;
 mod expand;
 mod schema;
 mod valid;
@@ -80,8 +82,18 @@ use proc_macro::TokenStream;
 ///   stopped or died; it is never dropped silently and never answered twice. A call that did
 ///   not run (never sent, or refused unread by a worker that was stopping:
 ///   `RpcError::is_safe_to_retry`) is sent to another worker, whatever the method.
+/// - `CalcPool::all()`, a `CalcPoolAll` view with one method per trait method that calls
+///   every worker of the pool at once, with the pool's deadline for all, and returns a
+///   `Vec<WorkerReply<T>>` by worker index (`WorkerReply<T, CallError<E>>` for a method
+///   returning `Result<T, E>`): each worker's answer, or why it gave none (unreachable or
+///   died: reported at once; silent: at the deadline).
 /// - `CalcServer<T: Calc>`: a `Service` to hand to `procwire_rpc::Server` (or to
-///   `procwire_workers::Worker::serve`).
+///   `procwire_workers::Worker::serve`), or to `procwire_rpc::datagram::serve` for the
+///   one-way methods sent as datagrams.
+/// - `CalcDatagrams`, if the trait has `#[procwire(oneway)]` methods: `unix(path)` or
+///   `udp(addr)`, then one method per one-way method, each call sent as one datagram (Unix
+///   datagram socket or UDP; best effort, see `procwire_rpc::datagram`), returning
+///   `Result<(), DatagramError>`.
 ///
 /// # Methods
 ///

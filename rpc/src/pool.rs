@@ -47,9 +47,12 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::client::{Client, ClientConfig, PendingCall};
+
+mod all;
 use crate::endpoint::{Endpoint, EndpointError, ToEndpoint};
 use crate::error::{Delivery, Ending, HandshakeError, RpcError};
 use crate::service::ServiceInfo;
+pub use all::WorkerReply;
 
 /// The call timeout of [`ClientConfig::for_pool`], the pool client's default. A pool exists
 /// to route around a bad worker, and it can only learn that a worker hangs from a call that

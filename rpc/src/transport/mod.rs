@@ -62,6 +62,7 @@ use crate::protocol::Frame;
 use crate::wait::Wait;
 
 pub use budget::{FrameBudget, DEFAULT_FRAME_BUDGET};
+pub(crate) use stream::wait_ready;
 pub use stream::{StreamReceiver, StreamSender};
 
 /// The sending half of a connection.
