@@ -16,11 +16,14 @@ pub(super) fn client(rt: &TokenStream, names: &Names, model: &Service<'_>) -> To
         "A typed client for the [`{service}`] service: one connection, shareable by any number of threads (clone it)."
     );
     let methods = model.methods.iter().map(|method| {
-        let name = method.name;
-        let docs = docs(method);
-        let (params, args) = client_args(rt, method, false);
-        let constant = method_const(rt, method);
-        let bounds = wire_bounds(rt, method);
+        let Parts {
+            name,
+            docs,
+            params,
+            args,
+            constant,
+            bounds,
+        } = Parts::of(rt, method, false);
         if method.oneway {
             return quote! {
                 #(#docs)*
@@ -146,11 +149,14 @@ pub(super) fn starter(rt: &TokenStream, names: &Names, model: &Service<'_>) -> T
     } = names;
     let doc = format!("Calls of [`{service}`] that return before their reply: see [`{client}::start`].");
     let methods = model.methods.iter().map(|method| {
-        let name = method.name;
-        let docs = docs(method);
-        let (params, args) = client_args(rt, method, false);
-        let constant = method_const(rt, method);
-        let bounds = wire_bounds(rt, method);
+        let Parts {
+            name,
+            docs,
+            params,
+            args,
+            constant,
+            bounds,
+        } = Parts::of(rt, method, false);
         if method.oneway {
             return quote! {
                 #(#docs)*

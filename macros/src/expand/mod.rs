@@ -7,11 +7,13 @@ use syn::{Ident, ItemTrait, TraitItem};
 use crate::ast::{self, Ctxt, Method, Output, Service, Wire};
 use crate::valid;
 
+mod async_client;
 mod client;
 mod pool;
 mod server;
 mod types;
 
+use async_client::async_client;
 use client::{client, deadlines, starter, starter_type};
 use pool::pool;
 use server::server;
@@ -32,6 +34,7 @@ pub fn service(args: TokenStream, item: &ItemTrait) -> TokenStream {
     }
     let names = Names::new(item);
     let client = client(&rt, &names, &model);
+    let async_client = async_client(&rt, &names, &model);
     let starter = starter(&rt, &names, &model);
     let server = server(&rt, &names, &model);
     let pool = pool(&rt, &names, &model);
@@ -39,6 +42,7 @@ pub fn service(args: TokenStream, item: &ItemTrait) -> TokenStream {
     quote! {
         #trait_item
         #client
+        #async_client
         #starter
         #server
         #pool
@@ -208,6 +212,32 @@ fn reply_type(rt: &TokenStream, output: &Output<'_>) -> TokenStream {
         Output::Value(ty) => quote!(#ty),
         Output::ByteVec => quote!(#rt::__private::serde_bytes::ByteBuf),
         Output::Result { ok, err } => quote!(::core::result::Result<#ok, #err>),
+    }
+}
+
+/// What every generated client method starts from: its name, the attributes it carries,
+/// its parameters, the tuple that carries them, its `METHOD` constant and its serde bounds.
+struct Parts<'a> {
+    name: &'a Ident,
+    docs: Vec<&'a syn::Attribute>,
+    params: Vec<TokenStream>,
+    args: TokenStream,
+    constant: TokenStream,
+    bounds: Vec<TokenStream>,
+}
+
+impl<'a> Parts<'a> {
+    /// `by_ref` as for [`client_args`].
+    fn of(rt: &TokenStream, method: &Method<'a>, by_ref: bool) -> Self {
+        let (params, args) = client_args(rt, method, by_ref);
+        Parts {
+            name: method.name,
+            docs: docs(method),
+            params,
+            args,
+            constant: method_const(rt, method),
+            bounds: wire_bounds(rt, method),
+        }
     }
 }
 

@@ -19,12 +19,15 @@ pub(super) fn pool(rt: &TokenStream, names: &Names, model: &Service<'_>) -> Toke
     let starter_doc =
         format!("Calls of [`{service}`] on a pool that return before their reply: see [`{pool}::start`].");
     let methods = model.methods.iter().map(|method| {
-        let name = method.name;
+        let Parts {
+            name,
+            docs,
+            params,
+            args,
+            constant,
+            bounds,
+        } = Parts::of(rt, method, true);
         let method_name = name.to_string();
-        let docs = docs(method);
-        let (params, args) = client_args(rt, method, true);
-        let constant = method_const(rt, method);
-        let bounds = wire_bounds(rt, method);
         let idempotent = method.idempotent;
         if method.oneway {
             return quote! {
@@ -55,12 +58,15 @@ pub(super) fn pool(rt: &TokenStream, names: &Names, model: &Service<'_>) -> Toke
         }
     });
     let start_methods = model.methods.iter().map(|method| {
-        let name = method.name;
+        let Parts {
+            name,
+            docs,
+            params,
+            args,
+            constant,
+            bounds,
+        } = Parts::of(rt, method, true);
         let method_name = name.to_string();
-        let docs = docs(method);
-        let (params, args) = client_args(rt, method, true);
-        let constant = method_const(rt, method);
-        let bounds = wire_bounds(rt, method);
         if method.oneway {
             let idempotent = method.idempotent;
             return quote! {
