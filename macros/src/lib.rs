@@ -87,6 +87,9 @@ use proc_macro::TokenStream;
 ///   stopped or died; it is never dropped silently and never answered twice. A call that did
 ///   not run (never sent, or refused unread by a worker that was stopping:
 ///   `RpcError::is_safe_to_retry`) is sent to another worker, whatever the method.
+/// - `CalcAsyncPool`: `CalcPool`'s constructors, routing, retries and deadlines, with its
+///   methods as `async fn`s (and `From<CalcPool>`); waiting for a worker to be connected
+///   leaves a waker, so no executor thread is ever blocked.
 /// - `CalcServer<T: Calc>`: a `Service` to hand to `procwire_rpc::Server` (or to
 ///   `procwire_workers::Worker::serve`).
 ///

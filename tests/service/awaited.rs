@@ -18,8 +18,10 @@ impl Peer {
 }
 
 fn tokio() -> tokio::runtime::Runtime {
+    // With the I/O driver, which the `tokio` feature (on for these tests) waits on.
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .enable_io()
         .build()
         .expect("a tokio runtime")
 }

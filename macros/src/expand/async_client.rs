@@ -14,6 +14,7 @@ pub(super) fn async_client(rt: &TokenStream, names: &Names, model: &Service<'_>)
          `procwire_rpc::Client::call_async`). One connection, shareable by any number of tasks (clone it); \
          dropping a call's future before it is ready cancels the call on the server."
     );
+    let copies = copies(rt, &format_ident!("client"), "connection");
     let connect_doc = format!(
         " Connects over `transport`, as [`{client}::connect`] does: the handshake is one round trip, \
          made before this returns."
@@ -87,20 +88,7 @@ pub(super) fn async_client(rt: &TokenStream, names: &Names, model: &Service<'_>)
                 &self.client
             }
 
-            /// A copy of this client (same connection) whose calls must finish by `deadline`.
-            pub fn with_deadline(&self, deadline: ::std::time::Instant) -> Self {
-                Self { client: ::core::clone::Clone::clone(&self.client), deadline: ::core::option::Option::Some(deadline), timeout: ::core::option::Option::None }
-            }
-
-            /// A copy of this client (same connection) whose calls each must finish within
-            /// `timeout` of starting.
-            pub fn with_timeout(&self, timeout: ::std::time::Duration) -> Self {
-                Self { client: ::core::clone::Clone::clone(&self.client), deadline: ::core::option::Option::None, timeout: ::core::option::Option::Some(timeout) }
-            }
-
-            fn __procwire_deadline(&self) -> ::core::option::Option<::std::time::Instant> {
-                #rt::__private::deadline(self.deadline, self.timeout)
-            }
+            #copies
 
             #(#methods)*
         }
@@ -108,6 +96,89 @@ pub(super) fn async_client(rt: &TokenStream, names: &Names, model: &Service<'_>)
         impl ::core::convert::From<#client> for #async_client {
             fn from(client: #client) -> Self {
                 Self { client: client.client, deadline: client.deadline, timeout: client.timeout }
+            }
+        }
+    }
+}
+
+/// The async pool client: the pool client's methods as `async fn`s.
+pub(super) fn async_pool(rt: &TokenStream, names: &Names, model: &Service<'_>) -> TokenStream {
+    let Names {
+        vis, service, client, ..
+    } = names;
+    let pool = format_ident!("{}Pool", service);
+    let async_pool = format_ident!("{}AsyncPool", service);
+    let doc = format!(
+        "An async client for a whole pool of [`{service}`] workers: [`{pool}`]'s constructors, routing, \
+         retries and deadlines, and its methods as `async fn`s returning the same types. No executor thread is ever \
+         blocked, not even while no worker is connected yet. Cheap to clone: clones share the connections."
+    );
+    let copies = copies(rt, &format_ident!("pool"), "connections");
+    let constructors = constructors(rt, client);
+    let methods = model.methods.iter().map(|method| {
+        let Parts {
+            name,
+            docs,
+            params,
+            args,
+            constant,
+            bounds,
+        } = Parts::of(rt, method, true);
+        let method_name = name.to_string();
+        let idempotent = method.idempotent;
+        if method.oneway {
+            return quote! {
+                #(#docs)*
+                pub async fn #name(&self, #(#params),*) -> ::core::result::Result<(), #rt::RpcError>
+                where #(#bounds),*
+                {
+                    #constant
+                    let __procwire_args = &#args;
+                    self.pool.notify_async(#method_name, #idempotent, self.__procwire_deadline(), move |__procwire_client: #rt::Client, __procwire_deadline| async move {
+                        __procwire_client.notify_async(METHOD, __procwire_args, __procwire_deadline).await
+                    }).await
+                }
+            };
+        }
+        let wire = reply_type(rt, &method.output);
+        let call = quote!({
+            let __procwire_args = &#args;
+            self.pool.call_async(#method_name, #idempotent, self.__procwire_deadline(), move |__procwire_client: #rt::Client, __procwire_deadline| async move {
+                __procwire_client.call_async::<_, #wire>(METHOD, __procwire_args, __procwire_deadline).await
+            }).await
+        });
+        let (ret, body) = typed_reply(rt, &method.output, &wire, call);
+        quote! {
+            #(#docs)*
+            pub async fn #name(&self, #(#params),*) -> #ret
+            where #(#bounds),*
+            {
+                #constant
+                #body
+            }
+        }
+    });
+    quote! {
+        #[doc = #doc]
+        #[derive(::core::clone::Clone, ::core::fmt::Debug)]
+        #vis struct #async_pool {
+            pool: #rt::pool::Pool,
+            deadline: ::core::option::Option<::std::time::Instant>,
+            timeout: ::core::option::Option<::std::time::Duration>,
+        }
+
+        #[allow(unused_lifetimes)]
+        impl #async_pool {
+            #constructors
+
+            #copies
+
+            #(#methods)*
+        }
+
+        impl ::core::convert::From<#pool> for #async_pool {
+            fn from(pool: #pool) -> Self {
+                Self { pool: pool.pool, deadline: pool.deadline, timeout: pool.timeout }
             }
         }
     }

@@ -13,9 +13,9 @@ mod pool;
 mod server;
 mod types;
 
-use async_client::async_client;
-use client::{client, deadlines, starter, starter_type};
-use pool::pool;
+use async_client::{async_client, async_pool};
+use client::{client, copies, deadlines, starter, starter_type};
+use pool::{constructors, pool};
 use server::server;
 use types::{info, type_checks, wire_bounds};
 
@@ -38,6 +38,7 @@ pub fn service(args: TokenStream, item: &ItemTrait) -> TokenStream {
     let starter = starter(&rt, &names, &model);
     let server = server(&rt, &names, &model);
     let pool = pool(&rt, &names, &model);
+    let async_pool = async_pool(&rt, &names, &model);
     let checks = type_checks(&rt, &model);
     quote! {
         #trait_item
@@ -46,6 +47,7 @@ pub fn service(args: TokenStream, item: &ItemTrait) -> TokenStream {
         #starter
         #server
         #pool
+        #async_pool
         #checks
     }
 }

@@ -104,6 +104,7 @@ pub(super) fn pool(rt: &TokenStream, names: &Names, model: &Service<'_>) -> Toke
         }
     });
     let deadlines = deadlines(rt, &format_ident!("pool"), &starter, "connections");
+    let constructors = constructors(rt, client);
     let starter_type = starter_type(
         rt,
         vis,
@@ -124,30 +125,7 @@ pub(super) fn pool(rt: &TokenStream, names: &Names, model: &Service<'_>) -> Toke
 
         #[allow(unused_lifetimes)]
         impl #pool {
-            /// A pool of the workers at `endpoints` (one per worker: `Endpoint`s, or their text,
-            /// `unix:PATH` or `tcp:HOST:PORT`), with the pool defaults
-            /// (`ClientConfig::for_pool`); connections are made on first use.
-            pub fn new(endpoints: impl ::core::iter::IntoIterator<Item = impl #rt::ToEndpoint>) -> Self {
-                Self::with_config(endpoints, #rt::ClientConfig::for_pool())
-            }
-
-            /// [`new`](Self::new) with a client configuration for each connection; its
-            /// `call_timeout` bounds calls given no deadline.
-            pub fn with_config(
-                endpoints: impl ::core::iter::IntoIterator<Item = impl #rt::ToEndpoint>,
-                config: #rt::ClientConfig,
-            ) -> Self {
-                Self {
-                    pool: #rt::pool::Pool::new(#client::info(), endpoints, config),
-                    deadline: ::core::option::Option::None,
-                    timeout: ::core::option::Option::None,
-                }
-            }
-
-            /// The untyped pool underneath.
-            pub fn pool(&self) -> &#rt::pool::Pool {
-                &self.pool
-            }
+            #constructors
 
             #deadlines
 
@@ -155,5 +133,35 @@ pub(super) fn pool(rt: &TokenStream, names: &Names, model: &Service<'_>) -> Toke
         }
 
         #starter_type
+    }
+}
+
+/// `new`, `with_config` and `pool` of a pool client, sync or async.
+pub(super) fn constructors(rt: &TokenStream, client: &Ident) -> TokenStream {
+    quote! {
+        /// A pool of the workers at `endpoints` (one per worker: `Endpoint`s, or their text,
+        /// `unix:PATH` or `tcp:HOST:PORT`), with the pool defaults
+        /// (`ClientConfig::for_pool`); connections are made on first use.
+        pub fn new(endpoints: impl ::core::iter::IntoIterator<Item = impl #rt::ToEndpoint>) -> Self {
+            Self::with_config(endpoints, #rt::ClientConfig::for_pool())
+        }
+
+        /// [`new`](Self::new) with a client configuration for each connection; its
+        /// `call_timeout` bounds calls given no deadline.
+        pub fn with_config(
+            endpoints: impl ::core::iter::IntoIterator<Item = impl #rt::ToEndpoint>,
+            config: #rt::ClientConfig,
+        ) -> Self {
+            Self {
+                pool: #rt::pool::Pool::new(#client::info(), endpoints, config),
+                deadline: ::core::option::Option::None,
+                timeout: ::core::option::Option::None,
+            }
+        }
+
+        /// The untyped pool underneath.
+        pub fn pool(&self) -> &#rt::pool::Pool {
+            &self.pool
+        }
     }
 }

@@ -8,10 +8,11 @@
 //! woken to read it. No thread reads for it and none is borrowed: the woken task reads the
 //! reply itself, on its own thread.
 //!
-//! What watches the connection and keeps the deadlines is the runtime's reactor when there
-//! is one to use (with the `tokio` feature, inside a tokio runtime: `AsyncFd` and
-//! `tokio::time`), else one process-wide thread (`reactor.rs`) that only polls and wakes.
-//! So the futures run on any executor.
+//! What watches the connection is the runtime's reactor when there is one to use (with the
+//! `tokio` feature, inside a tokio runtime with its I/O driver: an `AsyncFd`, which wakes the
+//! watching task itself), else one process-wide thread (`reactor.rs`) that only polls and
+//! wakes. Deadlines are kept by that thread (a tokio runtime may have no timers). So the
+//! futures run on any executor.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -136,6 +137,9 @@ impl Client {
             match st.pending.get_mut(&id) {
                 Some(Some(_)) => {
                     st.wakers.remove(&id);
+                    if st.watching == Watch::Task(id) {
+                        st.watching = Watch::Nobody;
+                    }
                     let payload = st.pending.remove(&id).flatten().expect("the reply is there");
                     // If this task was the one to read next, another waiting one takes over.
                     inner.notify(&st);
@@ -155,9 +159,15 @@ impl Client {
                 return Poll::Ready(Err(inner.disconnected(method, &failure, delivery)));
             }
             st.wakers.insert(id, cx.waker().clone());
-            if st.reading || st.watching {
-                // The reader files the reply and wakes this task, or the watch wakes one
-                // waiting task to read.
+            match st.watching {
+                // This task's watch saw the connection readable: its turn to read.
+                Watch::Task(watcher) if watcher == id => st.watching = Watch::Nobody,
+                Watch::Nobody => {}
+                // The watch wakes one waiting task to read.
+                Watch::Reactor | Watch::Task(_) => return Poll::Pending,
+            }
+            if st.reading {
+                // The reader files the reply and wakes this task.
                 return Poll::Pending;
             }
             let (next, ran_out) = inner.read_once(st, Wait::NonBlock);
@@ -174,12 +184,29 @@ impl Client {
                 drop(receiver);
                 continue;
             }
+            #[cfg(feature = "tokio")]
+            if let Some(fd) = tokio_readiness(inner, &**receiver) {
+                match fd.poll_read_ready(cx) {
+                    Poll::Ready(Ok(mut ready)) => {
+                        // Readable, yet nothing to read: the readiness is stale.
+                        ready.clear_ready();
+                        drop(receiver);
+                        continue;
+                    }
+                    Poll::Pending => {
+                        st.watching = Watch::Task(id);
+                        return Poll::Pending;
+                    }
+                    // The runtime is shutting down: the reactor below watches instead.
+                    Poll::Ready(Err(_)) => {}
+                }
+            }
             let fd = inner
                 .readiness
                 .get_or_init(|| receiver.readiness_fd().and_then(reactor::dup));
             drop(receiver);
             match fd {
-                Some(fd) if self.watch(fd, cx) => st.watching = true,
+                Some(fd) if self.watch(fd, cx) => st.watching = Watch::Reactor,
                 // No descriptor to wait on, or nothing to wait with: poll again soon.
                 _ => cx.waker().wake_by_ref(),
             }
@@ -199,13 +226,52 @@ impl Client {
             Box::new(move || {
                 if let Some(inner) = weak.upgrade() {
                     let mut st = inner.lock();
-                    st.watching = false;
+                    if st.watching == Watch::Reactor {
+                        st.watching = Watch::Nobody;
+                    }
                     inner.notify(&st);
                 }
             }),
         );
         true
     }
+}
+
+/// Who watches a connection for readability on behalf of its awaited calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Watch {
+    /// Nobody: the next awaited call to find nobody reading reads, then watches.
+    Nobody,
+    /// The reactor thread: once readable, it wakes one waiting call to read.
+    Reactor,
+    /// The runtime's reactor (tokio), for this call, which reads when woken.
+    Task(u64),
+}
+
+/// The connection's readiness descriptor registered with the current tokio runtime, made on
+/// the first awaited call that runs in one; `None` outside tokio, or if it could not be.
+#[cfg(feature = "tokio")]
+fn tokio_readiness<'a>(
+    inner: &'a Inner,
+    receiver: &dyn crate::transport::FrameReceiver,
+) -> Option<&'a tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
+    if let Some(made) = inner.tokio_readiness.get() {
+        return made.as_ref();
+    }
+    // Only inside a runtime: elsewhere the reactor thread watches. Like tokio's own sockets,
+    // this needs the runtime's I/O driver (`Runtime::new`, or `enable_io` on its builder).
+    tokio::runtime::Handle::try_current().ok()?;
+    inner
+        .tokio_readiness
+        .get_or_init(|| {
+            let fd = receiver.readiness_fd().and_then(reactor::dup)?;
+            // SAFETY: the `OwnedFd` is open, owned by the `AsyncFd` for its whole life, and
+            // always returns the same descriptor.
+            unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+                .map_err(|e| tracing::debug!(error = %e, "cannot register with tokio; the reactor thread watches"))
+                .ok()
+        })
+        .as_ref()
 }
 
 /// A client's key in the reactor.
@@ -227,10 +293,11 @@ impl Drop for Inner {
 /// A call's deadline as a wake-up: armed on the first poll that waits, cancelled when the
 /// call is done or dropped.
 #[derive(Debug, Default)]
-pub(super) struct Timer(Option<reactor::TimerKey>);
+pub(crate) struct Timer(Option<reactor::TimerKey>);
 
 impl Timer {
-    fn arm(&mut self, deadline: Instant, cx: &mut Context<'_>) {
+    /// Wakes the task at `deadline`, unless armed already.
+    pub(crate) fn arm(&mut self, deadline: Instant, cx: &mut Context<'_>) {
         if self.0.is_none() {
             if let Some(reactor) = reactor::get() {
                 self.0 = Some(reactor.timer(deadline, cx.waker().clone()));
@@ -238,10 +305,17 @@ impl Timer {
         }
     }
 
-    pub(super) fn cancel(&mut self) {
+    /// Cancels the wake-up, if armed and not fired.
+    pub(crate) fn cancel(&mut self) {
         if let (Some(key), Some(reactor)) = (self.0.take(), reactor::get()) {
             reactor.cancel(key);
         }
+    }
+}
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        self.cancel();
     }
 }
 

@@ -29,6 +29,7 @@ mod handshake;
 mod pending;
 mod reactor;
 
+pub(crate) use future::Timer;
 use handshake::{handshake, Refusals};
 
 pub use pending::PendingCall;
@@ -136,6 +137,9 @@ struct Inner {
     /// The receiver's readiness descriptor, duplicated on the first awaited call (`None`
     /// inside: the transport has none).
     readiness: OnceLock<Option<OwnedFd>>,
+    /// The same, registered with the tokio runtime the first awaited call ran in.
+    #[cfg(feature = "tokio")]
+    tokio_readiness: OnceLock<Option<tokio::io::unix::AsyncFd<OwnedFd>>>,
 }
 
 struct State {
@@ -150,8 +154,8 @@ struct State {
     /// Awaited calls waiting for their replies: woken when theirs is filed, and one of them
     /// when the connection needs a reader (see `future.rs`).
     wakers: HashMap<u64, Waker>,
-    /// The connection is being watched for readability on behalf of the awaited calls.
-    watching: bool,
+    /// Who watches the connection for readability on behalf of the awaited calls.
+    watching: future::Watch,
 }
 
 /// Why a connection is gone, and how it ended.
@@ -197,7 +201,7 @@ impl Client {
                     failed: None,
                     waiters: 0,
                     wakers: HashMap::new(),
-                    watching: false,
+                    watching: future::Watch::Nobody,
                 }),
                 replies: Condvar::new(),
                 receiver: Mutex::new(receiver),
@@ -208,6 +212,8 @@ impl Client {
                 refusals,
                 call_timeout: config.call_timeout,
                 readiness: OnceLock::new(),
+                #[cfg(feature = "tokio")]
+                tokio_readiness: OnceLock::new(),
             }),
         })
     }
@@ -358,7 +364,7 @@ impl Inner {
     fn notify(&self, st: &State) {
         if st.waiters > 0 {
             self.replies.notify_all();
-        } else if !st.wakers.is_empty() && !st.reading && !st.watching {
+        } else if !st.wakers.is_empty() && !st.reading && st.watching == future::Watch::Nobody {
             if let Some(waker) = st.wakers.values().next() {
                 waker.wake_by_ref();
             }
@@ -580,6 +586,11 @@ impl Inner {
         let was_pending = {
             let mut st = self.lock();
             st.wakers.remove(&id);
+            if st.watching == future::Watch::Task(id) {
+                // It was to read next: another waiting call takes over.
+                st.watching = future::Watch::Nobody;
+                self.notify(&st);
+            }
             st.pending.remove(&id).is_some()
         };
         if was_pending {
