@@ -203,10 +203,10 @@ impl Client {
             }
             let fd = inner
                 .readiness
-                .get_or_init(|| receiver.readiness_fd().and_then(reactor::dup));
+                .get_or_init(|| receiver.readiness_fd().and_then(reactor::dup).map(Arc::new));
             drop(receiver);
             match fd {
-                Some(fd) if self.watch(fd, cx) => st.watching = Watch::Reactor,
+                Some(fd) if self.watch(fd) => st.watching = Watch::Reactor,
                 // No descriptor to wait on, or nothing to wait with: poll again soon.
                 _ => cx.waker().wake_by_ref(),
             }
@@ -216,13 +216,12 @@ impl Client {
 
     /// Has the connection watched: once readable, it is marked unwatched and a waiting task
     /// is woken to read it. False if there is nothing to watch with.
-    fn watch(&self, fd: &std::os::fd::OwnedFd, cx: &mut Context<'_>) -> bool {
-        let _ = cx;
+    fn watch(&self, fd: &Arc<std::os::fd::OwnedFd>) -> bool {
         let Some(reactor) = reactor::get() else { return false };
         let weak = Arc::downgrade(&self.inner);
         reactor.watch(
             key(&self.inner),
-            std::os::fd::AsFd::as_fd(fd),
+            Arc::clone(fd),
             Box::new(move || {
                 if let Some(inner) = weak.upgrade() {
                     let mut st = inner.lock();
@@ -281,7 +280,7 @@ fn key(inner: &Arc<Inner>) -> usize {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // The watched descriptor closes with `self`: the reactor must not poll it after.
+        // A watch outliving its client would only wake nobody; forget it.
         if matches!(self.readiness.get(), Some(Some(_))) {
             if let Some(reactor) = reactor::get() {
                 reactor.unwatch(self as *const Inner as usize);

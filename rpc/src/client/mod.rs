@@ -136,7 +136,7 @@ struct Inner {
     call_timeout: Option<Duration>,
     /// The receiver's readiness descriptor, duplicated on the first awaited call (`None`
     /// inside: the transport has none).
-    readiness: OnceLock<Option<OwnedFd>>,
+    readiness: OnceLock<Option<Arc<OwnedFd>>>,
     /// The same, registered with the tokio runtime the first awaited call ran in.
     #[cfg(feature = "tokio")]
     tokio_readiness: OnceLock<Option<tokio::io::unix::AsyncFd<OwnedFd>>>,

@@ -15,7 +15,11 @@ use crate::wait::Wait;
 /// A call that has been sent and whose reply has not been taken yet.
 ///
 /// Wait for it ([`wait`](Self::wait)), poll it ([`try_wait`](Self::try_wait)), or `.await`
-/// it: it is a `Future` of the reply, on any executor, without a thread of its own.
+/// it: it is a `Future` of the reply, on any executor, without a thread of its own. Awaited
+/// calls take turns reading their connection for each other, so a future that is woken
+/// must be polled (or dropped), as futures are meant to be: one left unpolled after its
+/// wake-up holds up the other awaited calls' replies until it is (blocking callers read for
+/// themselves).
 ///
 /// Dropping it before the reply is taken abandons the call and tells the server, which may
 /// stop working on it (see [`CallContext::is_cancelled`](crate::CallContext::is_cancelled)).

@@ -7,7 +7,8 @@
 //! tokio's own reactor and timers instead (see `client/future.rs`).
 
 use std::collections::{BTreeMap, HashMap};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::task::Waker;
 use std::time::Instant;
@@ -30,8 +31,9 @@ pub(crate) struct Reactor {
 
 #[derive(Default)]
 struct State {
-    /// Connections watched for readability, by the client's key: once, then forgotten.
-    watched: HashMap<usize, (RawFd, OnReadable)>,
+    /// Connections watched for readability, by the client's key: once, then forgotten. The
+    /// descriptor is shared, so that it stays open while it is polled.
+    watched: HashMap<usize, (Arc<OwnedFd>, OnReadable)>,
     timers: BTreeMap<TimerKey, Waker>,
     next_timer: u64,
 }
@@ -72,9 +74,9 @@ impl Reactor {
     }
 
     /// Calls `then` once `fd` is readable (or hung up), replacing an earlier watch of `key`.
-    /// `fd` must stay open until then, or until [`unwatch`](Self::unwatch).
-    pub(crate) fn watch(&self, key: usize, fd: BorrowedFd<'_>, then: OnReadable) {
-        self.lock().watched.insert(key, (fd.as_raw_fd(), then));
+    pub(crate) fn watch(&self, key: usize, fd: Arc<OwnedFd>, then: OnReadable) {
+        let replaced = self.lock().watched.insert(key, (fd, then));
+        drop(replaced);
         self.kick();
     }
 
@@ -101,15 +103,18 @@ impl Reactor {
 
     /// Cancels a timer that has not fired.
     pub(crate) fn cancel(&self, key: TimerKey) {
-        self.lock().timers.remove(&key);
+        let removed = self.lock().timers.remove(&key);
+        // Dropped after the lock: the last waker of a task may drop the task, and with it
+        // another call's timer, which cancels itself here.
+        drop(removed);
     }
 }
 
 fn run(reactor: &'static Reactor) {
     loop {
-        let (fds, timeout): (Vec<(usize, RawFd)>, PollTimeout) = {
+        let (fds, timeout): (Vec<(usize, Arc<OwnedFd>)>, PollTimeout) = {
             let st = reactor.lock();
-            let fds = st.watched.iter().map(|(key, (fd, _))| (*key, *fd)).collect();
+            let fds = st.watched.iter().map(|(key, (fd, _))| (*key, Arc::clone(fd))).collect();
             let timeout = match st.timers.keys().next() {
                 None => PollTimeout::NONE,
                 Some(TimerKey(at, _)) => {
@@ -120,16 +125,11 @@ fn run(reactor: &'static Reactor) {
             };
             (fds, timeout)
         };
-        // SAFETY: each watched fd is kept open by its client until it is unwatched (a client
-        // unwatches before it closes), and this list is made under the lock; a watch removed
-        // meanwhile may be polled once more, which at worst wakes a caller for nothing.
-        let borrowed: Vec<BorrowedFd<'_>> = fds
-            .iter()
-            .map(|(_, fd)| unsafe { BorrowedFd::borrow_raw(*fd) })
-            .collect();
-        let mut set: Vec<PollFd<'_>> = Vec::with_capacity(borrowed.len() + 1);
+        // A watch removed meanwhile is polled once more, which at worst wakes nobody: its
+        // descriptor stays open until this list is dropped.
+        let mut set: Vec<PollFd<'_>> = Vec::with_capacity(fds.len() + 1);
         set.push(PollFd::new(reactor.kick.as_fd(), PollFlags::POLLIN));
-        set.extend(borrowed.iter().map(|fd| PollFd::new(*fd, PollFlags::POLLIN)));
+        set.extend(fds.iter().map(|(_, fd)| PollFd::new(fd.as_fd(), PollFlags::POLLIN)));
         if let Err(e) = poll(&mut set, timeout) {
             if e != nix::errno::Errno::EINTR {
                 tracing::warn!(error = %e, "the async reactor's poll failed");
