@@ -13,8 +13,12 @@ use nix::unistd::Pid;
 use procwire::rpc::{ClientConfig, Delivery, Ending, RpcError};
 use procwire::supervisor::manifest::{Endpoint, Manifest, Pool, Ready, Restart, SupervisorConfig};
 
+#[path = "pool/awaited.rs"]
+mod awaited;
 #[path = "pool/rolling.rs"]
 mod rolling;
+
+use awaited::the_async_pool_routes_tokio_tasks_over_the_workers_and_retries_around_a_killed_one;
 
 use rolling::{
     a_rolling_restart_through_supervisor_owned_sockets_fails_no_call,
@@ -610,6 +614,10 @@ fn main() {
         Trial::test(
             "a_rolling_restart_through_supervisor_owned_sockets_fails_no_call",
             a_rolling_restart_through_supervisor_owned_sockets_fails_no_call,
+        ),
+        Trial::test(
+            "the_async_pool_routes_tokio_tasks_over_the_workers_and_retries_around_a_killed_one",
+            the_async_pool_routes_tokio_tasks_over_the_workers_and_retries_around_a_killed_one,
         ),
         Trial::test(
             "a_rolling_upgrade_that_adds_a_method_fails_no_call_of_old_clients",

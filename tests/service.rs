@@ -13,6 +13,14 @@ use procwire::rpc::transport::{pipe, unix, Transport};
 use procwire::rpc::{CallContext, CallError, RpcError, Server};
 use serde::{Deserialize, Serialize};
 
+#[path = "service/awaited.rs"]
+mod awaited;
+
+use awaited::{
+    an_awaited_call_keeps_its_deadline_and_the_client_goes_on, awaited_calls_need_no_runtime_of_their_own,
+    awaited_calls_round_trip_on_tokio_from_many_tasks, dropping_an_awaited_call_cancels_it_on_the_server,
+};
+
 #[derive(Debug, PartialEq, Serialize, Deserialize, procwire::Schema)]
 pub enum DivError {
     DivideByZero,
@@ -403,6 +411,10 @@ fn main() {
         a_started_call_can_be_polled_then_waited,
         many_threads_share_one_client,
         a_client_of_another_build_calls_what_matches_and_is_told_what_does_not,
+        awaited_calls_round_trip_on_tokio_from_many_tasks,
+        an_awaited_call_keeps_its_deadline_and_the_client_goes_on,
+        dropping_an_awaited_call_cancels_it_on_the_server,
+        awaited_calls_need_no_runtime_of_their_own,
     ];
     let mut trials = Vec::new();
     for (kind, prefix) in [(Kind::Unix, "unix"), (Kind::Pipe, "pipe")] {

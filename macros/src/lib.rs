@@ -67,6 +67,13 @@ use proc_macro::TokenStream;
 ///   call and tells the server); `try_start` fails with `WouldBlock` instead of waiting for
 ///   room to send. `CalcClient::SERVICE` names the service, and `CalcClient::info()` lists
 ///   its methods' signatures.
+/// - `CalcAsyncClient`: the same methods as `CalcClient`, as `async fn`s returning the same
+///   types, with the same `connect`, `connect_with`, `from_client`, `with_deadline` and
+///   `with_timeout` (and `From<CalcClient>`). The futures run on any executor: no thread of
+///   their own and none borrowed per call; the task that awaits a reply reads it (see
+///   `procwire_rpc::Client::call_async`). Dropping a call's future before it is ready
+///   cancels the call on the server; a missed deadline is `RpcError::DeadlineExceeded`; a
+///   one-way call is ready once sent. A `PendingCall` from `start()` is a `Future` too.
 /// - `CalcPool`: a client for a whole pool of workers, one endpoint each (`unix:PATH` or
 ///   `tcp:HOST:PORT`; with an embedded supervisor, `Supervisor::endpoints("calc")`).
 ///   `new(endpoints)` and `with_config(endpoints, config)` connect nothing yet; the workers
@@ -87,6 +94,9 @@ use proc_macro::TokenStream;
 ///   `Vec<WorkerReply<T>>` by worker index (`WorkerReply<T, CallError<E>>` for a method
 ///   returning `Result<T, E>`): each worker's answer, or why it gave none (unreachable or
 ///   died: reported at once; silent: at the deadline).
+/// - `CalcAsyncPool`: `CalcPool`'s constructors, routing, retries and deadlines, with its
+///   methods as `async fn`s (and `From<CalcPool>`); waiting for a worker to be connected
+///   leaves a waker, so no executor thread is ever blocked.
 /// - `CalcServer<T: Calc>`: a `Service` to hand to `procwire_rpc::Server` (or to
 ///   `procwire_workers::Worker::serve`), or to `procwire_rpc::datagram::serve` for the
 ///   one-way methods sent as datagrams.

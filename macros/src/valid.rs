@@ -18,6 +18,7 @@ pub const GENERATED: &[&str] = &[
     "try_start",
     "new",
     "with_config",
+    "pool",
 ];
 
 /// Checks everything a service trait must satisfy.

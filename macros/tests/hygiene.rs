@@ -4,8 +4,27 @@
 
 #[no_implicit_prelude]
 mod bare {
+    /// Derived without the prelude: a struct, a generic enum, a newtype.
+    #[derive(::serde::Serialize, ::serde::Deserialize, ::procwire_macros::Schema)]
+    pub struct Point {
+        pub x: i64,
+        pub y: i64,
+    }
+
+    #[derive(::serde::Serialize, ::serde::Deserialize, ::procwire_macros::Schema)]
+    pub enum Shape<T> {
+        Empty,
+        Dot(T),
+        Segment(T, T),
+        Named { at: T, name: ::std::string::String },
+    }
+
+    #[derive(::serde::Serialize, ::serde::Deserialize, ::procwire_macros::Schema)]
+    pub struct Meters(pub f64);
+
     #[::procwire_macros::service]
     pub trait Echo {
+        fn shape(&self, shape: Shape<Point>, scale: Meters) -> ::core::option::Option<Point>;
         fn echo(&self, text: ::std::string::String) -> ::std::string::String;
         fn bytes(&self, data: &[u8]) -> ::std::vec::Vec<u8>;
         fn words(&self, text: &str, sep: &[u32]) -> usize;
@@ -18,6 +37,12 @@ mod bare {
     pub struct Impl;
 
     impl Echo for Impl {
+        fn shape(&self, shape: Shape<Point>, _scale: Meters) -> ::core::option::Option<Point> {
+            match shape {
+                Shape::Dot(p) => ::core::option::Option::Some(p),
+                _ => ::core::option::Option::None,
+            }
+        }
         fn echo(&self, text: ::std::string::String) -> ::std::string::String {
             text
         }
@@ -44,6 +69,14 @@ fn the_expansion_works_without_the_prelude_and_with_the_runtime_renamed() -> Res
     let server = wire::Server::new(EchoServer::new(Impl)).spawn_connection(server_end)?;
     let client = EchoClient::connect(client_end)?;
     assert_eq!(client.echo("hi".to_owned())?, "hi");
+    let dot = bare::Shape::Dot(bare::Point { x: 1, y: 2 });
+    assert_eq!(client.shape(dot, bare::Meters(1.0))?.map(|p| (p.x, p.y)), Some((1, 2)));
+    let signature = &EchoClient::info().methods[0].signature;
+    assert_eq!(
+        signature,
+        "fn shape(enum {Empty, Dot({x: i64, y: i64}), Segment({x: i64, y: i64}, {x: i64, y: i64}), \
+         Named {at: {x: i64, y: i64}, name: string}}, f64) -> option<{x: i64, y: i64}>"
+    );
     assert_eq!(client.bytes(&[1, 2])?, vec![1, 2]);
     assert_eq!(client.words("abc", &[1, 2])?, 5);
     assert!(matches!(client.checked(4), Err(wire::CallError::Application(e)) if e == "no 4"));

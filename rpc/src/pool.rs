@@ -54,6 +54,9 @@ use crate::error::{Delivery, Ending, HandshakeError, RpcError};
 use crate::service::ServiceInfo;
 pub use all::WorkerReply;
 
+mod attempts;
+mod awaited;
+
 /// The call timeout of [`ClientConfig::for_pool`], the pool client's default. A pool exists
 /// to route around a bad worker, and it can only learn that a worker hangs from a call that
 /// times out: without a bound, a call sent to a hung worker would never return. Thirty
@@ -91,6 +94,8 @@ struct Shared {
     links: Mutex<Vec<Link>>,
     /// Notified whenever a link changes.
     changed: Condvar,
+    /// Awaited calls waiting for a link to change (see `pool/awaited.rs`).
+    wakers: Mutex<Vec<std::task::Waker>>,
     /// Round-robin start of the next pick, for ties.
     next: AtomicUsize,
     /// The origin of the microsecond clocks in [`Load`].
@@ -236,13 +241,7 @@ impl Pool {
         let deadline = self.shared().config.deadline(deadline);
         self.attempts(method, idempotent, deadline, |client, tracker| {
             let result = call(client, deadline);
-            match &result {
-                Ok(_) | Err(RpcError::Remote { .. } | RpcError::Decode { .. }) => tracker.answered(),
-                Err(RpcError::DeadlineExceeded { .. }) if tracker.silent_since_sent() => {
-                    tracker.shared.timed_out(tracker.slot, client)
-                }
-                _ => {}
-            }
+            self.shared().observe(&tracker, client, &result);
             result
         })
     }
@@ -289,41 +288,9 @@ impl Pool {
         loop {
             let (client, tracker) = sh.pick(method, &tried, deadline)?;
             let slot = tracker.slot;
-            match attempt(&client, tracker) {
-                Err(RpcError::Disconnected {
-                    method,
-                    peer,
-                    reason,
-                    delivery,
-                    ending,
-                }) => {
-                    sh.lost(slot, &client);
-                    tried.push(slot);
-                    let retry = idempotent || delivery == Delivery::NotSent;
-                    let late = deadline.is_some_and(|d| d <= Instant::now());
-                    if !retry || late || tried.len() >= sh.endpoints.len() {
-                        let reason = format!("worker {} {ending}: {reason}", sh.names[slot]);
-                        return Err(RpcError::Disconnected {
-                            method,
-                            peer,
-                            reason,
-                            delivery,
-                            ending,
-                        });
-                    }
-                    tracing::debug!(method, worker = %sh.names[slot], %ending, %delivery, "trying the call on another worker");
-                }
-                // A worker of another build (a rolling upgrade under way) lacks the method or
-                // has changed it: the call was not sent, and another worker may have it.
-                Err(e @ RpcError::Incompatible { .. }) => {
-                    tried.push(slot);
-                    let late = deadline.is_some_and(|d| d <= Instant::now());
-                    if late || tried.len() >= sh.endpoints.len() {
-                        return Err(e);
-                    }
-                    tracing::debug!(method, worker = %sh.names[slot], "the worker lacks the method or has changed it; trying another");
-                }
-                other => return other,
+            let result = attempt(&client, tracker);
+            if let Some(done) = sh.after_attempt(slot, &client, result, &mut tried, idempotent, deadline) {
+                return done;
             }
         }
     }
@@ -347,6 +314,7 @@ impl Shared {
             endpoints,
             names,
             changed: Condvar::new(),
+            wakers: Mutex::new(Vec::new()),
             next: AtomicUsize::new(0),
             epoch: Instant::now(),
         }
@@ -377,19 +345,10 @@ impl Shared {
             let now = Instant::now();
             self.connect_in_background(&mut links, now);
             if let Some(slot) = self.least_loaded(&links, avoid, now) {
-                let Link::Up(client) = &links[slot] else {
-                    unreachable!("least_loaded picks a connected worker")
-                };
-                let client = client.clone();
-                let tracker = self.track(slot);
-                drop(links);
-                // A connection that went away since its last call is noticed before sending.
-                if client.is_connected() {
-                    return Ok((client, tracker));
+                match self.take(links, slot) {
+                    Ok(picked) => return Ok(picked),
+                    Err(relocked) => links = relocked,
                 }
-                drop(tracker);
-                self.lost(slot, &client);
-                links = self.lock();
                 continue;
             }
             if links.iter().any(|l| matches!(l, Link::Connecting)) {
@@ -408,15 +367,7 @@ impl Shared {
             // Every worker is down: nothing to wait for but a worker tried on this caller's
             // time, once each.
             if tried_myself {
-                let reasons: Vec<String> = links
-                    .iter()
-                    .zip(&self.names)
-                    .filter_map(|(l, e)| match l {
-                        Link::Down { reason, .. } => Some(format!("{e}: {reason}")),
-                        _ => None,
-                    })
-                    .collect();
-                return Err(unreachable(method, "every worker of the pool", reasons.join("; ")));
+                return Err(self.all_down(&links, method));
             }
             tried_myself = true;
             drop(links);
@@ -545,7 +496,7 @@ impl Shared {
             tracing::debug!(worker = %self.names[slot], %reason, "cannot connect to a worker");
         }
         links[slot] = link;
-        self.changed.notify_all();
+        self.notify_changed();
         refusal
     }
 
@@ -564,7 +515,7 @@ impl Shared {
         let mut links = self.lock();
         if matches!(&links[slot], Link::Up(c) if c.same_connection(dead)) {
             links[slot] = Link::Idle;
-            self.changed.notify_all();
+            self.notify_changed();
         }
     }
 
@@ -577,7 +528,7 @@ impl Shared {
                 slot,
                 "a call timed out and the worker answered nothing meanwhile".into(),
             );
-            self.changed.notify_all();
+            self.notify_changed();
         }
     }
 }

@@ -14,6 +14,8 @@
 //!
 //! # The compatibility rule
 //!
+//! (Also in the repository's `docs/services.md`, with examples.)
+//!
 //! Two builds of a service can call a method of each other's when the method has the same
 //! name and the same signature on both sides. So, per method:
 //!

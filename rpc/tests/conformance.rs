@@ -16,6 +16,11 @@ use procwire_rpc::{
 };
 use support::*;
 
+#[path = "conformance/awaited.rs"]
+mod awaited;
+
+use awaited::awaited_calls_share_a_connection_with_blocking_ones;
+
 type Outcome = Result<(), Failed>;
 
 fn connect(peer: &mut Peer) -> Client {
@@ -671,6 +676,7 @@ fn main() {
         a_panicking_handler_answers_with_an_error_and_the_server_lives,
         a_peer_that_dies_mid_call_fails_every_pending_call_promptly,
         a_call_the_server_lacks_or_has_changed_fails_unsent_naming_both_signatures,
+        awaited_calls_share_a_connection_with_blocking_ones,
         a_client_of_another_service_is_refused_naming_both,
         graceful_stop_finishes_calls_in_flight,
         a_graceful_stop_says_stopped_and_that_unanswered_calls_did_not_run,

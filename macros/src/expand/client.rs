@@ -16,11 +16,14 @@ pub(super) fn client(rt: &TokenStream, names: &Names, model: &Service<'_>) -> To
         "A typed client for the [`{service}`] service: one connection, shareable by any number of threads (clone it)."
     );
     let methods = model.methods.iter().map(|method| {
-        let name = method.name;
-        let docs = docs(method);
-        let (params, args) = client_args(rt, method, false);
-        let constant = method_const(rt, method);
-        let bounds = wire_bounds(rt, method);
+        let Parts {
+            name,
+            docs,
+            params,
+            args,
+            constant,
+            bounds,
+        } = Parts::of(rt, method, false);
         if method.oneway {
             return quote! {
                 #(#docs)*
@@ -103,6 +106,27 @@ pub(super) fn client(rt: &TokenStream, names: &Names, model: &Service<'_>) -> To
 /// `with_deadline`, `with_timeout`, `start` and `try_start` of a client or a pool client
 /// whose connection (or connections) is in `field`, and whose starter type is `starter`.
 pub(super) fn deadlines(rt: &TokenStream, field: &Ident, starter: &Ident, connections: &str) -> TokenStream {
+    let copies = copies(rt, field, connections);
+    quote! {
+        #copies
+
+        /// Calls that return at once with a `PendingCall` to wait on, poll or drop;
+        /// sending waits for room in the outgoing queue.
+        pub fn start(&self) -> #starter<'_> {
+            #starter { #field: self, wait: #rt::Wait::deadline(self.__procwire_deadline()) }
+        }
+
+        /// Like [`start`](Self::start), but sending fails with `WouldBlock` instead of
+        /// waiting for room.
+        pub fn try_start(&self) -> #starter<'_> {
+            #starter { #field: self, wait: #rt::Wait::NonBlock }
+        }
+    }
+}
+
+/// `with_deadline`, `with_timeout` and the deadline of a call starting now, for a client
+/// (sync or async, single or pool) whose connection (or connections) is in `field`.
+pub(super) fn copies(rt: &TokenStream, field: &Ident, connections: &str) -> TokenStream {
     let deadline_doc = format!(" A copy of this client (same {connections}) whose calls must finish by `deadline`.");
     let timeout_doc = format!(
         " A copy of this client (same {connections}) whose calls each must finish within `timeout` of starting."
@@ -116,18 +140,6 @@ pub(super) fn deadlines(rt: &TokenStream, field: &Ident, starter: &Ident, connec
         #[doc = #timeout_doc]
         pub fn with_timeout(&self, timeout: ::std::time::Duration) -> Self {
             Self { #field: ::core::clone::Clone::clone(&self.#field), deadline: ::core::option::Option::None, timeout: ::core::option::Option::Some(timeout) }
-        }
-
-        /// Calls that return at once with a `PendingCall` to wait on, poll or drop;
-        /// sending waits for room in the outgoing queue.
-        pub fn start(&self) -> #starter<'_> {
-            #starter { #field: self, wait: #rt::Wait::deadline(self.__procwire_deadline()) }
-        }
-
-        /// Like [`start`](Self::start), but sending fails with `WouldBlock` instead of
-        /// waiting for room.
-        pub fn try_start(&self) -> #starter<'_> {
-            #starter { #field: self, wait: #rt::Wait::NonBlock }
         }
 
         fn __procwire_deadline(&self) -> ::core::option::Option<::std::time::Instant> {
@@ -146,11 +158,14 @@ pub(super) fn starter(rt: &TokenStream, names: &Names, model: &Service<'_>) -> T
     } = names;
     let doc = format!("Calls of [`{service}`] that return before their reply: see [`{client}::start`].");
     let methods = model.methods.iter().map(|method| {
-        let name = method.name;
-        let docs = docs(method);
-        let (params, args) = client_args(rt, method, false);
-        let constant = method_const(rt, method);
-        let bounds = wire_bounds(rt, method);
+        let Parts {
+            name,
+            docs,
+            params,
+            args,
+            constant,
+            bounds,
+        } = Parts::of(rt, method, false);
         if method.oneway {
             return quote! {
                 #(#docs)*

@@ -7,13 +7,15 @@ use syn::{Ident, ItemTrait, TraitItem};
 use crate::ast::{self, Ctxt, Method, Output, Service, Wire};
 use crate::valid;
 
+mod async_client;
 mod client;
 mod pool;
 mod server;
 mod types;
 
-use client::{client, deadlines, starter, starter_type};
-use pool::pool;
+use async_client::{async_client, async_pool};
+use client::{client, copies, deadlines, starter, starter_type};
+use pool::{constructors, pool};
 use server::server;
 pub(crate) use types::wire_bounds;
 use types::{info, type_checks};
@@ -33,20 +35,24 @@ pub fn service(args: TokenStream, item: &ItemTrait) -> TokenStream {
     }
     let names = Names::new(item);
     let client = client(&rt, &names, &model);
+    let async_client = async_client(&rt, &names, &model);
     let starter = starter(&rt, &names, &model);
     let server = server(&rt, &names, &model);
     let pool = pool(&rt, &names, &model);
     let all = crate::all::all(&rt, &names, &model);
     let datagrams = crate::datagram::datagrams(&rt, &names, &model);
+    let async_pool = async_pool(&rt, &names, &model);
     let checks = type_checks(&rt, &model);
     quote! {
         #trait_item
         #client
+        #async_client
         #starter
         #server
         #pool
         #all
         #datagrams
+        #async_pool
         #checks
     }
 }
@@ -213,6 +219,32 @@ pub(crate) fn reply_type(rt: &TokenStream, output: &Output<'_>) -> TokenStream {
         Output::Value(ty) => quote!(#ty),
         Output::ByteVec => quote!(#rt::__private::serde_bytes::ByteBuf),
         Output::Result { ok, err } => quote!(::core::result::Result<#ok, #err>),
+    }
+}
+
+/// What every generated client method starts from: its name, the attributes it carries,
+/// its parameters, the tuple that carries them, its `METHOD` constant and its serde bounds.
+struct Parts<'a> {
+    name: &'a Ident,
+    docs: Vec<&'a syn::Attribute>,
+    params: Vec<TokenStream>,
+    args: TokenStream,
+    constant: TokenStream,
+    bounds: Vec<TokenStream>,
+}
+
+impl<'a> Parts<'a> {
+    /// `by_ref` as for [`client_args`].
+    fn of(rt: &TokenStream, method: &Method<'a>, by_ref: bool) -> Self {
+        let (params, args) = client_args(rt, method, by_ref);
+        Parts {
+            name: method.name,
+            docs: docs(method),
+            params,
+            args,
+            constant: method_const(rt, method),
+            bounds: wire_bounds(rt, method),
+        }
     }
 }
 

@@ -19,12 +19,15 @@ pub(super) fn pool(rt: &TokenStream, names: &Names, model: &Service<'_>) -> Toke
     let starter_doc =
         format!("Calls of [`{service}`] on a pool that return before their reply: see [`{pool}::start`].");
     let methods = model.methods.iter().map(|method| {
-        let name = method.name;
+        let Parts {
+            name,
+            docs,
+            params,
+            args,
+            constant,
+            bounds,
+        } = Parts::of(rt, method, true);
         let method_name = name.to_string();
-        let docs = docs(method);
-        let (params, args) = client_args(rt, method, true);
-        let constant = method_const(rt, method);
-        let bounds = wire_bounds(rt, method);
         let idempotent = method.idempotent;
         if method.oneway {
             return quote! {
@@ -55,12 +58,15 @@ pub(super) fn pool(rt: &TokenStream, names: &Names, model: &Service<'_>) -> Toke
         }
     });
     let start_methods = model.methods.iter().map(|method| {
-        let name = method.name;
+        let Parts {
+            name,
+            docs,
+            params,
+            args,
+            constant,
+            bounds,
+        } = Parts::of(rt, method, true);
         let method_name = name.to_string();
-        let docs = docs(method);
-        let (params, args) = client_args(rt, method, true);
-        let constant = method_const(rt, method);
-        let bounds = wire_bounds(rt, method);
         if method.oneway {
             let idempotent = method.idempotent;
             return quote! {
@@ -98,6 +104,7 @@ pub(super) fn pool(rt: &TokenStream, names: &Names, model: &Service<'_>) -> Toke
         }
     });
     let deadlines = deadlines(rt, &format_ident!("pool"), &starter, "connections");
+    let constructors = constructors(rt, client);
     let starter_type = starter_type(
         rt,
         vis,
@@ -118,30 +125,7 @@ pub(super) fn pool(rt: &TokenStream, names: &Names, model: &Service<'_>) -> Toke
 
         #[allow(unused_lifetimes)]
         impl #pool {
-            /// A pool of the workers at `endpoints` (one per worker: `Endpoint`s, or their text,
-            /// `unix:PATH` or `tcp:HOST:PORT`), with the pool defaults
-            /// (`ClientConfig::for_pool`); connections are made on first use.
-            pub fn new(endpoints: impl ::core::iter::IntoIterator<Item = impl #rt::ToEndpoint>) -> Self {
-                Self::with_config(endpoints, #rt::ClientConfig::for_pool())
-            }
-
-            /// [`new`](Self::new) with a client configuration for each connection; its
-            /// `call_timeout` bounds calls given no deadline.
-            pub fn with_config(
-                endpoints: impl ::core::iter::IntoIterator<Item = impl #rt::ToEndpoint>,
-                config: #rt::ClientConfig,
-            ) -> Self {
-                Self {
-                    pool: #rt::pool::Pool::new(#client::info(), endpoints, config),
-                    deadline: ::core::option::Option::None,
-                    timeout: ::core::option::Option::None,
-                }
-            }
-
-            /// The untyped pool underneath.
-            pub fn pool(&self) -> &#rt::pool::Pool {
-                &self.pool
-            }
+            #constructors
 
             #deadlines
 
@@ -149,5 +133,35 @@ pub(super) fn pool(rt: &TokenStream, names: &Names, model: &Service<'_>) -> Toke
         }
 
         #starter_type
+    }
+}
+
+/// `new`, `with_config` and `pool` of a pool client, sync or async.
+pub(super) fn constructors(rt: &TokenStream, client: &Ident) -> TokenStream {
+    quote! {
+        /// A pool of the workers at `endpoints` (one per worker: `Endpoint`s, or their text,
+        /// `unix:PATH` or `tcp:HOST:PORT`), with the pool defaults
+        /// (`ClientConfig::for_pool`); connections are made on first use.
+        pub fn new(endpoints: impl ::core::iter::IntoIterator<Item = impl #rt::ToEndpoint>) -> Self {
+            Self::with_config(endpoints, #rt::ClientConfig::for_pool())
+        }
+
+        /// [`new`](Self::new) with a client configuration for each connection; its
+        /// `call_timeout` bounds calls given no deadline.
+        pub fn with_config(
+            endpoints: impl ::core::iter::IntoIterator<Item = impl #rt::ToEndpoint>,
+            config: #rt::ClientConfig,
+        ) -> Self {
+            Self {
+                pool: #rt::pool::Pool::new(#client::info(), endpoints, config),
+                deadline: ::core::option::Option::None,
+                timeout: ::core::option::Option::None,
+            }
+        }
+
+        /// The untyped pool underneath.
+        pub fn pool(&self) -> &#rt::pool::Pool {
+            &self.pool
+        }
     }
 }

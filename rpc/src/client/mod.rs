@@ -8,8 +8,10 @@
 //! ping-pong.
 
 use std::collections::HashMap;
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
@@ -22,9 +24,12 @@ use crate::service::{Method, ServiceInfo};
 use crate::transport::{FrameReceiver, PeerInfo, Transport};
 use crate::wait::Wait;
 
+mod future;
 mod handshake;
 mod pending;
+mod reactor;
 
+pub(crate) use future::Timer;
 use handshake::{handshake, Refusals};
 
 pub use pending::PendingCall;
@@ -129,6 +134,12 @@ struct Inner {
     /// Methods of ours the server lacks or has changed.
     refusals: Refusals,
     call_timeout: Option<Duration>,
+    /// The receiver's readiness descriptor, duplicated on the first awaited call (`None`
+    /// inside: the transport has none).
+    readiness: OnceLock<Option<Arc<OwnedFd>>>,
+    /// The same, registered with the tokio runtime the first awaited call ran in.
+    #[cfg(feature = "tokio")]
+    tokio_readiness: OnceLock<Option<tokio::io::unix::AsyncFd<OwnedFd>>>,
 }
 
 struct State {
@@ -140,6 +151,11 @@ struct State {
     failed: Option<Failure>,
     /// Callers waiting on `replies`; a notify is a system call, so it is skipped when zero.
     waiters: usize,
+    /// Awaited calls waiting for their replies: woken when theirs is filed, and one of them
+    /// when the connection needs a reader (see `future.rs`).
+    wakers: HashMap<u64, Waker>,
+    /// Who watches the connection for readability on behalf of the awaited calls.
+    watching: future::Watch,
 }
 
 /// Why a connection is gone, and how it ended.
@@ -184,6 +200,8 @@ impl Client {
                     pending: HashMap::new(),
                     failed: None,
                     waiters: 0,
+                    wakers: HashMap::new(),
+                    watching: future::Watch::Nobody,
                 }),
                 replies: Condvar::new(),
                 receiver: Mutex::new(receiver),
@@ -193,6 +211,9 @@ impl Client {
                 service,
                 refusals,
                 call_timeout: config.call_timeout,
+                readiness: OnceLock::new(),
+                #[cfg(feature = "tokio")]
+                tokio_readiness: OnceLock::new(),
             }),
         })
     }
@@ -347,9 +368,15 @@ impl Inner {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Wakes the blocked callers, so that one reads next; with none, and nobody reading or
+    /// watching, an awaited call, to take over (`future.rs`).
     fn notify(&self, st: &State) {
         if st.waiters > 0 {
             self.replies.notify_all();
+        } else if !st.wakers.is_empty() && !st.reading && st.watching == future::Watch::Nobody {
+            if let Some(waker) = st.wakers.values().next() {
+                waker.wake_by_ref();
+            }
         }
     }
 
@@ -404,6 +431,7 @@ impl Inner {
         tracing::debug!(peer = %self.peer.name, %reason, %ending, "client connection failed");
         self.outbox.close(&reason);
         st.failed.get_or_insert(Failure { reason, ending });
+        st.wakers.drain().for_each(|(_, waker)| waker.wake());
         self.notify(st);
     }
 
@@ -441,7 +469,12 @@ impl Inner {
                 }
             }
             Kind::Reply | Kind::Error => match st.pending.get_mut(&envelope.id) {
-                Some(slot @ None) => *slot = Some(payload),
+                Some(slot @ None) => {
+                    *slot = Some(payload);
+                    if let Some(waker) = st.wakers.remove(&envelope.id) {
+                        waker.wake();
+                    }
+                }
                 Some(Some(_)) => self.violation(st, format!("second reply to request id {}", envelope.id)),
                 // A reply to a call its caller gave up on.
                 None if envelope.id < self.next_id.load(Ordering::Relaxed) => {
@@ -559,7 +592,16 @@ impl Inner {
     }
 
     fn abandon(&self, id: u64, method: Method) {
-        let was_pending = self.lock().pending.remove(&id).is_some();
+        let was_pending = {
+            let mut st = self.lock();
+            st.wakers.remove(&id);
+            if st.watching == future::Watch::Task(id) {
+                // It was to read next: another waiting call takes over.
+                st.watching = future::Watch::Nobody;
+                self.notify(&st);
+            }
+            st.pending.remove(&id).is_some()
+        };
         if was_pending {
             let frame = Envelope {
                 id,

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use serde::de::DeserializeOwned;
 
+use super::future::Timer;
 use super::Client;
 use crate::error::RpcError;
 use crate::protocol::{Envelope, Fault, Kind};
@@ -13,17 +14,26 @@ use crate::wait::Wait;
 
 /// A call that has been sent and whose reply has not been taken yet.
 ///
+/// Wait for it ([`wait`](Self::wait)), poll it ([`try_wait`](Self::try_wait)), or `.await`
+/// it: it is a `Future` of the reply, on any executor, without a thread of its own. Awaited
+/// calls take turns reading their connection for each other, so a future that is woken
+/// must be polled (or dropped), as futures are meant to be: one left unpolled after its
+/// wake-up holds up the other awaited calls' replies until it is (blocking callers read for
+/// themselves).
+///
 /// Dropping it before the reply is taken abandons the call and tells the server, which may
 /// stop working on it (see [`CallContext::is_cancelled`](crate::CallContext::is_cancelled)).
 #[must_use = "dropping a PendingCall cancels the call"]
 pub struct PendingCall<R> {
-    client: Client,
-    id: u64,
-    method: Method,
-    deadline: Option<Instant>,
-    done: bool,
+    pub(super) client: Client,
+    pub(super) id: u64,
+    pub(super) method: Method,
+    pub(super) deadline: Option<Instant>,
+    pub(super) done: bool,
     /// A pool's count of this call as outstanding on its worker, released with the call.
-    tracker: Option<crate::pool::Tracker>,
+    pub(super) tracker: Option<crate::pool::Tracker>,
+    /// The deadline's wake-up, while the call is awaited.
+    pub(super) timer: Timer,
     _reply: PhantomData<fn() -> R>,
 }
 
@@ -45,8 +55,15 @@ impl<R> PendingCall<R> {
             deadline,
             done: false,
             tracker: None,
+            timer: Timer::default(),
             _reply: PhantomData,
         }
+    }
+
+    /// Marks the call finished, its deadline's wake-up cancelled.
+    pub(super) fn finish(&mut self) {
+        self.done = true;
+        self.timer.cancel();
     }
 
     /// Counts the call as outstanding on a pool's worker until it is finished or dropped.
@@ -110,7 +127,7 @@ impl<R: DeserializeOwned> PendingCall<R> {
         }
     }
 
-    fn decode(&self, payload: &[u8]) -> Result<R, RpcError> {
+    pub(super) fn decode(&self, payload: &[u8]) -> Result<R, RpcError> {
         let peer = || self.client.inner.peer.name.clone();
         let (envelope, body) = Envelope::decode(payload).map_err(|source| RpcError::Decode {
             method: self.method.name,
@@ -142,6 +159,7 @@ impl<R: DeserializeOwned> PendingCall<R> {
 
 impl<R> Drop for PendingCall<R> {
     fn drop(&mut self) {
+        self.timer.cancel();
         if !self.done {
             self.client.inner.abandon(self.id, self.method);
         }

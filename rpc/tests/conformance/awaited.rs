@@ -1,0 +1,109 @@
+//! Awaited calls on every transport: many in flight on one thread's executor, beside
+//! blocking callers on the same connection, large replies, deadlines.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Wake, Waker};
+use std::time::{Duration, Instant};
+
+use procwire_rpc::serde_bytes::ByteBuf;
+use procwire_rpc::RpcError;
+
+use super::{connect, soon, Outcome};
+use crate::support::*;
+
+/// Wakes the thread that runs [`run_all`], and says it did.
+struct Unpark(std::thread::Thread, AtomicBool);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.1.store(true, Ordering::SeqCst);
+        self.0.unpark();
+    }
+}
+
+/// How long the executor waits for a wake-up before it calls one lost: far longer than any
+/// reply takes, even on a loaded machine.
+const LOST: Duration = Duration::from_secs(20);
+
+type Task<'a> = Pin<Box<dyn Future<Output = ()> + 'a>>;
+
+/// A minimal executor: polls every task on this thread until all are done, parking until
+/// one is woken. No runtime, no reactor of its own. A wake-up that never comes fails the
+/// test instead of hanging it.
+fn run_all(mut tasks: Vec<Task<'_>>) {
+    let unpark = Arc::new(Unpark(std::thread::current(), AtomicBool::new(false)));
+    let waker = Waker::from(Arc::clone(&unpark));
+    let mut cx = Context::from_waker(&waker);
+    while !tasks.is_empty() {
+        unpark.1.store(false, Ordering::SeqCst);
+        tasks.retain_mut(|task| task.as_mut().poll(&mut cx).is_pending());
+        let parked = Instant::now();
+        while !tasks.is_empty() && !unpark.1.load(Ordering::SeqCst) {
+            assert!(parked.elapsed() < LOST, "a pending call was never woken");
+            std::thread::park_timeout(LOST);
+        }
+    }
+}
+
+pub fn awaited_calls_share_a_connection_with_blocking_ones(kind: Kind) -> Outcome {
+    let mut peer = Peer::spawn(kind);
+    let client = connect(&mut peer);
+    std::thread::scope(|s| {
+        for t in 0..2i64 {
+            let client = client.clone();
+            s.spawn(move || {
+                for i in 0..300i64 {
+                    let sum: i64 = client.call(ADD, &(t, i), soon()).expect("blocking call");
+                    assert_eq!(sum, t + i);
+                }
+            });
+        }
+        for t in 2..4i64 {
+            let client = client.clone();
+            s.spawn(move || {
+                let tasks = (0..8i64)
+                    .map(|k| {
+                        let client = client.clone();
+                        Box::pin(async move {
+                            for i in 0..40i64 {
+                                let sum: i64 = client
+                                    .call_async(ADD, &(t * 100 + k, i), soon())
+                                    .await
+                                    .expect("awaited call");
+                                assert_eq!(sum, t * 100 + k + i);
+                            }
+                        }) as Task<'_>
+                    })
+                    .collect();
+                run_all(tasks);
+            });
+        }
+    });
+    // A large reply, read by the awaiting task itself.
+    let data = ByteBuf::from(vec![9u8; 1 << 20]);
+    let mut back = None;
+    run_all(vec![Box::pin(async {
+        back = Some(client.call_async::<_, ByteBuf>(ECHO, &data, soon()).await);
+    })]);
+    assert!(back.expect("ran")? == data, "the echo came back different");
+    // A missed deadline, then the connection goes on.
+    let mut late = None;
+    run_all(vec![Box::pin(async {
+        let deadline = Some(Instant::now() + Duration::from_millis(100));
+        late = Some(client.call_async::<_, u64>(SLOW, &(1u64, 3_000u64), deadline).await);
+    })]);
+    let err = late.expect("ran").unwrap_err();
+    assert!(
+        matches!(err, RpcError::DeadlineExceeded { method: "slow", .. }),
+        "{err}"
+    );
+    let mut after = None;
+    run_all(vec![Box::pin(async {
+        after = Some(client.call_async::<_, i64>(ADD, &(1i64, 2i64), soon()).await);
+    })]);
+    assert_eq!(after.expect("ran")?, 3);
+    Ok(())
+}
