@@ -9,7 +9,9 @@
 //!
 //! Placement: this process pins itself to CPU 0; each child pins itself to CPU 0 ("one
 //! CPU") or CPU 1 ("two CPUs") and reports where it ran. Figures are medians of batch means.
-//! Run with `cargo bench -p procwire-rpc --bench shm` (`PROCWIRE_BENCH_QUICK=1`: a tenth).
+//! Run with `cargo bench -p procwire-rpc --bench shm` (`PROCWIRE_BENCH_QUICK=1`: a tenth;
+//! `PROCWIRE_SHM_BENCH_ONLY=procwire` skips the floors, `procwire-one` also the two-CPU run,
+//! to count the transport's system calls under `strace -f -c` or `perf stat`).
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
@@ -362,6 +364,18 @@ fn main() -> Result<()> {
     for (label, cpu) in [("one CPU (0, 0)", 0), ("two CPUs (0, 1)", 1)] {
         println!();
         println!("== {label}");
+        let only = std::env::var("PROCWIRE_SHM_BENCH_ONLY").unwrap_or_default();
+        if only == "procwire-one" && cpu != 0 {
+            break;
+        }
+        if only.starts_with("procwire") {
+            let ours = procwire(cpu, scale, &payload)?;
+            println!(
+                "procwire   small {:>8.2} us   echo {:>6.2} GB/s",
+                ours.small, ours.large
+            );
+            continue;
+        }
         let futex = raw(Waiting::Futex, cpu, scale, &payload)?;
         let spin = if cpu == 0 {
             None
