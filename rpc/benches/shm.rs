@@ -7,6 +7,10 @@
 //! - 1 MiB echo: `BenchClient::echo` over `shm:` against a raw copy-in/copy-out echo through
 //!   a shared mapping (`memcpy` in, `memcpy` out, each way), woken the same way.
 //!
+//! - the best-known peer, ipc-channel, in the same run and placement: the small call as 16
+//!   bytes in and 8 out over a byte channel, the echo over a byte channel and as
+//!   `IpcSharedMemory` (a fresh region per message, each way).
+//!
 //! Placement: this process pins itself to CPU 0; each child pins itself to CPU 0 ("one
 //! CPU") or CPU 1 ("two CPUs") and reports where it ran. Figures are medians of batch means.
 //! Run with `cargo bench -p procwire-rpc --bench shm` (`PROCWIRE_BENCH_QUICK=1`: a tenth;
@@ -29,6 +33,7 @@ use procwire_rpc::Server;
 const CHILD_ENV: &str = "PROCWIRE_SHM_BENCH_CHILD";
 const CPU_ENV: &str = "PROCWIRE_SHM_BENCH_CPU";
 const ADDR_ENV: &str = "PROCWIRE_SHM_BENCH_ADDR";
+const IPC_ENV: &str = "PROCWIRE_SHM_BENCH_IPC";
 const REGION: &str = "bench";
 const MIB: usize = 1 << 20;
 /// Region layout for the raw floors: two counters on their own cache lines, two buffers.
@@ -168,6 +173,9 @@ fn child(role: &str) -> Result<()> {
     let cpu: usize = std::env::var(CPU_ENV)?.parse()?;
     pin(cpu)?;
     let mut out = std::io::stdout().lock();
+    if role == "ipc" {
+        return peer::child(&std::env::var(IPC_ENV)?, &mut out);
+    }
     if role == "rpc" {
         let listener = shm::Listener::bind(std::env::var(ADDR_ENV)?)?;
         let handle = Server::new(BenchServer::new(Echo)).spawn(listener)?;
@@ -348,6 +356,96 @@ fn procwire(cpu: usize, scale: usize, payload: &[u8]) -> Result<Figures> {
     })
 }
 
+mod peer {
+    //! ipc-channel, measured as the transport is: same placement, same medians.
+
+    use super::*;
+    use ipc_channel::ipc::IpcSharedMemory;
+    use ipc_channel::ipc::{self, IpcBytesReceiver, IpcBytesSender, IpcOneShotServer, IpcReceiver, IpcSender};
+
+    /// What the child hands the bench: where to send requests, where replies come.
+    type Channels = (
+        IpcBytesSender,
+        IpcBytesReceiver,
+        IpcSender<IpcSharedMemory>,
+        IpcReceiver<IpcSharedMemory>,
+    );
+
+    /// The child: answers byte requests (8 bytes for a small one, the same bytes for a
+    /// large one) and shared-memory echoes, until the bench hangs up.
+    pub(super) fn child(name: &str, out: &mut impl Write) -> Result<()> {
+        let (req_tx, req_rx) = ipc::bytes_channel()?;
+        let (rep_tx, rep_rx) = ipc::bytes_channel()?;
+        let (shm_req_tx, shm_req_rx) = ipc::channel::<IpcSharedMemory>()?;
+        let (shm_rep_tx, shm_rep_rx) = ipc::channel::<IpcSharedMemory>()?;
+        IpcSender::<Channels>::connect(name.to_owned())?.send((req_tx, rep_rx, shm_req_tx, shm_rep_rx))?;
+        writeln!(out, "ready {}", sched_getcpu()?)?;
+        out.flush()?;
+        let shm = std::thread::spawn(move || {
+            while let Ok(region) = shm_req_rx.recv() {
+                if shm_rep_tx.send(IpcSharedMemory::from_bytes(&region)).is_err() {
+                    break;
+                }
+            }
+        });
+        while let Ok(request) = req_rx.recv() {
+            let reply = if request.len() == 16 {
+                let a = i64::from_le_bytes(request[..8].try_into()?);
+                let b = i64::from_le_bytes(request[8..].try_into()?);
+                a.wrapping_add(b).to_le_bytes().to_vec()
+            } else {
+                request
+            };
+            if rep_tx.send(&reply).is_err() {
+                break;
+            }
+        }
+        let _ = shm.join();
+        Ok(())
+    }
+
+    /// Small call, byte-channel echo and shared-memory echo (GB/s), in that order.
+    pub(super) fn measure(cpu: usize, scale: usize, payload: &[u8]) -> Result<(Figures, f64)> {
+        let (server, name) = IpcOneShotServer::<Channels>::new()?;
+        let proc = Proc::spawn("ipc", cpu, |cmd| {
+            cmd.env(IPC_ENV, &name);
+            Ok(())
+        })?;
+        let (_, (req, rep, shm_req, shm_rep)) = server.accept()?;
+        let small = median(2000, 50_000 / scale, 10, |i| {
+            let mut request = [0u8; 16];
+            request[..8].copy_from_slice(&i64::from(i).to_le_bytes());
+            request[8..].copy_from_slice(&1i64.to_le_bytes());
+            req.send(&request)?;
+            let reply = rep.recv()?;
+            ensure!(reply == (i64::from(i) + 1).to_le_bytes(), "ipc-channel added wrongly");
+            Ok(())
+        })?;
+        req.send(payload)?;
+        ensure!(rep.recv()? == payload, "the ipc-channel echo came back different");
+        let large = median(30, 300 / scale, 10, |_| {
+            req.send(payload)?;
+            ensure!(rep.recv()?.len() == MIB);
+            Ok(())
+        })?;
+        let shared = median(30, 300 / scale, 10, |_| {
+            shm_req.send(IpcSharedMemory::from_bytes(payload))?;
+            let back = shm_rep.recv()?;
+            // Read it out, as a caller that keeps the bytes would.
+            ensure!(back.to_vec().len() == MIB);
+            Ok(())
+        })?;
+        Ok((
+            Figures {
+                small: small * 1e6,
+                large: 2.0 * MIB as f64 / large / 1e9,
+                cpus: (sched_getcpu()?, proc.cpu),
+            },
+            2.0 * MIB as f64 / shared / 1e9,
+        ))
+    }
+}
+
 fn main() -> Result<()> {
     if let Ok(role) = std::env::var(CHILD_ENV) {
         return child(&role);
@@ -383,6 +481,7 @@ fn main() -> Result<()> {
             Some(raw(Waiting::Spin, cpu, scale, &payload)?)
         };
         let ours = procwire(cpu, scale, &payload)?;
+        let (ipc, ipc_shared) = peer::measure(cpu, scale, &payload)?;
         let ran = |f: &Figures| format!("ran on {} and {}", f.cpus.0, f.cpus.1);
         println!(
             "raw futex  small {:>8.2} us   echo {:>6.2} GB/s   {}",
@@ -403,6 +502,18 @@ fn main() -> Result<()> {
             ours.small,
             ours.large,
             ran(&ours)
+        );
+        println!(
+            "ipc-chan   small {:>8.2} us   echo {:>6.2} GB/s   (IpcSharedMemory echo {:.2} GB/s)   {}",
+            ipc.small,
+            ipc.large,
+            ipc_shared,
+            ran(&ipc)
+        );
+        println!(
+            "ratios: echo / best ipc-channel {:.2}x (target >= 3x); small / ipc-channel {:.2}x",
+            ours.large / ipc.large.max(ipc_shared),
+            ours.small / ipc.small
         );
         println!(
             "ratios: small / raw futex {:.2}x (target <= 1.5x on one CPU); echo / raw futex {:.2}x",
