@@ -15,7 +15,8 @@
 //! CPU") or CPU 1 ("two CPUs") and reports where it ran. Figures are medians of batch means.
 //! Run with `cargo bench -p procwire-rpc --bench shm` (`PROCWIRE_BENCH_QUICK=1`: a tenth;
 //! `PROCWIRE_SHM_BENCH_ONLY=procwire` skips the floors, `procwire-one` also the two-CPU run,
-//! to count the transport's system calls under `strace -f -c` or `perf stat`).
+//! to count the transport's system calls under `strace -f -c` or `perf stat`;
+//! `PROCWIRE_SHM_BENCH_STRATEGY=spin|block|adaptive` sets how both ends wait).
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
@@ -34,6 +35,18 @@ const CHILD_ENV: &str = "PROCWIRE_SHM_BENCH_CHILD";
 const CPU_ENV: &str = "PROCWIRE_SHM_BENCH_CPU";
 const ADDR_ENV: &str = "PROCWIRE_SHM_BENCH_ADDR";
 const IPC_ENV: &str = "PROCWIRE_SHM_BENCH_IPC";
+/// `spin`, `block` or `adaptive` (the default): how both ends of the transport wait.
+const STRATEGY_ENV: &str = "PROCWIRE_SHM_BENCH_STRATEGY";
+
+fn options() -> Result<shm::Options> {
+    let strategy = match std::env::var(STRATEGY_ENV).as_deref() {
+        Err(_) | Ok("adaptive") => shm::Strategy::Adaptive,
+        Ok("spin") => shm::Strategy::Spin,
+        Ok("block") => shm::Strategy::Block,
+        Ok(other) => bail!("{STRATEGY_ENV}={other}: expected spin, block or adaptive"),
+    };
+    Ok(shm::Options::default().strategy(strategy))
+}
 const REGION: &str = "bench";
 const MIB: usize = 1 << 20;
 /// Region layout for the raw floors: two counters on their own cache lines, two buffers.
@@ -177,7 +190,7 @@ fn child(role: &str) -> Result<()> {
         return peer::child(&std::env::var(IPC_ENV)?, &mut out);
     }
     if role == "rpc" {
-        let listener = shm::Listener::bind(std::env::var(ADDR_ENV)?)?;
+        let listener = shm::Listener::bind_with(std::env::var(ADDR_ENV)?, options()?)?;
         let handle = Server::new(BenchServer::new(Echo)).spawn(listener)?;
         writeln!(out, "ready {}", sched_getcpu()?)?;
         out.flush()?;
@@ -339,7 +352,7 @@ fn procwire(cpu: usize, scale: usize, payload: &[u8]) -> Result<Figures> {
         cmd.env(ADDR_ENV, &path);
         Ok(())
     })?;
-    let client = BenchClient::connect(shm::connect(&path)?)?;
+    let client = BenchClient::connect(shm::connect_with(&path, options()?)?)?;
     let small = median(2000, 50_000 / scale, 10, |i| {
         ensure!(client.add(i as i64, 1)? == i as i64 + 1);
         Ok(())
