@@ -7,25 +7,46 @@
 //! - 1 MiB echo: `BenchClient::echo` over `shm:` against a raw copy-in/copy-out echo through
 //!   a shared mapping (`memcpy` in, `memcpy` out, each way), woken the same way.
 //!
+//! - the best-known peer, ipc-channel, in the same run and placement: the small call as 16
+//!   bytes in and 8 out over a byte channel, the echo over a byte channel and as
+//!   `IpcSharedMemory` (a fresh region per message, each way).
+//!
 //! Placement: this process pins itself to CPU 0; each child pins itself to CPU 0 ("one
 //! CPU") or CPU 1 ("two CPUs") and reports where it ran. Figures are medians of batch means.
-//! Run with `cargo bench -p procwire-rpc --bench shm` (`PROCWIRE_BENCH_QUICK=1`: a tenth).
+//! Run with `cargo bench -p procwire-rpc --bench shm` (`PROCWIRE_BENCH_QUICK=1`: a tenth;
+//! `PROCWIRE_SHM_BENCH_ONLY=procwire` skips the floors, `procwire-one` also the two-CPU run,
+//! to count the transport's system calls under `strace -f -c` or `perf stat`;
+//! `PROCWIRE_SHM_BENCH_STRATEGY=spin|block|adaptive` sets how both ends wait).
 
-#[path = "support/mod.rs"]
-mod support;
-
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Instant;
 
-use anyhow::{ensure, Result};
-use nix::sched::sched_getcpu;
+use anyhow::{bail, ensure, Context, Result};
+use nix::sched::{sched_getcpu, sched_setaffinity, CpuSet};
+use nix::unistd::Pid;
 use procwire_rpc::shm::Region;
 use procwire_rpc::transport::shm;
-use support::{measure_calls, median, pin, serve, BenchClient, Proc, CPU_ENV};
+use procwire_rpc::Server;
 
 const CHILD_ENV: &str = "PROCWIRE_SHM_BENCH_CHILD";
+const CPU_ENV: &str = "PROCWIRE_SHM_BENCH_CPU";
 const ADDR_ENV: &str = "PROCWIRE_SHM_BENCH_ADDR";
+const IPC_ENV: &str = "PROCWIRE_SHM_BENCH_IPC";
+/// `spin`, `block` or `adaptive` (the default): how both ends of the transport wait.
+const STRATEGY_ENV: &str = "PROCWIRE_SHM_BENCH_STRATEGY";
+
+fn options() -> Result<shm::Options> {
+    let strategy = match std::env::var(STRATEGY_ENV).as_deref() {
+        Err(_) | Ok("adaptive") => shm::Strategy::Adaptive,
+        Ok("spin") => shm::Strategy::Spin,
+        Ok("block") => shm::Strategy::Block,
+        Ok(other) => bail!("{STRATEGY_ENV}={other}: expected spin, block or adaptive"),
+    };
+    Ok(shm::Options::default().strategy(strategy))
+}
 const REGION: &str = "bench";
 const MIB: usize = 1 << 20;
 /// Region layout for the raw floors: two counters on their own cache lines, two buffers.
@@ -33,6 +54,26 @@ const PING: usize = 0;
 const PONG: usize = 64;
 const REQUEST: usize = 4096;
 const REPLY: usize = REQUEST + MIB;
+
+#[procwire_macros::service]
+trait Bench {
+    /// A small call: two integers in, one out.
+    fn add(&self, a: i64, b: i64) -> i64;
+    /// A large call: bytes in, the same bytes out.
+    fn echo(&self, data: &[u8]) -> Vec<u8>;
+}
+
+struct Echo;
+
+impl Bench for Echo {
+    fn add(&self, a: i64, b: i64) -> i64 {
+        a.wrapping_add(b)
+    }
+
+    fn echo(&self, data: &[u8]) -> Vec<u8> {
+        data.to_vec()
+    }
+}
 
 mod raw {
     //! The raw floors' only unsafe code: the shared mapping, memcpy and futex calls.
@@ -135,13 +176,32 @@ impl Waiting {
     }
 }
 
+fn pin(cpu: usize) -> Result<()> {
+    let mut set = CpuSet::new();
+    set.set(cpu)?;
+    sched_setaffinity(Pid::from_raw(0), &set).with_context(|| format!("pinning to CPU {cpu}"))
+}
+
 fn child(role: &str) -> Result<()> {
     let cpu: usize = std::env::var(CPU_ENV)?.parse()?;
     pin(cpu)?;
     let mut out = std::io::stdout().lock();
+    if role == "ipc" {
+        return peer::child(&std::env::var(IPC_ENV)?, &mut out);
+    }
     if role == "rpc" {
+        let listener = shm::Listener::bind_with(std::env::var(ADDR_ENV)?, options()?)?;
+        let handle = Server::new(BenchServer::new(Echo)).spawn(listener)?;
+        writeln!(out, "ready {}", sched_getcpu()?)?;
+        out.flush()?;
         drop(out);
-        return serve(shm::Listener::bind(std::env::var(ADDR_ENV)?)?);
+        let stopper = handle.stopper();
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+            stopper.stop();
+        });
+        handle.wait()?;
+        return Ok(());
     }
     let waiting = if role.ends_with("spin") {
         Waiting::Spin
@@ -184,6 +244,63 @@ impl Waiting {
     }
 }
 
+/// A child process, killed if still running when dropped.
+struct Proc {
+    child: Child,
+    cpu: usize,
+}
+
+impl Proc {
+    fn spawn(role: &str, cpu: usize, setup: impl FnOnce(&mut Command) -> Result<()>) -> Result<Proc> {
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.env(CHILD_ENV, role)
+            .env(CPU_ENV, cpu.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        setup(&mut cmd)?;
+        let mut child = cmd.spawn()?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
+        let Some(cpu) = line.trim().strip_prefix("ready ") else {
+            bail!("the {role} child did not start");
+        };
+        Ok(Proc {
+            cpu: cpu.parse()?,
+            child,
+        })
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Median over `batches` of the mean seconds per `op`, after `warmup` runs.
+fn median(warmup: usize, calls: usize, batches: usize, mut op: impl FnMut(u32) -> Result<()>) -> Result<f64> {
+    for i in 0..warmup {
+        op(i as u32)?;
+    }
+    let per = (calls / batches).max(1);
+    let mut samples = Vec::new();
+    let mut i = warmup as u32;
+    for _ in 0..batches {
+        let start = Instant::now();
+        for _ in 0..per {
+            op(i)?;
+            i += 1;
+        }
+        samples.push(start.elapsed().as_secs_f64() / per as f64);
+    }
+    samples.sort_by(f64::total_cmp);
+    Ok(samples[batches / 2])
+}
+
 struct Figures {
     small: f64,
     large: f64,
@@ -194,7 +311,7 @@ fn raw(waiting: Waiting, cpu: usize, scale: usize, payload: &[u8]) -> Result<Fig
     let run = |large: bool| -> Result<(f64, usize)> {
         let region = Region::create(REPLY + MIB)?;
         let role = format!("{}-{}", if large { "large" } else { "small" }, waiting.name());
-        let proc = Proc::spawn(CHILD_ENV, &role, cpu, |cmd| Ok(region.pass_to(cmd, REGION)?))?;
+        let proc = Proc::spawn(&role, cpu, |cmd| Ok(region.pass_to(cmd, REGION)?))?;
         let map = raw::Map::new(region)?;
         let (ping, pong) = (map.word(PING), map.word(PONG));
         let mut back = vec![0u8; MIB];
@@ -231,17 +348,115 @@ fn raw(waiting: Waiting, cpu: usize, scale: usize, payload: &[u8]) -> Result<Fig
 fn procwire(cpu: usize, scale: usize, payload: &[u8]) -> Result<Figures> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("bench.sock");
-    let proc = Proc::spawn(CHILD_ENV, "rpc", cpu, |cmd| {
+    let proc = Proc::spawn("rpc", cpu, |cmd| {
         cmd.env(ADDR_ENV, &path);
         Ok(())
     })?;
-    let client = BenchClient::connect(shm::connect(&path)?)?;
-    let (small, large) = measure_calls(&client, scale, payload, 300)?;
+    let client = BenchClient::connect(shm::connect_with(&path, options()?)?)?;
+    let small = median(2000, 50_000 / scale, 10, |i| {
+        ensure!(client.add(i as i64, 1)? == i as i64 + 1);
+        Ok(())
+    })?;
+    ensure!(client.echo(payload)? == payload, "the echo came back different");
+    let large = median(30, 300 / scale, 10, |_| {
+        ensure!(client.echo(payload)?.len() == MIB);
+        Ok(())
+    })?;
     Ok(Figures {
         small: small * 1e6,
         large: 2.0 * MIB as f64 / large / 1e9,
         cpus: (sched_getcpu()?, proc.cpu),
     })
+}
+
+mod peer {
+    //! ipc-channel, measured as the transport is: same placement, same medians.
+
+    use super::*;
+    use ipc_channel::ipc::IpcSharedMemory;
+    use ipc_channel::ipc::{self, IpcBytesReceiver, IpcBytesSender, IpcOneShotServer, IpcReceiver, IpcSender};
+
+    /// What the child hands the bench: where to send requests, where replies come.
+    type Channels = (
+        IpcBytesSender,
+        IpcBytesReceiver,
+        IpcSender<IpcSharedMemory>,
+        IpcReceiver<IpcSharedMemory>,
+    );
+
+    /// The child: answers byte requests (8 bytes for a small one, the same bytes for a
+    /// large one) and shared-memory echoes, until the bench hangs up.
+    pub(super) fn child(name: &str, out: &mut impl Write) -> Result<()> {
+        let (req_tx, req_rx) = ipc::bytes_channel()?;
+        let (rep_tx, rep_rx) = ipc::bytes_channel()?;
+        let (shm_req_tx, shm_req_rx) = ipc::channel::<IpcSharedMemory>()?;
+        let (shm_rep_tx, shm_rep_rx) = ipc::channel::<IpcSharedMemory>()?;
+        IpcSender::<Channels>::connect(name.to_owned())?.send((req_tx, rep_rx, shm_req_tx, shm_rep_rx))?;
+        writeln!(out, "ready {}", sched_getcpu()?)?;
+        out.flush()?;
+        let shm = std::thread::spawn(move || {
+            while let Ok(region) = shm_req_rx.recv() {
+                if shm_rep_tx.send(IpcSharedMemory::from_bytes(&region)).is_err() {
+                    break;
+                }
+            }
+        });
+        while let Ok(request) = req_rx.recv() {
+            let reply = if request.len() == 16 {
+                let a = i64::from_le_bytes(request[..8].try_into()?);
+                let b = i64::from_le_bytes(request[8..].try_into()?);
+                a.wrapping_add(b).to_le_bytes().to_vec()
+            } else {
+                request
+            };
+            if rep_tx.send(&reply).is_err() {
+                break;
+            }
+        }
+        let _ = shm.join();
+        Ok(())
+    }
+
+    /// Small call, byte-channel echo and shared-memory echo (GB/s), in that order.
+    pub(super) fn measure(cpu: usize, scale: usize, payload: &[u8]) -> Result<(Figures, f64)> {
+        let (server, name) = IpcOneShotServer::<Channels>::new()?;
+        let proc = Proc::spawn("ipc", cpu, |cmd| {
+            cmd.env(IPC_ENV, &name);
+            Ok(())
+        })?;
+        let (_, (req, rep, shm_req, shm_rep)) = server.accept()?;
+        let small = median(2000, 50_000 / scale, 10, |i| {
+            let mut request = [0u8; 16];
+            request[..8].copy_from_slice(&i64::from(i).to_le_bytes());
+            request[8..].copy_from_slice(&1i64.to_le_bytes());
+            req.send(&request)?;
+            let reply = rep.recv()?;
+            ensure!(reply == (i64::from(i) + 1).to_le_bytes(), "ipc-channel added wrongly");
+            Ok(())
+        })?;
+        req.send(payload)?;
+        ensure!(rep.recv()? == payload, "the ipc-channel echo came back different");
+        let large = median(30, 300 / scale, 10, |_| {
+            req.send(payload)?;
+            ensure!(rep.recv()?.len() == MIB);
+            Ok(())
+        })?;
+        let shared = median(30, 300 / scale, 10, |_| {
+            shm_req.send(IpcSharedMemory::from_bytes(payload))?;
+            let back = shm_rep.recv()?;
+            // Read it out, as a caller that keeps the bytes would.
+            ensure!(back.to_vec().len() == MIB);
+            Ok(())
+        })?;
+        Ok((
+            Figures {
+                small: small * 1e6,
+                large: 2.0 * MIB as f64 / large / 1e9,
+                cpus: (sched_getcpu()?, proc.cpu),
+            },
+            2.0 * MIB as f64 / shared / 1e9,
+        ))
+    }
 }
 
 fn main() -> Result<()> {
@@ -260,6 +475,18 @@ fn main() -> Result<()> {
     for (label, cpu) in [("one CPU (0, 0)", 0), ("two CPUs (0, 1)", 1)] {
         println!();
         println!("== {label}");
+        let only = std::env::var("PROCWIRE_SHM_BENCH_ONLY").unwrap_or_default();
+        if only == "procwire-one" && cpu != 0 {
+            break;
+        }
+        if only.starts_with("procwire") {
+            let ours = procwire(cpu, scale, &payload)?;
+            println!(
+                "procwire   small {:>8.2} us   echo {:>6.2} GB/s",
+                ours.small, ours.large
+            );
+            continue;
+        }
         let futex = raw(Waiting::Futex, cpu, scale, &payload)?;
         let spin = if cpu == 0 {
             None
@@ -267,6 +494,7 @@ fn main() -> Result<()> {
             Some(raw(Waiting::Spin, cpu, scale, &payload)?)
         };
         let ours = procwire(cpu, scale, &payload)?;
+        let (ipc, ipc_shared) = peer::measure(cpu, scale, &payload)?;
         let ran = |f: &Figures| format!("ran on {} and {}", f.cpus.0, f.cpus.1);
         println!(
             "raw futex  small {:>8.2} us   echo {:>6.2} GB/s   {}",
@@ -287,6 +515,18 @@ fn main() -> Result<()> {
             ours.small,
             ours.large,
             ran(&ours)
+        );
+        println!(
+            "ipc-chan   small {:>8.2} us   echo {:>6.2} GB/s   (IpcSharedMemory echo {:.2} GB/s)   {}",
+            ipc.small,
+            ipc.large,
+            ipc_shared,
+            ran(&ipc)
+        );
+        println!(
+            "ratios: echo / best ipc-channel {:.2}x (target >= 3x); small / ipc-channel {:.2}x",
+            ours.large / ipc.large.max(ipc_shared),
+            ours.small / ipc.small
         );
         println!(
             "ratios: small / raw futex {:.2}x (target <= 1.5x on one CPU); echo / raw futex {:.2}x",

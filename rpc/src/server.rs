@@ -290,7 +290,7 @@ struct Waiter {
 impl Waiter {
     /// Sleeps until there may be something to do, or `until` passes; false if it passed.
     fn wait(&self, wake: &EventFd, until: Option<Instant>) -> nix::Result<bool> {
-        let mut events = [EpollEvent::empty(); 4];
+        let mut events = [EpollEvent::empty(); 5];
         let timeout = match until {
             None => EpollTimeout::NONE,
             Some(at) => {
@@ -391,7 +391,9 @@ impl<S: Service> Conn<S> {
     fn run(self: Arc<Self>) {
         let waiter = {
             let receiver = self.receiver.lock().unwrap_or_else(|e| e.into_inner());
-            receiver.readiness_fd().and_then(|fd| self.waiter(fd).ok())
+            receiver
+                .readiness_fd()
+                .and_then(|fd| self.waiter(fd, receiver.liveness_fd()).ok())
         };
         let wait = if waiter.is_some() { Wait::NonBlock } else { Wait::Block };
         loop {
@@ -553,14 +555,18 @@ impl<S: Service> Conn<S> {
     }
 
     /// This thread's epoll set: the connection (exclusive), the "more buffered" eventfd
-    /// (exclusive), and the server's and the connection's end (shared).
-    fn waiter(&self, fd: BorrowedFd<'_>) -> nix::Result<Waiter> {
+    /// (exclusive), and the server's and the connection's end and the peer's death, if the
+    /// transport shows it apart (shared: every thread leaves).
+    fn waiter(&self, fd: BorrowedFd<'_>, liveness: Option<BorrowedFd<'_>>) -> nix::Result<Waiter> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
         let exclusive = EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE;
         epoll.add(fd, EpollEvent::new(exclusive, 0))?;
         epoll.add(self.wake.as_fd(), EpollEvent::new(exclusive, WAKE))?;
         epoll.add(self.shared.interrupt.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, 2))?;
         epoll.add(self.ended.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, 3))?;
+        if let Some(liveness) = liveness {
+            epoll.add(liveness, EpollEvent::new(EpollFlags::EPOLLIN, 4))?;
+        }
         Ok(Waiter { epoll })
     }
 

@@ -104,6 +104,13 @@ pub trait FrameReceiver: Send + 'static {
         None
     }
 
+    /// A second descriptor a server waits on beside the [`readiness_fd`](Self::readiness_fd),
+    /// when that one does not show the peer's death: it polls readable (end of file) once
+    /// the peer is gone. `None` if the readiness descriptor shows it.
+    fn liveness_fd(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
+
     /// True if [`recv`](Self::recv) can return a whole frame (or its refusal) from bytes
     /// already read, which a readiness descriptor does not show.
     fn has_buffered(&self) -> bool {

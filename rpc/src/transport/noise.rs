@@ -471,6 +471,10 @@ impl FrameReceiver for NoiseReceiver {
         self.inner.readiness_fd()
     }
 
+    fn liveness_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.inner.liveness_fd()
+    }
+
     fn has_buffered(&self) -> bool {
         self.inner.has_buffered()
     }

@@ -5,9 +5,12 @@
 //! Each ring has two wake-ups, both of which `poll(2)` can wait on together with the
 //! [`Interrupt`]:
 //!
-//! - **data**: a byte (a "kick") on the connection's Unix socket. The consumer's readiness
-//!   descriptor is the socket itself, so a server's epoll set sees kicks and the peer's death
-//!   (end of file) on one descriptor.
+//! - **data**: an eventfd shared by both processes (a "kick" is a write to it), for a
+//!   consumer waiting for bytes. It is the consumer's readiness descriptor; the connection's
+//!   Unix socket is its liveness descriptor (the peer's death shows as end of file there), so
+//!   a server's epoll set holds both. An eventfd rather than a byte on the socket: a write
+//!   and a read of a counter cost a fraction of a socket's send and receive, which on one CPU
+//!   are most of a round trip.
 //! - **space**: an eventfd shared by both processes, for a producer waiting for room.
 //!
 //! Both are rung only when the waiting side said it is parked, so a busy connection makes no
@@ -27,7 +30,8 @@
 //! flag (and it rings; the kick stays in the socket, or the eventfd stays readable, until the
 //! waiter polls, so ringing before the waiter sleeps is not lost). A `kicked` flag, set by the
 //! producer when it kicks and cleared by the consumer when it drains the socket (drain, then
-//! clear, then re-check), keeps a parked consumer from getting a kick per frame. And a producer
+//! clear, then re-check), keeps a parked consumer from getting a kick per frame, and from
+//! reading a drained doorbell once more (a system call for nothing) on its next receive. And a producer
 //! that finds the consumer parked first spins for up to 2 us (if spinning pays at all) for it
 //! to clear its flag or consume the bytes: a server thread on its way back from sending a
 //! reply usually does, and the kick would cost a system call and wake a second thread.
@@ -40,7 +44,7 @@ use std::time::Instant;
 
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::socket::{recv, send, MsgFlags};
+use nix::sys::socket::{recv, MsgFlags};
 
 use super::ring::{Consumer, Corrupt, Layout, Producer};
 use super::spin::{publish_cpu, Spinner, Strategy};
@@ -56,7 +60,7 @@ use crate::wait::Wait;
 pub(crate) struct Shared {
     /// Keeps the mapping alive for the rings.
     pub(crate) _layout: Layout,
-    /// The Unix socket the connection was set up on: data kicks and liveness.
+    /// The Unix socket the connection was set up on: liveness (nothing is sent on it).
     pub(crate) socket: OwnedFd,
     pub(crate) name: String,
 }
@@ -103,6 +107,8 @@ pub struct ShmSender {
     tx: Producer,
     /// Rung by the consumer when it frees space while we are parked.
     space: Arc<OwnedFd>,
+    /// Rung by us when we publish bytes while the consumer is parked.
+    data: OwnedFd,
     spinner: Spinner,
     max: usize,
     pending: Pending,
@@ -110,11 +116,18 @@ pub struct ShmSender {
 }
 
 impl ShmSender {
-    pub(crate) fn new(sh: Arc<Shared>, tx: Producer, space: Arc<OwnedFd>, strategy: Strategy) -> ShmSender {
+    pub(crate) fn new(
+        sh: Arc<Shared>,
+        tx: Producer,
+        space: Arc<OwnedFd>,
+        data: OwnedFd,
+        strategy: Strategy,
+    ) -> ShmSender {
         ShmSender {
             sh,
             tx,
             space,
+            data,
             spinner: Spinner::new(strategy),
             max: DEFAULT_MAX_FRAME_LEN,
             pending: Pending::default(),
@@ -140,13 +153,9 @@ impl ShmSender {
             return;
         }
         if ring.kicked().swap(1, Ordering::Relaxed) == 0 || always {
-            // A full socket already holds kicks, and a dead peer is noticed by the
-            // receiver: neither is this send's business.
-            let _ = send(
-                self.sh.socket.as_raw_fd(),
-                &[0],
-                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
-            );
+            // An eventfd write fails only when the counter would overflow, which leaves it
+            // readable anyway; a dead peer is noticed by the receiver.
+            let _ = nix::unistd::write(&self.data, &1u64.to_ne_bytes());
         }
     }
 
@@ -275,6 +284,8 @@ pub struct ShmReceiver {
     rx: Consumer,
     /// Rung by us when we free space while the producer is parked.
     space: Arc<OwnedFd>,
+    /// Rung by the producer when it publishes bytes while we are parked.
+    data: OwnedFd,
     spinner: Spinner,
     max: usize,
     interrupt: Option<Interrupt>,
@@ -294,11 +305,18 @@ pub struct ShmReceiver {
 }
 
 impl ShmReceiver {
-    pub(crate) fn new(sh: Arc<Shared>, rx: Consumer, space: Arc<OwnedFd>, strategy: Strategy) -> ShmReceiver {
+    pub(crate) fn new(
+        sh: Arc<Shared>,
+        rx: Consumer,
+        space: Arc<OwnedFd>,
+        data: OwnedFd,
+        strategy: Strategy,
+    ) -> ShmReceiver {
         ShmReceiver {
             sh,
             rx,
             space,
+            data,
             spinner: Spinner::new(strategy),
             max: DEFAULT_MAX_FRAME_LEN,
             interrupt: None,
@@ -365,8 +383,17 @@ impl ShmReceiver {
         Ok(None)
     }
 
-    /// Reads kicks off the socket; notes the peer's end of file.
-    fn drain_kicks(&mut self) -> Result<(), TransportError> {
+    /// Quiets the data doorbell, then clears `kicked` so that the next frame kicks again
+    /// (drain, then clear; the caller re-checks the ring after its next fence).
+    fn drain_kicks(&mut self) {
+        // Nonblocking: EAGAIN when a kick's write has not landed yet (it wakes us once more).
+        let _ = nix::unistd::read(self.data.as_raw_fd(), &mut [0; 8]);
+        self.rx.ring().kicked().store(0, Ordering::Relaxed);
+    }
+
+    /// Reads the socket without waiting to note the peer's end of file (nothing else is
+    /// sent on it: stray bytes from a confused peer are dropped).
+    fn check_liveness(&mut self) -> Result<(), TransportError> {
         let mut buf = [0; 64];
         loop {
             match recv(self.sh.socket.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
@@ -374,8 +401,6 @@ impl ShmReceiver {
                     self.peer_gone = true;
                     return Ok(());
                 }
-                // A short read emptied the socket: no need to hear EAGAIN say so.
-                Ok(n) if n < buf.len() => return Ok(()),
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(Errno::EAGAIN) => return Ok(()),
                 Err(e) => return Err(TransportError::io("read", self.sh.name.clone(), e)),
@@ -400,10 +425,10 @@ impl ShmReceiver {
     }
 
     /// Spins if it pays, else parks: drain kicks, raise the flag, re-check. True if there is
-    /// news (or the peer is gone); false if the caller should sleep on the socket. `drain`
-    /// reads the socket even without a kick pending: a server's epoll set cannot tell the
-    /// peer's end of file from a kick, so its threads must find out here, or spin on it.
-    fn spin_then_park(&mut self, deadline: Option<Instant>, drain: bool) -> Result<bool, TransportError> {
+    /// news (or the peer is gone); false if the caller should sleep on the doorbell. `liveness`
+    /// reads the socket: a server thread woken for nothing may have been woken by the peer's
+    /// end of file, and must find out here, or spin on it.
+    fn spin_then_park(&mut self, deadline: Option<Instant>, liveness: bool) -> Result<bool, TransportError> {
         let ring = self.rx.ring().clone();
         ring.consumer_parked().store(0, Ordering::Relaxed);
         self.watching = true;
@@ -417,11 +442,13 @@ impl ShmReceiver {
             return Ok(true);
         }
         self.watching = false;
-        // Only a kick since the last drain can have left a byte (or one whose byte was still
-        // on its way then: it wakes us once for nothing). The peer's end of file shows in poll.
-        if drain || ring.kicked().load(Ordering::Relaxed) != 0 {
-            self.drain_kicks()?;
-            ring.kicked().store(0, Ordering::Relaxed);
+        if liveness {
+            self.check_liveness()?;
+        }
+        // Only a kick since the last drain can have left the doorbell readable (or one whose
+        // write was still on its way then: it wakes us once for nothing).
+        if ring.kicked().load(Ordering::Relaxed) != 0 {
+            self.drain_kicks();
         }
         ring.consumer_parked().store(1, Ordering::Relaxed);
         // SeqCst: orders the flag's (and `kicked`'s) store before the re-check's load of tail.
@@ -447,8 +474,7 @@ impl ShmReceiver {
     fn recv_inner(&mut self, wait: Wait) -> Result<Vec<u8>, TransportError> {
         if self.rx.ring().kicked().load(Ordering::Relaxed) != 0 {
             // Quiet the readiness descriptor for a server's epoll set.
-            self.drain_kicks()?;
-            self.rx.ring().kicked().store(0, Ordering::Relaxed);
+            self.drain_kicks();
             fence(Ordering::SeqCst);
         }
         loop {
@@ -463,30 +489,42 @@ impl ShmReceiver {
             if wait == Wait::NonBlock {
                 return Err(not_taken(wait, &self.sh.name));
             }
-            // Our own poll shows the end of file, and the drain after it notes it.
+            // Our own poll shows the end of file, and the liveness check after it notes it.
             if self.spin_then_park(wait.as_deadline(), false)? {
                 continue;
             }
             let parked_at = Instant::now();
             let socket = self.sh.socket.as_fd();
             let mut fds = [
+                PollFd::new(self.data.as_fd(), PollFlags::POLLIN),
                 PollFd::new(socket, PollFlags::POLLIN),
                 PollFd::new(
                     self.interrupt.as_ref().map_or(socket, Interrupt::as_fd),
                     PollFlags::POLLIN,
                 ),
             ];
-            let n = if self.interrupt.is_some() { 2 } else { 1 };
+            let n = if self.interrupt.is_some() { 3 } else { 2 };
             if !poll_until(&mut fds[..n], wait, &self.sh.name)? {
                 return Err(not_taken(wait, &self.sh.name));
             }
-            if n == 2 && fds[1].any().unwrap_or(false) && !self.news() {
+            if n == 3 && fds[2].any().unwrap_or(false) && !self.news() {
                 return Err(TransportError::Interrupted {
                     peer: self.sh.name.clone(),
                 });
             }
+            let (kicked, hung_up) = (
+                fds[0].any().unwrap_or(false),
+                fds[1].revents().is_some_and(|r| !r.is_empty()),
+            );
             self.spinner.parked(parked_at.elapsed());
-            self.drain_kicks()?;
+            if hung_up {
+                self.check_liveness()?;
+            }
+            if kicked {
+                self.drain_kicks();
+                // SeqCst: the loop's re-check of the ring comes after clearing `kicked`.
+                fence(Ordering::SeqCst);
+            }
         }
     }
 }
@@ -519,6 +557,10 @@ impl FrameReceiver for ShmReceiver {
     }
 
     fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.data.as_fd())
+    }
+
+    fn liveness_fd(&self) -> Option<BorrowedFd<'_>> {
         Some(self.sh.socket.as_fd())
     }
 
@@ -544,9 +586,9 @@ impl FrameReceiver for ShmReceiver {
             return true;
         }
         // After a receive that found nothing, the wake-up may have been the peer's end of
-        // file, which a server's epoll set cannot tell from a kick: read the socket to know.
-        let drain = std::mem::take(&mut self.found_nothing);
-        let ready = self.spin_then_park(None, drain).unwrap_or(true);
+        // file on the liveness descriptor: read the socket to know.
+        let liveness = std::mem::take(&mut self.found_nothing);
+        let ready = self.spin_then_park(None, liveness).unwrap_or(true);
         self.unwatch();
         if !ready {
             self.parked_at = Some(Instant::now());

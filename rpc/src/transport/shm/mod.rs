@@ -3,14 +3,15 @@
 //! A connection is set up over a Unix socket: the listener (`shm:PATH` is "a Unix socket at
 //! `PATH` that hands out shared-memory connections") creates, per connection, one unnamed
 //! memfd sealed against shrinking and growing ([`Region`]), holding two
-//! single-producer single-consumer rings (client to server, server to client), plus two
-//! eventfds, and hands them to the client with `SCM_RIGHTS`. Nothing is named in `/dev/shm`:
+//! single-producer single-consumer rings (client to server, server to client), plus four
+//! eventfds (a data and a space doorbell per ring), and hands them to the client with `SCM_RIGHTS`. Nothing is named in `/dev/shm`:
 //! the memory goes away with the last process that maps it, crash or not.
 //!
 //! The socket stays open as the liveness channel: a peer that dies closes it, so a receive
-//! or a send waiting on a dead peer fails at once, as over a socket. It also carries the
-//! "data" doorbell (a byte, only when the receiver said it is parked), so a server's epoll
-//! set waits on one descriptor per connection for both requests and hang-ups.
+//! or a send waiting on a dead peer fails at once, as over a socket. The doorbells are
+//! eventfds (rung only when the waiting side said it is parked): a server's epoll set waits
+//! on the data doorbell (exclusively, one thread woken per request) and on the socket (for
+//! the hang-up).
 //!
 //! Rings carry ordinary length-prefixed frames, so any frame the other transports carry goes
 //! through, including frames larger than a ring (in pieces, each copied in once and out
@@ -66,7 +67,7 @@ pub use conn::{ShmReceiver, ShmSender};
 pub use spin::Strategy;
 
 /// What the listener sends with the descriptors: a marker and the setup's version.
-const SETUP: &[u8; 6] = b"PWSHM\x01";
+const SETUP: &[u8; 6] = b"PWSHM\x02";
 /// How long a client waits for the listener's setup message.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -135,7 +136,8 @@ pub fn connect_with(path: impl AsRef<Path>, options: Options) -> Result<Transpor
     if n == 0 {
         return Err(TransportError::Closed { peer: name });
     }
-    let [region, to_server, to_client]: [OwnedFd; 3] = match fds.try_into() {
+    let [region, space_to_server, space_to_client, data_to_server, data_to_client]: [OwnedFd; 5] = match fds.try_into()
+    {
         Ok(fds) if n == SETUP.len() && &marker == SETUP => fds,
         _ => {
             return Err(setup_error(
@@ -149,7 +151,11 @@ pub fn connect_with(path: impl AsRef<Path>, options: Options) -> Result<Transpor
         }
     };
     // The doorbells are only ever read without waiting: make sure of it whatever the peer sent.
-    for bell in [&to_server, &to_client] {
+    let bells = Bells {
+        space: [space_to_server, space_to_client],
+        data: [data_to_server, data_to_client],
+    };
+    for bell in bells.space.iter().chain(&bells.data) {
         fcntl(bell.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
             .map_err(|e| TransportError::io("fcntl on a doorbell", name.clone(), e))?;
     }
@@ -158,7 +164,7 @@ pub fn connect_with(path: impl AsRef<Path>, options: Options) -> Result<Transpor
     Ok(assemble(
         stream,
         layout,
-        [to_server, to_client],
+        bells,
         Direction::ToServer,
         name,
         options.strategy,
@@ -177,16 +183,11 @@ pub(crate) fn fuzz_receive(bytes: &[u8], max_frame_len: usize, mut each: impl Fn
     let Ok(layout) = Layout::open(Arc::new(region)) else {
         return;
     };
-    let bell = || {
-        EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
-            .map(OwnedFd::from)
-            .expect("an eventfd")
-    };
     let (ours, peer) = UnixStream::pair().expect("a socketpair");
     let mut transport = assemble(
         ours,
         layout,
-        [bell(), bell()],
+        Bells::new().expect("eventfds"),
         Direction::ToServer,
         "fuzz".into(),
         Strategy::Block,
@@ -202,11 +203,44 @@ pub(crate) fn fuzz_receive(bytes: &[u8], max_frame_len: usize, mut each: impl Fn
     drop(peer);
 }
 
+/// A connection's doorbells, each pair indexed to the server, to the client.
+#[derive(Debug)]
+struct Bells {
+    /// Rung by a consumer that freed space for its parked producer.
+    space: [OwnedFd; 2],
+    /// Rung by a producer that published bytes for its parked consumer.
+    data: [OwnedFd; 2],
+}
+
+impl Bells {
+    fn new() -> io::Result<Bells> {
+        let bell = || {
+            EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+                .map(OwnedFd::from)
+                .map_err(io::Error::from)
+        };
+        Ok(Bells {
+            space: [bell()?, bell()?],
+            data: [bell()?, bell()?],
+        })
+    }
+
+    #[cfg(test)]
+    fn try_clone(&self) -> io::Result<Bells> {
+        let [a, b] = &self.space;
+        let [c, d] = &self.data;
+        Ok(Bells {
+            space: [a.try_clone()?, b.try_clone()?],
+            data: [c.try_clone()?, d.try_clone()?],
+        })
+    }
+}
+
 /// Builds one end: `tx` is the direction this end sends in.
 fn assemble(
     stream: UnixStream,
     layout: Layout,
-    space: [OwnedFd; 2],
+    bells: Bells,
     tx: Direction,
     name: String,
     strategy: Strategy,
@@ -223,14 +257,17 @@ fn assemble(
         socket,
         name: name.clone(),
     });
-    let [to_server, to_client] = space.map(Arc::new);
-    let (tx_space, rx_space) = match tx {
-        Direction::ToServer => (to_server, to_client),
-        Direction::ToClient => (to_client, to_server),
+    let [space_to_server, space_to_client] = bells.space.map(Arc::new);
+    let [data_to_server, data_to_client] = bells.data;
+    // The sender rings the data bell of its direction and waits on the space bell of its
+    // direction; the receiver the other way round.
+    let (tx_space, rx_space, tx_data, rx_data) = match tx {
+        Direction::ToServer => (space_to_server, space_to_client, data_to_server, data_to_client),
+        Direction::ToClient => (space_to_client, space_to_server, data_to_client, data_to_server),
     };
     Transport {
-        sender: Box::new(ShmSender::new(Arc::clone(&sh), producer, tx_space, strategy)),
-        receiver: Box::new(ShmReceiver::new(sh, consumer, rx_space, strategy)),
+        sender: Box::new(ShmSender::new(Arc::clone(&sh), producer, tx_space, tx_data, strategy)),
+        receiver: Box::new(ShmReceiver::new(sh, consumer, rx_space, rx_data, strategy)),
         peer: PeerInfo { name, credentials },
     }
 }
@@ -279,25 +316,26 @@ impl Listener {
         let capacity = self.options.ring_size;
         let region = Region::create_labelled("procwire-shm-transport", ring::region_len(capacity))
             .map_err(|e| setup_error("creating the shared region", &name, e))?;
-        let bell = || {
-            EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
-                .map(OwnedFd::from)
-                .map_err(|e| TransportError::io("eventfd", name.clone(), e))
-        };
-        let space = [bell()?, bell()?];
+        let bells = Bells::new().map_err(|e| TransportError::io("eventfd", name.clone(), e))?;
         let region = Arc::new(region);
         // The header is written before the client can see the region.
         let layout = Layout::create(region.clone(), capacity);
         send_fds(
             stream.as_fd(),
             SETUP,
-            &[region.as_fd(), space[0].as_fd(), space[1].as_fd()],
+            &[
+                region.as_fd(),
+                bells.space[0].as_fd(),
+                bells.space[1].as_fd(),
+                bells.data[0].as_fd(),
+                bells.data[1].as_fd(),
+            ],
         )
         .map_err(|e| setup_error("handing over the shared region", &name, e))?;
         Ok(assemble(
             stream,
             layout,
-            space,
+            bells,
             Direction::ToClient,
             name,
             self.options.strategy,

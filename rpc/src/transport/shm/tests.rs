@@ -47,14 +47,11 @@ fn frames_of_every_size_cross_in_order_even_those_larger_than_the_ring() {
 fn linked(capacity: usize) -> (Layout, Transport, Transport) {
     let layout = Layout::create(ring::testing::Heap::new(ring::region_len(capacity)), capacity);
     let (a, b) = UnixStream::pair().unwrap();
-    let bell =
-        || OwnedFd::from(EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK).unwrap());
-    let (s0, s1) = (bell(), bell());
-    let space = || [s0.try_clone().unwrap(), s1.try_clone().unwrap()];
+    let bells = Bells::new().unwrap();
     let client = assemble(
         a,
         layout.clone(),
-        space(),
+        bells.try_clone().unwrap(),
         Direction::ToServer,
         "shm:c".into(),
         Strategy::Adaptive,
@@ -62,7 +59,7 @@ fn linked(capacity: usize) -> (Layout, Transport, Transport) {
     let server = assemble(
         b,
         layout.clone(),
-        space(),
+        bells.try_clone().unwrap(),
         Direction::ToClient,
         "shm:s".into(),
         Strategy::Adaptive,
@@ -201,8 +198,8 @@ fn a_server_thread_learns_of_a_peer_that_died_without_closing_and_does_not_spin_
     // The server's loop: prepare, sleep on the readiness descriptor, receive without waiting.
     for _ in 0..100 {
         if !server.receiver.prepare_wait() {
-            let fd = server.receiver.readiness_fd().unwrap();
-            let mut fds = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
+            let (data, liveness) = (server.receiver.readiness_fd(), server.receiver.liveness_fd());
+            let mut fds = [data, liveness].map(|fd| nix::poll::PollFd::new(fd.unwrap(), nix::poll::PollFlags::POLLIN));
             nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(30_000u16)).unwrap();
         }
         match server.recv(Wait::NonBlock) {
