@@ -17,7 +17,9 @@
 //! - The end: [`Event::Ended`], with the publisher's reason when it gave one (it stopped, or
 //!   disconnected this subscriber for being too slow). Each publisher run has an epoch, so a
 //!   subscriber that connects again learns whether it is the same run
-//!   ([`Subscriber::epoch`]): a new run restarts the numbering.
+//!   ([`Subscriber::epoch`]): a new run restarts the numbering. Messages a publisher had
+//!   queued but not yet written when it crashed are lost with it, and no gap can report
+//!   them: the new epoch is what says the stream started over.
 //!
 //! # Overflow
 //!
