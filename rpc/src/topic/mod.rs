@@ -2,9 +2,12 @@
 //! number of [`Subscriber`]s, each with a bounded queue and an explicit [`Overflow`] policy,
 //! and sequence numbers, so that a subscriber learns of every message it missed.
 //!
-//! The publisher binds a Unix socket; a subscriber connects to it (by endpoint path, with or
-//! without a supervisor: a supervisor-owned socket keeps subscribers' connects waiting in
-//! its backlog while the publisher restarts).
+//! The publisher binds a Unix socket; a subscriber connects to it by its path. Under a
+//! supervisor, the publisher's pool lists the socket in `listen`: the supervisor owns it,
+//! so subscribers' connects wait in its backlog while the publisher restarts; the publisher
+//! wraps the socket it is handed with [`Publisher::from_listener`], and subscribers learn
+//! its path from the manifest (an `env` entry of their pool) or, embedded, from
+//! `Supervisor::endpoints(pool)`. There is no `[topic.NAME]` table yet.
 //!
 //! # What a subscriber is told
 //!
