@@ -106,6 +106,33 @@ fn a_crashed_supervisors_queue_is_removed_by_the_next_one() -> Result<(), Failed
     Ok(())
 }
 
+fn a_queue_above_the_kernels_limit_stops_the_start_naming_the_knob() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let mut big = QueueDecl::new("big");
+    big.messages = 1000;
+    big.message_size = 64;
+    let mut idle = Pool::new("idle", vec!["/bin/true".into()]);
+    idle.queues = vec!["big".into()];
+    let mut manifest = Manifest::new("queue-limit").queue(big).pool(idle);
+    manifest.path = dir.path().join("limit.toml");
+    match procwire::Supervisor::start(manifest) {
+        Ok(supervisor) => {
+            // A supervisor with CAP_SYS_RESOURCE is not held to msg_max.
+            println!("skipped: this process may create queues above fs.mqueue.msg_max");
+            supervisor.stop()?;
+        }
+        Err(e) => {
+            let text = procwire::rpc::ErrorChain(&e).to_string();
+            assert!(
+                text.contains("queue big")
+                    && text.contains("1000 messages asked for, above /proc/sys/fs/mqueue/msg_max = "),
+                "{text}"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Starts a supervisor whose worker reports the queue's name (in a datagram), writes it
 /// down, then aborts: no destructor runs, as after a crash. Its workers die with it (their
 /// parent-death signal).
@@ -181,6 +208,10 @@ fn main() {
                 Trial::test(
                     "a_crashed_supervisors_queue_is_removed_by_the_next_one",
                     a_crashed_supervisors_queue_is_removed_by_the_next_one,
+                ),
+                Trial::test(
+                    "a_queue_above_the_kernels_limit_stops_the_start_naming_the_knob",
+                    a_queue_above_the_kernels_limit_stops_the_start_naming_the_knob,
                 ),
             ];
             libtest_mimic::run(&Arguments::from_args(), trials).exit();

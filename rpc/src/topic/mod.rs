@@ -2,9 +2,12 @@
 //! number of [`Subscriber`]s, each with a bounded queue and an explicit [`Overflow`] policy,
 //! and sequence numbers, so that a subscriber learns of every message it missed.
 //!
-//! The publisher binds a Unix socket; a subscriber connects to it (by endpoint path, with or
-//! without a supervisor: a supervisor-owned socket keeps subscribers' connects waiting in
-//! its backlog while the publisher restarts).
+//! The publisher binds a Unix socket; a subscriber connects to it by its path. Under a
+//! supervisor, the publisher's pool lists the socket in `listen`: the supervisor owns it,
+//! so subscribers' connects wait in its backlog while the publisher restarts; the publisher
+//! wraps the socket it is handed with [`Publisher::from_listener`], and subscribers learn
+//! its path from the manifest (an `env` entry of their pool) or, embedded, from
+//! `Supervisor::endpoints(pool)`. There is no `[topic.NAME]` table yet.
 //!
 //! # What a subscriber is told
 //!
@@ -17,7 +20,9 @@
 //! - The end: [`Event::Ended`], with the publisher's reason when it gave one (it stopped, or
 //!   disconnected this subscriber for being too slow). Each publisher run has an epoch, so a
 //!   subscriber that connects again learns whether it is the same run
-//!   ([`Subscriber::epoch`]): a new run restarts the numbering.
+//!   ([`Subscriber::epoch`]): a new run restarts the numbering. Messages a publisher had
+//!   queued but not yet written when it crashed are lost with it, and no gap can report
+//!   them: the new epoch is what says the stream started over.
 //!
 //! # Overflow
 //!

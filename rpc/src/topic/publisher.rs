@@ -104,10 +104,10 @@ impl<T: Serialize> Publisher<T> {
         });
         let stopped = Arc::new(AtomicBool::new(false));
         let accept = {
-            let shared = Arc::clone(&shared);
+            let (shared, interrupt) = (Arc::clone(&shared), interrupt.clone());
             std::thread::Builder::new()
                 .name("procwire-topic-accept".into())
-                .spawn(move || accept_loop(listener, shared))
+                .spawn(move || accept_loop(listener, shared, &interrupt))
                 .map_err(|e| transport(crate::error::TransportError::io("spawn", topic, e)))?
         };
         Ok(Publisher {
@@ -240,7 +240,7 @@ impl Sub {
     }
 }
 
-fn accept_loop(mut listener: unix::Listener, shared: Arc<Shared>) {
+fn accept_loop(mut listener: unix::Listener, shared: Arc<Shared>, interrupt: &Interrupt) {
     loop {
         match listener.accept(Wait::Block) {
             Ok(transport) => {
@@ -251,8 +251,9 @@ fn accept_loop(mut listener: unix::Listener, shared: Arc<Shared>) {
             }
             Err(crate::error::TransportError::Interrupted { .. }) => return,
             Err(e) => {
-                tracing::warn!(topic = %shared.topic, error = %e, "accepting a subscriber failed");
-                if shared.lock().stopping {
+                // Out of descriptors, say: back off rather than spin, but stay stoppable.
+                tracing::warn!(topic = %shared.topic, error = %e, "accepting a subscriber failed; retrying in 100 ms");
+                if crate::transport::wait_interrupt(interrupt, std::time::Duration::from_millis(100)) {
                     return;
                 }
             }

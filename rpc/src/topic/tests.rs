@@ -94,20 +94,22 @@ fn flood(overflow: Overflow, count: u64) -> (Vec<Event<u64>>, Result<(), TopicEr
     }
 }
 
+/// Messages received and messages reported missing.
+fn tally(events: &[Event<u64>]) -> (u64, u64) {
+    events.iter().fold((0, 0), |(got, gaps), e| match e {
+        Event::Message { .. } => (got + 1, gaps),
+        Event::Gap { missed, .. } => (got, gaps + missed),
+        Event::Ended { .. } => (got, gaps),
+    })
+}
+
 #[test]
 fn a_full_queue_under_each_policy_drops_blocks_or_disconnects_and_says_so() {
     // 100 000 messages: far more than the queue of 4 and the socket buffers hold.
     const N: u64 = 100_000;
     let (events, outcome) = flood(Overflow::DropOldest, N);
     assert!(outcome.is_ok());
-    let gaps: u64 = events
-        .iter()
-        .map(|e| match e {
-            Event::Gap { missed, .. } => *missed,
-            _ => 0,
-        })
-        .sum();
-    let got = events.iter().filter(|e| matches!(e, Event::Message { .. })).count() as u64;
+    let (got, gaps) = tally(&events);
     assert!(gaps > 0, "the slow subscriber was told of its gaps");
     assert_eq!(gaps + got, N, "every message is either received or reported missing");
     assert!(
@@ -116,14 +118,7 @@ fn a_full_queue_under_each_policy_drops_blocks_or_disconnects_and_says_so() {
     );
 
     let (events, _) = flood(Overflow::DropNewest, N);
-    let got = events.iter().filter(|e| matches!(e, Event::Message { .. })).count() as u64;
-    let gaps: u64 = events
-        .iter()
-        .map(|e| match e {
-            Event::Gap { missed, .. } => *missed,
-            _ => 0,
-        })
-        .sum();
+    let (got, gaps) = tally(&events);
     assert!(matches!(events[0], Event::Message { seq: 1, .. }), "the oldest is kept");
     // What was dropped after the last message received is not a gap: nothing came after it.
     assert!(got + gaps <= N && got < N, "{got} received, {gaps} reported");
@@ -153,6 +148,5 @@ fn a_full_queue_under_each_policy_drops_blocks_or_disconnects_and_says_so() {
         "{:?}",
         events.last()
     );
-    let got = events.iter().filter(|e| matches!(e, Event::Message { .. })).count() as u64;
-    assert!(got < N, "the slow subscriber was cut off");
+    assert!(tally(&events).0 < N, "the slow subscriber was cut off");
 }

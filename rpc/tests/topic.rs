@@ -1,0 +1,134 @@
+//! Topics across real processes: subscriber children of a publisher in this process, one of
+//! them SIGKILLed mid-stream.
+
+use std::io::{BufRead, BufReader, Lines};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use libtest_mimic::{Arguments, Failed, Trial};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use procwire_rpc::topic::{Event, Options, Overflow, Publisher, Subscriber};
+use procwire_rpc::Wait;
+
+const LIMIT: Duration = Duration::from_secs(30);
+const ROLE_ENV: &str = "PROCWIRE_TOPIC_TEST_SOCKET";
+
+/// The subscriber child: one line per event on stdout (`ready`, `m SEQ VALUE`, `gap N`,
+/// `end`).
+fn child(path: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let mut subscriber = Subscriber::<u64>::connect(path, "ticks")?;
+    println!("ready");
+    loop {
+        match subscriber.recv(Wait::Block)? {
+            Event::Message { seq, value } => println!("m {seq} {value}"),
+            Event::Gap { missed, .. } => println!("gap {missed}"),
+            Event::Ended { .. } => {
+                println!("end");
+                return Ok(());
+            }
+        }
+    }
+}
+
+struct Sub {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Sub {
+    fn spawn(path: &std::path::Path) -> Sub {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .env(ROLE_ENV, path)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn a subscriber");
+        let lines: Lines<BufReader<ChildStdout>> = BufReader::new(child.stdout.take().unwrap()).lines();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let sub = Sub { child, lines: rx };
+        assert_eq!(sub.line(), "ready");
+        sub
+    }
+
+    fn line(&self) -> String {
+        self.lines
+            .recv_timeout(LIMIT)
+            .expect("a line from the subscriber in time")
+    }
+}
+
+impl Drop for Sub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn a_subscriber_killed_mid_stream_costs_only_itself() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("ticks.sock");
+    // Block: nothing may be dropped for the survivor, and a dead subscriber must not hold
+    // the publisher up.
+    let publisher = Publisher::<u64>::bind(&path, "ticks", Options::default().capacity(8).overflow(Overflow::Block))?;
+    let survivor = Sub::spawn(&path);
+    let victim = Sub::spawn(&path);
+    let deadline = Instant::now() + LIMIT;
+    while publisher.subscribers() < 2 {
+        assert!(Instant::now() < deadline, "both subscribers registered");
+        std::thread::yield_now();
+    }
+    for i in 1..=100u64 {
+        publisher.publish(&(i * 10), Wait::timeout(LIMIT))?;
+    }
+    // The victim is mid-stream: it has read some of the first hundred.
+    assert!(victim.line().starts_with("m 1 "));
+    kill(Pid::from_raw(victim.child.id() as i32), Signal::SIGKILL)?;
+    for i in 101..=300u64 {
+        publisher.publish(&(i * 10), Wait::timeout(LIMIT))?;
+    }
+    for seq in 1..=300u64 {
+        assert_eq!(
+            survivor.line(),
+            format!("m {seq} {}", seq * 10),
+            "every message, no gap"
+        );
+    }
+    let deadline = Instant::now() + LIMIT;
+    while publisher.subscribers() > 1 {
+        assert!(Instant::now() < deadline, "the dead subscriber was dropped");
+        publisher.publish(&0, Wait::timeout(LIMIT))?;
+        assert!(survivor.line().starts_with("m "));
+    }
+    publisher.stop("the test is over");
+    loop {
+        let line = survivor.line();
+        if line == "end" {
+            break;
+        }
+        assert!(line.starts_with("m "), "{line}");
+    }
+    Ok(())
+}
+
+fn main() {
+    if let Some(path) = std::env::var_os(ROLE_ENV) {
+        if let Err(e) = child(&path.to_string_lossy()) {
+            eprintln!("subscriber: {e}");
+            std::process::exit(2);
+        }
+        return;
+    }
+    let trials = vec![Trial::test(
+        "a_subscriber_killed_mid_stream_costs_only_itself",
+        a_subscriber_killed_mid_stream_costs_only_itself,
+    )];
+    libtest_mimic::run(&Arguments::from_args(), trials).exit();
+}
