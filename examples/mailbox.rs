@@ -94,7 +94,14 @@ fn supervise() -> Result<()> {
     let mut per_consumer = [0u32; 3];
     let mut buf = [0; 64];
     while done.len() < total {
-        let n = report.recv(&mut buf).context("a consumer report in time")?;
+        // A signal (a worker's SIGCHLD among them) interrupts a read that has a timeout,
+        // whatever its handler: read again.
+        let n = loop {
+            match report.recv(&mut buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                other => break other.context("a consumer report in time")?,
+            }
+        };
         let text = std::str::from_utf8(&buf[..n])?;
         let fields: Vec<u32> = text.split(' ').map(str::parse).collect::<Result<_, _>>()?;
         let [consumer, producer, job] = fields[..] else {

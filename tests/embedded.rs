@@ -216,6 +216,39 @@ fn the_programs_own_child_is_left_for_the_program_to_wait_for() -> Result<(), Fa
     Ok(())
 }
 
+/// Whether SIGCHLD is at its default disposition in this process.
+fn sigchld_at_default() -> bool {
+    let mut old = std::mem::MaybeUninit::<nix::libc::sigaction>::zeroed();
+    // SAFETY: with a null new action, sigaction only writes the current one into `old`.
+    let rc = unsafe { nix::libc::sigaction(nix::libc::SIGCHLD, std::ptr::null(), old.as_mut_ptr()) };
+    assert_eq!(rc, 0, "sigaction");
+    // SAFETY: sigaction succeeded and filled `old` in (zeroed memory is valid besides).
+    unsafe { old.assume_init() }.sa_sigaction == nix::libc::SIG_DFL
+}
+
+/// A SIGCHLD handler would make every read with a timeout in the program (SO_RCVTIMEO, which
+/// SA_RESTART does not restart) fail with EINTR whenever a worker exits: the supervisor
+/// learns of its workers' exits from pidfds and leaves SIGCHLD alone.
+fn a_running_supervisor_installs_no_sigchld_handler_in_the_program() -> Result<(), Failed> {
+    if !sigchld_at_default() {
+        return Err("SIGCHLD was handled before the supervisor started".into());
+    }
+    let dir = tempfile::tempdir()?;
+    let mut reports = Reports::new(dir.path());
+    let supervisor = Supervisor::start(Manifest::new("quiet").pool(reports.pool("w", 1)))?;
+    let (_, worker) = reports.next()?;
+    kill(worker, Signal::SIGKILL)?;
+    let (_, restarted) = reports.next()?;
+    if restarted == worker {
+        return Err("the killed worker reported again".into());
+    }
+    if !sigchld_at_default() {
+        return Err("the supervisor installed a SIGCHLD handler".into());
+    }
+    supervisor.stop()?;
+    Ok(())
+}
+
 fn a_role_pool_that_cannot_be_spawned_is_given_up_while_the_rest_runs_on() -> Result<(), Failed> {
     let dir = tempfile::tempdir()?;
     let mut reports = Reports::new(dir.path());
@@ -347,6 +380,10 @@ fn main() {
         Trial::test(
             "term_to_the_program_stops_a_running_supervisor_gracefully",
             term_to_the_program_stops_a_running_supervisor_gracefully,
+        ),
+        Trial::test(
+            "a_running_supervisor_installs_no_sigchld_handler_in_the_program",
+            a_running_supervisor_installs_no_sigchld_handler_in_the_program,
         ),
         Trial::test(
             "after_stop_term_ends_the_program_again",

@@ -145,7 +145,13 @@ fn doomed(dir: &Path) -> ! {
     let manifest = manifest(dir, "queue-doomed", vec![namer]);
     let _supervisor = procwire::Supervisor::start(manifest).expect("start");
     let mut name = [0; 512];
-    let n = socket.recv(&mut name).expect("the namer reports in time");
+    // A signal interrupts a read with a timeout whatever its handler: read again.
+    let n = loop {
+        match socket.recv(&mut name) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => break other.expect("the namer reports in time"),
+        }
+    };
     std::fs::write(dir.join("name"), &name[..n]).expect("write the name");
     std::process::abort();
 }

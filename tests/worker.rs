@@ -157,7 +157,11 @@ impl NotifyListener {
         let deadline = Instant::now() + LIMIT;
         let mut buf = [0u8; 4096];
         while Instant::now() < deadline {
-            let n = self.socket.recv(&mut buf).expect("a notification before the deadline");
+            let n = match self.socket.recv(&mut buf) {
+                // A signal interrupts a read with a timeout whatever its handler.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                other => other.expect("a notification before the deadline"),
+            };
             let text = String::from_utf8_lossy(&buf[..n]).into_owned();
             if text.contains(needle) {
                 return text;

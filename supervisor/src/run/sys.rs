@@ -8,9 +8,11 @@ use nix::unistd::Pid;
 
 /// pidfd_open(2): a descriptor for process `pid`, readable once it has exited.
 pub(crate) fn pidfd_open(pid: Pid) -> std::io::Result<OwnedFd> {
+    // Flags 0: a pidfd is always close-on-exec, and pidfd_open refuses any flag but
+    // PIDFD_NONBLOCK (O_CLOEXEC among them: EINVAL).
     // SAFETY: pidfd_open takes a pid and a flags word, reads no memory of ours, and returns
     // a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), libc::O_CLOEXEC) };
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -31,4 +33,18 @@ pub(crate) fn at_default(signal: Signal) -> std::io::Result<bool> {
     // sigaction besides).
     let old = unsafe { old.assume_init() };
     Ok(old.sa_sigaction == libc::SIG_DFL)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Not a given: with O_CLOEXEC in its flags pidfd_open fails with EINVAL, and the
+    /// supervisor quietly fell back to SIGCHLD.
+    #[test]
+    fn a_pidfd_of_this_process_opens_and_is_close_on_exec() {
+        let fd = pidfd_open(Pid::this()).expect("pidfd_open");
+        let flags = nix::fcntl::fcntl(std::os::fd::AsRawFd::as_raw_fd(&fd), nix::fcntl::FcntlArg::F_GETFD).unwrap();
+        assert_ne!(flags & libc::FD_CLOEXEC, 0);
+    }
 }
