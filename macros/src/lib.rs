@@ -91,7 +91,8 @@ use proc_macro::TokenStream;
 ///   methods as `async fn`s (and `From<CalcPool>`); waiting for a worker to be connected
 ///   leaves a waker, so no executor thread is ever blocked.
 /// - `CalcServer<T: Calc>`: a `Service` to hand to `procwire_rpc::Server` (or to
-///   `procwire_workers::Worker::serve`).
+///   `procwire_workers::Worker::serve`); `new(implementation)`, and for a trait with
+///   `async fn` methods also `with_runner(implementation, runner)`.
 ///
 /// # Methods
 ///
@@ -103,6 +104,12 @@ use proc_macro::TokenStream;
 /// method may take `ctx: &CallContext` as its first argument to learn about the call (the
 /// caller's pid and uid where the transport knows them, its deadline, whether it was
 /// cancelled); clients do not pass it.
+///
+/// A method may be an `async fn` (the trait's implementation then writes it as one): clients
+/// are the same, and the server runs each call's future to completion on the server thread
+/// that took the call, on the `Runner` given to `CalcServer::with_runner` (`new` takes the
+/// tokio runtime it is called in, with the `tokio` feature, else polls on the thread). So an
+/// async method is bounded, cancellable and drained on a graceful stop as a blocking one is.
 ///
 /// Two attributes mark methods:
 ///

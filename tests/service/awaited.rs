@@ -105,7 +105,7 @@ impl Wake for Unpark {
 }
 
 /// The smallest executor: polls `future` on this thread, parking between wake-ups.
-fn block_on<F: Future>(future: F) -> F::Output {
+pub fn block_on<F: Future>(future: F) -> F::Output {
     let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
     let mut cx = Context::from_waker(&waker);
     let mut future = pin!(future);

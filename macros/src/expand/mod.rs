@@ -129,9 +129,18 @@ pub(crate) fn runtime(cx: &Ctxt, args: TokenStream) -> TokenStream {
     }
 }
 
-/// The trait, minus the `#[procwire(...)]` attributes only this macro reads.
+/// The trait, minus the `#[procwire(...)]` attributes only this macro reads. With `async fn`
+/// methods it allows `async_fn_in_trait`: the futures need not be `Send`, since the server
+/// runs each on the thread that took the call.
 fn trait_item(item: &ItemTrait) -> TokenStream {
     let mut item = item.clone();
+    let has_async = item
+        .items
+        .iter()
+        .any(|i| matches!(i, TraitItem::Fn(f) if f.sig.asyncness.is_some()));
+    if has_async {
+        item.attrs.push(syn::parse_quote!(#[allow(async_fn_in_trait)]));
+    }
     for trait_item in &mut item.items {
         if let TraitItem::Fn(f) = trait_item {
             f.attrs.retain(|a| !a.path().is_ident("procwire"));
