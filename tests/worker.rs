@@ -470,9 +470,72 @@ fn a_main_returning_a_worker_error_prints_it_with_its_cause() -> Result<(), Fail
     Ok(())
 }
 
+/// Under a supervisor (its `PROCWIRE_ALLOW_UIDS`), the worker serves the listed uid and root
+/// and refuses another uid before the handshake, though the socket file lets everyone in.
+fn a_worker_serves_only_the_users_its_supervisor_allows() -> Result<(), Failed> {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    if !nix::unistd::geteuid().is_root() {
+        println!(
+            "skipping a_worker_serves_only_the_users_its_supervisor_allows: running clients as other uids needs root"
+        );
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    let (mut command, socket, notify) = worker(dir.path(), "guarded")?;
+    let child = command
+        .env(procwire::rpc::ALLOW_UIDS_ENV, "0,64001")
+        .env(procwire::rpc::ALLOW_GIDS_ENV, "")
+        .stdout(Stdio::null())
+        .spawn()?;
+    let _guard = Guard(child);
+    notify.wait_for("READY=1");
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o777))?;
+    let client_as = |uid: u32| -> std::io::Result<std::process::Output> {
+        Command::new(std::env::current_exe()?)
+            .env(CHILD_ENV, "client")
+            .env("PROCWIRE_WORKER_TEST_SOCKET", &socket)
+            .uid(uid)
+            .gid(uid)
+            .output()
+    };
+    let allowed = client_as(64001)?;
+    assert_eq!(String::from_utf8_lossy(&allowed.stdout).trim(), "5", "{allowed:?}");
+    let refused = client_as(64002)?;
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("the server refused the connection"),
+        "uid 64002 was not refused: {refused:?}"
+    );
+    assert_eq!(connect(&socket).add(2, 3)?, 5, "root is always served");
+    Ok(())
+}
+
+/// In a child: one call through the socket in `PROCWIRE_WORKER_TEST_SOCKET`; prints the sum,
+/// or the error on stderr.
+fn client_main() {
+    let path = std::env::var_os("PROCWIRE_WORKER_TEST_SOCKET").expect("the socket");
+    let result = unix::connect(Path::new(&path))
+        .map_err(|e| e.to_string())
+        .and_then(|t| CalcClient::connect(t).map_err(|e| procwire::rpc::ErrorChain(&e).to_string()))
+        .and_then(|calc| calc.add(2, 3).map_err(|e| e.to_string()));
+    match result {
+        Ok(sum) => println!("{sum}"),
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+    }
+}
+
 fn main() -> Result<(), WorkerError> {
     match std::env::var(CHILD_ENV).as_deref() {
         Ok("main-result") => return procwire::workers::Worker::new().serve(CalcServer::new(MyCalc)),
+        Ok("client") => {
+            client_main();
+            return Ok(());
+        }
         Ok(_) => {
             child_main();
             return Ok(());
@@ -488,6 +551,10 @@ fn main() -> Result<(), WorkerError> {
         Trial::test(
             "a_worker_run_by_hand_serves_reports_and_drains_on_term",
             a_worker_run_by_hand_serves_reports_and_drains_on_term,
+        ),
+        Trial::test(
+            "a_worker_serves_only_the_users_its_supervisor_allows",
+            a_worker_serves_only_the_users_its_supervisor_allows,
         ),
         Trial::test(
             "a_worker_without_an_endpoint_says_so",

@@ -6,7 +6,9 @@
 //! attribute's documentation (re-exported as `procwire::service`) for what it generates.
 #![deny(missing_docs)]
 
+mod all;
 mod ast;
+mod datagram;
 mod expand;
 mod schema;
 mod valid;
@@ -90,9 +92,19 @@ use proc_macro::TokenStream;
 /// - `CalcAsyncPool`: `CalcPool`'s constructors, routing, retries and deadlines, with its
 ///   methods as `async fn`s (and `From<CalcPool>`); waiting for a worker to be connected
 ///   leaves a waker, so no executor thread is ever blocked.
+/// - `CalcPool::all()`, a `CalcPoolAll` view with one method per trait method that calls
+///   every worker of the pool at once, with the pool's deadline for all, and returns a
+///   `Vec<WorkerReply<T>>` by worker index (`WorkerReply<T, CallError<E>>` for a method
+///   returning `Result<T, E>`): each worker's answer, or why it gave none (unreachable or
+///   died: reported at once; silent: at the deadline).
 /// - `CalcServer<T: Calc>`: a `Service` to hand to `procwire_rpc::Server` (or to
-///   `procwire_workers::Worker::serve`); `new(implementation)`, and for a trait with
+///   `procwire_workers::Worker::serve`), or to `procwire_rpc::datagram::serve` for the
+///   one-way methods sent as datagrams; `new(implementation)`, and for a trait with
 ///   `async fn` methods also `with_runner(implementation, runner)`.
+/// - `CalcDatagrams`, if the trait has `#[procwire(oneway)]` methods: `unix(path)` or
+///   `udp(addr)`, then one method per one-way method, each call sent as one datagram (Unix
+///   datagram socket or UDP; best effort, see `procwire_rpc::datagram`), returning
+///   `Result<(), DatagramError>`.
 ///
 /// # Methods
 ///

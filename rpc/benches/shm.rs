@@ -11,21 +11,20 @@
 //! CPU") or CPU 1 ("two CPUs") and reports where it ran. Figures are medians of batch means.
 //! Run with `cargo bench -p procwire-rpc --bench shm` (`PROCWIRE_BENCH_QUICK=1`: a tenth).
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::fd::AsRawFd;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Instant;
+#[path = "support/mod.rs"]
+mod support;
 
-use anyhow::{bail, ensure, Context, Result};
-use nix::sched::{sched_getcpu, sched_setaffinity, CpuSet};
-use nix::unistd::Pid;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use anyhow::{ensure, Result};
+use nix::sched::sched_getcpu;
 use procwire_rpc::shm::Region;
 use procwire_rpc::transport::shm;
-use procwire_rpc::Server;
+use support::{measure_calls, median, pin, serve, BenchClient, Proc, CPU_ENV};
 
 const CHILD_ENV: &str = "PROCWIRE_SHM_BENCH_CHILD";
-const CPU_ENV: &str = "PROCWIRE_SHM_BENCH_CPU";
 const ADDR_ENV: &str = "PROCWIRE_SHM_BENCH_ADDR";
 const REGION: &str = "bench";
 const MIB: usize = 1 << 20;
@@ -34,26 +33,6 @@ const PING: usize = 0;
 const PONG: usize = 64;
 const REQUEST: usize = 4096;
 const REPLY: usize = REQUEST + MIB;
-
-#[procwire_macros::service]
-trait Bench {
-    /// A small call: two integers in, one out.
-    fn add(&self, a: i64, b: i64) -> i64;
-    /// A large call: bytes in, the same bytes out.
-    fn echo(&self, data: &[u8]) -> Vec<u8>;
-}
-
-struct Echo;
-
-impl Bench for Echo {
-    fn add(&self, a: i64, b: i64) -> i64 {
-        a.wrapping_add(b)
-    }
-
-    fn echo(&self, data: &[u8]) -> Vec<u8> {
-        data.to_vec()
-    }
-}
 
 mod raw {
     //! The raw floors' only unsafe code: the shared mapping, memcpy and futex calls.
@@ -156,29 +135,13 @@ impl Waiting {
     }
 }
 
-fn pin(cpu: usize) -> Result<()> {
-    let mut set = CpuSet::new();
-    set.set(cpu)?;
-    sched_setaffinity(Pid::from_raw(0), &set).with_context(|| format!("pinning to CPU {cpu}"))
-}
-
 fn child(role: &str) -> Result<()> {
     let cpu: usize = std::env::var(CPU_ENV)?.parse()?;
     pin(cpu)?;
     let mut out = std::io::stdout().lock();
     if role == "rpc" {
-        let listener = shm::Listener::bind(std::env::var(ADDR_ENV)?)?;
-        let handle = Server::new(BenchServer::new(Echo)).spawn(listener)?;
-        writeln!(out, "ready {}", sched_getcpu()?)?;
-        out.flush()?;
         drop(out);
-        let stopper = handle.stopper();
-        std::thread::spawn(move || {
-            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
-            stopper.stop();
-        });
-        handle.wait()?;
-        return Ok(());
+        return serve(shm::Listener::bind(std::env::var(ADDR_ENV)?)?);
     }
     let waiting = if role.ends_with("spin") {
         Waiting::Spin
@@ -221,63 +184,6 @@ impl Waiting {
     }
 }
 
-/// A child process, killed if still running when dropped.
-struct Proc {
-    child: Child,
-    cpu: usize,
-}
-
-impl Proc {
-    fn spawn(role: &str, cpu: usize, setup: impl FnOnce(&mut Command) -> Result<()>) -> Result<Proc> {
-        let mut cmd = Command::new(std::env::current_exe()?);
-        cmd.env(CHILD_ENV, role)
-            .env(CPU_ENV, cpu.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped());
-        setup(&mut cmd)?;
-        let mut child = cmd.spawn()?;
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
-        let Some(cpu) = line.trim().strip_prefix("ready ") else {
-            bail!("the {role} child did not start");
-        };
-        Ok(Proc {
-            cpu: cpu.parse()?,
-            child,
-        })
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        drop(self.child.stdin.take());
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-    }
-}
-
-/// Median over `batches` of the mean seconds per `op`, after `warmup` runs.
-fn median(warmup: usize, calls: usize, batches: usize, mut op: impl FnMut(u32) -> Result<()>) -> Result<f64> {
-    for i in 0..warmup {
-        op(i as u32)?;
-    }
-    let per = (calls / batches).max(1);
-    let mut samples = Vec::new();
-    let mut i = warmup as u32;
-    for _ in 0..batches {
-        let start = Instant::now();
-        for _ in 0..per {
-            op(i)?;
-            i += 1;
-        }
-        samples.push(start.elapsed().as_secs_f64() / per as f64);
-    }
-    samples.sort_by(f64::total_cmp);
-    Ok(samples[batches / 2])
-}
-
 struct Figures {
     small: f64,
     large: f64,
@@ -288,7 +194,7 @@ fn raw(waiting: Waiting, cpu: usize, scale: usize, payload: &[u8]) -> Result<Fig
     let run = |large: bool| -> Result<(f64, usize)> {
         let region = Region::create(REPLY + MIB)?;
         let role = format!("{}-{}", if large { "large" } else { "small" }, waiting.name());
-        let proc = Proc::spawn(&role, cpu, |cmd| Ok(region.pass_to(cmd, REGION)?))?;
+        let proc = Proc::spawn(CHILD_ENV, &role, cpu, |cmd| Ok(region.pass_to(cmd, REGION)?))?;
         let map = raw::Map::new(region)?;
         let (ping, pong) = (map.word(PING), map.word(PONG));
         let mut back = vec![0u8; MIB];
@@ -325,20 +231,12 @@ fn raw(waiting: Waiting, cpu: usize, scale: usize, payload: &[u8]) -> Result<Fig
 fn procwire(cpu: usize, scale: usize, payload: &[u8]) -> Result<Figures> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("bench.sock");
-    let proc = Proc::spawn("rpc", cpu, |cmd| {
+    let proc = Proc::spawn(CHILD_ENV, "rpc", cpu, |cmd| {
         cmd.env(ADDR_ENV, &path);
         Ok(())
     })?;
     let client = BenchClient::connect(shm::connect(&path)?)?;
-    let small = median(2000, 50_000 / scale, 10, |i| {
-        ensure!(client.add(i as i64, 1)? == i as i64 + 1);
-        Ok(())
-    })?;
-    ensure!(client.echo(payload)? == payload, "the echo came back different");
-    let large = median(30, 300 / scale, 10, |_| {
-        ensure!(client.echo(payload)?.len() == MIB);
-        Ok(())
-    })?;
+    let (small, large) = measure_calls(&client, scale, payload, 300)?;
     Ok(Figures {
         small: small * 1e6,
         large: 2.0 * MIB as f64 / large / 1e9,

@@ -11,6 +11,7 @@
 //! | `tcp:HOST:PORT`       | TCP on a host name or IPv4 address, port 1 to 65535     |
 //! | `tcp:[IPV6]:PORT`     | TCP on an IPv6 address, in brackets                     |
 //! | `shm:PATH`            | shared-memory rings, set up over a Unix socket at `PATH` |
+//! | `mq:PATH`             | two POSIX message queues per connection, set up over a Unix socket at `PATH` ([`mq`](crate::transport::mq)) |
 //! | `tcp+noise:HOST:PORT` | TCP authenticated and encrypted with [`noise`](crate::transport::noise), with the key from `PROCWIRE_KEY_FILE` or `PROCWIRE_KEY` (see [`noise::key_from_env`](crate::transport::noise::key_from_env)) |
 //!
 //! ```
@@ -28,7 +29,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use crate::error::TransportError;
-use crate::transport::{noise, shm, tcp, unix, Listener, Transport};
+use crate::transport::{mq, noise, shm, tcp, unix, Listener, Transport};
 
 /// Where a service listens and a client connects. More kinds of transport will come, so
 /// match with a wildcard arm.
@@ -47,6 +48,9 @@ pub enum Endpoint {
     /// Shared-memory rings ([`shm`](crate::transport::shm)), handed out by a Unix socket at
     /// this path.
     Shm(PathBuf),
+    /// Two POSIX message queues per connection ([`mq`](crate::transport::mq)), set up over
+    /// a Unix socket at this path.
+    Mq(PathBuf),
     /// A TCP socket on this host and port whose peers authenticate and encrypt with Noise,
     /// with the key of [`noise::key_from_env`].
     TcpNoise {
@@ -61,16 +65,16 @@ pub enum Endpoint {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum EndpointError {
-    /// Neither `unix:`, `tcp:` nor `shm:`.
-    #[error("endpoints are \"unix:PATH\", \"tcp:HOST:PORT\" or \"shm:PATH\", not {text:?}")]
+    /// None of `unix:`, `tcp:`, `tcp+noise:`, `shm:`, `mq:`.
+    #[error("endpoints are \"unix:PATH\", \"tcp:HOST:PORT\", \"shm:PATH\" or \"mq:PATH\", not {text:?}")]
     UnknownKind {
         /// The text.
         text: String,
     },
-    /// `unix:` or `shm:` with nothing after it.
+    /// `unix:`, `shm:` or `mq:` with nothing after it.
     #[error("\"{kind}:\" needs a path, like \"{kind}:run/app.sock\"")]
     EmptyPath {
-        /// `unix` or `shm`.
+        /// `unix`, `shm` or `mq`.
         kind: &'static str,
     },
     /// `tcp:` without a host or without a port.
@@ -116,6 +120,7 @@ impl FromStr for Endpoint {
         for (kind, make) in [
             ("unix", Endpoint::Unix as fn(PathBuf) -> Endpoint),
             ("shm", Endpoint::Shm),
+            ("mq", Endpoint::Mq),
         ] {
             if let Some(path) = text.strip_prefix(kind).and_then(|rest| rest.strip_prefix(':')) {
                 if path.is_empty() {
@@ -168,6 +173,7 @@ impl fmt::Display for Endpoint {
             Endpoint::Tcp { host, port } if host.contains(':') => write!(f, "tcp:[{host}]:{port}"),
             Endpoint::Tcp { host, port } => write!(f, "tcp:{host}:{port}"),
             Endpoint::Shm(path) => write!(f, "shm:{}", path.display()),
+            Endpoint::Mq(path) => write!(f, "mq:{}", path.display()),
             Endpoint::TcpNoise { host, port } if host.contains(':') => write!(f, "tcp+noise:[{host}]:{port}"),
             Endpoint::TcpNoise { host, port } => write!(f, "tcp+noise:{host}:{port}"),
         }
@@ -181,6 +187,7 @@ impl Endpoint {
             Endpoint::Unix(path) => unix::connect(path),
             Endpoint::Tcp { host, port } => tcp::connect((host.as_str(), *port)),
             Endpoint::Shm(path) => shm::connect(path),
+            Endpoint::Mq(path) => mq::connect(path),
             Endpoint::TcpNoise { host, port } => noise::connect((host.as_str(), *port), &self.key()?),
         }
     }
@@ -192,6 +199,7 @@ impl Endpoint {
             Endpoint::Unix(path) => Box::new(unix::Listener::bind(path)?),
             Endpoint::Tcp { host, port } => Box::new(tcp::Listener::bind((host.as_str(), *port))?),
             Endpoint::Shm(path) => Box::new(shm::Listener::bind(path)?),
+            Endpoint::Mq(path) => Box::new(mq::Listener::bind(path)?),
             Endpoint::TcpNoise { host, port } => {
                 Box::new(noise::Listener::bind((host.as_str(), *port), vec![self.key()?])?)
             }
@@ -206,13 +214,14 @@ impl Endpoint {
         })
     }
 
-    /// The endpoint of worker `index` of a pool: `{index}` in a Unix or shm path is replaced, so
+    /// The endpoint of worker `index` of a pool: `{index}` in a Unix, shm or mq path is replaced, so
     /// that each worker has a socket of its own (`unix:run/calc-{index}.sock`); an endpoint
     /// without it is shared by all of them.
     pub fn for_worker(&self, index: u32) -> Endpoint {
         match self {
             Endpoint::Unix(path) => Endpoint::Unix(indexed(path, index)),
             Endpoint::Shm(path) => Endpoint::Shm(indexed(path, index)),
+            Endpoint::Mq(path) => Endpoint::Mq(indexed(path, index)),
             other => other.clone(),
         }
     }
@@ -266,6 +275,7 @@ mod tests {
             "tcp:localhost:1",
             "tcp:[::1]:65535",
             "shm:/run/calc-{index}.sock",
+            "mq:run/calc-{index}.sock",
             "tcp+noise:10.0.0.1:7000",
             "tcp+noise:[::1]:7000",
         ] {
@@ -287,9 +297,10 @@ mod tests {
         for (text, expected) in [
             (
                 "udp:1.2.3.4:5",
-                "endpoints are \"unix:PATH\", \"tcp:HOST:PORT\" or \"shm:PATH\"",
+                "endpoints are \"unix:PATH\", \"tcp:HOST:PORT\", \"shm:PATH\" or \"mq:PATH\"",
             ),
             ("shm:", "\"shm:\" needs a path"),
+            ("mq:", "\"mq:\" needs a path"),
             ("/run/app.sock", "endpoints are"),
             ("unix:", "needs a path"),
             ("tcp:8080", "has no host"),
@@ -321,6 +332,7 @@ mod tests {
         for endpoint in [
             Endpoint::Unix(dir.path().join("e.sock")),
             Endpoint::Shm(dir.path().join("s.sock")),
+            Endpoint::Mq(dir.path().join("m.sock")),
         ] {
             let mut listener = endpoint.bind().unwrap();
             // An shm connect waits for the listener to hand over the region.

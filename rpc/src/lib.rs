@@ -1,14 +1,18 @@
 //! procwire's RPC layer: wire format, transports, a multiplexed client and a concurrent
 //! server.
 //!
-//! - [`transport`]: frames over Unix sockets, TCP, anonymous pipes, named FIFOs and shared
-//!   memory rings, each with blocking, deadline-bound and non-blocking operations ([`Wait`]).
+//! - [`transport`]: frames over Unix sockets, TCP, anonymous pipes, named FIFOs, shared
+//!   memory rings and POSIX message queues, each with blocking, deadline-bound and
+//!   non-blocking operations ([`Wait`]); [`transport::mq::Queue`], the kernel's mailbox.
 //! - [`protocol`]: the frame layout, the envelope, the handshake.
 //! - [`schema`]: the structural descriptions of types ([`Schema`]) and the per-method
 //!   signatures the handshake compares; what a service may change and stay compatible.
-//! - [`Endpoint`]: `unix:PATH`, `tcp:HOST:PORT` or `shm:PATH`, parsed, printed, connected
-//!   and bound.
+//! - [`Endpoint`]: `unix:PATH`, `tcp:HOST:PORT`, `shm:PATH`, `mq:PATH` or
+//!   `tcp+noise:HOST:PORT`, parsed, printed, connected and bound.
 //! - [`shm`]: shared memory regions and the synchronisation primitives that live in them.
+//! - [`datagram`]: one-way calls as Unix or UDP datagrams, best effort, no connection.
+//! - [`topic`]: publish/subscribe: one publisher, many subscribers, bounded queues with an
+//!   overflow policy, sequence numbers so a gap is reported, the last value for late joiners.
 //! - [`Client`]: one connection shared by many threads; calls are multiplexed by request id.
 //! - [`pool::Pool`]: a client for a pool of workers, one endpoint each.
 //! - [`Server`]: serves a [`Service`] on a listener or a single connection.
@@ -71,8 +75,11 @@ extern crate self as procwire_rpc;
 
 mod buffers;
 mod client;
+pub mod datagram;
 mod endpoint;
 mod error;
+#[doc(hidden)]
+pub mod fuzz;
 mod outbox;
 pub mod pool;
 pub mod protocol;
@@ -82,6 +89,7 @@ mod server;
 mod service;
 pub mod shm;
 mod sys;
+pub mod topic;
 pub mod transport;
 mod typed;
 mod wait;
@@ -93,7 +101,10 @@ pub use outbox::Buffering;
 pub use protocol::{Fault, FaultKind, Frame};
 pub use runner::Runner;
 pub use schema::{schema_of, Schema, SchemaWriter};
-pub use server::{Server, ServerConfig, ServerHandle, Stopper, DEFAULT_MAX_CONNECTIONS};
+pub use server::{
+    Access, AccessEnvError, Server, ServerConfig, ServerHandle, Stopper, ALLOW_GIDS_ENV, ALLOW_UIDS_ENV,
+    DEFAULT_MAX_CONNECTIONS,
+};
 pub use service::{decode_args, CallContext, Method, MethodSignature, Service, ServiceInfo};
 #[doc(hidden)]
 pub use typed::__private;

@@ -34,15 +34,25 @@
 //! once. So is a call to a method the worker lacks or has with another signature
 //! ([`RpcError::Incompatible`], never sent): during a rolling upgrade the workers already
 //! upgraded answer the methods the others do not have yet.
+//!
+//! # Membership
+//!
+//! A pool whose workers come and go (`procwire scale`) is told of its new workers with
+//! [`Pool::set_endpoints`]: calls made from then on go to those, connections to workers
+//! still there are kept, and calls in flight finish where they were sent. The supervisor
+//! does the telling for a pool client it is asked to keep up to date.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::client::{Client, ClientConfig, PendingCall};
+
+mod all;
 use crate::endpoint::{Endpoint, EndpointError, ToEndpoint};
 use crate::error::{Delivery, Ending, HandshakeError, RpcError};
 use crate::service::ServiceInfo;
+pub use all::WorkerReply;
 
 mod attempts;
 mod awaited;
@@ -67,7 +77,9 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// Cheap to clone: clones share the connections.
 #[derive(Clone, Debug)]
 pub struct Pool {
-    shared: Arc<Shared>,
+    /// The current workers; replaced whole by [`Pool::set_endpoints`], while calls in flight
+    /// keep the one they started with.
+    current: Arc<RwLock<Arc<Shared>>>,
 }
 
 #[derive(Debug)]
@@ -166,38 +178,53 @@ impl Pool {
         endpoints: impl IntoIterator<Item = impl ToEndpoint>,
         config: ClientConfig,
     ) -> Self {
-        let endpoints: Vec<Result<Endpoint, EndpointError>> = endpoints.into_iter().map(|e| e.to_endpoint()).collect();
-        let names = endpoints
-            .iter()
-            .map(|e| match e {
-                Ok(endpoint) => endpoint.to_string(),
-                Err(error) => format!("an invalid endpoint ({error})"),
-            })
-            .collect();
         Pool {
-            shared: Arc::new(Shared {
-                service,
-                config,
-                loads: endpoints.iter().map(|_| Load::default()).collect(),
-                links: Mutex::new(endpoints.iter().map(|_| Link::Idle).collect()),
-                endpoints,
-                names,
-                changed: Condvar::new(),
-                wakers: Mutex::new(Vec::new()),
-                next: AtomicUsize::new(0),
-                epoch: Instant::now(),
-            }),
+            current: Arc::new(RwLock::new(Arc::new(Shared::new(service, endpoints, config)))),
         }
+    }
+
+    /// The pool's workers are now those at `endpoints` (one per worker, as for
+    /// [`new`](Self::new)). Calls made from now on go to them; a connection to an endpoint
+    /// still in the pool is kept, the others close once the calls in flight on them are
+    /// done. Clones of this pool (and the typed pool it is in) see the change too.
+    pub fn set_endpoints(&self, endpoints: impl IntoIterator<Item = impl ToEndpoint>) {
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        let new = Shared::new(current.service.clone(), endpoints, current.config.clone());
+        {
+            let old_links = current.lock();
+            let mut new_links = new.lock();
+            let mut taken = vec![false; old_links.len()];
+            for (slot, endpoint) in new.endpoints.iter().enumerate() {
+                let Ok(endpoint) = endpoint else { continue };
+                let kept = (0..old_links.len()).find(|&old| {
+                    !taken[old]
+                        && matches!(old_links[old], Link::Up(_))
+                        && current.endpoints[old].as_ref().is_ok_and(|e| e == endpoint)
+                });
+                if let Some(old) = kept {
+                    taken[old] = true;
+                    if let Link::Up(client) = &old_links[old] {
+                        new_links[slot] = Link::Up(client.clone());
+                    }
+                }
+            }
+        }
+        *current = Arc::new(new);
+    }
+
+    /// The current workers.
+    fn shared(&self) -> Arc<Shared> {
+        Arc::clone(&self.current.read().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// How many workers the pool has.
     pub fn len(&self) -> usize {
-        self.shared.endpoints.len()
+        self.shared().endpoints.len()
     }
 
     /// True if the pool has no worker.
     pub fn is_empty(&self) -> bool {
-        self.shared.endpoints.is_empty()
+        self.shared().endpoints.is_empty()
     }
 
     /// Runs `call` on a worker, with the call's deadline: `deadline`, else the configured
@@ -211,10 +238,10 @@ impl Pool {
         deadline: Option<Instant>,
         call: impl Fn(&Client, Option<Instant>) -> Result<R, RpcError>,
     ) -> Result<R, RpcError> {
-        let deadline = self.shared.config.deadline(deadline);
+        let deadline = self.shared().config.deadline(deadline);
         self.attempts(method, idempotent, deadline, |client, tracker| {
             let result = call(client, deadline);
-            self.shared.observe(&tracker, client, &result);
+            tracker.shared.observe(&tracker, client, &result);
             result
         })
     }
@@ -228,7 +255,7 @@ impl Pool {
         deadline: Option<Instant>,
         send: impl Fn(&Client, Option<Instant>) -> Result<(), RpcError>,
     ) -> Result<(), RpcError> {
-        let deadline = self.shared.config.deadline(deadline);
+        let deadline = self.shared().config.deadline(deadline);
         self.attempts(method, idempotent, deadline, |client, _tracker| send(client, deadline))
     }
 
@@ -241,7 +268,7 @@ impl Pool {
         deadline: Option<Instant>,
         start: impl Fn(&Client, Option<Instant>) -> Result<PendingCall<R>, RpcError>,
     ) -> Result<PendingCall<R>, RpcError> {
-        let deadline = self.shared.config.deadline(deadline);
+        let deadline = self.shared().config.deadline(deadline);
         self.attempts(method, false, deadline, |client, tracker| {
             start(client, deadline).map(|pending| pending.track(tracker))
         })
@@ -256,7 +283,7 @@ impl Pool {
         deadline: Option<Instant>,
         attempt: impl Fn(&Client, Tracker) -> Result<T, RpcError>,
     ) -> Result<T, RpcError> {
-        let sh = &self.shared;
+        let sh = &self.shared();
         let mut tried = Vec::new();
         loop {
             let (client, tracker) = sh.pick(method, &tried, deadline)?;
@@ -270,6 +297,29 @@ impl Pool {
 }
 
 impl Shared {
+    fn new(service: ServiceInfo, endpoints: impl IntoIterator<Item = impl ToEndpoint>, config: ClientConfig) -> Self {
+        let endpoints: Vec<Result<Endpoint, EndpointError>> = endpoints.into_iter().map(|e| e.to_endpoint()).collect();
+        let names = endpoints
+            .iter()
+            .map(|e| match e {
+                Ok(endpoint) => endpoint.to_string(),
+                Err(error) => format!("an invalid endpoint ({error})"),
+            })
+            .collect();
+        Shared {
+            service,
+            config,
+            loads: endpoints.iter().map(|_| Load::default()).collect(),
+            links: Mutex::new(endpoints.iter().map(|_| Link::Idle).collect()),
+            endpoints,
+            names,
+            changed: Condvar::new(),
+            wakers: Mutex::new(Vec::new()),
+            next: AtomicUsize::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Vec<Link>> {
         self.links.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -546,12 +596,24 @@ mod tests {
     }
 
     #[test]
+    fn a_pool_told_of_other_endpoints_tries_those_from_its_next_call_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let [a, b, c] = ["a", "b", "c"].map(|n| format!("unix:{}", dir.path().join(n).display()));
+        let pool = Pool::new(ServiceInfo::new("calc"), [&a, &b], ClientConfig::for_pool());
+        let clone = pool.clone();
+        pool.set_endpoints([&c]);
+        assert_eq!(clone.len(), 1, "clones share the membership");
+        let text = clone.call("add", false, None, |_, _| Ok(())).unwrap_err().to_string();
+        assert!(text.contains(&c) && !text.contains(&a) && !text.contains(&b), "{text}");
+    }
+
+    #[test]
     fn a_text_that_is_not_an_endpoint_fails_the_calls_with_the_reason() {
         let pool = Pool::new(ServiceInfo::new("calc"), ["udp:1.2.3.4:5"], ClientConfig::default());
         let err = pool.call("add", false, None, |_, _| Ok(())).unwrap_err();
         assert!(
             err.to_string()
-                .contains("endpoints are \"unix:PATH\", \"tcp:HOST:PORT\" or \"shm:PATH\""),
+                .contains("endpoints are \"unix:PATH\", \"tcp:HOST:PORT\", \"shm:PATH\" or \"mq:PATH\""),
             "{err}"
         );
     }

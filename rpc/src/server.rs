@@ -26,15 +26,18 @@ use crate::service::{CallContext, Cancel, Service};
 use crate::transport::{FrameReceiver, Interrupt, Listener, PeerInfo, Transport};
 use crate::wait::Wait;
 
+mod access;
 mod config;
 mod handshake;
 mod limits;
 
+pub use access::{Access, AccessEnvError, ALLOW_GIDS_ENV, ALLOW_UIDS_ENV};
 use config::HandshakeHook;
 pub use config::{ServerConfig, DEFAULT_MAX_CONNECTIONS};
 use handshake::handshake;
+pub(crate) use handshake::handshake as fuzz_handshake;
 pub(crate) use handshake::mismatch;
-use limits::{ReadClock, Slot, Slots};
+use limits::{ReadClock, Refusal, Slot, Slots};
 
 /// Serves a [`Service`] on a listener or on single connections.
 #[derive(Debug)]
@@ -200,8 +203,15 @@ fn accept_loop<S: Service>(mut listener: impl Listener, service: Arc<S>, config:
     while !shared.stopping.load(Ordering::SeqCst) {
         match listener.accept(Wait::Block) {
             Ok(transport) => {
+                // Who the kernel says the peer is, before it may say anything itself.
+                if let (Some(access), Some(peer)) = (&config.allow, transport.peer.credentials) {
+                    if !access.permits(&peer) {
+                        slots.refuse(transport, service.info(), Refusal::NotAllowed(peer));
+                        continue;
+                    }
+                }
                 let Some(slot) = slots.take(config.max_connections) else {
-                    slots.refuse(transport, service.info(), config.max_connections);
+                    slots.refuse(transport, service.info(), Refusal::Full(config.max_connections));
                     continue;
                 };
                 let started = start_connection(transport, Arc::clone(&service), config.clone(), &shared, Some(slot));

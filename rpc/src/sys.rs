@@ -1,5 +1,6 @@
 //! The crate's only raw system calls: reading into a buffer's spare capacity, which nix
-//! cannot express without first initialising (zeroing) the memory.
+//! cannot express without first initialising (zeroing) the memory, and `mq_timedsend(3)`,
+//! which nix lacks.
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 
@@ -32,4 +33,42 @@ pub(crate) fn read_spare(
     // SAFETY: the kernel initialised the first `n <= len` bytes after the current length.
     unsafe { buf.set_len(buf.len() + n) };
     Ok(n)
+}
+
+/// Sends `message` on the message queue `mq` with priority 0, waiting for room until the
+/// absolute `CLOCK_REALTIME` time `until` (see [`realtime_deadline`]). A full queue past
+/// `until` is `ETIMEDOUT`, at once if `until` has passed already.
+pub(crate) fn mq_timedsend(mq: BorrowedFd<'_>, message: &[u8], until: &libc::timespec) -> Result<(), Errno> {
+    // SAFETY: on Linux a message queue descriptor (`mqd_t`) is a file descriptor, and `mq`
+    // is open for the call; `message` is valid for `message.len()` bytes, which the kernel
+    // only reads; `until` is a valid timespec for the call.
+    let r = unsafe {
+        libc::mq_timedsend(
+            mq.as_raw_fd(),
+            message.as_ptr().cast::<libc::c_char>(),
+            message.len(),
+            0,
+            until,
+        )
+    };
+    Errno::result(r).map(drop)
+}
+
+/// The absolute `CLOCK_REALTIME` time that is `left` from now, as the `mq_timed*` calls
+/// want it; `None` (no time left) is the epoch, which has always passed. A change of the
+/// wall clock during the wait moves its end: the POSIX calls offer no monotonic clock.
+pub(crate) fn realtime_deadline(left: Option<std::time::Duration>) -> libc::timespec {
+    let epoch = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let Some(left) = left.filter(|left| !left.is_zero()) else {
+        return epoch;
+    };
+    let Ok(now) = nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME) else {
+        return epoch;
+    };
+    let now = std::time::Duration::new(now.tv_sec().max(0) as u64, now.tv_nsec() as u32);
+    let at = now.saturating_add(left);
+    libc::timespec {
+        tv_sec: at.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
+        tv_nsec: at.subsec_nanos() as libc::c_long,
+    }
 }

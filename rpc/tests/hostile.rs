@@ -163,6 +163,58 @@ fn an_idle_connection_is_cut_by_the_idle_timeout() -> Outcome {
     Ok(())
 }
 
+fn a_peer_that_never_says_hello_is_closed_after_the_handshake_timeout() -> Outcome {
+    let mut peer = Peer::spawn_with_limits(Kind::Tcp, "handshake_timeout_ms=500");
+    let client = good_client(&mut peer);
+    let mut silent = TcpStream::connect(peer.addr())?;
+    // Well past the 500 ms it is allowed, and short of the 10 s default, which must not be
+    // what ends it.
+    silent.set_read_timeout(Some(Duration::from_secs(8)))?;
+    let mut byte = [0; 1];
+    match silent.read(&mut byte) {
+        Ok(0) => {}
+        Ok(_) => return Err("the server said something to a peer that never said hello".into()),
+        Err(e) => return Err(format!("the silent peer was not closed within 8 s: {e}").into()),
+    }
+    still_served(&client, 1)?;
+    Ok(())
+}
+
+fn a_connection_runs_no_more_calls_at_once_than_its_limit() -> Outcome {
+    let mut peer = Peer::spawn_with_limits(Kind::Tcp, "max_calls=1");
+    let pipeliner = good_client(&mut peer);
+    let other = good_client(&mut peer);
+    let holder = {
+        let pipeliner = pipeliner.clone();
+        std::thread::spawn(move || pipeliner.call::<_, bool>(HOLD, &1u64, soon()))
+    };
+    assert!(other.call::<_, bool>(WAIT_HELD, &1u64, soon())?, "the first call runs");
+    // A second call on the same connection: with one call allowed, it waits for the first.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let adder = {
+        let pipeliner = pipeliner.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(
+                pipeliner
+                    .call::<_, i64>(ADD, &(1i64, 2i64), soon())
+                    .map_err(|e| e.to_string()),
+            );
+        })
+    };
+    // It must not be answered while the first runs (however long we look); another
+    // connection is served meanwhile.
+    assert!(
+        rx.recv_timeout(Duration::from_secs(1)).is_err(),
+        "a second call ran beside the first"
+    );
+    still_served(&other, 1)?;
+    other.call::<_, ()>(RELEASE, &1u64, soon())?;
+    assert_eq!(rx.recv_timeout(PATIENCE)??, 3, "then the second runs");
+    assert!(holder.join().expect("the holder")?, "the first was released");
+    adder.join().expect("the adder");
+    Ok(())
+}
+
 fn stalled_large_frames_past_the_budget_are_refused() -> Outcome {
     let mut peer = Peer::spawn_with_limits(Kind::Tcp, "frame_budget=4194304");
     let client = good_client(&mut peer);
@@ -268,6 +320,8 @@ test_main![
     a_connection_past_the_limit_is_refused_and_the_good_client_goes_on,
     a_peer_that_trickles_a_frame_is_cut_by_the_frame_timeout,
     an_idle_connection_is_cut_by_the_idle_timeout,
+    a_peer_that_never_says_hello_is_closed_after_the_handshake_timeout,
+    a_connection_runs_no_more_calls_at_once_than_its_limit,
     stalled_large_frames_past_the_budget_are_refused,
     a_peer_that_pipelines_and_never_reads_loses_its_connection_after_the_write_timeout,
 ];

@@ -1,8 +1,15 @@
 //! A supervisor inside the program that uses it: [`Supervisor::start`].
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
+use crate::control::client::ClientError;
+use crate::control::feed::{Feeds, WAIT_MAX};
+use crate::control::follow;
+use crate::control::server::Request;
+use crate::control::ControlError;
 use crate::manifest::Manifest;
 use crate::run::command::{Command, Handle};
 use crate::run::{self, Options, Reaping, RunError};
@@ -38,8 +45,10 @@ pub fn role() -> Option<String> {
 /// - [`stop`](Self::stop) sends the loop a command; it signals nobody.
 /// - It collects only the processes it started, each by its pid (pidfds): the program's
 ///   own children stay the program's to wait for. It is no child subreaper: what a worker
-///   leaves behind in its process group is killed when the worker exits, and any other
-///   orphan goes to the process's own reaper, as it would without a supervisor. (If the
+///   leaves behind in its process group (and, where cgroups are writable, in its cgroup) is
+///   killed when the worker exits, and orphans go to the process's own reaper, as they would
+///   without a supervisor. It records its cgroups for no successor: what its workers started
+///   outlives a SIGKILL of the program. (If the
 ///   program itself collects any child with `waitpid(-1)`, a worker collected that way is
 ///   still restarted, with an unknown exit status.)
 /// - Workers are forked from the supervisor's own thread, and their parent-death signal is
@@ -49,6 +58,7 @@ pub struct Supervisor {
     thread: Option<JoinHandle<Result<i32, RunError>>>,
     handle: Handle,
     manifest: Manifest,
+    feeds: Arc<Feeds>,
 }
 
 impl Supervisor {
@@ -84,7 +94,7 @@ impl Supervisor {
                 source: e,
             })?;
         // Return once the pools' sockets exist, so that callers can connect at once.
-        let Ok(handle) = setup.recv() else {
+        let Ok((handle, feeds)) = setup.recv() else {
             // It ended before it started: its error says why.
             return match joined(thread.join()) {
                 Err(e) => Err(e),
@@ -98,20 +108,64 @@ impl Supervisor {
             thread: Some(thread),
             handle,
             manifest,
+            feeds,
         })
     }
 
     /// The endpoints of `pool`'s workers, one per worker in index order, for a pool client:
     /// `CalcPool::new(supervisor.endpoints("calc"))`. A pool whose workers share one socket
     /// gives that socket once per worker. Empty for an unknown pool or one without `listen`.
+    /// They are those of the workers there are now (scaled by hand, reloaded); once the
+    /// supervisor has ended, those of the manifest it started with. [`follow`](Self::follow)
+    /// keeps a pool client up to date.
     pub fn endpoints(&self, pool: &str) -> Vec<procwire_rpc::Endpoint> {
-        let Some(pool) = self.manifest.pools.iter().find(|p| p.name == pool) else {
-            return Vec::new();
-        };
-        match pool.listen.first() {
-            Some(endpoint) => (0..pool.workers).map(|i| endpoint.for_worker(i)).collect(),
-            None => Vec::new(),
+        let name = pool.to_owned();
+        match crate::control::server::ask(&self.handle, |reply| Request::Endpoints { pool: name, reply }) {
+            Ok(endpoints) => endpoints,
+            Err(ControlError::NoSuchPool { .. }) => Vec::new(),
+            Err(_) => {
+                let Some(pool) = self.manifest.pools.iter().find(|p| p.name == pool) else {
+                    return Vec::new();
+                };
+                match pool.listen.first() {
+                    Some(endpoint) => (0..pool.workers).map(|i| endpoint.for_worker(i)).collect(),
+                    None => Vec::new(),
+                }
+            }
         }
+    }
+
+    /// Keeps `client`, a pool client of `pool` (`CalcPool::pool()`), calling the pool's
+    /// current workers: after a scale (`procwire scale` on the control socket) or a reload
+    /// it calls the new workers and stops calling removed ones, without being rebuilt. Its
+    /// endpoints are set at once; a thread keeps them up to date until the supervisor ends.
+    pub fn follow(&self, pool: &str, client: &procwire_rpc::pool::Pool) -> Result<JoinHandle<()>, ClientError> {
+        let ask = |handle: &Handle, name: &str| {
+            let name = name.to_owned();
+            crate::control::server::ask(handle, |reply| Request::Endpoints { pool: name, reply })
+        };
+        let first = ask(&self.handle, pool).map_err(ClientError::Refused)?;
+        client.set_endpoints(&first);
+        let (feeds, handle, name) = (Arc::clone(&self.feeds), self.handle.clone(), pool.to_owned());
+        follow::spawn(
+            client.clone(),
+            name.clone(),
+            move |cursor| {
+                let events = &feeds.events;
+                let from = cursor.unwrap_or_else(|| events.head());
+                let wait = if cursor.is_some() { WAIT_MAX } else { Duration::ZERO };
+                Some(events.read(from, wait, |_| true))
+            },
+            move || {
+                ask(&handle, &name)
+                    .ok()
+                    .map(|endpoints| endpoints.iter().map(ToString::to_string).collect())
+            },
+        )
+        .map_err(|source| ClientError::Thread {
+            pool: pool.to_owned(),
+            source,
+        })
     }
 
     /// A handle to command the supervisor from any thread ([`Command::Stop`], ...), for

@@ -15,8 +15,22 @@ mod embed;
 pub mod manifest;
 pub mod policy;
 pub mod run;
+pub mod top;
 
 pub use embed::{role, Supervisor, ROLE_ENV};
+
+/// Entry points for fuzzing (`fuzz/` and the corpus replay in `tests/corpus.rs`); not part
+/// of the API.
+#[doc(hidden)]
+pub mod fuzz {
+    /// The manifest parser on `bytes`, as `procwire check` and `up` read a file: text that
+    /// is not UTF-8 is refused before parsing, as reading the file refuses it.
+    pub fn manifest(bytes: &[u8]) {
+        if let Ok(text) = std::str::from_utf8(bytes) {
+            let _ = crate::manifest::Manifest::parse(text, "fuzz.toml");
+        }
+    }
+}
 
 /// The version of this crate, as the `procwire` binary reports it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

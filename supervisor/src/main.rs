@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
-use procwire_supervisor::control::{client, ControlClient, ControlError, Target};
+use procwire_supervisor::control::{client, Batch, ControlClient, ControlError, Target};
 use procwire_supervisor::manifest::{Condition, Host, Manifest, Pool, Ready};
 
 /// procwire's supervisor: runs the pools of workers a manifest describes, and steers a
@@ -15,7 +15,7 @@ use procwire_supervisor::manifest::{Condition, Host, Manifest, Pool, Ready};
     version = procwire_supervisor::VERSION,
     after_help = "\
 Exit codes of the verbs that talk to a running supervisor (status, stop, start, restart,
-signal, logs, scale, reload, down):
+signal, logs, events, scale, reload, top, down):
   0  done
   1  the supervisor refused or failed the command (no such pool, shutting down, ...)
   2  bad usage, or a manifest that does not load
@@ -42,7 +42,7 @@ struct Connect {
     control: Option<PathBuf>,
     /// The manifest of the supervisor meant (default: ./procwire.toml if there is one,
     /// else the only supervisor running for this user).
-    #[arg(short, long, value_name = "MANIFEST")]
+    #[arg(long, value_name = "MANIFEST")]
     file: Option<PathBuf>,
 }
 
@@ -128,11 +128,27 @@ enum Command {
         /// How many lines per worker.
         #[arg(short = 'n', long, default_value_t = 20)]
         lines: u32,
+        /// Then print new lines as they come, until interrupted or the supervisor ends. A
+        /// follower that reads too slowly is not waited for: where it missed lines, it
+        /// prints `[procwire: N lines missed]`.
+        #[arg(short, long)]
+        follow: bool,
+        #[command(flatten)]
+        connect: Connect,
+    },
+    /// Print lifecycle events as they happen (spawned, ready, exited, restarting, gave up,
+    /// scaled, reloaded), until interrupted or the supervisor ends.
+    Events {
+        /// One JSON object a line, in the documented shape (docs/control.md).
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         connect: Connect,
     },
     /// Grow or shrink one pool to N workers: new workers start, the last ones stop; the
     /// others keep running (same pids). Kept across a reload that does not change `workers`.
+    /// A pool with a socket per worker (`{index}` in listen) gets the new workers' sockets,
+    /// and the removed ones' go.
     Scale {
         /// The pool.
         pool: String,
@@ -148,6 +164,13 @@ enum Command {
         /// Only print what would change (supervisorctl's reread).
         #[arg(long)]
         dry_run: bool,
+        #[command(flatten)]
+        connect: Connect,
+    },
+    /// A live view of the pools and workers (state, pid, uptime, restarts, CPU, memory, last
+    /// exit) and the selected worker's last lines. Keys: up/down (or k/j) select a worker,
+    /// r restart it, s stop it, a start it, + and - scale its pool by one, q quit.
+    Top {
         #[command(flatten)]
         connect: Connect,
     },
@@ -221,10 +244,24 @@ fn main() -> ExitCode {
         Command::Logs {
             target,
             lines: n,
+            follow: false,
             connect,
         } => verb(&connect, |c| lines(c.logs(target.clone(), n)?)),
+        Command::Logs {
+            target,
+            lines: n,
+            follow: true,
+            connect,
+        } => verb(&connect, |c| follow_logs(c, target.clone(), n)),
+        Command::Events { json, connect } => verb(&connect, |c| follow_events(c, json)),
         Command::Scale { pool, workers, connect } => verb(&connect, |c| lines(c.scale(pool.clone(), workers)?)),
         Command::Reload { dry_run, connect } => verb(&connect, |c| lines(c.reload(dry_run)?)),
+        Command::Top { connect } => verb(&connect, |c| {
+            procwire_supervisor::top::run(c).map_err(|e| match e {
+                procwire_supervisor::top::TopError::Call(e) => e.into(),
+                e => VerbError::Other(e.to_string()),
+            })
+        }),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "procwire", &mut std::io::stdout());
             ExitCode::SUCCESS
@@ -280,6 +317,104 @@ fn lines(lines: Vec<String>) -> Result<(), VerbError> {
         println!("{line}");
     }
     Ok(())
+}
+
+/// How long one long-poll of a follower waits at most for the supervisor's answer.
+fn follow_timeout() -> std::time::Duration {
+    procwire_supervisor::control::feed::WAIT_MAX + procwire_supervisor::control::REPLY_TIMEOUT
+}
+
+/// The wait a follower asks the supervisor for, in milliseconds.
+fn follow_wait_ms() -> u32 {
+    procwire_supervisor::control::feed::WAIT_MAX.as_millis() as u32
+}
+
+/// Prints to stdout; false once stdout is gone (`| head` closed it), to stop quietly.
+fn print_line(line: &str) -> bool {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}").and_then(|()| out.flush()).is_ok()
+}
+
+/// The next batch of a follower; `None` once the supervisor has ended (said on stderr).
+fn next_batch<T>(
+    call: impl FnOnce() -> Result<Batch<T>, procwire_rpc::CallError<ControlError>>,
+) -> Result<Option<Batch<T>>, VerbError> {
+    match call() {
+        Ok(batch) => Ok(Some(batch)),
+        // Between two calls: the stream has ended, as when the last call says so.
+        Err(e) if client::stopped(&e) => {
+            eprintln!("procwire: the supervisor has ended");
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `procwire logs -f`: the recent lines, then the new ones as they come.
+fn follow_logs(client: &ControlClient, target: Option<Target>, n: u32) -> Result<(), VerbError> {
+    let client = client.with_timeout(follow_timeout());
+    let mut cursor = None;
+    loop {
+        let Some(batch) = next_batch(|| client.follow_logs(target.clone(), cursor, n, follow_wait_ms()))? else {
+            return Ok(());
+        };
+        if batch.missed > 0 && !print_line(&format!("[procwire: {} lines missed]", batch.missed)) {
+            return Ok(());
+        }
+        for line in &batch.items {
+            if !print_line(line) {
+                return Ok(());
+            }
+        }
+        if cursor.is_none() {
+            eprintln!("procwire: following new lines (interrupt to stop)");
+        }
+        if batch.ended {
+            eprintln!("procwire: the supervisor has ended");
+            return Ok(());
+        }
+        cursor = Some(batch.next);
+    }
+}
+
+/// `procwire events [--json]`: lifecycle events from now on, as they happen.
+fn follow_events(client: &ControlClient, json: bool) -> Result<(), VerbError> {
+    use procwire_supervisor::control::events::missed_json;
+    let client = client.with_timeout(follow_timeout());
+    // The first call, answered at once, fixes where the stream starts.
+    let mut cursor = client.next_events(None, 0)?.next;
+    eprintln!("procwire: following events (interrupt to stop)");
+    loop {
+        let Some(batch) = next_batch(|| client.next_events(Some(cursor), follow_wait_ms()))? else {
+            return Ok(());
+        };
+        if batch.missed > 0 {
+            let marker = if json {
+                missed_json(batch.missed).to_string()
+            } else {
+                format!("[procwire: {} events missed]", batch.missed)
+            };
+            if !print_line(&marker) {
+                return Ok(());
+            }
+        }
+        for event in &batch.items {
+            let line = if json {
+                event.to_json().to_string()
+            } else {
+                event.to_text()
+            };
+            if !print_line(&line) {
+                return Ok(());
+            }
+        }
+        if batch.ended {
+            eprintln!("procwire: the supervisor has ended");
+            return Ok(());
+        }
+        cursor = batch.next;
+    }
 }
 
 /// `HUP`, `SIGHUP`, `hup` or `1`.

@@ -21,6 +21,10 @@ pub const LISTEN_FDNAMES: &str = "LISTEN_FDNAMES";
 /// shared-memory connections (an `shm:PATH` endpoint) rather than being one.
 pub const SHM_SUFFIX: &str = ".shm";
 
+/// How a descriptor's name in [`LISTEN_FDNAMES`] ends when the Unix socket hands out
+/// message-queue connections (an `mq:PATH` endpoint).
+pub const MQ_SUFFIX: &str = ".mq";
+
 /// The value of [`LISTEN_FDNAMES`] for descriptors named `names`, in order.
 pub fn encode_fdnames<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
     names.into_iter().collect::<Vec<_>>().join(":")

@@ -10,6 +10,7 @@
 //!   (`Error: cannot serve on unix:/run/calc.sock: bind on unix:/run/calc.sock failed:
 //!   Permission denied (os error 13)`).
 //! - [`shared`]: a shared memory region this worker was handed, by name.
+//! - [`queue()`]: a message queue this worker was handed, by name.
 //! - [`activation`]: the socket-activation protocol.
 //! - [`notify`]: the sd_notify protocol.
 //!
@@ -37,10 +38,12 @@
 
 pub mod activation;
 pub mod notify;
+mod queue;
 mod shared;
 mod worker;
 
 pub use procwire_rpc as rpc;
+pub use queue::queue;
 pub use shared::shared;
 pub use worker::{Worker, WorkerError, LISTEN_ENV};
 

@@ -7,7 +7,7 @@ use std::os::unix::net::UnixListener;
 use std::sync::{mpsc, Arc};
 
 use nix::sys::socket::{getsockname, AddressFamily, SockaddrLike, SockaddrStorage};
-use procwire_rpc::transport::{shm, tcp, unix, Listener};
+use procwire_rpc::transport::{mq, shm, tcp, unix, Listener};
 use procwire_rpc::{
     Endpoint, EndpointError, ErrorChain, HandshakeError, Server, ServerConfig, ServerError, ServerHandle, Service,
     TransportError,
@@ -62,6 +62,10 @@ pub enum WorkerError {
         #[source]
         source: io::Error,
     },
+    /// The supervisor's access lists (`PROCWIRE_ALLOW_UIDS`, `PROCWIRE_ALLOW_GIDS`) are not
+    /// lists of ids.
+    #[error(transparent)]
+    Access(#[from] procwire_rpc::AccessEnvError),
     /// A server could not start on an endpoint.
     #[error("cannot start serving on {endpoint}: {}", ErrorChain(.source))]
     Serve {
@@ -159,7 +163,10 @@ impl Worker {
 
     /// The server's configuration. Its [handshake-failure
     /// hook](ServerConfig::on_handshake_failure) is replaced by the worker's own: set that
-    /// with [`on_handshake_failure`](Self::on_handshake_failure).
+    /// with [`on_handshake_failure`](Self::on_handshake_failure). Under a supervisor, its
+    /// [`allow`](ServerConfig::allow) is replaced by the manifest's (`allow_uids`,
+    /// `allow_gids`; by default the supervisor's uid), which the supervisor passes in
+    /// `PROCWIRE_ALLOW_UIDS` and `PROCWIRE_ALLOW_GIDS`.
     pub fn server_config(mut self, config: ServerConfig) -> Self {
         self.config = config;
         self
@@ -211,7 +218,11 @@ impl Worker {
             })?;
         let service = Arc::new(service);
         let report = self.handshake_failed;
-        let config = self.config.on_handshake_failure(move |e| report(e));
+        let mut config = self.config.on_handshake_failure(move |e| report(e));
+        // Under a supervisor, only the local users its manifest allows reach the service.
+        if let Some(access) = procwire_rpc::Access::from_env()? {
+            config = config.allow(access);
+        }
         let mut servers: Vec<ServerHandle> = Vec::new();
         for (listener, endpoint) in listeners.into_iter().zip(&described) {
             let server = Server::new(Arc::clone(&service)).with_config(config.clone());
@@ -263,11 +274,12 @@ impl Worker {
             return activated
                 .into_iter()
                 .map(|a| {
-                    let shm = a
-                        .name
-                        .as_deref()
-                        .is_some_and(|n| n.ends_with(crate::activation::SHM_SUFFIX));
-                    from_fd(a.fd, shm)
+                    let hands = match a.name.as_deref() {
+                        Some(n) if n.ends_with(crate::activation::SHM_SUFFIX) => Hands::Shm,
+                        Some(n) if n.ends_with(crate::activation::MQ_SUFFIX) => Hands::Mq,
+                        _ => Hands::Streams,
+                    };
+                    from_fd(a.fd, hands)
                 })
                 .collect();
         }
@@ -309,9 +321,21 @@ fn report_on_stderr(e: &HandshakeError) {
     }
 }
 
+/// What the connections of an inherited Unix socket are, as its name says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Hands {
+    /// The socket's own streams.
+    Streams,
+    /// Shared-memory rings set up over it (`shm:`).
+    Shm,
+    /// Message queues set up over it (`mq:`).
+    Mq,
+}
+
 /// A listener from an inherited descriptor, whatever its address family; a Unix socket
-/// named as handing out shared-memory connections (`shm`) becomes an shm listener.
-fn from_fd(fd: OwnedFd, shm: bool) -> Result<Box<dyn Listener>, WorkerError> {
+/// named as handing out shared-memory or message-queue connections becomes an shm or mq
+/// listener.
+fn from_fd(fd: OwnedFd, hands: Hands) -> Result<Box<dyn Listener>, WorkerError> {
     let inherited = |source: TransportError| WorkerError::Endpoint {
         endpoint: "an inherited descriptor".into(),
         source,
@@ -319,8 +343,11 @@ fn from_fd(fd: OwnedFd, shm: bool) -> Result<Box<dyn Listener>, WorkerError> {
     let addr: SockaddrStorage = getsockname(std::os::fd::AsRawFd::as_raw_fd(&fd.as_fd()))
         .map_err(|e| WorkerError::Inherited { source: e.into() })?;
     match addr.family() {
-        Some(AddressFamily::Unix) if shm => Ok(Box::new(
+        Some(AddressFamily::Unix) if hands == Hands::Shm => Ok(Box::new(
             shm::Listener::from_std(UnixListener::from(fd), shm::Options::default()).map_err(inherited)?,
+        )),
+        Some(AddressFamily::Unix) if hands == Hands::Mq => Ok(Box::new(
+            mq::Listener::from_std(UnixListener::from(fd), mq::Options::default()).map_err(inherited)?,
         )),
         Some(AddressFamily::Unix) => Ok(Box::new(
             unix::Listener::from_std(UnixListener::from(fd)).map_err(inherited)?,

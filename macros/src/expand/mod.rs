@@ -17,7 +17,8 @@ use async_client::{async_client, async_pool};
 use client::{client, copies, deadlines, starter, starter_type};
 use pool::{constructors, pool};
 use server::server;
-use types::{info, type_checks, wire_bounds};
+pub(crate) use types::wire_bounds;
+use types::{info, type_checks};
 
 /// The whole expansion: the trait, and on success the generated items; on failure the trait
 /// and every error.
@@ -39,6 +40,8 @@ pub fn service(args: TokenStream, item: &ItemTrait) -> TokenStream {
     let server = server(&rt, &names, &model);
     let pool = pool(&rt, &names, &model);
     let async_pool = async_pool(&rt, &names, &model);
+    let all = crate::all::all(&rt, &names, &model);
+    let datagrams = crate::datagram::datagrams(&rt, &names, &model);
     let checks = type_checks(&rt, &model);
     quote! {
         #trait_item
@@ -48,15 +51,17 @@ pub fn service(args: TokenStream, item: &ItemTrait) -> TokenStream {
         #server
         #pool
         #async_pool
+        #all
+        #datagrams
         #checks
     }
 }
 
 /// Names of the generated items.
-struct Names {
-    vis: syn::Visibility,
-    service: Ident,
-    client: Ident,
+pub(crate) struct Names {
+    pub(crate) vis: syn::Visibility,
+    pub(crate) service: Ident,
+    pub(crate) client: Ident,
     starter: Ident,
     server: Ident,
     service_name: String,
@@ -151,7 +156,7 @@ fn trait_item(item: &ItemTrait) -> TokenStream {
 
 /// The method's attributes that the generated client methods carry too: docs, lint levels,
 /// `deprecated`, and conditional compilation.
-fn docs<'a>(method: &Method<'a>) -> Vec<&'a syn::Attribute> {
+pub(crate) fn docs<'a>(method: &Method<'a>) -> Vec<&'a syn::Attribute> {
     const CARRIED: &[&str] = &[
         "doc",
         "cfg",
@@ -177,7 +182,7 @@ fn cfgs<'a>(method: &Method<'a>) -> Vec<&'a syn::Attribute> {
 
 /// The client's parameters, and the tuple expression that carries them. `by_ref` borrows
 /// the arguments, so that the tuple can be sent more than once (a pool client's retry).
-fn client_args(rt: &TokenStream, method: &Method<'_>, by_ref: bool) -> (Vec<TokenStream>, TokenStream) {
+pub(crate) fn client_args(rt: &TokenStream, method: &Method<'_>, by_ref: bool) -> (Vec<TokenStream>, TokenStream) {
     let mut params = Vec::new();
     let mut values = Vec::new();
     for arg in &method.args {
@@ -217,7 +222,7 @@ fn typed_reply(
 }
 
 /// The type the reply travels as.
-fn reply_type(rt: &TokenStream, output: &Output<'_>) -> TokenStream {
+pub(crate) fn reply_type(rt: &TokenStream, output: &Output<'_>) -> TokenStream {
     match output {
         Output::Unit => quote!(()),
         Output::Value(ty) => quote!(#ty),
@@ -252,7 +257,7 @@ impl<'a> Parts<'a> {
     }
 }
 
-fn method_const(rt: &TokenStream, method: &Method<'_>) -> TokenStream {
+pub(crate) fn method_const(rt: &TokenStream, method: &Method<'_>) -> TokenStream {
     let id = method_id(&method.name.to_string());
     let name = method.name.to_string();
     quote!(const METHOD: #rt::Method = #rt::Method::new(#id, #name);)

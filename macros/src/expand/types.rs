@@ -10,7 +10,7 @@ use super::*;
 /// the user's type. Higher-ranked, so that a type missing the derive does not make the
 /// definition itself an error: the spanned checks in `type_checks` report it once, at the
 /// type, instead of every generated call reporting it at the attribute.
-pub(super) fn wire_bounds(rt: &TokenStream, method: &Method<'_>) -> Vec<TokenStream> {
+pub(crate) fn wire_bounds(rt: &TokenStream, method: &Method<'_>) -> Vec<TokenStream> {
     wire_types(method)
         .into_iter()
         .map(|ty| {

@@ -354,6 +354,15 @@ fn encode<A: Serialize + ?Sized>(
     })
 }
 
+/// The client's side of the handshake; also [`crate::fuzz::handshake`]'s.
+pub(crate) fn fuzz_handshake(
+    transport: &mut Transport,
+    service: &ServiceInfo,
+    timeout: Duration,
+) -> Result<(), crate::HandshakeError> {
+    handshake(transport, service, timeout).map(|_| ())
+}
+
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())

@@ -58,7 +58,7 @@ impl Pool {
         F: Fn(Client, Option<Instant>) -> Fut,
         Fut: Future<Output = Result<R, RpcError>>,
     {
-        let sh = &self.shared;
+        let sh = &self.shared();
         let deadline = sh.config.deadline(deadline);
         let mut tried = Vec::new();
         loop {

@@ -51,6 +51,13 @@ pub struct ServerConfig {
     /// [`FrameBudget::process`], 64 MiB shared by every server of the process. A frame that
     /// would exceed it is refused and its connection closed.
     pub frame_budget: FrameBudget,
+    /// Which local peers are served, checked with their kernel-reported credentials as each
+    /// connection is accepted, before the handshake; a peer not allowed is refused (its
+    /// handshake is answered with a refusal) and logged with its pid, uid and gid. Default
+    /// `None`: no check (the socket file's mode is the only guard). Transports without
+    /// credentials (TCP, pipes) are not checked. `procwire_workers::Worker` sets it from the
+    /// supervisor's [`Access::from_env`](super::Access::from_env).
+    pub allow: Option<super::Access>,
     /// Told of each connection whose handshake fails, besides the `tracing` warning.
     pub(super) handshake_failed: Option<HandshakeHook>,
 }
@@ -77,6 +84,7 @@ impl Default for ServerConfig {
             frame_timeout: Duration::from_secs(30),
             idle_timeout: None,
             frame_budget: FrameBudget::process(),
+            allow: None,
             handshake_failed: None,
         }
     }
@@ -134,6 +142,12 @@ impl ServerConfig {
     /// Sets [`frame_budget`](Self::frame_budget).
     pub fn frame_budget(mut self, budget: FrameBudget) -> Self {
         self.frame_budget = budget;
+        self
+    }
+
+    /// Sets [`allow`](Self::allow).
+    pub fn allow(mut self, access: super::Access) -> Self {
+        self.allow = Some(access);
         self
     }
 

@@ -23,7 +23,7 @@ pub(crate) fn mismatch(peer: &str, ours: &Identity, theirs: &Identity) -> Option
     }
 }
 
-pub(super) fn handshake<S: Service>(
+pub(crate) fn handshake<S: Service>(
     transport: &mut Transport,
     service: &Arc<S>,
     timeout: Duration,

@@ -49,15 +49,16 @@ impl Slots {
     /// Refuses `transport` on a short-lived thread: reads its hello, answers with a refusal,
     /// and waits for the peer to close, so that the refusal is read rather than lost to a
     /// reset. At most [`MAX_REFUSING`] at once; past that the connection is just closed.
-    pub(super) fn refuse(&self, mut transport: Transport, info: ServiceInfo, max: usize) {
+    /// Nothing of the service runs for it.
+    pub(super) fn refuse(&self, mut transport: Transport, info: ServiceInfo, why: Refusal) {
         let peer = transport.peer.name.clone();
         let refusing = Arc::clone(&self.refusing);
         if refusing.fetch_add(1, Ordering::SeqCst) >= MAX_REFUSING {
             refusing.fetch_sub(1, Ordering::SeqCst);
-            tracing::warn!(%peer, max, "connection limit reached and refusals busy; connection closed unanswered");
+            tracing::warn!(%peer, "{why} and refusals busy; connection closed unanswered");
             return;
         }
-        tracing::warn!(%peer, max, "connection limit reached; connection refused");
+        tracing::warn!(%peer, "{why}; connection refused");
         let spawned = std::thread::Builder::new()
             .name("procwire-refuse".into())
             .spawn(move || {
@@ -82,6 +83,28 @@ impl Slots {
             });
         if spawned.is_err() {
             self.refusing.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Why a connection is refused at accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Refusal {
+    /// The listener serves its maximum of connections.
+    Full(usize),
+    /// The peer's credentials are not in [`ServerConfig::allow`](super::ServerConfig::allow).
+    NotAllowed(crate::transport::Credentials),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Full(max) => write!(f, "connection limit of {max} reached"),
+            Refusal::NotAllowed(peer) => write!(
+                f,
+                "peer pid {} with uid {} and gid {} is not allowed on this endpoint",
+                peer.pid, peer.uid, peer.gid
+            ),
         }
     }
 }

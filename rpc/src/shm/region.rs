@@ -219,37 +219,42 @@ impl Region {
     /// this process opened for something else at the same number. The descriptor is made
     /// close-on-exec again, so the region goes no further unless passed on explicitly.
     pub fn from_env(name: &str) -> Result<Region, ShmError> {
-        static CLAIMED: Mutex<Option<HashSet<String>>> = Mutex::new(None);
         let var = env_var(name)?;
-        let problem = |problem| ShmError::Env {
-            var: var.clone(),
-            problem,
-        };
-        let value = std::env::var(&var).map_err(|_| problem(EnvProblem::Unset))?;
-        let fd: RawFd = value
-            .trim()
-            .parse()
-            .ok()
-            .filter(|fd| *fd >= 0)
-            .ok_or_else(|| problem(EnvProblem::NotAnFd(value.clone())))?;
-        let mut claimed = CLAIMED.lock().unwrap_or_else(|e| e.into_inner());
-        let claimed = claimed.get_or_insert_with(HashSet::new);
-        if claimed.contains(&var) {
-            return Err(problem(EnvProblem::AlreadyClaimed));
-        }
-        let flags = fcntl(fd, FcntlArg::F_GETFD).map_err(|_| problem(EnvProblem::Closed(fd)))?;
-        if FdFlag::from_bits_retain(flags).contains(FdFlag::FD_CLOEXEC) {
-            return Err(problem(EnvProblem::NotInherited(fd)));
-        }
-        fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
-            .map_err(|e| ShmError::os("making an inherited region close-on-exec", e))?;
-        claimed.insert(var);
-        // SAFETY: `fd` is open (F_GETFD succeeded) and was inherited, so no other owner in
-        // this process knows it (what opened it here would have made it close-on-exec, as
-        // std and nix do); the claim set makes this the only `OwnedFd` built from it.
+        let fd = claim_inherited(&var).map_err(|problem| ShmError::Env { var, problem })?;
+        // SAFETY: `claim_inherited` checked that `fd` is open and was inherited, so no other
+        // owner in this process knows it (what opened it here would have made it
+        // close-on-exec, as std and nix do), and made this the only claim on it.
         let owned = unsafe { OwnedFd::from_raw_fd(fd) };
         Region::from_fd(owned)
     }
+}
+
+/// Claims the descriptor that the environment variable `var` names, once per process: it
+/// must be open and inherited (not close-on-exec), which rules out one this process opened
+/// for something else at the same number. It is made close-on-exec again, so it goes no
+/// further unless passed on explicitly. The caller takes ownership of it.
+pub(crate) fn claim_inherited(var: &str) -> Result<RawFd, EnvProblem> {
+    static CLAIMED: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+    let value = std::env::var(var).map_err(|_| EnvProblem::Unset)?;
+    let fd: RawFd = value
+        .trim()
+        .parse()
+        .ok()
+        .filter(|fd| *fd >= 0)
+        .ok_or_else(|| EnvProblem::NotAnFd(value.clone()))?;
+    let mut claimed = CLAIMED.lock().unwrap_or_else(|e| e.into_inner());
+    let claimed = claimed.get_or_insert_with(HashSet::new);
+    if claimed.contains(var) {
+        return Err(EnvProblem::AlreadyClaimed);
+    }
+    let flags = fcntl(fd, FcntlArg::F_GETFD).map_err(|_| EnvProblem::Closed(fd))?;
+    if FdFlag::from_bits_retain(flags).contains(FdFlag::FD_CLOEXEC) {
+        return Err(EnvProblem::NotInherited(fd));
+    }
+    // Best effort: a failure leaves it inheritable, which costs nothing but a leak to a child.
+    let _ = fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
+    claimed.insert(var.to_owned());
+    Ok(fd)
 }
 
 /// The environment variable that names region `name` to a child.

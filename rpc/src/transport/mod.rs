@@ -12,6 +12,7 @@
 //! | [`pipe`]  | two anonymous pipes                   | [`pipe::pair`], inherited by a child      |
 //! | [`fifo`]  | two named FIFOs in a directory        | [`fifo::open`] on each side               |
 //! | [`shm`]   | two rings in a shared memfd           | [`shm::connect`], [`shm::Listener`]       |
+//! | [`mq`]    | two POSIX message queues              | [`mq::connect`], [`mq::Listener`]         |
 //!
 //! # Blocking, timeouts and non-blocking use
 //!
@@ -42,6 +43,7 @@
 
 mod budget;
 pub mod fifo;
+pub mod mq;
 pub mod noise;
 mod pending;
 pub mod pipe;
@@ -60,6 +62,7 @@ use crate::protocol::Frame;
 use crate::wait::Wait;
 
 pub use budget::{FrameBudget, DEFAULT_FRAME_BUDGET};
+pub(crate) use stream::wait_ready;
 pub use stream::{StreamReceiver, StreamSender};
 
 /// The sending half of a connection.

@@ -70,3 +70,61 @@ impl Pending {
         Ok(false)
     }
 }
+
+/// A sender that writes each frame's bytes with a [`Pending`] tail (streams, shared-memory
+/// rings, message queues): what [`send_frame`] and [`flush_frame`] need of it.
+pub(crate) trait ByteSender {
+    /// The peer, for errors.
+    fn peer(&self) -> &str;
+    /// The largest payload this side sends.
+    fn max_frame_len(&self) -> usize;
+    /// True once this side was closed.
+    fn is_closed(&self) -> bool;
+    /// `Closed` once this side was closed.
+    fn check_open(&self) -> Result<(), TransportError> {
+        if self.is_closed() {
+            return Err(TransportError::Closed {
+                peer: self.peer().to_owned(),
+            });
+        }
+        Ok(())
+    }
+    /// The partly written frame.
+    fn pending(&mut self) -> &mut Pending;
+    /// Writes `bytes` from `*off` on: `Ok(true)` when all written, `Ok(false)` when `wait`
+    /// ran out (with `*off` how far it got).
+    fn write_all(&mut self, bytes: &[u8], off: &mut usize, wait: Wait) -> Result<bool, TransportError>;
+}
+
+/// [`FrameSender::send`](super::FrameSender::send) for a [`ByteSender`].
+pub(crate) fn send_frame(sender: &mut impl ByteSender, frame: &mut Frame, wait: Wait) -> Result<(), TransportError> {
+    if frame.payload_len() > sender.max_frame_len() {
+        return Err(TransportError::FrameTooLarge {
+            peer: sender.peer().to_owned(),
+            len: frame.payload_len() as u64,
+            max: sender.max_frame_len(),
+        });
+    }
+    sender.check_open()?;
+    let mut pending = std::mem::take(sender.pending());
+    let taken = pending.send(frame, wait, &mut |b, off, w| sender.write_all(b, off, w));
+    *sender.pending() = pending;
+    if taken? {
+        Ok(())
+    } else {
+        Err(not_taken(wait, sender.peer()))
+    }
+}
+
+/// [`FrameSender::flush`](super::FrameSender::flush) for a [`ByteSender`].
+pub(crate) fn flush_frame(sender: &mut impl ByteSender, wait: Wait) -> Result<(), TransportError> {
+    sender.check_open()?;
+    let mut pending = std::mem::take(sender.pending());
+    let done = pending.flush(wait, &mut |b, off, w| sender.write_all(b, off, w));
+    *sender.pending() = pending;
+    if done? {
+        Ok(())
+    } else {
+        Err(not_taken(wait, sender.peer()))
+    }
+}

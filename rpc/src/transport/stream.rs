@@ -17,7 +17,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{send, shutdown, MsgFlags, Shutdown};
 
 use super::budget::Reservation;
-use super::pending::{not_taken, Pending};
+use super::pending::{flush_frame, send_frame, ByteSender, Pending};
 use super::{FrameBudget, FrameReceiver, FrameSender, Interrupt};
 use crate::buffers;
 use crate::error::TransportError;
@@ -392,6 +392,24 @@ impl StreamSender {
             e => TransportError::io("write", self.peer.clone(), io::Error::from(e)),
         }
     }
+}
+
+impl ByteSender for StreamSender {
+    fn peer(&self) -> &str {
+        &self.peer
+    }
+
+    fn max_frame_len(&self) -> usize {
+        self.max
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    fn pending(&mut self) -> &mut Pending {
+        &mut self.pending
+    }
 
     /// Writes `bytes` from `*off` on. `Ok(true)` when all written; `Ok(false)` when `wait`
     /// ran out.
@@ -411,47 +429,15 @@ impl StreamSender {
         }
         Ok(true)
     }
-
-    fn check_open(&self) -> Result<(), TransportError> {
-        if self.closed {
-            return Err(TransportError::Closed {
-                peer: self.peer.clone(),
-            });
-        }
-        Ok(())
-    }
 }
 
 impl FrameSender for StreamSender {
     fn send(&mut self, frame: &mut Frame, wait: Wait) -> Result<(), TransportError> {
-        if frame.payload_len() > self.max {
-            return Err(TransportError::FrameTooLarge {
-                peer: self.peer.clone(),
-                len: frame.payload_len() as u64,
-                max: self.max,
-            });
-        }
-        self.check_open()?;
-        let mut pending = std::mem::take(&mut self.pending);
-        let taken = pending.send(frame, wait, &mut |b, off, w| self.write_all(b, off, w));
-        self.pending = pending;
-        if taken? {
-            Ok(())
-        } else {
-            Err(not_taken(wait, &self.peer))
-        }
+        send_frame(self, frame, wait)
     }
 
     fn flush(&mut self, wait: Wait) -> Result<(), TransportError> {
-        self.check_open()?;
-        let mut pending = std::mem::take(&mut self.pending);
-        let done = pending.flush(wait, &mut |b, off, w| self.write_all(b, off, w));
-        self.pending = pending;
-        if done? {
-            Ok(())
-        } else {
-            Err(not_taken(wait, &self.peer))
-        }
+        flush_frame(self, wait)
     }
 
     fn has_pending(&self) -> bool {

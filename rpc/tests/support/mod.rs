@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use procwire_rpc::serde_bytes::ByteBuf;
 use procwire_rpc::transport::noise::{self, NoiseKey};
-use procwire_rpc::transport::{fifo, pipe, shm, tcp, unix, Transport};
+use procwire_rpc::transport::{fifo, mq, pipe, shm, tcp, unix, Transport};
 use procwire_rpc::{
     decode_args, CallContext, Fault, FaultKind, Frame, Method, MethodSignature, Server, ServerConfig, Service,
     ServiceInfo,
@@ -210,9 +210,19 @@ pub enum Kind {
     Shm,
     /// TCP authenticated and encrypted with Noise, with [`suite_key`].
     Noise,
+    /// Two POSIX message queues per connection, set up over a Unix socket.
+    Mq,
 }
 
-pub const ALL: [Kind; 6] = [Kind::Unix, Kind::Tcp, Kind::Pipe, Kind::Fifo, Kind::Shm, Kind::Noise];
+pub const ALL: [Kind; 7] = [
+    Kind::Unix,
+    Kind::Tcp,
+    Kind::Pipe,
+    Kind::Fifo,
+    Kind::Shm,
+    Kind::Noise,
+    Kind::Mq,
+];
 
 impl Kind {
     pub fn name(self) -> &'static str {
@@ -223,12 +233,13 @@ impl Kind {
             Kind::Fifo => "fifo",
             Kind::Shm => "shm",
             Kind::Noise => "noise",
+            Kind::Mq => "mq",
         }
     }
 
     /// Whether a server on it accepts many connections.
     pub fn has_listener(self) -> bool {
-        matches!(self, Kind::Unix | Kind::Tcp | Kind::Shm | Kind::Noise)
+        matches!(self, Kind::Unix | Kind::Tcp | Kind::Shm | Kind::Noise | Kind::Mq)
     }
 
     /// Whether a test can write raw bytes to a server on it (a byte stream it can connect
@@ -244,6 +255,8 @@ const WRITE_TIMEOUT_ENV: &str = "PROCWIRE_CONFORMANCE_WRITE_TIMEOUT_MS";
 const MAX_FRAME_ENV: &str = "PROCWIRE_CONFORMANCE_MAX_FRAME_LEN";
 const LIMITS_ENV: &str = "PROCWIRE_CONFORMANCE_LIMITS";
 const FAILURES_ENV: &str = "PROCWIRE_CONFORMANCE_FAILURES";
+/// Lowers the child's `RLIMIT_MSGQUEUE` soft limit to this many bytes before it serves.
+pub const RLIMIT_MSGQUEUE_ENV: &str = "PROCWIRE_CONFORMANCE_RLIMIT_MSGQUEUE";
 
 /// Applies `name=value` pairs, `,`-separated, to the child server's limits.
 fn apply_limits(mut config: ServerConfig, limits: &str) -> ServerConfig {
@@ -256,6 +269,8 @@ fn apply_limits(mut config: ServerConfig, limits: &str) -> ServerConfig {
             "idle_timeout_ms" => config.idle_timeout(Some(Duration::from_millis(n))),
             "frame_budget" => config.frame_budget(procwire_rpc::transport::FrameBudget::new(n as usize)),
             "write_timeout_ms" => config.write_timeout(Duration::from_millis(n)),
+            "handshake_timeout_ms" => config.handshake_timeout(Duration::from_millis(n)),
+            "max_calls" => config.max_calls_per_connection(n as usize),
             other => panic!("unknown limit {other}"),
         };
     }
@@ -278,6 +293,10 @@ pub fn child_main() -> bool {
     if let Ok(limits) = std::env::var(LIMITS_ENV) {
         config = apply_limits(config, &limits);
     }
+    // As a worker under a supervisor: only the allowed local users.
+    if let Some(access) = procwire_rpc::Access::from_env().expect("the allow lists") {
+        config = config.allow(access);
+    }
     if let Ok(path) = std::env::var(FAILURES_ENV) {
         // Each failed handshake, one line, written before the connection closes.
         config = config.on_handshake_failure(move |e| {
@@ -290,6 +309,12 @@ pub fn child_main() -> bool {
             writeln!(file, "{}", procwire_rpc::ErrorChain(e)).expect("write a failure");
         });
     }
+    if let Ok(bytes) = std::env::var(RLIMIT_MSGQUEUE_ENV) {
+        let bytes = bytes.parse().expect("bytes");
+        let (_, hard) =
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_MSGQUEUE).expect("getrlimit");
+        nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_MSGQUEUE, bytes, hard).expect("setrlimit");
+    }
     let server = Server::new(Conformance::default()).with_config(config);
     let handle = match role.as_str() {
         "unix" => {
@@ -300,6 +325,12 @@ pub fn child_main() -> bool {
         }
         "shm" => {
             let listener = shm::Listener::bind(&arg).expect("bind shm socket");
+            let handle = server.spawn(listener).expect("spawn server");
+            println!("ready {arg}");
+            handle
+        }
+        "mq" => {
+            let listener = mq::Listener::bind(&arg).expect("bind mq socket");
             let handle = server.spawn(listener).expect("spawn server");
             println!("ready {arg}");
             handle
@@ -329,6 +360,10 @@ pub fn child_main() -> bool {
             evil_server(&arg);
             return true;
         }
+        "mq-fill" => {
+            mq_fill();
+            return true;
+        }
         "endpoint-client" => {
             // A client of the endpoint `arg`, which finds its key in the environment.
             let endpoint: procwire_rpc::Endpoint = arg.parse().expect("an endpoint");
@@ -353,6 +388,41 @@ pub fn child_main() -> bool {
         std::process::exit(3);
     }
     true
+}
+
+/// In an IPC namespace of its own (so that no other test's queues are in the way), creates
+/// queues until the kernel refuses one, and prints how many it made and the refusal.
+fn mq_fill() {
+    if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWIPC) {
+        println!("skip: no IPC namespace of its own ({e})");
+        return;
+    }
+    let attrs = mq::Attrs::new(1, 8);
+    let mut made = Vec::new();
+    loop {
+        match mq::Queue::create(&format!("/fill-{}", made.len()), attrs) {
+            Ok(queue) => made.push(queue),
+            Err(e) => {
+                println!("made {} refused {e}", made.len());
+                return;
+            }
+        }
+        if made.len() > 100_000 {
+            println!("made {} refused nothing", made.len());
+            return;
+        }
+    }
+}
+
+/// Runs the child `role` to its end and returns what it printed.
+#[allow(dead_code)] // used by tests/mq.rs
+pub fn run_child(role: &str, env: &[(&str, String)]) -> String {
+    let output = child_command_with(role, "", env)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the child");
+    assert!(output.status.success(), "child {role} failed: {:?}", output.status);
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
 /// A server that completes the handshake and then misbehaves as `mode` says.
@@ -438,6 +508,24 @@ pub fn run_endpoint_client(endpoint: &str, env: &[(&str, String)]) -> Result<Str
     }
 }
 
+/// [`run_endpoint_client`] as user `uid` and group `gid` (no supplementary groups), which
+/// needs root.
+#[allow(dead_code)] // used by tests/access.rs only
+pub fn run_endpoint_client_as(endpoint: &str, uid: u32, gid: u32) -> Result<String, String> {
+    use std::os::unix::process::CommandExt;
+    let output = child_command("endpoint-client", endpoint)
+        .uid(uid)
+        .gid(gid)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run the endpoint client");
+    match output.status.success() {
+        true => Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned()),
+        false => Err(String::from_utf8_lossy(&output.stderr).into_owned()),
+    }
+}
+
 /// The suite's key as 64 hex digits.
 #[allow(dead_code)] // used by tests/noise.rs, not by the conformance suite
 pub fn suite_key_hex() -> String {
@@ -478,6 +566,12 @@ fn read_ready(child: &mut Child) -> String {
 }
 
 impl Peer {
+    /// Starts a conformance server over `kind` with `env` set.
+    #[allow(dead_code)] // used by tests/mq.rs
+    pub fn spawn_with_env(kind: Kind, env: &[(&str, String)]) -> Peer {
+        Self::spawn_with(kind, env)
+    }
+
     /// Starts a conformance server over `kind`.
     pub fn spawn(kind: Kind) -> Peer {
         Self::spawn_with(kind, &[])
@@ -496,10 +590,18 @@ impl Peer {
 
     /// Starts a conformance server with limits set by `limits`: `name=value` pairs,
     /// `,`-separated (`max_connections`, `frame_timeout_ms`, `idle_timeout_ms`,
-    /// `frame_budget`, `write_timeout_ms`).
+    /// `frame_budget`, `write_timeout_ms`, `handshake_timeout_ms`, `max_calls`).
     #[allow(dead_code)] // used by tests/hostile.rs, not by the conformance suite
     pub fn spawn_with_limits(kind: Kind, limits: &str) -> Peer {
         Self::spawn_with(kind, &[(LIMITS_ENV, limits.to_owned())])
+    }
+
+    /// Starts a conformance server that serves, besides root, only `access` (as a supervisor
+    /// would tell a worker, in `PROCWIRE_ALLOW_UIDS` and `PROCWIRE_ALLOW_GIDS`).
+    #[allow(dead_code)] // used by tests/access.rs only
+    pub fn spawn_allowing(kind: Kind, access: &procwire_rpc::Access) -> Peer {
+        let env: Vec<(&str, String)> = access.to_env().into_iter().collect();
+        Self::spawn_with(kind, &env)
     }
 
     /// Starts a conformance server that writes each failed handshake to [`failures`](Self::failures).
@@ -534,7 +636,7 @@ impl Peer {
         }
         let env = env.as_slice();
         match kind {
-            Kind::Unix | Kind::Tcp | Kind::Shm | Kind::Noise => {
+            Kind::Unix | Kind::Tcp | Kind::Shm | Kind::Noise | Kind::Mq => {
                 let path = dir.path().join(format!("s{n}.sock"));
                 let mut child = child_command_with(kind.name(), path.to_str().unwrap(), env)
                     .spawn()
@@ -614,6 +716,7 @@ impl Peer {
             Kind::Unix => unix::connect(&self.addr).expect("connect"),
             Kind::Tcp => tcp::connect(self.addr.as_str()).expect("connect"),
             Kind::Shm => shm::connect(&self.addr).expect("connect"),
+            Kind::Mq => mq::connect(&self.addr).expect("connect"),
             Kind::Noise => noise::connect(self.addr.as_str(), &suite_key()).expect("connect and authenticate"),
             Kind::Pipe | Kind::Fifo => self.single.take().expect("a pipe or FIFO server has one connection"),
         }

@@ -55,6 +55,18 @@ pub enum ClientError {
     /// The call failed on the way.
     #[error(transparent)]
     Rpc(#[from] procwire_rpc::RpcError),
+    /// The supervisor refused what was asked.
+    #[error(transparent)]
+    Refused(super::ControlError),
+    /// The thread that follows a pool cannot be started.
+    #[error("cannot start the thread that follows pool {pool}")]
+    Thread {
+        /// The pool.
+        pool: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl ClientError {
@@ -64,7 +76,9 @@ impl ClientError {
             ClientError::NotRunning { .. } | ClientError::NoneFound { .. } => EXIT_NOT_RUNNING,
             ClientError::NotAllowed { .. } => EXIT_NOT_ALLOWED,
             ClientError::Usage(_) => EXIT_USAGE,
-            ClientError::Transport(_) | ClientError::Rpc(_) => EXIT_FAILED,
+            ClientError::Transport(_) | ClientError::Rpc(_) | ClientError::Refused(_) | ClientError::Thread { .. } => {
+                EXIT_FAILED
+            }
         }
     }
 }
@@ -131,6 +145,18 @@ pub fn connect(path: &Path) -> Result<ControlClient, ClientError> {
     })
 }
 
+/// Whether a call failed only because the supervisor stopped gracefully (between two calls
+/// of a follower, say): for a verb that runs until the supervisor ends, the end.
+pub fn stopped(error: &procwire_rpc::CallError<super::ControlError>) -> bool {
+    matches!(
+        error,
+        procwire_rpc::CallError::Rpc(procwire_rpc::RpcError::Disconnected {
+            ending: procwire_rpc::Ending::Stopped,
+            ..
+        })
+    )
+}
+
 /// `procwire status` as a table: a line per pool, then one per worker.
 pub fn render(status: &Status) -> String {
     let mut out = format!(
@@ -145,14 +171,7 @@ pub fn render(status: &Status) -> String {
         for w in &pool.workers {
             let pid = w.pid.map_or("-".to_owned(), |pid| pid.to_string());
             let uptime = w.uptime_ms.map_or("-".to_owned(), duration);
-            let exit = match w.last_exit {
-                Some(super::LastExit::Code(code)) => format!("exit {code}"),
-                Some(super::LastExit::Signal(signal)) => match nix::sys::signal::Signal::try_from(signal) {
-                    Ok(signal) => signal.as_str().to_owned(),
-                    Err(_) => format!("signal {signal}"),
-                },
-                None => "-".to_owned(),
-            };
+            let exit = last_exit(w.last_exit);
             let mut line = format!(
                 "  {}.{:<3} {:<9} pid {:<8} up {:<8} restarts {:<3} last {:<9}",
                 pool.name,
@@ -176,8 +195,20 @@ pub fn render(status: &Status) -> String {
     out
 }
 
+/// `exit 3`, `SIGKILL`, `-` (none).
+pub(crate) fn last_exit(exit: Option<super::LastExit>) -> String {
+    match exit {
+        Some(super::LastExit::Code(code)) => format!("exit {code}"),
+        Some(super::LastExit::Signal(signal)) => match nix::sys::signal::Signal::try_from(signal) {
+            Ok(signal) => signal.as_str().to_owned(),
+            Err(_) => format!("signal {signal}"),
+        },
+        None => "-".to_owned(),
+    }
+}
+
 /// `850ms`, `12.3s`, `4m05s`, `2h03m`.
-fn duration(ms: u64) -> String {
+pub(crate) fn duration(ms: u64) -> String {
     match ms {
         0..1_000 => format!("{ms}ms"),
         1_000..60_000 => format!("{:.1}s", ms as f64 / 1000.0),

@@ -7,9 +7,16 @@
 //! it ([`server`]). Each call becomes a [`Command`](crate::run::command::Command) sent to
 //! the event loop, which owns all state and answers on a channel; the call waits for the
 //! answer with a deadline ([`REPLY_TIMEOUT`]). The `procwire` verbs (`status`, `stop`,
-//! `start`, `restart`, `signal`, `down`) are clients of it ([`client`]).
+//! `start`, `restart`, `signal`, `down`, ...) are clients of it ([`client`]).
+//!
+//! Followers (`procwire logs -f`, `procwire events`) long-poll: the loop appends every
+//! output line and lifecycle event to a bounded [`feed`] it never waits on, and each call
+//! reads from a cursor on the server's own thread, waiting there for something new.
 
 pub mod client;
+pub mod events;
+pub mod feed;
+pub mod follow;
 pub mod server;
 pub mod status;
 
@@ -18,6 +25,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use events::{Event, What};
+pub use feed::Batch;
 pub use status::{LastExit, PoolState, PoolStatus, Status, SupervisorStatus, WorkerState, WorkerStatus};
 
 /// How long a control call waits for the event loop's answer (all but `down`, which waits
@@ -146,6 +155,24 @@ pub trait Control {
     /// Shuts the supervisor down gracefully, as TERM does; answers with its exit code once
     /// every worker is down.
     fn down(&self) -> Result<i32, ControlError>;
+    /// The endpoint of each of `pool`'s current workers (its first `listen` endpoint, per
+    /// worker), in index order, for a pool client: they change with `scale` and reloads.
+    fn endpoints(&self, pool: String) -> Result<Vec<String>, ControlError>;
+    /// Lifecycle events after `cursor` (`None`: from now on), oldest first, waiting up to
+    /// `wait_ms` (at most 5 s) while there is none: a long poll, each answer carrying the
+    /// next cursor and how many events the follower missed by reading too slowly.
+    fn next_events(&self, cursor: Option<u64>, wait_ms: u32) -> Result<Batch<Event>, ControlError>;
+    /// `procwire logs -f`. Without a cursor: the last `lines` lines of each of the target's
+    /// workers (as [`logs`](Control::logs) gives them), and the cursor that follows them;
+    /// with one: the target's lines after it, as `pool.index | line`, waiting like
+    /// [`next_events`](Control::next_events).
+    fn follow_logs(
+        &self,
+        target: Option<Target>,
+        cursor: Option<u64>,
+        lines: u32,
+        wait_ms: u32,
+    ) -> Result<Batch<String>, ControlError>;
 }
 
 /// Where the supervisor named `name` serves its control socket by default:

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use procwire_rpc::transport::{Interrupt, Listener, Transport};
 use procwire_rpc::{ServerHandle, TransportError, Wait};
 
-use super::{Control, ControlError, PoolStatus, Status, SupervisorStatus, Target, REPLY_TIMEOUT};
+use super::feed::{Batch, Feeds};
+use super::{Control, ControlError, Event, PoolStatus, Status, SupervisorStatus, Target, REPLY_TIMEOUT};
 use crate::policy::Manual;
 use crate::run::command::{Command, Handle};
 
@@ -49,8 +50,9 @@ pub enum Request {
         target: Option<Target>,
         /// How many per worker.
         lines: u32,
-        /// Where to answer: `pool.index | line`, each worker's oldest first.
-        reply: Sender<Result<Vec<String>, ControlError>>,
+        /// Where to answer: `pool.index | line`, each worker's oldest first, and the log
+        /// feed's cursor that follows them.
+        reply: Sender<Result<(Vec<String>, u64), ControlError>>,
     },
     /// Restart a pool one worker at a time.
     Roll {
@@ -74,6 +76,13 @@ pub enum Request {
         dry_run: bool,
         /// Where to answer: a line per change.
         reply: Sender<Result<Vec<String>, ControlError>>,
+    },
+    /// The endpoints of a pool's current workers, for a pool client.
+    Endpoints {
+        /// The pool.
+        pool: String,
+        /// Where to answer: an endpoint per worker, in index order.
+        reply: Sender<Result<Vec<procwire_rpc::Endpoint>, ControlError>>,
     },
     /// A peer was refused: the loop says so in the supervisor's output.
     Refused {
@@ -125,6 +134,7 @@ pub struct ControlSocket {
     server: Option<ServerHandle>,
     path: PathBuf,
     ended: Arc<Ended>,
+    feeds: Arc<Feeds>,
 }
 
 /// The supervisor's exit code once known, for `down` calls waiting for it.
@@ -136,14 +146,20 @@ struct Ended {
 
 impl ControlSocket {
     /// Binds `path` (mode 0600; a socket file nobody answers on is replaced, a live one
-    /// refused) and serves [`Control`] on it, sending commands to the loop through `handle`.
-    pub fn serve(path: &Path, handle: Handle, identity: Identity) -> Result<ControlSocket, ServeError> {
+    /// refused) and serves [`Control`] on it, sending commands to the loop through `handle`;
+    /// followers read `feeds`.
+    pub fn serve(
+        path: &Path,
+        handle: Handle,
+        identity: Identity,
+        feeds: Arc<Feeds>,
+    ) -> Result<ControlSocket, ServeError> {
         let bind = |source| ServeError::Bind {
             path: path.to_owned(),
             source,
         };
         crate::run::lock::remove_stale_socket(path).map_err(bind)?;
-        let fd = crate::run::bind_unix(path, 0o600).map_err(bind)?;
+        let fd = crate::run::bind_unix(path, 0o600, None).map_err(bind)?;
         let listener = procwire_rpc::transport::unix::Listener::from_std(std::os::unix::net::UnixListener::from(fd))
             .map_err(|e| bind(std::io::Error::other(e)))?;
         let ended = Arc::new(Ended::default());
@@ -152,6 +168,7 @@ impl ControlSocket {
             identity,
             started: Instant::now(),
             ended: Arc::clone(&ended),
+            feeds: Arc::clone(&feeds),
         };
         let guarded = Guarded {
             inner: listener,
@@ -168,6 +185,7 @@ impl ControlSocket {
             server: Some(server),
             path: path.to_owned(),
             ended,
+            feeds,
         })
     }
 
@@ -185,6 +203,8 @@ impl ControlSocket {
     }
 
     fn stop(&mut self) {
+        // Followers waiting for more return at once, so that the server can stop.
+        self.feeds.end();
         if let Some(server) = self.server.take() {
             let _ = server.stop();
         }
@@ -235,22 +255,31 @@ struct Service {
     identity: Identity,
     started: Instant,
     ended: Arc<Ended>,
+    feeds: Arc<Feeds>,
+}
+
+/// Sends the request `make` builds to the loop behind `handle` and waits for its answer
+/// ([`REPLY_TIMEOUT`]).
+pub(crate) fn ask<T>(
+    handle: &Handle,
+    make: impl FnOnce(Sender<Result<T, ControlError>>) -> Request,
+) -> Result<T, ControlError> {
+    let (reply, answer) = mpsc::channel();
+    handle
+        .send(Command::Control(make(reply)))
+        .map_err(|e| ControlError::NoAnswer(e.to_string()))?;
+    match answer.recv_timeout(REPLY_TIMEOUT) {
+        Ok(result) => result,
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            Err(ControlError::NoAnswer(format!("no answer within {REPLY_TIMEOUT:?}")))
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => Err(ControlError::NoAnswer("the event loop has ended".into())),
+    }
 }
 
 impl Service {
-    /// Sends the request `make` builds to the loop and waits for its answer.
     fn ask<T>(&self, make: impl FnOnce(Sender<Result<T, ControlError>>) -> Request) -> Result<T, ControlError> {
-        let (reply, answer) = mpsc::channel();
-        self.handle
-            .send(Command::Control(make(reply)))
-            .map_err(|e| ControlError::NoAnswer(e.to_string()))?;
-        match answer.recv_timeout(REPLY_TIMEOUT) {
-            Ok(result) => result,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                Err(ControlError::NoAnswer(format!("no answer within {REPLY_TIMEOUT:?}")))
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => Err(ControlError::NoAnswer("the event loop has ended".into())),
-        }
+        ask(&self.handle, make)
     }
 }
 
@@ -291,7 +320,57 @@ impl Control for Service {
     }
 
     fn logs(&self, target: Option<Target>, lines: u32) -> Result<Vec<String>, ControlError> {
-        self.ask(|reply| Request::Logs { target, lines, reply })
+        Ok(self.ask(|reply| Request::Logs { target, lines, reply })?.0)
+    }
+
+    fn endpoints(&self, pool: String) -> Result<Vec<String>, ControlError> {
+        let endpoints = self.ask(|reply| Request::Endpoints { pool, reply })?;
+        Ok(endpoints.iter().map(ToString::to_string).collect())
+    }
+
+    fn next_events(&self, cursor: Option<u64>, wait_ms: u32) -> Result<Batch<Event>, ControlError> {
+        let events = &self.feeds.events;
+        let cursor = cursor.unwrap_or_else(|| events.head());
+        Ok(events.read(cursor, Duration::from_millis(wait_ms.into()), |_| true))
+    }
+
+    fn follow_logs(
+        &self,
+        target: Option<Target>,
+        cursor: Option<u64>,
+        lines: u32,
+        wait_ms: u32,
+    ) -> Result<Batch<String>, ControlError> {
+        let Some(cursor) = cursor else {
+            // The loop reads the tails and the feed's head at one moment: nothing is lost
+            // or repeated between the two.
+            let (items, next) = self.ask(|reply| Request::Logs { target, lines, reply })?;
+            return Ok(Batch {
+                items,
+                next,
+                missed: 0,
+                ended: false,
+            });
+        };
+        let wanted = |line: &super::feed::LogLine| {
+            target
+                .as_ref()
+                .is_none_or(|t| t.pool == line.pool && t.index.is_none_or(|i| i == line.index))
+        };
+        let batch = self
+            .feeds
+            .logs
+            .read(cursor, Duration::from_millis(wait_ms.into()), wanted);
+        Ok(Batch {
+            items: batch
+                .items
+                .into_iter()
+                .map(|l| format!("{}.{} | {}", l.pool, l.index, l.text))
+                .collect(),
+            next: batch.next,
+            missed: batch.missed,
+            ended: batch.ended,
+        })
     }
 
     fn rolling_restart(&self, pool: String) -> Result<Vec<String>, ControlError> {

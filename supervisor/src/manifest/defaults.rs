@@ -36,9 +36,12 @@ pub(super) fn default_pool(name: &str) -> Pool {
         log_rotate: None,
         listen: Vec::new(),
         mode: 0o600,
+        allow_uids: Vec::new(),
+        allow_gids: Vec::new(),
         role: None,
         notify_access: NotifyAccess::Main,
         shared: Vec::new(),
+        queues: Vec::new(),
     }
 }
 

@@ -21,10 +21,13 @@ impl Checker<'_> {
         match string.parse::<Endpoint>() {
             Ok(Endpoint::Unix(path)) => Ok(Endpoint::Unix(self.resolve(&path.to_string_lossy()))),
             Ok(Endpoint::Shm(path)) => Ok(Endpoint::Shm(self.resolve(&path.to_string_lossy()))),
+            Ok(Endpoint::Mq(path)) => Ok(Endpoint::Mq(self.resolve(&path.to_string_lossy()))),
             Ok(endpoint) => Ok(endpoint),
             Err(EndpointError::UnknownKind { .. }) => Err(self.error(
                 value.span(),
-                format!("`listen` entries are \"unix:PATH\", \"tcp:HOST:PORT\" or \"shm:PATH\", not {string:?}"),
+                format!(
+                    "`listen` entries are \"unix:PATH\", \"tcp:HOST:PORT\", \"shm:PATH\" or \"mq:PATH\", not {string:?}"
+                ),
             )),
             Err(why) => Err(self.error(value.span(), format!("`listen`: {why}"))),
         }

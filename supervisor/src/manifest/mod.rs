@@ -7,12 +7,14 @@
 //! [`Manifest::load_validated`] does both, pointing a problem at its key in the file. The
 //! reference of every key is `docs/manifest.md`.
 
+mod access;
 mod defaults;
 mod error;
 mod fields;
 mod grammar;
 mod graph;
 mod locate;
+mod queue;
 mod schema;
 mod shared;
 #[cfg(test)]
@@ -25,6 +27,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use error::ManifestError;
+pub use queue::{DEFAULT_QUEUE_MESSAGES, DEFAULT_QUEUE_MESSAGE_SIZE, MAX_QUEUE_MESSAGES, MAX_QUEUE_MESSAGE_SIZE};
 pub use shared::MAX_SHARED_SIZE;
 pub(crate) use validate::rlimit_resource;
 pub use validate::{Host, ValidationError, MAX_WORKERS, UNIX_PATH_MAX};
@@ -41,6 +44,38 @@ pub struct Manifest {
     /// The `[shared.NAME]` tables, in file order: shared memory regions the supervisor
     /// creates once and hands to the pools that list them.
     pub shared: Vec<SharedRegion>,
+    /// The `[queue.NAME]` tables, in file order: POSIX message queues the supervisor
+    /// creates once and hands to the pools that list them.
+    pub queues: Vec<QueueDecl>,
+}
+
+/// One `[queue.NAME]` table: a POSIX message queue, the kernel's bounded mailbox, which the
+/// supervisor creates when it starts (mode 0600, named `/procwire.UID.SUPERVISOR.PID-N.NAME`),
+/// keeps across worker restarts, hands to every worker of the pools whose `queues` lists
+/// NAME, and removes when it exits (or, after a crash, when the next supervisor of this user
+/// starts). A worker opens it with `procwire::workers::queue("NAME")`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QueueDecl {
+    /// The NAME in `[queue.NAME]`.
+    pub name: String,
+    /// Messages it holds before senders wait (`messages = 10`), 1 to
+    /// [`MAX_QUEUE_MESSAGES`]; default [`DEFAULT_QUEUE_MESSAGES`].
+    pub messages: usize,
+    /// The largest message in bytes (`message_size = "8KiB"`), 1 to
+    /// [`MAX_QUEUE_MESSAGE_SIZE`]; default [`DEFAULT_QUEUE_MESSAGE_SIZE`].
+    pub message_size: u64,
+}
+
+impl QueueDecl {
+    /// A queue named `name` of the default shape.
+    pub fn new(name: &str) -> Self {
+        QueueDecl {
+            name: name.to_owned(),
+            messages: DEFAULT_QUEUE_MESSAGES,
+            message_size: DEFAULT_QUEUE_MESSAGE_SIZE,
+        }
+    }
 }
 
 /// One `[shared.NAME]` table: a shared memory region (an unnamed, sealed memfd; nothing in
@@ -127,8 +162,15 @@ pub struct Pool {
     /// socket-activation protocol (`LISTEN_FDS`, from fd 3, in this order); `{index}` in a
     /// Unix path gives each worker its own (see [`Endpoint::for_worker`]).
     pub listen: Vec<Endpoint>,
-    /// Permissions of the pool's Unix socket files; default 0600.
+    /// Permissions of the pool's Unix socket files; default 0600, or in a file without
+    /// `mode`, as `allow_uids` and `allow_gids` need (0660 for one group, 0666 for more).
     pub mode: u32,
+    /// Users besides the supervisor's (and root) who may connect to the pool's Unix
+    /// endpoints, checked by uid (`SO_PEERCRED`) before the handshake; default none.
+    pub allow_uids: Vec<u32>,
+    /// Groups whose members (by the peer's effective gid) may connect, as `allow_uids`; the
+    /// socket files get the first as their group. Default none.
+    pub allow_gids: Vec<u32>,
     /// Instead of `command`: run the supervising program's own executable in this role
     /// (`PROCWIRE_ROLE`), so one binary is both supervisor and workers. Only an embedded
     /// supervisor ([`crate::Supervisor`]) can do it.
@@ -138,6 +180,8 @@ pub struct Pool {
     pub notify_access: NotifyAccess,
     /// The `[shared.NAME]` regions its workers get, by name.
     pub shared: Vec<String>,
+    /// The `[queue.NAME]` queues its workers get, by name.
+    pub queues: Vec<String>,
 }
 
 /// Whose messages on `NOTIFY_SOCKET` count for a worker (systemd's `NotifyAccess=`).
@@ -181,6 +225,7 @@ impl Manifest {
             },
             pools: Vec::new(),
             shared: Vec::new(),
+            queues: Vec::new(),
         }
     }
 
@@ -191,6 +236,13 @@ impl Manifest {
             name: name.to_owned(),
             size,
         });
+        self
+    }
+
+    /// Adds a message queue, for the pools that list it in their `queues` (like a
+    /// `[queue.NAME]` table).
+    pub fn queue(mut self, queue: QueueDecl) -> Manifest {
+        self.queues.push(queue);
         self
     }
 

@@ -12,10 +12,11 @@ use std::time::Duration;
 
 use toml::de::{DeTable, DeValue};
 
+use super::access::Ids;
 use super::defaults::default_pool;
 use super::validate::MAX_WORKERS;
 use super::walk::{in_file_order, quote, type_name, Checked, Checker, Key, Value};
-use super::{Condition, Manifest, ManifestError, NotifyAccess, Pool, Restart, Strategy, SupervisorConfig};
+use super::{Condition, Manifest, ManifestError, NotifyAccess, Pool, QueueDecl, Restart, Strategy, SupervisorConfig};
 
 impl Manifest {
     /// Reads and checks `path`.
@@ -42,7 +43,7 @@ pub(super) fn read(path: &Path) -> Result<String, ManifestError> {
     })
 }
 
-const TOP_KEYS: &[&str] = &["supervisor", "pool", "shared"];
+const TOP_KEYS: &[&str] = &["supervisor", "pool", "shared", "queue"];
 const SUPERVISOR_KEYS: &[&str] = &["name", "shutdown_timeout"];
 const POOL_KEYS: &[&str] = &[
     "command",
@@ -72,9 +73,12 @@ const POOL_KEYS: &[&str] = &[
     "log_rotate",
     "listen",
     "mode",
+    "allow_uids",
+    "allow_gids",
     "role",
     "notify_access",
     "shared",
+    "queues",
 ];
 
 const RESTARTS: &[(&str, Restart)] = &[
@@ -98,18 +102,23 @@ impl Checker<'_> {
         let mut supervisor = None;
         let mut pools = None;
         let mut shared = Vec::new();
+        let mut queues = Vec::new();
         for (key, value) in in_file_order(root) {
             match key.get_ref().as_ref() {
                 "supervisor" => supervisor = Some(self.supervisor(value)?),
                 "pool" => pools = Some(self.pools(key, value)?),
                 "shared" => shared = self.shared_regions(key, value)?,
+                "queue" => queues = self.queues(key, value)?,
                 _ => return Err(self.unknown_key(key, "the top level", TOP_KEYS)),
             }
         }
         let Some(pools) = pools else {
             return Err(self.error_at(0, "no pools: add at least one [pool.NAME] table"));
         };
-        self.check_shared_names(root, &pools, &shared)?;
+        let known: Vec<&str> = shared.iter().map(|s| s.name.as_str()).collect();
+        self.check_listed_names(root, &pools, &super::shared::SHARED, &known)?;
+        let known: Vec<&str> = queues.iter().map(|q: &QueueDecl| q.name.as_str()).collect();
+        self.check_listed_names(root, &pools, &super::queue::QUEUES, &known)?;
         let supervisor = match supervisor {
             Some(supervisor) => supervisor,
             None => SupervisorConfig {
@@ -122,6 +131,7 @@ impl Checker<'_> {
             supervisor,
             pools,
             shared,
+            queues,
         })
     }
 
@@ -201,6 +211,7 @@ impl Checker<'_> {
         let mut pool = default_pool(name);
         let mut after_spans = Vec::new();
         let mut has_command = false;
+        let mut mode_given = false;
         for (key, value) in in_file_order(table) {
             match key.get_ref().as_ref() {
                 "command" => {
@@ -269,8 +280,12 @@ impl Checker<'_> {
                     }
                 }
                 "notify_access" => pool.notify_access = self.choice("notify_access", value, NOTIFY_ACCESS)?,
-                "shared" => pool.shared = self.shared_names(value)?,
+                "shared" => pool.shared = self.listed_names("shared", value)?,
+                "queues" => pool.queues = self.listed_names("queues", value)?,
+                "allow_uids" => pool.allow_uids = self.ids(Ids::Users, value)?,
+                "allow_gids" => pool.allow_gids = self.ids(Ids::Groups, value)?,
                 "mode" => {
+                    mode_given = true;
                     let text = self.non_empty_string("mode", value)?;
                     pool.mode = u32::from_str_radix(text.trim_start_matches("0o"), 8)
                         .ok()
@@ -290,6 +305,9 @@ impl Checker<'_> {
                 key.span(),
                 format!("{place} has no `command` (the argv to run, like [\"./web\"])"),
             ));
+        }
+        if !mode_given {
+            pool.mode = pool.default_mode();
         }
         Ok((pool, after_spans))
     }
@@ -418,9 +436,12 @@ log_rotate = { size = "10MiB", keep = 5 }
             }),
             listen: Vec::new(),
             mode: 0o600,
+            allow_uids: Vec::new(),
+            allow_gids: Vec::new(),
             role: None,
             notify_access: NotifyAccess::Main,
             shared: Vec::new(),
+            queues: Vec::new(),
         };
         assert_eq!(*web, expected);
     }

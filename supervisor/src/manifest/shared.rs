@@ -79,43 +79,44 @@ impl Checker<'_> {
         })
     }
 
-    /// A pool's `shared` list: region names, each once.
-    pub(super) fn shared_names(&self, value: &Value<'_>) -> Checked<Vec<String>> {
+    /// A pool's `shared` or `queues` list: names, each once.
+    pub(super) fn listed_names(&self, key: &str, value: &Value<'_>) -> Checked<Vec<String>> {
         let mut names: Vec<String> = Vec::new();
-        for item in self.array("shared", value)?.iter() {
-            let name = self.non_empty_string("shared", item)?;
+        for item in self.array(key, value)?.iter() {
+            let name = self.non_empty_string(key, item)?;
             if names.iter().any(|n| n == name) {
-                return Err(self.error(item.span(), format!("`shared` names {} twice", quote(name))));
+                return Err(self.error(item.span(), format!("`{key}` names {} twice", quote(name))));
             }
             names.push(name.to_owned());
         }
         Ok(names)
     }
 
-    /// Every name in a pool's `shared` list is a `[shared.NAME]` table; else the first that
-    /// is not, pointed at in the file.
-    pub(super) fn check_shared_names(
+    /// Every name in each pool's `listed.key` list is a `[listed.table.NAME]` table; else
+    /// the first that is not, pointed at in the file.
+    pub(super) fn check_listed_names(
         &self,
         root: &DeTable<'_>,
         pools: &[Pool],
-        shared: &[SharedRegion],
+        listed: &Listed,
+        known: &[&str],
     ) -> Checked<()> {
-        let known: Vec<&str> = shared.iter().map(|s| s.name.as_str()).collect();
         for pool in pools {
-            let Some(unknown) = pool.shared.iter().find(|name| !known.contains(&name.as_str())) else {
+            let Some(unknown) = (listed.names)(pool).iter().find(|name| !known.contains(&name.as_str())) else {
                 continue;
             };
-            let at = pool_shared_item(root, &pool.name, unknown).unwrap_or(0);
-            let regions = if known.is_empty() {
-                "there are no [shared.NAME] tables".to_owned()
+            let at = pool_list_item(root, &pool.name, listed.key, unknown).unwrap_or(0);
+            let tables = if known.is_empty() {
+                format!("there are no [{}.NAME] tables", listed.table)
             } else {
-                format!("shared regions: {}", known.join(", "))
+                format!("{}: {}", listed.plural, known.join(", "))
             };
             return Err(self.error_at(
                 at,
                 format!(
-                    "[pool.{}] lists unknown shared region {}; {regions}",
+                    "[pool.{}] lists unknown {} {}; {tables}",
                     pool.name,
+                    listed.what,
                     quote(unknown)
                 ),
             ));
@@ -124,21 +125,59 @@ impl Checker<'_> {
     }
 }
 
-/// Where `name` is in `[pool.POOL] shared = [...]`.
-fn pool_shared_item(root: &DeTable<'_>, pool: &str, name: &str) -> Option<usize> {
+/// What a pool's list of names refers to: `shared = [...]` regions or `queues = [...]`.
+pub(super) struct Listed {
+    /// The pool's key.
+    pub key: &'static str,
+    /// The top-level table of the things named.
+    pub table: &'static str,
+    /// One of them, for messages.
+    pub what: &'static str,
+    /// Several.
+    pub plural: &'static str,
+    /// The pool's list.
+    pub names: fn(&Pool) -> &[String],
+}
+
+/// A pool's `shared` list.
+pub(super) const SHARED: Listed = Listed {
+    key: "shared",
+    table: "shared",
+    what: "shared region",
+    plural: "shared regions",
+    names: |pool| &pool.shared,
+};
+
+/// Where `name` is in `[pool.POOL] KEY = [...]`.
+fn pool_list_item(root: &DeTable<'_>, pool: &str, key: &str, name: &str) -> Option<usize> {
     let DeValue::Table(pools) = root.get("pool")?.get_ref() else {
         return None;
     };
     let DeValue::Table(table) = pools.get(pool)?.get_ref() else {
         return None;
     };
-    let DeValue::Array(items) = table.get("shared")?.get_ref() else {
+    let DeValue::Array(items) = table.get(key)?.get_ref() else {
         return None;
     };
     items
         .iter()
         .find(|item| matches!(item.get_ref(), DeValue::String(s) if s.as_ref() == name))
         .map(|item| item.span().start)
+}
+
+/// The first pool whose `listed.key` list names something not in `known`, as the error of
+/// a manifest built in code.
+pub(super) fn unknown_listed(manifest: &Manifest, listed: &Listed, known: &[&str]) -> Result<(), ValidationError> {
+    for pool in &manifest.pools {
+        if let Some(unknown) = (listed.names)(pool).iter().find(|name| !known.contains(&name.as_str())) {
+            return Err(ValidationError::Value {
+                pool: pool.name.clone(),
+                key: listed.key.to_owned(),
+                why: format!("names unknown {} {}", listed.what, quote(unknown)),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The shared regions of a manifest, from a file or built in code: valid, unique names,
@@ -162,20 +201,8 @@ pub(super) fn validate(manifest: &Manifest) -> Result<(), ValidationError> {
             });
         }
     }
-    for pool in &manifest.pools {
-        if let Some(unknown) = pool
-            .shared
-            .iter()
-            .find(|name| !regions.iter().any(|r| &r.name == *name))
-        {
-            return Err(ValidationError::Value {
-                pool: pool.name.clone(),
-                key: "shared".to_owned(),
-                why: format!("names unknown shared region {}", quote(unknown)),
-            });
-        }
-    }
-    Ok(())
+    let known: Vec<&str> = regions.iter().map(|r| r.name.as_str()).collect();
+    unknown_listed(manifest, &SHARED, &known)
 }
 
 #[cfg(test)]

@@ -108,6 +108,7 @@ impl Manifest {
             });
         }
         super::shared::validate(self)?;
+        super::queue::validate(self)?;
         let base = self.base();
         for pool in &self.pools {
             validate_pool(pool, host, &base)?;
@@ -387,7 +388,7 @@ fn validate_listen(pool: &Pool) -> Result<(), ValidationError> {
             if seen.contains(&endpoint) {
                 continue;
             }
-            let (Endpoint::Unix(path) | Endpoint::Shm(path)) = &endpoint else {
+            let (Endpoint::Unix(path) | Endpoint::Shm(path) | Endpoint::Mq(path)) = &endpoint else {
                 break;
             };
             let length = path.as_os_str().as_bytes().len();

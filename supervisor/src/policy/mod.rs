@@ -116,8 +116,23 @@ pub enum Action {
     /// Tell the operator about one worker (ready, exited, restarting and after what delay,
     /// given up, missed deadlines); the event loop names it with its pid.
     Report(WorkerId, String),
+    /// Something in a worker's life that the control plane streams (`procwire events`).
+    Lifecycle(WorkerId, Lifecycle),
     /// The supervisor is done: exit with this code.
     Exit(i32),
+}
+
+/// A step in a worker's life, for those following the supervisor's events.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Lifecycle {
+    /// It became ready.
+    Ready,
+    /// Its process ended.
+    Exited(Exit),
+    /// It is started again after this delay (zero: at once).
+    Restarting(Duration),
+    /// It is given up; why.
+    GaveUp(String),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -330,6 +345,7 @@ impl Policy {
                     self.worker_mut(w).ready_at = Some(now);
                     out.push(Action::CancelTimer(TimerKey::ReadyDeadline(w)));
                     out.push(Action::Report(w, "is ready".into()));
+                    out.push(Action::Lifecycle(w, Lifecycle::Ready));
                     self.rolled(now, w, &mut out);
                 }
             }
@@ -378,6 +394,7 @@ impl Policy {
         if ready == Ready::Spawned {
             worker.state = State::Running;
             worker.ready_at = Some(now);
+            out.push(Action::Lifecycle(w, Lifecycle::Ready));
             self.rolled(now, w, out);
         } else {
             worker.state = State::Starting;

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::backoff::{base_delay, jittered};
-use super::{Action, Exit, Policy, State, TimerKey, WorkerId, RECENT};
+use super::{Action, Exit, Lifecycle, Policy, State, TimerKey, WorkerId, RECENT};
 use crate::manifest::{LimitAction, Restart, Strategy};
 
 /// Why a worker is given up.
@@ -31,6 +31,7 @@ impl Policy {
         ] {
             out.push(Action::CancelTimer(key));
         }
+        out.push(Action::Lifecycle(w, Lifecycle::Exited(exit)));
         let worker = self.worker_mut(w);
         worker.recent.push_back(exit);
         if worker.recent.len() > RECENT {
@@ -68,6 +69,7 @@ impl Policy {
             // Brought down with a failed sibling or for a rolling restart: back at once,
             // costing no restart of its own.
             out.push(Action::Report(w, format!("ended with {exit}; restarting at once")));
+            out.push(Action::Lifecycle(w, Lifecycle::Restarting(Duration::ZERO)));
             self.spawn(w, out);
             return;
         }
@@ -98,6 +100,7 @@ impl Policy {
             format!("in {}", human(delay))
         };
         out.push(Action::Report(w, format!("ended with {exit}; restarting {when}")));
+        out.push(Action::Lifecycle(w, Lifecycle::Restarting(delay)));
         let strategy = self.pools[w.pool].spec.strategy;
         if strategy == Strategy::OneForAll {
             // Every other worker of the pool goes down and comes back with this one.
@@ -137,10 +140,9 @@ impl Policy {
             (LimitAction::Stop, true) => "its pool (one-for-all) stays down",
             (LimitAction::Stop, false) => "it stays down",
         };
-        out.push(Action::Report(
-            w,
-            format!("gave up: {reason}; last exits: {}; {then}", recent.join(", ")),
-        ));
+        let why = format!("{reason}; last exits: {}; {then}", recent.join(", "));
+        out.push(Action::Report(w, format!("gave up: {why}")));
+        out.push(Action::Lifecycle(w, Lifecycle::GaveUp(why)));
         if whole_pool {
             self.pools[w.pool].failed = true;
             self.take_down(now, w.pool, out);

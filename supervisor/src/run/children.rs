@@ -13,7 +13,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use super::Reaping;
-use crate::policy::{Event, Exit};
+use crate::policy::{Event, Exit, WorkerId};
 
 /// A pidfd for `pid`, a child of this process not reaped yet.
 pub(crate) fn pidfd(pid: Pid) -> std::io::Result<OwnedFd> {
@@ -117,12 +117,22 @@ impl super::Runner {
                 }
                 let _ = nix::sys::wait::waitpid(probe, None);
             }
-            // Whatever the worker left behind in its process group goes with it.
+            // Whatever the worker left behind goes with it: its process group, and its
+            // cgroup, which also holds what left the group.
             let _ = killpg(pid, Signal::SIGKILL);
+            self.kill_cgroup(w);
             self.feed(Event::Exited(w, exit));
         } else if self.verbose {
             // An orphan re-parented to us (we are a subreaper, or PID 1).
             self.say(&format!("reaped orphan {pid} ({exit})"));
+        }
+    }
+
+    /// Kills what is left in worker `w`'s cgroup (where there are cgroups).
+    pub(super) fn kill_cgroup(&mut self, w: WorkerId) {
+        let pool = self.policy.pool_name(w.pool).to_owned();
+        if let Err(e) = self.containment.kill_worker(&pool, w.index) {
+            self.report(w, &format!("cannot kill what is left in its cgroup: {e}"));
         }
     }
 

@@ -4,34 +4,50 @@
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
 use nix::sys::signal::{killpg, Signal};
 
 use super::Runner;
+use crate::control::feed::{Feeds, LogLine};
 use crate::control::server::Request;
-use crate::control::{ControlError, LastExit, PoolState, PoolStatus, Target, WorkerStatus};
+use crate::control::{ControlError, Event, LastExit, PoolState, PoolStatus, Target, What, WorkerStatus};
 use crate::manifest::Manifest;
-use crate::policy::{Action, Exit, PoolId, TimerKey, WorkerId};
+use crate::policy::{Action, Exit, Lifecycle, PoolId, TimerKey, WorkerId};
 
 /// What the loop keeps for the control plane only.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Observed {
     /// Each worker's last `STATUS=` text.
     status: HashMap<WorkerId, String>,
     /// Each worker's recent output lines, across its restarts.
     tails: HashMap<WorkerId, Tail>,
+    /// What followers read: every output line and lifecycle event.
+    pub(super) feeds: Arc<Feeds>,
 }
 
 impl Observed {
+    pub(super) fn new(feeds: Arc<Feeds>) -> Self {
+        Observed {
+            status: HashMap::new(),
+            tails: HashMap::new(),
+            feeds,
+        }
+    }
+
     /// Worker `w` sent `STATUS=text`.
     pub(super) fn status(&mut self, w: WorkerId, text: &str) {
         self.status.insert(w, text.to_owned());
     }
 
-    /// Where worker `w`'s output lines are kept.
-    pub(super) fn tail(&mut self, w: WorkerId) -> Tail {
-        self.tails.entry(w).or_default().clone()
+    /// Where worker `w` (of the pool named `pool`) has its output lines kept.
+    pub(super) fn tail(&mut self, w: WorkerId, pool: &str) -> Tail {
+        let feeds = &self.feeds;
+        self.tails
+            .entry(w)
+            .or_insert_with(|| Tail::new(Arc::clone(feeds), pool, w.index))
+            .clone()
     }
 }
 
@@ -41,27 +57,53 @@ pub(crate) const TAIL_LINES: usize = 500;
 /// The longest line kept whole in a tail; longer ones are cut there.
 const TAIL_LINE_BYTES: usize = 4096;
 
-/// A worker's recent output lines, bounded ([`TAIL_LINES`]), shared by its log pipes.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Tail(Rc<RefCell<VecDeque<String>>>);
+/// A worker's recent output lines, bounded ([`TAIL_LINES`]), shared by its log pipes; each
+/// line also goes to the log feed, for followers.
+#[derive(Clone, Debug)]
+pub(crate) struct Tail(Rc<TailLines>);
+
+#[derive(Debug)]
+struct TailLines {
+    lines: RefCell<VecDeque<String>>,
+    feeds: Arc<Feeds>,
+    pool: String,
+    index: u32,
+}
 
 impl Tail {
+    fn new(feeds: Arc<Feeds>, pool: &str, index: u32) -> Tail {
+        Tail(Rc::new(TailLines {
+            lines: RefCell::default(),
+            feeds,
+            pool: pool.to_owned(),
+            index,
+        }))
+    }
+
     /// Keeps `line`, dropping the oldest past the bound.
     pub(crate) fn push(&self, line: &str) {
-        let mut lines = self.0.borrow_mut();
-        if lines.len() == TAIL_LINES {
-            lines.pop_front();
-        }
         let mut end = line.len().min(TAIL_LINE_BYTES);
         while !line.is_char_boundary(end) {
             end -= 1;
         }
-        lines.push_back(line[..end].to_owned());
+        let line = &line[..end];
+        {
+            let mut lines = self.0.lines.borrow_mut();
+            if lines.len() == TAIL_LINES {
+                lines.pop_front();
+            }
+            lines.push_back(line.to_owned());
+        }
+        self.0.feeds.logs.push(|_| LogLine {
+            pool: self.0.pool.clone(),
+            index: self.0.index,
+            text: line.to_owned(),
+        });
     }
 
     /// The last `n` lines, oldest first.
     fn last(&self, n: usize) -> Vec<String> {
-        let lines = self.0.borrow();
+        let lines = self.0.lines.borrow();
         lines.iter().skip(lines.len().saturating_sub(n)).cloned().collect()
     }
 }
@@ -101,6 +143,10 @@ impl Runner {
             }
             Request::Reload { dry_run, reply } => {
                 let answer = self.reload_by_hand(dry_run);
+                let _ = reply.send(answer);
+            }
+            Request::Endpoints { pool, reply } => {
+                let answer = self.find(&pool).map(|pool| self.client_endpoints(pool));
                 let _ = reply.send(answer);
             }
             Request::Refused { pid, uid } => self.say(&format!(
@@ -155,8 +201,9 @@ impl Runner {
             .collect()
     }
 
-    /// `procwire logs [TARGET] [-n N]`: each worker's last `lines` lines, `pool.index | line`.
-    fn logs(&self, target: Option<&Target>, lines: u32) -> Result<Vec<String>, ControlError> {
+    /// `procwire logs [TARGET] [-n N]`: each worker's last `lines` lines, `pool.index | line`,
+    /// and the log feed's cursor past them.
+    fn logs(&self, target: Option<&Target>, lines: u32) -> Result<(Vec<String>, u64), ControlError> {
         let workers: Vec<WorkerId> = match target {
             Some(target) => {
                 let (pool, index) = self.resolve_any(target)?;
@@ -185,7 +232,7 @@ impl Runner {
                 );
             }
         }
-        Ok(out)
+        Ok((out, self.observed.feeds.logs.head()))
     }
 
     /// `procwire restart POOL --rolling`.
@@ -218,15 +265,21 @@ impl Runner {
         if !(1..=1024).contains(&workers) {
             return Err(refuse("a pool has 1 to 1024 workers (stop it to have none running)"));
         }
-        let spec = self.policy.pool(pool);
-        if spec.listen.iter().any(|e| e.for_worker(0) != e.for_worker(1)) {
-            return Err(refuse(
-                "it has a socket per worker (`{index}` in listen); change `workers` in the manifest and reload",
-            ));
+        let from = self.policy.worker_count(pool);
+        if let Some(index) = self.still_stopping(pool, workers) {
+            return Err(refuse(&format!(
+                "worker {index}, removed by the last scale, is still stopping; scale again once it has ended"
+            )));
         }
+        // The new workers' own sockets (`{index}` in listen) exist before they start.
+        self.bind_worker_sockets(pool, workers).map_err(|e| refuse(&e))?;
         let (actions, done) = self.policy.scale(Instant::now(), pool, workers);
+        self.close_worker_sockets(pool, workers, from);
         for (w, line) in &done {
             self.report(*w, &format!("{line} (by hand)"));
+        }
+        if from != workers {
+            self.event(Some(pool), None, What::Scaled { from, to: workers });
         }
         self.apply(actions);
         Ok(self.lines(&done))
@@ -282,6 +335,54 @@ impl Runner {
         Ok(self.lines(&done))
     }
 
+    /// Something happened to worker `w`: followers of the events hear of it.
+    pub(super) fn happened(&self, w: WorkerId, what: What) {
+        self.event(Some(w.pool), Some(w.index), what);
+    }
+
+    /// The policy's news of a worker's life, as an event.
+    pub(super) fn lifecycle(&self, w: WorkerId, step: Lifecycle) {
+        let millis = |d: std::time::Duration| d.as_millis().min(u128::from(u64::MAX)) as u64;
+        self.happened(
+            w,
+            match step {
+                Lifecycle::Ready => What::Ready,
+                Lifecycle::Exited(exit) => What::Exited(match exit {
+                    Exit::Code(code) => Some(LastExit::Code(code)),
+                    Exit::Signal(signal) => Some(LastExit::Signal(signal)),
+                    Exit::Unknown => None,
+                }),
+                Lifecycle::Restarting(delay) => What::Restarting(millis(delay)),
+                Lifecycle::GaveUp(why) => What::GaveUp(why),
+            },
+        );
+    }
+
+    /// A reload's `actions` are being applied: its changes, as an event.
+    pub(super) fn reloaded(&self, actions: &[Action]) {
+        let changes = actions
+            .iter()
+            .filter_map(|action| match action {
+                Action::Log(line) => line.strip_prefix("reload: ").map(str::to_owned),
+                _ => None,
+            })
+            .collect();
+        self.event(None, None, What::Reloaded(changes));
+    }
+
+    fn event(&self, pool: Option<PoolId>, index: Option<u32>, what: What) {
+        let worker = index.zip(pool).map(|(index, pool)| WorkerId { pool, index });
+        let event = |seq| Event {
+            seq,
+            time: super::logs::rfc3339(SystemTime::now()),
+            pool: pool.map(|p| self.policy.pool_name(p).to_owned()),
+            index,
+            pid: worker.and_then(|w| self.last_pid.get(&w)).map(|pid| pid.as_raw()),
+            what,
+        };
+        self.observed.feeds.events.push(event);
+    }
+
     fn pool_statuses(&self, only: Option<&str>) -> Result<Vec<PoolStatus>, ControlError> {
         if let Some(name) = only {
             self.find(name)?;
@@ -332,11 +433,17 @@ mod tests {
 
     #[test]
     fn a_tail_keeps_the_last_lines_and_cuts_long_ones_on_a_character_boundary() {
-        let tail = Tail::default();
+        let feeds = Arc::new(Feeds::default());
+        let tail = Tail::new(Arc::clone(&feeds), "web", 0);
         for i in 0..TAIL_LINES + 3 {
             tail.push(&format!("line {i}"));
         }
-        assert_eq!(tail.0.borrow().len(), TAIL_LINES);
+        assert_eq!(tail.0.lines.borrow().len(), TAIL_LINES);
+        assert_eq!(
+            feeds.logs.head(),
+            TAIL_LINES as u64 + 3,
+            "every line is in the feed too"
+        );
         assert_eq!(
             tail.last(2),
             [format!("line {}", TAIL_LINES + 1), format!("line {}", TAIL_LINES + 2)]

@@ -4,8 +4,10 @@
 //! into policy events and carries out the policy's actions; it uses no CPU while nothing
 //! happens. It needs no signal mask, so it runs on any thread of any program, at any time.
 
+mod cgroup;
 mod children;
 pub mod command;
+mod containment;
 mod control;
 pub mod lock;
 pub mod logs;
@@ -13,10 +15,13 @@ pub mod notify;
 mod notify_access;
 mod output;
 mod probe;
+mod queues;
 mod shared;
 mod signals;
+mod sockets;
 pub mod spawn;
 mod sys;
+mod vfork;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -50,8 +55,8 @@ pub struct Options {
     /// Which exited children the supervisor collects.
     pub reaping: Reaping,
     /// Given a [`Handle`] to command the loop once the supervisor is set up (its sockets
-    /// bound), as it starts the pools.
-    pub started: Option<std::sync::mpsc::Sender<Handle>>,
+    /// bound), as it starts the pools, and the feeds its followers read.
+    pub started: Option<std::sync::mpsc::Sender<(Handle, std::sync::Arc<crate::control::feed::Feeds>)>>,
     /// Where to serve the control socket ([`crate::control`]), if at all.
     pub control: Option<PathBuf>,
 }
@@ -127,6 +132,12 @@ pub fn run(manifest: Manifest, options: Options) -> Result<i32, RunError> {
         // included.
         nix::sys::prctl::set_child_subreaper(true).map_err(|e| setup("child subreaper")(e.into()))?;
     }
+    // Before anything starts: what a killed predecessor of this name left is ended here.
+    let contained = containment::Containment::set_up(
+        &manifest.supervisor.name,
+        _lock.as_ref().and_then(|lock| lock.path().parent()),
+        options.reaping == Reaping::All,
+    );
     // Without pidfds, SIGCHLD says when to look for exited children.
     let pidfds = children::have_pidfds();
     let sigchld = options.reaping == Reaping::All || !pidfds;
@@ -142,6 +153,7 @@ pub fn run(manifest: Manifest, options: Options) -> Result<i32, RunError> {
         .prefix(&format!("procwire-{}-", manifest.supervisor.name))
         .tempdir_in(std::env::var_os("XDG_RUNTIME_DIR").map_or_else(std::env::temp_dir, PathBuf::from))
         .map_err(setup("runtime directory"))?;
+    let feeds = std::sync::Arc::new(crate::control::feed::Feeds::default());
     // After the name lock: the socket beside it is this supervisor's to replace.
     let control = match &options.control {
         Some(path) => Some(crate::control::server::ControlSocket::serve(
@@ -152,6 +164,7 @@ pub fn run(manifest: Manifest, options: Options) -> Result<i32, RunError> {
                 manifest: std::fs::canonicalize(&manifest.path).unwrap_or_else(|_| manifest.path.clone()),
                 shutdown_timeout: manifest.supervisor.shutdown_timeout,
             },
+            std::sync::Arc::clone(&feeds),
         )?),
         None => None,
     };
@@ -159,6 +172,12 @@ pub fn run(manifest: Manifest, options: Options) -> Result<i32, RunError> {
     bind_listeners(&manifest, &mut listeners).map_err(|(what, source)| RunError::Setup { what, source })?;
     let mut shared = shared::SharedRegions::default();
     shared.create(&manifest).map_err(|(what, e)| RunError::Setup {
+        what,
+        source: std::io::Error::other(e),
+    })?;
+    queues::Queues::remove_leftovers();
+    let mut queues = queues::Queues::new(&manifest.supervisor.name);
+    queues.create(&manifest).map_err(|(what, e)| RunError::Setup {
         what,
         source: std::io::Error::other(e),
     })?;
@@ -197,6 +216,7 @@ pub fn run(manifest: Manifest, options: Options) -> Result<i32, RunError> {
         pids: HashMap::new(),
         listeners,
         shared,
+        queues,
         workers: HashMap::new(),
         last_pid: HashMap::new(),
         logs: Vec::new(),
@@ -212,14 +232,26 @@ pub fn run(manifest: Manifest, options: Options) -> Result<i32, RunError> {
         host,
         interrupts: 0,
         exit: None,
-        observed: control::Observed::default(),
+        observed: control::Observed::new(feeds),
+        containment: contained.containment,
         _runtime: runtime,
     };
+    for note in &contained.notes {
+        runner.say(note);
+    }
+    if let (true, Some(tree)) = (runner.verbose, runner.containment.tree()) {
+        runner.say(&format!(
+            "containment: each worker in a cgroup of its own under {}",
+            tree.display()
+        ));
+    }
     if let Some(started) = &options.started {
-        let _ = started.send(handle);
+        let _ = started.send((handle, std::sync::Arc::clone(&runner.observed.feeds)));
     }
     runner.feed(Event::Begin);
     let code = runner.run();
+    // Followers (of the control socket, or in process) get what is left, then the end.
+    runner.observed.feeds.end();
     if let Some(control) = control {
         control.finish(code);
     }
@@ -239,18 +271,23 @@ fn bind_listeners(
                 continue;
             }
             let what = format!("pool {}: listen {endpoint}", pool.name);
-            let fd = bind_endpoint(&endpoint, pool.mode).map_err(|e| (what, e))?;
+            let fd = bind_endpoint(&endpoint, pool.mode, socket_group(pool)).map_err(|e| (what, e))?;
             listeners.insert(endpoint, fd);
         }
     }
     Ok(())
 }
 
-/// A listening Unix socket at `path` whose file has exactly `mode`, and never more in the
-/// meantime: bind(2) creates the file with the socket's own mode (set first, with fchmod)
-/// less the umask, and a chmod then adds back what the umask took. The process's umask,
-/// which every thread of an embedding program shares, is left alone.
-pub(crate) fn bind_unix(path: &std::path::Path, mode: u32) -> std::io::Result<std::os::fd::OwnedFd> {
+/// A listening Unix socket at `path` whose file has exactly `mode` (and `group`, if given),
+/// and never more in the meantime: bind(2) creates the file with the socket's own mode (set
+/// first, with fchmod) less the umask, and a chmod then adds back what the umask took. The
+/// process's umask, which every thread of an embedding program shares, is left alone. Nobody
+/// can connect before listen(2), which comes last.
+pub(crate) fn bind_unix(
+    path: &std::path::Path,
+    mode: u32,
+    group: Option<nix::unistd::Gid>,
+) -> std::io::Result<std::os::fd::OwnedFd> {
     use nix::sys::socket::{bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::PermissionsExt;
@@ -258,16 +295,29 @@ pub(crate) fn bind_unix(path: &std::path::Path, mode: u32) -> std::io::Result<st
     let mode = mode & 0o777;
     nix::sys::stat::fchmod(fd.as_raw_fd(), nix::sys::stat::Mode::from_bits_truncate(mode))?;
     bind(fd.as_raw_fd(), &UnixAddr::new(path)?)?;
+    if let Some(group) = group {
+        nix::unistd::chown(path, None, Some(group))?;
+    }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     listen(&fd, Backlog::MAXCONN)?;
     Ok(fd)
 }
 
-fn bind_endpoint(endpoint: &Endpoint, mode: u32) -> std::io::Result<std::os::fd::OwnedFd> {
+/// The group a pool's Unix socket files belong to: the first of its `allow_gids`, if any.
+fn socket_group(pool: &Pool) -> Option<nix::unistd::Gid> {
+    pool.allow_gids.first().map(|gid| nix::unistd::Gid::from_raw(*gid))
+}
+
+fn bind_endpoint(
+    endpoint: &Endpoint,
+    mode: u32,
+    group: Option<nix::unistd::Gid>,
+) -> std::io::Result<std::os::fd::OwnedFd> {
     match endpoint {
         Endpoint::Tcp { host, port } => Ok(std::net::TcpListener::bind((host.as_str(), *port))?.into()),
-        // An shm endpoint is a Unix socket that hands out shared-memory connections.
-        Endpoint::Unix(path) | Endpoint::Shm(path) => {
+        // An shm or mq endpoint is a Unix socket that hands out shared-memory or
+        // message-queue connections.
+        Endpoint::Unix(path) | Endpoint::Shm(path) | Endpoint::Mq(path) => {
             use std::os::unix::fs::{FileTypeExt, PermissionsExt};
             let dir = match path.parent() {
                 Some(d) if !d.as_os_str().is_empty() => d,
@@ -284,7 +334,7 @@ fn bind_endpoint(endpoint: &Endpoint, mode: u32) -> std::io::Result<std::os::fd:
                 // A socket file left by an earlier run, unless something still answers there.
                 lock::remove_stale_socket(path)?;
             }
-            bind_unix(path, mode)
+            bind_unix(path, mode, group)
         }
         other => Err(std::io::Error::new(
             std::io::ErrorKind::Unsupported,
@@ -331,6 +381,8 @@ struct Runner {
     listeners: BTreeMap<Endpoint, std::os::fd::OwnedFd>,
     /// The `[shared.NAME]` regions, kept for as long as the manifest names them.
     shared: shared::SharedRegions,
+    /// The `[queue.NAME]` message queues, kept for as long as the manifest names them.
+    queues: queues::Queues,
     workers: HashMap<WorkerId, Pid>,
     /// The pid each worker had last, also after it exited, to name it in reports.
     last_pid: HashMap<WorkerId, Pid>,
@@ -351,6 +403,8 @@ struct Runner {
     exit: Option<i32>,
     /// What only the control plane asks about.
     observed: control::Observed,
+    /// The workers' cgroups, or the fallback; ended after the workers (field order).
+    containment: containment::Containment,
     _runtime: tempfile::TempDir,
 }
 
@@ -493,10 +547,22 @@ impl Runner {
             self.say(&refusal);
             return Err(refusal);
         }
-        match self.shared.create(&manifest) {
+        let created = self
+            .shared
+            .create(&manifest)
+            .map_err(|(what, e)| format!("{what}: {e}"))
+            .and_then(|mut kept| {
+                kept.extend(
+                    self.queues
+                        .create(&manifest)
+                        .map_err(|(what, e)| format!("{what}: {e}"))?,
+                );
+                Ok(kept)
+            });
+        match created {
             Ok(kept) => kept.iter().for_each(|note| self.say(&format!("reload: {note}"))),
-            Err((what, e)) => {
-                let refusal = format!("reload refused, nothing changed: {what}: {e}");
+            Err(why) => {
+                let refusal = format!("reload refused, nothing changed: {why}");
                 self.say(&refusal);
                 return Err(refusal);
             }
@@ -508,10 +574,19 @@ impl Runner {
             }
         }
         let actions = self.policy.reload(Instant::now(), &manifest);
+        self.reloaded(&actions);
+        // Workers scaled by hand beyond the manifest's count keep (or get) their sockets.
+        for pool in self.policy.views() {
+            let workers = self.policy.worker_count(pool.id);
+            if let Err(e) = self.bind_worker_sockets(pool.id, workers) {
+                self.say(&format!("reload: pool {}: {e}", pool.name));
+            }
+        }
         // Sockets no pool names any more close; workers still running keep their copies.
-        self.listeners
-            .retain(|endpoint, _| manifest.pools.iter().any(|p| p.endpoints().contains(endpoint)));
+        let used = self.worker_endpoints();
+        self.listeners.retain(|endpoint, _| used.contains(endpoint));
         self.shared.retain(&manifest);
+        self.queues.retain(&manifest);
         self.manifest = manifest;
         self.apply(actions);
         Ok(())
@@ -599,6 +674,7 @@ impl Runner {
                     Action::Kill(w) => {
                         if let Some(pid) = self.workers.get(&w) {
                             let _ = killpg(*pid, Signal::SIGKILL);
+                            self.kill_cgroup(w);
                         }
                     }
                     Action::SetTimer(key, at) => {
@@ -609,6 +685,7 @@ impl Runner {
                     }
                     Action::Log(line) => self.say(&line),
                     Action::Report(w, line) => self.report(w, &line),
+                    Action::Lifecycle(w, step) => self.lifecycle(w, step),
                     Action::Exit(code) => self.exit = Some(code),
                 }
             }
@@ -626,18 +703,26 @@ impl Runner {
             .iter()
             .filter_map(|e| {
                 let endpoint = e.for_worker(w.index);
-                // The worker wraps a socket named so as a shared-memory listener.
+                // The worker wraps a socket named so as a shared-memory or mq listener.
                 let name = match endpoint {
                     Endpoint::Shm(_) => format!("{}{}", pool.name, procwire_workers::activation::SHM_SUFFIX),
+                    Endpoint::Mq(_) => format!("{}{}", pool.name, procwire_workers::activation::MQ_SUFFIX),
                     _ => pool.name.clone(),
                 };
                 self.listeners.get(&endpoint).map(|fd| (fd.as_fd(), name))
             })
             .collect();
         let shared = self.shared.for_pool(&pool);
+        let cgroup = match self.containment.for_worker(&pool.name, w.index) {
+            Ok(fd) => fd,
+            Err(e) => return Event::SpawnFailed(w, format!("{}: {e}", program(&pool))),
+        };
+        let queues = self.queues.for_pool(&pool);
         let ctx = spawn::Context {
+            cgroup: cgroup.as_ref().map(|fd| fd.as_fd()),
             listen: &listen,
             shared: &shared,
+            queues: &queues,
             supervisor: &self.manifest.supervisor.name,
             notify_socket: self.notify.path(),
             base: &self.base,
@@ -649,13 +734,14 @@ impl Runner {
                 self.last_pid.insert(w, spawned.pid);
                 self.watch_child(spawned.pid);
                 self.report(w, "started");
+                self.happened(w, crate::control::What::Spawned);
                 for (fd, stream, output) in [
                     (spawned.stdout, Stream::Out, &pool.stdout),
                     (spawned.stderr, Stream::Err, &pool.stderr),
                 ] {
                     if let (Some(fd), Some(sink)) = (fd, self.sink(output, pool.log_rotate)) {
                         let pipe = LogPipe::new(fd, spawned.pid, &pool.name, w.index, stream, sink)
-                            .with_tail(self.observed.tail(w));
+                            .with_tail(self.observed.tail(w, &pool.name));
                         self.logs.push(pipe);
                     }
                 }
@@ -673,7 +759,7 @@ impl Drop for Runner {
     fn drop(&mut self) {
         // The socket files it created go with it.
         for endpoint in self.listeners.keys() {
-            if let Endpoint::Unix(path) | Endpoint::Shm(path) = endpoint {
+            if let Endpoint::Unix(path) | Endpoint::Shm(path) | Endpoint::Mq(path) = endpoint {
                 let _ = std::fs::remove_file(path);
             }
         }
@@ -700,7 +786,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for mode in [0o600, 0o660, 0o666] {
             let path = dir.path().join(format!("s-{mode:o}.sock"));
-            let _fd = super::bind_unix(&path, mode).unwrap();
+            let _fd = super::bind_unix(&path, mode, None).unwrap();
             let got = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
             assert_eq!(got, mode, "{path:?}");
             std::os::unix::net::UnixStream::connect(&path).expect("it listens");

@@ -183,9 +183,15 @@ impl Supervisor {
 
     /// Runs `PROGRAM ARGS...` (a wrapper that runs the supervisor), in `cwd` if given.
     pub fn spawn_program(program: &str, args: &[&str], cwd: Option<&Path>) -> Supervisor {
+        Supervisor::spawn_with_env(program, args, cwd, &[])
+    }
+
+    /// [`Supervisor::spawn_program`] with `env` added to the supervisor's environment.
+    pub fn spawn_with_env(program: &str, args: &[&str], cwd: Option<&Path>, env: &[(&str, &str)]) -> Supervisor {
         let mut command = Command::new(program);
         command
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -245,6 +251,26 @@ impl Supervisor {
                 .shared
                 .changed
                 .wait_timeout(seen, deadline - now)
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .0;
+        }
+    }
+
+    /// Waits until more than `seen` lines have arrived, or `until`; false if it came first.
+    pub fn wait_for_more_lines(&self, seen: usize, until: Instant) -> bool {
+        let mut lines = self.shared.lock();
+        loop {
+            if lines.lines.len() > seen {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= until {
+                return false;
+            }
+            lines = self
+                .shared
+                .changed
+                .wait_timeout(lines, until - now)
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .0;
         }
@@ -352,10 +378,12 @@ impl Supervisor {
 impl Drop for Supervisor {
     fn drop(&mut self) {
         if self.status.is_some() {
+            end_cgroups_of(self.pid());
             return;
         }
         // Each worker leads a process group, and what a worker started there outlives a
-        // SIGKILLed supervisor (a known limitation): those groups go too.
+        // SIGKILLed supervisor until the next start of its name (which these tests do not
+        // make): those groups go too, and so does its cgroup subtree.
         let groups: Vec<i64> = children(self.pid())
             .unwrap_or_default()
             .into_iter()
@@ -366,7 +394,58 @@ impl Drop for Supervisor {
         for group in groups {
             let _ = nix::sys::signal::killpg(Pid::from_raw(group as i32), Signal::SIGKILL);
         }
+        end_cgroups_of(self.pid());
     }
+}
+
+/// Ends and removes the cgroup subtree a SIGKILLed supervisor `pid` left beside this test
+/// (`procwire-NAME-PID-NONCE`), so that killed supervisors litter no cgroups. A next start of
+/// the same name would end it too; most tests never make one.
+fn end_cgroups_of(pid: Pid) {
+    let Some(own) = own_cgroup() else { return };
+    let Ok(entries) = std::fs::read_dir(&own) else { return };
+    let infix = format!("-{pid}-");
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with("procwire-") && name.contains(&infix)) {
+            continue;
+        }
+        let dir = entry.path();
+        let _ = std::fs::write(dir.join("cgroup.kill"), "1");
+        let deadline = Instant::now() + DEADLINE;
+        // Each worker's cgroup is removed once empty: the kill has been sent, and the dead
+        // leave their cgroups as they exit. rmdir says EBUSY until then.
+        while Instant::now() < deadline {
+            let workers: Vec<_> = std::fs::read_dir(&dir)
+                .map(|e| e.flatten().filter(|e| e.path().is_dir()).map(|e| e.path()).collect())
+                .unwrap_or_default();
+            let busy = workers
+                .iter()
+                .any(|w| std::fs::remove_dir(w).is_err_and(|e| e.raw_os_error() == Some(nix::libc::EBUSY)));
+            if !busy && std::fs::remove_dir(&dir).is_ok() {
+                break;
+            }
+            let events = std::fs::File::open(dir.join("cgroup.events"));
+            if let Ok(events) = events {
+                // Woken when `populated` changes.
+                let mut fds = [PollFd::new(events.as_fd(), PollFlags::POLLPRI)];
+                let _ = poll(&mut fds, PollTimeout::from(100u8));
+            }
+        }
+    }
+}
+
+/// This test process's cgroup v2 directory, if there is one (the cgroup2 mount's point plus
+/// the `0::` path; a mount of a subtree is not expected in CI).
+pub fn own_cgroup() -> Option<std::path::PathBuf> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let point = mountinfo.lines().find_map(|line| {
+        let (before, after) = line.split_once(" - ")?;
+        (after.split(' ').next()? == "cgroup2").then(|| before.split(' ').nth(4).map(str::to_owned))?
+    })?;
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = cgroup.lines().find_map(|line| line.strip_prefix("0::"))?;
+    Some(Path::new(&point).join(path.trim_start_matches('/')))
 }
 
 /// A FIFO that workers block on with `read go < NAME`; [`Gate::open`] lets that many reads
@@ -398,12 +477,18 @@ pub fn temp_dir() -> tempfile::TempDir {
     tempfile::TempDir::new().expect("a temporary directory")
 }
 
-/// The number after `marker` in `line` (`"a.0 | pid 123"`, `"pid "` -> 123).
+/// The number right after `marker` in `line` (`"a.0 | pid 123"`, `"pid "` -> 123;
+/// `"b (pid 45) is ready"`, `"(pid "` -> 45).
 pub fn number_after(line: &str, marker: &str) -> i64 {
     let (_, rest) = line
         .split_once(marker)
         .unwrap_or_else(|| panic!("{marker:?} in {line:?}"));
-    rest.trim()
+    let rest = rest.trim();
+    let end = rest
+        .char_indices()
+        .find(|&(i, c)| !(c.is_ascii_digit() || (i == 0 && c == '-')))
+        .map_or(rest.len(), |(i, _)| i);
+    rest[..end]
         .parse()
         .unwrap_or_else(|e| panic!("a number after {marker:?} in {line:?}: {e}"))
 }
@@ -457,6 +542,27 @@ pub fn position(lines: &[String], text: &str) -> usize {
         .iter()
         .position(|line| line == text)
         .unwrap_or_else(|| panic!("no line {text:?} in {lines:#?}"))
+}
+
+/// The live (not zombie) processes whose environment holds `KEY=VALUE` exactly: a marker a
+/// manifest's `env` gives a worker, and so everything the worker starts.
+pub fn marked(key: &str, value: &str) -> Vec<i64> {
+    let wanted = format!("{key}={value}").into_bytes();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i64>().ok()) else {
+            continue;
+        };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if environ.split(|b| *b == 0).any(|var| var == wanted.as_slice())
+            && proc_stat(pid).is_some_and(|stat| stat.state != 'Z')
+        {
+            found.push(pid);
+        }
+    }
+    found
 }
 
 // ----- restarts -----

@@ -47,7 +47,7 @@ use super::spin::{publish_cpu, Spinner, Strategy};
 use crate::buffers;
 use crate::error::TransportError;
 use crate::protocol::{Frame, DEFAULT_MAX_FRAME_LEN, HEADROOM};
-use crate::transport::pending::{not_taken, Pending};
+use crate::transport::pending::{flush_frame, not_taken, send_frame, ByteSender, Pending};
 use crate::transport::{FrameReceiver, FrameSender, Interrupt};
 use crate::wait::Wait;
 
@@ -122,15 +122,6 @@ impl ShmSender {
         }
     }
 
-    fn check_open(&self) -> Result<(), TransportError> {
-        if self.closed {
-            return Err(TransportError::Closed {
-                peer: self.sh.name.clone(),
-            });
-        }
-        Ok(())
-    }
-
     /// Kicks the consumer if it is parked (see the module docs for the ordering).
     fn kick(&self, always: bool) {
         let ring = self.tx.ring();
@@ -157,24 +148,6 @@ impl ShmSender {
                 MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
             );
         }
-    }
-
-    /// Writes `bytes` from `*off` on. `Ok(true)` when all written; `Ok(false)` when `wait`
-    /// ran out.
-    fn write_all(&mut self, bytes: &[u8], off: &mut usize, wait: Wait) -> Result<bool, TransportError> {
-        publish_cpu(self.tx.ring().producer_cpu());
-        while *off < bytes.len() {
-            let n = self.tx.push(&bytes[*off..]).map_err(|e| corrupt(&self.sh.name, e))?;
-            if n > 0 {
-                *off += n;
-                self.kick(false);
-                continue;
-            }
-            if !self.wait_space(wait)? {
-                return Ok(false);
-            }
-        }
-        Ok(true)
     }
 
     fn has_space(&self) -> Result<bool, TransportError> {
@@ -227,36 +200,49 @@ impl ShmSender {
     }
 }
 
+impl ByteSender for ShmSender {
+    fn peer(&self) -> &str {
+        &self.sh.name
+    }
+
+    fn max_frame_len(&self) -> usize {
+        self.max
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    fn pending(&mut self) -> &mut Pending {
+        &mut self.pending
+    }
+
+    /// Writes `bytes` from `*off` on. `Ok(true)` when all written; `Ok(false)` when `wait`
+    /// ran out.
+    fn write_all(&mut self, bytes: &[u8], off: &mut usize, wait: Wait) -> Result<bool, TransportError> {
+        publish_cpu(self.tx.ring().producer_cpu());
+        while *off < bytes.len() {
+            let n = self.tx.push(&bytes[*off..]).map_err(|e| corrupt(&self.sh.name, e))?;
+            if n > 0 {
+                *off += n;
+                self.kick(false);
+                continue;
+            }
+            if !self.wait_space(wait)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
 impl FrameSender for ShmSender {
     fn send(&mut self, frame: &mut Frame, wait: Wait) -> Result<(), TransportError> {
-        if frame.payload_len() > self.max {
-            return Err(TransportError::FrameTooLarge {
-                peer: self.sh.name.clone(),
-                len: frame.payload_len() as u64,
-                max: self.max,
-            });
-        }
-        self.check_open()?;
-        let mut pending = std::mem::take(&mut self.pending);
-        let taken = pending.send(frame, wait, &mut |b, off, w| self.write_all(b, off, w));
-        self.pending = pending;
-        if taken? {
-            Ok(())
-        } else {
-            Err(not_taken(wait, &self.sh.name))
-        }
+        send_frame(self, frame, wait)
     }
 
     fn flush(&mut self, wait: Wait) -> Result<(), TransportError> {
-        self.check_open()?;
-        let mut pending = std::mem::take(&mut self.pending);
-        let done = pending.flush(wait, &mut |b, off, w| self.write_all(b, off, w));
-        self.pending = pending;
-        if done? {
-            Ok(())
-        } else {
-            Err(not_taken(wait, &self.sh.name))
-        }
+        flush_frame(self, wait)
     }
 
     fn has_pending(&self) -> bool {

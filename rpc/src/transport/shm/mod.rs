@@ -61,6 +61,7 @@ use crate::wait::Wait;
 use conn::Shared;
 use ring::{Consumer, Direction, Layout, Producer};
 
+pub(crate) use conn::poll_until;
 pub use conn::{ShmReceiver, ShmSender};
 pub use spin::Strategy;
 
@@ -162,6 +163,43 @@ pub fn connect_with(path: impl AsRef<Path>, options: Options) -> Result<Transpor
         name,
         options.strategy,
     ))
+}
+
+/// For [`crate::fuzz::shm_ring`]: a client's end over a region whose first bytes are `bytes`
+/// (as a hostile server wrote them), checked as `connect` checks it, then every frame the
+/// receiver yields, given to `each`, until it has none or refuses the ring.
+pub(crate) fn fuzz_receive(bytes: &[u8], max_frame_len: usize, mut each: impl FnMut(&[u8])) {
+    let len = ring::region_len(ring::MIN_CAPACITY);
+    let region = Region::create(len).expect("a region");
+    region
+        .write_bytes(0, &bytes[..bytes.len().min(len)])
+        .expect("the bytes fit the region");
+    let Ok(layout) = Layout::open(Arc::new(region)) else {
+        return;
+    };
+    let bell = || {
+        EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+            .map(OwnedFd::from)
+            .expect("an eventfd")
+    };
+    let (ours, peer) = UnixStream::pair().expect("a socketpair");
+    let mut transport = assemble(
+        ours,
+        layout,
+        [bell(), bell()],
+        Direction::ToServer,
+        "fuzz".into(),
+        Strategy::Block,
+    );
+    transport.set_max_frame_len(max_frame_len);
+    // A hostile ring can hold at most its capacity in frames; each frame takes 4 bytes or more.
+    for _ in 0..=ring::MIN_CAPACITY / 4 {
+        match transport.recv(Wait::NonBlock) {
+            Ok(payload) => each(&payload),
+            Err(_) => break,
+        }
+    }
+    drop(peer);
 }
 
 /// Builds one end: `tx` is the direction this end sends in.

@@ -168,6 +168,14 @@ pub enum ValidationError {
         /// What is wrong.
         why: String,
     },
+    /// A `[queue.NAME]` with a bad name, a shape out of range, or a name used twice.
+    #[error("queue {name:?} {why}")]
+    Queue {
+        /// The queue's name.
+        name: String,
+        /// What is wrong.
+        why: String,
+    },
     /// A setting out of its range (a duration, the backoff, `mode`, `forward`, `rlimits`, ...).
     #[error("pool {pool}: `{key}` {why}")]
     Value {
@@ -196,7 +204,7 @@ impl ValidationError {
     pub fn pool(&self) -> Option<&str> {
         use ValidationError as E;
         match self {
-            E::SupervisorName { .. } | E::NoPools | E::Shared { .. } => None,
+            E::SupervisorName { .. } | E::NoPools | E::Shared { .. } | E::Queue { .. } => None,
             E::PoolName { pool }
             | E::DuplicatePool { pool }
             | E::Workers { pool, .. }
@@ -229,6 +237,7 @@ impl ValidationError {
             E::SupervisorName { .. } => vec![key("supervisor"), key("name")],
             E::NoPools => Vec::new(),
             E::Shared { name, .. } => vec![key("shared"), Name(name.clone())],
+            E::Queue { name, .. } => vec![key("queue"), Name(name.clone())],
             E::PoolName { .. } | E::DuplicatePool { .. } => pool(Vec::new()),
             E::Workers { .. } => pool(vec![key("workers")]),
             E::EmptyCommand { .. } => pool(vec![key("command")]),

@@ -23,6 +23,7 @@ fn manifest(pools: Vec<Pool>) -> Manifest {
         },
         pools,
         shared: Vec::new(),
+        queues: Vec::new(),
     }
 }
 
@@ -484,3 +485,34 @@ fn a_reload_restarts_a_changed_pool_one_worker_at_a_time_each_after_the_last_is_
 
 mod control;
 mod restarts;
+
+#[test]
+fn a_workers_life_is_told_step_by_step_for_the_event_stream() {
+    use crate::policy::Lifecycle;
+    let mut spec = pool("web", 1);
+    spec.backoff.jitter = 0.0;
+    spec.limit.start_attempts = 2;
+    let mut h = Harness::new(vec![spec]);
+    let lifecycle = |actions: &[Action]| -> Vec<Lifecycle> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Lifecycle(_, step) => Some(step.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(lifecycle(&h.step(Event::Begin)), [Lifecycle::Ready]);
+    let delay = h.policy.pool(0).backoff.initial;
+    assert_eq!(
+        lifecycle(&h.step(Event::Exited(w(0, 0), Exit::Code(3)))),
+        [Lifecycle::Exited(Exit::Code(3)), Lifecycle::Restarting(delay)]
+    );
+    let (_, restarted) = h.fire_next();
+    assert_eq!(lifecycle(&restarted), [Lifecycle::Ready]);
+    let given_up = lifecycle(&h.step(Event::Exited(w(0, 0), Exit::Signal(9))));
+    assert!(
+        matches!(&given_up[..], [Lifecycle::Exited(Exit::Signal(9)), Lifecycle::GaveUp(why)] if why.contains("never got started after 2 attempts")),
+        "{given_up:?}"
+    );
+}

@@ -1,0 +1,210 @@
+//! Publish/subscribe topics over Unix sockets: one [`Publisher`] of typed messages, any
+//! number of [`Subscriber`]s, each with a bounded queue and an explicit [`Overflow`] policy,
+//! and sequence numbers, so that a subscriber learns of every message it missed.
+//!
+//! The publisher binds a Unix socket; a subscriber connects to it (by endpoint path, with or
+//! without a supervisor: a supervisor-owned socket keeps subscribers' connects waiting in
+//! its backlog while the publisher restarts).
+//!
+//! # What a subscriber is told
+//!
+//! - Every message carries the topic's sequence number, 1, 2, 3, ... per publisher run. A
+//!   subscriber whose next message is not the one it expected gets [`Event::Gap`] first,
+//!   with how many it missed: messages are never lost without a word (ZeroMQ and nng drop
+//!   them silently).
+//! - A subscriber that asks for it ([`Subscriber::connect_with_last`]) gets the last message
+//!   published before it joined first, if there was one.
+//! - The end: [`Event::Ended`], with the publisher's reason when it gave one (it stopped, or
+//!   disconnected this subscriber for being too slow). Each publisher run has an epoch, so a
+//!   subscriber that connects again learns whether it is the same run
+//!   ([`Subscriber::epoch`]): a new run restarts the numbering.
+//!
+//! # Overflow
+//!
+//! Each subscriber has a queue of [`Options::capacity`] messages in the publisher, emptied
+//! by a thread that writes to its socket. When it is full, the policy decides:
+//! [`Overflow::Block`] makes [`Publisher::publish`] wait (with its deadline) for room,
+//! [`Overflow::DropOldest`] and [`Overflow::DropNewest`] drop a message for that subscriber
+//! only (which sees the gap), and [`Overflow::Disconnect`] ends that subscriber's
+//! connection, telling it why. The other subscribers are not affected by a slow one, except
+//! under `Block`.
+//!
+//! ```
+//! use procwire_rpc::topic::{Event, Options, Publisher, Subscriber};
+//! use procwire_rpc::Wait;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let path = dir.path().join("prices.sock");
+//! let publisher = Publisher::<u64>::bind(&path, "prices", Options::default())?;
+//! publisher.publish(&100, Wait::Block)?;
+//! let mut subscriber = Subscriber::<u64>::connect_with_last(&path, "prices")?;
+//! publisher.publish(&101, Wait::Block)?;
+//! assert!(matches!(subscriber.recv(Wait::Block)?, Event::Message { seq: 1, value: 100 }));
+//! assert!(matches!(subscriber.recv(Wait::Block)?, Event::Message { seq: 2, value: 101 }));
+//! # Ok(()) }
+//! ```
+
+mod publisher;
+mod subscriber;
+#[cfg(test)]
+mod tests;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::TransportError;
+
+pub use publisher::Publisher;
+pub use subscriber::Subscriber;
+
+/// How long either side waits for the other's half of the setup.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a full subscriber queue does to the next message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Overflow {
+    /// The publisher waits for room (until its deadline): no message is dropped, and the
+    /// slowest subscriber sets the pace.
+    Block,
+    /// The oldest queued message is dropped for this subscriber.
+    DropOldest,
+    /// The new message is dropped for this subscriber.
+    DropNewest,
+    /// The subscriber is disconnected, and told it was too slow.
+    Disconnect,
+}
+
+/// A publisher's settings.
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub struct Options {
+    /// Messages queued per subscriber; default 64.
+    pub capacity: usize,
+    /// What a full queue does; default [`Overflow::DropOldest`].
+    pub overflow: Overflow,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            capacity: 64,
+            overflow: Overflow::DropOldest,
+        }
+    }
+}
+
+impl Options {
+    /// Sets [`capacity`](Self::capacity) (at least 1).
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity.max(1);
+        self
+    }
+
+    /// Sets [`overflow`](Self::overflow).
+    pub fn overflow(mut self, overflow: Overflow) -> Self {
+        self.overflow = overflow;
+        self
+    }
+}
+
+/// What a subscriber receives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event<T> {
+    /// A message and its sequence number.
+    Message {
+        /// Its number in this publisher run.
+        seq: u64,
+        /// The message.
+        value: T,
+    },
+    /// Messages were missed (dropped for this subscriber by its overflow policy); the next
+    /// event is the message numbered `next`.
+    Gap {
+        /// How many.
+        missed: u64,
+        /// The number of the next message.
+        next: u64,
+    },
+    /// The connection ended; nothing more comes on it.
+    Ended {
+        /// The publisher's reason, if it gave one (stopping, or this subscriber too slow).
+        reason: Option<String>,
+    },
+}
+
+/// A topic operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TopicError {
+    /// The publisher refused the subscription (another topic, another message type).
+    #[error("topic {topic:?} at {peer} refused the subscription: {reason}")]
+    Refused {
+        /// The topic asked for.
+        topic: String,
+        /// The publisher's address.
+        peer: String,
+        /// Why.
+        reason: String,
+    },
+    /// A `Block` publisher waited for a full subscriber until its deadline; the message went
+    /// to the subscribers before it in the list, not to it or those after.
+    #[error("publishing on topic {topic:?} timed out waiting for a full subscriber")]
+    Full {
+        /// The topic.
+        topic: String,
+    },
+    /// A message could not be encoded or decoded as the topic's type.
+    #[error("a message on topic {topic:?} cannot be {what}: {source}")]
+    Codec {
+        /// The topic.
+        topic: String,
+        /// `encoded` or `decoded`.
+        what: &'static str,
+        /// The codec's error.
+        #[source]
+        source: postcard::Error,
+    },
+    /// The peer sent something that is not this protocol.
+    #[error("{peer} does not speak the topic protocol: {detail}")]
+    Protocol {
+        /// The other end.
+        peer: String,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The transport failed.
+    #[error("topic {topic:?}: {source}")]
+    Transport {
+        /// The topic.
+        topic: String,
+        /// The transport's error.
+        #[source]
+        source: TransportError,
+    },
+}
+
+/// The control messages, postcard-encoded after a 0 byte; a message is a 1 byte, its
+/// sequence number (8 bytes, little-endian) and the postcard-encoded value.
+#[derive(Debug, Serialize, Deserialize)]
+enum Control {
+    Hello {
+        topic: String,
+        type_name: String,
+        last: bool,
+    },
+    Welcome {
+        epoch: u64,
+        next: u64,
+    },
+    Refused {
+        reason: String,
+    },
+    Ended {
+        reason: String,
+    },
+}
+
+const CONTROL: u8 = 0;
+const MESSAGE: u8 = 1;
