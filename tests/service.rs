@@ -57,6 +57,8 @@ pub trait Calc {
     /// Simulated slow work.
     fn slow(&self, ms: u64) -> u64;
     fn caller_pid(&self, ctx: &CallContext) -> Option<i32>;
+    /// An async method: the server runs it on its runner (here a tokio runtime).
+    async fn in_tokio(&self, x: i64) -> (i64, bool);
 }
 
 /// Another build of the same service: `add` changed to `i32`, `greet` and `div` spelled
@@ -169,13 +171,23 @@ impl Calc for MyCalc {
     fn caller_pid(&self, ctx: &CallContext) -> Option<i32> {
         ctx.peer().credentials.map(|c| c.pid)
     }
+    async fn in_tokio(&self, x: i64) -> (i64, bool) {
+        let doubled = std::future::ready(x * 2).await;
+        (doubled, tokio::runtime::Handle::try_current().is_ok())
+    }
 }
 
 const CHILD_ENV: &str = "PROCWIRE_SERVICE_TEST_CHILD";
 
 /// The child: serves `MyCalc` until its stdin closes (socket) or its connection does (pipes).
 fn child_main(role: &str) {
-    let server = Server::new(CalcServer::new(MyCalc::default()));
+    // The async method runs on this runtime; the calls still come in on server threads.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .build()
+        .expect("a tokio runtime");
+    let runner = procwire::rpc::Runner::Tokio(runtime.handle().clone());
+    let server = Server::new(CalcServer::with_runner(MyCalc::default(), runner));
     let handle = match role.split_once(':') {
         Some(("unix", path)) => {
             let handle = server.spawn(unix::Listener::bind(path).expect("bind")).expect("serve");
@@ -385,6 +397,16 @@ fn a_client_of_another_build_calls_what_matches_and_is_told_what_does_not(kind: 
     Ok(())
 }
 
+fn an_async_method_runs_on_the_servers_runtime_for_any_client(kind: Kind) -> Outcome {
+    let mut peer = Peer::spawn(kind);
+    let calc = peer.client();
+    assert_eq!(calc.in_tokio(21)?, (42, true));
+    let calc = CalcAsyncClient::from(calc);
+    let awaited = awaited::block_on(calc.in_tokio(4));
+    assert_eq!(awaited?, (8, true));
+    Ok(())
+}
+
 fn the_server_knows_its_caller(kind: Kind) -> Outcome {
     let mut peer = Peer::spawn(kind);
     let calc = peer.client();
@@ -412,6 +434,7 @@ fn main() {
         many_threads_share_one_client,
         a_client_of_another_build_calls_what_matches_and_is_told_what_does_not,
         awaited_calls_round_trip_on_tokio_from_many_tasks,
+        an_async_method_runs_on_the_servers_runtime_for_any_client,
         an_awaited_call_keeps_its_deadline_and_the_client_goes_on,
         dropping_an_awaited_call_cancels_it_on_the_server,
         awaited_calls_need_no_runtime_of_their_own,

@@ -48,6 +48,8 @@ pub struct Method<'a> {
     pub name: &'a Ident,
     /// `#[procwire(oneway)]`.
     pub oneway: bool,
+    /// `async fn`: the server runs its future on the server's `Runner`.
+    pub asyncness: bool,
     /// `#[procwire(idempotent)]`: safe to repeat, so a pool client retries it on the other
     /// workers (each at most once) if its worker dies.
     pub idempotent: bool,
@@ -174,6 +176,7 @@ fn parse_method(item: &TraitItemFn) -> Method<'_> {
         item,
         name: &item.sig.ident,
         oneway,
+        asyncness: item.sig.asyncness.is_some(),
         idempotent,
         context,
         args,

@@ -89,17 +89,18 @@ use proc_macro::TokenStream;
 ///   stopped or died; it is never dropped silently and never answered twice. A call that did
 ///   not run (never sent, or refused unread by a worker that was stopping:
 ///   `RpcError::is_safe_to_retry`) is sent to another worker, whatever the method.
+/// - `CalcAsyncPool`: `CalcPool`'s constructors, routing, retries and deadlines, with its
+///   methods as `async fn`s (and `From<CalcPool>`); waiting for a worker to be connected
+///   leaves a waker, so no executor thread is ever blocked.
 /// - `CalcPool::all()`, a `CalcPoolAll` view with one method per trait method that calls
 ///   every worker of the pool at once, with the pool's deadline for all, and returns a
 ///   `Vec<WorkerReply<T>>` by worker index (`WorkerReply<T, CallError<E>>` for a method
 ///   returning `Result<T, E>`): each worker's answer, or why it gave none (unreachable or
 ///   died: reported at once; silent: at the deadline).
-/// - `CalcAsyncPool`: `CalcPool`'s constructors, routing, retries and deadlines, with its
-///   methods as `async fn`s (and `From<CalcPool>`); waiting for a worker to be connected
-///   leaves a waker, so no executor thread is ever blocked.
 /// - `CalcServer<T: Calc>`: a `Service` to hand to `procwire_rpc::Server` (or to
 ///   `procwire_workers::Worker::serve`), or to `procwire_rpc::datagram::serve` for the
-///   one-way methods sent as datagrams.
+///   one-way methods sent as datagrams; `new(implementation)`, and for a trait with
+///   `async fn` methods also `with_runner(implementation, runner)`.
 /// - `CalcDatagrams`, if the trait has `#[procwire(oneway)]` methods: `unix(path)` or
 ///   `udp(addr)`, then one method per one-way method, each call sent as one datagram (Unix
 ///   datagram socket or UDP; best effort, see `procwire_rpc::datagram`), returning
@@ -115,6 +116,12 @@ use proc_macro::TokenStream;
 /// method may take `ctx: &CallContext` as its first argument to learn about the call (the
 /// caller's pid and uid where the transport knows them, its deadline, whether it was
 /// cancelled); clients do not pass it.
+///
+/// A method may be an `async fn` (the trait's implementation then writes it as one): clients
+/// are the same, and the server runs each call's future to completion on the server thread
+/// that took the call, on the `Runner` given to `CalcServer::with_runner` (`new` takes the
+/// tokio runtime it is called in, with the `tokio` feature, else polls on the thread). So an
+/// async method is bounded, cancellable and drained on a graceful stop as a blocking one is.
 ///
 /// Two attributes mark methods:
 ///

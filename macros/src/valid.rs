@@ -69,12 +69,6 @@ pub fn check(cx: &Ctxt, service: &Service<'_>) {
         if let Some(t) = &sig.constness {
             cx.error(t, "service methods cannot be `const`");
         }
-        if let Some(t) = &sig.asyncness {
-            cx.error(
-                t,
-                "service methods cannot be `async`: calls block, or use `start()` on the client",
-            );
-        }
         if let Some(t) = &sig.unsafety {
             cx.error(t, "service methods cannot be `unsafe`");
         }

@@ -25,6 +25,7 @@ mod bare {
     #[::procwire_macros::service]
     pub trait Echo {
         fn shape(&self, shape: Shape<Point>, scale: Meters) -> ::core::option::Option<Point>;
+        async fn later(&self, x: u32) -> u32;
         fn echo(&self, text: ::std::string::String) -> ::std::string::String;
         fn bytes(&self, data: &[u8]) -> ::std::vec::Vec<u8>;
         fn words(&self, text: &str, sep: &[u32]) -> usize;
@@ -42,6 +43,9 @@ mod bare {
                 Shape::Dot(p) => ::core::option::Option::Some(p),
                 _ => ::core::option::Option::None,
             }
+        }
+        async fn later(&self, x: u32) -> u32 {
+            ::std::future::ready(x + 1).await
         }
         fn echo(&self, text: ::std::string::String) -> ::std::string::String {
             text
@@ -69,6 +73,8 @@ fn the_expansion_works_without_the_prelude_and_with_the_runtime_renamed() -> Res
     let server = wire::Server::new(EchoServer::new(Impl)).spawn_connection(server_end)?;
     let client = EchoClient::connect(client_end)?;
     assert_eq!(client.echo("hi".to_owned())?, "hi");
+    // An async method, run on the server thread by the local runner.
+    assert_eq!(client.later(1)?, 2);
     let dot = bare::Shape::Dot(bare::Point { x: 1, y: 2 });
     assert_eq!(client.shape(dot, bare::Meters(1.0))?.map(|p| (p.x, p.y)), Some((1, 2)));
     let signature = &EchoClient::info().methods[0].signature;

@@ -5,8 +5,8 @@
 //! calls through the generated clients and prints calls per second and the ratio of each
 //! async form to the blocking one:
 //!
-//! - one caller: `BenchClient` (blocking), `BenchAsyncClient` on a bare executor (woken by
-//!   procwire's reactor thread), and, with the `tokio` feature, on a current-thread tokio
+//! - one caller: `BenchClient` (blocking), `BenchAsyncClient` on a bare executor (`Runner::Local`,
+//!   woken by procwire's reactor thread), and, with the `tokio` feature, on a current-thread tokio
 //!   runtime (woken by tokio's reactor);
 //! - eight callers sharing one connection: eight threads of `BenchClient`, and, with the
 //!   `tokio` feature, eight tasks of `BenchAsyncClient` on a two-thread runtime.
@@ -15,17 +15,13 @@
 //!
 //! Run with `cargo bench -p procwire-rpc --bench async_call --features tokio`.
 
-use std::future::Future;
 use std::io::{BufRead, BufReader};
-use std::pin::pin;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
 
 use anyhow::{ensure, Context as _, Result};
 use procwire_rpc::transport::unix;
-use procwire_rpc::Server;
+use procwire_rpc::{Runner, Server};
 
 const CHILD_ENV: &str = "PROCWIRE_BENCH_CHILD";
 
@@ -68,7 +64,7 @@ fn main() -> Result<()> {
     rows.push(("1 caller, blocking", base, base));
     let awaited = BenchAsyncClient::from(connect()?);
     let bare = rate(calls, || {
-        block_on(async {
+        Runner::Local.block_on(async {
             for i in 0..calls {
                 assert_eq!(awaited.add(i, 1).await.expect("add"), i + 1);
             }
@@ -166,26 +162,5 @@ impl Drop for ChildServer {
     fn drop(&mut self) {
         drop(self.0.stdin.take());
         let _ = self.0.wait();
-    }
-}
-
-struct Unpark(std::thread::Thread);
-
-impl Wake for Unpark {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-}
-
-/// The smallest executor: this thread, parked between wake-ups.
-fn block_on<F: Future>(future: F) -> F::Output {
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut future = pin!(future);
-    loop {
-        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
-            return output;
-        }
-        std::thread::park();
     }
 }

@@ -83,6 +83,7 @@ pub mod fuzz;
 mod outbox;
 pub mod pool;
 pub mod protocol;
+mod runner;
 pub mod schema;
 mod server;
 mod service;
@@ -98,6 +99,7 @@ pub use endpoint::{Endpoint, EndpointError, ToEndpoint};
 pub use error::{Delivery, Ending, ErrorChain, HandshakeError, Identity, RpcError, ServerError, TransportError};
 pub use outbox::Buffering;
 pub use protocol::{Fault, FaultKind, Frame};
+pub use runner::Runner;
 pub use schema::{schema_of, Schema, SchemaWriter};
 pub use server::{
     Access, AccessEnvError, Server, ServerConfig, ServerHandle, Stopper, ALLOW_GIDS_ENV, ALLOW_UIDS_ENV,

@@ -241,7 +241,7 @@ impl Pool {
         let deadline = self.shared().config.deadline(deadline);
         self.attempts(method, idempotent, deadline, |client, tracker| {
             let result = call(client, deadline);
-            self.shared().observe(&tracker, client, &result);
+            tracker.shared.observe(&tracker, client, &result);
             result
         })
     }

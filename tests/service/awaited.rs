@@ -3,8 +3,7 @@
 
 use std::future::Future;
 use std::pin::pin;
-use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::Poll;
 use std::time::Duration;
 
 use procwire::rpc::{CallError, RpcError};
@@ -95,26 +94,10 @@ pub fn dropping_an_awaited_call_cancels_it_on_the_server(kind: Kind) -> Outcome 
     })
 }
 
-/// Wakes the thread that runs [`block_on`].
-struct Unpark(std::thread::Thread);
-
-impl Wake for Unpark {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-}
-
-/// The smallest executor: polls `future` on this thread, parking between wake-ups.
-fn block_on<F: Future>(future: F) -> F::Output {
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut future = pin!(future);
-    loop {
-        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
-            return output;
-        }
-        std::thread::park();
-    }
+/// The smallest executor: this thread, parked between wake-ups (procwire's local runner,
+/// which no runtime is behind).
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    procwire::rpc::Runner::Local.block_on(future)
 }
 
 pub fn awaited_calls_need_no_runtime_of_their_own(kind: Kind) -> Outcome {

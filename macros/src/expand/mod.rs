@@ -39,9 +39,9 @@ pub fn service(args: TokenStream, item: &ItemTrait) -> TokenStream {
     let starter = starter(&rt, &names, &model);
     let server = server(&rt, &names, &model);
     let pool = pool(&rt, &names, &model);
+    let async_pool = async_pool(&rt, &names, &model);
     let all = crate::all::all(&rt, &names, &model);
     let datagrams = crate::datagram::datagrams(&rt, &names, &model);
-    let async_pool = async_pool(&rt, &names, &model);
     let checks = type_checks(&rt, &model);
     quote! {
         #trait_item
@@ -50,9 +50,9 @@ pub fn service(args: TokenStream, item: &ItemTrait) -> TokenStream {
         #starter
         #server
         #pool
+        #async_pool
         #all
         #datagrams
-        #async_pool
         #checks
     }
 }
@@ -134,9 +134,18 @@ pub(crate) fn runtime(cx: &Ctxt, args: TokenStream) -> TokenStream {
     }
 }
 
-/// The trait, minus the `#[procwire(...)]` attributes only this macro reads.
+/// The trait, minus the `#[procwire(...)]` attributes only this macro reads. With `async fn`
+/// methods it allows `async_fn_in_trait`: the futures need not be `Send`, since the server
+/// runs each on the thread that took the call.
 fn trait_item(item: &ItemTrait) -> TokenStream {
     let mut item = item.clone();
+    let has_async = item
+        .items
+        .iter()
+        .any(|i| matches!(i, TraitItem::Fn(f) if f.sig.asyncness.is_some()));
+    if has_async {
+        item.attrs.push(syn::parse_quote!(#[allow(async_fn_in_trait)]));
+    }
     for trait_item in &mut item.items {
         if let TraitItem::Fn(f) = trait_item {
             f.attrs.retain(|a| !a.path().is_ident("procwire"));

@@ -12,6 +12,35 @@ pub(super) fn server(rt: &TokenStream, names: &Names, model: &Service<'_>) -> To
         ..
     } = names;
     let doc = format!("Serves any implementation of [`{service}`]: hand it to `Server::new`.");
+    let (runner_field, constructors) = if model.methods.iter().any(|m| m.asyncness) {
+        (
+            quote!(runner: #rt::Runner,),
+            quote! {
+                /// Wraps an implementation whose `async fn` methods run on the tokio runtime
+                /// this is called in (with the `tokio` feature), else on each server thread
+                /// itself: see [`with_runner`](Self::with_runner).
+                pub fn new(inner: __T) -> Self {
+                    Self::with_runner(inner, #rt::Runner::current())
+                }
+
+                /// Wraps an implementation whose `async fn` methods run on `runner`: each
+                /// call's future to completion on the server thread that took the call.
+                pub fn with_runner(inner: __T, runner: #rt::Runner) -> Self {
+                    Self { inner, runner }
+                }
+            },
+        )
+    } else {
+        (
+            quote!(),
+            quote! {
+                /// Wraps an implementation.
+                pub fn new(inner: __T) -> Self {
+                    Self { inner }
+                }
+            },
+        )
+    };
     let server_bounds: Vec<TokenStream> = model.methods.iter().flat_map(|m| wire_bounds(rt, m)).collect();
     let names_arms = model.methods.iter().map(|m| {
         let id = method_id(&m.name.to_string());
@@ -45,6 +74,12 @@ pub(super) fn server(rt: &TokenStream, names: &Names, model: &Service<'_>) -> To
         }
         let ctx_arg = method.context.map(|_| quote!(ctx,));
         let invoke = quote!(<__T as #service>::#name(&self.inner, #ctx_arg #(#passed),*));
+        // An `async fn` runs to completion on this server thread, on the server's runner.
+        let invoke = if method.asyncness {
+            quote!(self.runner.block_on(#invoke))
+        } else {
+            invoke
+        };
         let reply = match &method.output {
             Output::ByteVec => quote!(ctx.reply(&#rt::__private::serde_bytes::Bytes::new(&#invoke))),
             _ => quote!(ctx.reply(&#invoke)),
@@ -63,13 +98,11 @@ pub(super) fn server(rt: &TokenStream, names: &Names, model: &Service<'_>) -> To
         #[derive(::core::fmt::Debug)]
         #vis struct #server<__T> {
             inner: __T,
+            #runner_field
         }
 
         impl<__T> #server<__T> {
-            /// Wraps an implementation.
-            pub fn new(inner: __T) -> Self {
-                Self { inner }
-            }
+            #constructors
 
             /// The implementation.
             pub fn get_ref(&self) -> &__T {
