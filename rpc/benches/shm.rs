@@ -18,21 +18,24 @@
 //! to count the transport's system calls under `strace -f -c` or `perf stat`;
 //! `PROCWIRE_SHM_BENCH_STRATEGY=spin|block|adaptive` sets how both ends wait).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Instant;
 
-use anyhow::{bail, ensure, Context, Result};
-use nix::sched::{sched_getcpu, sched_setaffinity, CpuSet};
-use nix::unistd::Pid;
+use anyhow::{bail, ensure, Result};
+use nix::sched::sched_getcpu;
 use procwire_rpc::shm::Region;
 use procwire_rpc::transport::shm;
 use procwire_rpc::Server;
+use support::{median, pin, Proc, CPU_ENV};
+
+// Only its pinning, child and median: this bench has its own `Bench` service, served with
+// the shm options it measures.
+#[path = "support/mod.rs"]
+#[allow(dead_code)]
+mod support;
 
 const CHILD_ENV: &str = "PROCWIRE_SHM_BENCH_CHILD";
-const CPU_ENV: &str = "PROCWIRE_SHM_BENCH_CPU";
 const ADDR_ENV: &str = "PROCWIRE_SHM_BENCH_ADDR";
 const IPC_ENV: &str = "PROCWIRE_SHM_BENCH_IPC";
 /// `spin`, `block` or `adaptive` (the default): how both ends of the transport wait.
@@ -176,12 +179,6 @@ impl Waiting {
     }
 }
 
-fn pin(cpu: usize) -> Result<()> {
-    let mut set = CpuSet::new();
-    set.set(cpu)?;
-    sched_setaffinity(Pid::from_raw(0), &set).with_context(|| format!("pinning to CPU {cpu}"))
-}
-
 fn child(role: &str) -> Result<()> {
     let cpu: usize = std::env::var(CPU_ENV)?.parse()?;
     pin(cpu)?;
@@ -244,63 +241,6 @@ impl Waiting {
     }
 }
 
-/// A child process, killed if still running when dropped.
-struct Proc {
-    child: Child,
-    cpu: usize,
-}
-
-impl Proc {
-    fn spawn(role: &str, cpu: usize, setup: impl FnOnce(&mut Command) -> Result<()>) -> Result<Proc> {
-        let mut cmd = Command::new(std::env::current_exe()?);
-        cmd.env(CHILD_ENV, role)
-            .env(CPU_ENV, cpu.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped());
-        setup(&mut cmd)?;
-        let mut child = cmd.spawn()?;
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
-        let Some(cpu) = line.trim().strip_prefix("ready ") else {
-            bail!("the {role} child did not start");
-        };
-        Ok(Proc {
-            cpu: cpu.parse()?,
-            child,
-        })
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        drop(self.child.stdin.take());
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-    }
-}
-
-/// Median over `batches` of the mean seconds per `op`, after `warmup` runs.
-fn median(warmup: usize, calls: usize, batches: usize, mut op: impl FnMut(u32) -> Result<()>) -> Result<f64> {
-    for i in 0..warmup {
-        op(i as u32)?;
-    }
-    let per = (calls / batches).max(1);
-    let mut samples = Vec::new();
-    let mut i = warmup as u32;
-    for _ in 0..batches {
-        let start = Instant::now();
-        for _ in 0..per {
-            op(i)?;
-            i += 1;
-        }
-        samples.push(start.elapsed().as_secs_f64() / per as f64);
-    }
-    samples.sort_by(f64::total_cmp);
-    Ok(samples[batches / 2])
-}
-
 struct Figures {
     small: f64,
     large: f64,
@@ -311,7 +251,7 @@ fn raw(waiting: Waiting, cpu: usize, scale: usize, payload: &[u8]) -> Result<Fig
     let run = |large: bool| -> Result<(f64, usize)> {
         let region = Region::create(REPLY + MIB)?;
         let role = format!("{}-{}", if large { "large" } else { "small" }, waiting.name());
-        let proc = Proc::spawn(&role, cpu, |cmd| Ok(region.pass_to(cmd, REGION)?))?;
+        let proc = Proc::spawn(CHILD_ENV, &role, cpu, |cmd| Ok(region.pass_to(cmd, REGION)?))?;
         let map = raw::Map::new(region)?;
         let (ping, pong) = (map.word(PING), map.word(PONG));
         let mut back = vec![0u8; MIB];
@@ -348,7 +288,7 @@ fn raw(waiting: Waiting, cpu: usize, scale: usize, payload: &[u8]) -> Result<Fig
 fn procwire(cpu: usize, scale: usize, payload: &[u8]) -> Result<Figures> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("bench.sock");
-    let proc = Proc::spawn("rpc", cpu, |cmd| {
+    let proc = Proc::spawn(CHILD_ENV, "rpc", cpu, |cmd| {
         cmd.env(ADDR_ENV, &path);
         Ok(())
     })?;
@@ -420,7 +360,7 @@ mod peer {
     /// Small call, byte-channel echo and shared-memory echo (GB/s), in that order.
     pub(super) fn measure(cpu: usize, scale: usize, payload: &[u8]) -> Result<(Figures, f64)> {
         let (server, name) = IpcOneShotServer::<Channels>::new()?;
-        let proc = Proc::spawn("ipc", cpu, |cmd| {
+        let proc = Proc::spawn(CHILD_ENV, "ipc", cpu, |cmd| {
             cmd.env(IPC_ENV, &name);
             Ok(())
         })?;
