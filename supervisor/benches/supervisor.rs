@@ -10,7 +10,9 @@
 //! 4. RSS of the supervisor with 200 workers, against an idle worker's;
 //! 5. `default-restart`: SIGKILL of a worker that has run 3 s to its replacement running,
 //!    with a manifest that sets nothing but the command, the worker count and the bench's
-//!    socket (every restart setting at its default), against fork+exec+wait of `/bin/true`.
+//!    socket (every restart setting at its default), against fork+exec+wait of `/bin/true`,
+//!    and against the bench restarting its own worker the same way (SIGKILL, wait, spawn,
+//!    report): what the same restart costs with no supervisor in between.
 //!
 //! A filter argument runs only the measures whose name contains it: `restart`, `start-up`,
 //! `idle`, `rss` (these four run together) or `default-restart`, e.g.
@@ -52,6 +54,8 @@ const DEADLINE: Duration = Duration::from_secs(60);
 
 /// Workers running during the default-manifest restart measurement.
 const DEFAULT_WORKERS: u32 = 20;
+/// The first index of the workers the bench restarts itself beside them.
+const DIRECT_BASE: u32 = 1000;
 /// How many times each of them is killed (once in quick mode).
 const DEFAULT_ROUNDS: usize = 5;
 /// How long a worker has run when it is killed: past the 1 s after which, by default, a
@@ -318,15 +322,31 @@ struct Direct(Vec<Child>);
 
 impl Direct {
     fn spawn(&mut self, reports: &Reports, index: u32) {
-        let child = Command::new(std::env::current_exe().expect("the bench's own path"))
+        let child = Self::command(reports, index).spawn().expect("spawn a worker");
+        self.0.push(child);
+    }
+
+    /// The floor of a restart: SIGKILLs the `i`th worker it spawned (by pid), waits for it,
+    /// spawns its replacement as worker `index` and waits for that to report: what a restart
+    /// costs with no supervisor in between. Returns the time from the kill to the report.
+    fn restart(&mut self, reports: &Reports, i: usize, index: u32) -> (Duration, Report) {
+        let t0 = Instant::now();
+        kill(Pid::from_raw(self.0[i].id() as i32), Signal::SIGKILL).expect("SIGKILL a direct worker");
+        self.0[i].wait().expect("wait for a direct worker");
+        self.0[i] = Self::command(reports, index).spawn().expect("spawn a worker");
+        let report = reports.next("direct restart");
+        (t0.elapsed(), report)
+    }
+
+    fn command(reports: &Reports, index: u32) -> Command {
+        let mut command = Command::new(std::env::current_exe().expect("the bench's own path"));
+        command
             .env(SOCKET_VAR, &reports.path)
             .env("PROCWIRE_INDEX", index.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn a worker");
-        self.0.push(child);
+            .stderr(Stdio::null());
+        command
     }
 
     /// Waits for every worker; they exit once their connections are closed.
@@ -485,13 +505,32 @@ fn machine_facts() {
 // ---------------------------------------------------------------------------------------
 // The measurements.
 
-/// Restart latencies, sorted, of workers that had run [`UP_FOR`] under a default manifest.
-fn default_restarts(dir: &Path, reports: &Reports, rounds: usize) -> Vec<Duration> {
+/// Restart latencies, sorted, of workers that had run [`UP_FOR`] under a default manifest,
+/// and of the floor beside them: as many workers the bench spawned itself (indices from
+/// [`DIRECT_BASE`]), each restarted by the bench right after the supervisor's, so that both
+/// measures see the same load.
+fn default_restarts(dir: &Path, reports: &Reports, rounds: usize) -> (Vec<Duration>, Vec<Duration>) {
     let manifest = Supervisor::default_manifest(dir, reports, DEFAULT_WORKERS);
     let supervisor = Supervisor::spawn(dir, &manifest);
-    let mut running = reports.all(DEFAULT_WORKERS, "default restart set-up");
+    let mut direct = Direct::default();
+    for i in 0..DEFAULT_WORKERS {
+        direct.spawn(reports, DIRECT_BASE + i);
+    }
+    let mut running: Vec<Option<Report>> = (0..DEFAULT_WORKERS).map(|_| None).collect();
+    let mut own: Vec<Option<Report>> = (0..DEFAULT_WORKERS).map(|_| None).collect();
+    for _ in 0..2 * DEFAULT_WORKERS {
+        let report = reports.next("default restart set-up");
+        let slot = match report.index.checked_sub(DIRECT_BASE) {
+            Some(i) => &mut own[i as usize],
+            None => &mut running[report.index as usize],
+        };
+        assert!(slot.is_none(), "worker {} reported twice", report.index);
+        *slot = Some(report);
+    }
+    let mut running: Vec<Report> = running.into_iter().map(|r| r.expect("every index")).collect();
+    let mut own: Vec<Report> = own.into_iter().map(|r| r.expect("every index")).collect();
     let mut since = vec![Instant::now(); running.len()];
-    let mut restarts = Vec::new();
+    let (mut restarts, mut floor) = (Vec::new(), Vec::new());
     for k in 0..DEFAULT_WORKERS as usize * rounds {
         let i = k % DEFAULT_WORKERS as usize;
         // The measure's condition (a worker that has been up for a while), not a
@@ -508,11 +547,21 @@ fn default_restarts(dir: &Path, reports: &Reports, rounds: usize) -> Vec<Duratio
         assert_ne!(report.pid, old);
         since[i] = Instant::now();
         running[i] = report;
+
+        let (t, report) = direct.restart(reports, i, DIRECT_BASE + i as u32);
+        assert_eq!(
+            report.index,
+            DIRECT_BASE + i as u32,
+            "another worker than the one killed came back"
+        );
+        floor.push(t);
+        own[i] = report;
     }
     let status = supervisor.stop();
     assert!(status.success(), "the supervisor ended with {status}");
-    drop(running);
-    sorted(restarts)
+    drop((running, own));
+    direct.wait();
+    (sorted(restarts), sorted(floor))
 }
 
 /// The median row (judged by [`RESTART_TARGET`]) and the p90 row of restart latencies
@@ -598,19 +647,32 @@ fn bench() {
 
     // 5. Restart latency with the defaults, after a run of 3 s.
     if selected("default-restart") {
-        let restarts = default_restarts(dir.path(), &reports, if quick { 1 } else { DEFAULT_ROUNDS });
+        let (restarts, direct) = default_restarts(dir.path(), &reports, if quick { 1 } else { DEFAULT_ROUNDS });
         let what = format!(
             "restart after {} s up, default manifest ({DEFAULT_WORKERS} workers, {} kills)",
             UP_FOR.as_secs(),
             restarts.len()
         );
         rows.extend(latency_rows(&what, &restarts, &floor_true));
+        let [median, p90] = latency_rows(&what, &restarts, &direct);
+        for row in [median, p90] {
+            rows.push(Row {
+                measure: format!("{}, beside the bench restarting its own", row.measure),
+                target: "-".to_owned(),
+                met: "-",
+                ..row
+            });
+        }
     }
     if !standard {
         println!();
         print_table(&rows);
         println!();
-        println!("floor: fork+exec+wait of /bin/true (median of {KILLS})");
+        println!(
+            "floors: fork+exec+wait of /bin/true (median of {KILLS}); \"beside the bench restarting its own\": \
+             the bench SIGKILLing a worker it spawned, waiting for it, spawning the same worker binary \
+             again and waiting for it to connect (no supervisor); the difference is the supervisor's share"
+        );
         return;
     }
 

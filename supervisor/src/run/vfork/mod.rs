@@ -278,8 +278,37 @@ enum Cloning {
     ThenMove,
 }
 
+thread_local! {
+    /// The child stack this thread clones with, made on its first spawn and kept: a fresh
+    /// mapping per spawn cost an mmap, an mprotect and an munmap each time, and the munmap
+    /// of a multi-threaded process interrupts its other CPUs to flush their TLBs.
+    static SPARE: std::cell::RefCell<Option<Stack>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The thread's stack while a spawn uses it; put back in [`SPARE`] on drop.
+struct Kept(Option<Stack>);
+
+impl std::ops::Deref for Kept {
+    type Target = Stack;
+    fn deref(&self) -> &Stack {
+        self.0.as_ref().expect("a stack until dropped")
+    }
+}
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        // While the thread is exiting its slot may be gone: the stack is then unmapped.
+        let _ = SPARE.try_with(|slot| *slot.borrow_mut() = self.0.take());
+    }
+}
+
 fn spawn_by(plan: &mut Plan, how: Cloning) -> std::io::Result<Pid> {
-    let stack = Stack::new()?;
+    let stack = match SPARE.with(|s| s.borrow_mut().take()) {
+        Some(stack) => stack,
+        None => Stack::new()?,
+    };
+    // Given back to the thread when this returns, by which time no child runs on it.
+    let stack = Kept(Some(stack));
     plan.failed.store(0, Ordering::Relaxed);
     plan.errno.store(0, Ordering::Relaxed);
     let mut all = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
