@@ -82,6 +82,19 @@ pub struct Pool {
     current: Arc<RwLock<Arc<Shared>>>,
 }
 
+/// A [`Pool`] that does not keep it alive ([`Pool::downgrade`]).
+#[derive(Clone, Debug)]
+pub struct WeakPool {
+    current: std::sync::Weak<RwLock<Arc<Shared>>>,
+}
+
+impl WeakPool {
+    /// The pool, while any clone of it is still held.
+    pub fn upgrade(&self) -> Option<Pool> {
+        self.current.upgrade().map(|current| Pool { current })
+    }
+}
+
 #[derive(Debug)]
 struct Shared {
     service: ServiceInfo,
@@ -210,6 +223,14 @@ impl Pool {
             }
         }
         *current = Arc::new(new);
+    }
+
+    /// A handle on this pool that does not keep it alive: for a thread that maintains the
+    /// pool (as a follower of its supervisor does) and should end once no one calls it.
+    pub fn downgrade(&self) -> WeakPool {
+        WeakPool {
+            current: Arc::downgrade(&self.current),
+        }
     }
 
     /// The current workers.

@@ -138,7 +138,8 @@ impl Supervisor {
     /// Keeps `client`, a pool client of `pool` (`CalcPool::pool()`), calling the pool's
     /// current workers: after a scale (`procwire scale` on the control socket) or a reload
     /// it calls the new workers and stops calling removed ones, without being rebuilt. Its
-    /// endpoints are set at once; a thread keeps them up to date until the supervisor ends.
+    /// endpoints are set at once; a thread keeps them up to date until the supervisor ends
+    /// or no one holds the pool client any more.
     pub fn follow(&self, pool: &str, client: &procwire_rpc::pool::Pool) -> Result<JoinHandle<()>, ClientError> {
         let ask = |handle: &Handle, name: &str| {
             let name = name.to_owned();
@@ -148,18 +149,18 @@ impl Supervisor {
         client.set_endpoints(&first);
         let (feeds, handle, name) = (Arc::clone(&self.feeds), self.handle.clone(), pool.to_owned());
         follow::spawn(
-            client.clone(),
+            client.downgrade(),
             name.clone(),
             move |cursor| {
                 let events = &feeds.events;
                 let from = cursor.unwrap_or_else(|| events.head());
                 let wait = if cursor.is_some() { WAIT_MAX } else { Duration::ZERO };
-                Some(events.read(from, wait, |_| true))
+                follow::Asked::Got(events.read(from, wait, |_| true))
             },
-            move || {
-                ask(&handle, &name)
-                    .ok()
-                    .map(|endpoints| endpoints.iter().map(ToString::to_string).collect())
+            // In process, a question fails only once the supervisor has ended.
+            move || match ask(&handle, &name) {
+                Ok(endpoints) => follow::Asked::Got(endpoints.iter().map(ToString::to_string).collect()),
+                Err(_) => follow::Asked::Ended,
             },
         )
         .map_err(|source| ClientError::Thread {

@@ -333,6 +333,52 @@ fn a_pool_client_following_over_the_control_socket_calls_new_workers_after_scale
     Ok(())
 }
 
+fn a_pool_client_following_over_the_control_socket_outlives_a_killed_supervisor_and_follows_the_next(
+) -> Result<(), Failed> {
+    let dir = temp_dir();
+    let socket = dir.path().join("calc-{index}.sock");
+    let mut first = Supervisor::start(dir.path(), "phoenix", &manifest(&socket, 2));
+    wait_ready(&first, "calc.0", 1);
+    wait_ready(&first, "calc.1", 1);
+    let control = dir.path().join("procwire/phoenix.sock");
+    let pool = CalcPool::new(Vec::<String>::new());
+    let follower = procwire_supervisor::control::follow::follow_pool(&control, "calc", pool.pool())?;
+    assert_eq!(pool.pool().len(), 2);
+
+    // The supervisor dies without a word (its workers with it); the next one runs three.
+    first.kill();
+    let next = Supervisor::start(dir.path(), "phoenix", &manifest(&socket, 3));
+    for i in 0..3 {
+        wait_ready(&next, &format!("calc.{i}"), 1);
+    }
+    let left = Instant::now() + Duration::from_secs(60);
+    while pool.pool().len() != 3 {
+        assert!(
+            Instant::now() < left,
+            "the follower never followed the new supervisor (the pool has {} workers)",
+            pool.pool().len()
+        );
+        std::thread::yield_now();
+    }
+    // And the pool client calls all three of the new workers.
+    let mut pids = BTreeSet::new();
+    while pids.len() < 3 {
+        assert!(Instant::now() < left, "only {pids:?} of the three new workers answered");
+        let (sum, pid) = pool
+            .add(2, 3)
+            .map_err(|e| format!("a call after the new supervisor: {e}"))?;
+        assert_eq!(sum, 5);
+        pids.insert(pid);
+    }
+    // Once no one holds the pool client, its follower ends, though the supervisor runs on.
+    drop(pool);
+    ended(follower);
+    ok(dir.path(), &["down"]);
+    let mut next = next;
+    next.expect_exit(0);
+    Ok(())
+}
+
 fn an_embedded_supervisors_pool_client_follows_the_pool_it_scales() -> Result<(), Failed> {
     use procwire_supervisor::manifest::{Endpoint, Manifest, Pool, Ready};
     let dir = temp_dir();
@@ -380,6 +426,10 @@ fn main() {
         Trial::test(
             "a_pool_client_following_over_the_control_socket_calls_new_workers_after_scale_and_not_removed_ones",
             a_pool_client_following_over_the_control_socket_calls_new_workers_after_scale_and_not_removed_ones,
+        ),
+        Trial::test(
+            "a_pool_client_following_over_the_control_socket_outlives_a_killed_supervisor_and_follows_the_next",
+            a_pool_client_following_over_the_control_socket_outlives_a_killed_supervisor_and_follows_the_next,
         ),
         Trial::test(
             "an_embedded_supervisors_pool_client_follows_the_pool_it_scales",
