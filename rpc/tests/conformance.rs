@@ -19,7 +19,9 @@ use support::*;
 #[path = "conformance/awaited.rs"]
 mod awaited;
 
-use awaited::awaited_calls_share_a_connection_with_blocking_ones;
+use awaited::{
+    an_awaited_call_to_a_peer_that_dies_fails_promptly, awaited_calls_share_a_connection_with_blocking_ones,
+};
 
 type Outcome = Result<(), Failed>;
 
@@ -677,6 +679,7 @@ fn main() {
         a_peer_that_dies_mid_call_fails_every_pending_call_promptly,
         a_call_the_server_lacks_or_has_changed_fails_unsent_naming_both_signatures,
         awaited_calls_share_a_connection_with_blocking_ones,
+        an_awaited_call_to_a_peer_that_dies_fails_promptly,
         a_client_of_another_service_is_refused_naming_both,
         graceful_stop_finishes_calls_in_flight,
         a_graceful_stop_says_stopped_and_that_unanswered_calls_did_not_run,

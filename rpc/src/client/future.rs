@@ -203,7 +203,7 @@ impl Client {
             }
             let fd = inner
                 .readiness
-                .get_or_init(|| receiver.readiness_fd().and_then(reactor::dup).map(Arc::new));
+                .get_or_init(|| reactor::watchable(&**receiver).map(Arc::new));
             drop(receiver);
             match fd {
                 Some(fd) if self.watch(fd) => st.watching = Watch::Reactor,
@@ -263,7 +263,7 @@ fn tokio_readiness<'a>(
     inner
         .tokio_readiness
         .get_or_init(|| {
-            let fd = receiver.readiness_fd().and_then(reactor::dup)?;
+            let fd = reactor::watchable(receiver)?;
             // SAFETY: the `OwnedFd` is open, owned by the `AsyncFd` for its whole life, and
             // always returns the same descriptor.
             unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }

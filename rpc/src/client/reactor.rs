@@ -167,9 +167,32 @@ fn run(reactor: &'static Reactor) {
     }
 }
 
+/// A descriptor that polls readable when `receiver` may make progress or its peer is gone,
+/// owned so that the reactor (or tokio) can poll it without borrowing the receiver: a
+/// duplicate of its readiness descriptor, or, where the peer's death shows on a second one
+/// (the liveness socket of `shm:` and `mq:`), an epoll set holding both. Waiting on the
+/// readiness descriptor alone, an awaited call to a server that died would wait forever.
+pub(crate) fn watchable(receiver: &dyn crate::transport::FrameReceiver) -> Option<OwnedFd> {
+    let readiness = receiver.readiness_fd()?;
+    let Some(liveness) = receiver.liveness_fd() else {
+        return dup(readiness);
+    };
+    let both = || -> nix::Result<OwnedFd> {
+        use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        // Level-triggered: readable for as long as either is.
+        epoll.add(readiness, EpollEvent::new(EpollFlags::EPOLLIN, 0))?;
+        epoll.add(liveness, EpollEvent::new(EpollFlags::EPOLLIN, 1))?;
+        Ok(epoll.0)
+    };
+    both()
+        .map_err(|e| tracing::warn!(error = %e, "cannot make the async reactor's epoll set for a connection"))
+        .ok()
+}
+
 /// A connection's readiness descriptor, duplicated so that the reactor can poll it without
 /// borrowing the receiver.
-pub(crate) fn dup(fd: BorrowedFd<'_>) -> Option<OwnedFd> {
+fn dup(fd: BorrowedFd<'_>) -> Option<OwnedFd> {
     fd.try_clone_to_owned()
         .map_err(|e| tracing::warn!(error = %e, "cannot duplicate a connection's descriptor for the async reactor"))
         .ok()

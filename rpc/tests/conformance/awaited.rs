@@ -107,3 +107,28 @@ pub fn awaited_calls_share_a_connection_with_blocking_ones(kind: Kind) -> Outcom
     assert_eq!(after.expect("ran")?, 3);
     Ok(())
 }
+
+pub fn an_awaited_call_to_a_peer_that_dies_fails_promptly(kind: Kind) -> Outcome {
+    let mut peer = Peer::spawn(kind);
+    let client = connect(&mut peer);
+    let pid = nix::unistd::Pid::from_raw(peer.pid() as i32);
+    let mut held = None;
+    std::thread::scope(|s| {
+        // Once the server holds the awaited call, it is SIGKILLed: no blocking caller reads
+        // the connection afterwards, so the awaited call must see the death itself.
+        s.spawn(|| {
+            assert!(client
+                .call::<_, bool>(WAIT_HELD, &1u64, soon())
+                .expect("wait until held"));
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("SIGKILL the server");
+        });
+        // No deadline: only the peer's death can end it, and the executor fails the test if
+        // nothing wakes it.
+        run_all(vec![Box::pin(async {
+            held = Some(client.call_async::<_, bool>(HOLD, &1u64, None).await);
+        })]);
+    });
+    let err = held.expect("ran").unwrap_err();
+    assert!(matches!(err, RpcError::Disconnected { method: "hold", .. }), "{err}");
+    Ok(())
+}

@@ -12,7 +12,7 @@
 //! hang-up, which also fails a sender waiting for room.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
 use nix::poll::{PollFd, PollFlags};
@@ -310,7 +310,18 @@ impl MqReceiver {
             ),
         ];
         let n = if self.interrupt.is_some() { 3 } else { 2 };
-        if !poll_until(&mut fds[..n], wait, &self.sh.name)? {
+        let ready = if wait.remaining().is_some_and(|left| left.is_zero()) {
+            // Not waiting, but still looking: a caller that waits elsewhere (an async
+            // client's reactor, woken by the peer's end) must learn of that end here.
+            match nix::poll::poll(&mut fds[..n], nix::poll::PollTimeout::ZERO) {
+                Ok(ready) => ready > 0,
+                Err(nix::errno::Errno::EINTR) => false,
+                Err(e) => return Err(TransportError::io("poll", self.sh.name.clone(), e)),
+            }
+        } else {
+            poll_until(&mut fds[..n], wait, &self.sh.name)?
+        };
+        if !ready {
             return Err(not_taken(wait, &self.sh.name));
         }
         if n == 3 && fds[2].any().unwrap_or(false) {
@@ -360,5 +371,17 @@ impl FrameReceiver for MqReceiver {
 
     fn set_budget(&mut self, budget: FrameBudget) {
         self.budget = Some(budget);
+    }
+
+    /// The queue's descriptor: Linux's message queues poll readable while a message waits.
+    /// With it a server waits for the connection in its epoll set, as for a socket, so the
+    /// frame and idle timeouts apply over `mq:` too.
+    fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.queue.as_fd())
+    }
+
+    /// The setup socket, which shows the peer's end (a queue does not).
+    fn liveness_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.sh.socket.as_fd())
     }
 }
