@@ -14,6 +14,8 @@ pub(super) const SIZE_HINT: &str =
                          like \"10MiB\"";
 
 /// `"spawned"`, `"notify"`, `"tcp:HOST:PORT"` or `"exec:COMMAND ARGS..."` (split on whitespace).
+/// A `tcp:` probe only connects (and hangs up), so it is the same for an authenticated
+/// listener and a plain one: the endpoint grammar's `tcp:` reads as Noise, which a probe ignores.
 pub(super) fn parse_ready(string: &str) -> Result<Ready, String> {
     const VALID: &str = "\"spawned\", \"notify\", \"tcp:HOST:PORT\" or \"exec:COMMAND ARGS...\"";
     if string == "spawned" {
@@ -24,7 +26,7 @@ pub(super) fn parse_ready(string: &str) -> Result<Ready, String> {
     }
     if string.starts_with("tcp:") {
         return match string.parse::<Endpoint>() {
-            Ok(Endpoint::Tcp { host, port }) => Ok(Ready::Tcp { host, port }),
+            Ok(Endpoint::TcpNoise { host, port }) => Ok(Ready::Tcp { host, port }),
             Ok(other) => Err(format!("{other} is not a TCP address")),
             Err(why) => Err(why.to_string()),
         };

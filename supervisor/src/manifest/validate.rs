@@ -56,6 +56,8 @@ impl Manifest {
     /// - for every Unix `listen` path (per worker): a directory that exists and that others
     ///   cannot write to, a path of at most [`UNIX_PATH_MAX`] bytes, and nothing but a socket
     ///   in its place;
+    /// - a `key_file` for a pool with an authenticated TCP endpoint (`tcp:`), and a key in it
+    ///   (32 bytes or 64 hex digits, in a file only its owner may read);
     /// - a `user` and `group` that exist, and a supervisor running as root to switch to them;
     /// - `shared` naming `[shared.NAME]` regions, whose names are valid and unique and whose
     ///   sizes are from 1 byte to [`MAX_SHARED_SIZE`](super::MAX_SHARED_SIZE);
@@ -196,6 +198,7 @@ fn validate_pool(pool: &Pool, host: Host, base: &Path) -> Result<(), ValidationE
         }
     }
     validate_listen(pool)?;
+    validate_key(pool)?;
     validate_identity(pool)
 }
 
@@ -376,6 +379,27 @@ pub(crate) fn rlimit_resource(name: &str) -> Option<nix::sys::resource::Resource
         "fsize" => Resource::RLIMIT_FSIZE,
         _ => return None,
     })
+}
+
+/// An authenticated TCP endpoint needs the pool's key, and a key file must hold a key that
+/// only its owner can read: read here, so that a bad one is reported before anything starts.
+fn validate_key(pool: &Pool) -> Result<(), ValidationError> {
+    match &pool.key_file {
+        Some(path) => procwire_rpc::transport::noise::NoiseKey::from_file(path)
+            .map(drop)
+            .map_err(|source| ValidationError::Key {
+                pool: pool.name.clone(),
+                source,
+            }),
+        None => match pool.listen.iter().position(|e| matches!(e, Endpoint::TcpNoise { .. })) {
+            Some(index) => Err(ValidationError::NoKey {
+                pool: pool.name.clone(),
+                endpoint: pool.listen[index].clone(),
+                index,
+            }),
+            None => Ok(()),
+        },
+    }
 }
 
 fn validate_listen(pool: &Pool) -> Result<(), ValidationError> {
