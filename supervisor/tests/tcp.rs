@@ -3,7 +3,9 @@
 //! role) by socket activation, with the path of the pool's `key_file` in
 //! `PROCWIRE_KEY_FILE`; the worker wraps the socket in Noise, so that only a client with the
 //! key is served. A `tcp+plain:` socket, named `POOL.plain`, is served without a key. The
-//! `ready = "tcp:..."` probe works against the authenticated socket, unreported.
+//! `ready = "tcp:..."` probe works against the authenticated socket, unreported. And the
+//! same rule under systemd's socket activation (`systemd-socket-activate`): a TCP socket is
+//! served only with a key, unless it is named `NAME.plain`.
 
 mod support;
 
@@ -161,6 +163,91 @@ env = {{ {ROLE_ENV} = "worker" }}
     Ok(())
 }
 
+/// The lines of `stream`, as they come.
+fn lines_of(stream: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stream).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    rx
+}
+
+/// The next line containing `needle`; panics with the lines seen after [`DEADLINE`].
+fn expect_line_with(rx: &std::sync::mpsc::Receiver<String>, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let mut seen = Vec::new();
+    loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+            Ok(line) if line.contains(needle) => return line,
+            Ok(line) => seen.push(line),
+            Err(_) => panic!("no line with {needle:?} before the deadline; saw {seen:?}"),
+        }
+    }
+}
+
+/// Kills and reaps the child on the way out, whatever happened.
+struct Guard(std::process::Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn a_socket_activated_worker_serves_tcp_only_with_a_key_unless_the_socket_is_named_plain() -> Result<(), Failed> {
+    const TEST: &str = "a_socket_activated_worker_serves_tcp_only_with_a_key_unless_the_socket_is_named_plain";
+    let activate = |port: u16, fdname: &str| -> std::io::Result<(Guard, std::sync::mpsc::Receiver<String>)> {
+        let mut child = std::process::Command::new("systemd-socket-activate")
+            .arg(format!("--listen=127.0.0.1:{port}"))
+            .arg(format!("--fdname={fdname}"))
+            .arg(format!("--setenv={ROLE_ENV}=worker"))
+            .arg(std::env::current_exe()?)
+            .env_remove("PROCWIRE_KEY")
+            .env_remove("PROCWIRE_KEY_FILE")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        let stderr = lines_of(child.stderr.take().expect("piped"));
+        // It binds the socket and says so; on the first connection it becomes the worker
+        // (exec, same pid) and hands it the listening socket as fd 3.
+        expect_line_with(&stderr, "Listening on");
+        Ok((Guard(child), stderr))
+    };
+    let port = free_port();
+    let (mut worker, stderr) = match activate(port, "calc") {
+        Ok(started) => started,
+        Err(e) => {
+            println!("skipping {TEST}: cannot run systemd-socket-activate: {e}");
+            return Ok(());
+        }
+    };
+    // A TCP socket not named plain, and no key: the worker does not serve it at all.
+    let refused = CalcClient::connect(tcp::connect(("127.0.0.1", port))?).map(|calc| calc.add(1, 1));
+    let said = expect_line_with(&stderr, "worker: cannot serve on");
+    assert_eq!(
+        said,
+        format!(
+            "worker: cannot serve on tcp:127.0.0.1:{port}: an inherited TCP socket not named NAME.plain needs a key: \
+             no key: PROCWIRE_KEY_FILE (a key file) or PROCWIRE_KEY (64 hex digits) is not set"
+        )
+    );
+    assert_eq!(worker.0.wait()?.code(), Some(3), "the worker exits instead of serving");
+    assert!(!matches!(refused, Ok(Ok(_))), "the plain client was not served");
+
+    // Named plain (`FileDescriptorName=calc.plain`), the same socket serves without a key.
+    let port = free_port();
+    let (worker, _stderr) = activate(port, "calc.plain")?;
+    let calc = CalcClient::connect(tcp::connect(("127.0.0.1", port))?)?;
+    assert_eq!(calc.add(2, 2)?, 4);
+    assert_eq!(calc.key_name()?, None);
+    drop(worker);
+    Ok(())
+}
+
 fn main() {
     if std::env::var(ROLE_ENV).as_deref() == Ok("worker") {
         if let Err(e) = procwire_workers::Worker::new().serve(CalcServer::new(MyCalc)) {
@@ -170,9 +257,15 @@ fn main() {
         return;
     }
     let args = Arguments::from_args();
-    let trials = vec![Trial::test(
-        "a_supervised_tcp_pool_serves_only_clients_with_its_key_and_names_the_key",
-        a_supervised_tcp_pool_serves_only_clients_with_its_key_and_names_the_key,
-    )];
+    let trials = vec![
+        Trial::test(
+            "a_supervised_tcp_pool_serves_only_clients_with_its_key_and_names_the_key",
+            a_supervised_tcp_pool_serves_only_clients_with_its_key_and_names_the_key,
+        ),
+        Trial::test(
+            "a_socket_activated_worker_serves_tcp_only_with_a_key_unless_the_socket_is_named_plain",
+            a_socket_activated_worker_serves_tcp_only_with_a_key_unless_the_socket_is_named_plain,
+        ),
+    ];
     libtest_mimic::run(&args, trials).exit();
 }
