@@ -42,7 +42,7 @@ const ADDR_ENV: &str = "PROCWIRE_BENCH_ADDR";
 
 const MIB: usize = 1024 * 1024;
 
-/// The key both ends of the `tcp+noise` measurement hold.
+/// The key both ends of the `tcp` (Noise) measurement hold.
 fn bench_key() -> NoiseKey {
     NoiseKey::new("bench", [0x42; 32])
 }
@@ -262,8 +262,9 @@ fn child_command(role: &str) -> Result<Command> {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Unix,
+    /// Plain TCP (`tcp+plain:`).
     Tcp,
-    /// TCP authenticated and encrypted with Noise; its raw baseline is plain TCP.
+    /// TCP authenticated and encrypted with Noise (`tcp:`); its raw baseline is plain TCP.
     Noise,
     Pipe,
     Fifo,
@@ -275,8 +276,9 @@ impl Kind {
     fn name(self) -> &'static str {
         match self {
             Kind::Unix => "unix",
-            Kind::Tcp => "tcp",
-            Kind::Noise => "tcp+noise",
+            // As the endpoints are spelled: `tcp:` is authenticated, `tcp+plain:` is not.
+            Kind::Tcp => "tcp+plain",
+            Kind::Noise => "tcp",
             Kind::Pipe => "pipe",
             Kind::Fifo => "fifo",
         }
@@ -611,7 +613,7 @@ fn parent() -> Result<()> {
 
     let payload = payload();
     let mut rows = Vec::new();
-    // PROCWIRE_BENCH_ONLY=tcp,tcp+noise measures only those transports.
+    // PROCWIRE_BENCH_ONLY=tcp,tcp+plain measures only those transports.
     let only = std::env::var("PROCWIRE_BENCH_ONLY").ok();
     let chosen = |kind: Kind| {
         only.as_deref()
@@ -657,10 +659,10 @@ fn parent() -> Result<()> {
     }
 
     let row = |name: &str| rows.iter().find(|r| r.transport == name);
-    if let (Some(plain), Some(sealed)) = (row("tcp"), row("tcp+noise")) {
+    if let (Some(plain), Some(sealed)) = (row("tcp+plain"), row("tcp")) {
         println!();
         println!(
-            "tcp+noise / tcp (the cost of authentication and encryption): small call {:.2}x, 1 MiB echo {:.2}x",
+            "tcp / tcp+plain (the cost of authentication and encryption): small call {:.2}x, 1 MiB echo {:.2}x",
             sealed.small_rpc / plain.small_rpc,
             sealed.large_rpc / plain.large_rpc
         );

@@ -8,19 +8,26 @@
 //! | text                  | endpoint                                                |
 //! |-----------------------|---------------------------------------------------------|
 //! | `unix:PATH`           | a Unix stream socket at `PATH`                          |
-//! | `tcp:HOST:PORT`       | TCP on a host name or IPv4 address, port 1 to 65535     |
-//! | `tcp:[IPV6]:PORT`     | TCP on an IPv6 address, in brackets                     |
+//! | `tcp:HOST:PORT`       | TCP authenticated and encrypted with [`noise`](crate::transport::noise), with the key from `PROCWIRE_KEY_FILE` or `PROCWIRE_KEY` (see [`noise::key_from_env`](crate::transport::noise::key_from_env)); on a host name or IPv4 address, port 1 to 65535 |
+//! | `tcp:[IPV6]:PORT`     | the same on an IPv6 address, in brackets                |
+//! | `tcp+noise:HOST:PORT` | the same as `tcp:` (an alias, printed as `tcp:`)         |
+//! | `tcp+plain:HOST:PORT` | TCP **without** authentication or encryption: anyone who reaches the address is served. For loopback tests, or behind something that authenticates (a TLS proxy, a VPN) |
 //! | `shm:PATH`            | shared-memory rings, set up over a Unix socket at `PATH` |
 //! | `mq:PATH`             | two POSIX message queues per connection, set up over a Unix socket at `PATH` ([`mq`](crate::transport::mq)) |
-//! | `tcp+noise:HOST:PORT` | TCP authenticated and encrypted with [`noise`](crate::transport::noise), with the key from `PROCWIRE_KEY_FILE` or `PROCWIRE_KEY` (see [`noise::key_from_env`](crate::transport::noise::key_from_env)) |
+//!
+//! TCP is authenticated unless asked otherwise: a `tcp:` endpoint needs a key on both ends,
+//! and nothing but an explicit `tcp+plain:` serves unauthenticated peers.
 //!
 //! ```
 //! use procwire_rpc::Endpoint;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let endpoint: Endpoint = "tcp:[::1]:8080".parse()?;
-//! assert_eq!(endpoint, Endpoint::Tcp { host: "::1".into(), port: 8080 });
+//! assert_eq!(endpoint, Endpoint::TcpNoise { host: "::1".into(), port: 8080 });
 //! assert_eq!(endpoint.to_string(), "tcp:[::1]:8080");
+//! assert_eq!("tcp+noise:[::1]:8080".parse::<Endpoint>()?, endpoint);
+//! let plain: Endpoint = "tcp+plain:127.0.0.1:8080".parse()?;
+//! assert_eq!(plain, Endpoint::TcpPlain { host: "127.0.0.1".into(), port: 8080 });
 //! # Ok(()) }
 //! ```
 
@@ -38,8 +45,9 @@ use crate::transport::{mq, noise, shm, tcp, unix, Listener, Transport};
 pub enum Endpoint {
     /// A Unix stream socket at this path.
     Unix(PathBuf),
-    /// A TCP socket on this host and port.
-    Tcp {
+    /// A TCP socket on this host and port that serves anyone who reaches it, with no
+    /// authentication and no encryption (`tcp+plain:`).
+    TcpPlain {
         /// Host name or address (an IPv6 address without brackets).
         host: String,
         /// Port.
@@ -52,7 +60,7 @@ pub enum Endpoint {
     /// a Unix socket at this path.
     Mq(PathBuf),
     /// A TCP socket on this host and port whose peers authenticate and encrypt with Noise,
-    /// with the key of [`noise::key_from_env`].
+    /// with the key of [`noise::key_from_env`] (`tcp:`, or its alias `tcp+noise:`).
     TcpNoise {
         /// Host name or address (an IPv6 address without brackets).
         host: String,
@@ -65,8 +73,8 @@ pub enum Endpoint {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum EndpointError {
-    /// None of `unix:`, `tcp:`, `tcp+noise:`, `shm:`, `mq:`.
-    #[error("endpoints are \"unix:PATH\", \"tcp:HOST:PORT\", \"shm:PATH\" or \"mq:PATH\", not {text:?}")]
+    /// None of `unix:`, `tcp:`, `tcp+noise:`, `tcp+plain:`, `shm:`, `mq:`.
+    #[error("endpoints are {KINDS}, not {text:?}")]
     UnknownKind {
         /// The text.
         text: String,
@@ -113,6 +121,10 @@ pub enum EndpointError {
     },
 }
 
+/// The kinds of endpoint, for messages.
+pub(crate) const KINDS: &str =
+    "\"unix:PATH\", \"tcp:HOST:PORT\" (authenticated), \"tcp+plain:HOST:PORT\", \"shm:PATH\" or \"mq:PATH\"";
+
 impl FromStr for Endpoint {
     type Err = EndpointError;
 
@@ -129,10 +141,12 @@ impl FromStr for Endpoint {
                 return Ok(make(PathBuf::from(path)));
             }
         }
-        let (address, secured) = match (text.strip_prefix("tcp:"), text.strip_prefix("tcp+noise:")) {
-            (Some(address), _) => (address, false),
-            (_, Some(address)) => (address, true),
-            _ => return Err(EndpointError::UnknownKind { text: text.to_owned() }),
+        let prefixed = |prefix: &str, secured| text.strip_prefix(prefix).map(|address| (address, secured));
+        let Some((address, secured)) = prefixed("tcp:", true)
+            .or_else(|| prefixed("tcp+noise:", true))
+            .or_else(|| prefixed("tcp+plain:", false))
+        else {
+            return Err(EndpointError::UnknownKind { text: text.to_owned() });
         };
         let text = || text.to_owned();
         let Some((host, port)) = address.rsplit_once(':') else {
@@ -154,7 +168,7 @@ impl FromStr for Endpoint {
                 host: host.to_owned(),
                 port,
             }),
-            Ok(port) if port > 0 => Ok(Endpoint::Tcp {
+            Ok(port) if port > 0 => Ok(Endpoint::TcpPlain {
                 host: host.to_owned(),
                 port,
             }),
@@ -170,12 +184,12 @@ impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Endpoint::Unix(path) => write!(f, "unix:{}", path.display()),
-            Endpoint::Tcp { host, port } if host.contains(':') => write!(f, "tcp:[{host}]:{port}"),
-            Endpoint::Tcp { host, port } => write!(f, "tcp:{host}:{port}"),
+            Endpoint::TcpPlain { host, port } if host.contains(':') => write!(f, "tcp+plain:[{host}]:{port}"),
+            Endpoint::TcpPlain { host, port } => write!(f, "tcp+plain:{host}:{port}"),
             Endpoint::Shm(path) => write!(f, "shm:{}", path.display()),
             Endpoint::Mq(path) => write!(f, "mq:{}", path.display()),
-            Endpoint::TcpNoise { host, port } if host.contains(':') => write!(f, "tcp+noise:[{host}]:{port}"),
-            Endpoint::TcpNoise { host, port } => write!(f, "tcp+noise:{host}:{port}"),
+            Endpoint::TcpNoise { host, port } if host.contains(':') => write!(f, "tcp:[{host}]:{port}"),
+            Endpoint::TcpNoise { host, port } => write!(f, "tcp:{host}:{port}"),
         }
     }
 }
@@ -185,7 +199,7 @@ impl Endpoint {
     pub fn connect(&self) -> Result<Transport, TransportError> {
         match self {
             Endpoint::Unix(path) => unix::connect(path),
-            Endpoint::Tcp { host, port } => tcp::connect((host.as_str(), *port)),
+            Endpoint::TcpPlain { host, port } => tcp::connect((host.as_str(), *port)),
             Endpoint::Shm(path) => shm::connect(path),
             Endpoint::Mq(path) => mq::connect(path),
             Endpoint::TcpNoise { host, port } => noise::connect((host.as_str(), *port), &self.key()?),
@@ -197,7 +211,7 @@ impl Endpoint {
     pub fn bind(&self) -> Result<Box<dyn Listener>, TransportError> {
         Ok(match self {
             Endpoint::Unix(path) => Box::new(unix::Listener::bind(path)?),
-            Endpoint::Tcp { host, port } => Box::new(tcp::Listener::bind((host.as_str(), *port))?),
+            Endpoint::TcpPlain { host, port } => Box::new(tcp::Listener::bind((host.as_str(), *port))?),
             Endpoint::Shm(path) => Box::new(shm::Listener::bind(path)?),
             Endpoint::Mq(path) => Box::new(mq::Listener::bind(path)?),
             Endpoint::TcpNoise { host, port } => {
@@ -206,7 +220,7 @@ impl Endpoint {
         })
     }
 
-    /// The key of a `tcp+noise:` endpoint, from the environment.
+    /// The key of a `tcp:` endpoint, from the environment.
     fn key(&self) -> Result<noise::NoiseKey, TransportError> {
         noise::key_from_env().map_err(|source| TransportError::Key {
             endpoint: self.to_string(),
@@ -274,18 +288,18 @@ mod tests {
             "tcp:127.0.0.1:8080",
             "tcp:localhost:1",
             "tcp:[::1]:65535",
+            "tcp+plain:127.0.0.1:8080",
+            "tcp+plain:[::1]:7000",
             "shm:/run/calc-{index}.sock",
             "mq:run/calc-{index}.sock",
-            "tcp+noise:10.0.0.1:7000",
-            "tcp+noise:[::1]:7000",
         ] {
             let endpoint: Endpoint = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
             assert_eq!(endpoint.to_string(), text);
             assert_eq!(endpoint.to_string().parse::<Endpoint>(), Ok(endpoint));
         }
         assert_eq!(
-            "tcp:[::1]:80".parse(),
-            Ok(Endpoint::Tcp {
+            "tcp+plain:[::1]:80".parse(),
+            Ok(Endpoint::TcpPlain {
                 host: "::1".into(),
                 port: 80
             })
@@ -293,25 +307,47 @@ mod tests {
     }
 
     #[test]
+    fn plain_tcp_is_spelled_out_and_tcp_alone_is_authenticated() {
+        let noise = Endpoint::TcpNoise {
+            host: "10.0.0.1".into(),
+            port: 7000,
+        };
+        assert_eq!("tcp:10.0.0.1:7000".parse(), Ok(noise.clone()));
+        // The old spelling is an alias, printed in the new one.
+        assert_eq!("tcp+noise:10.0.0.1:7000".parse(), Ok(noise.clone()));
+        assert_eq!(noise.to_string(), "tcp:10.0.0.1:7000");
+        assert_eq!(
+            "tcp+noise:[::1]:7000".parse::<Endpoint>().map(|e| e.to_string()),
+            Ok("tcp:[::1]:7000".to_owned())
+        );
+        let plain: Endpoint = "tcp+plain:10.0.0.1:7000".parse().unwrap();
+        assert_ne!(plain, noise);
+        assert_eq!(plain.to_string(), "tcp+plain:10.0.0.1:7000");
+    }
+
+    #[test]
     fn bad_text_is_refused_with_a_message_that_shows_a_correct_one() {
         for (text, expected) in [
             (
                 "udp:1.2.3.4:5",
-                "endpoints are \"unix:PATH\", \"tcp:HOST:PORT\", \"shm:PATH\" or \"mq:PATH\"",
+                "endpoints are \"unix:PATH\", \"tcp:HOST:PORT\" (authenticated), \"tcp+plain:HOST:PORT\", \"shm:PATH\" or \"mq:PATH\"",
             ),
+            ("tcp+tls:1.2.3.4:5", "endpoints are"),
             ("shm:", "\"shm:\" needs a path"),
             ("mq:", "\"mq:\" needs a path"),
             ("/run/app.sock", "endpoints are"),
             ("unix:", "needs a path"),
             ("tcp:8080", "has no host"),
             ("tcp:localhost", "has no port"),
+            ("tcp+plain:localhost", "has no port"),
             ("tcp::8080", "no valid host"),
             ("tcp:a b:80", "no valid host"),
             ("tcp:[::1:80", "needs closing `]`"),
             ("tcp:::1:80", "in brackets"),
+            ("tcp+plain:::1:80", "in brackets"),
             ("tcp:localhost:0", "port must be a number from 1 to 65535"),
             ("tcp:localhost:65536", "port must be a number"),
-            ("tcp:localhost:http", "port must be a number"),
+            ("tcp+noise:localhost:http", "port must be a number"),
         ] {
             let error = text.parse::<Endpoint>().expect_err(text).to_string();
             assert!(error.contains(expected), "{text}: {error}");

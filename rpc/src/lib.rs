@@ -7,8 +7,9 @@
 //! - [`protocol`]: the frame layout, the envelope, the handshake.
 //! - [`schema`]: the structural descriptions of types ([`Schema`]) and the per-method
 //!   signatures the handshake compares; what a service may change and stay compatible.
-//! - [`Endpoint`]: `unix:PATH`, `tcp:HOST:PORT`, `shm:PATH`, `mq:PATH` or
-//!   `tcp+noise:HOST:PORT`, parsed, printed, connected and bound.
+//! - [`Endpoint`]: `unix:PATH`, `tcp:HOST:PORT` (authenticated and encrypted; alias
+//!   `tcp+noise:`), `tcp+plain:HOST:PORT` (neither, asked for by name), `shm:PATH` or
+//!   `mq:PATH`, parsed, printed, connected and bound.
 //! - [`shm`]: shared memory regions and the synchronisation primitives that live in them.
 //! - [`datagram`]: one-way calls as Unix or UDP datagrams, best effort, no connection.
 //! - [`topic`]: publish/subscribe: one publisher, many subscribers, bounded queues with an

@@ -634,7 +634,7 @@ mod tests {
         let err = pool.call("add", false, None, |_, _| Ok(())).unwrap_err();
         assert!(
             err.to_string()
-                .contains("endpoints are \"unix:PATH\", \"tcp:HOST:PORT\", \"shm:PATH\" or \"mq:PATH\""),
+                .contains("endpoints are \"unix:PATH\", \"tcp:HOST:PORT\" (authenticated), \"tcp+plain:HOST:PORT\""),
             "{err}"
         );
     }

@@ -44,7 +44,7 @@ fn a_wrong_key_is_refused_on_both_sides() -> Outcome {
     // The server wrote its side before it closed the connection the client saw close.
     let failures = peer.failures();
     assert!(
-        failures.contains("holds none of this server's keys") && failures.contains("tcp+noise:127.0.0.1:"),
+        failures.contains("holds none of this server's keys") && failures.contains("tcp:127.0.0.1:"),
         "the server's side: {failures:?}"
     );
     Ok(())
@@ -72,11 +72,21 @@ fn a_noise_client_is_refused_by_a_plain_tcp_server() -> Outcome {
     Ok(())
 }
 
-fn a_tcp_noise_endpoint_takes_its_key_from_the_environment() -> Outcome {
+fn a_tcp_endpoint_is_authenticated_with_the_key_from_the_environment() -> Outcome {
     let peer = Peer::spawn(Kind::Noise);
-    let endpoint = format!("tcp+noise:{}", peer.addr());
+    // `tcp:` is Noise: the plain spelling is refused by this server, the old one is an alias.
+    let endpoint = format!("tcp:{}", peer.addr());
     let sum = run_endpoint_client(&endpoint, &[("PROCWIRE_KEY", suite_key_hex())])?;
     assert_eq!(sum, "sum 42");
+    let alias = format!("tcp+noise:{}", peer.addr());
+    assert_eq!(
+        run_endpoint_client(&alias, &[("PROCWIRE_KEY", suite_key_hex())])?,
+        "sum 42"
+    );
+    let plain = format!("tcp+plain:{}", peer.addr());
+    let refused = run_endpoint_client(&plain, &[("PROCWIRE_KEY", suite_key_hex())])
+        .expect_err("a tcp+plain: client is not served by a tcp: server");
+    assert!(refused.contains("closed the connection"), "{refused}");
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("suite.key");
     std::fs::write(&file, suite_key_hex())?;
@@ -95,7 +105,7 @@ fn a_tcp_noise_endpoint_takes_its_key_from_the_environment() -> Outcome {
 }
 
 test_main![
-    a_tcp_noise_endpoint_takes_its_key_from_the_environment,
+    a_tcp_endpoint_is_authenticated_with_the_key_from_the_environment,
     the_right_key_round_trips_calls_and_a_mib_and_the_server_knows_its_name,
     a_wrong_key_is_refused_on_both_sides,
     a_plain_tcp_client_is_refused_by_a_noise_server,

@@ -315,3 +315,66 @@ fn a_umask_above_0777_is_refused_at_its_value() {
         "4:9: `umask` must be octal digits up to 0777, like \"0027\", not \"1000\"",
     );
 }
+
+/// A key file in `dir` holding `content`, with permissions `mode`.
+fn key_file(dir: &Path, name: &str, content: &[u8], mode: u32) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, content).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    path
+}
+
+#[test]
+fn an_authenticated_tcp_listen_without_a_key_is_refused_at_the_endpoint() {
+    refused(
+        "nokey",
+        "[pool.w]\ncommand = [\"./web\"]\nlisten = [\"tcp+plain:127.0.0.1:7001\", \"tcp:127.0.0.1:7000\"]\n",
+        "3:39: pool w: listen tcp:127.0.0.1:7000 is authenticated TCP and needs a key: give the pool \
+         `key_file = \"PATH\"` (32 bytes, or 64 hex digits, readable only by its owner), or write \
+         \"tcp+plain:…\" for TCP that serves anyone",
+    );
+}
+
+#[test]
+fn plain_tcp_needs_no_key_and_authenticated_tcp_passes_with_one() {
+    let text = "[pool.w]\ncommand = [\"./web\"]\nlisten = [\"tcp+plain:127.0.0.1:7001\"]\n\n\
+                [pool.s]\ncommand = [\"./web\"]\nlisten = [\"tcp:127.0.0.1:7000\"]\nkey_file = \"s.key\"\n";
+    let (dir, path) = fixture("keyed", text);
+    key_file(dir.path(), "s.key", &[7; 32], 0o600);
+    let (code, stdout, stderr) = check(&path);
+    assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(!stdout.contains("0707"), "the key is not printed: {stdout}");
+}
+
+#[test]
+fn a_missing_short_or_exposed_key_file_is_refused_at_its_value() {
+    let text = "[pool.w]\ncommand = [\"./web\"]\nlisten = [\"tcp:127.0.0.1:7000\"]\nkey_file = \"w.key\"\n";
+    let (dir, path) = fixture("badkey", text);
+    let key = dir.path().join("w.key");
+    let at = format!("{}:4:12: pool w: `key_file`: ", path.display());
+    let shown = key.display();
+    for (content, mode, expected) in [
+        (
+            None,
+            0o600,
+            format!("cannot read the key file {shown}: No such file or directory (os error 2)"),
+        ),
+        (
+            Some(&b"0123456789abcdef\n"[..]),
+            0o600,
+            format!("the key from {shown} is not 32 bytes (raw, or 64 hex digits): 16 characters"),
+        ),
+        (
+            Some(&[7; 32][..]),
+            0o640,
+            format!("the key file {shown} may be read by others (mode 640); chmod 600 it"),
+        ),
+    ] {
+        if let Some(content) = content {
+            key_file(dir.path(), "w.key", content, mode);
+        }
+        let (code, _, stderr) = check(&path);
+        assert_eq!(code, Some(2), "{stderr}");
+        assert_eq!(stderr, format!("{at}{expected}\n"));
+    }
+}

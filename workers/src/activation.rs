@@ -25,6 +25,13 @@ pub const SHM_SUFFIX: &str = ".shm";
 /// message-queue connections (an `mq:PATH` endpoint).
 pub const MQ_SUFFIX: &str = ".mq";
 
+/// How a descriptor's name in [`LISTEN_FDNAMES`] ends when a TCP socket is to serve
+/// without authentication (a `tcp+plain:HOST:PORT` endpoint). Every other TCP socket a
+/// worker is handed is authenticated with Noise (`tcp:HOST:PORT`), with the key of
+/// `PROCWIRE_KEY_FILE` or `PROCWIRE_KEY`: a worker never serves an unauthenticated TCP peer
+/// unless the socket's name asks for it.
+pub const PLAIN_SUFFIX: &str = ".plain";
+
 /// The value of [`LISTEN_FDNAMES`] for descriptors named `names`, in order.
 pub fn encode_fdnames<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
     names.into_iter().collect::<Vec<_>>().join(":")

@@ -19,6 +19,13 @@
 //! worker's other output, unless a `tracing` subscriber is installed: then the server's
 //! warning is the report. [`Worker::on_handshake_failure`] replaces the default.
 //!
+//! A TCP socket a worker is handed is served with Noise authentication (the `tcp:`
+//! endpoint), with the key of `PROCWIRE_KEY_FILE` (which `procwire up` sets from the pool's
+//! `key_file`) or `PROCWIRE_KEY`, unless its name in `LISTEN_FDNAMES` ends in
+//! [`.plain`](activation::PLAIN_SUFFIX) (a `tcp+plain:` endpoint; under systemd,
+//! `FileDescriptorName=NAME.plain`). Without a key the worker refuses to serve rather than
+//! serve unauthenticated peers.
+//!
 //! ```no_run
 //! # use procwire_rpc::{CallContext, Fault, Frame, Service, ServiceInfo};
 //! # struct Calc;

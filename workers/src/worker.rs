@@ -7,7 +7,7 @@ use std::os::unix::net::UnixListener;
 use std::sync::{mpsc, Arc};
 
 use nix::sys::socket::{getsockname, AddressFamily, SockaddrLike, SockaddrStorage};
-use procwire_rpc::transport::{mq, shm, tcp, unix, Listener};
+use procwire_rpc::transport::{mq, noise, shm, tcp, unix, Listener};
 use procwire_rpc::{
     Endpoint, EndpointError, ErrorChain, HandshakeError, Server, ServerConfig, ServerError, ServerHandle, Service,
     TransportError,
@@ -15,11 +15,11 @@ use procwire_rpc::{
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use crate::activation::{listen_fds, ActivationError};
+use crate::activation::{listen_fds, ActivationError, PLAIN_SUFFIX};
 use crate::notify::{watchdog_interval, Notifier};
 
 /// The environment variable a worker run by hand reads its endpoints from:
-/// `unix:PATH` or `tcp:HOST:PORT`, comma-separated.
+/// endpoint texts (`unix:PATH`, `tcp:HOST:PORT`, ...), comma-separated.
 pub const LISTEN_ENV: &str = "PROCWIRE_LISTEN";
 
 /// A worker could not serve.
@@ -37,7 +37,7 @@ pub enum WorkerError {
     /// [`LISTEN_ENV`].
     #[error("no endpoint to serve on: not socket-activated, and none given (Worker::listen or {LISTEN_ENV})")]
     NoEndpoint,
-    /// An endpoint is not `unix:PATH` or `tcp:HOST:PORT`.
+    /// An endpoint's text is not an [`Endpoint`].
     #[error("bad endpoint {endpoint:?}: {}", ErrorChain(.source))]
     BadEndpoint {
         /// The endpoint as given.
@@ -145,7 +145,7 @@ impl Worker {
         }
     }
 
-    /// Serves on `endpoint` (an [`Endpoint`], or its text: `unix:PATH` or `tcp:HOST:PORT`)
+    /// Serves on `endpoint` (an [`Endpoint`], or its text: `unix:PATH`, `tcp:HOST:PORT`, ...)
     /// when the process was not socket-activated: the same binary runs by hand, under
     /// systemd and under procwire. A text that is not an endpoint fails [`serve`](Self::serve).
     pub fn listen(mut self, endpoint: impl ToString) -> Self {
@@ -277,6 +277,7 @@ impl Worker {
                     let hands = match a.name.as_deref() {
                         Some(n) if n.ends_with(crate::activation::SHM_SUFFIX) => Hands::Shm,
                         Some(n) if n.ends_with(crate::activation::MQ_SUFFIX) => Hands::Mq,
+                        Some(n) if n.ends_with(crate::activation::PLAIN_SUFFIX) => Hands::Plain,
                         _ => Hands::Streams,
                     };
                     from_fd(a.fd, hands)
@@ -321,11 +322,13 @@ fn report_on_stderr(e: &HandshakeError) {
     }
 }
 
-/// What the connections of an inherited Unix socket are, as its name says.
+/// What the connections of an inherited socket are, as its name says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Hands {
-    /// The socket's own streams.
+    /// The socket's own streams; on TCP, authenticated and encrypted with Noise.
     Streams,
+    /// A TCP socket's own streams without authentication (`tcp+plain:`).
+    Plain,
     /// Shared-memory rings set up over it (`shm:`).
     Shm,
     /// Message queues set up over it (`mq:`).
@@ -334,7 +337,9 @@ enum Hands {
 
 /// A listener from an inherited descriptor, whatever its address family; a Unix socket
 /// named as handing out shared-memory or message-queue connections becomes an shm or mq
-/// listener.
+/// listener. A TCP socket becomes a Noise listener with the key of the environment (so
+/// its peers must authenticate before anything else), unless it is named as plain; with
+/// no key to be had, the worker does not serve at all.
 fn from_fd(fd: OwnedFd, hands: Hands) -> Result<Box<dyn Listener>, WorkerError> {
     let inherited = |source: TransportError| WorkerError::Endpoint {
         endpoint: "an inherited descriptor".into(),
@@ -352,9 +357,24 @@ fn from_fd(fd: OwnedFd, hands: Hands) -> Result<Box<dyn Listener>, WorkerError> 
         Some(AddressFamily::Unix) => Ok(Box::new(
             unix::Listener::from_std(UnixListener::from(fd)).map_err(inherited)?,
         )),
-        Some(AddressFamily::Inet | AddressFamily::Inet6) => Ok(Box::new(
-            tcp::Listener::from_std(std::net::TcpListener::from(fd)).map_err(inherited)?,
-        )),
+        Some(AddressFamily::Inet | AddressFamily::Inet6) => {
+            let listener = tcp::Listener::from_std(std::net::TcpListener::from(fd)).map_err(inherited)?;
+            if hands == Hands::Plain {
+                return Ok(Box::new(listener));
+            }
+            let endpoint = format!("tcp:{}", listener.addr());
+            let key = noise::key_from_env().map_err(|source| WorkerError::Endpoint {
+                endpoint: endpoint.clone(),
+                source: TransportError::Key {
+                    endpoint: format!("an inherited TCP socket not named NAME{PLAIN_SUFFIX}"),
+                    source,
+                },
+            })?;
+            Ok(Box::new(
+                noise::Listener::from_tcp(listener, vec![key])
+                    .map_err(|source| WorkerError::Endpoint { endpoint, source })?,
+            ))
+        }
         other => Err(WorkerError::Inherited {
             source: io::Error::new(
                 io::ErrorKind::Unsupported,

@@ -16,7 +16,7 @@ pub const ALLOW_GIDS_ENV: &str = "PROCWIRE_ALLOW_GIDS";
 /// peer's effective group when it connected; supplementary groups are not consulted), or it
 /// is root. Root is always served: it can open any socket file and read any process's memory
 /// anyway, so refusing it would protect nothing. Peers whose transport has no credentials
-/// (TCP, pipes) are not checked: TCP is for `tcp+noise:` keys to guard, pipes reach only
+/// (TCP, pipes) are not checked: TCP is for `tcp:` (Noise) keys to guard, pipes reach only
 /// the process given the other end.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Access {

@@ -7,8 +7,8 @@
 //! | module    | channel                               | how a connection is made                  |
 //! |-----------|---------------------------------------|-------------------------------------------|
 //! | [`unix`]  | Unix stream socket                    | [`unix::connect`], [`unix::Listener`]     |
-//! | [`tcp`]   | TCP (`TCP_NODELAY`)                   | [`tcp::connect`], [`tcp::Listener`]       |
-//! | [`noise`] | TCP, authenticated and encrypted      | [`noise::connect`], [`noise::Listener`]   |
+//! | [`tcp`]   | plain TCP (`TCP_NODELAY`), `tcp+plain:` | [`tcp::connect`], [`tcp::Listener`]     |
+//! | [`noise`] | TCP, authenticated and encrypted, `tcp:` | [`noise::connect`], [`noise::Listener`] |
 //! | [`pipe`]  | two anonymous pipes                   | [`pipe::pair`], inherited by a child      |
 //! | [`fifo`]  | two named FIFOs in a directory        | [`fifo::open`] on each side               |
 //! | [`shm`]   | two rings in a shared memfd           | [`shm::connect`], [`shm::Listener`]       |

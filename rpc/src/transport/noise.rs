@@ -1,4 +1,5 @@
-//! TCP authenticated and encrypted with the Noise protocol (`Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s`).
+//! TCP authenticated and encrypted with the Noise protocol (`Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s`):
+//! the `tcp:` endpoint (alias `tcp+noise:`), procwire's default for TCP.
 //!
 //! Both ends hold the same 32-byte pre-shared key ([`NoiseKey`], from a file or an
 //! environment variable; it never travels). Before procwire's own hello, the client sends a
@@ -174,13 +175,13 @@ fn parse_secret(bytes: &[u8], origin: &str) -> Result<[u8; 32], KeyError> {
     Ok(secret)
 }
 
-/// The environment variable naming the key file of `tcp+noise:` endpoints.
+/// The environment variable naming the key file of `tcp:` endpoints.
 pub const KEY_FILE_ENV: &str = "PROCWIRE_KEY_FILE";
-/// The environment variable holding the key of `tcp+noise:` endpoints as 64 hex digits,
+/// The environment variable holding the key of `tcp:` endpoints as 64 hex digits,
 /// when [`KEY_FILE_ENV`] is not set.
 pub const KEY_ENV: &str = "PROCWIRE_KEY";
 
-/// The key of `tcp+noise:` endpoints: the file named by `PROCWIRE_KEY_FILE`, else the hex
+/// The key of `tcp:` endpoints: the file named by `PROCWIRE_KEY_FILE`, else the hex
 /// digits in `PROCWIRE_KEY`. Workers inherit both from the supervisor's environment.
 pub fn key_from_env() -> Result<NoiseKey, KeyError> {
     match std::env::var_os(KEY_FILE_ENV) {
@@ -196,9 +197,9 @@ pub fn key_from_env() -> Result<NoiseKey, KeyError> {
 
 /// Connects to `addr` and authenticates with `key`.
 pub fn connect(addr: impl ToSocketAddrs + fmt::Debug, key: &NoiseKey) -> Result<Transport, TransportError> {
-    let name = format!("tcp+noise:{addr:?}");
+    let name = format!("tcp:{addr:?}");
     let stream = TcpStream::connect(&addr).map_err(|e| TransportError::io("connect", name, e))?;
-    let (fd, name) = super::tcp::prepare(stream, "tcp+noise")?;
+    let (fd, name) = super::tcp::prepare(stream, "tcp")?;
     let (mut sender, mut receiver) = halves(fd, &name)?;
     let wait = Wait::timeout(CONNECT_TIMEOUT);
     let mut hs = key.builder().build_initiator().map_err(|e| noise_error(&name, e))?;
@@ -525,7 +526,7 @@ impl Listener {
 impl super::Listener for Listener {
     fn accept(&mut self, wait: Wait) -> Result<Transport, TransportError> {
         let stream = self.inner.accept_stream(wait)?;
-        let (fd, name) = super::tcp::prepare(stream, "tcp+noise")?;
+        let (fd, name) = super::tcp::prepare(stream, "tcp")?;
         let (sender, receiver) = halves(fd, &name)?;
         Ok(transport(
             sender,
@@ -541,7 +542,7 @@ impl super::Listener for Listener {
     }
 
     fn local_addr(&self) -> String {
-        format!("tcp+noise:{}", self.inner.addr())
+        format!("tcp:{}", self.inner.addr())
     }
 }
 

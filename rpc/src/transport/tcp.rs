@@ -1,4 +1,6 @@
-//! TCP, with `TCP_NODELAY` so small frames leave at once.
+//! Plain TCP (the `tcp+plain:` endpoint), with `TCP_NODELAY` so small frames leave at once.
+//! No authentication, no encryption: anyone who reaches the address is served. The `tcp:`
+//! endpoint is [`noise`](super::noise) over these sockets.
 
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::os::fd::{AsFd, OwnedFd};
@@ -12,7 +14,7 @@ use crate::wait::Wait;
 
 /// Connects to `addr`.
 pub fn connect(addr: impl ToSocketAddrs + std::fmt::Debug) -> Result<Transport, TransportError> {
-    let name = format!("tcp:{addr:?}");
+    let name = format!("tcp+plain:{addr:?}");
     let stream = TcpStream::connect(&addr).map_err(|e| TransportError::io("connect", name, e))?;
     from_stream(stream)
 }
@@ -32,7 +34,7 @@ pub(crate) fn prepare(stream: TcpStream, scheme: &str) -> Result<(OwnedFd, Strin
 
 /// Wraps a connected TCP stream.
 pub fn from_stream(stream: TcpStream) -> Result<Transport, TransportError> {
-    let (fd, name) = prepare(stream, "tcp")?;
+    let (fd, name) = prepare(stream, "tcp+plain")?;
     let read = fd.try_clone().map_err(|e| TransportError::io("dup", name.clone(), e))?;
     Ok(Transport {
         sender: Box::new(StreamSender::new(fd, FdKind::Socket, name.clone())?),
@@ -52,7 +54,7 @@ pub struct Listener {
 impl Listener {
     /// Binds `addr`; port 0 picks a free port, see [`addr`](Self::addr).
     pub fn bind(addr: impl ToSocketAddrs + std::fmt::Debug) -> Result<Self, TransportError> {
-        let name = format!("tcp:{addr:?}");
+        let name = format!("tcp+plain:{addr:?}");
         let listener = TcpListener::bind(&addr).map_err(|e| TransportError::io("bind", name.clone(), e))?;
         listener
             .set_nonblocking(true)
@@ -120,6 +122,6 @@ impl super::Listener for Listener {
     }
 
     fn local_addr(&self) -> String {
-        format!("tcp:{}", self.addr)
+        format!("tcp+plain:{}", self.addr)
     }
 }

@@ -337,14 +337,14 @@ pub fn child_main() -> bool {
         }
         "noise" => {
             let key = NoiseKey::from_env(KEY_ENV).expect("the suite's key");
-            let listener = noise::Listener::bind("127.0.0.1:0", vec![key]).expect("bind tcp+noise");
+            let listener = noise::Listener::bind("127.0.0.1:0", vec![key]).expect("bind tcp (noise)");
             let addr = listener.addr();
             let handle = server.spawn(listener).expect("spawn server");
             println!("ready {addr}");
             handle
         }
         "tcp" => {
-            let listener = tcp::Listener::bind("127.0.0.1:0").expect("bind tcp");
+            let listener = tcp::Listener::bind("127.0.0.1:0").expect("bind tcp+plain");
             let addr = listener.addr();
             let handle = server.spawn(listener).expect("spawn server");
             println!("ready {addr}");
@@ -370,7 +370,8 @@ pub fn child_main() -> bool {
             let transport = endpoint
                 .connect()
                 .unwrap_or_else(|e| panic!("connect to the endpoint: {}", procwire_rpc::ErrorChain(&e)));
-            let client = procwire_rpc::Client::connect(transport, info()).expect("handshake");
+            let client = procwire_rpc::Client::connect(transport, info())
+                .unwrap_or_else(|e| panic!("handshake: {}", procwire_rpc::ErrorChain(&e)));
             let sum: i64 = client.call(ADD, &(20i64, 22i64), None).expect("call add");
             println!("sum {sum}");
             return true;

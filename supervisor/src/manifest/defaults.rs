@@ -38,6 +38,7 @@ pub(super) fn default_pool(name: &str) -> Pool {
         mode: 0o600,
         allow_uids: Vec::new(),
         allow_gids: Vec::new(),
+        key_file: None,
         role: None,
         notify_access: NotifyAccess::Main,
         shared: Vec::new(),

@@ -26,7 +26,7 @@ impl Checker<'_> {
             Err(EndpointError::UnknownKind { .. }) => Err(self.error(
                 value.span(),
                 format!(
-                    "`listen` entries are \"unix:PATH\", \"tcp:HOST:PORT\", \"shm:PATH\" or \"mq:PATH\", not {string:?}"
+                    "`listen` entries are \"unix:PATH\", \"tcp:HOST:PORT\" (authenticated; needs `key_file`), \"tcp+plain:HOST:PORT\", \"shm:PATH\" or \"mq:PATH\", not {string:?}"
                 ),
             )),
             Err(why) => Err(self.error(value.span(), format!("`listen`: {why}"))),

@@ -14,6 +14,9 @@ pub(super) const SIZE_HINT: &str =
                          like \"10MiB\"";
 
 /// `"spawned"`, `"notify"`, `"tcp:HOST:PORT"` or `"exec:COMMAND ARGS..."` (split on whitespace).
+/// A `tcp:` probe only connects (and hangs up), so it is the same for an authenticated
+/// listener and a plain one: `"tcp+plain:HOST:PORT"` (and `"tcp+noise:"`), written as the
+/// pool's `listen` is, are the same probe.
 pub(super) fn parse_ready(string: &str) -> Result<Ready, String> {
     const VALID: &str = "\"spawned\", \"notify\", \"tcp:HOST:PORT\" or \"exec:COMMAND ARGS...\"";
     if string == "spawned" {
@@ -22,10 +25,13 @@ pub(super) fn parse_ready(string: &str) -> Result<Ready, String> {
     if string == "notify" {
         return Ok(Ready::Notify);
     }
-    if string.starts_with("tcp:") {
+    if string.starts_with("tcp:") || string.starts_with("tcp+") {
         return match string.parse::<Endpoint>() {
-            Ok(Endpoint::Tcp { host, port }) => Ok(Ready::Tcp { host, port }),
+            Ok(Endpoint::TcpNoise { host, port } | Endpoint::TcpPlain { host, port }) => Ok(Ready::Tcp { host, port }),
             Ok(other) => Err(format!("{other} is not a TCP address")),
+            Err(procwire_rpc::EndpointError::UnknownKind { .. }) => {
+                Err(format!("must be one of {VALID}, not {string:?}"))
+            }
             Err(why) => Err(why.to_string()),
         };
     }
@@ -308,6 +314,9 @@ mod tests {
                 port: 65535
             })
         );
+        for same in ["tcp+plain:[::1]:65535", "tcp+noise:[::1]:65535"] {
+            assert_eq!(parse_ready(same), parse_ready("tcp:[::1]:65535"), "{same}");
+        }
         assert_eq!(
             parse_ready("exec:./probe  --quiet"),
             Ok(Ready::Exec(vec!["./probe".into(), "--quiet".into()]))
@@ -327,6 +336,8 @@ mod tests {
             ("tcp:localhost:65536", "port must be a number"),
             ("tcp:::1:80", "in brackets"),
             ("tcp:[::1:80", "closing `]`"),
+            ("tcp+plain:localhost", "has no port"),
+            ("tcp+tls:localhost:80", "must be one of \"spawned\""),
         ] {
             refused(&web(&format!("ready = \"{value}\"")), 3, 9, &["`ready`", needle]);
         }

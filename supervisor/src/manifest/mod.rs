@@ -171,6 +171,12 @@ pub struct Pool {
     /// Groups whose members (by the peer's effective gid) may connect, as `allow_uids`; the
     /// socket files get the first as their group. Default none.
     pub allow_gids: Vec<u32>,
+    /// The pre-shared key of the pool's authenticated TCP endpoints (`tcp:HOST:PORT`): a
+    /// file of 32 raw bytes or 64 hex digits that only its owner may read (relative to the
+    /// manifest's directory). Checked when the manifest is validated; the workers get its
+    /// path in `PROCWIRE_KEY_FILE`, never the secret. A pool with a `tcp:` endpoint must
+    /// have one. (One key for now; a list, for rotation, may be accepted later.)
+    pub key_file: Option<PathBuf>,
     /// Instead of `command`: run the supervising program's own executable in this role
     /// (`PROCWIRE_ROLE`), so one binary is both supervisor and workers. Only an embedded
     /// supervisor ([`crate::Supervisor`]) can do it.

@@ -75,6 +75,7 @@ const POOL_KEYS: &[&str] = &[
     "mode",
     "allow_uids",
     "allow_gids",
+    "key_file",
     "role",
     "notify_access",
     "shared",
@@ -284,6 +285,7 @@ impl Checker<'_> {
                 "queues" => pool.queues = self.listed_names("queues", value)?,
                 "allow_uids" => pool.allow_uids = self.ids(Ids::Users, value)?,
                 "allow_gids" => pool.allow_gids = self.ids(Ids::Groups, value)?,
+                "key_file" => pool.key_file = Some(self.resolve(self.non_empty_string("key_file", value)?)),
                 "mode" => {
                     mode_given = true;
                     let text = self.non_empty_string("mode", value)?;
@@ -438,6 +440,7 @@ log_rotate = { size = "10MiB", keep = 5 }
             mode: 0o600,
             allow_uids: Vec::new(),
             allow_gids: Vec::new(),
+            key_file: None,
             role: None,
             notify_access: NotifyAccess::Main,
             shared: Vec::new(),

@@ -56,6 +56,8 @@ impl Manifest {
     /// - for every Unix `listen` path (per worker): a directory that exists and that others
     ///   cannot write to, a path of at most [`UNIX_PATH_MAX`] bytes, and nothing but a socket
     ///   in its place;
+    /// - a `key_file` for a pool with an authenticated TCP endpoint (`tcp:`), and a key in it
+    ///   (32 bytes or 64 hex digits, in a file only its owner may read);
     /// - a `user` and `group` that exist, and a supervisor running as root to switch to them;
     /// - `shared` naming `[shared.NAME]` regions, whose names are valid and unique and whose
     ///   sizes are from 1 byte to [`MAX_SHARED_SIZE`](super::MAX_SHARED_SIZE);
@@ -196,7 +198,8 @@ fn validate_pool(pool: &Pool, host: Host, base: &Path) -> Result<(), ValidationE
         }
     }
     validate_listen(pool)?;
-    validate_identity(pool)
+    validate_identity(pool)?;
+    validate_key(pool)
 }
 
 /// The worker indices whose program must be looked up: one, unless it differs by `{index}`.
@@ -376,6 +379,49 @@ pub(crate) fn rlimit_resource(name: &str) -> Option<nix::sys::resource::Resource
         "fsize" => Resource::RLIMIT_FSIZE,
         _ => return None,
     })
+}
+
+/// An authenticated TCP endpoint needs the pool's key, and a key file must hold a key that
+/// only its owner can read, and that owner must be who the workers run as: read here, so
+/// that a bad one is reported before anything starts rather than by a crash loop.
+fn validate_key(pool: &Pool) -> Result<(), ValidationError> {
+    use std::os::unix::fs::MetadataExt;
+    match &pool.key_file {
+        Some(path) => {
+            procwire_rpc::transport::noise::NoiseKey::from_file(path).map_err(|source| ValidationError::Key {
+                pool: pool.name.clone(),
+                source,
+            })?;
+            // Only the owner may read it (from_file checked), so a worker of another user could not.
+            let user = pool
+                .user
+                .as_deref()
+                .and_then(|u| nix::unistd::User::from_name(u).ok().flatten());
+            let owner = std::fs::metadata(path).map(|m| m.uid()).ok();
+            match (user, owner) {
+                (Some(user), Some(owner)) if owner != user.uid.as_raw() => Err(value(
+                    pool,
+                    "key_file",
+                    format!(
+                        "{} belongs to uid {owner}, but the workers run as {} (uid {}), who cannot read it: chown it to {}",
+                        path.display(),
+                        user.name,
+                        user.uid,
+                        user.name
+                    ),
+                )),
+                _ => Ok(()),
+            }
+        }
+        None => match pool.listen.iter().position(|e| matches!(e, Endpoint::TcpNoise { .. })) {
+            Some(index) => Err(ValidationError::NoKey {
+                pool: pool.name.clone(),
+                endpoint: pool.listen[index].clone(),
+                index,
+            }),
+            None => Ok(()),
+        },
+    }
 }
 
 fn validate_listen(pool: &Pool) -> Result<(), ValidationError> {

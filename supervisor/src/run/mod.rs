@@ -314,7 +314,10 @@ fn bind_endpoint(
     group: Option<nix::unistd::Gid>,
 ) -> std::io::Result<std::os::fd::OwnedFd> {
     match endpoint {
-        Endpoint::Tcp { host, port } => Ok(std::net::TcpListener::bind((host.as_str(), *port))?.into()),
+        // The worker authenticates a `tcp:` socket's peers with the pool's key (see spawn).
+        Endpoint::TcpNoise { host, port } | Endpoint::TcpPlain { host, port } => {
+            Ok(std::net::TcpListener::bind((host.as_str(), *port))?.into())
+        }
         // An shm or mq endpoint is a Unix socket that hands out shared-memory or
         // message-queue connections.
         Endpoint::Unix(path) | Endpoint::Shm(path) | Endpoint::Mq(path) => {
@@ -703,10 +706,13 @@ impl Runner {
             .iter()
             .filter_map(|e| {
                 let endpoint = e.for_worker(w.index);
-                // The worker wraps a socket named so as a shared-memory or mq listener.
+                // The worker wraps a socket named so as a shared-memory or mq listener, and
+                // serves a TCP socket without authentication only if it is named so.
+                use procwire_workers::activation::{MQ_SUFFIX, PLAIN_SUFFIX, SHM_SUFFIX};
                 let name = match endpoint {
-                    Endpoint::Shm(_) => format!("{}{}", pool.name, procwire_workers::activation::SHM_SUFFIX),
-                    Endpoint::Mq(_) => format!("{}{}", pool.name, procwire_workers::activation::MQ_SUFFIX),
+                    Endpoint::Shm(_) => format!("{}{SHM_SUFFIX}", pool.name),
+                    Endpoint::Mq(_) => format!("{}{MQ_SUFFIX}", pool.name),
+                    Endpoint::TcpPlain { .. } => format!("{}{PLAIN_SUFFIX}", pool.name),
                     _ => pool.name.clone(),
                 };
                 self.listeners.get(&endpoint).map(|fd| (fd.as_fd(), name))

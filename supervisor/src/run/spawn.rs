@@ -96,6 +96,11 @@ fn environment(pool: &Pool, index: u32, ctx: &Context<'_>) -> Vec<(OsString, OsS
     for (key, value) in pool.access().to_env() {
         set(key, value.into());
     }
+    // The key of its authenticated TCP endpoints, by path: the secret stays in its file.
+    if let Some(path) = &pool.key_file {
+        let path = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+        set(procwire_rpc::transport::noise::KEY_FILE_ENV, path.into_os_string());
+    }
     if let Some(role) = &pool.role {
         set(crate::ROLE_ENV, role.clone().into());
     }

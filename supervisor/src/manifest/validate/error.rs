@@ -140,6 +140,25 @@ pub enum ValidationError {
         /// The path.
         path: PathBuf,
     },
+    /// A pool listens on authenticated TCP (`tcp:HOST:PORT`) without a `key_file`.
+    #[error("pool {pool}: listen {endpoint} is authenticated TCP and needs a key: give the pool `key_file = \"PATH\"` (32 bytes, or 64 hex digits, readable only by its owner), or write \"tcp+plain:…\" for TCP that serves anyone")]
+    NoKey {
+        /// The pool.
+        pool: String,
+        /// The endpoint.
+        endpoint: Endpoint,
+        /// Its position in `listen`.
+        index: usize,
+    },
+    /// A pool's `key_file` cannot be read, may be read by others, or is not a key.
+    #[error("pool {pool}: `key_file`: {}", procwire_rpc::ErrorChain(.source))]
+    Key {
+        /// The pool.
+        pool: String,
+        /// Why it is not a key.
+        #[source]
+        source: procwire_rpc::transport::noise::KeyError,
+    },
     /// `user` or `group` names no user or group, or needs root.
     #[error("pool {pool}: `{key}`: {why}")]
     Identity {
@@ -217,6 +236,8 @@ impl ValidationError {
             | E::WorldWritable { pool, .. }
             | E::PathTooLong { pool, .. }
             | E::NotASocket { pool, .. }
+            | E::NoKey { pool, .. }
+            | E::Key { pool, .. }
             | E::Identity { pool, .. }
             | E::After { pool, .. }
             | E::Value { pool, .. } => Some(pool),
@@ -252,7 +273,9 @@ impl ValidationError {
             E::ListenDirectory { index, .. }
             | E::WorldWritable { index, .. }
             | E::PathTooLong { index, .. }
-            | E::NotASocket { index, .. } => pool(vec![key("listen"), Index(*index)]),
+            | E::NotASocket { index, .. }
+            | E::NoKey { index, .. } => pool(vec![key("listen"), Index(*index)]),
+            E::Key { .. } => pool(vec![key("key_file")]),
             E::After { dependency, .. } => pool(vec![key("after"), Name(dependency.clone())]),
             E::Value { key: dotted, .. } => pool(dotted.split('.').map(key).collect()),
         }

@@ -230,3 +230,36 @@ fn an_unknown_user_is_refused() {
         "pool w: `user`: no user named \"procwire-no-such-user\""
     );
 }
+
+#[test]
+fn an_authenticated_tcp_listen_needs_a_key_its_workers_can_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut pool = sh("w");
+    pool.listen = vec!["tcp:127.0.0.1:7000".parse().unwrap()];
+    let error = manifest(vec![pool.clone()]).validate().unwrap_err();
+    assert!(matches!(error, ValidationError::NoKey { index: 0, .. }), "{error:?}");
+    // Plain TCP needs none.
+    let mut plain = sh("p");
+    plain.listen = vec!["tcp+plain:127.0.0.1:7000".parse().unwrap()];
+    manifest(vec![plain]).validate().unwrap();
+    let key = dir.path().join("w.key");
+    std::fs::write(&key, [7; 32]).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    pool.key_file = Some(key.clone());
+    manifest(vec![pool.clone()]).validate().unwrap();
+    if !nix::unistd::geteuid().is_root() {
+        println!("skipping the part with `user`: running workers as another user needs root");
+        return;
+    }
+    // Workers of another user could not read a key file that only root may read.
+    pool.user = Some("nobody".into());
+    let error = manifest(vec![pool.clone()]).validate().unwrap_err().to_string();
+    assert!(
+        error.starts_with(&format!("pool w: `key_file` {} belongs to uid ", key.display()))
+            && error.ends_with("chown it to nobody"),
+        "{error}"
+    );
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    nix::unistd::chown(&key, Some(nobody.uid), None).unwrap();
+    manifest(vec![pool]).validate().unwrap();
+}
