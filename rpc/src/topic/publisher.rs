@@ -287,7 +287,7 @@ fn subscriber(mut transport: Transport, shared: &Shared) {
             return;
         }
         let next = match (&state.last, last) {
-            (Some(message), true) => {
+            (Some(message), true) if shared.options.last_value => {
                 sub.lock().0.push_back(message.clone());
                 message.0
             }
