@@ -119,6 +119,10 @@ fn main() {
             "a_topic_by_name_survives_its_publishers_restart_over_unix_sockets",
             || named::a_topic_by_name_survives_its_publishers_restart(Transport::Unix),
         ),
+        Trial::test(
+            "a_topic_by_name_survives_its_publishers_restart_over_shared_memory",
+            || named::a_topic_by_name_survives_its_publishers_restart(Transport::Shm),
+        ),
     ];
     libtest_mimic::run(&Arguments::from_args(), trials).exit();
 }

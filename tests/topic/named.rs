@@ -21,23 +21,25 @@ const TRANSPORT_ENV: &str = "TOPIC_TEST_TRANSPORT";
 /// Either publisher, by name.
 enum AnyPublisher {
     Unix(procwire::rpc::topic::Publisher<u64>),
+    Shm(procwire::rpc::topic::shm::Publisher<u64>),
 }
 
 impl AnyPublisher {
     fn subscribers(&self) -> usize {
         match self {
             AnyPublisher::Unix(p) => p.subscribers(),
+            AnyPublisher::Shm(p) => p.subscribers(),
         }
     }
 
     fn publish(&self, value: u64) -> Result<u64, procwire::rpc::topic::TopicError> {
         match self {
             AnyPublisher::Unix(p) => p.publish(&value, Wait::timeout(LIMIT)),
+            AnyPublisher::Shm(p) => p.publish(&value, Wait::timeout(LIMIT)),
         }
     }
 }
 
-#[allow(dead_code)]
 fn shm() -> bool {
     std::env::var(TRANSPORT_ENV).as_deref() == Ok("shm")
 }
@@ -45,7 +47,11 @@ fn shm() -> bool {
 /// The publishing pool's worker: publishes 1, 2, 3, ... by name; its first run crashes after
 /// [`FIRST_RUN`] messages.
 pub fn ticker() -> Result<(), Box<dyn std::error::Error>> {
-    let publisher = AnyPublisher::Unix(procwire::workers::topic::publisher("ticks")?);
+    let publisher = if shm() {
+        AnyPublisher::Shm(procwire::workers::topic::shm_publisher("ticks")?)
+    } else {
+        AnyPublisher::Unix(procwire::workers::topic::publisher("ticks")?)
+    };
     let mark = std::path::PathBuf::from(std::env::var(MARK_ENV)?);
     let first_run = !mark.exists();
     let deadline = Instant::now() + LIMIT;
@@ -65,20 +71,55 @@ pub fn ticker() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// Either subscriber, by name.
+trait Subscription {
+    fn next(&mut self) -> Result<Event<u64>, procwire::rpc::topic::TopicError>;
+    fn again(&mut self) -> Result<(), procwire::rpc::topic::TopicError>;
+    fn run(&self) -> u64;
+}
+
+impl Subscription for procwire::rpc::topic::Subscriber<u64> {
+    fn next(&mut self) -> Result<Event<u64>, procwire::rpc::topic::TopicError> {
+        self.recv(Wait::Block)
+    }
+    fn again(&mut self) -> Result<(), procwire::rpc::topic::TopicError> {
+        self.reconnect()
+    }
+    fn run(&self) -> u64 {
+        self.epoch()
+    }
+}
+
+impl Subscription for procwire::rpc::topic::shm::Subscriber<u64> {
+    fn next(&mut self) -> Result<Event<u64>, procwire::rpc::topic::TopicError> {
+        self.recv(Wait::Block)
+    }
+    fn again(&mut self) -> Result<(), procwire::rpc::topic::TopicError> {
+        self.reconnect()
+    }
+    fn run(&self) -> u64 {
+        self.epoch()
+    }
+}
+
 /// The subscribing pool's worker: reports every event to the test, and reconnects when a
 /// run ends.
 pub fn watcher() -> Result<(), Box<dyn std::error::Error>> {
     let mut report = UnixStream::connect(std::env::var(REPORT_ENV)?)?;
-    let mut subscriber = procwire::workers::topic::subscriber::<u64>("ticks")?;
-    writeln!(report, "run {}", subscriber.epoch())?;
+    let mut subscriber: Box<dyn Subscription> = if shm() {
+        Box::new(procwire::workers::topic::shm_subscriber::<u64>("ticks", false)?)
+    } else {
+        Box::new(procwire::workers::topic::subscriber::<u64>("ticks")?)
+    };
+    writeln!(report, "run {}", subscriber.run())?;
     loop {
-        match subscriber.recv(Wait::Block)? {
+        match subscriber.next()? {
             Event::Message { seq, value } => writeln!(report, "m {seq} {value}")?,
             Event::Gap { missed, .. } => writeln!(report, "gap {missed}")?,
             Event::Ended { .. } => {
                 writeln!(report, "end")?;
-                subscriber.reconnect()?;
-                writeln!(report, "run {}", subscriber.epoch())?;
+                subscriber.again()?;
+                writeln!(report, "run {}", subscriber.run())?;
             }
         }
     }

@@ -1,5 +1,6 @@
 //! The topics a worker's pool publishes or subscribes to (`[topic.NAME]` in the manifest),
-//! by name: [`publisher`], [`subscriber`].
+//! by name: [`publisher`], [`subscriber`], and their shared-memory forms ([`shm_publisher`],
+//! [`shm_subscriber`]) for a topic with `transport = "shm"`.
 //!
 //! The supervisor owns each topic's socket. The one worker of the pool whose `publishes`
 //! lists the topic inherits it and runs the fan-out; a pool whose `subscribes` lists it is
@@ -30,7 +31,7 @@
 //! ```
 
 use procwire_rpc::topic::named::{Handed, Transport};
-use procwire_rpc::topic::{Publisher, Subscriber, TopicError};
+use procwire_rpc::topic::{shm, Publisher, Subscriber, TopicError};
 use procwire_rpc::transport::unix;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -55,4 +56,22 @@ pub fn subscriber<T: DeserializeOwned>(name: &str) -> Result<Subscriber<T>, Topi
 /// topic keeps it: `last_value`, default true).
 pub fn subscriber_with_last<T: DeserializeOwned>(name: &str) -> Result<Subscriber<T>, TopicError> {
     Subscriber::connect_with_last(Handed::from_env(name, Transport::Unix)?.path(), name)
+}
+
+/// [`publisher`] for a topic with `transport = "shm"`: each message written once into a
+/// ring in shared memory.
+pub fn shm_publisher<T: Serialize>(name: &str) -> Result<shm::Publisher<T>, TopicError> {
+    let handed = Handed::from_env(name, Transport::Shm)?;
+    let options = shm::Options::new(handed.options).message_size(handed.message_size);
+    shm::Publisher::from_listener(Handed::listener(name)?, name, options)
+}
+
+/// [`subscriber`] for a topic with `transport = "shm"`; `last` asks for the last value.
+pub fn shm_subscriber<T: DeserializeOwned>(name: &str, last: bool) -> Result<shm::Subscriber<T>, TopicError> {
+    let path = Handed::from_env(name, Transport::Shm)?.path;
+    if last {
+        shm::Subscriber::connect_with_last(&path, name)
+    } else {
+        shm::Subscriber::connect(&path, name)
+    }
 }

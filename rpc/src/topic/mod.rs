@@ -293,6 +293,34 @@ enum Control {
     Ended {
         reason: String,
     },
+    /// Over shared memory, with the region, the subscriber's doorbell and the space doorbell
+    /// (see [`shm`]).
+    ShmWelcome {
+        epoch: u64,
+        capacity: u64,
+        message_size: u64,
+        max_subscribers: u64,
+        index: u64,
+        next: u64,
+    },
+}
+
+/// Why a hello for `topic` with messages of `type_name` is refused by the publisher of
+/// `ours` with messages of `our_type`, if it is.
+fn refusal(ours: &str, our_type: &str, topic: &str, type_name: &str) -> Option<String> {
+    if topic != ours {
+        return Some(format!("this is topic {ours:?}, not {topic:?}"));
+    }
+    (type_name != our_type).then(|| format!("its messages are {our_type}, not {type_name}"))
+}
+
+/// A publisher run's epoch: the time and the process, so that a restarted publisher's
+/// differs.
+fn new_epoch() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+        ^ (u64::from(std::process::id()) << 40)
 }
 
 const CONTROL: u8 = 0;

@@ -91,10 +91,7 @@ impl<T: Serialize> Publisher<T> {
         let interrupt =
             Interrupt::new().map_err(|e| transport(crate::error::TransportError::io("eventfd", topic, e)))?;
         listener.set_interrupt(interrupt.clone());
-        let epoch = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64)
-            ^ (u64::from(std::process::id()) << 40);
+        let epoch = super::new_epoch();
         let shared = Arc::new(Shared {
             topic: topic.to_owned(),
             type_name: std::any::type_name::<T>(),
@@ -322,16 +319,10 @@ fn hello(transport: &mut Transport, shared: &Shared) -> Option<bool> {
     match payload.split_first() {
         Some((&CONTROL, rest)) => match postcard::from_bytes::<Control>(rest) {
             Ok(Control::Hello { topic, type_name, last }) => {
-                if topic != shared.topic {
-                    return refuse(transport, format!("this is topic {:?}, not {topic:?}", shared.topic));
+                match super::refusal(&shared.topic, shared.type_name, &topic, &type_name) {
+                    Some(reason) => refuse(transport, reason),
+                    None => Some(last),
                 }
-                if type_name != shared.type_name {
-                    return refuse(
-                        transport,
-                        format!("its messages are {}, not {type_name}", shared.type_name),
-                    );
-                }
-                Some(last)
             }
             _ => refuse(transport, "expected a hello".into()),
         },
