@@ -50,9 +50,10 @@ impl Sub {
         let _ = self.doorbell.write(1);
     }
 
-    /// Ends the subscription with `reason`: the cut word, the reason on the socket (which has
-    /// room: nothing else is ever sent on it), the doorbell for a parked subscriber.
-    fn cut(&self, region: &Region, layout: &Layout, reason: &str) {
+    /// Ends the subscription with `reason`: the cut word (`how`), the reason on the socket
+    /// (which has room: nothing else is ever sent on it), the doorbell for a parked
+    /// subscriber.
+    fn cut(&self, region: &Region, layout: &Layout, how: u32, reason: &str) {
         {
             let mut link = self.link.lock().unwrap_or_else(|e| e.into_inner());
             if *link == Link::Cut {
@@ -61,7 +62,7 @@ impl Sub {
             *link = Link::Cut;
         }
         if let Ok(cursor) = ring::cursor(region, layout, self.index) {
-            cursor.cut.store(1, Ordering::SeqCst);
+            cursor.cut.store(how, Ordering::SeqCst);
         }
         let _ = self.socket.set_write_timeout(Some(Duration::from_millis(100)));
         let _ = write_control(
@@ -224,6 +225,7 @@ impl<T: Serialize> Publisher<T> {
                 Overflow::Disconnect if sh.full(&sub, next) => sub.cut(
                     &sh.region,
                     &sh.layout,
+                    ring::CUT_NOW,
                     &format!(
                         "too slow: it was {} messages behind (overflow policy: disconnect)",
                         sh.layout.capacity
@@ -315,7 +317,7 @@ impl<T> Publisher<T> {
         };
         let sh = &*self.shared;
         for sub in sh.open_subs() {
-            sub.cut(&sh.region, &sh.layout, reason);
+            sub.cut(&sh.region, &sh.layout, ring::CUT_AFTER_RING, reason);
         }
         sh.interrupt.fire();
         let _ = accept.join();

@@ -7,7 +7,7 @@
 //! 0        header: magic, published (the last number fully written), publisher_waiting
 //! 64       cursors: max_subscribers x 64 bytes: cursor (next number wanted, written only by
 //!          its subscriber), parked (1 while it sleeps on its doorbell), cut (set by the
-//!          publisher when it disconnects it)
+//!          publisher when it ends the subscription: at once, or after the ring)
 //! 64+64*M  slots: capacity x (16 + message_size rounded up to 8): number, length, bytes
 //! ```
 //!
@@ -28,6 +28,10 @@ pub(super) const WRITING: u64 = u64::MAX;
 const HEADER: usize = 64;
 const CURSOR: usize = 64;
 const SLOT_HEADER: usize = 16;
+/// In a cursor's cut word: the subscriber is cut off at once (too slow).
+pub(super) const CUT_NOW: u32 = 1;
+/// In a cursor's cut word: the publisher stopped; the subscriber reads what is left first.
+pub(super) const CUT_AFTER_RING: u32 = 2;
 /// How often a reader tries again a slot torn under it before it waits for the doorbell.
 const TRIES: usize = 8;
 
@@ -81,7 +85,7 @@ pub(super) struct Cursor<'r> {
     pub(super) next: &'r AtomicU64,
     /// 1 while it sleeps on its doorbell.
     pub(super) parked: &'r AtomicU32,
-    /// 1 once the publisher disconnected it.
+    /// [`CUT_NOW`] or [`CUT_AFTER_RING`] once the publisher ended its subscription.
     pub(super) cut: &'r AtomicU32,
 }
 

@@ -170,6 +170,11 @@ impl<T: DeserializeOwned> Subscriber<T> {
         Ok(())
     }
 
+    /// The region, for the fuzzing and hostile-peer tests (`crate::fuzz`).
+    pub(crate) fn region(&self) -> &Region {
+        &self.region
+    }
+
     fn shm_error(&self, source: crate::shm::ShmError) -> TopicError {
         TopicError::Shm {
             topic: self.topic.clone(),
@@ -198,7 +203,8 @@ impl<T: DeserializeOwned> Subscriber<T> {
         }
         loop {
             let cursor = ring::cursor(&self.region, &self.layout, self.index).map_err(|e| self.shm_error(e))?;
-            if cursor.cut.load(Ordering::SeqCst) != 0 {
+            let cut = cursor.cut.load(Ordering::SeqCst);
+            if cut == ring::CUT_NOW {
                 return self.end();
             }
             match ring::read(&self.region, &self.layout, self.next).map_err(|e| self.shm_error(e))? {
@@ -217,6 +223,7 @@ impl<T: DeserializeOwned> Subscriber<T> {
                     self.advance(oldest)?;
                     return Ok(Event::Gap { missed, next: oldest });
                 }
+                Read::Empty if cut != 0 => return self.end(),
                 Read::Empty => {}
             }
             // Parked, then one more look, so that a message published meanwhile either is
