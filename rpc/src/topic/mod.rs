@@ -3,11 +3,12 @@
 //! and sequence numbers, so that a subscriber learns of every message it missed.
 //!
 //! The publisher binds a Unix socket; a subscriber connects to it by its path. Under a
-//! supervisor, the publisher's pool lists the socket in `listen`: the supervisor owns it,
-//! so subscribers' connects wait in its backlog while the publisher restarts; the publisher
-//! wraps the socket it is handed with [`Publisher::from_listener`], and subscribers learn
-//! its path from the manifest (an `env` entry of their pool) or, embedded, from
-//! `Supervisor::endpoints(pool)`. There is no `[topic.NAME]` table yet.
+//! supervisor, a topic is declared by name (`[topic.NAME]`, [`named`]): the supervisor owns
+//! its socket, so subscribers' connects wait in its backlog while the publisher restarts;
+//! the publishing worker wraps the socket it is handed with [`Publisher::from_listener`]
+//! (`procwire_workers::topic::publisher`), and subscribers are told its path
+//! (`procwire_workers::topic::subscriber`). [`shm`] is the same over shared memory: each
+//! message written once into a ring that every subscriber reads with its own cursor.
 //!
 //! # What a subscriber is told
 //!

@@ -188,14 +188,16 @@ impl<T: Serialize> Publisher<T> {
         Ok(message.0)
     }
 
-    /// Stops: every subscriber gets what was queued for it, then the end, with `reason`.
+    /// Stops: every subscriber gets what was queued for it, then the end, with `reason`;
+    /// returns once they have (or after 10 s for one that does not read).
     pub fn stop(mut self, reason: &str) {
-        self.end(reason);
+        self.end(reason, true);
     }
 }
 
 impl<T> Publisher<T> {
-    fn end(&mut self, reason: &str) {
+    /// Ends every subscription; with `flush`, waits for their writers to finish.
+    fn end(&mut self, reason: &str, flush: bool) {
         if self.stopped.swap(true, Ordering::SeqCst) {
             return;
         }
@@ -204,13 +206,30 @@ impl<T> Publisher<T> {
             state.stopping = true;
             std::mem::take(&mut state.subs)
         };
-        for sub in subs {
+        for sub in &subs {
             let mut guard = sub.lock();
             if guard.1 == Link::Open {
                 guard.1 = Link::Cut(reason.to_owned());
             }
             drop(guard);
             sub.changed.notify_all();
+        }
+        // What was queued, and the end, reach each subscriber before this returns (a process
+        // that stops its publisher and exits would otherwise cut the writers short), unless
+        // one does not read for SETUP_TIMEOUT.
+        let deadline = Instant::now() + SETUP_TIMEOUT;
+        for sub in subs.iter().filter(|_| flush) {
+            let mut guard = sub.lock();
+            while guard.1 != Link::Gone {
+                let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                    break;
+                };
+                guard = sub
+                    .changed
+                    .wait_timeout(guard, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
         }
         self.interrupt.fire();
         if let Some(accept) = self.accept.take() {
@@ -221,7 +240,7 @@ impl<T> Publisher<T> {
 
 impl<T> Drop for Publisher<T> {
     fn drop(&mut self) {
-        self.end("the publisher stopped");
+        self.end("the publisher stopped", false);
     }
 }
 

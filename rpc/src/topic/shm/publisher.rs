@@ -131,7 +131,11 @@ impl<T: Serialize> Publisher<T> {
     /// replaced.
     pub fn bind(path: impl AsRef<Path>, topic: &str, options: Options) -> Result<Self, TopicError> {
         let path = path.as_ref();
-        if std::fs::symlink_metadata(path).is_ok() && UnixStream::connect(path).is_err() {
+        use std::os::unix::fs::FileTypeExt;
+        // A socket file left by a publisher that is gone: nothing answers there.
+        if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
+            && UnixStream::connect(path).is_err()
+        {
             let _ = std::fs::remove_file(path);
         }
         let listener = UnixListener::bind(path).map_err(|e| io_error(topic, "bind", &path.display().to_string(), e))?;

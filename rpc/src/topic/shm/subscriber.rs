@@ -201,6 +201,9 @@ impl<T: DeserializeOwned> Subscriber<T> {
         if self.ended {
             return Ok(Event::Ended { reason: None });
         }
+        // The socket said something (the publisher's end, or its death): what is left in the
+        // ring comes first, then the end.
+        let mut closing = false;
         loop {
             let cursor = ring::cursor(&self.region, &self.layout, self.index).map_err(|e| self.shm_error(e))?;
             let cut = cursor.cut.load(Ordering::SeqCst);
@@ -223,7 +226,7 @@ impl<T: DeserializeOwned> Subscriber<T> {
                     self.advance(oldest)?;
                     return Ok(Event::Gap { missed, next: oldest });
                 }
-                Read::Empty if cut != 0 => return self.end(),
+                Read::Empty if cut != 0 || closing => return self.end(),
                 Read::Empty => {}
             }
             // Parked, then one more look, so that a message published meanwhile either is
@@ -243,7 +246,7 @@ impl<T: DeserializeOwned> Subscriber<T> {
             let socket = fds[1].revents().is_some_and(|r| !r.is_empty());
             cursor.parked.store(0, Ordering::SeqCst);
             match ready {
-                Ok(true) if socket => return self.end(),
+                Ok(true) if socket => closing = true,
                 Ok(true) => eventfd_drain(&self.doorbell),
                 Ok(false) => {
                     let peer = self.path.display().to_string();
