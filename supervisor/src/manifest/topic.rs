@@ -269,4 +269,18 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("capacity of 0"), "{err}");
     }
+
+    #[test]
+    fn a_topic_without_one_publisher_is_refused_at_its_table_in_the_file() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let path = dir.path().join("app.toml");
+        std::fs::write(
+            &path,
+            "[pool.a]\ncommand = [\"sh\"]\nsubscribes = [\"t\"]\n\n[topic.t]\ncapacity = 4\n",
+        )
+        .unwrap();
+        let error = Manifest::load_validated(&path, Host::Command).unwrap_err();
+        assert_eq!(error.location(), Some((5, 8)), "{error}");
+        assert!(error.to_string().contains("topic \"t\" has no publisher"), "{error}");
+    }
 }
