@@ -157,7 +157,11 @@ pub(super) fn read(region: &Region, layout: &Layout, next: u64) -> Result<Read, 
         if before != next {
             if before > next {
                 // Overwritten (or being overwritten, WRITING) by a later lap.
-                return Ok(Read::Lapped((last + 1).saturating_sub(capacity).max(next + 1)));
+                return Ok(Read::Lapped(
+                    last.saturating_add(1)
+                        .saturating_sub(capacity)
+                        .max(next.saturating_add(1)),
+                ));
             }
             // Older than asked, though `published` says it is written: scribbled on.
             return Ok(Read::Empty);
@@ -222,5 +226,40 @@ mod tests {
         assert!(matches!(read(&region, &layout, 1).unwrap(), Read::Lapped(_)));
         words(&region).unwrap().published.store(3, Ordering::Relaxed);
         assert_eq!(read(&region, &layout, 2).unwrap(), Read::Empty, "slot 2 never written");
+    }
+
+    #[test]
+    fn a_reader_of_a_region_full_of_random_bytes_never_panics_and_never_reads_past_a_slot() {
+        let (region, layout) = ring(4);
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..2000 {
+            let mut bytes = vec![0; region.len()];
+            bytes.iter_mut().for_each(|b| *b = next() as u8);
+            if round % 3 == 0 {
+                // Numbers at their extremes, where arithmetic overflows.
+                for at in (0..bytes.len()).step_by(8) {
+                    let pick = next();
+                    if pick % 2 == 0 {
+                        continue;
+                    }
+                    let n = [0, 1, u64::MAX, u64::MAX - 1][(pick / 2 % 4) as usize];
+                    bytes[at..at + 8].copy_from_slice(&n.to_ne_bytes());
+                }
+            }
+            region.write_bytes(0, &bytes).unwrap();
+            for cursor in [0, 1, 2, 5, u64::MAX - 1, u64::MAX, next()] {
+                match read(&region, &layout, cursor).unwrap() {
+                    Read::Message(bytes) => assert!(bytes.len() <= layout.message_size),
+                    Read::Lapped(oldest) => assert!(oldest > cursor),
+                    Read::Empty => {}
+                }
+            }
+        }
     }
 }

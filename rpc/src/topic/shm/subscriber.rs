@@ -213,7 +213,7 @@ impl<T: DeserializeOwned> Subscriber<T> {
             match ring::read(&self.region, &self.layout, self.next).map_err(|e| self.shm_error(e))? {
                 Read::Message(bytes) => {
                     let seq = self.next;
-                    self.advance(seq + 1)?;
+                    self.advance(seq.saturating_add(1))?;
                     let value = crate::protocol::decode_exact(&bytes).map_err(|source| TopicError::Codec {
                         topic: self.topic.clone(),
                         what: "decoded",
