@@ -161,6 +161,10 @@ fn main() {
             shm::a_full_shm_ring_under_disconnect_cuts_the_slow_reader_and_tells_it_why,
         ),
         Trial::test(
+            "an_idle_shm_subscriber_sleeps_on_its_doorbell_using_no_cpu",
+            shm::an_idle_shm_subscriber_sleeps_on_its_doorbell_using_no_cpu,
+        ),
+        Trial::test(
             "a_late_shm_joiner_gets_the_last_value_first",
             shm::a_late_shm_joiner_gets_the_last_value_first,
         ),

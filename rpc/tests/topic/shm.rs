@@ -229,3 +229,47 @@ pub fn a_scribbling_shm_subscriber_crashes_neither_the_publisher_nor_the_others(
     good.succeed();
     Ok(())
 }
+
+/// The CPU time a process has used, in clock ticks (user + system, all its threads).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the child's stat");
+    // After the command's closing parenthesis: state is field 3, utime 14, stime 15.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// Whether every thread of `pid` is asleep.
+fn asleep(pid: u32) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/task")).is_ok_and(|tasks| {
+        tasks.flatten().all(|task| {
+            std::fs::read_to_string(task.path().join("stat"))
+                .is_ok_and(|stat| stat[stat.rfind(')').unwrap() + 2..].starts_with('S'))
+        })
+    })
+}
+
+pub fn an_idle_shm_subscriber_sleeps_on_its_doorbell_using_no_cpu() -> Result<(), Failed> {
+    let (_dir, path, publisher) = publisher(8, Overflow::DropOldest);
+    let idle = spawn(&path, "read", Some(2));
+    publisher.publish(&1, Wait::NonBlock)?;
+    assert_eq!(idle.next_line(), "m 1 1");
+    let deadline = std::time::Instant::now() + LIMIT;
+    while !asleep(idle.pid()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the subscriber never went to sleep"
+        );
+        std::thread::yield_now();
+    }
+    let before = cpu_ticks(idle.pid());
+    // Not a synchronisation: the window over which an idle subscriber must use no CPU (one
+    // that spun would use all of it, 30 ticks).
+    std::thread::sleep(Duration::from_millis(300));
+    let used = cpu_ticks(idle.pid()) - before;
+    assert!(used <= 3, "an idle subscriber used {used} ticks of CPU in 300 ms");
+    // And it wakes for the next message.
+    publisher.publish(&2, Wait::NonBlock)?;
+    assert_eq!(idle.next_line(), "m 2 2");
+    idle.succeed();
+    Ok(())
+}
