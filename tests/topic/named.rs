@@ -13,7 +13,8 @@ use procwire::supervisor::manifest::{Manifest, Pool, Restart, TopicDecl};
 
 use super::{FIRST_RUN, LIMIT, MARK_ENV};
 
-/// Where the watcher reports, one line per event: `m SEQ VALUE`, `end`, `run EPOCH`.
+/// Where the watcher reports: `path PATH` (the topic's socket, as it was told), then one
+/// line per event: `m SEQ VALUE`, `end`, `run EPOCH`.
 const REPORT_ENV: &str = "TOPIC_TEST_REPORT";
 /// Which transport the topic travels over (`unix` or `shm`), for the roles.
 const TRANSPORT_ENV: &str = "TOPIC_TEST_TRANSPORT";
@@ -106,6 +107,9 @@ impl Subscription for procwire::rpc::topic::shm::Subscriber<u64> {
 /// run ends.
 pub fn watcher() -> Result<(), Box<dyn std::error::Error>> {
     let mut report = UnixStream::connect(std::env::var(REPORT_ENV)?)?;
+    let transport = if shm() { Transport::Shm } else { Transport::Unix };
+    let handed = procwire::rpc::topic::named::Handed::from_env("ticks", transport)?;
+    writeln!(report, "path {}", handed.path().display())?;
     let mut subscriber: Box<dyn Subscription> = if shm() {
         Box::new(procwire::workers::topic::shm_subscriber::<u64>("ticks", false)?)
     } else {
@@ -161,6 +165,8 @@ pub fn a_topic_by_name_survives_its_publishers_restart(transport: Transport) -> 
     stream.set_read_timeout(Some(LIMIT))?;
     let mut lines = BufReader::new(stream).lines();
     let mut line = || -> Result<String, Failed> { Ok(lines.next().ok_or("the watcher stopped reporting")??) };
+    let socket = std::path::PathBuf::from(line()?.strip_prefix("path ").ok_or("no path first")?);
+    assert!(socket.exists(), "the supervisor's socket for the topic");
     let first = line()?;
     assert!(first.starts_with("run "), "{first}");
     // The first run's messages in order, then its end (what it had queued but not written
@@ -181,5 +187,9 @@ pub fn a_topic_by_name_survives_its_publishers_restart(transport: Transport) -> 
     assert_eq!(line()?, "m 1 1");
     assert_eq!(line()?, "m 2 2");
     supervisor.stop()?;
+    assert!(
+        !socket.exists(),
+        "the topic's socket is removed when the supervisor exits"
+    );
     Ok(())
 }
