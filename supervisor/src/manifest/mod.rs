@@ -79,6 +79,10 @@ pub struct TopicDecl {
     pub message_size: u64,
     /// The socket file's mode (`mode = "0660"`); default 0600.
     pub mode: u32,
+    /// Where the socket is (`path = "run/ticks.sock"`, relative to the manifest's
+    /// directory), so that programs the supervisor does not run can subscribe too; default
+    /// `RUNTIME/topic.NAME.sock` in the supervisor's runtime directory.
+    pub path: Option<PathBuf>,
 }
 
 impl TopicDecl {
@@ -93,6 +97,7 @@ impl TopicDecl {
             last_value: options.last_value,
             message_size: procwire_rpc::topic::shm::DEFAULT_MESSAGE_SIZE as u64,
             mode: 0o600,
+            path: None,
         }
     }
 }

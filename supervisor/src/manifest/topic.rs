@@ -77,6 +77,7 @@ impl Checker<'_> {
                     topic.message_size = bytes;
                 }
                 "mode" => topic.mode = self.mode(value)?,
+                "path" => topic.path = Some(self.resolve(self.non_empty_string("path", value)?)),
                 _ => return Err(self.unknown_key(key, &place, TOPIC_KEYS)),
             }
         }
@@ -102,6 +103,34 @@ fn shm_refuses(topic: &TopicDecl) -> Option<&'static str> {
         "overflow \"drop-newest\" is not possible over shm: one ring is every subscriber's queue, \
          so the writer cannot drop a message for one of them only; use drop-oldest, block or disconnect",
     )
+}
+
+/// What is wrong with a topic's `path`, if anything: too long for a Unix socket, or in a
+/// directory that is missing or that others can write to (where they could swap the file).
+fn bad_path(path: &std::path::Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let length = path.as_os_str().len();
+    if length > super::UNIX_PATH_MAX {
+        return Some(format!(
+            "has a path of {length} bytes; a Unix socket's is at most {}",
+            super::UNIX_PATH_MAX
+        ));
+    }
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => std::path::Path::new("."),
+    };
+    match std::fs::metadata(dir) {
+        Err(e) => Some(format!(
+            "has its socket in {}, which cannot be used: {e}",
+            dir.display()
+        )),
+        Ok(meta) if meta.permissions().mode() & 0o002 != 0 => Some(format!(
+            "has its socket in {}, which everyone can write to; put it in a private directory",
+            dir.display()
+        )),
+        Ok(_) => None,
+    }
 }
 
 /// The topics of a manifest, from a file or built in code: valid, unique names, settings in
@@ -132,6 +161,8 @@ pub(super) fn validate(manifest: &Manifest) -> Result<(), ValidationError> {
             Some(format!("has mode {:o}, which is not permissions", topic.mode))
         } else if let Some(why) = shm_refuses(topic) {
             Some(why.to_owned())
+        } else if let Some(why) = topic.path.as_deref().and_then(bad_path) {
+            Some(why)
         } else if publishers.is_empty() {
             Some(format!(
                 "has no publisher: add publishes = [\"{}\"] to the pool that publishes it",
@@ -175,7 +206,7 @@ mod tests {
         let text = format!(
             "{}\n[pool.view]\ncommand = [\"/bin/true\"]\nsubscribes = [\"prices\", \"news\"]\n\
              [topic.prices]\ncapacity = 8\noverflow = \"block\"\nlast_value = false\n\
-             [topic.news]\ntransport = \"shm\"\nmessage_size = \"1KiB\"\nmode = \"0660\"\n",
+             [topic.news]\ntransport = \"shm\"\nmessage_size = \"1KiB\"\nmode = \"0660\"\npath = \"run/news.sock\"\n",
             web("publishes = [\"prices\", \"news\"]")
         );
         let manifest = accepted(&text);
@@ -196,6 +227,11 @@ mod tests {
             ),
             (64, Overflow::DropOldest, true, Transport::Shm, 1024, 0o660)
         );
+        assert_eq!(
+            news.path.as_deref(),
+            Some(std::path::Path::new("/srv/app/run/news.sock"))
+        );
+        assert_eq!(prices.path, None);
         assert_eq!(manifest.pools[0].publishes, ["prices", "news"]);
         assert_eq!(manifest.pools[1].subscribes, ["prices", "news"]);
     }
@@ -260,6 +296,14 @@ mod tests {
             check(vec![pool("a", &["u"], 1)]).unwrap_err(),
             "topic \"t\" has no publisher: add publishes = [\"t\"] to the pool that publishes it"
         );
+        let mut public = TopicDecl::new("t");
+        public.path = Some("/tmp/t.sock".into());
+        let err = Manifest::new("t")
+            .topic(public)
+            .pool(pool("a", &["t"], 1))
+            .validate_for(Host::Command)
+            .unwrap_err();
+        assert!(err.to_string().contains("which everyone can write to"), "{err}");
         let mut zero = TopicDecl::new("z");
         zero.capacity = 0;
         let err = Manifest::new("t")

@@ -1,5 +1,5 @@
 //! The topics the supervisor owns (`[topic.NAME]`): a listening Unix socket each, in the
-//! supervisor's runtime directory, bound at start (mode 0600 unless the topic says), kept
+//! supervisor's runtime directory or at the topic's `path`, bound at start (mode 0600 unless the topic says), kept
 //! across worker restarts and reloads, and removed on exit.
 //!
 //! The supervisor only holds the socket: the fan-out runs in the one worker of the pool whose
@@ -70,8 +70,13 @@ impl Topics {
                 }
                 continue;
             }
-            let path = self.dir.join(format!("topic.{}.sock", decl.name));
-            match super::bind_unix(&path, decl.mode, None) {
+            let path = decl
+                .path
+                .clone()
+                .unwrap_or_else(|| self.dir.join(format!("topic.{}.sock", decl.name)));
+            // As a `listen` socket: not in a directory others can write to, and a file left
+            // by an earlier run replaced unless something answers there.
+            match super::bind_endpoint(&procwire_rpc::Endpoint::Unix(path.clone()), decl.mode, None) {
                 Ok(socket) => {
                     new.insert(
                         decl.name.clone(),
@@ -174,5 +179,25 @@ mod tests {
         assert!(same(&fd, &again), "the same socket");
         drop(topics);
         assert!(!path.exists(), "removed on drop");
+    }
+
+    #[test]
+    fn a_topic_with_a_path_is_bound_there_replacing_a_socket_file_left_by_an_earlier_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ticks.sock");
+        // What a killed supervisor leaves: a socket file nothing answers at.
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let mut decl = TopicDecl::new("ticks");
+        decl.path = Some(path.clone());
+        let mut topics = Topics::new(&dir.path().join("unused"));
+        topics.create(&Manifest::new("t").topic(decl)).unwrap();
+        std::os::unix::net::UnixStream::connect(&path).expect("bound at its path");
+        let mut pool = Pool::new("p", vec!["true".into()]);
+        pool.subscribes = vec!["ticks".into()];
+        let env = topics.env_for(&pool);
+        assert_eq!(Handed::parse(&env[0].1).unwrap().path, path);
+        assert!(topics.sockets_for(&pool).is_empty(), "a subscriber gets no socket");
+        drop(topics);
+        assert!(!path.exists());
     }
 }
