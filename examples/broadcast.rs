@@ -1,26 +1,51 @@
 //! Broadcast two ways: a call to every worker of a pool at once, and a topic with three
 //! subscribers, one of them slow, that shows the overflow policy and the gap report.
 //!
-//! The program is an embedded supervisor, the topic's publisher, and, in the role
-//! "listener", each of three workers. Each worker subscribes to the topic, which gets a
-//! tick every 100 us; worker 2 takes a millisecond per message, ten times too slow. Each
-//! subscriber's queue in the publisher holds 64 messages and the policy is drop-oldest, so
-//! the slow subscriber loses messages, and is told how many at each gap, while the fast ones
-//! get every message (on a quiet machine). At the end one `pool.all().report()` collects
-//! what each worker saw.
+//! The program is an embedded supervisor whose manifest declares the topic by name,
+//! `[topic.ticks]` (a queue of 64 per subscriber, drop-oldest), published by the pool
+//! "ticker" (`publishes = ["ticks"]`) and subscribed to by the three workers of the pool
+//! "listeners" (`subscribes = ["ticks"]`): neither names the other's endpoint; the
+//! supervisor owns the topic's socket and tells each side what it needs. The ticker
+//! publishes a tick every 100 us; listener 2 takes a millisecond per message, ten times too
+//! slow, so it loses messages, and is told how many at each gap, while the fast ones get
+//! every message (on a quiet machine). At the end one `pool.all().report()` collects what
+//! each listener saw.
 //!
-//! Run it with `cargo run --example broadcast`.
+//! Run it with `cargo run --example broadcast`; with `-- --shm` the topic travels over
+//! shared memory (`transport = "shm"`): the ticker writes each tick once into a ring that
+//! every listener reads with a cursor of its own, and the slow one, lapped, sees the gaps.
 
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use procwire::rpc::topic::{Event, Options, Overflow, Publisher, Subscriber};
+use procwire::rpc::topic::named::Transport;
+use procwire::rpc::topic::{shm, Event, Overflow, Publisher, Subscriber, TopicError};
 use procwire::rpc::Wait;
-use procwire::supervisor::manifest::{Endpoint, Manifest, Pool, Ready};
+use procwire::supervisor::manifest::{Endpoint, Manifest, Pool, Ready, Restart, TopicDecl};
 
 const TICKS: u64 = 2_000;
-const TOPIC_ENV: &str = "BROADCAST_TOPIC";
+/// `shm` when the topic travels over shared memory.
+const TRANSPORT_ENV: &str = "BROADCAST_TRANSPORT";
+
+fn over_shm() -> bool {
+    std::env::var(TRANSPORT_ENV).as_deref() == Ok("shm")
+}
+
+/// The topic's subscriber, over either transport.
+enum Feed {
+    Unix(Subscriber<u64>),
+    Shm(shm::Subscriber<u64>),
+}
+
+impl Feed {
+    fn recv(&mut self) -> Result<Event<u64>, TopicError> {
+        match self {
+            Feed::Unix(s) => s.recv(Wait::Block),
+            Feed::Shm(s) => s.recv(Wait::Block),
+        }
+    }
+}
 
 /// What one subscriber saw.
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize, procwire::Schema)]
@@ -60,15 +85,19 @@ impl Listener for Worker {
 
 fn listener() -> Result<()> {
     let index: u32 = std::env::var("PROCWIRE_INDEX")?.parse()?;
-    let topic = std::env::var(TOPIC_ENV)?;
     let seen = std::sync::Arc::new(Seen::default());
-    let mut subscriber = Subscriber::<u64>::connect(&topic, "ticks")?;
+    // By name: the supervisor told this worker where the topic is.
+    let mut subscriber = if over_shm() {
+        Feed::Shm(procwire::workers::topic::shm_subscriber("ticks", false)?)
+    } else {
+        Feed::Unix(procwire::workers::topic::subscriber("ticks")?)
+    };
     {
         let seen = seen.clone();
         std::thread::spawn(move || {
             let mut report = Report::default();
             loop {
-                match subscriber.recv(Wait::Block) {
+                match subscriber.recv() {
                     Ok(Event::Message { seq, .. }) => {
                         report.received += 1;
                         report.last_seq = seq;
@@ -99,46 +128,78 @@ fn listener() -> Result<()> {
     Ok(())
 }
 
-fn main() -> Result<()> {
-    if procwire::role().as_deref() == Some("listener") {
-        return listener();
-    }
-    let dir = tempfile::tempdir()?;
-    let topic = dir.path().join("ticks.sock");
-    let publisher = Publisher::<u64>::bind(
-        &topic,
-        "ticks",
-        Options::default().capacity(64).overflow(Overflow::DropOldest),
-    )?;
-    let mut pool = Pool::new("listeners", Vec::new());
-    pool.role = Some("listener".into());
-    pool.workers = 3;
-    pool.ready = Ready::Notify;
-    pool.listen = vec![Endpoint::Unix(dir.path().join("listener-{index}.sock"))];
-    pool.env.insert(TOPIC_ENV.into(), topic.display().to_string());
-    let mut manifest = Manifest::new("broadcast").pool(pool);
-    manifest.path = dir.path().join("broadcast.toml");
-    let supervisor = procwire::Supervisor::start(manifest)?;
-    let listeners = ListenerPool::new(supervisor.endpoints("listeners"));
-
-    // Every worker is ready (readiness comes after it subscribed): all three subscribers
-    // are there before the first tick.
+/// The pool "ticker": publishes the ticks by name, once the three listeners are there.
+fn ticker() -> Result<()> {
     let started = Instant::now();
-    while publisher.subscribers() < 3 {
+    let waiting = |subscribers: usize| {
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(30),
             "the subscribers did not come"
         );
         std::thread::yield_now();
-    }
+        Ok(subscribers < 3)
+    };
     // A feed of a tick every 100 us: fast subscribers keep up, the slow one cannot.
-    for tick in 1..=TICKS {
-        publisher.publish(&tick, Wait::Block)?;
-        std::thread::sleep(Duration::from_micros(100));
+    let pace = || std::thread::sleep(Duration::from_micros(100));
+    if over_shm() {
+        let publisher = procwire::workers::topic::shm_publisher::<u64>("ticks")?;
+        while waiting(publisher.subscribers())? {}
+        for tick in 1..=TICKS {
+            publisher.publish(&tick, Wait::Block)?;
+            pace();
+        }
+        publisher.stop("no more ticks");
+    } else {
+        let publisher: Publisher<u64> = procwire::workers::topic::publisher("ticks")?;
+        while waiting(publisher.subscribers())? {}
+        for tick in 1..=TICKS {
+            publisher.publish(&tick, Wait::Block)?;
+            pace();
+        }
+        publisher.stop("no more ticks");
     }
-    publisher.stop("no more ticks");
+    Ok(())
+}
 
-    println!("{TICKS} ticks published; queue of 64 per subscriber, overflow: drop oldest\n");
+fn main() -> Result<()> {
+    match procwire::role().as_deref() {
+        Some("listener") => return listener(),
+        Some("ticker") => return ticker(),
+        _ => {}
+    }
+    let transport = if std::env::args().any(|a| a == "--shm") {
+        Transport::Shm
+    } else {
+        Transport::Unix
+    };
+    let dir = tempfile::tempdir()?;
+    let mut topic = TopicDecl::new("ticks");
+    topic.transport = transport;
+    topic.capacity = 64;
+    topic.overflow = Overflow::DropOldest;
+    let mut ticker = Pool::new("ticker", Vec::new());
+    ticker.role = Some("ticker".into());
+    ticker.publishes = vec!["ticks".into()];
+    ticker.restart = Restart::OnFailure;
+    let mut pool = Pool::new("listeners", Vec::new());
+    pool.role = Some("listener".into());
+    pool.workers = 3;
+    pool.ready = Ready::Notify;
+    pool.listen = vec![Endpoint::Unix(dir.path().join("listener-{index}.sock"))];
+    pool.subscribes = vec!["ticks".into()];
+    for pool in [&mut ticker, &mut pool] {
+        pool.env.insert(TRANSPORT_ENV.into(), transport.name().into());
+    }
+    let mut manifest = Manifest::new("broadcast").topic(topic).pool(ticker).pool(pool);
+    manifest.path = dir.path().join("broadcast.toml");
+    let supervisor = procwire::Supervisor::start(manifest)?;
+    let listeners = ListenerPool::new(supervisor.endpoints("listeners"));
+
+    // Each listener reports once its stream has ended.
+    println!(
+        "{TICKS} ticks published over {}; queue of 64 per subscriber, overflow: drop oldest\n",
+        transport.name()
+    );
     for reply in listeners.with_timeout(Duration::from_secs(60)).all().report() {
         let r = reply.result?;
         println!(

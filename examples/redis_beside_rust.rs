@@ -77,6 +77,7 @@ fn main() -> Result<()> {
         pools: vec![db, cache],
         shared: Vec::new(),
         queues: Vec::new(),
+        topics: Vec::new(),
     };
     println!("== starting redis-server (sd_notify) and, once it is ready, two Rust workers");
     let supervisor = procwire::Supervisor::start(manifest)?;

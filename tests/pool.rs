@@ -69,6 +69,7 @@ fn manifest(dir: &std::path::Path) -> Manifest {
         pools: vec![calc],
         shared: Vec::new(),
         queues: Vec::new(),
+        topics: Vec::new(),
     }
 }
 

@@ -3,15 +3,23 @@
 //! the supervisor owns and hands it. Its first run crashes after 20 messages; the supervisor
 //! restarts it on the same socket. The subscriber sees the end of the first run, connects
 //! again (the socket never went away), and sees a new epoch whose numbering starts at 1.
+//!
+//! The same by name: a `[topic.ticks]` published by one pool ("named-ticker", which crashes
+//! once) and subscribed to by another ("watcher", which reports what it sees on a socket of
+//! this test), neither naming the other's endpoint; over Unix sockets and over shared memory.
 
 use std::os::unix::net::UnixListener;
 use std::time::Duration;
 
 use libtest_mimic::{Arguments, Failed, Trial};
+use procwire::rpc::topic::named::Transport;
 use procwire::rpc::topic::{Event, Options, Overflow, Publisher, Subscriber};
 use procwire::rpc::transport::unix;
 use procwire::rpc::Wait;
 use procwire::supervisor::manifest::{Endpoint, Manifest, Pool, Restart};
+
+#[path = "topic/named.rs"]
+mod named;
 
 const LIMIT: Duration = Duration::from_secs(30);
 const FIRST_RUN: u64 = 20;
@@ -88,16 +96,33 @@ fn a_publisher_restarted_by_the_supervisor_is_seen_as_a_new_run() -> Result<(), 
 }
 
 fn main() {
-    if procwire::role().as_deref() == Some("ticker") {
-        if let Err(e) = ticker() {
-            eprintln!("ticker: {e}");
+    let role = procwire::role();
+    let run = match role.as_deref() {
+        Some("ticker") => Some(ticker()),
+        Some("named-ticker") => Some(named::ticker()),
+        Some("watcher") => Some(named::watcher()),
+        _ => None,
+    };
+    if let Some(result) = run {
+        if let Err(e) = result {
+            eprintln!("{}: {e}", role.unwrap_or_default());
             std::process::exit(2);
         }
         return;
     }
-    let trials = vec![Trial::test(
-        "a_publisher_restarted_by_the_supervisor_is_seen_as_a_new_run",
-        a_publisher_restarted_by_the_supervisor_is_seen_as_a_new_run,
-    )];
+    let trials = vec![
+        Trial::test(
+            "a_publisher_restarted_by_the_supervisor_is_seen_as_a_new_run",
+            a_publisher_restarted_by_the_supervisor_is_seen_as_a_new_run,
+        ),
+        Trial::test(
+            "a_topic_by_name_survives_its_publishers_restart_over_unix_sockets",
+            || named::a_topic_by_name_survives_its_publishers_restart(Transport::Unix),
+        ),
+        Trial::test(
+            "a_topic_by_name_survives_its_publishers_restart_over_shared_memory",
+            || named::a_topic_by_name_survives_its_publishers_restart(Transport::Shm),
+        ),
+    ];
     libtest_mimic::run(&Arguments::from_args(), trials).exit();
 }

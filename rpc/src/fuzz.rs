@@ -91,6 +91,14 @@ pub fn shm_ring(bytes: &[u8]) {
     crate::transport::shm::fuzz_receive(bytes, MAX_FRAME, decode_payload);
 }
 
+/// The shared region a shared-memory topic's subscriber reads, for a test's hostile
+/// subscriber to scribble on.
+pub fn shm_topic_region<T: serde::de::DeserializeOwned>(
+    subscriber: &crate::topic::shm::Subscriber<T>,
+) -> &crate::shm::Region {
+    subscriber.region()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,6 @@
 //! Topics across real processes: subscriber children of a publisher in this process, one of
-//! them SIGKILLed mid-stream.
+//! them SIGKILLed mid-stream; over shared memory (topic/shm.rs) each policy with a full
+//! ring, a late joiner and a subscriber that scribbles on the region.
 
 use std::io::{BufRead, BufReader, Lines};
 use std::process::{Child, ChildStdout, Command, Stdio};
@@ -11,6 +12,11 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use procwire_rpc::topic::{Event, Options, Overflow, Publisher, Subscriber};
 use procwire_rpc::Wait;
+
+#[path = "support/children.rs"]
+mod children;
+#[path = "topic/shm.rs"]
+mod shm;
 
 const LIMIT: Duration = Duration::from_secs(30);
 const ROLE_ENV: &str = "PROCWIRE_TOPIC_TEST_SOCKET";
@@ -119,6 +125,13 @@ fn a_subscriber_killed_mid_stream_costs_only_itself() -> Result<(), Failed> {
 }
 
 fn main() {
+    if let Some(args) = children::role() {
+        if let Err(e) = shm::child(&args) {
+            eprintln!("shm subscriber: {e}");
+            std::process::exit(2);
+        }
+        return;
+    }
     if let Some(path) = std::env::var_os(ROLE_ENV) {
         if let Err(e) = child(&path.to_string_lossy()) {
             eprintln!("subscriber: {e}");
@@ -126,9 +139,39 @@ fn main() {
         }
         return;
     }
-    let trials = vec![Trial::test(
-        "a_subscriber_killed_mid_stream_costs_only_itself",
-        a_subscriber_killed_mid_stream_costs_only_itself,
-    )];
+    let trials = vec![
+        Trial::test(
+            "a_subscriber_killed_mid_stream_costs_only_itself",
+            a_subscriber_killed_mid_stream_costs_only_itself,
+        ),
+        Trial::test(
+            "a_shm_subscriber_killed_mid_stream_costs_only_itself",
+            shm::a_shm_subscriber_killed_mid_stream_costs_only_itself,
+        ),
+        Trial::test(
+            "a_full_shm_ring_under_drop_oldest_reports_the_gap_and_keeps_the_newest",
+            shm::a_full_shm_ring_under_drop_oldest_reports_the_gap_and_keeps_the_newest,
+        ),
+        Trial::test(
+            "a_full_shm_ring_under_block_holds_the_publisher_until_the_slow_reader_reads",
+            shm::a_full_shm_ring_under_block_holds_the_publisher_until_the_slow_reader_reads,
+        ),
+        Trial::test(
+            "a_full_shm_ring_under_disconnect_cuts_the_slow_reader_and_tells_it_why",
+            shm::a_full_shm_ring_under_disconnect_cuts_the_slow_reader_and_tells_it_why,
+        ),
+        Trial::test(
+            "an_idle_shm_subscriber_sleeps_on_its_doorbell_using_no_cpu",
+            shm::an_idle_shm_subscriber_sleeps_on_its_doorbell_using_no_cpu,
+        ),
+        Trial::test(
+            "a_late_shm_joiner_gets_the_last_value_first",
+            shm::a_late_shm_joiner_gets_the_last_value_first,
+        ),
+        Trial::test(
+            "a_scribbling_shm_subscriber_crashes_neither_the_publisher_nor_the_others",
+            shm::a_scribbling_shm_subscriber_crashes_neither_the_publisher_nor_the_others,
+        ),
+    ];
     libtest_mimic::run(&Arguments::from_args(), trials).exit();
 }

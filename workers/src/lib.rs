@@ -11,6 +11,7 @@
 //!   Permission denied (os error 13)`).
 //! - [`shared`]: a shared memory region this worker was handed, by name.
 //! - [`queue()`]: a message queue this worker was handed, by name.
+//! - [`topic`]: the publish/subscribe topics its pool publishes or subscribes to, by name.
 //! - [`activation`]: the socket-activation protocol.
 //! - [`notify`]: the sd_notify protocol.
 //!
@@ -47,6 +48,7 @@ pub mod activation;
 pub mod notify;
 mod queue;
 mod shared;
+pub mod topic;
 mod worker;
 
 pub use procwire_rpc as rpc;

@@ -95,7 +95,7 @@ pub use binary::BinarySemaphore;
 pub use error::{EnvProblem, ShmError};
 pub use mutex::{Locked, MutexGuard, Recovery, RobustMutex};
 pub use pass::{recv_fds, recv_region, send_fds, send_region, MAX_FDS};
-pub(crate) use region::claim_inherited;
+pub(crate) use region::{claim_inherited, claim_inherited_owned};
 pub use region::{env_var, Region, SharedAtomic, ENV_PREFIX};
 pub use semaphore::{Permit, Semaphore};
 pub use spin::{SpinGuard, Spinlock};

@@ -257,6 +257,16 @@ pub(crate) fn claim_inherited(var: &str) -> Result<RawFd, EnvProblem> {
     Ok(fd)
 }
 
+/// [`claim_inherited`], owned: the descriptor `var` names, for what is not a region (a
+/// topic's listening socket that a supervisor handed over).
+pub(crate) fn claim_inherited_owned(var: &str) -> Result<OwnedFd, EnvProblem> {
+    let fd = claim_inherited(var)?;
+    // SAFETY: `claim_inherited` checked that `fd` is open and was inherited, so no other
+    // owner in this process knows it (what opened it here would have made it close-on-exec,
+    // as std and nix do), and made this the only claim on it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// The environment variable that names region `name` to a child.
 pub fn env_var(name: &str) -> Result<String, ShmError> {
     let valid = !name.is_empty()

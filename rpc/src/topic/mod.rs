@@ -3,11 +3,12 @@
 //! and sequence numbers, so that a subscriber learns of every message it missed.
 //!
 //! The publisher binds a Unix socket; a subscriber connects to it by its path. Under a
-//! supervisor, the publisher's pool lists the socket in `listen`: the supervisor owns it,
-//! so subscribers' connects wait in its backlog while the publisher restarts; the publisher
-//! wraps the socket it is handed with [`Publisher::from_listener`], and subscribers learn
-//! its path from the manifest (an `env` entry of their pool) or, embedded, from
-//! `Supervisor::endpoints(pool)`. There is no `[topic.NAME]` table yet.
+//! supervisor, a topic is declared by name (`[topic.NAME]`, [`named`]): the supervisor owns
+//! its socket, so subscribers' connects wait in its backlog while the publisher restarts;
+//! the publishing worker wraps the socket it is handed with [`Publisher::from_listener`]
+//! (`procwire_workers::topic::publisher`), and subscribers are told its path
+//! (`procwire_workers::topic::subscriber`). [`shm`] is the same over shared memory: each
+//! message written once into a ring that every subscriber reads with its own cursor.
 //!
 //! # What a subscriber is told
 //!
@@ -50,7 +51,9 @@
 //! # Ok(()) }
 //! ```
 
+pub mod named;
 mod publisher;
+pub mod shm;
 mod subscriber;
 #[cfg(test)]
 mod tests;
@@ -81,14 +84,40 @@ pub enum Overflow {
     Disconnect,
 }
 
+impl Overflow {
+    /// Each policy with its name in a manifest (`overflow = "drop-oldest"`).
+    pub const NAMES: &'static [(&'static str, Overflow)] = &[
+        ("block", Overflow::Block),
+        ("drop-oldest", Overflow::DropOldest),
+        ("drop-newest", Overflow::DropNewest),
+        ("disconnect", Overflow::Disconnect),
+    ];
+
+    /// Its name in a manifest.
+    pub fn name(self) -> &'static str {
+        Overflow::NAMES
+            .iter()
+            .find(|(_, o)| *o == self)
+            .map_or("drop-oldest", |(name, _)| name)
+    }
+
+    /// The policy called `name`, if there is one.
+    pub fn from_name(name: &str) -> Option<Overflow> {
+        Overflow::NAMES.iter().find(|(n, _)| *n == name).map(|(_, o)| *o)
+    }
+}
+
 /// A publisher's settings.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Options {
-    /// Messages queued per subscriber; default 64.
+    /// Messages queued per subscriber (over shared memory: slots in the ring); default 64.
     pub capacity: usize,
     /// What a full queue does; default [`Overflow::DropOldest`].
     pub overflow: Overflow,
+    /// Whether a subscriber that asks gets the last message published before it joined;
+    /// default true.
+    pub last_value: bool,
 }
 
 impl Default for Options {
@@ -96,6 +125,7 @@ impl Default for Options {
         Options {
             capacity: 64,
             overflow: Overflow::DropOldest,
+            last_value: true,
         }
     }
 }
@@ -110,6 +140,12 @@ impl Options {
     /// Sets [`overflow`](Self::overflow).
     pub fn overflow(mut self, overflow: Overflow) -> Self {
         self.overflow = overflow;
+        self
+    }
+
+    /// Sets [`last_value`](Self::last_value).
+    pub fn last_value(mut self, last_value: bool) -> Self {
+        self.last_value = last_value;
         self
     }
 }
@@ -179,6 +215,55 @@ pub enum TopicError {
         /// What was wrong.
         detail: String,
     },
+    /// A topic handed over by a supervisor (`[topic.NAME]`) is not there, or not as asked:
+    /// its environment variable is unset or malformed, its socket not inherited, or it is
+    /// the other transport.
+    #[error("topic {topic:?} was not handed over as asked: {detail}")]
+    NotHanded {
+        /// The topic.
+        topic: String,
+        /// What is missing or wrong.
+        detail: String,
+    },
+    /// The topic's inherited socket could not be claimed.
+    #[error("topic {topic:?}: the socket in {var} cannot be claimed: {problem}")]
+    Inherited {
+        /// The topic.
+        topic: String,
+        /// The variable naming the descriptor.
+        var: String,
+        /// Why not.
+        #[source]
+        problem: crate::shm::EnvProblem,
+    },
+    /// A message is larger than a shared-memory topic's slots.
+    #[error("a message of {len} bytes does not fit topic {topic:?}'s slots of {max} bytes")]
+    TooLarge {
+        /// The topic.
+        topic: String,
+        /// The encoded message's size.
+        len: usize,
+        /// The largest message.
+        max: usize,
+    },
+    /// A setting a shared-memory topic cannot have (drop-newest: one ring is every
+    /// subscriber's queue, so the writer cannot drop a message for one of them only).
+    #[error("topic {topic:?}: {detail}")]
+    Unsupported {
+        /// The topic.
+        topic: String,
+        /// What and why.
+        detail: String,
+    },
+    /// The shared region of a shared-memory topic failed (created, mapped, passed).
+    #[error("topic {topic:?}: {source}")]
+    Shm {
+        /// The topic.
+        topic: String,
+        /// The region's error.
+        #[source]
+        source: crate::shm::ShmError,
+    },
     /// The transport failed.
     #[error("topic {topic:?}: {source}")]
     Transport {
@@ -209,6 +294,34 @@ enum Control {
     Ended {
         reason: String,
     },
+    /// Over shared memory, with the region, the subscriber's doorbell and the space doorbell
+    /// (see [`shm`]).
+    ShmWelcome {
+        epoch: u64,
+        capacity: u64,
+        message_size: u64,
+        max_subscribers: u64,
+        index: u64,
+        next: u64,
+    },
+}
+
+/// Why a hello for `topic` with messages of `type_name` is refused by the publisher of
+/// `ours` with messages of `our_type`, if it is.
+fn refusal(ours: &str, our_type: &str, topic: &str, type_name: &str) -> Option<String> {
+    if topic != ours {
+        return Some(format!("this is topic {ours:?}, not {topic:?}"));
+    }
+    (type_name != our_type).then(|| format!("its messages are {our_type}, not {type_name}"))
+}
+
+/// A publisher run's epoch: the time and the process, so that a restarted publisher's
+/// differs.
+fn new_epoch() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+        ^ (u64::from(std::process::id()) << 40)
 }
 
 const CONTROL: u8 = 0;

@@ -91,10 +91,7 @@ impl<T: Serialize> Publisher<T> {
         let interrupt =
             Interrupt::new().map_err(|e| transport(crate::error::TransportError::io("eventfd", topic, e)))?;
         listener.set_interrupt(interrupt.clone());
-        let epoch = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64)
-            ^ (u64::from(std::process::id()) << 40);
+        let epoch = super::new_epoch();
         let shared = Arc::new(Shared {
             topic: topic.to_owned(),
             type_name: std::any::type_name::<T>(),
@@ -191,14 +188,16 @@ impl<T: Serialize> Publisher<T> {
         Ok(message.0)
     }
 
-    /// Stops: every subscriber gets what was queued for it, then the end, with `reason`.
+    /// Stops: every subscriber gets what was queued for it, then the end, with `reason`;
+    /// returns once they have (or after 10 s for one that does not read).
     pub fn stop(mut self, reason: &str) {
-        self.end(reason);
+        self.end(reason, true);
     }
 }
 
 impl<T> Publisher<T> {
-    fn end(&mut self, reason: &str) {
+    /// Ends every subscription; with `flush`, waits for their writers to finish.
+    fn end(&mut self, reason: &str, flush: bool) {
         if self.stopped.swap(true, Ordering::SeqCst) {
             return;
         }
@@ -207,13 +206,30 @@ impl<T> Publisher<T> {
             state.stopping = true;
             std::mem::take(&mut state.subs)
         };
-        for sub in subs {
+        for sub in &subs {
             let mut guard = sub.lock();
             if guard.1 == Link::Open {
                 guard.1 = Link::Cut(reason.to_owned());
             }
             drop(guard);
             sub.changed.notify_all();
+        }
+        // What was queued, and the end, reach each subscriber before this returns (a process
+        // that stops its publisher and exits would otherwise cut the writers short), unless
+        // one does not read for SETUP_TIMEOUT.
+        let deadline = Instant::now() + SETUP_TIMEOUT;
+        for sub in subs.iter().filter(|_| flush) {
+            let mut guard = sub.lock();
+            while guard.1 != Link::Gone {
+                let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                    break;
+                };
+                guard = sub
+                    .changed
+                    .wait_timeout(guard, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
         }
         self.interrupt.fire();
         if let Some(accept) = self.accept.take() {
@@ -224,7 +240,7 @@ impl<T> Publisher<T> {
 
 impl<T> Drop for Publisher<T> {
     fn drop(&mut self) {
-        self.end("the publisher stopped");
+        self.end("the publisher stopped", false);
     }
 }
 
@@ -287,7 +303,7 @@ fn subscriber(mut transport: Transport, shared: &Shared) {
             return;
         }
         let next = match (&state.last, last) {
-            (Some(message), true) => {
+            (Some(message), true) if shared.options.last_value => {
                 sub.lock().0.push_back(message.clone());
                 message.0
             }
@@ -322,16 +338,10 @@ fn hello(transport: &mut Transport, shared: &Shared) -> Option<bool> {
     match payload.split_first() {
         Some((&CONTROL, rest)) => match postcard::from_bytes::<Control>(rest) {
             Ok(Control::Hello { topic, type_name, last }) => {
-                if topic != shared.topic {
-                    return refuse(transport, format!("this is topic {:?}, not {topic:?}", shared.topic));
+                match super::refusal(&shared.topic, shared.type_name, &topic, &type_name) {
+                    Some(reason) => refuse(transport, reason),
+                    None => Some(last),
                 }
-                if type_name != shared.type_name {
-                    return refuse(
-                        transport,
-                        format!("its messages are {}, not {type_name}", shared.type_name),
-                    );
-                }
-                Some(last)
             }
             _ => refuse(transport, "expected a hello".into()),
         },

@@ -30,6 +30,8 @@ pub struct Subscriber<T> {
     topic: String,
     path: PathBuf,
     epoch: u64,
+    /// Whether it asked for the last value (and asks again on reconnecting).
+    last: bool,
     reading: Reading<T>,
     _type: PhantomData<fn() -> T>,
 }
@@ -79,6 +81,7 @@ impl<T: DeserializeOwned> Subscriber<T> {
                 topic: topic.to_owned(),
                 path: path.to_path_buf(),
                 epoch,
+                last,
                 reading: Reading::Expecting(next),
                 _type: PhantomData,
             }),
@@ -103,6 +106,15 @@ impl<T: DeserializeOwned> Subscriber<T> {
     /// The publisher's socket.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Subscribes again at the same socket (after [`Event::Ended`], say, when a supervisor
+    /// restarts the publisher on the socket it keeps: the connect waits in its backlog for
+    /// the new run, up to 10 s for its welcome). Compare [`epoch`](Self::epoch) before and
+    /// after to learn whether it is a new run, whose numbering starts over.
+    pub fn reconnect(&mut self) -> Result<(), TopicError> {
+        *self = Self::subscribe(&self.path, &self.topic, self.last)?;
+        Ok(())
     }
 
     /// The next event, waiting as `wait` allows: a message, a gap before one, or the end

@@ -76,6 +76,12 @@ impl Kid {
             .unwrap_or_else(|_| panic!("child {} said nothing in time", self.pid()))
     }
 
+    /// Closes the child's stdin (the usual "you may go") without waiting for it.
+    #[allow(dead_code)] // used by tests/topic.rs
+    pub fn release(&mut self) {
+        drop(self.stdin.take());
+    }
+
     /// Kills the child with SIGKILL and waits for it to be gone.
     pub fn kill(mut self) {
         self.child.kill().expect("kill our child");

@@ -43,6 +43,8 @@ pub(super) fn default_pool(name: &str) -> Pool {
         notify_access: NotifyAccess::Main,
         shared: Vec::new(),
         queues: Vec::new(),
+        publishes: Vec::new(),
+        subscribes: Vec::new(),
     }
 }
 

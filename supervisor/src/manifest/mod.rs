@@ -19,6 +19,7 @@ mod schema;
 mod shared;
 #[cfg(test)]
 mod testing;
+mod topic;
 mod validate;
 mod walk;
 
@@ -29,6 +30,7 @@ use std::time::Duration;
 pub use error::ManifestError;
 pub use queue::{DEFAULT_QUEUE_MESSAGES, DEFAULT_QUEUE_MESSAGE_SIZE, MAX_QUEUE_MESSAGES, MAX_QUEUE_MESSAGE_SIZE};
 pub use shared::MAX_SHARED_SIZE;
+pub use topic::{MAX_TOPIC_CAPACITY, MAX_TOPIC_MESSAGE_SIZE};
 pub(crate) use validate::rlimit_resource;
 pub use validate::{Host, ValidationError, MAX_WORKERS, UNIX_PATH_MAX};
 
@@ -47,6 +49,57 @@ pub struct Manifest {
     /// The `[queue.NAME]` tables, in file order: POSIX message queues the supervisor
     /// creates once and hands to the pools that list them.
     pub queues: Vec<QueueDecl>,
+    /// The `[topic.NAME]` tables, in file order: publish/subscribe topics whose socket the
+    /// supervisor owns, published by one pool and subscribed to by others.
+    pub topics: Vec<TopicDecl>,
+}
+
+/// One `[topic.NAME]` table: a publish/subscribe topic. The supervisor binds its Unix socket
+/// (in its runtime directory, mode `mode`), keeps it across worker restarts and removes it
+/// on exit; the one pool whose `publishes` lists NAME gets the socket and runs the fan-out
+/// (`procwire::workers::topic::publisher::<T>("NAME")`), the pools whose `subscribes` lists
+/// it get its path (`procwire::workers::topic::subscriber::<T>("NAME")`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TopicDecl {
+    /// The NAME in `[topic.NAME]`.
+    pub name: String,
+    /// How messages travel (`transport = "unix"` or `"shm"`); default unix.
+    pub transport: procwire_rpc::topic::named::Transport,
+    /// Messages queued per subscriber (over shm: slots of the ring), 1 to
+    /// [`MAX_TOPIC_CAPACITY`]; default 64.
+    pub capacity: usize,
+    /// What a full queue does (`overflow = "block" | "drop-oldest" | "drop-newest" |
+    /// "disconnect"`); default drop-oldest. Over shm not drop-newest.
+    pub overflow: procwire_rpc::topic::Overflow,
+    /// Whether a late joiner may ask for the last value; default true.
+    pub last_value: bool,
+    /// Over shm, the largest message (`message_size = "4KiB"`), 1 byte to
+    /// [`MAX_TOPIC_MESSAGE_SIZE`]; default 4 KiB.
+    pub message_size: u64,
+    /// The socket file's mode (`mode = "0660"`); default 0600.
+    pub mode: u32,
+    /// Where the socket is (`path = "run/ticks.sock"`, relative to the manifest's
+    /// directory), so that programs the supervisor does not run can subscribe too; default
+    /// `RUNTIME/topic.NAME.sock` in the supervisor's runtime directory.
+    pub path: Option<PathBuf>,
+}
+
+impl TopicDecl {
+    /// A topic named `name` with the default settings.
+    pub fn new(name: &str) -> Self {
+        let options = procwire_rpc::topic::Options::default();
+        TopicDecl {
+            name: name.to_owned(),
+            transport: procwire_rpc::topic::named::Transport::Unix,
+            capacity: options.capacity,
+            overflow: options.overflow,
+            last_value: options.last_value,
+            message_size: procwire_rpc::topic::shm::DEFAULT_MESSAGE_SIZE as u64,
+            mode: 0o600,
+            path: None,
+        }
+    }
 }
 
 /// One `[queue.NAME]` table: a POSIX message queue, the kernel's bounded mailbox, which the
@@ -188,6 +241,10 @@ pub struct Pool {
     pub shared: Vec<String>,
     /// The `[queue.NAME]` queues its workers get, by name.
     pub queues: Vec<String>,
+    /// The `[topic.NAME]` topics it publishes, by name: its workers get each one's socket.
+    pub publishes: Vec<String>,
+    /// The `[topic.NAME]` topics it subscribes to, by name: its workers get each one's path.
+    pub subscribes: Vec<String>,
 }
 
 /// Whose messages on `NOTIFY_SOCKET` count for a worker (systemd's `NotifyAccess=`).
@@ -232,6 +289,7 @@ impl Manifest {
             pools: Vec::new(),
             shared: Vec::new(),
             queues: Vec::new(),
+            topics: Vec::new(),
         }
     }
 
@@ -249,6 +307,13 @@ impl Manifest {
     /// `[queue.NAME]` table).
     pub fn queue(mut self, queue: QueueDecl) -> Manifest {
         self.queues.push(queue);
+        self
+    }
+
+    /// Adds a topic, for the pools that list it in their `publishes` or `subscribes` (like
+    /// a `[topic.NAME]` table).
+    pub fn topic(mut self, topic: TopicDecl) -> Manifest {
+        self.topics.push(topic);
         self
     }
 

@@ -1,10 +1,8 @@
 //! `[queue.NAME]` tables (POSIX message queues the supervisor owns) and the pools' `queues =
 //! [...]` lists that name them.
 
-use toml::de::DeValue;
-
 use super::shared::{unknown_listed, Listed};
-use super::walk::{in_file_order, quote, type_name, Checked, Checker, Key, Value};
+use super::walk::{Checked, Checker, Key, Value};
 use super::{Manifest, QueueDecl, ValidationError};
 
 const QUEUE_KEYS: &[&str] = &["messages", "message_size"];
@@ -36,44 +34,17 @@ fn bad_name(name: &str) -> bool {
 impl Checker<'_> {
     /// The `[queue.NAME]` tables, in file order.
     pub(super) fn queues(&self, queue_key: &Key<'_>, value: &Value<'_>) -> Checked<Vec<QueueDecl>> {
-        let DeValue::Table(table) = value.get_ref() else {
-            return Err(self.error(
-                value.span(),
-                format!(
-                    "`queue` must be a table of [queue.NAME] tables, not {}",
-                    type_name(value.get_ref())
-                ),
-            ));
-        };
-        if table.is_empty() {
-            return Err(self.error(queue_key.span(), "`queue` has no [queue.NAME] tables"));
-        }
-        in_file_order(table)
+        self.named_tables("queue", queue_key, value)?
             .into_iter()
             .map(|(key, value)| self.queue(key, value))
             .collect()
     }
 
     fn queue(&self, key: &Key<'_>, value: &Value<'_>) -> Checked<QueueDecl> {
-        let name: &str = key.get_ref().as_ref();
-        if bad_name(name) {
-            return Err(self.error(
-                key.span(),
-                format!("bad queue name {}: use letters, digits, `-` and `_`", quote(name)),
-            ));
-        }
+        let (name, entries) = self.named_table("queue", "queue", key, value)?;
         let place = format!("[queue.{name}]");
-        let DeValue::Table(table) = value.get_ref() else {
-            return Err(self.error(
-                value.span(),
-                format!(
-                    "`queue.{name}` must be a table like {place}, not {}",
-                    type_name(value.get_ref())
-                ),
-            ));
-        };
         let mut queue = QueueDecl::new(name);
-        for (key, value) in in_file_order(table) {
+        for (key, value) in entries {
             match key.get_ref().as_ref() {
                 "messages" => {
                     queue.messages = self.integer_in("messages", value, 1, MAX_QUEUE_MESSAGES as i128)?;

@@ -43,7 +43,7 @@ pub(super) fn read(path: &Path) -> Result<String, ManifestError> {
     })
 }
 
-const TOP_KEYS: &[&str] = &["supervisor", "pool", "shared", "queue"];
+const TOP_KEYS: &[&str] = &["supervisor", "pool", "shared", "queue", "topic"];
 const SUPERVISOR_KEYS: &[&str] = &["name", "shutdown_timeout"];
 const POOL_KEYS: &[&str] = &[
     "command",
@@ -80,6 +80,8 @@ const POOL_KEYS: &[&str] = &[
     "notify_access",
     "shared",
     "queues",
+    "publishes",
+    "subscribes",
 ];
 
 const RESTARTS: &[(&str, Restart)] = &[
@@ -104,12 +106,14 @@ impl Checker<'_> {
         let mut pools = None;
         let mut shared = Vec::new();
         let mut queues = Vec::new();
+        let mut topics = Vec::new();
         for (key, value) in in_file_order(root) {
             match key.get_ref().as_ref() {
                 "supervisor" => supervisor = Some(self.supervisor(value)?),
                 "pool" => pools = Some(self.pools(key, value)?),
                 "shared" => shared = self.shared_regions(key, value)?,
                 "queue" => queues = self.queues(key, value)?,
+                "topic" => topics = self.topics(key, value)?,
                 _ => return Err(self.unknown_key(key, "the top level", TOP_KEYS)),
             }
         }
@@ -120,6 +124,7 @@ impl Checker<'_> {
         self.check_listed_names(root, &pools, &super::shared::SHARED, &known)?;
         let known: Vec<&str> = queues.iter().map(|q: &QueueDecl| q.name.as_str()).collect();
         self.check_listed_names(root, &pools, &super::queue::QUEUES, &known)?;
+        self.check_topics(root, &pools, &topics)?;
         let supervisor = match supervisor {
             Some(supervisor) => supervisor,
             None => SupervisorConfig {
@@ -133,6 +138,7 @@ impl Checker<'_> {
             pools,
             shared,
             queues,
+            topics,
         })
     }
 
@@ -283,21 +289,14 @@ impl Checker<'_> {
                 "notify_access" => pool.notify_access = self.choice("notify_access", value, NOTIFY_ACCESS)?,
                 "shared" => pool.shared = self.listed_names("shared", value)?,
                 "queues" => pool.queues = self.listed_names("queues", value)?,
+                "publishes" => pool.publishes = self.listed_names("publishes", value)?,
+                "subscribes" => pool.subscribes = self.listed_names("subscribes", value)?,
                 "allow_uids" => pool.allow_uids = self.ids(Ids::Users, value)?,
                 "allow_gids" => pool.allow_gids = self.ids(Ids::Groups, value)?,
                 "key_file" => pool.key_file = Some(self.resolve(self.non_empty_string("key_file", value)?)),
                 "mode" => {
                     mode_given = true;
-                    let text = self.non_empty_string("mode", value)?;
-                    pool.mode = u32::from_str_radix(text.trim_start_matches("0o"), 8)
-                        .ok()
-                        .filter(|m| *m <= 0o777)
-                        .ok_or_else(|| {
-                            self.error(
-                                value.span(),
-                                format!("`mode` must be octal permissions like \"0660\", not {text:?}"),
-                            )
-                        })?;
+                    pool.mode = self.mode(value)?;
                 }
                 _ => return Err(self.unknown_key(key, &place, POOL_KEYS)),
             }
@@ -445,6 +444,8 @@ log_rotate = { size = "10MiB", keep = 5 }
             notify_access: NotifyAccess::Main,
             shared: Vec::new(),
             queues: Vec::new(),
+            publishes: Vec::new(),
+            subscribes: Vec::new(),
         };
         assert_eq!(*web, expected);
     }

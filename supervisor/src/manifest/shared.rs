@@ -3,7 +3,7 @@
 
 use toml::de::{DeTable, DeValue};
 
-use super::walk::{in_file_order, quote, type_name, Checked, Checker, Key, Value};
+use super::walk::{quote, Checked, Checker, Key, Value};
 use super::{Manifest, Pool, SharedRegion, ValidationError};
 
 const SHARED_KEYS: &[&str] = &["size"];
@@ -15,47 +15,17 @@ pub const MAX_SHARED_SIZE: u64 = 1 << 40;
 impl Checker<'_> {
     /// The `[shared.NAME]` tables, in file order.
     pub(super) fn shared_regions(&self, shared_key: &Key<'_>, value: &Value<'_>) -> Checked<Vec<SharedRegion>> {
-        let DeValue::Table(table) = value.get_ref() else {
-            return Err(self.error(
-                value.span(),
-                format!(
-                    "`shared` must be a table of [shared.NAME] tables, not {}",
-                    type_name(value.get_ref())
-                ),
-            ));
-        };
-        if table.is_empty() {
-            return Err(self.error(shared_key.span(), "`shared` has no [shared.NAME] tables"));
-        }
-        in_file_order(table)
+        self.named_tables("shared", shared_key, value)?
             .into_iter()
             .map(|(key, value)| self.shared_region(key, value))
             .collect()
     }
 
     fn shared_region(&self, key: &Key<'_>, value: &Value<'_>) -> Checked<SharedRegion> {
-        let name: &str = key.get_ref().as_ref();
-        if procwire_rpc::shm::env_var(name).is_err() {
-            return Err(self.error(
-                key.span(),
-                format!(
-                    "bad shared region name {}: use letters, digits, `-` and `_`",
-                    quote(name)
-                ),
-            ));
-        }
+        let (name, entries) = self.named_table("shared", "shared region", key, value)?;
         let place = format!("[shared.{name}]");
-        let DeValue::Table(table) = value.get_ref() else {
-            return Err(self.error(
-                value.span(),
-                format!(
-                    "`shared.{name}` must be a table like {place}, not {}",
-                    type_name(value.get_ref())
-                ),
-            ));
-        };
         let mut size = None;
-        for (key, value) in in_file_order(table) {
+        for (key, value) in entries {
             match key.get_ref().as_ref() {
                 "size" => {
                     let bytes = self.size("size", value)?;

@@ -111,6 +111,7 @@ impl Manifest {
         }
         super::shared::validate(self)?;
         super::queue::validate(self)?;
+        super::topic::validate(self)?;
         let base = self.base();
         for pool in &self.pools {
             validate_pool(pool, host, &base)?;

@@ -237,6 +237,71 @@ impl Checker<'_> {
     }
 
     /// A path, relative to the manifest's directory.
+    /// The entries of a top-level `[top.NAME]` table (`[queue.NAME]`, `[topic.NAME]`, ...),
+    /// in file order: a table of tables, and not empty.
+    pub(super) fn named_tables<'t, 'i>(
+        &self,
+        top: &str,
+        top_key: &Key<'_>,
+        value: &'t Value<'i>,
+    ) -> Checked<Vec<(&'t Key<'i>, &'t Value<'i>)>> {
+        let DeValue::Table(table) = value.get_ref() else {
+            return Err(self.error(
+                value.span(),
+                format!(
+                    "`{top}` must be a table of [{top}.NAME] tables, not {}",
+                    type_name(value.get_ref())
+                ),
+            ));
+        };
+        if table.is_empty() {
+            return Err(self.error(top_key.span(), format!("`{top}` has no [{top}.NAME] tables")));
+        }
+        Ok(in_file_order(table))
+    }
+
+    /// One `[top.NAME]` table's name (letters, digits, `-` and `_`, else refused as a bad
+    /// `what` name) and entries, in file order.
+    pub(super) fn named_table<'k, 't, 'i>(
+        &self,
+        top: &str,
+        what: &str,
+        key: &'k Key<'i>,
+        value: &'t Value<'i>,
+    ) -> Checked<(&'k str, Vec<(&'t Key<'i>, &'t Value<'i>)>)> {
+        let name: &str = key.get_ref().as_ref();
+        if procwire_rpc::shm::env_var(name).is_err() {
+            return Err(self.error(
+                key.span(),
+                format!("bad {what} name {}: use letters, digits, `-` and `_`", quote(name)),
+            ));
+        }
+        let DeValue::Table(table) = value.get_ref() else {
+            return Err(self.error(
+                value.span(),
+                format!(
+                    "`{top}.{name}` must be a table like [{top}.{name}], not {}",
+                    type_name(value.get_ref())
+                ),
+            ));
+        };
+        Ok((name, in_file_order(table)))
+    }
+
+    /// A socket file's permissions: an octal string like `"0660"`.
+    pub(super) fn mode(&self, value: &Value<'_>) -> Checked<u32> {
+        let text = self.non_empty_string("mode", value)?;
+        u32::from_str_radix(text.trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+            .ok_or_else(|| {
+                self.error(
+                    value.span(),
+                    format!("`mode` must be octal permissions like \"0660\", not {text:?}"),
+                )
+            })
+    }
+
     pub(super) fn resolve(&self, path: &str) -> PathBuf {
         match self.path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir.join(path),

@@ -21,6 +21,7 @@ mod signals;
 mod sockets;
 pub mod spawn;
 mod sys;
+mod topics;
 mod vfork;
 
 use std::cell::RefCell;
@@ -181,6 +182,10 @@ pub fn run(manifest: Manifest, options: Options) -> Result<i32, RunError> {
         what,
         source: std::io::Error::other(e),
     })?;
+    let mut topics = topics::Topics::new(runtime.path());
+    topics
+        .create(&manifest)
+        .map_err(|(what, source)| RunError::Setup { what, source })?;
     let notify = NotifySocket::bind(&runtime.path().join("notify")).map_err(setup("notify socket"))?;
     // Workers that run as another user must reach the notify socket too; what they send is
     // heard only if it comes from a pid the supervisor started (SO_PASSCRED), and the
@@ -217,6 +222,7 @@ pub fn run(manifest: Manifest, options: Options) -> Result<i32, RunError> {
         listeners,
         shared,
         queues,
+        topics,
         workers: HashMap::new(),
         last_pid: HashMap::new(),
         logs: Vec::new(),
@@ -386,6 +392,8 @@ struct Runner {
     shared: shared::SharedRegions,
     /// The `[queue.NAME]` message queues, kept for as long as the manifest names them.
     queues: queues::Queues,
+    /// The `[topic.NAME]` sockets, kept for as long as the manifest names them.
+    topics: topics::Topics,
     workers: HashMap<WorkerId, Pid>,
     /// The pid each worker had last, also after it exited, to name it in reports.
     last_pid: HashMap<WorkerId, Pid>,
@@ -560,6 +568,11 @@ impl Runner {
                         .create(&manifest)
                         .map_err(|(what, e)| format!("{what}: {e}"))?,
                 );
+                kept.extend(
+                    self.topics
+                        .create(&manifest)
+                        .map_err(|(what, e)| format!("{what}: {e}"))?,
+                );
                 Ok(kept)
             });
         match created {
@@ -590,6 +603,7 @@ impl Runner {
         self.listeners.retain(|endpoint, _| used.contains(endpoint));
         self.shared.retain(&manifest);
         self.queues.retain(&manifest);
+        self.topics.retain(&manifest);
         self.manifest = manifest;
         self.apply(actions);
         Ok(())
@@ -724,11 +738,15 @@ impl Runner {
             Err(e) => return Event::SpawnFailed(w, format!("{}: {e}", program(&pool))),
         };
         let queues = self.queues.for_pool(&pool);
+        let topics = self.topics.sockets_for(&pool);
+        let topic_env = self.topics.env_for(&pool);
         let ctx = spawn::Context {
             cgroup: cgroup.as_ref().map(|fd| fd.as_fd()),
             listen: &listen,
             shared: &shared,
             queues: &queues,
+            topics: &topics,
+            topic_env: &topic_env,
             supervisor: &self.manifest.supervisor.name,
             notify_socket: self.notify.path(),
             base: &self.base,

@@ -49,6 +49,11 @@ pub struct Context<'a> {
     /// The pool's message queues, handed over after the regions, with their names
     /// (`PROCWIRE_QUEUE_<NAME>` says which descriptor is which).
     pub queues: &'a [(BorrowedFd<'a>, String)],
+    /// The sockets of the topics the pool publishes, handed over after the queues, with
+    /// their names (`PROCWIRE_TOPICFD_<NAME>` says which descriptor is which).
+    pub topics: &'a [(BorrowedFd<'a>, String)],
+    /// The `PROCWIRE_TOPIC_<NAME>` variables of the topics it publishes or subscribes to.
+    pub topic_env: &'a [(String, String)],
 }
 
 /// One stream's write end for the child (`None`: `/dev/null`), and the supervisor's read
@@ -78,6 +83,8 @@ fn environment(pool: &Pool, index: u32, ctx: &Context<'_>) -> Vec<(OsString, OsS
                 [LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES, WATCHDOG_USEC, WATCHDOG_PID].contains(&k)
                     || k.starts_with(shm::ENV_PREFIX)
                     || k.starts_with(procwire_rpc::transport::mq::ENV_PREFIX)
+                    || k.starts_with(procwire_rpc::topic::named::ENV_PREFIX)
+                    || k.starts_with(procwire_rpc::topic::named::FD_ENV_PREFIX)
             })
         })
         .collect();
@@ -127,6 +134,18 @@ fn environment(pool: &Pool, index: u32, ctx: &Context<'_>) -> Vec<(OsString, OsS
             &format!("{}{name}", procwire_rpc::transport::mq::ENV_PREFIX),
             (3 + ctx.listen.len() + ctx.shared.len() + i).to_string().into(),
         );
+    }
+    // The publisher's topic sockets after the queues.
+    for (i, (_, name)) in ctx.topics.iter().enumerate() {
+        set(
+            &procwire_rpc::topic::named::Handed::fd_env_var(name),
+            (3 + ctx.listen.len() + ctx.shared.len() + ctx.queues.len() + i)
+                .to_string()
+                .into(),
+        );
+    }
+    for (key, value) in ctx.topic_env {
+        set(key, value.into());
     }
     env
 }
@@ -235,6 +254,7 @@ pub fn spawn(pool: &Pool, index: u32, ctx: &Context<'_>) -> std::io::Result<Spaw
         .iter()
         .chain(ctx.shared)
         .chain(ctx.queues)
+        .chain(ctx.topics)
         .map(|(fd, _)| fd.as_raw_fd())
         .collect();
     plan.umask = pool.umask.map(|m| m as libc::mode_t);
@@ -325,6 +345,8 @@ mod tests {
             listen: &listen,
             shared: &[],
             queues: &[],
+            topics: &[],
+            topic_env: &[],
             cgroup: None,
         };
         let env = environment(&pool, 0, &ctx);
@@ -348,7 +370,7 @@ mod tests {
     }
 
     #[test]
-    fn shared_regions_and_queues_are_named_by_the_descriptors_after_the_sockets() {
+    fn shared_regions_queues_and_topics_are_named_by_the_descriptors_after_the_sockets() {
         let pool = Pool::new("calc", vec!["calc".into()]);
         let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
         let listen = [(a.as_fd(), "calc".to_owned())];
@@ -360,20 +382,27 @@ mod tests {
             listen: &listen,
             shared: &shared,
             queues: &[(b.as_fd(), "jobs".to_owned())],
+            topics: &[(b.as_fd(), "ticks".to_owned())],
+            topic_env: &[],
             cgroup: None,
         };
         let env = environment(&pool, 0, &ctx);
         let handed: Vec<(&str, &str)> = env
             .iter()
             .filter_map(|(k, v)| Some((k.to_str()?, v.to_str()?)))
-            .filter(|(k, _)| k.starts_with("PROCWIRE_SHARED_") || k.starts_with("PROCWIRE_QUEUE_"))
+            .filter(|(k, _)| {
+                ["PROCWIRE_SHARED_", "PROCWIRE_QUEUE_", "PROCWIRE_TOPICFD_"]
+                    .iter()
+                    .any(|p| k.starts_with(p))
+            })
             .collect();
         assert_eq!(
             handed,
             [
                 ("PROCWIRE_SHARED_counters", "4"),
                 ("PROCWIRE_SHARED_big-1", "5"),
-                ("PROCWIRE_QUEUE_jobs", "6")
+                ("PROCWIRE_QUEUE_jobs", "6"),
+                ("PROCWIRE_TOPICFD_ticks", "7")
             ]
         );
     }
@@ -387,6 +416,8 @@ mod tests {
             listen: &[],
             shared: &[],
             queues: &[],
+            topics: &[],
+            topic_env: &[],
             cgroup: None,
         };
         let error = spawn(&Pool::new("empty", Vec::new()), 0, &ctx).expect_err("nothing to run");

@@ -195,6 +195,15 @@ pub enum ValidationError {
         /// What is wrong.
         why: String,
     },
+    /// A `[topic.NAME]` with a bad name or setting, a name used twice, or not published by
+    /// exactly one pool of one worker.
+    #[error("topic {name:?} {why}")]
+    Topic {
+        /// The topic's name.
+        name: String,
+        /// What is wrong.
+        why: String,
+    },
     /// A setting out of its range (a duration, the backoff, `mode`, `forward`, `rlimits`, ...).
     #[error("pool {pool}: `{key}` {why}")]
     Value {
@@ -223,7 +232,7 @@ impl ValidationError {
     pub fn pool(&self) -> Option<&str> {
         use ValidationError as E;
         match self {
-            E::SupervisorName { .. } | E::NoPools | E::Shared { .. } | E::Queue { .. } => None,
+            E::SupervisorName { .. } | E::NoPools | E::Shared { .. } | E::Queue { .. } | E::Topic { .. } => None,
             E::PoolName { pool }
             | E::DuplicatePool { pool }
             | E::Workers { pool, .. }
@@ -259,6 +268,7 @@ impl ValidationError {
             E::NoPools => Vec::new(),
             E::Shared { name, .. } => vec![key("shared"), Name(name.clone())],
             E::Queue { name, .. } => vec![key("queue"), Name(name.clone())],
+            E::Topic { name, .. } => vec![key("topic"), Name(name.clone())],
             E::PoolName { .. } | E::DuplicatePool { .. } => pool(Vec::new()),
             E::Workers { .. } => pool(vec![key("workers")]),
             E::EmptyCommand { .. } => pool(vec![key("command")]),

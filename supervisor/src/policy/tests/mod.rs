@@ -24,6 +24,7 @@ fn manifest(pools: Vec<Pool>) -> Manifest {
         pools,
         shared: Vec::new(),
         queues: Vec::new(),
+        topics: Vec::new(),
     }
 }
 
