@@ -295,6 +295,8 @@ pub struct ShmReceiver {
     peer_gone: bool,
     /// A thread of ours spins on the ring, with `consumer_parked` cleared.
     watching: bool,
+    /// Bytes were consumed since the producer's flag was last looked at (`settle`).
+    freed: bool,
     /// A fatal error was returned: every later receive says the connection is closed.
     finished: bool,
     /// When `prepare_wait` last told a server thread to sleep, for the spinner to learn.
@@ -323,6 +325,7 @@ impl ShmReceiver {
             body: None,
             peer_gone: false,
             watching: false,
+            freed: false,
             finished: false,
             parked_at: None,
             found_nothing: false,
@@ -333,13 +336,27 @@ impl ShmReceiver {
         self.rx.available().map_err(|e| corrupt(&self.sh.name, e))
     }
 
-    /// Frees space: rings the producer if it is parked waiting for it.
-    fn freed(&self) {
-        // SeqCst: orders our head store (in `consume`) before the load of the flag.
+    /// Stops watching the ring (from now on a frame kicks) and tells a producer parked for
+    /// space about the space freed since the last time: one fence for both, the only one of
+    /// a receive that found its frame (a fence waits for our stores to reach the peer's
+    /// CPU, which costs a cache-line round trip).
+    fn settle(&mut self) {
+        let watching = std::mem::take(&mut self.watching);
+        if watching {
+            self.rx.ring().consumer_parked().store(1, Ordering::Relaxed);
+        }
+        let freed = std::mem::take(&mut self.freed);
+        if !watching && !freed {
+            return;
+        }
+        // SeqCst: orders the flag's store before the next look at the ring (a frame
+        // published before it is seen by whoever looks next: the server's `has_buffered`
+        // right after a receive, the client's next reader), and our head store (in
+        // `consume`) before the load of the producer's flag.
         fence(Ordering::SeqCst);
         // Load first: a write to the producer's cache line per frame would cost more.
         let parked = self.rx.ring().producer_parked();
-        if parked.load(Ordering::Relaxed) != 0 && parked.swap(0, Ordering::Relaxed) != 0 {
+        if freed && parked.load(Ordering::Relaxed) != 0 && parked.swap(0, Ordering::Relaxed) != 0 {
             let _ = nix::unistd::write(self.space.as_fd(), &1u64.to_ne_bytes());
         }
     }
@@ -373,8 +390,9 @@ impl ShmReceiver {
             self.rx.take_into(&mut body, n);
         }
         if n > 0 || body.is_empty() {
-            // Bytes, or at least the prefix, were consumed.
-            self.freed();
+            // Bytes, or at least the prefix, were consumed: `settle` tells the producer,
+            // before this end waits or returns.
+            self.freed = true;
         }
         if body.len() == len {
             return Ok(Some(body));
@@ -413,22 +431,13 @@ impl ShmReceiver {
         self.rx.available().map_or(true, |n| n > 0) || self.rx.is_closed()
     }
 
-    /// Stops watching the ring: from now on a frame kicks.
-    fn unwatch(&mut self) {
-        if self.watching {
-            self.watching = false;
-            self.rx.ring().consumer_parked().store(1, Ordering::Relaxed);
-            // SeqCst: a frame published before this store is seen by whoever looks next
-            // (the server's `has_buffered` right after a receive, the client's next reader).
-            fence(Ordering::SeqCst);
-        }
-    }
-
     /// Spins if it pays, else parks: drain kicks, raise the flag, re-check. True if there is
     /// news (or the peer is gone); false if the caller should sleep on the doorbell. `liveness`
     /// reads the socket: a server thread woken for nothing may have been woken by the peer's
     /// end of file, and must find out here, or spin on it.
     fn spin_then_park(&mut self, deadline: Option<Instant>, liveness: bool) -> Result<bool, TransportError> {
+        // A producer waiting for the space of a partly read frame must hear of it first.
+        self.settle();
         let ring = self.rx.ring().clone();
         ring.consumer_parked().store(0, Ordering::Relaxed);
         self.watching = true;
@@ -540,7 +549,7 @@ impl FrameReceiver for ShmReceiver {
             self.spinner.parked(parked_at.elapsed());
         }
         let result = self.recv_inner(wait);
-        self.unwatch();
+        self.settle();
         self.found_nothing = matches!(result, Err(TransportError::WouldBlock { .. }));
         if matches!(&result, Err(TransportError::Io { .. })) {
             self.finished = true;
@@ -589,7 +598,7 @@ impl FrameReceiver for ShmReceiver {
         // file on the liveness descriptor: read the socket to know.
         let liveness = std::mem::take(&mut self.found_nothing);
         let ready = self.spin_then_park(None, liveness).unwrap_or(true);
-        self.unwatch();
+        self.settle();
         if !ready {
             self.parked_at = Some(Instant::now());
         }

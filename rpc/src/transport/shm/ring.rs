@@ -114,8 +114,21 @@ pub(crate) fn region_len(capacity: usize) -> usize {
 #[derive(Clone)]
 pub(crate) struct Layout {
     mem: Arc<dyn Memory>,
+    /// `mem.base()`, read once: every index and byte access starts here, and a call through
+    /// the trait object per access showed in the round trip's profile.
+    base: Base,
     capacity: usize,
 }
+
+/// The first byte of the memory a [`Layout`] holds.
+#[derive(Clone, Copy)]
+struct Base(*mut u8);
+
+// SAFETY: the pointer is only dereferenced through `Layout`, whose `Arc<dyn Memory>` (Send +
+// Sync) keeps the memory mapped; shared accesses go through atomics or the ring protocol.
+unsafe impl Send for Base {}
+// SAFETY: as above.
+unsafe impl Sync for Base {}
 
 impl std::fmt::Debug for Layout {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -130,20 +143,21 @@ impl Layout {
         // constructors check the length); the memory is valid for the layout's lifetime
         // (`Memory`'s contract) and only ever accessed atomically, so shared mutation by the
         // peer is no data race.
-        unsafe { &*self.mem.base().add(offset).cast::<AtomicU64>() }
+        unsafe { &*self.base.0.add(offset).cast::<AtomicU64>() }
     }
 
     fn atomic_u32(&self, offset: usize) -> &AtomicU32 {
         assert!(offset + 4 <= DATA_BASE && offset % 4 == 0);
         // SAFETY: as in `atomic_u64`, for a 4-aligned offset.
-        unsafe { &*self.mem.base().add(offset).cast::<AtomicU32>() }
+        unsafe { &*self.base.0.add(offset).cast::<AtomicU32>() }
     }
 
     /// Writes a fresh header into zeroed memory of [`region_len`]`(capacity)` bytes.
     pub(crate) fn create(mem: Arc<dyn Memory>, capacity: usize) -> Layout {
         assert!(capacity.is_power_of_two() && (MIN_CAPACITY..=MAX_CAPACITY).contains(&capacity));
         assert!(mem.len() >= region_len(capacity) && mem.base() as usize % 4096 == 0);
-        let layout = Layout { mem, capacity };
+        let base = Base(mem.base());
+        let layout = Layout { mem, base, capacity };
         layout.atomic_u32(8).store(VERSION, Ordering::Relaxed);
         layout.atomic_u64(16).store(capacity as u64, Ordering::Relaxed);
         for dir in [Direction::ToServer, Direction::ToClient] {
@@ -163,7 +177,8 @@ impl Layout {
                 capacity: MIN_CAPACITY,
             });
         }
-        let probe = Layout { mem, capacity: 0 };
+        let base = Base(mem.base());
+        let probe = Layout { mem, base, capacity: 0 };
         if probe.atomic_u64(0).load(Ordering::Acquire) != MAGIC {
             return Err(BadLayout::Magic);
         }
@@ -181,6 +196,7 @@ impl Layout {
         }
         Ok(Layout {
             mem: probe.mem,
+            base,
             capacity,
         })
     }
@@ -275,7 +291,7 @@ impl Ring {
         assert!(offset < self.capacity());
         // SAFETY: `offset < capacity` and the data area lies inside the mapping (checked at
         // construction: the region holds `region_len(capacity)` bytes).
-        unsafe { self.layout.mem.base().add(self.data + offset) }
+        unsafe { self.layout.base.0.add(self.data + offset) }
     }
 }
 

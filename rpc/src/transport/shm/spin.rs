@@ -43,6 +43,36 @@ pub(crate) struct Spinner {
     budget: Duration,
 }
 
+/// The end of a spin, read off the clock only once the spin has not paid at once: most
+/// spins end within their first looks at the ring, and a clock read costs more than a look
+/// (tens of nanoseconds on a VM). A budget therefore counts from the first check, a few
+/// looks in.
+struct Clock {
+    budget: Duration,
+    deadline: Option<Instant>,
+    end: Option<Instant>,
+}
+
+impl Clock {
+    fn new(budget: Duration, deadline: Option<Instant>) -> Clock {
+        Clock {
+            budget,
+            deadline,
+            end: None,
+        }
+    }
+
+    /// True once the budget or the deadline has passed.
+    fn ran_out(&mut self) -> bool {
+        let now = Instant::now();
+        let end = *self.end.get_or_insert_with(|| {
+            let end = now + self.budget;
+            self.deadline.map_or(end, |deadline| end.min(deadline))
+        });
+        now >= end
+    }
+}
+
 /// The CPU the caller runs on, plus one (0: unknown).
 fn current_cpu() -> u32 {
     nix::sched::sched_getcpu().map_or(0, |cpu| cpu as u32 + 1)
@@ -85,7 +115,7 @@ impl Spinner {
         if !self.pays(mine, theirs) {
             return false;
         }
-        let end = Instant::now() + KICK_GRACE;
+        let mut clock = Clock::new(KICK_GRACE, None);
         loop {
             for _ in 0..16 {
                 if ready() {
@@ -93,7 +123,7 @@ impl Spinner {
                 }
                 std::hint::spin_loop();
             }
-            if Instant::now() >= end {
+            if clock.ran_out() {
                 return false;
             }
         }
@@ -119,11 +149,7 @@ impl Spinner {
                 self.budget
             }
         };
-        let start = Instant::now();
-        let mut end = start + budget;
-        if let Some(deadline) = deadline {
-            end = end.min(deadline);
-        }
+        let mut clock = Clock::new(budget, deadline);
         loop {
             // Look at the clock only now and then: it costs more than a look at the ring.
             for _ in 0..64 {
@@ -135,7 +161,7 @@ impl Spinner {
                 }
                 std::hint::spin_loop();
             }
-            if Instant::now() >= end {
+            if clock.ran_out() {
                 if self.strategy == Strategy::Adaptive {
                     self.budget = (self.budget / 2).max(MIN_BUDGET);
                 }
