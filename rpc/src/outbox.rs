@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::error::TransportError;
 use crate::protocol::Frame;
-use crate::transport::FrameSender;
+use crate::transport::{Encode, FrameSender};
 use crate::wait::Wait;
 
 /// How many outgoing frames a connection holds while its transport is busy.
@@ -177,6 +177,46 @@ impl Outbox {
                 return Err(SendError::TimedOut);
             }
         }
+    }
+
+    /// Sends the frame `encode` writes (a payload of at most `len` bytes) straight into the
+    /// transport if this thread finds it idle and the transport takes the frame whole at
+    /// once ([`FrameSender::try_send_encoded`](crate::transport::FrameSender::try_send_encoded)),
+    /// saving the copy from a [`Frame`]; else as [`send`](Self::send) sends `frame()`. The
+    /// outer error is `frame`'s.
+    pub(crate) fn send_encoded<E>(
+        &self,
+        len: usize,
+        encode: &mut Encode<'_>,
+        frame: impl FnOnce() -> Result<Frame, E>,
+        wait: Wait,
+    ) -> Result<Result<(), SendError>, E> {
+        let inner = &self.inner;
+        if len <= inner.max {
+            let mut st = inner.lock();
+            if st.closed.is_none() && st.closing.is_none() && !st.writing {
+                st.writing = true;
+                drop(st);
+                let sent = inner
+                    .sender
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_mut()
+                    .is_some_and(|sender| !sender.has_pending() && sender.try_send_encoded(len, encode));
+                // As the owner: write ours unless it went in place, drain the queue, let go.
+                return match sent {
+                    true => Ok(inner.write_as_owner(None, wait)),
+                    false => match frame() {
+                        Ok(frame) => Ok(inner.write_as_owner(Some(frame), wait)),
+                        Err(e) => {
+                            let _ = inner.write_as_owner(None, wait);
+                            Err(e)
+                        }
+                    },
+                };
+            }
+        }
+        Ok(self.send(frame()?, wait))
     }
 
     /// Refuses further sends, drops the frames still queued and closes the transport's

@@ -258,6 +258,6 @@ pub fn decode_exact<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<T, post
 }
 
 /// The length of `value`'s postcard encoding, counted without encoding it.
-fn serialized_size<T: Serialize + ?Sized>(value: &T) -> Result<usize, postcard::Error> {
+pub(crate) fn serialized_size<T: Serialize + ?Sized>(value: &T) -> Result<usize, postcard::Error> {
     postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default())
 }

@@ -46,13 +46,13 @@ use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{recv, MsgFlags};
 
-use super::ring::{Consumer, Corrupt, Layout, Producer};
+use super::ring::{Consumer, Corrupt, Layout, Producer, PADDING};
 use super::spin::{publish_cpu, Spinner, Strategy};
 use crate::buffers;
 use crate::error::TransportError;
 use crate::protocol::{Frame, DEFAULT_MAX_FRAME_LEN, HEADROOM};
 use crate::transport::pending::{flush_frame, not_taken, send_frame, ByteSender, Pending};
-use crate::transport::{FrameReceiver, FrameSender, Interrupt};
+use crate::transport::{Encode, FrameReceiver, FrameSender, Interrupt};
 use crate::wait::Wait;
 
 /// What both halves of a connection hold.
@@ -63,6 +63,18 @@ pub(crate) struct Shared {
     /// The Unix socket the connection was set up on: liveness (nothing is sent on it).
     pub(crate) socket: OwnedFd,
     pub(crate) name: String,
+}
+
+/// A padding marker where it cannot be: split across the ring's end.
+fn corrupt_padding(peer: &str, before_end: usize) -> TransportError {
+    TransportError::io(
+        "reading the shared ring",
+        peer,
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a padding marker {before_end} bytes before the ring's end, too few to hold it"),
+        ),
+    )
 }
 
 fn corrupt(peer: &str, e: Corrupt) -> TransportError {
@@ -269,6 +281,19 @@ impl FrameSender for ShmSender {
     fn set_max_frame_len(&mut self, max: usize) {
         self.max = max;
     }
+
+    fn try_send_encoded(&mut self, len: usize, encode: &mut Encode<'_>) -> bool {
+        if self.closed || self.pending.is_pending() || len > self.max {
+            return false;
+        }
+        publish_cpu(self.tx.ring().producer_cpu());
+        // A corrupt ring is reported by the `send` the caller falls back to.
+        let sent = self.tx.encode_in_place(len, |sink| encode(sink).is_ok());
+        if sent == Ok(true) {
+            self.kick(false);
+        }
+        sent == Ok(true)
+    }
 }
 
 impl Drop for ShmSender {
@@ -370,6 +395,21 @@ impl ShmReceiver {
             }
             let mut prefix = [0; HEADROOM];
             self.rx.peek(0, &mut prefix);
+            if u32::from_le_bytes(prefix) == PADDING {
+                // The rest of the ring is padding; the producer published the frame behind
+                // it with it (a hostile one may not have: then this waits for more).
+                let skip = self.rx.until_end();
+                if skip < HEADROOM {
+                    self.finished = true;
+                    return Err(corrupt_padding(&self.sh.name, skip));
+                }
+                if avail < skip + HEADROOM {
+                    return Ok(None);
+                }
+                self.rx.consume(skip);
+                self.freed = true;
+                self.rx.peek(0, &mut prefix);
+            }
             let len = u32::from_le_bytes(prefix) as usize;
             if len > self.max {
                 self.finished = true;
@@ -584,7 +624,8 @@ impl FrameReceiver for ShmReceiver {
                 let mut prefix = [0; HEADROOM];
                 self.rx.peek(0, &mut prefix);
                 let len = u32::from_le_bytes(prefix) as usize;
-                len > self.max || avail - HEADROOM >= len
+                // Padding is published with the frame behind it.
+                len == PADDING as usize || len > self.max || avail - HEADROOM >= len
             }
             None => false,
         }

@@ -14,6 +14,9 @@
 //! `tail` (written by the producer) and `head` (written by the consumer) count bytes ever
 //! written and read; a position's offset in the data area is `position % capacity`, and
 //! `capacity` is a power of two taken from our own copy, never re-read from shared memory.
+//! A frame the sender encodes in place ([`Producer::encode_in_place`]) lies in one piece: if
+//! it would cross the end, a [`PADDING`] prefix covers the rest and the frame starts at
+//! offset 0, both published by one `tail` store.
 //!
 //! # Orderings
 //!
@@ -34,10 +37,13 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::protocol::HEADROOM;
+use crate::transport::Sink;
+
 /// The first eight bytes of a connection's region.
 const MAGIC: u64 = u64::from_le_bytes(*b"PWSHMRNG");
-/// The layout's version.
-const VERSION: u32 = 1;
+/// The layout's version (2: frames may be followed by [`PADDING`]).
+const VERSION: u32 = 2;
 /// Where the ring control blocks start and how far apart they are.
 const CTL_BASE: usize = 256;
 const CTL_SIZE: usize = 256;
@@ -48,6 +54,12 @@ const DATA_BASE: usize = 4096;
 /// The smallest and largest ring capacity.
 pub(crate) const MIN_CAPACITY: usize = 4096;
 pub(crate) const MAX_CAPACITY: usize = 1 << 30;
+
+/// A length prefix that is no frame: the rest of the ring, to its end, is padding (this
+/// marker included), and the next frame starts at the ring's start. Written by a producer
+/// that encodes a frame in place which would cross the end (frames of `u32::MAX` bytes and
+/// more cannot be sent: the maximum frame length is below).
+pub(crate) const PADDING: u32 = u32::MAX;
 
 /// The two directions of a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -287,6 +299,14 @@ impl Ring {
         [(offset, first), (0, len - first)]
     }
 
+    /// Writes `bytes` into the data area at `offset`, as a hostile peer may.
+    #[cfg(test)]
+    pub(crate) fn write_for_test(&self, offset: usize, bytes: &[u8]) {
+        assert!(offset + bytes.len() <= self.capacity());
+        // SAFETY: the range lies inside the data area (asserted); tests only.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.data_ptr(offset), bytes.len()) }
+    }
+
     fn data_ptr(&self, offset: usize) -> *mut u8 {
         assert!(offset < self.capacity());
         // SAFETY: `offset < capacity` and the data area lies inside the mapping (checked at
@@ -345,6 +365,53 @@ impl Producer {
         Ok(n)
     }
 
+    /// Writes one frame in place: its payload, at most `len` bytes, by `encode` straight into
+    /// the ring's free space, then its length prefix, then publishes both. True if sent;
+    /// false, with nothing published, if the ring has no room for `HEADROOM + len` bytes in
+    /// one piece now or `encode` failed. A frame that would cross the ring's end goes to its
+    /// start, behind a [`PADDING`] marker over the rest (published with the frame), if that
+    /// leaves room for the marker.
+    pub(crate) fn encode_in_place(
+        &mut self,
+        len: usize,
+        encode: impl FnOnce(&mut Sink<'_>) -> bool,
+    ) -> Result<bool, Corrupt> {
+        let need = HEADROOM + len;
+        let capacity = self.ring.capacity();
+        let offset = (self.tail % capacity as u64) as usize;
+        let before_end = capacity - offset;
+        let (skip, at) = match need <= before_end {
+            true => (0, offset),
+            false if before_end >= HEADROOM => (before_end, 0),
+            false => return Ok(false),
+        };
+        if skip + need > self.free()? {
+            return Ok(false);
+        }
+        // SAFETY: `at + need <= capacity` (it fits before the end, or from the start, and
+        // `need <= free <= capacity`), so the range lies in our data area; these free bytes
+        // are not readable by the consumer until the `tail` store below; nothing refers to
+        // them (a peer writing them anyway only spoils its own input).
+        let mut sink = unsafe { Sink::from_raw(self.ring.data_ptr(at).add(HEADROOM), len) };
+        if !encode(&mut sink) {
+            return Ok(false);
+        }
+        let used = sink.written();
+        let prefix = u32::try_from(used).unwrap_or(u32::MAX).to_le_bytes();
+        // SAFETY: as above, for the prefix's 4 bytes before the payload and, with padding,
+        // the marker's 4 bytes at `offset` (`before_end >= HEADROOM`).
+        unsafe {
+            std::ptr::copy_nonoverlapping(prefix.as_ptr(), self.ring.data_ptr(at), HEADROOM);
+            if skip > 0 {
+                std::ptr::copy_nonoverlapping(PADDING.to_le_bytes().as_ptr(), self.ring.data_ptr(offset), HEADROOM);
+            }
+        }
+        self.tail += (skip + HEADROOM + used) as u64;
+        // Release: the bytes written above are visible to whoever acquires this tail.
+        self.ring.tail().store(self.tail, Ordering::Release);
+        Ok(true)
+    }
+
     /// Marks the direction closed: the consumer sees the end once it has read everything.
     pub(crate) fn close(&self) {
         self.ring.closed().store(1, Ordering::Release);
@@ -399,6 +466,11 @@ impl Consumer {
             buf.set_len(buf.len() + n);
         }
         self.consume(n);
+    }
+
+    /// Bytes from the head to the ring's end (what a [`PADDING`] marker there covers).
+    pub(crate) fn until_end(&self) -> usize {
+        self.ring.capacity() - (self.head % self.ring.capacity() as u64) as usize
     }
 
     /// Frees `n` bytes for the producer.
