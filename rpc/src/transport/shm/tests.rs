@@ -287,3 +287,58 @@ fn a_padding_marker_split_across_the_end_of_the_ring_is_a_clear_error() {
     let err = crate::error::chain(&server.recv(soon()).unwrap_err());
     assert!(err.contains("padding marker 2 bytes before the ring's end"), "{err}");
 }
+
+/// A call's context whose replies go out through `sender`, as the server makes it.
+fn context(
+    sender: Box<dyn crate::transport::FrameSender>,
+    id: u64,
+) -> (crate::outbox::Outbox, crate::service::CallContext) {
+    use crate::protocol::{Envelope, Kind};
+    let outbox = crate::outbox::Outbox::new(
+        sender,
+        crate::outbox::Buffering::Unbounded,
+        "peer".into(),
+        crate::protocol::DEFAULT_MAX_FRAME_LEN,
+        None,
+    );
+    let ctx = crate::service::CallContext {
+        envelope: Envelope {
+            id,
+            kind: Kind::Call,
+            method: 3,
+            timeout_us: None,
+        },
+        deadline: None,
+        peer: Arc::new(PeerInfo::named("peer")),
+        key_name: None,
+        cancelled: Arc::default(),
+        replies: Some(outbox.replies()),
+    };
+    (outbox, ctx)
+}
+
+#[test]
+fn a_generated_handler_s_reply_goes_into_the_ring_in_place_and_reads_back_whole() {
+    use crate::protocol::{Envelope, Kind};
+    let (_layout, client, server) = linked(1 << 16);
+    let (_outbox, ctx) = context(server.sender, 42);
+    let reply = ctx.__reply(&(7i64, "seven")).unwrap();
+    assert!(reply.is_sent(), "nothing is left for the server to send");
+    let mut receiver = client.receiver;
+    let payload = receiver.recv(soon()).unwrap();
+    let (envelope, body) = Envelope::decode(&payload).unwrap();
+    assert_eq!((envelope.id, envelope.kind, envelope.method), (42, Kind::Reply, 3));
+    assert_eq!(postcard::from_bytes::<(i64, &str)>(body).unwrap(), (7, "seven"));
+}
+
+#[test]
+fn a_reply_that_does_not_fit_in_place_is_returned_as_a_frame_to_send() {
+    let (_layout, _client, server) = linked(4096);
+    let (_outbox, ctx) = context(server.sender, 1);
+    let reply = ctx.__reply(&vec![1u8; 5000]).unwrap();
+    assert!(!reply.is_sent());
+    assert_eq!(
+        reply.payload_len(),
+        crate::protocol::serialized_size(&vec![1u8; 5000]).unwrap() + 4
+    );
+}
