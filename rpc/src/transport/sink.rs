@@ -53,7 +53,15 @@ impl Flavor for &mut Sink<'_> {
     type Output = ();
 
     fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
-        self.try_extend(&[byte])
+        // Not through `try_extend`: a copy of one byte is a call to `memcpy` (most of an
+        // envelope is single bytes).
+        if self.pos == self.len {
+            return Err(postcard::Error::SerializeBufferFull);
+        }
+        // SAFETY: `pos < len`, so the byte lies in the bytes the sink may write.
+        unsafe { self.ptr.add(self.pos).write(byte) };
+        self.pos += 1;
+        Ok(())
     }
 
     fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
