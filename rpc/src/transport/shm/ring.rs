@@ -321,12 +321,19 @@ pub(crate) struct Producer {
     ring: Ring,
     /// Our own copy of `tail`: only we write it.
     tail: u64,
+    /// The consumer's `head` as last loaded (and checked): at least that much space is
+    /// free, so a write that fits needs no look at the consumer's cache line.
+    head_seen: u64,
 }
 
 impl Producer {
     /// The producer of a fresh ring: positions start at 0, whatever the peer wrote there.
     pub(crate) fn new(ring: Ring) -> Producer {
-        Producer { ring, tail: 0 }
+        Producer {
+            ring,
+            tail: 0,
+            head_seen: 0,
+        }
     }
 
     pub(crate) fn ring(&self) -> &Ring {
@@ -335,14 +342,33 @@ impl Producer {
 
     /// Bytes that can be written now.
     pub(crate) fn free(&self) -> Result<usize, Corrupt> {
+        self.look().map(|(free, _)| free)
+    }
+
+    /// Loads and checks the consumer's `head`: the bytes free, and the head.
+    fn look(&self) -> Result<(usize, u64), Corrupt> {
         // Acquire: the consumer's reads of the bytes it freed happened before we overwrite.
         let head = self.ring.head().load(Ordering::Acquire);
-        Ok(self.ring.capacity() - self.ring.check(head, self.tail)?)
+        Ok((self.ring.capacity() - self.ring.check(head, self.tail)?, head))
+    }
+
+    /// Bytes that can be written now, or at least `want` of them: the space known free
+    /// from the last look at `head` if that is enough, else a fresh look.
+    fn room(&mut self, want: usize) -> Result<usize, Corrupt> {
+        // `tail - head_seen` was checked to be within the capacity when `head_seen` was
+        // loaded, and only writes that fit have moved `tail` since.
+        let known = self.ring.capacity() - (self.tail - self.head_seen) as usize;
+        if known >= want {
+            return Ok(known);
+        }
+        let (free, head) = self.look()?;
+        self.head_seen = head;
+        Ok(free)
     }
 
     /// Copies as much of `bytes` as fits and publishes it; returns how much was taken.
     pub(crate) fn push(&mut self, bytes: &[u8]) -> Result<usize, Corrupt> {
-        let n = bytes.len().min(self.free()?);
+        let n = bytes.len().min(self.room(bytes.len())?);
         if n == 0 {
             return Ok(0);
         }
@@ -385,7 +411,7 @@ impl Producer {
             false if before_end >= HEADROOM => (before_end, 0),
             false => return Ok(false),
         };
-        if skip + need > self.free()? {
+        if skip + need > self.room(skip + need)? {
             return Ok(false);
         }
         // SAFETY: `at + need <= capacity` (it fits before the end, or from the start, and
