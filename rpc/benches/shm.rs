@@ -15,7 +15,8 @@
 //! CPU") or CPU 1 ("two CPUs") and reports where it ran. Figures are medians of batch means.
 //! Run with `cargo bench -p procwire-rpc --bench shm` (`PROCWIRE_BENCH_QUICK=1`: a tenth;
 //! `PROCWIRE_SHM_BENCH_ONLY=procwire` skips the floors, `procwire-one` also the two-CPU run,
-//! to count the transport's system calls under `strace -f -c` or `perf stat`;
+//! `procwire-two` the one-CPU run; `PROCWIRE_SHM_BENCH_SMALL_ONLY=1` skips the echo: to
+//! profile the transport or count its system calls under `strace -f -c` or `perf stat`;
 //! `PROCWIRE_SHM_BENCH_STRATEGY=spin|block|adaptive` sets how both ends wait).
 
 use std::io::Write;
@@ -297,6 +298,13 @@ fn procwire(cpu: usize, scale: usize, payload: &[u8]) -> Result<Figures> {
         ensure!(client.add(i as i64, 1)? == i as i64 + 1);
         Ok(())
     })?;
+    if std::env::var_os("PROCWIRE_SHM_BENCH_SMALL_ONLY").is_some() {
+        return Ok(Figures {
+            small: small * 1e6,
+            large: 0.0,
+            cpus: (0, 0),
+        });
+    }
     ensure!(client.echo(payload)? == payload, "the echo came back different");
     let large = median(30, 300 / scale, 10, |_| {
         ensure!(client.echo(payload)?.len() == MIB);
@@ -418,6 +426,9 @@ fn main() -> Result<()> {
         let only = std::env::var("PROCWIRE_SHM_BENCH_ONLY").unwrap_or_default();
         if only == "procwire-one" && cpu != 0 {
             break;
+        }
+        if only == "procwire-two" && cpu == 0 {
+            continue;
         }
         if only.starts_with("procwire") {
             let ours = procwire(cpu, scale, &payload)?;

@@ -131,7 +131,7 @@ mod tests {
         let capacity = 4096usize;
         let mut region = vec![0u8; 4096 + 2 * capacity];
         region[0..8].copy_from_slice(b"PWSHMRNG");
-        region[8..12].copy_from_slice(&1u32.to_le_bytes());
+        region[8..12].copy_from_slice(&2u32.to_le_bytes());
         region[16..24].copy_from_slice(&(capacity as u64).to_le_bytes());
         region[512..520].copy_from_slice(&(frame.len() as u64).to_le_bytes());
         region[4096 + capacity..4096 + capacity + frame.len()].copy_from_slice(&frame);

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::error::TransportError;
 use crate::protocol::Frame;
-use crate::transport::FrameSender;
+use crate::transport::{Encode, FrameSender};
 use crate::wait::Wait;
 
 /// How many outgoing frames a connection holds while its transport is busy.
@@ -179,6 +179,39 @@ impl Outbox {
         }
     }
 
+    /// Sends the frame `encode` writes (a payload of at most `len` bytes) straight into the
+    /// transport if this thread finds it idle and the transport takes the frame whole at
+    /// once ([`FrameSender::try_send_encoded`](crate::transport::FrameSender::try_send_encoded)),
+    /// saving the copy from a [`Frame`]; else as [`send`](Self::send) sends `frame()`. The
+    /// outer error is `frame`'s.
+    pub(crate) fn send_encoded<E>(
+        &self,
+        len: usize,
+        encode: &mut Encode<'_>,
+        frame: impl FnOnce() -> Result<Frame, E>,
+        wait: Wait,
+    ) -> Result<Result<(), SendError>, E> {
+        let inner = &self.inner;
+        // As the owner: write ours unless it went in place, drain the queue, let go.
+        match inner.own_and_encode(len, encode) {
+            Some(true) => Ok(inner.write_as_owner(None, wait)),
+            Some(false) => match frame() {
+                Ok(frame) => Ok(inner.write_as_owner(Some(frame), wait)),
+                Err(e) => {
+                    let _ = inner.write_as_owner(None, wait);
+                    Err(e)
+                }
+            },
+            None => Ok(self.send(frame()?, wait)),
+        }
+    }
+
+    /// A handle that sends frames in place only, for a call's handler to send its reply
+    /// (`CallContext`); dropping it closes nothing.
+    pub(crate) fn replies(&self) -> Replies {
+        Replies(Arc::clone(&self.inner))
+    }
+
     /// Refuses further sends, drops the frames still queued and closes the transport's
     /// sending direction: for a connection that failed.
     pub(crate) fn close(&self, reason: &str) {
@@ -218,7 +251,53 @@ impl Drop for Outbox {
     }
 }
 
+/// Sends a call's reply in place from its handler ([`Outbox::replies`]).
+#[derive(Clone)]
+pub(crate) struct Replies(Arc<Inner>);
+
+impl std::fmt::Debug for Replies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Replies").field(&self.0.peer).finish()
+    }
+}
+
+impl Replies {
+    /// Sends the frame `encode` writes (a payload of at most `len` bytes) if this thread
+    /// finds the transport idle and it takes the frame whole, in place, at once; false if
+    /// nothing was sent (the caller sends a `Frame` instead).
+    pub(crate) fn try_send_encoded(&self, len: usize, encode: &mut Encode<'_>) -> bool {
+        let sent = self.0.own_and_encode(len, encode);
+        if sent.is_some() {
+            // Drains what others queued meanwhile and lets go; a failure there is theirs.
+            let _ = self.0.write_as_owner(None, Wait::Block);
+        }
+        sent == Some(true)
+    }
+}
+
 impl Inner {
+    /// Takes the transport if it is idle (else `None`) and tries to send the frame
+    /// `encode` writes in place; the caller owns the transport (`writing`) afterwards
+    /// either way, and lets go with `write_as_owner`.
+    fn own_and_encode(&self, len: usize, encode: &mut Encode<'_>) -> Option<bool> {
+        if len > self.max {
+            return None;
+        }
+        let mut st = self.lock();
+        if st.closed.is_some() || st.closing.is_some() || st.writing {
+            return None;
+        }
+        st.writing = true;
+        drop(st);
+        let sent = self
+            .sender
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+            .is_some_and(|sender| !sender.has_pending() && sender.try_send_encoded(len, encode));
+        Some(sent)
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }

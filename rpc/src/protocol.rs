@@ -33,6 +33,9 @@ pub const HEADROOM: usize = 4;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Frame {
     buf: Vec<u8>,
+    /// Already sent, in place, by the handler that made it (see `CallContext::__reply`):
+    /// nothing left to send.
+    sent: bool,
 }
 
 impl Frame {
@@ -45,7 +48,7 @@ impl Frame {
     pub fn with_capacity(capacity: usize) -> Self {
         let mut buf = crate::buffers::take(HEADROOM + capacity);
         buf.extend_from_slice(&[0; HEADROOM]);
-        Frame { buf }
+        Frame { buf, sent: false }
     }
 
     /// A frame holding a copy of `payload`.
@@ -53,6 +56,19 @@ impl Frame {
         let mut frame = Self::with_capacity(payload.len());
         frame.buf.extend_from_slice(payload);
         frame
+    }
+
+    /// The frame a handler returns for a reply it has already sent in place.
+    pub(crate) fn already_sent() -> Self {
+        Frame {
+            buf: vec![0; HEADROOM],
+            sent: true,
+        }
+    }
+
+    /// True for [`already_sent`](Self::already_sent)'s frame.
+    pub(crate) fn is_sent(&self) -> bool {
+        self.sent
     }
 
     /// The whole buffer, headroom included, for reuse.
@@ -258,6 +274,6 @@ pub fn decode_exact<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<T, post
 }
 
 /// The length of `value`'s postcard encoding, counted without encoding it.
-fn serialized_size<T: Serialize + ?Sized>(value: &T) -> Result<usize, postcard::Error> {
+pub(crate) fn serialized_size<T: Serialize + ?Sized>(value: &T) -> Result<usize, postcard::Error> {
     postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default())
 }

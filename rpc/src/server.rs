@@ -579,6 +579,7 @@ impl<S: Service> Conn<S> {
             peer: Arc::clone(&self.peer),
             key_name: self.key_name.clone(),
             cancelled,
+            replies: Some(self.outbox.replies()),
         };
         let outcome = catch_unwind(AssertUnwindSafe(|| self.service.call(&ctx, args)));
         if envelope.kind == Kind::Call {
@@ -604,7 +605,7 @@ impl<S: Service> Conn<S> {
                 ))
             }
         };
-        if envelope.kind == Kind::OneWay {
+        if envelope.kind == Kind::OneWay || frame.is_sent() {
             return;
         }
         match self.outbox.send(frame, Wait::Block) {

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::{fault_frame, Envelope, Fault, FaultKind, Frame, Kind};
+use crate::outbox::Replies;
+use crate::protocol::{fault_frame, serialized_size, Envelope, Fault, FaultKind, Frame, Kind};
 use crate::schema::Describe;
 use crate::transport::PeerInfo;
 
@@ -150,6 +151,9 @@ pub struct CallContext {
     pub(crate) peer: Arc<PeerInfo>,
     pub(crate) key_name: Option<Arc<str>>,
     pub(crate) cancelled: Arc<Cancel>,
+    /// Where a generated handler sends its reply in place (`__reply`); `None` where replies
+    /// are not sent (datagrams).
+    pub(crate) replies: Option<Replies>,
 }
 
 impl CallContext {
@@ -199,19 +203,43 @@ impl CallContext {
 
     /// Encodes `value` as this call's reply.
     pub fn reply<T: Serialize + ?Sized>(&self, value: &T) -> Result<Frame, Fault> {
+        self.reply_envelope().frame_with(value).map_err(|e| {
+            Fault::new(
+                FaultKind::BadReply,
+                format!("cannot encode the reply of method {}: {e}", self.method()),
+            )
+        })
+    }
+
+    /// What generated handlers return: as [`reply`](Self::reply), but the reply goes
+    /// straight into the transport, encoded in place, where it can (the shared-memory rings,
+    /// when the connection is idle), saving the copy from a [`Frame`]; the frame returned
+    /// then says so, and the server sends nothing more. The handler must return what this
+    /// gives (the reply may already be on its way).
+    #[doc(hidden)]
+    pub fn __reply<T: Serialize + ?Sized>(&self, value: &T) -> Result<Frame, Fault> {
+        if let (Kind::Call, Some(replies)) = (self.envelope.kind, &self.replies) {
+            let envelope = self.reply_envelope();
+            if let Ok(len) = serialized_size(&envelope).and_then(|n| Ok(n + serialized_size(value)?)) {
+                let sent = replies.try_send_encoded(len, &mut |sink| {
+                    postcard::serialize_with_flavor(&envelope, &mut *sink)?;
+                    postcard::serialize_with_flavor(value, &mut *sink)
+                });
+                if sent {
+                    return Ok(Frame::already_sent());
+                }
+            }
+        }
+        self.reply(value)
+    }
+
+    fn reply_envelope(&self) -> Envelope {
         Envelope {
             id: self.envelope.id,
             kind: Kind::Reply,
             method: self.envelope.method,
             timeout_us: None,
         }
-        .frame_with(value)
-        .map_err(|e| {
-            Fault::new(
-                FaultKind::BadReply,
-                format!("cannot encode the reply of method {}: {e}", self.method()),
-            )
-        })
     }
 
     /// Encodes `fault` as this call's reply.

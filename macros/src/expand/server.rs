@@ -81,8 +81,8 @@ pub(super) fn server(rt: &TokenStream, names: &Names, model: &Service<'_>) -> To
             invoke
         };
         let reply = match &method.output {
-            Output::ByteVec => quote!(ctx.reply(&#rt::__private::serde_bytes::Bytes::new(&#invoke))),
-            _ => quote!(ctx.reply(&#invoke)),
+            Output::ByteVec => quote!(ctx.__reply(&#rt::__private::serde_bytes::Bytes::new(&#invoke))),
+            _ => quote!(ctx.__reply(&#invoke)),
         };
         let cfgs = cfgs(method);
         quote! {

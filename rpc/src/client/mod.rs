@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::error::{Delivery, Ending, RpcError, TransportError};
 use crate::outbox::{Buffering, Outbox, SendError};
-use crate::protocol::{Envelope, Fault, FaultKind, Frame, Kind, DEFAULT_MAX_FRAME_LEN};
+use crate::protocol::{serialized_size, Envelope, Fault, FaultKind, Frame, Kind, DEFAULT_MAX_FRAME_LEN};
 use crate::service::{Method, ServiceInfo};
 use crate::transport::{FrameReceiver, PeerInfo, Transport};
 use crate::wait::Wait;
@@ -318,7 +318,15 @@ impl Client {
             });
         }
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let frame = encode(id, Kind::Call, method, args, deadline)?;
+        let envelope = envelope(id, Kind::Call, method, deadline);
+        // Sized first, so that a value that cannot be encoded is refused before anything is
+        // registered or sent.
+        let len = serialized_size(&envelope)
+            .and_then(|n| Ok(n + serialized_size(args)?))
+            .map_err(|source| RpcError::Encode {
+                method: method.name,
+                source,
+            })?;
         {
             let mut st = self.inner.lock();
             if let Some(failure) = &st.failed {
@@ -328,8 +336,32 @@ impl Client {
         }
         // Made before sending, so that a failed send cancels the call when it is dropped.
         let call = PendingCall::new(self.clone(), id, method, deadline);
-        self.inner.send(frame, wait, method)?;
+        // Straight into the transport where it can take the frame in place (shared memory).
+        let sent = self.inner.outbox.send_encoded(
+            len,
+            &mut |sink| {
+                postcard::serialize_with_flavor(&envelope, &mut *sink)?;
+                postcard::serialize_with_flavor(args, &mut *sink)
+            },
+            || {
+                envelope.frame_with(args).map_err(|source| RpcError::Encode {
+                    method: method.name,
+                    source,
+                })
+            },
+            wait,
+        )?;
+        self.inner.sent(sent, method)?;
         Ok(call)
+    }
+}
+
+fn envelope(id: u64, kind: Kind, method: Method, deadline: Option<Instant>) -> Envelope {
+    Envelope {
+        id,
+        kind,
+        method: method.id,
+        timeout_us: deadline.map(|d| d.saturating_duration_since(Instant::now()).as_micros() as u64),
     }
 }
 
@@ -340,18 +372,12 @@ fn encode<A: Serialize + ?Sized>(
     args: &A,
     deadline: Option<Instant>,
 ) -> Result<Frame, RpcError> {
-    let timeout_us = deadline.map(|d| d.saturating_duration_since(Instant::now()).as_micros() as u64);
-    Envelope {
-        id,
-        kind,
-        method: method.id,
-        timeout_us,
-    }
-    .frame_with(args)
-    .map_err(|source| RpcError::Encode {
-        method: method.name,
-        source,
-    })
+    envelope(id, kind, method, deadline)
+        .frame_with(args)
+        .map_err(|source| RpcError::Encode {
+            method: method.name,
+            source,
+        })
 }
 
 /// The client's side of the handshake; also [`crate::fuzz::handshake`]'s.
@@ -400,7 +426,12 @@ impl Inner {
     }
 
     fn send(&self, frame: Frame, wait: Wait, method: Method) -> Result<(), RpcError> {
-        self.outbox.send(frame, wait).map_err(|e| match e {
+        self.sent(self.outbox.send(frame, wait), method)
+    }
+
+    /// What became of a frame given to the outbox, as the caller of `method` sees it.
+    fn sent(&self, sent: Result<(), SendError>, method: Method) -> Result<(), RpcError> {
+        sent.map_err(|e| match e {
             SendError::WouldBlock => RpcError::WouldBlock {
                 method: method.name,
                 peer: self.peer.name.clone(),

@@ -253,6 +253,7 @@ fn run<S: Service>(mut receiver: Receiver, service: S, counters: &Counters) {
             peer: Arc::clone(&peer),
             key_name: None,
             cancelled: Arc::new(Cancel::default()),
+            replies: None,
         };
         let outcome = catch_unwind(AssertUnwindSafe(|| service.call(&ctx, args)));
         let counter = match outcome {

@@ -48,6 +48,7 @@ pub mod noise;
 mod pending;
 pub mod pipe;
 pub mod shm;
+mod sink;
 mod stream;
 pub mod tcp;
 pub mod unix;
@@ -62,6 +63,7 @@ use crate::protocol::Frame;
 use crate::wait::Wait;
 
 pub use budget::{FrameBudget, DEFAULT_FRAME_BUDGET};
+pub use sink::{Encode, Sink};
 pub(crate) use stream::wait_ready;
 pub use stream::{StreamReceiver, StreamSender};
 
@@ -84,6 +86,18 @@ pub trait FrameSender: Send + 'static {
 
     /// Sets the largest payload this side will send.
     fn set_max_frame_len(&mut self, max: usize);
+
+    /// Sends a frame whose payload `encode` writes (at most `len` bytes, at most the
+    /// maximum) straight into the transport's own buffer, if the transport can take it
+    /// whole, now, without waiting: the shared-memory rings encode into the ring's free
+    /// space, saving the copy from a [`Frame`]. True if the frame was sent; false if nothing
+    /// was sent (no room in one piece, a frame pending, the encoder failed, or a transport
+    /// that cannot): the caller then encodes a [`Frame`] and [`send`](Self::send)s it, which
+    /// also reports any error. The default is false.
+    fn try_send_encoded(&mut self, len: usize, encode: &mut Encode<'_>) -> bool {
+        let _ = (len, encode);
+        false
+    }
 }
 
 /// The receiving half of a connection.

@@ -46,13 +46,13 @@ use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{recv, MsgFlags};
 
-use super::ring::{Consumer, Corrupt, Layout, Producer};
+use super::ring::{Consumer, Corrupt, Layout, Producer, PADDING};
 use super::spin::{publish_cpu, Spinner, Strategy};
 use crate::buffers;
 use crate::error::TransportError;
 use crate::protocol::{Frame, DEFAULT_MAX_FRAME_LEN, HEADROOM};
 use crate::transport::pending::{flush_frame, not_taken, send_frame, ByteSender, Pending};
-use crate::transport::{FrameReceiver, FrameSender, Interrupt};
+use crate::transport::{Encode, FrameReceiver, FrameSender, Interrupt};
 use crate::wait::Wait;
 
 /// What both halves of a connection hold.
@@ -63,6 +63,18 @@ pub(crate) struct Shared {
     /// The Unix socket the connection was set up on: liveness (nothing is sent on it).
     pub(crate) socket: OwnedFd,
     pub(crate) name: String,
+}
+
+/// A padding marker where it cannot be: split across the ring's end.
+fn corrupt_padding(peer: &str, before_end: usize) -> TransportError {
+    TransportError::io(
+        "reading the shared ring",
+        peer,
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a padding marker {before_end} bytes before the ring's end, too few to hold it"),
+        ),
+    )
 }
 
 fn corrupt(peer: &str, e: Corrupt) -> TransportError {
@@ -269,6 +281,19 @@ impl FrameSender for ShmSender {
     fn set_max_frame_len(&mut self, max: usize) {
         self.max = max;
     }
+
+    fn try_send_encoded(&mut self, len: usize, encode: &mut Encode<'_>) -> bool {
+        if self.closed || self.pending.is_pending() || len > self.max {
+            return false;
+        }
+        publish_cpu(self.tx.ring().producer_cpu());
+        // A corrupt ring is reported by the `send` the caller falls back to.
+        let sent = self.tx.encode_in_place(len, |sink| encode(sink).is_ok());
+        if sent == Ok(true) {
+            self.kick(false);
+        }
+        sent == Ok(true)
+    }
 }
 
 impl Drop for ShmSender {
@@ -295,6 +320,8 @@ pub struct ShmReceiver {
     peer_gone: bool,
     /// A thread of ours spins on the ring, with `consumer_parked` cleared.
     watching: bool,
+    /// Bytes were consumed since the producer's flag was last looked at (`settle`).
+    freed: bool,
     /// A fatal error was returned: every later receive says the connection is closed.
     finished: bool,
     /// When `prepare_wait` last told a server thread to sleep, for the spinner to learn.
@@ -323,6 +350,7 @@ impl ShmReceiver {
             body: None,
             peer_gone: false,
             watching: false,
+            freed: false,
             finished: false,
             parked_at: None,
             found_nothing: false,
@@ -333,13 +361,27 @@ impl ShmReceiver {
         self.rx.available().map_err(|e| corrupt(&self.sh.name, e))
     }
 
-    /// Frees space: rings the producer if it is parked waiting for it.
-    fn freed(&self) {
-        // SeqCst: orders our head store (in `consume`) before the load of the flag.
+    /// Stops watching the ring (from now on a frame kicks) and tells a producer parked for
+    /// space about the space freed since the last time: one fence for both, the only one of
+    /// a receive that found its frame (a fence waits for our stores to reach the peer's
+    /// CPU, which costs a cache-line round trip).
+    fn settle(&mut self) {
+        let watching = std::mem::take(&mut self.watching);
+        if watching {
+            self.rx.ring().consumer_parked().store(1, Ordering::Relaxed);
+        }
+        let freed = std::mem::take(&mut self.freed);
+        if !watching && !freed {
+            return;
+        }
+        // SeqCst: orders the flag's store before the next look at the ring (a frame
+        // published before it is seen by whoever looks next: the server's `has_buffered`
+        // right after a receive, the client's next reader), and our head store (in
+        // `consume`) before the load of the producer's flag.
         fence(Ordering::SeqCst);
         // Load first: a write to the producer's cache line per frame would cost more.
         let parked = self.rx.ring().producer_parked();
-        if parked.load(Ordering::Relaxed) != 0 && parked.swap(0, Ordering::Relaxed) != 0 {
+        if freed && parked.load(Ordering::Relaxed) != 0 && parked.swap(0, Ordering::Relaxed) != 0 {
             let _ = nix::unistd::write(self.space.as_fd(), &1u64.to_ne_bytes());
         }
     }
@@ -353,6 +395,21 @@ impl ShmReceiver {
             }
             let mut prefix = [0; HEADROOM];
             self.rx.peek(0, &mut prefix);
+            if u32::from_le_bytes(prefix) == PADDING {
+                // The rest of the ring is padding; the producer published the frame behind
+                // it with it (a hostile one may not have: then this waits for more).
+                let skip = self.rx.until_end();
+                if skip < HEADROOM {
+                    self.finished = true;
+                    return Err(corrupt_padding(&self.sh.name, skip));
+                }
+                if avail < skip + HEADROOM {
+                    return Ok(None);
+                }
+                self.rx.consume(skip);
+                self.freed = true;
+                self.rx.peek(0, &mut prefix);
+            }
             let len = u32::from_le_bytes(prefix) as usize;
             if len > self.max {
                 self.finished = true;
@@ -373,8 +430,9 @@ impl ShmReceiver {
             self.rx.take_into(&mut body, n);
         }
         if n > 0 || body.is_empty() {
-            // Bytes, or at least the prefix, were consumed.
-            self.freed();
+            // Bytes, or at least the prefix, were consumed: `settle` tells the producer,
+            // before this end waits or returns.
+            self.freed = true;
         }
         if body.len() == len {
             return Ok(Some(body));
@@ -413,22 +471,13 @@ impl ShmReceiver {
         self.rx.available().map_or(true, |n| n > 0) || self.rx.is_closed()
     }
 
-    /// Stops watching the ring: from now on a frame kicks.
-    fn unwatch(&mut self) {
-        if self.watching {
-            self.watching = false;
-            self.rx.ring().consumer_parked().store(1, Ordering::Relaxed);
-            // SeqCst: a frame published before this store is seen by whoever looks next
-            // (the server's `has_buffered` right after a receive, the client's next reader).
-            fence(Ordering::SeqCst);
-        }
-    }
-
     /// Spins if it pays, else parks: drain kicks, raise the flag, re-check. True if there is
     /// news (or the peer is gone); false if the caller should sleep on the doorbell. `liveness`
     /// reads the socket: a server thread woken for nothing may have been woken by the peer's
     /// end of file, and must find out here, or spin on it.
     fn spin_then_park(&mut self, deadline: Option<Instant>, liveness: bool) -> Result<bool, TransportError> {
+        // A producer waiting for the space of a partly read frame must hear of it first.
+        self.settle();
         let ring = self.rx.ring().clone();
         ring.consumer_parked().store(0, Ordering::Relaxed);
         self.watching = true;
@@ -540,7 +589,7 @@ impl FrameReceiver for ShmReceiver {
             self.spinner.parked(parked_at.elapsed());
         }
         let result = self.recv_inner(wait);
-        self.unwatch();
+        self.settle();
         self.found_nothing = matches!(result, Err(TransportError::WouldBlock { .. }));
         if matches!(&result, Err(TransportError::Io { .. })) {
             self.finished = true;
@@ -575,7 +624,8 @@ impl FrameReceiver for ShmReceiver {
                 let mut prefix = [0; HEADROOM];
                 self.rx.peek(0, &mut prefix);
                 let len = u32::from_le_bytes(prefix) as usize;
-                len > self.max || avail - HEADROOM >= len
+                // Padding is published with the frame behind it.
+                len == PADDING as usize || len > self.max || avail - HEADROOM >= len
             }
             None => false,
         }
@@ -589,7 +639,7 @@ impl FrameReceiver for ShmReceiver {
         // file on the liveness descriptor: read the socket to know.
         let liveness = std::mem::take(&mut self.found_nothing);
         let ready = self.spin_then_park(None, liveness).unwrap_or(true);
-        self.unwatch();
+        self.settle();
         if !ready {
             self.parked_at = Some(Instant::now());
         }

@@ -14,6 +14,9 @@
 //! `tail` (written by the producer) and `head` (written by the consumer) count bytes ever
 //! written and read; a position's offset in the data area is `position % capacity`, and
 //! `capacity` is a power of two taken from our own copy, never re-read from shared memory.
+//! A frame the sender encodes in place ([`Producer::encode_in_place`]) lies in one piece: if
+//! it would cross the end, a [`PADDING`] prefix covers the rest and the frame starts at
+//! offset 0, both published by one `tail` store.
 //!
 //! # Orderings
 //!
@@ -34,10 +37,13 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::protocol::HEADROOM;
+use crate::transport::Sink;
+
 /// The first eight bytes of a connection's region.
 const MAGIC: u64 = u64::from_le_bytes(*b"PWSHMRNG");
-/// The layout's version.
-const VERSION: u32 = 1;
+/// The layout's version (2: frames may be followed by [`PADDING`]).
+const VERSION: u32 = 2;
 /// Where the ring control blocks start and how far apart they are.
 const CTL_BASE: usize = 256;
 const CTL_SIZE: usize = 256;
@@ -48,6 +54,12 @@ const DATA_BASE: usize = 4096;
 /// The smallest and largest ring capacity.
 pub(crate) const MIN_CAPACITY: usize = 4096;
 pub(crate) const MAX_CAPACITY: usize = 1 << 30;
+
+/// A length prefix that is no frame: the rest of the ring, to its end, is padding (this
+/// marker included), and the next frame starts at the ring's start. Written by a producer
+/// that encodes a frame in place which would cross the end (frames of `u32::MAX` bytes and
+/// more cannot be sent: the maximum frame length is below).
+pub(crate) const PADDING: u32 = u32::MAX;
 
 /// The two directions of a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,8 +126,21 @@ pub(crate) fn region_len(capacity: usize) -> usize {
 #[derive(Clone)]
 pub(crate) struct Layout {
     mem: Arc<dyn Memory>,
+    /// `mem.base()`, read once: every index and byte access starts here, and a call through
+    /// the trait object per access showed in the round trip's profile.
+    base: Base,
     capacity: usize,
 }
+
+/// The first byte of the memory a [`Layout`] holds.
+#[derive(Clone, Copy)]
+struct Base(*mut u8);
+
+// SAFETY: the pointer is only dereferenced through `Layout`, whose `Arc<dyn Memory>` (Send +
+// Sync) keeps the memory mapped; shared accesses go through atomics or the ring protocol.
+unsafe impl Send for Base {}
+// SAFETY: as above.
+unsafe impl Sync for Base {}
 
 impl std::fmt::Debug for Layout {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -130,20 +155,21 @@ impl Layout {
         // constructors check the length); the memory is valid for the layout's lifetime
         // (`Memory`'s contract) and only ever accessed atomically, so shared mutation by the
         // peer is no data race.
-        unsafe { &*self.mem.base().add(offset).cast::<AtomicU64>() }
+        unsafe { &*self.base.0.add(offset).cast::<AtomicU64>() }
     }
 
     fn atomic_u32(&self, offset: usize) -> &AtomicU32 {
         assert!(offset + 4 <= DATA_BASE && offset % 4 == 0);
         // SAFETY: as in `atomic_u64`, for a 4-aligned offset.
-        unsafe { &*self.mem.base().add(offset).cast::<AtomicU32>() }
+        unsafe { &*self.base.0.add(offset).cast::<AtomicU32>() }
     }
 
     /// Writes a fresh header into zeroed memory of [`region_len`]`(capacity)` bytes.
     pub(crate) fn create(mem: Arc<dyn Memory>, capacity: usize) -> Layout {
         assert!(capacity.is_power_of_two() && (MIN_CAPACITY..=MAX_CAPACITY).contains(&capacity));
         assert!(mem.len() >= region_len(capacity) && mem.base() as usize % 4096 == 0);
-        let layout = Layout { mem, capacity };
+        let base = Base(mem.base());
+        let layout = Layout { mem, base, capacity };
         layout.atomic_u32(8).store(VERSION, Ordering::Relaxed);
         layout.atomic_u64(16).store(capacity as u64, Ordering::Relaxed);
         for dir in [Direction::ToServer, Direction::ToClient] {
@@ -163,7 +189,8 @@ impl Layout {
                 capacity: MIN_CAPACITY,
             });
         }
-        let probe = Layout { mem, capacity: 0 };
+        let base = Base(mem.base());
+        let probe = Layout { mem, base, capacity: 0 };
         if probe.atomic_u64(0).load(Ordering::Acquire) != MAGIC {
             return Err(BadLayout::Magic);
         }
@@ -181,6 +208,7 @@ impl Layout {
         }
         Ok(Layout {
             mem: probe.mem,
+            base,
             capacity,
         })
     }
@@ -271,11 +299,19 @@ impl Ring {
         [(offset, first), (0, len - first)]
     }
 
+    /// Writes `bytes` into the data area at `offset`, as a hostile peer may.
+    #[cfg(test)]
+    pub(crate) fn write_for_test(&self, offset: usize, bytes: &[u8]) {
+        assert!(offset + bytes.len() <= self.capacity());
+        // SAFETY: the range lies inside the data area (asserted); tests only.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.data_ptr(offset), bytes.len()) }
+    }
+
     fn data_ptr(&self, offset: usize) -> *mut u8 {
         assert!(offset < self.capacity());
         // SAFETY: `offset < capacity` and the data area lies inside the mapping (checked at
         // construction: the region holds `region_len(capacity)` bytes).
-        unsafe { self.layout.mem.base().add(self.data + offset) }
+        unsafe { self.layout.base.0.add(self.data + offset) }
     }
 }
 
@@ -285,12 +321,19 @@ pub(crate) struct Producer {
     ring: Ring,
     /// Our own copy of `tail`: only we write it.
     tail: u64,
+    /// The consumer's `head` as last loaded (and checked): at least that much space is
+    /// free, so a write that fits needs no look at the consumer's cache line.
+    head_seen: u64,
 }
 
 impl Producer {
     /// The producer of a fresh ring: positions start at 0, whatever the peer wrote there.
     pub(crate) fn new(ring: Ring) -> Producer {
-        Producer { ring, tail: 0 }
+        Producer {
+            ring,
+            tail: 0,
+            head_seen: 0,
+        }
     }
 
     pub(crate) fn ring(&self) -> &Ring {
@@ -299,14 +342,33 @@ impl Producer {
 
     /// Bytes that can be written now.
     pub(crate) fn free(&self) -> Result<usize, Corrupt> {
+        self.look().map(|(free, _)| free)
+    }
+
+    /// Loads and checks the consumer's `head`: the bytes free, and the head.
+    fn look(&self) -> Result<(usize, u64), Corrupt> {
         // Acquire: the consumer's reads of the bytes it freed happened before we overwrite.
         let head = self.ring.head().load(Ordering::Acquire);
-        Ok(self.ring.capacity() - self.ring.check(head, self.tail)?)
+        Ok((self.ring.capacity() - self.ring.check(head, self.tail)?, head))
+    }
+
+    /// Bytes that can be written now, or at least `want` of them: the space known free
+    /// from the last look at `head` if that is enough, else a fresh look.
+    fn room(&mut self, want: usize) -> Result<usize, Corrupt> {
+        // `tail - head_seen` was checked to be within the capacity when `head_seen` was
+        // loaded, and only writes that fit have moved `tail` since.
+        let known = self.ring.capacity() - (self.tail - self.head_seen) as usize;
+        if known >= want {
+            return Ok(known);
+        }
+        let (free, head) = self.look()?;
+        self.head_seen = head;
+        Ok(free)
     }
 
     /// Copies as much of `bytes` as fits and publishes it; returns how much was taken.
     pub(crate) fn push(&mut self, bytes: &[u8]) -> Result<usize, Corrupt> {
-        let n = bytes.len().min(self.free()?);
+        let n = bytes.len().min(self.room(bytes.len())?);
         if n == 0 {
             return Ok(0);
         }
@@ -327,6 +389,53 @@ impl Producer {
         // Release: the bytes copied above are visible to whoever acquires this tail.
         self.ring.tail().store(self.tail, Ordering::Release);
         Ok(n)
+    }
+
+    /// Writes one frame in place: its payload, at most `len` bytes, by `encode` straight into
+    /// the ring's free space, then its length prefix, then publishes both. True if sent;
+    /// false, with nothing published, if the ring has no room for `HEADROOM + len` bytes in
+    /// one piece now or `encode` failed. A frame that would cross the ring's end goes to its
+    /// start, behind a [`PADDING`] marker over the rest (published with the frame), if that
+    /// leaves room for the marker.
+    pub(crate) fn encode_in_place(
+        &mut self,
+        len: usize,
+        encode: impl FnOnce(&mut Sink<'_>) -> bool,
+    ) -> Result<bool, Corrupt> {
+        let need = HEADROOM + len;
+        let capacity = self.ring.capacity();
+        let offset = (self.tail % capacity as u64) as usize;
+        let before_end = capacity - offset;
+        let (skip, at) = match need <= before_end {
+            true => (0, offset),
+            false if before_end >= HEADROOM => (before_end, 0),
+            false => return Ok(false),
+        };
+        if skip + need > self.room(skip + need)? {
+            return Ok(false);
+        }
+        // SAFETY: `at + need <= capacity` (it fits before the end, or from the start, and
+        // `need <= free <= capacity`), so the range lies in our data area; these free bytes
+        // are not readable by the consumer until the `tail` store below; nothing refers to
+        // them (a peer writing them anyway only spoils its own input).
+        let mut sink = unsafe { Sink::from_raw(self.ring.data_ptr(at).add(HEADROOM), len) };
+        if !encode(&mut sink) {
+            return Ok(false);
+        }
+        let used = sink.written();
+        let prefix = u32::try_from(used).unwrap_or(u32::MAX).to_le_bytes();
+        // SAFETY: as above, for the prefix's 4 bytes before the payload and, with padding,
+        // the marker's 4 bytes at `offset` (`before_end >= HEADROOM`).
+        unsafe {
+            std::ptr::copy_nonoverlapping(prefix.as_ptr(), self.ring.data_ptr(at), HEADROOM);
+            if skip > 0 {
+                std::ptr::copy_nonoverlapping(PADDING.to_le_bytes().as_ptr(), self.ring.data_ptr(offset), HEADROOM);
+            }
+        }
+        self.tail += (skip + HEADROOM + used) as u64;
+        // Release: the bytes written above are visible to whoever acquires this tail.
+        self.ring.tail().store(self.tail, Ordering::Release);
+        Ok(true)
     }
 
     /// Marks the direction closed: the consumer sees the end once it has read everything.
@@ -383,6 +492,11 @@ impl Consumer {
             buf.set_len(buf.len() + n);
         }
         self.consume(n);
+    }
+
+    /// Bytes from the head to the ring's end (what a [`PADDING`] marker there covers).
+    pub(crate) fn until_end(&self) -> usize {
+        self.ring.capacity() - (self.head % self.ring.capacity() as u64) as usize
     }
 
     /// Frees `n` bytes for the producer.

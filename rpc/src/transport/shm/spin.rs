@@ -7,8 +7,11 @@
 //! the ring header, so two ends on a one-CPU machine never spin), for a budget that halves
 //! each time spinning did not pay and doubles each time it did, or the data came soon after
 //! parking (spinning a little longer would have caught it), between [`MIN_BUDGET`] and
-//! [`MAX_BUDGET`]. An idle connection therefore parks after
-//! one short spin and costs nothing until the peer kicks it.
+//! [`MAX_BUDGET`]. Two ends on one CPU yield it to each other instead, for the same budget:
+//! the peer that was kicked runs at once, answers while this end still watches (no kick
+//! back, no wake-up), and a round trip costs a `sched_yield` per side rather than a doorbell
+//! write, a poll and a drain. An idle connection therefore parks after one short spin (or a
+//! few yields that return at once) and costs nothing until the peer kicks it.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -17,8 +20,10 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Strategy {
-    /// Spin while it pays: not at all when both ends share a CPU, otherwise for an
-    /// adaptive budget of a few to some tens of microseconds, then park on the doorbell.
+    /// Spin while it pays: not at all when both ends share a CPU (there this end gives
+    /// the CPU to its peer with `sched_yield` instead, looking at the ring in between),
+    /// otherwise for an adaptive budget of a few to some tens of microseconds, then park on
+    /// the doorbell.
     #[default]
     Adaptive,
     /// Spin up to 10 ms before parking, even on a shared CPU: lowest latency for a peer that
@@ -36,11 +41,52 @@ const SPIN_BUDGET: Duration = Duration::from_millis(10);
 /// reply) usually does, and a kick costs a system call and may wake a second thread.
 const KICK_GRACE: Duration = Duration::from_micros(2);
 
+/// How an end waits for its peer before it parks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Approach {
+    /// Look at the ring, on this CPU, for up to this long.
+    Spin(Duration),
+    /// Give the CPU to the peer, looking at the ring in between (`yield_until`).
+    Yield,
+    /// Park at once.
+    Park,
+}
+
 /// One waiting end's spin state.
 #[derive(Debug)]
 pub(crate) struct Spinner {
     strategy: Strategy,
     budget: Duration,
+}
+
+/// The end of a spin, read off the clock only once the spin has not paid at once: most
+/// spins end within their first looks at the ring, and a clock read costs more than a look
+/// (tens of nanoseconds on a VM). A budget therefore counts from the first check, a few
+/// looks in.
+struct Clock {
+    budget: Duration,
+    deadline: Option<Instant>,
+    end: Option<Instant>,
+}
+
+impl Clock {
+    fn new(budget: Duration, deadline: Option<Instant>) -> Clock {
+        Clock {
+            budget,
+            deadline,
+            end: None,
+        }
+    }
+
+    /// True once the budget or the deadline has passed.
+    fn ran_out(&mut self) -> bool {
+        let now = Instant::now();
+        let end = *self.end.get_or_insert_with(|| {
+            let end = now + self.budget;
+            self.deadline.map_or(end, |deadline| end.min(deadline))
+        });
+        now >= end
+    }
 }
 
 /// The CPU the caller runs on, plus one (0: unknown).
@@ -80,12 +126,27 @@ impl Spinner {
         }
     }
 
+    /// How to wait now, before parking (publishing this end's CPU first).
+    fn approach(&self, mine: &AtomicU32, theirs: &AtomicU32) -> Approach {
+        match self.strategy {
+            Strategy::Block => Approach::Park,
+            Strategy::Spin => Approach::Spin(SPIN_BUDGET),
+            Strategy::Adaptive => {
+                publish_cpu(mine);
+                match self.pays(mine, theirs) {
+                    true => Approach::Spin(self.budget),
+                    false => Approach::Yield,
+                }
+            }
+        }
+    }
+
     /// Before a kick: spins briefly, if that pays, until `ready()` says no kick is needed.
     pub(crate) fn grace(&self, mine: &AtomicU32, theirs: &AtomicU32, mut ready: impl FnMut() -> bool) -> bool {
         if !self.pays(mine, theirs) {
             return false;
         }
-        let end = Instant::now() + KICK_GRACE;
+        let mut clock = Clock::new(KICK_GRACE, None);
         loop {
             for _ in 0..16 {
                 if ready() {
@@ -93,7 +154,7 @@ impl Spinner {
                 }
                 std::hint::spin_loop();
             }
-            if Instant::now() >= end {
+            if clock.ran_out() {
                 return false;
             }
         }
@@ -108,22 +169,12 @@ impl Spinner {
         deadline: Option<Instant>,
         mut ready: impl FnMut() -> bool,
     ) -> bool {
-        let budget = match self.strategy {
-            Strategy::Block => return false,
-            Strategy::Spin => SPIN_BUDGET,
-            Strategy::Adaptive => {
-                publish_cpu(mine);
-                if !self.pays(mine, theirs) {
-                    return false;
-                }
-                self.budget
-            }
+        let budget = match self.approach(mine, theirs) {
+            Approach::Park => return false,
+            Approach::Yield => return self.yield_until(deadline, ready),
+            Approach::Spin(budget) => budget,
         };
-        let start = Instant::now();
-        let mut end = start + budget;
-        if let Some(deadline) = deadline {
-            end = end.min(deadline);
-        }
+        let mut clock = Clock::new(budget, deadline);
         loop {
             // Look at the clock only now and then: it costs more than a look at the ring.
             for _ in 0..64 {
@@ -135,12 +186,33 @@ impl Spinner {
                 }
                 std::hint::spin_loop();
             }
-            if Instant::now() >= end {
+            if clock.ran_out() {
                 if self.strategy == Strategy::Adaptive {
                     self.budget = (self.budget / 2).max(MIN_BUDGET);
                 }
                 return false;
             }
+        }
+    }
+
+    /// On a CPU shared with the peer: gives the CPU away (`sched_yield`) until `ready()`,
+    /// the budget runs out or `deadline` passes. A peer that was woken to answer (a kicked
+    /// server thread) runs at once and finds this end still watching, so it needs no kick
+    /// back, and this end no wake-up: a round trip costs a yield on each side instead of a
+    /// doorbell write, a poll and a drain. With nothing else to run the yield returns at
+    /// once; the budget (shared with spinning, adapted the same way) bounds that.
+    fn yield_until(&mut self, deadline: Option<Instant>, mut ready: impl FnMut() -> bool) -> bool {
+        let mut clock = Clock::new(self.budget, deadline);
+        loop {
+            if ready() {
+                self.budget = (self.budget * 2).min(MAX_BUDGET);
+                return true;
+            }
+            if clock.ran_out() {
+                self.budget = (self.budget / 2).max(MIN_BUDGET);
+                return false;
+            }
+            let _ = nix::sched::sched_yield();
         }
     }
 
@@ -158,23 +230,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn adaptive_never_spins_when_the_peer_last_ran_on_this_cpu() {
-        let mut spinner = Spinner::new(Strategy::Adaptive);
+    fn adaptive_yields_rather_than_spins_when_the_peer_last_ran_on_this_cpu() {
+        let spinner = Spinner::new(Strategy::Adaptive);
         let (mine, theirs) = (AtomicU32::new(0), AtomicU32::new(0));
-        let mut looks = 0;
         // The peer "runs" wherever we do: the thread may migrate, so retry a few times.
+        let mut approach = None;
         for _ in 0..100 {
-            looks = 0;
             theirs.store(current_cpu(), Ordering::Relaxed);
-            assert!(!spinner.spin(&mine, &theirs, None, || {
-                looks += 1;
-                false
-            }));
+            approach = Some(spinner.approach(&mine, &theirs));
             if mine.load(Ordering::Relaxed) == theirs.load(Ordering::Relaxed) {
                 break;
             }
         }
-        assert_eq!(looks, 0, "no look at the ring at all");
+        assert_eq!(approach, Some(Approach::Yield));
+        // A CPU this machine does not have: the peer is elsewhere, wherever we run.
+        theirs.store(u32::MAX, Ordering::Relaxed);
+        assert!(
+            matches!(spinner.approach(&mine, &theirs), Approach::Spin(_)),
+            "another CPU: spin"
+        );
+        assert_eq!(Spinner::new(Strategy::Block).approach(&mine, &theirs), Approach::Park);
     }
 
     #[test]

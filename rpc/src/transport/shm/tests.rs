@@ -84,10 +84,12 @@ fn a_corrupt_tail_from_the_peer_is_a_clear_error() {
 }
 
 #[test]
-fn a_corrupt_head_from_the_peer_fails_the_send() {
+fn a_corrupt_head_from_the_peer_fails_the_first_send_that_looks_at_it() {
     let (layout, mut client, _server) = linked(4096);
     layout.ring(Direction::ToServer).head().store(12345, Ordering::Release);
-    let err = client.send(&mut Frame::from_payload(b"x"), soon()).unwrap_err();
+    // The space known free from the last look (all of it) needs no look at the head.
+    client.send(&mut Frame::from_payload(&[0; 4000]), soon()).unwrap();
+    let err = client.send(&mut Frame::from_payload(&[0; 100]), soon()).unwrap_err();
     let text = crate::ErrorChain(&err).to_string();
     assert!(text.contains("corrupt ring indices"), "{text}");
 }
@@ -209,4 +211,136 @@ fn a_server_thread_learns_of_a_peer_that_died_without_closing_and_does_not_spin_
         }
     }
     panic!("the server thread kept waking for a peer that is gone");
+}
+
+/// Sends `payload` encoded in place, as the client does: true if it went in place.
+fn send_in_place(transport: &mut Transport, payload: &[u8]) -> bool {
+    let len = crate::protocol::serialized_size(payload).unwrap();
+    transport
+        .sender
+        .try_send_encoded(len, &mut |sink| postcard::serialize_with_flavor(payload, &mut *sink))
+}
+
+#[test]
+fn frames_encoded_in_place_wrap_behind_padding_and_interleave_with_copied_ones() {
+    let (_layout, mut client, mut server) = linked(4096);
+    let mut in_place = 0;
+    let mut expected = std::collections::VecDeque::new();
+    for round in 0..200usize {
+        // Sizes that leave every kind of remainder before the ring's end.
+        let payload: Vec<u8> = (0..(round * 97) % 1500).map(|i| (i ^ round) as u8).collect();
+        if round % 3 == 2 {
+            client
+                .send(
+                    &mut Frame::from_payload(&postcard::to_allocvec(&payload[..]).unwrap()),
+                    soon(),
+                )
+                .unwrap();
+        } else if send_in_place(&mut client, &payload) {
+            in_place += 1;
+        } else {
+            // No room in one piece: the caller falls back to a copied frame.
+            client
+                .send(
+                    &mut Frame::from_payload(&postcard::to_allocvec(&payload[..]).unwrap()),
+                    soon(),
+                )
+                .unwrap();
+        }
+        expected.push_back(payload);
+        // Leave a frame in the ring (two never fill it), so that the free space is often
+        // short of the ring's end.
+        while expected.len() > 1 {
+            let got = server.recv(soon()).unwrap();
+            assert_eq!(
+                postcard::from_bytes::<&[u8]>(&got).unwrap(),
+                &expected.pop_front().unwrap()[..]
+            );
+        }
+    }
+    while let Some(want) = expected.pop_front() {
+        let got = server.recv(soon()).unwrap();
+        assert_eq!(postcard::from_bytes::<&[u8]>(&got).unwrap(), &want[..]);
+    }
+    assert!(in_place > 100, "most frames went in place ({in_place} of 134)");
+}
+
+#[test]
+fn a_frame_too_large_for_the_ring_in_one_piece_is_left_to_the_copying_send() {
+    let (_layout, mut client, mut server) = linked(4096);
+    assert!(!send_in_place(&mut client, &[9; 5000]), "larger than the ring");
+    client.set_max_frame_len(100);
+    assert!(!send_in_place(&mut client, &[9; 200]), "larger than the maximum");
+    assert!(send_in_place(&mut client, &[9; 50]));
+    assert_eq!(server.recv(soon()).unwrap().len(), 51);
+}
+
+#[test]
+fn a_padding_marker_split_across_the_end_of_the_ring_is_a_clear_error() {
+    let (layout, mut client, mut server) = linked(4096);
+    // A frame that leaves two bytes before the end: 4 + 4090.
+    client.send(&mut Frame::from_payload(&[1; 4090]), soon()).unwrap();
+    assert_eq!(server.recv(soon()).unwrap().len(), 4090);
+    // Play the hostile client: a padding marker written across the end.
+    let ring = layout.ring(Direction::ToServer);
+    ring.tail().store(4094 + 8, Ordering::Release);
+    ring.write_for_test(4094, &[0xFF, 0xFF]);
+    ring.write_for_test(0, &[0xFF, 0xFF, 0, 0, 0, 0]);
+    let err = crate::error::chain(&server.recv(soon()).unwrap_err());
+    assert!(err.contains("padding marker 2 bytes before the ring's end"), "{err}");
+}
+
+/// A call's context whose replies go out through `sender`, as the server makes it.
+fn context(
+    sender: Box<dyn crate::transport::FrameSender>,
+    id: u64,
+) -> (crate::outbox::Outbox, crate::service::CallContext) {
+    use crate::protocol::{Envelope, Kind};
+    let outbox = crate::outbox::Outbox::new(
+        sender,
+        crate::outbox::Buffering::Unbounded,
+        "peer".into(),
+        crate::protocol::DEFAULT_MAX_FRAME_LEN,
+        None,
+    );
+    let ctx = crate::service::CallContext {
+        envelope: Envelope {
+            id,
+            kind: Kind::Call,
+            method: 3,
+            timeout_us: None,
+        },
+        deadline: None,
+        peer: Arc::new(PeerInfo::named("peer")),
+        key_name: None,
+        cancelled: Arc::default(),
+        replies: Some(outbox.replies()),
+    };
+    (outbox, ctx)
+}
+
+#[test]
+fn a_generated_handler_s_reply_goes_into_the_ring_in_place_and_reads_back_whole() {
+    use crate::protocol::{Envelope, Kind};
+    let (_layout, client, server) = linked(1 << 16);
+    let (_outbox, ctx) = context(server.sender, 42);
+    let reply = ctx.__reply(&(7i64, "seven")).unwrap();
+    assert!(reply.is_sent(), "nothing is left for the server to send");
+    let mut receiver = client.receiver;
+    let payload = receiver.recv(soon()).unwrap();
+    let (envelope, body) = Envelope::decode(&payload).unwrap();
+    assert_eq!((envelope.id, envelope.kind, envelope.method), (42, Kind::Reply, 3));
+    assert_eq!(postcard::from_bytes::<(i64, &str)>(body).unwrap(), (7, "seven"));
+}
+
+#[test]
+fn a_reply_that_does_not_fit_in_place_is_returned_as_a_frame_to_send() {
+    let (_layout, _client, server) = linked(4096);
+    let (_outbox, ctx) = context(server.sender, 1);
+    let reply = ctx.__reply(&vec![1u8; 5000]).unwrap();
+    assert!(!reply.is_sent());
+    assert_eq!(
+        reply.payload_len(),
+        crate::protocol::serialized_size(&vec![1u8; 5000]).unwrap() + 4
+    );
 }

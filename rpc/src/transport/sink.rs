@@ -1,0 +1,106 @@
+//! Encoding a frame's payload in place: [`Sink`], a postcard flavor that writes through a
+//! raw pointer, straight into a shared-memory ring's free space, and [`Encode`], the
+//! type-erased encoder a sender runs on it.
+//!
+//! Why raw pointers rather than a `&mut [u8]`: the ring's free space lies in memory the peer
+//! can write. It has no business writing there, but a hostile or broken peer may; a Rust
+//! reference over memory another party writes is a data race (undefined behaviour), while a
+//! raw-pointer write racing with the peer's only leaves the bytes the peer then reads
+//! undefined, which is its own problem (as for the ring's `push`). The encoder only writes,
+//! never reads back what it wrote.
+
+use std::marker::PhantomData;
+
+use postcard::ser_flavors::Flavor;
+
+/// Writes one frame's payload into a [`Sink`]: the envelope, then the body.
+pub type Encode<'a> = dyn FnMut(&mut Sink<'_>) -> postcard::Result<()> + 'a;
+
+/// Where an [`Encode`] writes a payload: at most a fixed number of bytes, written once each
+/// through a raw pointer. As a postcard flavor (`&mut Sink`), several values can be encoded
+/// one after the other into it.
+#[derive(Debug)]
+pub struct Sink<'a> {
+    ptr: *mut u8,
+    len: usize,
+    pos: usize,
+    _bytes: PhantomData<&'a mut [u8]>,
+}
+
+impl<'a> Sink<'a> {
+    /// A sink over `len` bytes from `ptr`.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must be valid for writes of `len` bytes for `'a`, and no reference to those
+    /// bytes may be live meanwhile.
+    pub(crate) unsafe fn from_raw(ptr: *mut u8, len: usize) -> Sink<'a> {
+        Sink {
+            ptr,
+            len,
+            pos: 0,
+            _bytes: PhantomData,
+        }
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> usize {
+        self.pos
+    }
+}
+
+impl Flavor for &mut Sink<'_> {
+    type Output = ();
+
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        // Not through `try_extend`: a copy of one byte is a call to `memcpy` (most of an
+        // envelope is single bytes).
+        if self.pos == self.len {
+            return Err(postcard::Error::SerializeBufferFull);
+        }
+        // SAFETY: `pos < len`, so the byte lies in the bytes the sink may write.
+        unsafe { self.ptr.add(self.pos).write(byte) };
+        self.pos += 1;
+        Ok(())
+    }
+
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        if bytes.len() > self.len - self.pos {
+            return Err(postcard::Error::SerializeBufferFull);
+        }
+        // SAFETY: `pos + bytes.len() <= len`, so the destination lies in the bytes the sink
+        // may write (its constructor's contract); `bytes` is a Rust slice, not that memory.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.add(self.pos), bytes.len()) };
+        self.pos += bytes.len();
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_encoded_one_after_the_other_decode_back_and_overflow_is_refused() {
+        let mut buf = [0u8; 64];
+        // SAFETY: `buf` is valid for 64 bytes and only written through the sink meanwhile.
+        let mut sink = unsafe { Sink::from_raw(buf.as_mut_ptr(), buf.len()) };
+        postcard::serialize_with_flavor(&(1u64, "two"), &mut sink).unwrap();
+        postcard::serialize_with_flavor(&[3u8; 5][..], &mut sink).unwrap();
+        let written = sink.written();
+        let ((one, two), rest): ((u64, &str), &[u8]) = postcard::take_from_bytes(&buf[..written]).unwrap();
+        assert_eq!((one, two), (1, "two"));
+        assert_eq!(postcard::from_bytes::<&[u8]>(rest).unwrap(), &[3; 5]);
+
+        let mut small = [0u8; 2];
+        // SAFETY: as above, for 2 bytes.
+        let mut sink = unsafe { Sink::from_raw(small.as_mut_ptr(), small.len()) };
+        let full = postcard::serialize_with_flavor(&"long", &mut sink);
+        assert_eq!(full, Err(postcard::Error::SerializeBufferFull));
+        assert!(sink.written() <= 2, "never past its end");
+    }
+}
