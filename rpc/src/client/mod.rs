@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::task::Waker;
 use std::thread::Thread;
 use std::time::{Duration, Instant};
@@ -32,11 +32,13 @@ use crate::wait::Wait;
 
 mod future;
 mod handshake;
+mod locked;
 mod pending;
 mod reactor;
 
 pub(crate) use future::Timer;
 use handshake::{handshake, Refusals};
+use locked::Locked;
 
 pub use pending::PendingCall;
 
@@ -164,6 +166,8 @@ struct State {
     /// The sleeper woken to read next, until it wakes or somebody else reads: no second one
     /// is woken meanwhile.
     next_reader: Option<u64>,
+    /// Threads to unpark once the lock is released (see `locked.rs`).
+    wake: Vec<Thread>,
     /// Awaited calls waiting for their replies: woken when theirs is filed, and one of them
     /// when the connection needs a reader (see `future.rs`).
     wakers: HashMap<u64, Waker>,
@@ -215,6 +219,7 @@ impl Client {
                     waiters: 0,
                     sleepers: HashMap::new(),
                     next_reader: None,
+                    wake: Vec::new(),
                     wakers: HashMap::new(),
                     watching: future::Watch::Nobody,
                 }),
@@ -379,8 +384,8 @@ pub(crate) fn fuzz_handshake(
 }
 
 impl Inner {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> Locked<'_> {
+        Locked::new(self.state.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Hands the reading on, if nobody is reading: wakes one blocked caller still waiting for
@@ -402,8 +407,9 @@ impl Inner {
             .iter()
             .find(|(id, _)| matches!(st.pending.get(id), Some(None)));
         if let Some((&id, thread)) = next {
+            let thread = thread.clone();
             st.next_reader = Some(id);
-            thread.unpark();
+            st.wake.push(thread);
         } else if !st.wakers.is_empty() && st.watching == future::Watch::Nobody {
             if let Some(waker) = st.wakers.values().next() {
                 waker.wake_by_ref();
@@ -463,7 +469,8 @@ impl Inner {
         self.outbox.close(&reason);
         st.failed.get_or_insert(Failure { reason, ending });
         st.wakers.drain().for_each(|(_, waker)| waker.wake());
-        st.sleepers.values().for_each(Thread::unpark);
+        let all: Vec<Thread> = st.sleepers.values().cloned().collect();
+        st.wake.extend(all);
         self.notify(st);
     }
 
@@ -506,8 +513,8 @@ impl Inner {
                     if let Some(waker) = st.wakers.remove(&envelope.id) {
                         waker.wake();
                     }
-                    if let Some(thread) = st.sleepers.get(&envelope.id) {
-                        thread.unpark();
+                    if let Some(thread) = st.sleepers.get(&envelope.id).cloned() {
+                        st.wake.push(thread);
                     }
                 }
                 Some(Some(_)) => self.violation(st, format!("second reply to request id {}", envelope.id)),
@@ -578,7 +585,7 @@ impl Inner {
 
     /// Files every whole frame the receiver already holds, without waiting, if nobody else
     /// is reading.
-    fn drain_buffered<'a>(&'a self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+    fn drain_buffered<'a>(&'a self, mut st: Locked<'a>) -> Locked<'a> {
         while !st.reading && st.failed.is_none() {
             let buffered = self.receiver.lock().unwrap_or_else(|e| e.into_inner()).has_buffered();
             if !buffered {
@@ -592,7 +599,7 @@ impl Inner {
     /// Reads one frame as the connection's reader (nobody else is reading when called) and
     /// files it; a failed connection is marked so. The flag is true when `wait` ran out
     /// before a frame came.
-    fn read_once<'a>(&'a self, mut st: MutexGuard<'a, State>, wait: Wait) -> (MutexGuard<'a, State>, bool) {
+    fn read_once<'a>(&'a self, mut st: Locked<'a>, wait: Wait) -> (Locked<'a>, bool) {
         st.reading = true;
         // Whoever was woken to read next finds this read under way.
         st.next_reader = None;
@@ -616,7 +623,7 @@ impl Inner {
     /// Reads what the peer sent before it closed, until the connection is marked failed
     /// (with the peer's goodbye, if it said one) or nothing more is there. A peer that has
     /// closed has sent everything, so this waits only for another reader to finish, briefly.
-    fn read_what_is_left<'a>(&'a self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+    fn read_what_is_left<'a>(&'a self, mut st: Locked<'a>) -> Locked<'a> {
         let until = Instant::now() + LAST_WORDS_WAIT;
         while st.failed.is_none() {
             if !st.reading {
@@ -633,7 +640,7 @@ impl Inner {
                 break;
             }
             st.waiters += 1;
-            st = self.replies.wait_timeout(st, left).unwrap_or_else(|e| e.into_inner()).0;
+            st = st.wait_timeout(&self.replies, left);
             st.waiters -= 1;
         }
         st
