@@ -468,8 +468,15 @@ impl<S: Service> Conn<S> {
             self.clock.saw(received.is_ok(), receiver.in_frame());
             let payload = match received {
                 Ok(payload) => payload,
-                // Another thread took what woke us, or only part of a frame has arrived.
-                Err(TransportError::WouldBlock { .. }) => continue,
+                // Another thread took what woke us, or only part of a frame has arrived. A
+                // thread woken for nothing while another waits leaves: spare threads only
+                // multiply the wake-ups each arriving chunk of data causes.
+                Err(TransportError::WouldBlock { .. }) => {
+                    if self.idle.load(Ordering::SeqCst) > 0 && self.threads.load(Ordering::SeqCst) > 1 {
+                        break;
+                    }
+                    continue;
+                }
                 Err(e @ TransportError::BudgetExhausted { .. }) => {
                     self.cut("frame budget exhausted", e.to_string());
                     break;
