@@ -209,6 +209,19 @@ fn median_of(rounds: &[Figures], pick: impl Fn(&Figures) -> f64) -> f64 {
     values[values.len() / 2]
 }
 
+/// The CPUs a process may run on, as the kernel says (`Cpus_allowed_list`).
+fn allowed_cpus(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status.lines().find_map(|line| {
+                line.strip_prefix("Cpus_allowed_list:")
+                    .map(|cpus| cpus.trim().to_owned())
+            })
+        })
+        .unwrap_or_else(|| "?".into())
+}
+
 fn placement(place: Placement, quick: bool, payload: &[u8]) -> Result<Vec<Figures>> {
     // Children inherit the affinity of the thread that starts them.
     support_pin(place.child)?;
@@ -221,6 +234,17 @@ fn placement(place: Placement, quick: bool, payload: &[u8]) -> Result<Vec<Figure
     })();
     support_pin(place.parent)?;
     let mut children = children?;
+    println!();
+    println!(
+        "{}: client threads on CPU {} (this process may run on {}); procwire server on {}, tarpc server on {}, \
+         raw echo on {}",
+        place.name,
+        place.parent,
+        allowed_cpus(std::process::id()),
+        allowed_cpus(children.rpc.child.child.id()),
+        allowed_cpus(children.tarpc.0.child.id()),
+        allowed_cpus(children.raw.child.child.id()),
+    );
     let mut message = (payload.len() as u32).to_le_bytes().to_vec();
     message.extend_from_slice(payload);
     // Warm up every path once.
@@ -278,11 +302,7 @@ pub(crate) fn report(allowed: &CpuSet, quick: bool, payload: &[u8]) -> Result<()
         let (one, many) = (m(|f| f.one_thread), m(|f| f.n_threads));
         let (current, multi, tarpc) = (m(|f| f.tarpc_current), m(|f| f.tarpc_multi), m(Figures::tarpc));
         let (echo, raw) = (m(|f| f.echo_rpc), m(|f| f.echo_raw));
-        println!();
-        println!(
-            "{}: this process (client threads) on CPU {}, every server child on CPU {}",
-            place.name, place.parent, place.child
-        );
+        println!("{}:", place.name);
         println!("  ours, 1 thread           {one:>10.0} calls/s");
         println!(
             "  ours, {N} threads          {many:>10.0} calls/s   {:.2}x of 1 thread",
