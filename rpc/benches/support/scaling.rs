@@ -302,7 +302,6 @@ pub(crate) fn report(allowed: &CpuSet, quick: bool, payload: &[u8]) -> Result<()
         let (one, many) = (m(|f| f.one_thread), m(|f| f.n_threads));
         let (current, multi, tarpc) = (m(|f| f.tarpc_current), m(|f| f.tarpc_multi), m(Figures::tarpc));
         let (echo, raw) = (m(|f| f.echo_rpc), m(|f| f.echo_raw));
-        println!("{}:", place.name);
         println!("  ours, 1 thread           {one:>10.0} calls/s");
         println!(
             "  ours, {N} threads          {many:>10.0} calls/s   {:.2}x of 1 thread",
