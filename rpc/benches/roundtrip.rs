@@ -42,6 +42,9 @@ const ADDR_ENV: &str = "PROCWIRE_BENCH_ADDR";
 
 const MIB: usize = 1024 * 1024;
 
+#[path = "support/scaling.rs"]
+mod scaling;
+
 /// The key both ends of the `tcp` (Noise) measurement hold.
 fn bench_key() -> NoiseKey {
     NoiseKey::new("bench", [0x42; 32])
@@ -135,6 +138,7 @@ mod child {
                 }
                 Ok(())
             }
+            scaling::TARPC_ROLE => scaling::serve_tarpc(&addr()?),
             other => bail!("unknown {CHILD_ENV} role {other:?}"),
         }
     }
@@ -567,6 +571,8 @@ struct Row {
 }
 
 fn parent() -> Result<()> {
+    // The CPUs we may use, before pinning narrows them: the placements take two of them.
+    let allowed = sched_getaffinity(Pid::from_raw(0))?;
     // First, so that every thread and child inherits the affinity.
     let pinned = if env_flag("PROCWIRE_BENCH_PIN", true) {
         Some(pin().context("pinning to one CPU")?)
@@ -619,6 +625,9 @@ fn parent() -> Result<()> {
         only.as_deref()
             .is_none_or(|only| only.split(',').any(|n| n.trim() == kind.name()))
     };
+    let scaling = only
+        .as_deref()
+        .is_none_or(|only| only.split(',').any(|n| n.trim() == "scaling"));
     for kind in Kind::ALL.into_iter().filter(|&kind| chosen(kind)) {
         let transport = kind.name();
         let ctx = |what: &str| format!("{transport}: {what}");
@@ -668,20 +677,22 @@ fn parent() -> Result<()> {
         );
     }
 
-    let Some(unix) = row("unix") else {
-        return Ok(());
-    };
-    let small = unix.small_rpc / unix.small_raw;
-    let large = unix.large_rpc / unix.large_raw;
-    let verdict = |met: bool| if met { "MET" } else { "NOT MET" };
-    println!();
-    println!(
-        "target: small call over unix within 1.5x of raw: {small:.2}x -> {}",
-        verdict(small <= 1.5)
-    );
-    println!(
-        "target: 1 MiB echo over unix at least 0.5x raw throughput: {large:.2}x -> {}",
-        verdict(large >= 0.5)
-    );
+    if let Some(unix) = row("unix") {
+        let small = unix.small_rpc / unix.small_raw;
+        let large = unix.large_rpc / unix.large_raw;
+        let verdict = |met: bool| if met { "MET" } else { "NOT MET" };
+        println!();
+        println!(
+            "target: small call over unix within 1.5x of raw: {small:.2}x -> {}",
+            verdict(small <= 1.5)
+        );
+        println!(
+            "target: 1 MiB echo over unix at least 0.5x raw throughput: {large:.2}x -> {}",
+            verdict(large >= 0.5)
+        );
+    }
+    if scaling {
+        scaling::report(&allowed, quick, &payload)?;
+    }
     Ok(())
 }

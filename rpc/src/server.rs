@@ -3,7 +3,9 @@
 //! One acceptor thread per listener; per connection, a small set of threads, each of which
 //! reads a request, runs the handler and writes the reply itself. Idle threads sleep in
 //! their own epoll sets, where the connection's descriptor is registered with
-//! `EPOLLEXCLUSIVE`, so a request wakes exactly one of them. A thread that takes a request
+//! `EPOLLEXCLUSIVE`, so a request wakes exactly one of them; requests one read brought wake
+//! another thread as [`backlog`] decides (at once, or on one CPU only if they wait behind a
+//! call that blocks). A thread that takes a request
 //! while no other is idle starts one more (up to
 //! [`ServerConfig::max_calls_per_connection`]), so that a slow call never holds up the next
 //! request. A lone caller thus costs no thread hand-off, slow calls do not block fast ones on
@@ -27,11 +29,13 @@ use crate::transport::{FrameReceiver, Interrupt, Listener, PeerInfo, Transport};
 use crate::wait::Wait;
 
 mod access;
+mod backlog;
 mod config;
 mod handshake;
 mod limits;
 
 pub use access::{Access, AccessEnvError, ALLOW_GIDS_ENV, ALLOW_UIDS_ENV};
+use backlog::Backlog;
 use config::HandshakeHook;
 pub use config::{ServerConfig, DEFAULT_MAX_CONNECTIONS};
 use handshake::handshake;
@@ -266,6 +270,8 @@ struct Conn<S> {
     closed: AtomicBool,
     /// Written when requests are buffered in the receiver: wakes one idle thread.
     wake: EventFd,
+    /// When to write `wake` (at once, or after a grace period on one CPU).
+    backlog: Backlog,
     /// Fired when the connection stops reading: wakes every thread.
     ended: Interrupt,
     /// How long the current frame, or the silence, has lasted.
@@ -281,6 +287,8 @@ const GOODBYE_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// Token of the "more buffered" eventfd in a [`Waiter`].
 const WAKE: u64 = 1;
+/// Token of the backlog's timer in a [`Waiter`].
+const BACKLOG_TIMER: u64 = 5;
 
 /// One thread's epoll set.
 struct Waiter {
@@ -289,8 +297,8 @@ struct Waiter {
 
 impl Waiter {
     /// Sleeps until there may be something to do, or `until` passes; false if it passed.
-    fn wait(&self, wake: &EventFd, until: Option<Instant>) -> nix::Result<bool> {
-        let mut events = [EpollEvent::empty(); 5];
+    fn wait(&self, wake: &EventFd, backlog: &Backlog, until: Option<Instant>) -> nix::Result<bool> {
+        let mut events = [EpollEvent::empty(); 6];
         let timeout = match until {
             None => EpollTimeout::NONE,
             Some(at) => {
@@ -308,6 +316,9 @@ impl Waiter {
         if events[..n].iter().any(|e| e.data() == WAKE) {
             // Semaphore mode: take one wake-up; another thread may take the next.
             let _ = wake.read();
+        }
+        if events[..n].iter().any(|e| e.data() == BACKLOG_TIMER) {
+            backlog.fired();
         }
         Ok(n > 0)
     }
@@ -375,6 +386,7 @@ fn start_connection<S: Service>(
             idle: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             wake,
+            backlog: Backlog::new(),
             ended,
         });
         conn.run();
@@ -420,7 +432,7 @@ impl<S: Service> Conn<S> {
                         None => {
                             self.idle.fetch_add(1, Ordering::SeqCst);
                             let until = self.clock.deadline(self.busy()).map(|(at, _)| at);
-                            let woken = waiter.wait(&self.wake, until);
+                            let woken = waiter.wait(&self.wake, &self.backlog, until);
                             self.idle.fetch_sub(1, Ordering::SeqCst);
                             let receiver = self.receiver.lock().unwrap_or_else(|e| e.into_inner());
                             match woken {
@@ -456,8 +468,15 @@ impl<S: Service> Conn<S> {
             self.clock.saw(received.is_ok(), receiver.in_frame());
             let payload = match received {
                 Ok(payload) => payload,
-                // Another thread took what woke us, or only part of a frame has arrived.
-                Err(TransportError::WouldBlock { .. }) => continue,
+                // Another thread took what woke us, or only part of a frame has arrived. A
+                // thread woken for nothing while another waits leaves: spare threads only
+                // multiply the wake-ups each arriving chunk of data causes.
+                Err(TransportError::WouldBlock { .. }) => {
+                    if self.idle.load(Ordering::SeqCst) > 0 && self.threads.load(Ordering::SeqCst) > 1 {
+                        break;
+                    }
+                    continue;
+                }
                 Err(e @ TransportError::BudgetExhausted { .. }) => {
                     self.cut("frame budget exhausted", e.to_string());
                     break;
@@ -509,8 +528,12 @@ impl<S: Service> Conn<S> {
                 }
             }
             // Requests already read from the descriptor wake no one by themselves.
-            if waiter.is_some() && receiver.has_buffered() {
-                let _ = self.wake.write(1);
+            if waiter.is_some() {
+                if receiver.has_buffered() {
+                    self.backlog.waiting(&self.wake);
+                } else {
+                    self.backlog.drained();
+                }
             }
             // Register the call before letting go of the receiver, so that a cancel read by
             // another thread right after finds it.
@@ -554,14 +577,17 @@ impl<S: Service> Conn<S> {
         self.ended.fire();
     }
 
-    /// This thread's epoll set: the connection (exclusive), the "more buffered" eventfd
-    /// (exclusive), and the server's and the connection's end and the peer's death, if the
+    /// This thread's epoll set: the connection (exclusive), the "more buffered" eventfd and
+    /// the backlog's timer, if any (exclusive), and the server's and the connection's end and the peer's death, if the
     /// transport shows it apart (shared: every thread leaves).
     fn waiter(&self, fd: BorrowedFd<'_>, liveness: Option<BorrowedFd<'_>>) -> nix::Result<Waiter> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
         let exclusive = EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE;
         epoll.add(fd, EpollEvent::new(exclusive, 0))?;
         epoll.add(self.wake.as_fd(), EpollEvent::new(exclusive, WAKE))?;
+        if let Some(timer) = self.backlog.timer_fd() {
+            epoll.add(timer, EpollEvent::new(exclusive, BACKLOG_TIMER))?;
+        }
         epoll.add(self.shared.interrupt.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, 2))?;
         epoll.add(self.ended.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, 3))?;
         if let Some(liveness) = liveness {

@@ -23,6 +23,13 @@ use awaited::{
     an_awaited_call_to_a_peer_that_dies_fails_promptly, awaited_calls_share_a_connection_with_blocking_ones,
 };
 
+#[path = "conformance/sharing.rs"]
+mod sharing;
+
+use sharing::{
+    callers_that_time_out_while_reading_hand_the_reading_on, on_one_cpu_a_request_read_behind_a_blocking_call_is_served,
+};
+
 type Outcome = Result<(), Failed>;
 
 fn connect(peer: &mut Peer) -> Client {
@@ -685,7 +692,11 @@ fn main() {
         a_graceful_stop_says_stopped_and_that_unanswered_calls_did_not_run,
         a_reply_above_the_maximum_is_answered_with_an_error,
     ];
-    let listeners: &[(&str, Case)] = cases![dropping_a_client_still_delivers_what_it_accepted];
+    // Cases that open a second connection to the same server.
+    let listeners: &[(&str, Case)] = cases![
+        dropping_a_client_still_delivers_what_it_accepted,
+        callers_that_time_out_while_reading_hand_the_reading_on,
+    ];
     let raw_streams: &[(&str, Case)] = cases![
         oversized_length_prefix_costs_one_connection,
         truncated_frame_costs_one_connection,
@@ -713,6 +724,10 @@ fn main() {
     trials.push(Trial::test(
         "shm::an_idle_connection_costs_no_cpu_on_either_side",
         || an_idle_connection_costs_no_cpu_on_either_side(Kind::Shm),
+    ));
+    trials.push(Trial::test(
+        "unix::on_one_cpu_a_request_read_behind_a_blocking_call_is_served",
+        || on_one_cpu_a_request_read_behind_a_blocking_call_is_served(Kind::Unix),
     ));
     trials.push(Trial::test("unix::peer_credentials_are_known_on_unix_sockets", || {
         peer_credentials_are_known_on_unix_sockets(Kind::Unix)

@@ -142,7 +142,7 @@ impl Client {
                     }
                     let payload = st.pending.remove(&id).flatten().expect("the reply is there");
                     // If this task was the one to read next, another waiting one takes over.
-                    inner.notify(&st);
+                    inner.notify(&mut st);
                     return Poll::Ready(Ok(payload));
                 }
                 Some(None) => {}
@@ -175,6 +175,12 @@ impl Client {
             if !ran_out {
                 // A frame was filed (perhaps this call's reply): look again, and read on.
                 continue;
+            }
+            if st.sleepers.keys().any(|id| matches!(st.pending.get(id), Some(None))) {
+                // A blocked caller waits for its reply too: it reads on, blocking, and files
+                // this call's reply with its waker, so no watch is needed.
+                inner.notify(&mut st);
+                return Poll::Pending;
             }
             // Nothing more to read without waiting. A transport that may make progress
             // without its descriptor showing it (bytes already buffered, the shm rings' last
@@ -228,7 +234,7 @@ impl Client {
                     if st.watching == Watch::Reactor {
                         st.watching = Watch::Nobody;
                     }
-                    inner.notify(&st);
+                    inner.notify(&mut st);
                 }
             }),
         );

@@ -6,12 +6,18 @@
 //! is, and hands other callers their replies as it meets them ("leader/followers"). A lone
 //! caller without a deadline therefore costs exactly one write and one read per call, like a plain socket
 //! ping-pong.
+//!
+//! Wake-ups are targeted, so that eight callers cost no more per call than one: the reader
+//! wakes a blocked caller only when that caller's own reply is filed, and when it stops
+//! reading it first files every frame already buffered (one read brings many replies), then
+//! wakes one caller still waiting, to read next. Nobody is woken to find nothing to do.
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::task::Waker;
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
@@ -26,11 +32,13 @@ use crate::wait::Wait;
 
 mod future;
 mod handshake;
+mod locked;
 mod pending;
 mod reactor;
 
 pub(crate) use future::Timer;
 use handshake::{handshake, Refusals};
+use locked::Locked;
 
 pub use pending::PendingCall;
 
@@ -149,8 +157,17 @@ struct State {
     pending: HashMap<u64, Option<Vec<u8>>>,
     /// Why the connection is gone.
     failed: Option<Failure>,
-    /// Callers waiting on `replies`; a notify is a system call, so it is skipped when zero.
+    /// Callers waiting on `replies` for the reader to finish (see `read_what_is_left`); a
+    /// notify is a system call, so it is skipped when zero.
     waiters: usize,
+    /// Blocked callers waiting for their replies, by call id: each is unparked alone, when
+    /// its reply is filed or when it is to read next.
+    sleepers: HashMap<u64, Thread>,
+    /// The sleeper woken to read next, until it wakes or somebody else reads: no second one
+    /// is woken meanwhile.
+    next_reader: Option<u64>,
+    /// Threads to unpark once the lock is released (see `locked.rs`).
+    wake: Vec<Thread>,
     /// Awaited calls waiting for their replies: woken when theirs is filed, and one of them
     /// when the connection needs a reader (see `future.rs`).
     wakers: HashMap<u64, Waker>,
@@ -200,6 +217,9 @@ impl Client {
                     pending: HashMap::new(),
                     failed: None,
                     waiters: 0,
+                    sleepers: HashMap::new(),
+                    next_reader: None,
+                    wake: Vec::new(),
                     wakers: HashMap::new(),
                     watching: future::Watch::Nobody,
                 }),
@@ -228,7 +248,7 @@ impl Client {
         let mut st = inner.lock();
         if st.failed.is_none() && !st.reading {
             st = inner.read_once(st, Wait::NonBlock).0;
-            inner.notify(&st);
+            inner.notify(&mut st);
         }
         st.failed.is_none()
     }
@@ -390,16 +410,33 @@ pub(crate) fn fuzz_handshake(
 }
 
 impl Inner {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> Locked<'_> {
+        Locked::new(self.state.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// Wakes the blocked callers, so that one reads next; with none, and nobody reading or
-    /// watching, an awaited call, to take over (`future.rs`).
-    fn notify(&self, st: &State) {
+    /// Hands the reading on, if nobody is reading: wakes one blocked caller still waiting for
+    /// its reply, to read next; with none, and nobody watching, an awaited call, to take over
+    /// (`future.rs`). Callers waiting for a reader to finish are told too.
+    fn notify(&self, st: &mut State) {
+        if st.reading {
+            return;
+        }
         if st.waiters > 0 {
             self.replies.notify_all();
-        } else if !st.wakers.is_empty() && !st.reading && st.watching == future::Watch::Nobody {
+        }
+        if st.next_reader.is_some_and(|id| st.sleepers.contains_key(&id)) {
+            // Already woken, not yet running.
+            return;
+        }
+        let next = st
+            .sleepers
+            .iter()
+            .find(|(id, _)| matches!(st.pending.get(id), Some(None)));
+        if let Some((&id, thread)) = next {
+            let thread = thread.clone();
+            st.next_reader = Some(id);
+            st.wake.push(thread);
+        } else if !st.wakers.is_empty() && st.watching == future::Watch::Nobody {
             if let Some(waker) = st.wakers.values().next() {
                 waker.wake_by_ref();
             }
@@ -463,6 +500,8 @@ impl Inner {
         self.outbox.close(&reason);
         st.failed.get_or_insert(Failure { reason, ending });
         st.wakers.drain().for_each(|(_, waker)| waker.wake());
+        let all: Vec<Thread> = st.sleepers.values().cloned().collect();
+        st.wake.extend(all);
         self.notify(st);
     }
 
@@ -505,6 +544,9 @@ impl Inner {
                     if let Some(waker) = st.wakers.remove(&envelope.id) {
                         waker.wake();
                     }
+                    if let Some(thread) = st.sleepers.get(&envelope.id).cloned() {
+                        st.wake.push(thread);
+                    }
                 }
                 Some(Some(_)) => self.violation(st, format!("second reply to request id {}", envelope.id)),
                 // A reply to a call its caller gave up on.
@@ -521,11 +563,12 @@ impl Inner {
     /// is not there yet.
     fn wait_reply(&self, id: u64, method: Method, wait: Wait) -> Result<Option<Vec<u8>>, RpcError> {
         let mut st = self.lock();
-        loop {
+        let mut read = false;
+        let outcome = loop {
             match st.pending.get_mut(&id) {
-                Some(Some(_)) => return Ok(st.pending.remove(&id).flatten()),
+                Some(Some(_)) => break Ok(st.pending.remove(&id).flatten()),
                 Some(None) => {}
-                None => return Err(self.finished(method)),
+                None => break Err(self.finished(method)),
             }
             if let Some(failure) = st.failed.clone() {
                 st.pending.remove(&id);
@@ -534,39 +577,63 @@ impl Inner {
                     Ending::Stopped => Delivery::NotSent,
                     _ => Delivery::Unknown,
                 };
-                return Err(self.disconnected(method, &failure, delivery));
+                break Err(self.disconnected(method, &failure, delivery));
             }
             if !st.reading {
                 let (next, ran_out) = self.read_once(st, wait);
                 st = next;
-                // Wake callers whose replies arrived, and one to read next.
-                self.notify(&st);
+                read = true;
                 if ran_out && !matches!(st.pending.get(&id), Some(Some(_))) {
-                    return self.out_of_time(st, method, wait);
+                    break self.out_of_time(method, wait);
                 }
                 continue;
             }
-            match wait.remaining() {
-                Some(left) if left.is_zero() => return self.out_of_time(st, method, wait),
-                Some(left) => {
-                    st.waiters += 1;
-                    st = self.replies.wait_timeout(st, left).unwrap_or_else(|e| e.into_inner()).0;
-                    st.waiters -= 1;
-                }
-                None => {
-                    st.waiters += 1;
-                    st = self.replies.wait(st).unwrap_or_else(|e| e.into_inner());
-                    st.waiters -= 1;
-                }
+            let left = wait.remaining();
+            if left.is_some_and(|left| left.is_zero()) {
+                break self.out_of_time(method, wait);
             }
+            // The reader unparks us when our reply is filed, or when we are to read next.
+            st.sleepers.insert(id, std::thread::current());
+            drop(st);
+            match left {
+                Some(left) => std::thread::park_timeout(left),
+                None => std::thread::park(),
+            }
+            st = self.lock();
+            st.sleepers.remove(&id);
+            if st.next_reader == Some(id) {
+                st.next_reader = None;
+            }
+        };
+        if read {
+            // Leaving the reading: first file what one read already brought, so that those
+            // callers are woken for their replies and no one is woken just to read them.
+            st = self.drain_buffered(st);
         }
+        self.notify(&mut st);
+        outcome
+    }
+
+    /// Files every whole frame the receiver already holds, without waiting, if nobody else
+    /// is reading.
+    fn drain_buffered<'a>(&'a self, mut st: Locked<'a>) -> Locked<'a> {
+        while !st.reading && st.failed.is_none() {
+            let buffered = self.receiver.lock().unwrap_or_else(|e| e.into_inner()).has_buffered();
+            if !buffered {
+                break;
+            }
+            st = self.read_once(st, Wait::NonBlock).0;
+        }
+        st
     }
 
     /// Reads one frame as the connection's reader (nobody else is reading when called) and
     /// files it; a failed connection is marked so. The flag is true when `wait` ran out
     /// before a frame came.
-    fn read_once<'a>(&'a self, mut st: MutexGuard<'a, State>, wait: Wait) -> (MutexGuard<'a, State>, bool) {
+    fn read_once<'a>(&'a self, mut st: Locked<'a>, wait: Wait) -> (Locked<'a>, bool) {
         st.reading = true;
+        // Whoever was woken to read next finds this read under way.
+        st.next_reader = None;
         drop(st);
         let received = self.receiver.lock().unwrap_or_else(|e| e.into_inner()).recv(wait);
         let mut st = self.lock();
@@ -587,13 +654,13 @@ impl Inner {
     /// Reads what the peer sent before it closed, until the connection is marked failed
     /// (with the peer's goodbye, if it said one) or nothing more is there. A peer that has
     /// closed has sent everything, so this waits only for another reader to finish, briefly.
-    fn read_what_is_left<'a>(&'a self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+    fn read_what_is_left<'a>(&'a self, mut st: Locked<'a>) -> Locked<'a> {
         let until = Instant::now() + LAST_WORDS_WAIT;
         while st.failed.is_none() {
             if !st.reading {
                 let (next, ran_out) = self.read_once(st, Wait::NonBlock);
                 st = next;
-                self.notify(&st);
+                self.notify(&mut st);
                 if ran_out {
                     break;
                 }
@@ -604,18 +671,17 @@ impl Inner {
                 break;
             }
             st.waiters += 1;
-            st = self.replies.wait_timeout(st, left).unwrap_or_else(|e| e.into_inner()).0;
+            st = st.wait_timeout(&self.replies, left);
             st.waiters -= 1;
         }
         st
     }
 
-    fn out_of_time(&self, st: MutexGuard<'_, State>, method: Method, wait: Wait) -> Result<Option<Vec<u8>>, RpcError> {
+    fn out_of_time(&self, method: Method, wait: Wait) -> Result<Option<Vec<u8>>, RpcError> {
         if wait == Wait::NonBlock {
             return Ok(None);
         }
         // The slot stays until the PendingCall is dropped, which also sends the cancel.
-        drop(st);
         Err(RpcError::DeadlineExceeded {
             method: method.name,
             peer: self.peer.name.clone(),
@@ -629,7 +695,7 @@ impl Inner {
             if st.watching == future::Watch::Task(id) {
                 // It was to read next: another waiting call takes over.
                 st.watching = future::Watch::Nobody;
-                self.notify(&st);
+                self.notify(&mut st);
             }
             st.pending.remove(&id).is_some()
         };

@@ -1,0 +1,332 @@
+//! Concurrency and bulk in both placements, in one run: one thread against eight threads on
+//! one `BenchClient` (one connection), eight tokio tasks on one tarpc client over a Unix
+//! socket, and the 1 MiB echo against the same bytes over a raw socketpair.
+//!
+//! Placements: "one CPU" puts this process, its threads and every child on one CPU; "two
+//! CPUs" keeps this process on the first and puts every child (the servers, the raw echo)
+//! on the second. A child inherits the affinity of the thread that starts it, so each is
+//! started while this thread is pinned to the child's CPU.
+//!
+//! Each case runs [`ROUNDS`] times, the cases interleaved, and the median round is printed,
+//! so that a burst of load from elsewhere on the machine moves one round, not a figure.
+
+use std::path::Path;
+
+use futures_util::StreamExt as _;
+use tarpc::tokio_serde::formats::Bincode;
+
+use super::*;
+
+/// The child role serving [`TarpcBench`] on the socket in `ADDR_ENV`.
+pub(crate) const TARPC_ROLE: &str = "tarpc-unix";
+/// Threads or tasks sharing one client.
+const N: usize = 8;
+const ROUNDS: usize = 3;
+
+/// tarpc's counterpart of `Bench::add`, as its users write it.
+#[tarpc::service]
+trait TarpcBench {
+    async fn add(a: i64, b: i64) -> i64;
+}
+
+#[derive(Clone)]
+struct TarpcAdder;
+
+impl TarpcBench for TarpcAdder {
+    async fn add(self, _: tarpc::context::Context, a: i64, b: i64) -> i64 {
+        a.wrapping_add(b)
+    }
+}
+
+/// The tarpc server child: a current-thread runtime (the child has one CPU in either
+/// placement) that runs every request as its own task, as tarpc's examples do.
+pub(crate) fn serve_tarpc(path: &Path) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    // Ends the process when the parent closes our stdin.
+    std::thread::spawn(|| {
+        let _ = io::copy(&mut io::stdin().lock(), &mut io::sink());
+        std::process::exit(0);
+    });
+    runtime.block_on(async {
+        let mut incoming = tarpc::serde_transport::unix::listen(path, Bincode::default).await?;
+        println!("ready");
+        io::stdout().flush()?;
+        while let Some(transport) = incoming.next().await {
+            let channel = tarpc::server::BaseChannel::with_defaults(transport?);
+            tokio::spawn(
+                tarpc::server::Channel::execute(channel, TarpcAdder.serve()).for_each(|call| async {
+                    tokio::spawn(call);
+                }),
+            );
+        }
+        Ok(())
+    })
+}
+
+/// Where the processes run.
+#[derive(Clone, Copy)]
+struct Placement {
+    name: &'static str,
+    parent: usize,
+    child: usize,
+}
+
+/// The figures of one placement, one round.
+#[derive(Clone, Copy, Default)]
+struct Figures {
+    one_thread: f64,
+    n_threads: f64,
+    tarpc_current: f64,
+    tarpc_multi: f64,
+    echo_rpc: f64,
+    echo_raw: f64,
+}
+
+impl Figures {
+    fn tarpc(&self) -> f64 {
+        self.tarpc_current.max(self.tarpc_multi)
+    }
+}
+
+/// The children of one placement.
+struct Children {
+    rpc: Rpc,
+    tarpc: (ChildProc, tempfile::TempDir),
+    raw: Raw,
+}
+
+fn spawn_tarpc() -> Result<(ChildProc, tempfile::TempDir)> {
+    let dir = tempfile::TempDir::new()?;
+    let path = dir.path().join("tarpc.sock");
+    let mut cmd = child_command(TARPC_ROLE)?;
+    cmd.env(ADDR_ENV, &path).stdin(Stdio::piped()).stdout(Stdio::piped());
+    let mut child = ChildProc::spawn(TARPC_ROLE, cmd)?;
+    child.ready()?;
+    Ok((child, dir))
+}
+
+/// Calls per second of `N` threads (or one) making `calls` calls in all on `client`.
+fn threads_rate(client: &BenchClient, threads: usize, calls: usize) -> Result<f64> {
+    let per = (calls / threads) as i64;
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads as i64)
+            .map(|t| {
+                s.spawn(move || -> Result<()> {
+                    for i in 0..per {
+                        ensure!(client.add(t, i)? == t + i, "add returned another sum");
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .try_for_each(|w| w.join().expect("a caller thread panicked"))
+    })?;
+    Ok((per * threads as i64) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Calls per second of `N` tasks on one tarpc client, on `runtime`.
+fn tarpc_rate(runtime: &tokio::runtime::Runtime, path: &Path, calls: usize) -> Result<f64> {
+    runtime.block_on(async {
+        let transport = tarpc::serde_transport::unix::connect(path, Bincode::default).await?;
+        let client = TarpcBenchClient::new(tarpc::client::Config::default(), transport).spawn();
+        // Warm up: the connection, the dispatch task.
+        for i in 0..200 {
+            ensure!(client.add(tarpc::context::current(), i, 1).await? == i + 1);
+        }
+        let per = (calls / N) as i64;
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..N as i64)
+            .map(|t| {
+                let client = client.clone();
+                tokio::spawn(async move {
+                    for i in 0..per {
+                        let sum = client.add(tarpc::context::current(), t, i).await?;
+                        ensure!(sum == t + i, "tarpc add returned another sum");
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await??;
+        }
+        Ok((per * N as i64) as f64 / started.elapsed().as_secs_f64())
+    })
+}
+
+/// 1 MiB echoes per second through `client`.
+fn echo_rate(client: &BenchClient, payload: &[u8], calls: usize) -> Result<f64> {
+    let started = Instant::now();
+    for _ in 0..calls {
+        ensure!(client.echo(payload)?.len() == payload.len(), "the echo came back short");
+    }
+    Ok(calls as f64 / started.elapsed().as_secs_f64())
+}
+
+/// 1 MiB written and read back per second over the raw socketpair.
+fn raw_echo_rate(raw: &mut Raw, message: &[u8], back: &mut [u8], calls: usize) -> Result<f64> {
+    let started = Instant::now();
+    for _ in 0..calls {
+        raw.writer.write_all(message)?;
+        raw.reader.read_exact(back)?;
+    }
+    Ok(calls as f64 / started.elapsed().as_secs_f64())
+}
+
+fn round(children: &mut Children, quick: bool, payload: &[u8], message: &[u8]) -> Result<Figures> {
+    let scale = if quick { 4 } else { 1 };
+    let calls = 40_000 / scale;
+    let echoes = 400 / scale;
+    let client = &children.rpc.client;
+    let tarpc_path = children.tarpc.1.path().join("tarpc.sock");
+    let current = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let multi = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let mut back = vec![0; payload.len()];
+    let mut f = Figures {
+        one_thread: threads_rate(client, 1, calls)?,
+        n_threads: threads_rate(client, N, calls)?,
+        tarpc_current: tarpc_rate(&current, &tarpc_path, calls)?,
+        tarpc_multi: tarpc_rate(&multi, &tarpc_path, calls)?,
+        echo_rpc: echo_rate(client, payload, echoes)?,
+        echo_raw: raw_echo_rate(&mut children.raw, message, &mut back, echoes)?,
+    };
+    ensure!(back == payload, "the raw echo returned other bytes");
+    // Bytes per second of payload, both directions.
+    f.echo_rpc *= 2.0 * payload.len() as f64;
+    f.echo_raw *= 2.0 * payload.len() as f64;
+    Ok(f)
+}
+
+fn median_of(rounds: &[Figures], pick: impl Fn(&Figures) -> f64) -> f64 {
+    let mut values: Vec<f64> = rounds.iter().map(pick).collect();
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// The CPUs a process may run on, as the kernel says (`Cpus_allowed_list`).
+fn allowed_cpus(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status.lines().find_map(|line| {
+                line.strip_prefix("Cpus_allowed_list:")
+                    .map(|cpus| cpus.trim().to_owned())
+            })
+        })
+        .unwrap_or_else(|| "?".into())
+}
+
+fn placement(place: Placement, quick: bool, payload: &[u8]) -> Result<Vec<Figures>> {
+    // Children inherit the affinity of the thread that starts them.
+    support_pin(place.child)?;
+    let children = (|| -> Result<Children> {
+        Ok(Children {
+            rpc: Rpc::spawn(Kind::Unix)?,
+            tarpc: spawn_tarpc()?,
+            raw: Raw::spawn(Kind::Unix, "raw-large")?,
+        })
+    })();
+    support_pin(place.parent)?;
+    let mut children = children?;
+    println!();
+    println!(
+        "{}: client threads on CPU {} (this process may run on {}); procwire server on {}, tarpc server on {}, \
+         raw echo on {}",
+        place.name,
+        place.parent,
+        allowed_cpus(std::process::id()),
+        allowed_cpus(children.rpc.child.child.id()),
+        allowed_cpus(children.tarpc.0.child.id()),
+        allowed_cpus(children.raw.child.child.id()),
+    );
+    let mut message = (payload.len() as u32).to_le_bytes().to_vec();
+    message.extend_from_slice(payload);
+    // Warm up every path once.
+    ensure!(children.rpc.client.echo(payload)? == payload);
+    threads_rate(&children.rpc.client, N, 2_000)?;
+    let rounds = (0..ROUNDS)
+        .map(|_| round(&mut children, quick, payload, &message))
+        .collect::<Result<Vec<_>>>()?;
+    let Children { rpc, tarpc, raw } = children;
+    rpc.finish()?;
+    drop(tarpc);
+    raw.finish()?;
+    Ok(rounds)
+}
+
+fn support_pin(cpu: usize) -> Result<()> {
+    let mut set = CpuSet::new();
+    set.set(cpu)?;
+    sched_setaffinity(Pid::from_raw(0), &set).with_context(|| format!("pinning to CPU {cpu}"))
+}
+
+/// Measures and prints every placement the affinity mask `allowed` offers.
+pub(crate) fn report(allowed: &CpuSet, quick: bool, payload: &[u8]) -> Result<()> {
+    let cpus: Vec<usize> = (0..CpuSet::count())
+        .filter(|&c| allowed.is_set(c).unwrap_or(false))
+        .collect();
+    let mut places = vec![Placement {
+        name: "one CPU",
+        parent: cpus[0],
+        child: cpus[0],
+    }];
+    match cpus.get(1) {
+        Some(&second) => places.push(Placement {
+            name: "two CPUs",
+            parent: cpus[0],
+            child: second,
+        }),
+        None => println!("only one CPU allowed: the two-CPU placement is skipped"),
+    }
+    println!();
+    println!(
+        "concurrency and bulk over a Unix socket: median of {ROUNDS} interleaved rounds{}",
+        if quick { " (quick: a quarter of the calls)" } else { "" }
+    );
+    println!(
+        "ours: BenchClient::add from 1 thread, then {N} threads on the same client (one connection); \
+         tarpc {N} tasks on one client (serde transport, bincode), best of a current-thread and a \
+         2-worker runtime; 1 MiB echo: BenchClient::echo vs 1 MiB written and read back over a socketpair"
+    );
+    let verdict = |met: bool| if met { "MET" } else { "NOT MET" };
+    let mut met = true;
+    for place in places {
+        let rounds = placement(place, quick, payload).with_context(|| place.name)?;
+        let m = |pick: fn(&Figures) -> f64| median_of(&rounds, pick);
+        let (one, many) = (m(|f| f.one_thread), m(|f| f.n_threads));
+        let (current, multi, tarpc) = (m(|f| f.tarpc_current), m(|f| f.tarpc_multi), m(Figures::tarpc));
+        let (echo, raw) = (m(|f| f.echo_rpc), m(|f| f.echo_raw));
+        println!("  ours, 1 thread           {one:>10.0} calls/s");
+        println!(
+            "  ours, {N} threads          {many:>10.0} calls/s   {:.2}x of 1 thread",
+            many / one
+        );
+        println!("  tarpc, {N} tasks, current {current:>10.0} calls/s");
+        println!("  tarpc, {N} tasks, 2 worker{multi:>10.0} calls/s");
+        println!("  ours {N} threads / tarpc {N} tasks (its best): {:.2}x", many / tarpc);
+        println!(
+            "  1 MiB echo: ours {:.2} GB/s, raw socketpair {:.2} GB/s: {:.2}x",
+            echo / 1e9,
+            raw / 1e9,
+            echo / raw
+        );
+        let targets = [
+            ("N threads >= 1 thread", many / one, 1.0),
+            ("N threads >= 1.5x tarpc N tasks", many / tarpc, 1.5),
+            ("1 MiB echo >= 0.7x raw", echo / raw, 0.7),
+        ];
+        for (what, got, want) in targets {
+            met &= got >= want;
+            println!("  target {what}: {got:.2}x -> {}", verdict(got >= want));
+        }
+    }
+    println!();
+    println!("concurrency and bulk targets, every placement: {}", verdict(met));
+    Ok(())
+}
