@@ -277,11 +277,42 @@ fn bind_listeners(
                 continue;
             }
             let what = format!("pool {}: listen {endpoint}", pool.name);
-            let fd = bind_endpoint(&endpoint, pool.mode, socket_group(pool)).map_err(|e| (what, e))?;
+            let fd = same_socket(listeners, &endpoint)
+                .unwrap_or_else(|| bind_endpoint(&endpoint, pool.mode, socket_group(pool)))
+                .map_err(|e| (what, e))?;
             listeners.insert(endpoint, fd);
         }
     }
     Ok(())
+}
+
+/// A second descriptor of the open socket bound where `endpoint` binds (the same TCP host
+/// and port, the same path) under another kind of endpoint: `tcp+plain:X` reloaded as
+/// `tcp:X`, or `unix:P` as `shm:P`. The socket stays, and only the name it is handed to
+/// workers under changes: binding anew would fail (address in use) while the old one is
+/// open, and closing it first would refuse connections meanwhile and lose it if the reload
+/// is refused later. The old name keeps its copy until no pool names it.
+fn same_socket(
+    listeners: &BTreeMap<Endpoint, std::os::fd::OwnedFd>,
+    endpoint: &Endpoint,
+) -> Option<std::io::Result<std::os::fd::OwnedFd>> {
+    #[derive(PartialEq)]
+    enum Place<'a> {
+        Tcp(&'a str, u16),
+        Path(&'a std::path::Path),
+    }
+    fn place(e: &Endpoint) -> Option<Place<'_>> {
+        match e {
+            Endpoint::TcpNoise { host, port } | Endpoint::TcpPlain { host, port } => Some(Place::Tcp(host, *port)),
+            Endpoint::Unix(path) | Endpoint::Shm(path) | Endpoint::Mq(path) => Some(Place::Path(path)),
+            _ => None,
+        }
+    }
+    let wanted = place(endpoint)?;
+    listeners
+        .iter()
+        .find(|(bound, _)| place(bound).as_ref() == Some(&wanted))
+        .map(|(_, fd)| fd.try_clone())
 }
 
 /// A listening Unix socket at `path` whose file has exactly `mode` (and `group`, if given),
