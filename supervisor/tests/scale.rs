@@ -60,6 +60,30 @@ command = ["sh", "-c", 'echo "listening on $LISTEN_FDS $LISTEN_FDNAMES"; echo "p
 }
 
 #[test]
+fn scaling_down_a_pool_with_an_mq_socket_per_worker_removes_the_removed_workers_socket_files() {
+    let dir = temp_dir();
+    let socket = |i: u32| dir.path().join(format!("q-{i}.sock"));
+    let sup = Supervisor::start(
+        dir.path(),
+        "mq-sockets",
+        &format!(
+            r#"
+[pool.q]
+listen = ["mq:{}"]
+command = ["sh", "-c", 'echo "pid $$"; exec sleep 1000']
+"#,
+            dir.path().join("q-{index}.sock").display()
+        ),
+    );
+    printed_pid(&sup, "q.0", 1);
+    ok(dir.path(), &["scale", "q", "2"]);
+    assert!(is_socket(&socket(1)), "q-1.sock is bound before its worker starts");
+    ok(dir.path(), &["scale", "q", "1"]);
+    assert!(!socket(1).exists(), "the removed worker's mq socket file goes at once");
+    assert!(is_socket(&socket(0)));
+}
+
+#[test]
 fn scaling_back_while_a_removed_worker_still_stops_is_refused_with_the_reason() {
     let dir = temp_dir();
     let sup = Supervisor::start(
