@@ -631,7 +631,18 @@ impl Runner {
         }
         // Sockets no pool names any more close; workers still running keep their copies.
         let used = self.worker_endpoints();
-        self.listeners.retain(|endpoint, _| used.contains(endpoint));
+        let (kept, gone): (BTreeMap<_, _>, BTreeMap<_, _>) = std::mem::take(&mut self.listeners)
+            .into_iter()
+            .partition(|(e, _)| used.contains(e));
+        self.listeners = kept;
+        // Their files go too, unless the path is kept as another kind (`unix:P` now `shm:P`).
+        for endpoint in gone.keys() {
+            if let Endpoint::Unix(path) | Endpoint::Shm(path) | Endpoint::Mq(path) = endpoint {
+                if same_socket(&self.listeners, endpoint).is_none() {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+        }
         self.shared.retain(&manifest);
         self.queues.retain(&manifest);
         self.topics.retain(&manifest);
