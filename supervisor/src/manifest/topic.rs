@@ -98,6 +98,13 @@ impl Checker<'_> {
     }
 }
 
+/// The size of a shared-memory topic's ring: at least its slots (each a message and a
+/// 16-byte header), which every subscriber maps too.
+fn shm_ring_size(topic: &TopicDecl) -> Option<u64> {
+    (topic.transport == Transport::Shm)
+        .then(|| (topic.capacity as u64).saturating_mul(topic.message_size.div_ceil(8) * 8 + 16))
+}
+
 /// Why a shared-memory topic cannot have its overflow policy, if it cannot.
 fn shm_refuses(topic: &TopicDecl) -> Option<&'static str> {
     (topic.transport == Transport::Shm && topic.overflow == Overflow::DropNewest).then_some(
@@ -157,6 +164,14 @@ pub(super) fn validate(manifest: &Manifest) -> Result<(), ValidationError> {
             Some(format!(
                 "has messages of {} bytes; they must be from 1 byte to 16MiB",
                 topic.message_size
+            ))
+        } else if let Some(size) = shm_ring_size(topic).filter(|&size| size > super::shared::MAX_SHARED_SIZE) {
+            Some(format!(
+                "needs a ring of {size} bytes ({} slots of {} bytes); a shared region is at most {} bytes: \
+                 lower `capacity` or `message_size`",
+                topic.capacity,
+                topic.message_size,
+                super::shared::MAX_SHARED_SIZE
             ))
         } else if topic.mode > 0o777 {
             Some(format!("has mode {:o}, which is not permissions", topic.mode))
@@ -355,6 +370,21 @@ mod tests {
             .validate_for(Host::Command)
             .unwrap_err();
         assert!(err.to_string().contains("capacity of 0"), "{err}");
+        // Over shm, every slot is in one region: 2^20 slots of 16 MiB would be 16 TiB.
+        let mut huge = TopicDecl::new("h");
+        huge.transport = Transport::Shm;
+        huge.capacity = MAX_TOPIC_CAPACITY;
+        huge.message_size = MAX_TOPIC_MESSAGE_SIZE;
+        let check_huge = |topic: TopicDecl| {
+            Manifest::new("t")
+                .topic(topic)
+                .pool(pool("a", &["h"], 1))
+                .validate_for(Host::Command)
+        };
+        let err = check_huge(huge.clone()).unwrap_err();
+        assert!(err.to_string().contains("a shared region is at most"), "{err}");
+        huge.transport = Transport::Unix;
+        check_huge(huge).unwrap();
     }
 
     #[test]
