@@ -1,5 +1,6 @@
 //! Topics across real processes: subscriber children of a publisher in this process, one of
-//! them SIGKILLed mid-stream; over shared memory (topic/shm.rs) each policy with a full
+//! them SIGKILLed mid-stream, and a publisher child that stops while a subscriber never
+//! reads; over shared memory (topic/shm.rs) each policy with a full
 //! ring, a late joiner and a subscriber that scribbles on the region.
 
 use std::io::{BufRead, BufReader, Lines};
@@ -20,6 +21,52 @@ mod shm;
 
 const LIMIT: Duration = Duration::from_secs(30);
 const ROLE_ENV: &str = "PROCWIRE_TOPIC_TEST_SOCKET";
+/// Set (to the socket's path) in the publisher child of the stalled-subscriber test.
+const PUBLISHER_ENV: &str = "PROCWIRE_TOPIC_TEST_PUBLISHER";
+
+/// This process's threads whose name starts with `prefix` (as /proc shows it: 15 bytes).
+fn threads_named(prefix: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|tasks| {
+            tasks
+                .flatten()
+                .filter(|task| {
+                    std::fs::read_to_string(task.path().join("comm")).is_ok_and(|comm| comm.starts_with(prefix))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// The publisher child: binds, waits for one subscriber, publishes far more than a socket
+/// holds, stops, and says whether the subscriber's writer thread ended (`writers gone`) or
+/// is still there when `LIMIT` has passed (`writer still running`).
+fn publisher_child(path: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let publisher = Publisher::<Vec<u8>>::bind(path, "bulk", Options::default().capacity(4))?;
+    println!("bound");
+    let deadline = Instant::now() + LIMIT;
+    while publisher.subscribers() < 1 {
+        if Instant::now() > deadline {
+            return Err("no subscriber came".into());
+        }
+        std::thread::yield_now();
+    }
+    for _ in 0..400 {
+        publisher.publish(&vec![7; 64 << 10], Wait::timeout(LIMIT))?;
+    }
+    publisher.stop("bye");
+    println!("stopped");
+    let deadline = Instant::now() + LIMIT;
+    while threads_named("procwire-topic-") > 0 {
+        if Instant::now() > deadline {
+            println!("writer still running");
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!("writers gone");
+    Ok(())
+}
 
 /// The subscriber child: one line per event on stdout (`ready`, `m SEQ VALUE`, `gap N`,
 /// `end`).
@@ -124,10 +171,39 @@ fn a_subscriber_killed_mid_stream_costs_only_itself() -> Result<(), Failed> {
     Ok(())
 }
 
+fn stopping_cuts_a_subscriber_that_does_not_read_instead_of_keeping_its_writer_forever() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("bulk.sock");
+    let mut publisher = Command::new(std::env::current_exe()?)
+        .env(PUBLISHER_ENV, &path)
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut lines = BufReader::new(publisher.stdout.take().expect("piped")).lines();
+    let mut line = || lines.next().and_then(Result::ok).unwrap_or_default();
+    assert_eq!(line(), "bound");
+    // Subscribed, and then never reading: the publisher's queue for it overflows (dropping
+    // the oldest) and its writer blocks on the full socket.
+    let mut stalled = Subscriber::<Vec<u8>>::connect(&path, "bulk")?;
+    assert_eq!(line(), "stopped");
+    let gone = line();
+    let _ = publisher.wait();
+    assert_eq!(gone, "writers gone", "the stalled subscriber's writer ended after stop");
+    // What reached the socket can still be read; then the stream ends (cut: no reason).
+    while !matches!(stalled.recv(Wait::timeout(LIMIT))?, Event::Ended { .. }) {}
+    Ok(())
+}
+
 fn main() {
     if let Some(args) = children::role() {
         if let Err(e) = shm::child(&args) {
             eprintln!("shm subscriber: {e}");
+            std::process::exit(2);
+        }
+        return;
+    }
+    if let Some(path) = std::env::var_os(PUBLISHER_ENV) {
+        if let Err(e) = publisher_child(&path.to_string_lossy()) {
+            eprintln!("publisher: {e}");
             std::process::exit(2);
         }
         return;
@@ -140,6 +216,10 @@ fn main() {
         return;
     }
     let trials = vec![
+        Trial::test(
+            "stopping_cuts_a_subscriber_that_does_not_read_instead_of_keeping_its_writer_forever",
+            stopping_cuts_a_subscriber_that_does_not_read_instead_of_keeping_its_writer_forever,
+        ),
         Trial::test(
             "a_subscriber_killed_mid_stream_costs_only_itself",
             a_subscriber_killed_mid_stream_costs_only_itself,

@@ -42,6 +42,15 @@ impl Calc for MyCalc {
     }
 }
 
+/// The pool's key in `DIR/pool.key`, readable by its owner only.
+fn write_key(dir: &std::path::Path) -> std::io::Result<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let key_path = dir.join("pool.key");
+    std::fs::write(&key_path, KEY_HEX)?;
+    std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(key_path)
+}
+
 /// A port on 127.0.0.1 that was free a moment ago.
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -63,12 +72,7 @@ fn wait_ready(sup: &Supervisor, worker: &str) -> i64 {
 
 fn a_supervised_tcp_pool_serves_only_clients_with_its_key_and_names_the_key() -> Result<(), Failed> {
     let dir = temp_dir();
-    let key_path = dir.path().join("pool.key");
-    std::fs::write(&key_path, KEY_HEX)?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))?;
-    }
+    let key_path = write_key(dir.path())?;
     let (port, plain_port) = (free_port(), free_port());
     let exe = std::env::current_exe()?;
     let mut sup = Supervisor::start(
@@ -248,6 +252,74 @@ fn a_socket_activated_worker_serves_tcp_only_with_a_key_unless_the_socket_is_nam
     Ok(())
 }
 
+/// The number of times `worker` (`calc.0`) said it is ready, once it is at least `n`.
+fn wait_ready_times(sup: &Supervisor, worker: &str, n: usize) {
+    sup.wait_until(&format!("{worker} ready {n} times"), |seen| {
+        let ready = seen
+            .lines
+            .iter()
+            .filter(|l| l.text.contains(&format!("{worker} (pid ")) && l.text.ends_with("is ready"))
+            .count();
+        (ready >= n).then_some(())
+    });
+}
+
+fn a_reload_switching_a_listen_between_plain_and_authenticated_tcp_keeps_the_socket() -> Result<(), Failed> {
+    let dir = temp_dir();
+    let key_path = write_key(dir.path())?;
+    let port = free_port();
+    let exe = std::env::current_exe()?;
+    let manifest = |listen: &str| {
+        format!(
+            r#"
+[pool.calc]
+command = ["{exe}"]
+ready = "notify"
+listen = ["{listen}"]
+key_file = "pool.key"
+env = {{ {ROLE_ENV} = "worker" }}
+"#,
+            exe = exe.display()
+        )
+    };
+    let path = dir.path().join("switch.toml");
+    let mut sup = Supervisor::start(dir.path(), "switch", &manifest(&format!("tcp+plain:127.0.0.1:{port}")));
+    wait_ready_times(&sup, "calc.0", 1);
+    let open = CalcClient::connect(tcp::connect(("127.0.0.1", port))?)?;
+    assert_eq!(open.add(2, 2)?, 4);
+    drop(open);
+
+    // Plain to authenticated on the same address: the socket is handed over, not bound again
+    // beside itself (which failed: address in use, and the reload was refused).
+    std::fs::write(&path, manifest(&format!("tcp:127.0.0.1:{port}")))?;
+    sup.signal(Signal::SIGHUP);
+    sup.wait_for_containing("reloading the manifest");
+    wait_ready_times(&sup, "calc.0", 2);
+    assert!(
+        !sup.output().contains("reload refused"),
+        "the reload was applied: {}",
+        sup.output()
+    );
+    let key = NoiseKey::from_file(&key_path)?;
+    let good = CalcClient::connect(noise::connect(("127.0.0.1", port), &key)?)?;
+    assert_eq!(good.key_name()?.as_deref(), Some("pool"));
+    let plain = CalcClient::connect(tcp::connect(("127.0.0.1", port))?);
+    assert!(plain.is_err(), "a plain client is refused once the listen says tcp:");
+    drop(good);
+
+    // And back: plain again, served without a key.
+    std::fs::write(&path, manifest(&format!("tcp+plain:127.0.0.1:{port}")))?;
+    sup.signal(Signal::SIGHUP);
+    wait_ready_times(&sup, "calc.0", 3);
+    let open = CalcClient::connect(tcp::connect(("127.0.0.1", port))?)?;
+    assert_eq!(open.key_name()?, None);
+    assert!(!sup.output().contains("reload refused"), "{}", sup.output());
+    drop(open);
+    sup.signal(Signal::SIGTERM);
+    sup.expect_exit(0);
+    Ok(())
+}
+
 fn main() {
     if std::env::var(ROLE_ENV).as_deref() == Ok("worker") {
         if let Err(e) = procwire_workers::Worker::new().serve(CalcServer::new(MyCalc)) {
@@ -265,6 +337,10 @@ fn main() {
         Trial::test(
             "a_socket_activated_worker_serves_tcp_only_with_a_key_unless_the_socket_is_named_plain",
             a_socket_activated_worker_serves_tcp_only_with_a_key_unless_the_socket_is_named_plain,
+        ),
+        Trial::test(
+            "a_reload_switching_a_listen_between_plain_and_authenticated_tcp_keeps_the_socket",
+            a_reload_switching_a_listen_between_plain_and_authenticated_tcp_keeps_the_socket,
         ),
     ];
     libtest_mimic::run(&args, trials).exit();

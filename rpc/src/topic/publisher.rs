@@ -189,7 +189,8 @@ impl<T: Serialize> Publisher<T> {
     }
 
     /// Stops: every subscriber gets what was queued for it, then the end, with `reason`;
-    /// returns once they have (or after 10 s for one that does not read).
+    /// returns once they have, or after 10 s, cutting the connection of one that has not
+    /// read it all by then.
     pub fn stop(mut self, reason: &str) {
         self.end(reason, true);
     }
@@ -229,6 +230,13 @@ impl<T> Publisher<T> {
                     .wait_timeout(guard, left)
                     .unwrap_or_else(|e| e.into_inner())
                     .0;
+            }
+            // One that did not read in time: its writer may be stuck on the full socket
+            // for good, holding a thread and the connection; shutting the socket ends both.
+            if guard.1 != Link::Gone {
+                if let Some(socket) = &sub.socket {
+                    let _ = shutdown(socket.as_raw_fd(), Shutdown::Both);
+                }
             }
         }
         self.interrupt.fire();

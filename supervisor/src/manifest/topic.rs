@@ -16,6 +16,7 @@ const TOPIC_KEYS: &[&str] = &[
     "last_value",
     "message_size",
     "mode",
+    "path",
 ];
 const TRANSPORTS: &[(&str, Transport)] = &[("unix", Transport::Unix), ("shm", Transport::Shm)];
 
@@ -97,6 +98,13 @@ impl Checker<'_> {
     }
 }
 
+/// The size of a shared-memory topic's ring: at least its slots (each a message and a
+/// 16-byte header), which every subscriber maps too.
+fn shm_ring_size(topic: &TopicDecl) -> Option<u64> {
+    (topic.transport == Transport::Shm)
+        .then(|| (topic.capacity as u64).saturating_mul(topic.message_size.div_ceil(8) * 8 + 16))
+}
+
 /// Why a shared-memory topic cannot have its overflow policy, if it cannot.
 fn shm_refuses(topic: &TopicDecl) -> Option<&'static str> {
     (topic.transport == Transport::Shm && topic.overflow == Overflow::DropNewest).then_some(
@@ -157,6 +165,14 @@ pub(super) fn validate(manifest: &Manifest) -> Result<(), ValidationError> {
                 "has messages of {} bytes; they must be from 1 byte to 16MiB",
                 topic.message_size
             ))
+        } else if let Some(size) = shm_ring_size(topic).filter(|&size| size > super::shared::MAX_SHARED_SIZE) {
+            Some(format!(
+                "needs a ring of {size} bytes ({} slots of {} bytes); a shared region is at most {} bytes: \
+                 lower `capacity` or `message_size`",
+                topic.capacity,
+                topic.message_size,
+                super::shared::MAX_SHARED_SIZE
+            ))
         } else if topic.mode > 0o777 {
             Some(format!("has mode {:o}, which is not permissions", topic.mode))
         } else if let Some(why) = shm_refuses(topic) {
@@ -191,7 +207,49 @@ pub(super) fn validate(manifest: &Manifest) -> Result<(), ValidationError> {
     }
     let known: Vec<&str> = topics.iter().map(|t| t.name.as_str()).collect();
     unknown_listed(manifest, &PUBLISHES, &known)?;
-    unknown_listed(manifest, &SUBSCRIBES, &known)
+    unknown_listed(manifest, &SUBSCRIBES, &known)?;
+    for pool in &manifest.pools {
+        for topic in topics.iter().filter(|t| pool.subscribes.contains(&t.name)) {
+            if let Some(why) = unreachable_by(pool, topic) {
+                return Err(ValidationError::Value {
+                    pool: pool.name.clone(),
+                    key: "subscribes".to_owned(),
+                    why,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Why the workers of `pool` could not connect to `topic`'s socket, if they could not: it
+/// belongs to the supervisor's user and group, so a subscriber running as another user (not
+/// root) may connect only if the topic's `mode` lets everyone write the socket, or its group
+/// when the pool's group or one of its user's groups is the supervisor's. The publisher does
+/// not check its peers' credentials, so the socket's mode is the whole of the access rule:
+/// refused here rather than failing with EACCES in a crash loop.
+fn unreachable_by(pool: &Pool, topic: &TopicDecl) -> Option<String> {
+    use nix::unistd::{getegid, geteuid, Group, User};
+    let user = User::from_name(pool.user.as_deref()?).ok().flatten()?;
+    let (me, my_group) = (geteuid(), getegid());
+    let gid = match &pool.group {
+        Some(name) => Group::from_name(name).ok().flatten().map_or(user.gid, |g| g.gid),
+        None => user.gid,
+    };
+    let in_my_group = gid == my_group
+        || std::ffi::CString::new(user.name.as_bytes())
+            .ok()
+            .and_then(|name| nix::unistd::getgrouplist(&name, gid).ok())
+            .is_some_and(|groups| groups.contains(&my_group));
+    if user.uid == me || user.uid.is_root() || topic.mode & 0o002 != 0 || (in_my_group && topic.mode & 0o020 != 0) {
+        return None;
+    }
+    Some(format!(
+        "lists topic `{}`, but the pool runs as {} (uid {}), who cannot connect to the topic's socket \
+         (mode {:04o}, owned by uid {me} and gid {my_group}): run the pool as uid {me}, or give [topic.{}] \
+         mode = \"0666\" (then any local user may subscribe)",
+        topic.name, user.name, user.uid, topic.mode, topic.name
+    ))
 }
 
 #[cfg(test)]
@@ -312,6 +370,62 @@ mod tests {
             .validate_for(Host::Command)
             .unwrap_err();
         assert!(err.to_string().contains("capacity of 0"), "{err}");
+        // Over shm, every slot is in one region: 2^20 slots of 16 MiB would be 16 TiB.
+        let mut huge = TopicDecl::new("h");
+        huge.transport = Transport::Shm;
+        huge.capacity = MAX_TOPIC_CAPACITY;
+        huge.message_size = MAX_TOPIC_MESSAGE_SIZE;
+        let check_huge = |topic: TopicDecl| {
+            Manifest::new("t")
+                .topic(topic)
+                .pool(pool("a", &["h"], 1))
+                .validate_for(Host::Command)
+        };
+        let err = check_huge(huge.clone()).unwrap_err();
+        assert!(err.to_string().contains("a shared region is at most"), "{err}");
+        huge.transport = Transport::Unix;
+        check_huge(huge).unwrap();
+    }
+
+    #[test]
+    fn a_subscriber_pool_running_as_another_user_is_refused_unless_the_topics_mode_lets_it_connect() {
+        if !nix::unistd::geteuid().is_root() {
+            println!("skipping: only root can run a pool as another user");
+            return;
+        }
+        let Some(nobody) = nix::unistd::User::from_name("nobody").ok().flatten() else {
+            println!("skipping: no user named nobody");
+            return;
+        };
+        let check = |mode: u32| {
+            let mut publisher = Pool::new("a", vec!["/bin/true".into()]);
+            publisher.publishes = vec!["t".into()];
+            let mut subscriber = Pool::new("b", vec!["/bin/true".into()]);
+            subscriber.subscribes = vec!["t".into()];
+            subscriber.user = Some("nobody".into());
+            let mut topic = TopicDecl::new("t");
+            topic.mode = mode;
+            Manifest::new("t")
+                .topic(topic)
+                .pool(publisher)
+                .pool(subscriber)
+                .validate_for(Host::Command)
+                .map_err(|e| e.to_string())
+        };
+        let err = check(0o600).unwrap_err();
+        assert_eq!(
+            err,
+            format!(
+                "pool b: `subscribes` lists topic `t`, but the pool runs as nobody (uid {}), who cannot connect \
+                 to the topic's socket (mode 0600, owned by uid 0 and gid 0): run the pool as uid 0, or give \
+                 [topic.t] mode = \"0666\" (then any local user may subscribe)",
+                nobody.uid
+            )
+        );
+        check(0o666).unwrap();
+        // Group access reaches nobody only if nobody is in the supervisor's group.
+        let in_group = nobody.gid.as_raw() == 0;
+        assert_eq!(check(0o660).is_ok(), in_group);
     }
 
     #[test]

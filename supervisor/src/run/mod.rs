@@ -271,17 +271,52 @@ fn bind_listeners(
     manifest: &Manifest,
     listeners: &mut BTreeMap<Endpoint, std::os::fd::OwnedFd>,
 ) -> Result<(), (String, std::io::Error)> {
+    let named: std::collections::BTreeSet<Endpoint> = manifest.pools.iter().flat_map(Pool::endpoints).collect();
     for pool in &manifest.pools {
         for endpoint in pool.endpoints() {
             if listeners.contains_key(&endpoint) {
                 continue;
             }
             let what = format!("pool {}: listen {endpoint}", pool.name);
-            let fd = bind_endpoint(&endpoint, pool.mode, socket_group(pool)).map_err(|e| (what, e))?;
+            // Only a socket the manifest no longer names under its old kind is handed over:
+            // two kinds at one address at once (`unix:P` and `shm:P`) stay an error.
+            let unnamed = listeners.iter().filter(|(e, _)| !named.contains(*e));
+            let fd = same_socket(unnamed, &endpoint)
+                .unwrap_or_else(|| bind_endpoint(&endpoint, pool.mode, socket_group(pool)))
+                .map_err(|e| (what, e))?;
             listeners.insert(endpoint, fd);
         }
     }
     Ok(())
+}
+
+/// A second descriptor of the open socket bound where `endpoint` binds (the same TCP host
+/// and port, the same path) under another kind of endpoint: `tcp+plain:X` reloaded as
+/// `tcp:X`, or `unix:P` as `shm:P`. The socket stays, and only the name it is handed to
+/// workers under changes: binding anew would fail (address in use) while the old one is
+/// open, and closing it first would refuse connections meanwhile and lose it if the reload
+/// is refused later. The old name keeps its copy until no pool names it.
+fn same_socket<'a>(
+    listeners: impl IntoIterator<Item = (&'a Endpoint, &'a std::os::fd::OwnedFd)>,
+    endpoint: &Endpoint,
+) -> Option<std::io::Result<std::os::fd::OwnedFd>> {
+    #[derive(PartialEq)]
+    enum Place<'a> {
+        Tcp(&'a str, u16),
+        Path(&'a std::path::Path),
+    }
+    fn place(e: &Endpoint) -> Option<Place<'_>> {
+        match e {
+            Endpoint::TcpNoise { host, port } | Endpoint::TcpPlain { host, port } => Some(Place::Tcp(host, *port)),
+            Endpoint::Unix(path) | Endpoint::Shm(path) | Endpoint::Mq(path) => Some(Place::Path(path)),
+            _ => None,
+        }
+    }
+    let wanted = place(endpoint)?;
+    listeners
+        .into_iter()
+        .find(|(bound, _)| place(bound).as_ref() == Some(&wanted))
+        .map(|(_, fd)| fd.try_clone())
 }
 
 /// A listening Unix socket at `path` whose file has exactly `mode` (and `group`, if given),
@@ -600,7 +635,18 @@ impl Runner {
         }
         // Sockets no pool names any more close; workers still running keep their copies.
         let used = self.worker_endpoints();
-        self.listeners.retain(|endpoint, _| used.contains(endpoint));
+        let (kept, gone): (BTreeMap<_, _>, BTreeMap<_, _>) = std::mem::take(&mut self.listeners)
+            .into_iter()
+            .partition(|(e, _)| used.contains(e));
+        self.listeners = kept;
+        // Their files go too, unless the path is kept as another kind (`unix:P` now `shm:P`).
+        for endpoint in gone.keys() {
+            if let Endpoint::Unix(path) | Endpoint::Shm(path) | Endpoint::Mq(path) = endpoint {
+                if same_socket(&self.listeners, endpoint).is_none() {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+        }
         self.shared.retain(&manifest);
         self.queues.retain(&manifest);
         self.topics.retain(&manifest);
@@ -804,6 +850,42 @@ impl Drop for Runner {
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn two_kinds_of_endpoint_at_one_path_in_one_manifest_are_refused_but_a_reload_may_swap_them() {
+        use crate::manifest::{Endpoint, Manifest, Pool};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.sock");
+        let pool = |name: &str, listen: Endpoint| {
+            let mut pool = Pool::new(name, vec!["true".into()]);
+            pool.listen = vec![listen];
+            pool
+        };
+        let both = Manifest::new("t")
+            .pool(pool("a", Endpoint::Unix(path.clone())))
+            .pool(pool("b", Endpoint::Shm(path.clone())));
+        let mut listeners = std::collections::BTreeMap::new();
+        let (what, _) = super::bind_listeners(&both, &mut listeners).unwrap_err();
+        assert!(what.contains("pool b: listen shm:"), "{what}");
+        drop(listeners);
+        std::fs::remove_file(&path).unwrap();
+        let mut listeners = std::collections::BTreeMap::new();
+        super::bind_listeners(
+            &Manifest::new("t").pool(pool("a", Endpoint::Unix(path.clone()))),
+            &mut listeners,
+        )
+        .unwrap();
+        super::bind_listeners(
+            &Manifest::new("t").pool(pool("a", Endpoint::Shm(path.clone()))),
+            &mut listeners,
+        )
+        .unwrap();
+        assert_eq!(
+            listeners.len(),
+            2,
+            "the same socket under both names until the old one is dropped"
+        );
+    }
 
     #[test]
     fn a_unix_socket_file_gets_exactly_its_mode_whatever_the_umask_takes_away() {

@@ -73,7 +73,7 @@ impl Runner {
     fn unbind(&mut self, endpoints: &[Endpoint]) {
         for endpoint in endpoints {
             if self.listeners.remove(endpoint).is_some() {
-                if let Endpoint::Unix(path) | Endpoint::Shm(path) = endpoint {
+                if let Endpoint::Unix(path) | Endpoint::Shm(path) | Endpoint::Mq(path) = endpoint {
                     let _ = std::fs::remove_file(path);
                 }
             }

@@ -22,6 +22,8 @@ use crate::manifest::{Manifest, Pool, TopicDecl};
 struct Topic {
     socket: OwnedFd,
     handed: Handed,
+    /// The socket file's mode.
+    mode: u32,
 }
 
 /// The topics, by name.
@@ -53,27 +55,42 @@ impl Topics {
 
     /// Binds the socket of every topic `manifest` names that has none yet. One that exists
     /// keeps its socket; its new settings reach the workers started from now on (each one
-    /// changed is returned, to be reported). All or nothing: on an error none of the new
-    /// sockets is kept.
+    /// changed is returned, to be reported), and a new `mode` is given to its file at once.
+    /// Its `path` cannot change: running subscribers were told the old one and reconnect
+    /// there when the publisher restarts. All or nothing: on an error nothing changes and
+    /// none of the new sockets is kept.
     pub(super) fn create(&mut self, manifest: &Manifest) -> Result<Vec<String>, (String, std::io::Error)> {
         let mut changed = Vec::new();
+        let mut settings = Vec::new();
         let mut new = BTreeMap::new();
-        for decl in &manifest.topics {
-            if let Some(topic) = self.topics.get_mut(&decl.name) {
-                let now = handed(decl, topic.handed.path.clone());
-                if now != topic.handed {
-                    changed.push(format!(
-                        "topic {}: its new settings apply to the publisher's next start",
-                        decl.name
-                    ));
-                    topic.handed = now;
-                }
-                continue;
+        let undo = |new: &BTreeMap<String, Topic>| {
+            for topic in new.values() {
+                let _ = std::fs::remove_file(&topic.handed.path);
             }
+        };
+        for decl in &manifest.topics {
             let path = decl
                 .path
                 .clone()
                 .unwrap_or_else(|| self.dir.join(format!("topic.{}.sock", decl.name)));
+            if let Some(topic) = self.topics.get(&decl.name) {
+                if path != topic.handed.path {
+                    undo(&new);
+                    return Err((
+                        format!("topic {}: moving its socket to {}", decl.name, path.display()),
+                        std::io::Error::other(format!(
+                            "its socket stays at {} while the topic exists (its subscribers reconnect there); \
+                             rename the topic or restart the supervisor to move it",
+                            topic.handed.path.display()
+                        )),
+                    ));
+                }
+                let now = handed(decl, path);
+                if now != topic.handed || decl.mode != topic.mode {
+                    settings.push((decl.name.clone(), now, decl.mode));
+                }
+                continue;
+            }
             // As a `listen` socket: not in a directory others can write to, and a file left
             // by an earlier run replaced unless something answers there.
             match super::bind_endpoint(&procwire_rpc::Endpoint::Unix(path.clone()), decl.mode, None) {
@@ -83,15 +100,37 @@ impl Topics {
                         Topic {
                             socket,
                             handed: handed(decl, path),
+                            mode: decl.mode,
                         },
                     );
                 }
                 Err(e) => {
-                    for topic in new.values() {
-                        let _ = std::fs::remove_file(&topic.handed.path);
-                    }
+                    undo(&new);
                     return Err((format!("topic {}: binding {}", decl.name, path.display()), e));
                 }
+            }
+        }
+        for (name, handed, mode) in settings {
+            let topic = self.topics.get_mut(&name).expect("checked above");
+            if mode != topic.mode {
+                use std::os::unix::fs::PermissionsExt;
+                match std::fs::set_permissions(&topic.handed.path, std::fs::Permissions::from_mode(mode)) {
+                    Ok(()) => {
+                        topic.mode = mode;
+                        changed.push(format!("topic {name}: its socket now has mode {mode:04o}"));
+                    }
+                    Err(e) => changed.push(format!(
+                        "topic {name}: its socket keeps mode {:04o}: chmod {}: {e}",
+                        topic.mode,
+                        topic.handed.path.display()
+                    )),
+                }
+            }
+            if handed != topic.handed {
+                changed.push(format!(
+                    "topic {name}: its new settings apply to the publisher's next start"
+                ));
+                topic.handed = handed;
             }
         }
         self.topics.extend(new);
@@ -177,6 +216,40 @@ mod tests {
             (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
         };
         assert!(same(&fd, &again), "the same socket");
+        drop(topics);
+        assert!(!path.exists(), "removed on drop");
+    }
+
+    #[test]
+    fn a_reload_gives_a_topics_socket_its_new_mode_and_refuses_to_move_it_changing_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut topics = Topics::new(dir.path());
+        let mut decl = TopicDecl::new("ticks");
+        topics.create(&Manifest::new("t").topic(decl.clone())).unwrap();
+        let path = dir.path().join("topic.ticks.sock");
+        let mode = || std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        decl.mode = 0o666;
+        let changed = topics.create(&Manifest::new("t").topic(decl.clone())).unwrap();
+        assert_eq!(changed, ["topic ticks: its socket now has mode 0666"]);
+        assert_eq!(mode(), 0o666, "the new mode is the file's at once");
+        // A new path is refused, and so is everything else in that reload.
+        let mut moved = decl.clone();
+        moved.path = Some(dir.path().join("elsewhere.sock"));
+        moved.capacity = 9;
+        moved.mode = 0o600;
+        let mut other = TopicDecl::new("other");
+        other.mode = 0o600;
+        let (what, e) = topics
+            .create(&Manifest::new("t").topic(other).topic(moved))
+            .unwrap_err();
+        assert!(what.contains("topic ticks: moving its socket"), "{what}");
+        assert!(e.to_string().contains("its socket stays at"), "{e}");
+        assert_eq!(mode(), 0o666, "nothing changed");
+        assert!(!dir.path().join("topic.other.sock").exists(), "nor was the other bound");
+        assert!(!dir.path().join("elsewhere.sock").exists());
+        let mut pool = Pool::new("p", vec!["true".into()]);
+        pool.subscribes = vec!["ticks".into()];
+        assert_eq!(Handed::parse(&topics.env_for(&pool)[0].1).unwrap().options.capacity, 64);
         drop(topics);
         assert!(!path.exists(), "removed on drop");
     }
