@@ -193,6 +193,50 @@ fn stopping_cuts_a_subscriber_that_does_not_read_instead_of_keeping_its_writer_f
     Ok(())
 }
 
+fn a_block_publisher_that_times_out_on_a_stopped_subscriber_delivers_that_message_to_no_one() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("ticks.sock");
+    let publisher = Publisher::<u64>::bind(&path, "ticks", Options::default().capacity(2).overflow(Overflow::Block))?;
+    // The one that reads comes first in the publisher's list, the stopped one after it.
+    let reader = Sub::spawn(&path);
+    let stopped = Sub::spawn(&path);
+    let stopped_pid = Pid::from_raw(stopped.child.id() as i32);
+    kill(stopped_pid, Signal::SIGSTOP)?;
+    // Fill the stopped one's socket and queue: every message until one times out.
+    let mut published = 0u64;
+    let refused = loop {
+        match publisher.publish(&(published + 1), Wait::timeout(Duration::from_millis(200))) {
+            Ok(seq) => {
+                assert_eq!(seq, published + 1);
+                published = seq;
+            }
+            Err(e) => break e,
+        }
+        assert!(published < 10_000_000, "the stopped subscriber never filled up");
+    };
+    assert!(
+        matches!(refused, procwire_rpc::topic::TopicError::Full { .. }),
+        "{refused}"
+    );
+    kill(stopped_pid, Signal::SIGCONT)?;
+    // The next message takes the number the refused one did not use, and is what the reader
+    // sees right after the last published one.
+    let next = publisher.publish(&424_242, Wait::timeout(LIMIT))?;
+    assert_eq!(next, published + 1, "the refused message used up a number");
+    for seq in 1..=published {
+        assert_eq!(reader.line(), format!("m {seq} {seq}"));
+    }
+    assert_eq!(
+        reader.line(),
+        format!("m {next} 424242"),
+        "the reader got the refused message"
+    );
+    drop(stopped);
+    publisher.stop("done");
+    assert_eq!(reader.line(), "end");
+    Ok(())
+}
+
 fn main() {
     if let Some(args) = children::role() {
         if let Err(e) = shm::child(&args) {
@@ -216,6 +260,10 @@ fn main() {
         return;
     }
     let trials = vec![
+        Trial::test(
+            "a_block_publisher_that_times_out_on_a_stopped_subscriber_delivers_that_message_to_no_one",
+            a_block_publisher_that_times_out_on_a_stopped_subscriber_delivers_that_message_to_no_one,
+        ),
         Trial::test(
             "stopping_cuts_a_subscriber_that_does_not_read_instead_of_keeping_its_writer_forever",
             stopping_cuts_a_subscriber_that_does_not_read_instead_of_keeping_its_writer_forever,

@@ -190,7 +190,7 @@ pub enum TopicError {
         reason: String,
     },
     /// A `Block` publisher waited for a full subscriber until its deadline; the message went
-    /// to the subscribers before it in the list, not to it or those after.
+    /// to no subscriber, used up no sequence number and is not the last value.
     #[error("publishing on topic {topic:?} timed out waiting for a full subscriber")]
     Full {
         /// The topic.

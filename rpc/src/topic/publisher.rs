@@ -137,31 +137,41 @@ impl<T: Serialize> Publisher<T> {
             source,
         })?;
         let mut state = self.shared.lock();
+        let (capacity, overflow) = (self.shared.options.capacity, self.shared.options.overflow);
+        state.subs.retain(|sub| sub.lock().1 != Link::Gone);
+        if overflow == Overflow::Block {
+            // Room for it in every queue first, so that a message that times out goes to no
+            // one and uses up no number (as over shared memory). Only this publisher fills
+            // the queues, under the state lock held here, so room found stays.
+            for sub in &state.subs {
+                let mut guard = sub.lock();
+                while guard.0.len() >= capacity && guard.1 == Link::Open {
+                    let left = match wait.remaining() {
+                        Some(left) if left.is_zero() => {
+                            return Err(TopicError::Full {
+                                topic: self.shared.topic.clone(),
+                            })
+                        }
+                        Some(left) => left,
+                        None => std::time::Duration::from_secs(3600),
+                    };
+                    guard = sub
+                        .changed
+                        .wait_timeout(guard, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+            }
+        }
         state.seq += 1;
         let message: Queued = (state.seq, Arc::new(body));
         state.last = Some(message.clone());
-        let (capacity, overflow) = (self.shared.options.capacity, self.shared.options.overflow);
-        state.subs.retain(|sub| sub.lock().1 != Link::Gone);
         for sub in &state.subs {
             let mut guard = sub.lock();
             while guard.0.len() >= capacity && guard.1 == Link::Open {
                 match overflow {
-                    Overflow::Block => {
-                        let left = match wait.remaining() {
-                            Some(left) if left.is_zero() => {
-                                return Err(TopicError::Full {
-                                    topic: self.shared.topic.clone(),
-                                })
-                            }
-                            Some(left) => left,
-                            None => std::time::Duration::from_secs(3600),
-                        };
-                        guard = sub
-                            .changed
-                            .wait_timeout(guard, left)
-                            .unwrap_or_else(|e| e.into_inner())
-                            .0;
-                    }
+                    // Made room for above.
+                    Overflow::Block => break,
                     Overflow::DropOldest => {
                         guard.0.pop_front();
                     }
