@@ -237,6 +237,45 @@ fn a_block_publisher_that_times_out_on_a_stopped_subscriber_delivers_that_messag
     Ok(())
 }
 
+fn connections_past_max_subscribers_are_closed_at_once_and_the_slots_come_back() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("ticks.sock");
+    let publisher = Publisher::<u64>::bind(&path, "ticks", Options::default().max_subscribers(2))?;
+    // Two peers that connect and never say hello hold both slots (each for up to the 10 s
+    // a setup may take).
+    let silent = [
+        std::os::unix::net::UnixStream::connect(&path)?,
+        std::os::unix::net::UnixStream::connect(&path)?,
+    ];
+    let deadline = Instant::now() + LIMIT;
+    let refused = loop {
+        // The silent ones are counted once the publisher has accepted them.
+        match Subscriber::<u64>::connect(&path, "ticks") {
+            Err(e) => break e,
+            Ok(_) => assert!(Instant::now() < deadline, "a third connection was never refused"),
+        }
+    };
+    println!("refused: {refused}");
+    drop(silent);
+    // Their slots come back: a subscriber in another process joins and gets messages.
+    let sub = loop {
+        match Subscriber::<u64>::connect(&path, "ticks") {
+            Ok(probe) => {
+                drop(probe);
+                break Sub::spawn(&path);
+            }
+            Err(e) => assert!(Instant::now() < deadline, "the slots never came back: {e}"),
+        }
+    };
+    while publisher.subscribers() < 1 {
+        assert!(Instant::now() < deadline, "the subscriber never joined");
+        std::thread::yield_now();
+    }
+    let seq = publisher.publish(&5, Wait::timeout(LIMIT))?;
+    assert_eq!(sub.line(), format!("m {seq} 5"));
+    Ok(())
+}
+
 fn main() {
     if let Some(args) = children::role() {
         if let Err(e) = shm::child(&args) {
@@ -260,6 +299,10 @@ fn main() {
         return;
     }
     let trials = vec![
+        Trial::test(
+            "connections_past_max_subscribers_are_closed_at_once_and_the_slots_come_back",
+            connections_past_max_subscribers_are_closed_at_once_and_the_slots_come_back,
+        ),
         Trial::test(
             "a_block_publisher_that_times_out_on_a_stopped_subscriber_delivers_that_message_to_no_one",
             a_block_publisher_that_times_out_on_a_stopped_subscriber_delivers_that_message_to_no_one,

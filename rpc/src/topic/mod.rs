@@ -118,6 +118,10 @@ pub struct Options {
     /// Whether a subscriber that asks gets the last message published before it joined;
     /// default true.
     pub last_value: bool,
+    /// Over a Unix socket: subscriber connections at once, counting those still setting up,
+    /// each a thread of the publisher's; past it a new connection is closed at once, and
+    /// logged. Default 256. (Over shared memory `shm::Options::max_subscribers` counts.)
+    pub max_subscribers: usize,
 }
 
 impl Default for Options {
@@ -126,6 +130,7 @@ impl Default for Options {
             capacity: 64,
             overflow: Overflow::DropOldest,
             last_value: true,
+            max_subscribers: 256,
         }
     }
 }
@@ -146,6 +151,12 @@ impl Options {
     /// Sets [`last_value`](Self::last_value).
     pub fn last_value(mut self, last_value: bool) -> Self {
         self.last_value = last_value;
+        self
+    }
+
+    /// Sets [`max_subscribers`](Self::max_subscribers) (at least 1).
+    pub fn max_subscribers(mut self, subscribers: usize) -> Self {
+        self.max_subscribers = subscribers.max(1);
         self
     }
 }

@@ -58,6 +58,8 @@ struct Shared {
     epoch: u64,
     options: Options,
     state: Mutex<State>,
+    /// Subscriber connections whose thread runs (see `Options::max_subscribers`).
+    connections: std::sync::atomic::AtomicUsize,
 }
 
 /// Publishes messages of type `T` on one topic, to every subscriber of a Unix socket. Its
@@ -98,6 +100,7 @@ impl<T: Serialize> Publisher<T> {
             epoch,
             options,
             state: Mutex::new(State::default()),
+            connections: std::sync::atomic::AtomicUsize::new(0),
         });
         let stopped = Arc::new(AtomicBool::new(false));
         let accept = {
@@ -278,10 +281,26 @@ fn accept_loop(mut listener: unix::Listener, shared: Arc<Shared>, interrupt: &In
     loop {
         match listener.accept(Wait::Block) {
             Ok(transport) => {
-                let shared = Arc::clone(&shared);
-                let _ = std::thread::Builder::new()
-                    .name("procwire-topic-sub".into())
-                    .spawn(move || subscriber(transport, &shared));
+                let max = shared.options.max_subscribers;
+                if shared.connections.fetch_add(1, Ordering::SeqCst) >= max {
+                    shared.connections.fetch_sub(1, Ordering::SeqCst);
+                    tracing::warn!(
+                        topic = %shared.topic,
+                        peer = %transport.peer.name,
+                        "refused a subscriber: {max} connections already (max_subscribers)"
+                    );
+                    continue;
+                }
+                let spawned = std::thread::Builder::new().name("procwire-topic-sub".into()).spawn({
+                    let shared = Arc::clone(&shared);
+                    move || {
+                        subscriber(transport, &shared);
+                        shared.connections.fetch_sub(1, Ordering::SeqCst);
+                    }
+                });
+                if spawned.is_err() {
+                    shared.connections.fetch_sub(1, Ordering::SeqCst);
+                }
             }
             Err(crate::error::TransportError::Interrupted { .. }) => return,
             Err(e) => {
