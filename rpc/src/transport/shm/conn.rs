@@ -639,7 +639,11 @@ impl FrameReceiver for ShmReceiver {
         // file on the liveness descriptor: read the socket to know.
         let liveness = std::mem::take(&mut self.found_nothing);
         let ready = self.spin_then_park(None, liveness).unwrap_or(true);
-        self.settle();
+        // Ready after a spin, this end still watches the ring: the receive that follows
+        // stops watching in its own `settle`, under the one fence it needs anyway for the
+        // space it frees (a fence here as well cost a second wait for our stores to reach
+        // the peer's CPU on every request). A server thread that does not receive after
+        // a true here leaves the connection, which is ending.
         if !ready {
             self.parked_at = Some(Instant::now());
         }
