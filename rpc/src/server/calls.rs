@@ -74,16 +74,21 @@ impl Calls {
 }
 
 impl Seat {
-    /// Starts call `id` on this seat: a cleared cancel flag for it, which [`Calls::cancel`]
-    /// finds if `cancellable` (a call; a one-way call has nobody to cancel it). Called under
-    /// the receiver's lock.
-    pub(super) fn start(&self, id: u64, cancellable: bool) -> Arc<Cancel> {
+    /// The seat's cancel flag, the same for each of its calls: the thread's `CallContext`
+    /// holds it.
+    pub(super) fn cancel_flag(&self) -> Arc<Cancel> {
+        Arc::clone(&self.place.cancel)
+    }
+
+    /// Starts call `id` on this seat: clears the cancel flag, which [`Calls::cancel`] sets
+    /// if `cancellable` (a call; a one-way call has nobody to cancel it). Called under the
+    /// receiver's lock.
+    pub(super) fn start(&self, id: u64, cancellable: bool) {
         self.place.cancel.reset();
         if cancellable {
             self.place.id.store(id, Ordering::Relaxed);
             self.place.running.store(true, Ordering::Relaxed);
         }
-        Arc::clone(&self.place.cancel)
     }
 
     /// The seat's call has finished.
@@ -109,7 +114,9 @@ mod tests {
     fn a_cancel_reaches_the_running_call_with_its_id_and_no_other() {
         let calls = Calls::default();
         let (a, b) = (calls.seat(), calls.seat());
-        let (ca, cb) = (a.start(7, true), b.start(8, true));
+        let (ca, cb) = (a.cancel_flag(), b.cancel_flag());
+        a.start(7, true);
+        b.start(8, true);
         calls.cancel(8);
         assert!(!ca.is_set() && cb.is_set());
         assert!(calls.busy());
@@ -117,25 +124,29 @@ mod tests {
         b.finish();
         assert!(!calls.busy());
         calls.cancel(7);
-        assert!(!a.start(9, true).is_set(), "a finished call is not cancelled");
+        a.start(9, true);
+        assert!(!ca.is_set(), "a finished call is not cancelled");
     }
 
     #[test]
     fn a_seat_reused_after_a_cancelled_call_starts_uncancelled() {
         let calls = Calls::default();
         let seat = calls.seat();
-        let first = seat.start(1, true);
+        let flag = seat.cancel_flag();
+        seat.start(1, true);
         calls.cancel(1);
-        assert!(first.is_set());
+        assert!(flag.is_set());
         seat.finish();
-        assert!(!seat.start(2, true).is_set());
+        seat.start(2, true);
+        assert!(!flag.is_set());
     }
 
     #[test]
     fn one_way_calls_cannot_be_cancelled_and_do_not_count_as_running() {
         let calls = Calls::default();
         let seat = calls.seat();
-        let flag = seat.start(3, false);
+        let flag = seat.cancel_flag();
+        seat.start(3, false);
         calls.cancel(3);
         assert!(!flag.is_set() && !calls.busy());
     }
