@@ -413,6 +413,8 @@ impl<S: Service> Conn<S> {
         let wait = if waiter.is_some() { Wait::NonBlock } else { Wait::Block };
         let seat = self.calls.seat();
         let mut ctx = self.context(&seat);
+        // The last small request's buffer, for the receiver to reuse.
+        let mut spare: Option<Vec<u8>> = None;
         loop {
             if self.done() {
                 break;
@@ -468,6 +470,9 @@ impl<S: Service> Conn<S> {
             };
             if self.done() {
                 break;
+            }
+            if let Some(buf) = spare.take() {
+                receiver.recycle(buf);
             }
             let received = receiver.recv(wait);
             self.clock.saw(received.is_ok(), receiver.in_frame());
@@ -543,7 +548,10 @@ impl<S: Service> Conn<S> {
             seat.start(envelope.id, envelope.kind == Kind::Call);
             drop(receiver);
             self.handle(&mut ctx, envelope, body, &seat);
-            crate::buffers::give(payload);
+            match payload.capacity() < crate::buffers::POOLED_MIN {
+                true => spare = Some(payload),
+                false => crate::buffers::give(payload),
+            }
         }
         drop(ctx);
         drop(seat);

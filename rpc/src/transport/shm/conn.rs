@@ -316,6 +316,9 @@ pub struct ShmReceiver {
     interrupt: Option<Interrupt>,
     /// A frame being read: its buffer and its length.
     body: Option<(Vec<u8>, usize)>,
+    /// A small payload given back (`recycle`), for the next small frame: a round trip
+    /// allocated and freed one per side.
+    spare: Vec<u8>,
     /// The socket said end of file: the peer is gone (its ring may still hold frames).
     peer_gone: bool,
     /// A thread of ours spins on the ring, with `consumer_parked` cleared.
@@ -348,6 +351,7 @@ impl ShmReceiver {
             max: DEFAULT_MAX_FRAME_LEN,
             interrupt: None,
             body: None,
+            spare: Vec::new(),
             peer_gone: false,
             watching: false,
             freed: false,
@@ -420,7 +424,11 @@ impl ShmReceiver {
                 });
             }
             self.rx.consume(HEADROOM);
-            self.body = Some((buffers::take(len), len));
+            let buf = match len <= self.spare.capacity() {
+                true => std::mem::take(&mut self.spare),
+                false => buffers::take(len),
+            };
+            self.body = Some((buf, len));
         }
         let Some((mut body, len)) = self.body.take() else {
             unreachable!("a body was just set")
@@ -603,6 +611,15 @@ impl FrameReceiver for ShmReceiver {
 
     fn set_max_frame_len(&mut self, max: usize) {
         self.max = max;
+    }
+
+    fn recycle(&mut self, mut payload: Vec<u8>) {
+        if payload.capacity() < buffers::POOLED_MIN {
+            payload.clear();
+            self.spare = payload;
+        } else {
+            buffers::give(payload);
+        }
     }
 
     fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {

@@ -250,6 +250,22 @@ fn a_server_thread_that_spun_for_a_request_stops_watching_only_in_the_receive_th
     panic!("no spin of 10 ms found a request sent while it watched");
 }
 
+#[test]
+fn a_recycled_small_payload_carries_the_next_small_frame() {
+    let (_layout, mut client, mut server) = linked(4096);
+    client.send(&mut Frame::from_payload(b"first"), soon()).unwrap();
+    let first = server.recv(soon()).unwrap();
+    let (ptr, capacity) = (first.as_ptr(), first.capacity());
+    server.receiver.recycle(first);
+    // Had the buffer been freed, this would take its block.
+    let other = Vec::<u8>::with_capacity(capacity);
+    client.send(&mut Frame::from_payload(b"again"), soon()).unwrap();
+    let second = server.recv(soon()).unwrap();
+    assert_eq!(second, b"again");
+    assert_eq!(second.as_ptr(), ptr, "a fresh allocation");
+    drop(other);
+}
+
 /// Sends `payload` encoded in place, as the client does: true if it went in place.
 fn send_in_place(transport: &mut Transport, payload: &[u8]) -> bool {
     let len = crate::protocol::serialized_size(payload).unwrap();
