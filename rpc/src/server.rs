@@ -11,7 +11,6 @@
 //! request. A lone caller thus costs no thread hand-off, slow calls do not block fast ones on
 //! the same connection, and one connection's troubles stay on its own threads.
 
-use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
@@ -24,24 +23,28 @@ use std::time::{Duration, Instant};
 use crate::error::{ServerError, TransportError};
 use crate::outbox::{Outbox, SendError};
 use crate::protocol::{fault_frame, Envelope, Fault, FaultKind, Kind};
-use crate::service::{CallContext, Cancel, Service};
+use crate::service::{CallContext, Service};
 use crate::transport::{FrameReceiver, Interrupt, Listener, PeerInfo, Transport};
 use crate::wait::Wait;
 
 mod access;
 mod backlog;
+mod calls;
+mod clock;
 mod config;
 mod handshake;
 mod limits;
 
 pub use access::{Access, AccessEnvError, ALLOW_GIDS_ENV, ALLOW_UIDS_ENV};
 use backlog::Backlog;
+use calls::{Calls, Seat};
+use clock::ReadClock;
 use config::HandshakeHook;
 pub use config::{ServerConfig, DEFAULT_MAX_CONNECTIONS};
 use handshake::handshake;
 pub(crate) use handshake::handshake as fuzz_handshake;
 pub(crate) use handshake::mismatch;
-use limits::{ReadClock, Refusal, Slot, Slots};
+use limits::{Refusal, Slot, Slots};
 
 /// Serves a [`Service`] on a listener or on single connections.
 #[derive(Debug)]
@@ -262,8 +265,8 @@ struct Conn<S> {
     receiver: Mutex<Box<dyn FrameReceiver>>,
     outbox: Outbox,
     peer: Arc<PeerInfo>,
-    /// Cancel flags of the calls running now.
-    running: Mutex<HashMap<u64, Arc<Cancel>>>,
+    /// The calls running now, a seat per thread (what a cancel looks for).
+    calls: Calls,
     /// Threads of this connection, and how many of them wait to read.
     threads: AtomicUsize,
     idle: AtomicUsize,
@@ -381,7 +384,7 @@ fn start_connection<S: Service>(
             shared: sh,
             receiver: Mutex::new(receiver),
             peer: Arc::new(peer),
-            running: Mutex::new(HashMap::new()),
+            calls: Calls::default(),
             threads: AtomicUsize::new(1),
             idle: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
@@ -408,6 +411,10 @@ impl<S: Service> Conn<S> {
                 .and_then(|fd| self.waiter(fd, receiver.liveness_fd()).ok())
         };
         let wait = if waiter.is_some() { Wait::NonBlock } else { Wait::Block };
+        let seat = self.calls.seat();
+        let mut ctx = self.context(&seat);
+        // The last small request's buffer, for the receiver to reuse.
+        let mut spare: Option<Vec<u8>> = None;
         loop {
             if self.done() {
                 break;
@@ -464,6 +471,9 @@ impl<S: Service> Conn<S> {
             if self.done() {
                 break;
             }
+            if let Some(buf) = spare.take() {
+                receiver.recycle(buf);
+            }
             let received = receiver.recv(wait);
             self.clock.saw(received.is_ok(), receiver.in_frame());
             let payload = match received {
@@ -507,9 +517,7 @@ impl<S: Service> Conn<S> {
             match envelope.kind {
                 Kind::Call | Kind::OneWay => {}
                 Kind::Cancel => {
-                    if let Some(flag) = self.running.lock().unwrap_or_else(|e| e.into_inner()).get(&envelope.id) {
-                        flag.set();
-                    }
+                    self.calls.cancel(envelope.id);
                     continue;
                 }
                 kind => {
@@ -537,17 +545,16 @@ impl<S: Service> Conn<S> {
             }
             // Register the call before letting go of the receiver, so that a cancel read by
             // another thread right after finds it.
-            let cancelled = Arc::new(Cancel::default());
-            if envelope.kind == Kind::Call {
-                self.running
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(envelope.id, Arc::clone(&cancelled));
-            }
+            seat.start(envelope.id, envelope.kind == Kind::Call);
             drop(receiver);
-            self.handle(envelope, body, cancelled);
-            crate::buffers::give(payload);
+            self.handle(&mut ctx, envelope, body, &seat);
+            match payload.capacity() < crate::buffers::POOLED_MIN {
+                true => spare = Some(payload),
+                false => crate::buffers::give(payload),
+            }
         }
+        drop(ctx);
+        drop(seat);
         if self.threads.fetch_sub(1, Ordering::SeqCst) == 1 {
             if self.shared.stopping.load(Ordering::SeqCst) {
                 // Every call read has been answered, and no other will be read: say so, so
@@ -564,7 +571,7 @@ impl<S: Service> Conn<S> {
 
     /// True while a call of this connection runs (the idle timeout waits for it).
     fn busy(&self) -> bool {
-        !self.running.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+        self.calls.busy()
     }
 
     fn done(&self) -> bool {
@@ -596,24 +603,33 @@ impl<S: Service> Conn<S> {
         Ok(Waiter { epoll })
     }
 
-    fn handle(&self, envelope: Envelope, args: &[u8], cancelled: Arc<Cancel>) {
-        let ctx = CallContext {
-            envelope,
-            deadline: envelope
-                .timeout_us
-                .and_then(|us| Instant::now().checked_add(Duration::from_micros(us))),
+    /// A thread's call context. What stays the same from call to call (the peer, the key,
+    /// the seat's cancel flag, the outbox) is set here once: each `Arc` cloned per call cost
+    /// two atomic read-modify-writes. [`handle`](Self::handle) sets the rest.
+    fn context(&self, seat: &Seat) -> CallContext {
+        CallContext {
+            envelope: Envelope {
+                id: 0,
+                kind: Kind::Call,
+                method: 0,
+                timeout_us: None,
+            },
+            deadline: None,
             peer: Arc::clone(&self.peer),
             key_name: self.key_name.clone(),
-            cancelled,
+            cancelled: seat.cancel_flag(),
             replies: Some(self.outbox.replies()),
-        };
-        let outcome = catch_unwind(AssertUnwindSafe(|| self.service.call(&ctx, args)));
-        if envelope.kind == Kind::Call {
-            self.running
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&envelope.id);
         }
+    }
+
+    fn handle(&self, ctx: &mut CallContext, envelope: Envelope, args: &[u8], seat: &Seat) {
+        ctx.envelope = envelope;
+        ctx.deadline = envelope
+            .timeout_us
+            .and_then(|us| Instant::now().checked_add(Duration::from_micros(us)));
+        let ctx = &*ctx;
+        let outcome = catch_unwind(AssertUnwindSafe(|| self.service.call(ctx, args)));
+        seat.finish();
         let frame = match outcome {
             Ok(Ok(frame)) => frame,
             Ok(Err(fault)) => ctx.fault(&fault),

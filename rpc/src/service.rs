@@ -263,8 +263,17 @@ impl Cancel {
         self.changed.notify_all();
     }
 
-    fn is_set(&self) -> bool {
+    pub(crate) fn is_set(&self) -> bool {
         self.set.load(Ordering::SeqCst)
+    }
+
+    /// Clears the flag for the next call that uses it (the server reuses one per thread).
+    /// A store only if it was set: a `SeqCst` store is a full fence, paid on every call.
+    pub(crate) fn reset(&self) {
+        // Relaxed: the server orders resets and sets by the receiver's lock.
+        if self.set.load(Ordering::Relaxed) {
+            self.set.store(false, Ordering::Relaxed);
+        }
     }
 
     fn wait(&self, timeout: Duration) -> bool {

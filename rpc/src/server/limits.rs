@@ -1,9 +1,9 @@
-//! What bounds one peer's cost: connection slots per listener, refusals at the limit, and the
-//! clock that cuts a connection whose frame, or silence, lasts too long.
+//! What bounds one peer's cost: connection slots per listener and refusals at the limit (the
+//! clock that cuts a connection whose frame, or silence, lasts too long is in `clock`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::protocol::{Frame, Welcome, PROTOCOL_VERSION};
 use crate::service::ServiceInfo;
@@ -109,109 +109,9 @@ impl std::fmt::Display for Refusal {
     }
 }
 
-/// Why a connection is cut for its timing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Overdue {
-    /// A frame began and did not end within the frame timeout.
-    Frame(Duration),
-    /// Nothing arrived, and no call ran, for the idle timeout.
-    Idle(Duration),
-}
-
-impl std::fmt::Display for Overdue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Overdue::Frame(limit) => write!(f, "a frame took longer than the frame timeout of {limit:?} to arrive"),
-            Overdue::Idle(limit) => write!(
-                f,
-                "the connection was idle for longer than the idle timeout of {limit:?}"
-            ),
-        }
-    }
-}
-
-/// When the current frame began and the last one ended, for one connection's receiver.
-#[derive(Debug)]
-pub(super) struct ReadClock {
-    frame_timeout: Duration,
-    idle_timeout: Option<Duration>,
-    state: Mutex<Clock>,
-}
-
-#[derive(Debug)]
-struct Clock {
-    frame_started: Option<Instant>,
-    last_frame: Instant,
-}
-
-impl ReadClock {
-    pub(super) fn new(frame_timeout: Duration, idle_timeout: Option<Duration>) -> Self {
-        ReadClock {
-            frame_timeout,
-            idle_timeout,
-            state: Mutex::new(Clock {
-                frame_started: None,
-                last_frame: Instant::now(),
-            }),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Clock> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Records a receive: whether it returned a frame, and whether one is now under way.
-    pub(super) fn saw(&self, got_frame: bool, in_frame: bool) {
-        let now = Instant::now();
-        let mut clock = self.lock();
-        if got_frame {
-            clock.last_frame = now;
-            clock.frame_started = None;
-        }
-        clock.frame_started = match (in_frame, clock.frame_started) {
-            (false, _) => None,
-            (true, started) => Some(started.unwrap_or(now)),
-        };
-    }
-
-    /// The next moment something must have arrived, and what it is overdue as then; `busy`
-    /// says whether a call runs (an idle timeout does not apply while one does).
-    pub(super) fn deadline(&self, busy: bool) -> Option<(Instant, Overdue)> {
-        let clock = self.lock();
-        match (clock.frame_started, self.idle_timeout) {
-            (Some(started), _) => Some((started + self.frame_timeout, Overdue::Frame(self.frame_timeout))),
-            (None, Some(idle)) if !busy => Some((clock.last_frame + idle, Overdue::Idle(idle))),
-            _ => None,
-        }
-    }
-
-    /// What is overdue now, if anything.
-    pub(super) fn overdue(&self, busy: bool) -> Option<Overdue> {
-        self.deadline(busy)
-            .and_then(|(at, why)| (Instant::now() >= at).then_some(why))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_frame_under_way_has_a_deadline_and_a_finished_one_clears_it() {
-        let clock = ReadClock::new(Duration::ZERO, None);
-        assert_eq!(clock.deadline(false), None);
-        clock.saw(false, true);
-        assert_eq!(clock.overdue(false), Some(Overdue::Frame(Duration::ZERO)));
-        clock.saw(true, false);
-        assert_eq!(clock.overdue(false), None);
-    }
-
-    #[test]
-    fn the_idle_timeout_does_not_apply_while_a_call_runs() {
-        let clock = ReadClock::new(Duration::from_secs(30), Some(Duration::ZERO));
-        assert_eq!(clock.overdue(true), None);
-        assert_eq!(clock.overdue(false), Some(Overdue::Idle(Duration::ZERO)));
-    }
 
     #[test]
     fn slots_past_the_maximum_are_refused_until_one_is_given_back() {

@@ -158,6 +158,13 @@ pub trait FrameReceiver: Send + 'static {
     fn authenticated_as(&self) -> Option<&str> {
         None
     }
+
+    /// Takes back a payload [`recv`](Self::recv) returned, once its reader is done with it,
+    /// so that the next frame may reuse the buffer rather than allocate one. The default
+    /// drops it.
+    fn recycle(&mut self, payload: Vec<u8>) {
+        drop(payload);
+    }
 }
 
 /// Accepts incoming connections.

@@ -316,6 +316,9 @@ pub struct ShmReceiver {
     interrupt: Option<Interrupt>,
     /// A frame being read: its buffer and its length.
     body: Option<(Vec<u8>, usize)>,
+    /// A small payload given back (`recycle`), for the next small frame: a round trip
+    /// allocated and freed one per side.
+    spare: Vec<u8>,
     /// The socket said end of file: the peer is gone (its ring may still hold frames).
     peer_gone: bool,
     /// A thread of ours spins on the ring, with `consumer_parked` cleared.
@@ -348,6 +351,7 @@ impl ShmReceiver {
             max: DEFAULT_MAX_FRAME_LEN,
             interrupt: None,
             body: None,
+            spare: Vec::new(),
             peer_gone: false,
             watching: false,
             freed: false,
@@ -420,7 +424,11 @@ impl ShmReceiver {
                 });
             }
             self.rx.consume(HEADROOM);
-            self.body = Some((buffers::take(len), len));
+            let buf = match len <= self.spare.capacity() {
+                true => std::mem::take(&mut self.spare),
+                false => buffers::take(len),
+            };
+            self.body = Some((buf, len));
         }
         let Some((mut body, len)) = self.body.take() else {
             unreachable!("a body was just set")
@@ -605,6 +613,15 @@ impl FrameReceiver for ShmReceiver {
         self.max = max;
     }
 
+    fn recycle(&mut self, mut payload: Vec<u8>) {
+        if payload.capacity() < buffers::POOLED_MIN {
+            payload.clear();
+            self.spare = payload;
+        } else {
+            buffers::give(payload);
+        }
+    }
+
     fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
         Some(self.data.as_fd())
     }
@@ -639,7 +656,11 @@ impl FrameReceiver for ShmReceiver {
         // file on the liveness descriptor: read the socket to know.
         let liveness = std::mem::take(&mut self.found_nothing);
         let ready = self.spin_then_park(None, liveness).unwrap_or(true);
-        self.settle();
+        // Ready after a spin, this end still watches the ring: the receive that follows
+        // stops watching in its own `settle`, under the one fence it needs anyway for the
+        // space it frees (a fence here as well cost a second wait for our stores to reach
+        // the peer's CPU on every request). A server thread that does not receive after
+        // a true here leaves the connection, which is ending.
         if !ready {
             self.parked_at = Some(Instant::now());
         }

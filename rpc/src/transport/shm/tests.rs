@@ -45,6 +45,10 @@ fn frames_of_every_size_cross_in_order_even_those_larger_than_the_ring() {
 /// Both ends over heap memory and a socket pair, with the layout at hand to play a
 /// hostile peer.
 fn linked(capacity: usize) -> (Layout, Transport, Transport) {
+    linked_with(capacity, Strategy::Adaptive)
+}
+
+fn linked_with(capacity: usize, strategy: Strategy) -> (Layout, Transport, Transport) {
     let layout = Layout::create(ring::testing::Heap::new(ring::region_len(capacity)), capacity);
     let (a, b) = UnixStream::pair().unwrap();
     let bells = Bells::new().unwrap();
@@ -54,7 +58,7 @@ fn linked(capacity: usize) -> (Layout, Transport, Transport) {
         bells.try_clone().unwrap(),
         Direction::ToServer,
         "shm:c".into(),
-        Strategy::Adaptive,
+        strategy,
     );
     let server = assemble(
         b,
@@ -62,7 +66,7 @@ fn linked(capacity: usize) -> (Layout, Transport, Transport) {
         bells.try_clone().unwrap(),
         Direction::ToClient,
         "shm:s".into(),
-        Strategy::Adaptive,
+        strategy,
     );
     (layout, client, server)
 }
@@ -211,6 +215,55 @@ fn a_server_thread_learns_of_a_peer_that_died_without_closing_and_does_not_spin_
         }
     }
     panic!("the server thread kept waking for a peer that is gone");
+}
+
+#[test]
+fn a_server_thread_that_spun_for_a_request_stops_watching_only_in_the_receive_that_takes_it() {
+    let (layout, mut client, mut server) = linked_with(4096, Strategy::Spin);
+    let ring = layout.ring(Direction::ToServer);
+    // Sends once the server watches the ring (its flag cleared), so that its spin finds it.
+    let (watched, watch) = (ring.clone(), std::sync::mpsc::channel::<()>());
+    let sender = std::thread::spawn(move || {
+        for _ in watch.1 {
+            while watched.consumer_parked().load(Ordering::Relaxed) != 0 {
+                std::hint::spin_loop();
+            }
+            client.send(&mut Frame::from_payload(b"request"), soon()).unwrap();
+        }
+    });
+    // A spin may run out on a busy machine before the sender runs: then try again.
+    for _ in 0..100 {
+        watch.0.send(()).unwrap();
+        let spun = server.receiver.prepare_wait();
+        if spun {
+            // One fence per request: `prepare_wait` leaves the flag to the receive.
+            assert_eq!(ring.consumer_parked().load(Ordering::Relaxed), 0, "still watching");
+        }
+        assert_eq!(server.recv(soon()).unwrap(), b"request");
+        assert_eq!(ring.consumer_parked().load(Ordering::Relaxed), 1, "a frame kicks again");
+        if spun {
+            drop(watch.0);
+            sender.join().unwrap();
+            return;
+        }
+    }
+    panic!("no spin of 10 ms found a request sent while it watched");
+}
+
+#[test]
+fn a_recycled_small_payload_carries_the_next_small_frame() {
+    let (_layout, mut client, mut server) = linked(4096);
+    client.send(&mut Frame::from_payload(b"first"), soon()).unwrap();
+    let first = server.recv(soon()).unwrap();
+    let (ptr, capacity) = (first.as_ptr(), first.capacity());
+    server.receiver.recycle(first);
+    // Had the buffer been freed, this would take its block.
+    let other = Vec::<u8>::with_capacity(capacity);
+    client.send(&mut Frame::from_payload(b"again"), soon()).unwrap();
+    let second = server.recv(soon()).unwrap();
+    assert_eq!(second, b"again");
+    assert_eq!(second.as_ptr(), ptr, "a fresh allocation");
+    drop(other);
 }
 
 /// Sends `payload` encoded in place, as the client does: true if it went in place.
