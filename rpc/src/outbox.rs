@@ -193,9 +193,10 @@ impl Outbox {
     ) -> Result<Result<(), SendError>, E> {
         let inner = &self.inner;
         // As the owner: write ours unless it went in place, drain the queue, let go.
-        match inner.own_and_encode(len, encode) {
-            Some(true) => Ok(inner.write_as_owner(None, wait)),
-            Some(false) => match frame() {
+        match inner.own_and_encode(len, encode, wait) {
+            Some(Err(e)) => Ok(Err(e)),
+            Some(Ok(true)) => Ok(inner.write_as_owner(None, wait)),
+            Some(Ok(false)) => match frame() {
                 Ok(frame) => Ok(inner.write_as_owner(Some(frame), wait)),
                 Err(e) => {
                     let _ = inner.write_as_owner(None, wait);
@@ -303,20 +304,25 @@ impl Replies {
     /// finds the transport idle and it takes the frame whole, in place, at once; false if
     /// nothing was sent (the caller sends a `Frame` instead).
     pub(crate) fn try_send_encoded(&self, len: usize, encode: &mut Encode<'_>) -> bool {
-        let sent = self.0.own_and_encode(len, encode);
-        if sent.is_some() {
-            // Drains what others queued meanwhile and lets go; a failure there is theirs.
-            let _ = self.0.write_as_owner(None, Wait::Block);
+        match self.0.own_and_encode(len, encode, Wait::Block) {
+            Some(Ok(sent)) => {
+                // Drains what others queued meanwhile and lets go; a failure there is theirs.
+                let _ = self.0.write_as_owner(None, Wait::Block);
+                sent
+            }
+            // The connection failed (and was let go of): the frame the caller sends instead
+            // is refused.
+            Some(Err(_)) | None => false,
         }
-        sent == Some(true)
     }
 }
 
 impl Inner {
     /// Takes the transport if it is idle (else `None`) and tries to send the frame
-    /// `encode` writes in place; the caller owns the transport (`writing`) afterwards
-    /// either way, and lets go with `write_as_owner`.
-    fn own_and_encode(&self, len: usize, encode: &mut Encode<'_>) -> Option<bool> {
+    /// `encode` writes in place, waiting as `wait` allows; the caller owns the transport
+    /// (`writing`) afterwards, and lets go with `write_as_owner`, unless the send failed
+    /// the connection (the error).
+    fn own_and_encode(&self, len: usize, encode: &mut Encode<'_>, wait: Wait) -> Option<Result<bool, SendError>> {
         if len > self.max {
             return None;
         }
@@ -326,13 +332,15 @@ impl Inner {
         }
         st.writing = true;
         drop(st);
-        let sent = self
-            .sender
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_mut()
-            .is_some_and(|sender| !sender.has_pending() && sender.try_send_encoded(len, encode));
-        Some(sent)
+        let mut guard = self.sender.lock().unwrap_or_else(|e| e.into_inner());
+        let sent = match guard.as_mut() {
+            Some(sender) if !sender.has_pending() => sender.send_encoded(len, encode, self.bounded(wait)),
+            _ => Ok(false),
+        };
+        Some(sent.map_err(|e| {
+            let reason = self.fatal_reason(wait, &e);
+            self.fail(&mut guard, reason)
+        }))
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

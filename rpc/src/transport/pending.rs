@@ -61,6 +61,13 @@ impl Pending {
         self.off = 0;
     }
 
+    /// As [`keep`](Self::keep), taking the tail's buffer.
+    pub(crate) fn keep_owned(&mut self, tail: Vec<u8>) {
+        debug_assert!(!self.is_pending());
+        self.bytes = tail;
+        self.off = 0;
+    }
+
     /// Writes what is pending: `Ok(false)` if `wait` ran out first.
     pub(crate) fn flush(&mut self, wait: Wait, write: &mut WriteAll<'_>) -> Result<bool, TransportError> {
         if !self.is_pending() {

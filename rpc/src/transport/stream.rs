@@ -18,12 +18,14 @@ use nix::sys::socket::{send, sendmsg, shutdown, MsgFlags, Shutdown, UnixAddr};
 
 use super::budget::Reservation;
 use super::pending::{flush_frame, not_taken, send_frame, ByteSender, Pending};
-use super::{FrameBudget, FrameReceiver, FrameSender, Interrupt};
+use super::{Encode, FrameBudget, FrameReceiver, FrameSender, Interrupt};
 use crate::buffers;
 use crate::error::TransportError;
 use crate::protocol::{Frame, DEFAULT_MAX_FRAME_LEN, HEADROOM};
 use crate::sys::read_spare;
 use crate::wait::Wait;
+
+mod streamed;
 
 /// Size of the receive staging buffer: frames that fit are read with one system call,
 /// several at a time; larger ones are read straight into a buffer of their own.
@@ -528,6 +530,10 @@ impl FrameSender for StreamSender {
         }
     }
 
+    fn send_encoded(&mut self, len: usize, encode: &mut Encode<'_>, wait: Wait) -> Result<bool, TransportError> {
+        self.send_streamed(len, encode, wait)
+    }
+
     fn flush(&mut self, wait: Wait) -> Result<(), TransportError> {
         flush_frame(self, wait)
     }
@@ -727,7 +733,8 @@ mod gathered {
 
     use super::*;
 
-    fn pair() -> (StreamSender, StreamReceiver) {
+    /// A sender and a receiver over a socketpair.
+    pub(super) fn pair() -> (StreamSender, StreamReceiver) {
         let (a, b) = UnixStream::pair().unwrap();
         (
             StreamSender::new(OwnedFd::from(a), FdKind::Socket, "test").unwrap(),
