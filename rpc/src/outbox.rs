@@ -337,10 +337,17 @@ impl Inner {
             Some(sender) if !sender.has_pending() => sender.send_encoded(len, encode, self.bounded(wait)),
             _ => Ok(false),
         };
-        Some(sent.map_err(|e| {
-            let reason = self.fatal_reason(wait, &e);
-            self.fail(&mut guard, reason)
-        }))
+        // As for a frame's send: running out is fatal only for a wait bounded by
+        // `write_timeout` alone; else the caller sends a frame, which waits as it may.
+        let hard = wait == Wait::Block && self.write_timeout.is_some();
+        match sent {
+            Ok(sent) => Some(Ok(sent)),
+            Err(e) if e.is_retryable() && !hard => Some(Ok(false)),
+            Err(e) => {
+                let reason = self.fatal_reason(wait, &e);
+                Some(Err(self.fail(&mut guard, reason)))
+            }
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

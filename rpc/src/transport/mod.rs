@@ -116,8 +116,9 @@ pub trait FrameSender: Send + 'static {
     /// As [`try_send_encoded`](Self::try_send_encoded), but a transport may wait as `wait`
     /// allows and take the frame in part (its tail pending, as for [`send`](Self::send)):
     /// a stream writes a large frame as it is encoded, its large byte strings from the
-    /// caller's buffer. `Ok(false)` if nothing was sent; an error is the connection's. The
-    /// default is `try_send_encoded`.
+    /// caller's buffer. `Ok(false)` if nothing was sent and nothing tried; `WouldBlock` or
+    /// `TimedOut` if the wait ran out before any of the frame was written (nothing was
+    /// sent); any other error is the connection's. The default is `try_send_encoded`.
     fn send_encoded(&mut self, len: usize, encode: &mut Encode<'_>, wait: Wait) -> Result<bool, TransportError> {
         let _ = wait;
         Ok(self.try_send_encoded(len, encode))

@@ -8,7 +8,7 @@ use std::os::fd::AsFd;
 use nix::errno::Errno;
 use nix::poll::PollFlags;
 
-use super::{wait_ready, StreamSender};
+use super::{not_taken, wait_ready, StreamSender};
 use crate::error::TransportError;
 use crate::protocol::HEADROOM;
 use crate::transport::sink::Gather;
@@ -114,7 +114,8 @@ impl StreamSender {
     /// [`FrameSender::send_encoded`](crate::transport::FrameSender::send_encoded) for a
     /// stream: a frame of at least [`STREAMED_MIN`] bytes is written as it is encoded, its
     /// large byte strings straight from the caller's buffer. False if nothing was sent (a
-    /// smaller frame, a frame pending, or the wait ran out first).
+    /// smaller frame, a frame pending); `WouldBlock`/`TimedOut` if the wait ran out before
+    /// any byte was written (nothing was sent).
     pub(super) fn send_streamed(
         &mut self,
         len: usize,
@@ -143,7 +144,7 @@ impl StreamSender {
             let _ = streamed.write(&[]);
         }
         match streamed.stop.take() {
-            Some(Stop::NotTaken) => return Ok(false),
+            Some(Stop::NotTaken) => return Err(not_taken(wait, &self.peer)),
             Some(Stop::Failed(e)) => return Err(e),
             None if !encoded && streamed.written == 0 => return Ok(false),
             None if !encoded => {
@@ -204,6 +205,25 @@ mod tests {
         let drain = std::thread::spawn(move || rx.recv(Wait::Block).unwrap());
         tx.flush(Wait::Block).unwrap();
         assert!(drain.join().unwrap() == expected);
+    }
+
+    #[test]
+    fn a_frame_no_byte_of_which_fits_is_not_taken() {
+        let (mut a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        // Fill the socket by hand, then hand it to a sender (which makes it blocking again).
+        a.set_nonblocking(true).unwrap();
+        while std::io::Write::write(&mut a, &[0; 4096]).is_ok() {}
+        let fd = std::os::fd::OwnedFd::from(a);
+        let mut tx = StreamSender::new(fd, super::super::FdKind::Socket, "test").unwrap();
+        let value = (1u64, serde_bytes::ByteBuf::from(vec![3u8; 1 << 20]), 2u8);
+        let len = encoded(&value).len();
+        let sent = tx.send_encoded(
+            len,
+            &mut |sink| postcard::serialize_with_flavor(&value, &mut *sink),
+            Wait::NonBlock,
+        );
+        assert!(matches!(sent, Err(TransportError::WouldBlock { .. })), "{sent:?}");
+        assert!(!tx.has_pending(), "nothing of it kept");
     }
 
     #[test]
