@@ -276,6 +276,15 @@ impl Outbox {
             st.closing = Some(reason.to_owned());
             return;
         }
+        if !st.queue.is_empty() {
+            // Deferred frames nobody flushed yet: written first (the flusher finishes what
+            // the socket does not take now), then the owner closes.
+            st.closing = Some(reason.to_owned());
+            st.writing = true;
+            drop(st);
+            let _ = self.inner.write_as_owner(None, Wait::NonBlock);
+            return;
+        }
         st.closed = Some(reason.to_owned());
         self.inner.notify(&st);
         drop(st);
@@ -943,6 +952,20 @@ mod tests {
         out.flush().unwrap();
         assert_eq!(gate.taken(), [1, 2, 3]);
         assert_eq!(*gate.batches.lock().unwrap(), [3], "one write for the three");
+    }
+
+    #[test]
+    fn a_graceful_close_writes_deferred_frames_first() {
+        let (out, gate, _) = outbox(Buffering::default());
+        gate.set_open(true);
+        out.defer(frame(1)).unwrap();
+        out.defer(frame(2)).unwrap();
+        out.close_gracefully("done");
+        assert_eq!(gate.wait_taken(2), [1, 2]);
+        assert!(
+            gate.closed.load(std::sync::atomic::Ordering::SeqCst),
+            "closed once written"
+        );
     }
 
     #[test]
