@@ -82,8 +82,8 @@ pub(crate) struct Outbox {
     inner: Arc<Inner>,
 }
 
-/// An item the owner writes: its own frame (no sequence number) or a queued one.
-type Item = (Option<u64>, Frame);
+/// The most queued frames the writer takes off the queue for one write.
+const MAX_BATCH: usize = 64;
 
 impl Outbox {
     /// `write_timeout` bounds how long a blocking write may wait for the peer to read; past
@@ -193,9 +193,10 @@ impl Outbox {
     ) -> Result<Result<(), SendError>, E> {
         let inner = &self.inner;
         // As the owner: write ours unless it went in place, drain the queue, let go.
-        match inner.own_and_encode(len, encode) {
-            Some(true) => Ok(inner.write_as_owner(None, wait)),
-            Some(false) => match frame() {
+        match inner.own_and_encode(len, encode, wait) {
+            Some(Err(e)) => Ok(Err(e)),
+            Some(Ok(true)) => Ok(inner.write_as_owner(None, wait)),
+            Some(Ok(false)) => match frame() {
                 Ok(frame) => Ok(inner.write_as_owner(Some(frame), wait)),
                 Err(e) => {
                     let _ = inner.write_as_owner(None, wait);
@@ -204,6 +205,43 @@ impl Outbox {
             },
             None => Ok(self.send(frame()?, wait)),
         }
+    }
+
+    /// Queues `frame` without writing it, for a thread that will [`flush`](Self::flush) soon
+    /// to write it with others in one write: `None` if queued; the frame back if it must be
+    /// sent as usual (no room, no buffering, or too large).
+    pub(crate) fn defer(&self, frame: Frame) -> Result<Option<Frame>, SendError> {
+        let inner = &self.inner;
+        let mut st = inner.lock();
+        if let Some(reason) = st.closed.as_ref().or(st.closing.as_ref()) {
+            return Err(SendError::Closed(reason.clone()));
+        }
+        let room = match inner.buffering {
+            Buffering::Unbounded => true,
+            Buffering::Bounded(n) => st.queue.len() < n,
+            Buffering::Zero => false,
+        };
+        if !room || frame.payload_len() > inner.max {
+            return Ok(Some(frame));
+        }
+        let seq = st.next_seq;
+        st.next_seq += 1;
+        st.queue.push_back((seq, frame));
+        Ok(None)
+    }
+
+    /// Writes the frames queued ([`defer`](Self::defer)red or left by a busy writer) if
+    /// nobody is writing, without waiting: what the socket does not take now the flusher
+    /// thread writes. An error is the connection's failure.
+    pub(crate) fn flush(&self) -> Result<(), SendError> {
+        let inner = &self.inner;
+        let mut st = inner.lock();
+        if st.writing || st.queue.is_empty() || st.closed.is_some() {
+            return Ok(());
+        }
+        st.writing = true;
+        drop(st);
+        inner.write_as_owner(None, Wait::NonBlock)
     }
 
     /// A handle that sends frames in place only, for a call's handler to send its reply
@@ -238,6 +276,15 @@ impl Outbox {
             st.closing = Some(reason.to_owned());
             return;
         }
+        if !st.queue.is_empty() {
+            // Deferred frames nobody flushed yet: written first (the flusher finishes what
+            // the socket does not take now), then the owner closes.
+            st.closing = Some(reason.to_owned());
+            st.writing = true;
+            drop(st);
+            let _ = self.inner.write_as_owner(None, Wait::NonBlock);
+            return;
+        }
         st.closed = Some(reason.to_owned());
         self.inner.notify(&st);
         drop(st);
@@ -266,20 +313,25 @@ impl Replies {
     /// finds the transport idle and it takes the frame whole, in place, at once; false if
     /// nothing was sent (the caller sends a `Frame` instead).
     pub(crate) fn try_send_encoded(&self, len: usize, encode: &mut Encode<'_>) -> bool {
-        let sent = self.0.own_and_encode(len, encode);
-        if sent.is_some() {
-            // Drains what others queued meanwhile and lets go; a failure there is theirs.
-            let _ = self.0.write_as_owner(None, Wait::Block);
+        match self.0.own_and_encode(len, encode, Wait::Block) {
+            Some(Ok(sent)) => {
+                // Drains what others queued meanwhile and lets go; a failure there is theirs.
+                let _ = self.0.write_as_owner(None, Wait::Block);
+                sent
+            }
+            // The connection failed (and was let go of): the frame the caller sends instead
+            // is refused.
+            Some(Err(_)) | None => false,
         }
-        sent == Some(true)
     }
 }
 
 impl Inner {
     /// Takes the transport if it is idle (else `None`) and tries to send the frame
-    /// `encode` writes in place; the caller owns the transport (`writing`) afterwards
-    /// either way, and lets go with `write_as_owner`.
-    fn own_and_encode(&self, len: usize, encode: &mut Encode<'_>) -> Option<bool> {
+    /// `encode` writes in place, waiting as `wait` allows; the caller owns the transport
+    /// (`writing`) afterwards, and lets go with `write_as_owner`, unless the send failed
+    /// the connection (the error).
+    fn own_and_encode(&self, len: usize, encode: &mut Encode<'_>, wait: Wait) -> Option<Result<bool, SendError>> {
         if len > self.max {
             return None;
         }
@@ -289,13 +341,22 @@ impl Inner {
         }
         st.writing = true;
         drop(st);
-        let sent = self
-            .sender
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_mut()
-            .is_some_and(|sender| !sender.has_pending() && sender.try_send_encoded(len, encode));
-        Some(sent)
+        let mut guard = self.sender.lock().unwrap_or_else(|e| e.into_inner());
+        let sent = match guard.as_mut() {
+            Some(sender) if !sender.has_pending() => sender.send_encoded(len, encode, self.bounded(wait)),
+            _ => Ok(false),
+        };
+        // As for a frame's send: running out is fatal only for a wait bounded by
+        // `write_timeout` alone; else the caller sends a frame, which waits as it may.
+        let hard = wait == Wait::Block && self.write_timeout.is_some();
+        match sent {
+            Ok(sent) => Some(Ok(sent)),
+            Err(e) if e.is_retryable() && !hard => Some(Ok(false)),
+            Err(e) => {
+                let reason = self.fatal_reason(wait, &e);
+                Some(Err(self.fail(&mut guard, reason)))
+            }
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -366,7 +427,10 @@ impl Inner {
     fn write_as_owner(self: &Arc<Self>, first: Option<Frame>, wait: Wait) -> Result<(), SendError> {
         let mut guard = self.sender.lock().unwrap_or_else(|e| e.into_inner());
         let mut result = Ok(());
-        let mut item: Option<Item> = first.map(|f| (None, f));
+        let mut own = first;
+        // Frames other threads queued, taken off the queue together, and their numbers.
+        let mut batch: Vec<Frame> = Vec::new();
+        let mut seqs: Vec<u64> = Vec::new();
         // Only a caller that may wait forever is bounded by `write_timeout`, and for it
         // running out is fatal; a caller's own deadline just ends its wait.
         let hard = wait == Wait::Block && self.write_timeout.is_some();
@@ -379,53 +443,69 @@ impl Inner {
                 let reason = st.closed.clone().unwrap_or_else(|| "connection closed".into());
                 return Err(SendError::Closed(reason));
             };
-            if let Some((seq, mut frame)) = item.take() {
+            if let Some(mut frame) = own.take() {
                 match sender.send(&mut frame, self.bounded(wait)) {
-                    Ok(()) => {
-                        if let Some(seq) = seq {
-                            let mut st = self.lock();
-                            st.taken = seq + 1;
-                            self.notify(&st);
-                        }
-                        crate::buffers::give(frame.into_vec());
-                    }
+                    Ok(()) => crate::buffers::give(frame.into_vec()),
                     Err(e) if e.is_retryable() && !hard => {
                         let mut st = self.lock();
                         if let Some(reason) = st.closed.clone() {
                             drop(st);
                             return Err(self.fail(&mut guard, reason));
                         }
-                        // Not taken. A queued frame goes back to the head of the queue; our
-                        // own may queue there if the buffering has room.
-                        match seq {
-                            Some(seq) => st.queue.push_front((seq, frame)),
-                            None => {
-                                let room = match self.buffering {
-                                    Buffering::Unbounded => true,
-                                    Buffering::Bounded(n) => st.queue.len() < n,
-                                    Buffering::Zero => false,
-                                };
-                                if room {
-                                    let seq = st.next_seq;
-                                    st.next_seq += 1;
-                                    st.queue.push_front((seq, frame));
-                                } else {
-                                    result = Err(match wait {
-                                        Wait::NonBlock => SendError::WouldBlock,
-                                        _ => SendError::TimedOut,
-                                    });
-                                }
-                            }
+                        // Not taken: ours may queue if the buffering has room.
+                        let room = match self.buffering {
+                            Buffering::Unbounded => true,
+                            Buffering::Bounded(n) => st.queue.len() < n,
+                            Buffering::Zero => false,
+                        };
+                        if room {
+                            let seq = st.next_seq;
+                            st.next_seq += 1;
+                            st.queue.push_front((seq, frame));
+                        } else {
+                            result = Err(match wait {
+                                Wait::NonBlock => SendError::WouldBlock,
+                                _ => SendError::TimedOut,
+                            });
                         }
-                        if st.queue.is_empty() && !sender.has_pending() {
-                            return self.release(st, guard, result);
-                        }
-                        drop(guard);
-                        self.hand_to_flusher(st);
-                        return result;
+                        return self.let_go(st, guard, result);
                     }
-                    Err(e @ TransportError::FrameTooLarge { .. }) if seq.is_none() => {
+                    Err(e @ TransportError::FrameTooLarge { .. }) => {
                         result = Err(SendError::TooLarge(e));
+                    }
+                    Err(e) => {
+                        let reason = self.fatal_reason(wait, &e);
+                        return Err(self.fail(&mut guard, reason));
+                    }
+                }
+            }
+            if !batch.is_empty() {
+                // One write for all of them where the transport gathers (a stream's writev).
+                let (taken, sent) = sender.send_many(&mut batch, self.bounded(wait));
+                let rest = batch.split_off(taken);
+                let rest_seqs = seqs.split_off(taken);
+                if let Some(last) = seqs.last() {
+                    let mut st = self.lock();
+                    st.taken = last + 1;
+                    self.notify(&st);
+                }
+                for frame in batch.drain(..) {
+                    crate::buffers::give(frame.into_vec());
+                }
+                seqs.clear();
+                match sent {
+                    Ok(()) => {}
+                    Err(e) if e.is_retryable() && !hard => {
+                        let mut st = self.lock();
+                        if let Some(reason) = st.closed.clone() {
+                            drop(st);
+                            return Err(self.fail(&mut guard, reason));
+                        }
+                        // Not taken: back to the head of the queue, in order.
+                        for item in rest_seqs.into_iter().zip(rest).rev() {
+                            st.queue.push_front(item);
+                        }
+                        return self.let_go(st, guard, result);
                     }
                     Err(e) => {
                         let reason = self.fatal_reason(wait, &e);
@@ -451,11 +531,31 @@ impl Inner {
                 self.fail(&mut guard, reason);
                 return result;
             }
-            match st.queue.pop_front() {
-                Some((seq, frame)) => item = Some((Some(seq), frame)),
-                None => return self.release(st, guard, result),
+            if st.queue.is_empty() {
+                return self.release(st, guard, result);
+            }
+            let n = st.queue.len().min(MAX_BATCH);
+            for (seq, frame) in st.queue.drain(..n) {
+                seqs.push(seq);
+                batch.push(frame);
             }
         }
+    }
+
+    /// After a write that ran out of time: lets go if nothing is left to write, else hands
+    /// the transport to the flusher.
+    fn let_go(
+        self: &Arc<Self>,
+        st: MutexGuard<'_, State>,
+        guard: MutexGuard<'_, Option<Box<dyn FrameSender>>>,
+        result: Result<(), SendError>,
+    ) -> Result<(), SendError> {
+        if st.queue.is_empty() && !guard.as_ref().is_some_and(|s| s.has_pending()) {
+            return self.release(st, guard, result);
+        }
+        drop(guard);
+        self.hand_to_flusher(st);
+        result
     }
 
     /// Lets go of the transport with an empty queue, closing it if a graceful close waits.
@@ -562,6 +662,10 @@ mod tests {
         state: Watched<(bool, Vec<u8>)>,
         /// Set when the outbox closes the transport.
         closed: Arc<std::sync::atomic::AtomicBool>,
+        /// While set, every write fails as to a peer that is gone.
+        broken: Arc<std::sync::atomic::AtomicBool>,
+        /// How many frames each `send_many` was given.
+        batches: Arc<Mutex<Vec<usize>>>,
     }
 
     impl Gate {
@@ -600,7 +704,20 @@ mod tests {
     }
 
     impl FrameSender for GateSender {
+        fn send_many(&mut self, frames: &mut [Frame], wait: Wait) -> (usize, Result<(), TransportError>) {
+            self.gate.batches.lock().unwrap().push(frames.len());
+            for (i, frame) in frames.iter_mut().enumerate() {
+                if let Err(e) = self.send(frame, wait) {
+                    return (i, Err(e));
+                }
+            }
+            (frames.len(), Ok(()))
+        }
+
         fn send(&mut self, frame: &mut Frame, wait: Wait) -> Result<(), TransportError> {
+            if self.gate.broken.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(TransportError::Closed { peer: "gate".into() });
+            }
             let (lock, cv) = &*self.gate.state;
             let mut st = lock.lock().unwrap();
             while !st.0 {
@@ -822,5 +939,63 @@ mod tests {
         assert!(gate.taken().contains(&5));
         drop(out);
         holder.join().unwrap();
+    }
+
+    #[test]
+    fn deferred_frames_wait_for_a_flush_and_leave_in_one_gathered_write() {
+        let (out, gate, _) = outbox(Buffering::default());
+        gate.set_open(true);
+        for n in 1..=3 {
+            assert!(out.defer(frame(n)).unwrap().is_none(), "frame {n} queued");
+        }
+        assert!(gate.taken().is_empty(), "nothing written before the flush");
+        out.flush().unwrap();
+        assert_eq!(gate.taken(), [1, 2, 3]);
+        assert_eq!(*gate.batches.lock().unwrap(), [3], "one write for the three");
+    }
+
+    #[test]
+    fn a_graceful_close_writes_deferred_frames_first() {
+        let (out, gate, _) = outbox(Buffering::default());
+        gate.set_open(true);
+        out.defer(frame(1)).unwrap();
+        out.defer(frame(2)).unwrap();
+        out.close_gracefully("done");
+        assert_eq!(gate.wait_taken(2), [1, 2]);
+        assert!(
+            gate.closed.load(std::sync::atomic::Ordering::SeqCst),
+            "closed once written"
+        );
+    }
+
+    #[test]
+    fn a_gathered_write_that_fails_closes_the_connection_for_every_frame_in_it() {
+        let (out, gate, _) = outbox(Buffering::default());
+        gate.set_open(true);
+        out.defer(frame(1)).unwrap();
+        out.defer(frame(2)).unwrap();
+        gate.broken.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(matches!(out.flush(), Err(SendError::Closed(_))));
+        assert!(gate.closed.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(matches!(out.defer(frame(3)), Err(SendError::Closed(_))));
+        assert!(matches!(out.send(frame(4), Wait::NonBlock), Err(SendError::Closed(_))));
+        assert!(gate.taken().is_empty());
+    }
+
+    #[test]
+    fn frames_queued_behind_a_busy_writer_leave_together() {
+        let (out, gate, blocked) = outbox(Buffering::Bounded(8));
+        let holder = hold(&out, &gate, &blocked);
+        for n in 1..=4 {
+            out.send(frame(n), Wait::NonBlock).unwrap();
+        }
+        gate.set_open(true);
+        holder.join().unwrap();
+        assert_eq!(gate.wait_taken(5), [0, 1, 2, 3, 4]);
+        assert_eq!(
+            *gate.batches.lock().unwrap(),
+            [4],
+            "the writer drained the queue in one write"
+        );
     }
 }

@@ -101,8 +101,19 @@ impl Frame {
     /// The whole buffer with a 4-byte little-endian payload length in the headroom: what a
     /// byte-stream transport writes.
     pub fn as_length_prefixed(&mut self) -> &[u8] {
+        self.set_length_prefix();
+        &self.buf
+    }
+
+    /// Writes the 4-byte little-endian payload length into the headroom.
+    pub(crate) fn set_length_prefix(&mut self) {
         let len = u32::try_from(self.payload_len()).unwrap_or(u32::MAX);
         self.buf[..HEADROOM].copy_from_slice(&len.to_le_bytes());
+    }
+
+    /// The whole buffer, headroom included: after [`set_length_prefix`](Self::set_length_prefix),
+    /// what a byte-stream transport writes.
+    pub(crate) fn bytes(&self) -> &[u8] {
         &self.buf
     }
 }

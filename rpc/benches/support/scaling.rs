@@ -15,6 +15,8 @@ use std::path::Path;
 use futures_util::StreamExt as _;
 use tarpc::tokio_serde::formats::Bincode;
 
+use nix::sys::resource::{getrusage, UsageWho};
+
 use super::*;
 
 /// The child role serving [`TarpcBench`] on the socket in `ADDR_ENV`.
@@ -75,7 +77,10 @@ struct Placement {
 #[derive(Clone, Copy, Default)]
 struct Figures {
     one_thread: f64,
+    /// The client's context switches per call.
+    one_switches: f64,
     n_threads: f64,
+    n_switches: f64,
     tarpc_current: f64,
     tarpc_multi: f64,
     echo_rpc: f64,
@@ -105,9 +110,17 @@ fn spawn_tarpc() -> Result<(ChildProc, tempfile::TempDir)> {
     Ok((child, dir))
 }
 
-/// Calls per second of `N` threads (or one) making `calls` calls in all on `client`.
-fn threads_rate(client: &BenchClient, threads: usize, calls: usize) -> Result<f64> {
+/// Context switches of this process so far (all its threads), voluntary and not.
+fn context_switches() -> Result<i64> {
+    let usage = getrusage(UsageWho::RUSAGE_SELF)?;
+    Ok(usage.voluntary_context_switches() + usage.involuntary_context_switches())
+}
+
+/// Calls per second of `N` threads (or one) making `calls` calls in all on `client`, and the
+/// client's context switches per call.
+fn threads_rate(client: &BenchClient, threads: usize, calls: usize) -> Result<(f64, f64)> {
     let per = (calls / threads) as i64;
+    let switches = context_switches()?;
     let started = Instant::now();
     std::thread::scope(|s| {
         let workers: Vec<_> = (0..threads as i64)
@@ -124,7 +137,9 @@ fn threads_rate(client: &BenchClient, threads: usize, calls: usize) -> Result<f6
             .into_iter()
             .try_for_each(|w| w.join().expect("a caller thread panicked"))
     })?;
-    Ok((per * threads as i64) as f64 / started.elapsed().as_secs_f64())
+    let rate = (per * threads as i64) as f64 / started.elapsed().as_secs_f64();
+    let done = (per * threads as i64) as f64;
+    Ok((rate, (context_switches()? - switches) as f64 / done))
 }
 
 /// Calls per second of `N` tasks on one tarpc client, on `runtime`.
@@ -188,9 +203,13 @@ fn round(children: &mut Children, quick: bool, payload: &[u8], message: &[u8]) -
         .enable_all()
         .build()?;
     let mut back = vec![0; payload.len()];
+    let (one_thread, one_switches) = threads_rate(client, 1, calls)?;
+    let (n_threads, n_switches) = threads_rate(client, N, calls)?;
     let mut f = Figures {
-        one_thread: threads_rate(client, 1, calls)?,
-        n_threads: threads_rate(client, N, calls)?,
+        one_thread,
+        one_switches,
+        n_threads,
+        n_switches,
         tarpc_current: tarpc_rate(&current, &tarpc_path, calls)?,
         tarpc_multi: tarpc_rate(&multi, &tarpc_path, calls)?,
         echo_rpc: echo_rate(client, payload, echoes)?,
@@ -302,9 +321,11 @@ pub(crate) fn report(allowed: &CpuSet, quick: bool, payload: &[u8]) -> Result<()
         let (one, many) = (m(|f| f.one_thread), m(|f| f.n_threads));
         let (current, multi, tarpc) = (m(|f| f.tarpc_current), m(|f| f.tarpc_multi), m(Figures::tarpc));
         let (echo, raw) = (m(|f| f.echo_rpc), m(|f| f.echo_raw));
-        println!("  ours, 1 thread           {one:>10.0} calls/s");
+        let (one_cs, many_cs) = (m(|f| f.one_switches), m(|f| f.n_switches));
+        println!("  ours, 1 thread           {one:>10.0} calls/s   ({one_cs:.2} client context switches per call)");
         println!(
-            "  ours, {N} threads          {many:>10.0} calls/s   {:.2}x of 1 thread",
+            "  ours, {N} threads          {many:>10.0} calls/s   {:.2}x of 1 thread ({many_cs:.2} client context \
+             switches per call)",
             many / one
         );
         println!("  tarpc, {N} tasks, current {current:>10.0} calls/s");

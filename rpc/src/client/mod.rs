@@ -46,6 +46,10 @@ pub use pending::PendingCall;
 /// peer's last frames (its goodbye, say) before saying how the connection ended.
 const LAST_WORDS_WAIT: Duration = Duration::from_millis(100);
 
+/// The largest payload queued unwritten for a woken caller to write with others: larger
+/// ones gain little from sharing a write, and are encoded under the client's lock.
+const DEFER_MAX: usize = 1024;
+
 /// How a [`Client`] behaves.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -168,6 +172,10 @@ struct State {
     next_reader: Option<u64>,
     /// Threads to unpark once the lock is released (see `locked.rs`).
     wake: Vec<Thread>,
+    /// Blocked callers unparked for their filed replies that have not yet taken them.
+    /// While any has not, a new call's frame is queued unwritten (`Outbox::defer`): the
+    /// last of them to take its reply writes every frame queued so, in one write.
+    woken: usize,
     /// Awaited calls waiting for their replies: woken when theirs is filed, and one of them
     /// when the connection needs a reader (see `future.rs`).
     wakers: HashMap<u64, Waker>,
@@ -220,6 +228,7 @@ impl Client {
                     sleepers: HashMap::new(),
                     next_reader: None,
                     wake: Vec::new(),
+                    woken: 0,
                     wakers: HashMap::new(),
                     watching: future::Watch::Nobody,
                 }),
@@ -347,15 +356,44 @@ impl Client {
                 method: method.name,
                 source,
             })?;
-        {
+        let encode = || {
+            envelope.frame_with(args).map_err(|source| RpcError::Encode {
+                method: method.name,
+                source,
+            })
+        };
+        // A small frame is queued unwritten while callers are being woken, for the last of
+        // them to write with the others (`State::woken`); else it is sent as usual.
+        let mut small = None;
+        let deferred = {
             let mut st = self.inner.lock();
             if let Some(failure) = &st.failed {
                 return Err(self.inner.disconnected(method, failure, Delivery::NotSent));
             }
+            if st.woken > 0 && len <= DEFER_MAX {
+                small = Some(encode()?);
+            }
             st.pending.insert(id, None);
-        }
+            // Under the lock: the last woken caller flushes after `woken` drops to zero
+            // under it, so a frame queued while it is above zero is always written.
+            match small.take() {
+                Some(frame) => match self.inner.outbox.defer(frame) {
+                    Ok(None) => Some(Ok(())),
+                    Ok(Some(frame)) => {
+                        small = Some(frame);
+                        None
+                    }
+                    Err(e) => Some(Err(e)),
+                },
+                None => None,
+            }
+        };
         // Made before sending, so that a failed send cancels the call when it is dropped.
         let call = PendingCall::new(self.clone(), id, method, deadline);
+        if let Some(sent) = deferred {
+            self.inner.sent(sent, method)?;
+            return Ok(call);
+        }
         // Straight into the transport where it can take the frame in place (shared memory).
         let sent = self.inner.outbox.send_encoded(
             len,
@@ -363,12 +401,7 @@ impl Client {
                 postcard::serialize_with_flavor(&envelope, &mut *sink)?;
                 postcard::serialize_with_flavor(args, &mut *sink)
             },
-            || {
-                envelope.frame_with(args).map_err(|source| RpcError::Encode {
-                    method: method.name,
-                    source,
-                })
-            },
+            || small.take().map_or_else(encode, Ok),
             wait,
         )?;
         self.inner.sent(sent, method)?;
@@ -544,8 +577,9 @@ impl Inner {
                     if let Some(waker) = st.wakers.remove(&envelope.id) {
                         waker.wake();
                     }
-                    if let Some(thread) = st.sleepers.get(&envelope.id).cloned() {
+                    if let Some(thread) = st.sleepers.remove(&envelope.id) {
                         st.wake.push(thread);
+                        st.woken += 1;
                     }
                 }
                 Some(Some(_)) => self.violation(st, format!("second reply to request id {}", envelope.id)),
@@ -564,6 +598,7 @@ impl Inner {
     fn wait_reply(&self, id: u64, method: Method, wait: Wait) -> Result<Option<Vec<u8>>, RpcError> {
         let mut st = self.lock();
         let mut read = false;
+        let mut flush = false;
         let outcome = loop {
             match st.pending.get_mut(&id) {
                 Some(Some(_)) => break Ok(st.pending.remove(&id).flatten()),
@@ -600,7 +635,11 @@ impl Inner {
                 None => std::thread::park(),
             }
             st = self.lock();
-            st.sleepers.remove(&id);
+            if st.sleepers.remove(&id).is_none() {
+                // Unparked for our reply (`dispatch` took us out and counted us).
+                st.woken -= 1;
+                flush |= st.woken == 0;
+            }
             if st.next_reader == Some(id) {
                 st.next_reader = None;
             }
@@ -611,7 +650,23 @@ impl Inner {
             st = self.drain_buffered(st);
         }
         self.notify(&mut st);
+        drop(st);
+        if flush {
+            self.flush_deferred();
+        }
         outcome
+    }
+
+    /// Writes the frames queued while callers were being woken (`State::woken`); a write
+    /// that fails fails the connection, so that every call whose frame was in it learns at
+    /// once (`Delivery::Unknown`: part of it may have reached the server).
+    fn flush_deferred(&self) {
+        if let Err(SendError::Closed(reason)) = self.outbox.flush() {
+            let mut st = self.read_what_is_left(self.lock());
+            if st.failed.is_none() {
+                self.fail(&mut st, reason, Ending::Died);
+            }
+        }
     }
 
     /// Files every whole frame the receiver already holds, without waiting, if nobody else

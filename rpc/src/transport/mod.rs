@@ -87,6 +87,20 @@ pub trait FrameSender: Send + 'static {
     /// Sets the largest payload this side will send.
     fn set_max_frame_len(&mut self, max: usize);
 
+    /// Sends `frames`, in order, in as few writes as the transport can (a stream gathers
+    /// them into one `writev`): what a connection's writer does with the frames other threads
+    /// queued while it was busy. Returns how many frames from the front were taken (a frame
+    /// only partly written is taken, its tail pending, as for [`send`](Self::send)) and the
+    /// error that stopped the rest, which were not taken. The default sends them one by one.
+    fn send_many(&mut self, frames: &mut [Frame], wait: Wait) -> (usize, Result<(), TransportError>) {
+        for (i, frame) in frames.iter_mut().enumerate() {
+            if let Err(e) = self.send(frame, wait) {
+                return (i, Err(e));
+            }
+        }
+        (frames.len(), Ok(()))
+    }
+
     /// Sends a frame whose payload `encode` writes (at most `len` bytes, at most the
     /// maximum) straight into the transport's own buffer, if the transport can take it
     /// whole, now, without waiting: the shared-memory rings encode into the ring's free
@@ -97,6 +111,17 @@ pub trait FrameSender: Send + 'static {
     fn try_send_encoded(&mut self, len: usize, encode: &mut Encode<'_>) -> bool {
         let _ = (len, encode);
         false
+    }
+
+    /// As [`try_send_encoded`](Self::try_send_encoded), but a transport may wait as `wait`
+    /// allows and take the frame in part (its tail pending, as for [`send`](Self::send)):
+    /// a stream writes a large frame as it is encoded, its large byte strings from the
+    /// caller's buffer. `Ok(false)` if nothing was sent and nothing tried; `WouldBlock` or
+    /// `TimedOut` if the wait ran out before any of the frame was written (nothing was
+    /// sent); any other error is the connection's. The default is `try_send_encoded`.
+    fn send_encoded(&mut self, len: usize, encode: &mut Encode<'_>, wait: Wait) -> Result<bool, TransportError> {
+        let _ = wait;
+        Ok(self.try_send_encoded(len, encode))
     }
 }
 

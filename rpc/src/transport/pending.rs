@@ -47,11 +47,25 @@ impl Pending {
             if off == 0 {
                 return Ok(false);
             }
-            self.bytes.clear();
-            self.bytes.extend_from_slice(&bytes[off..]);
-            self.off = 0;
+            self.keep(&bytes[off..]);
         }
         Ok(true)
+    }
+
+    /// Keeps `tail`, the unwritten rest of a frame that was partly written; nothing may be
+    /// pending already.
+    pub(crate) fn keep(&mut self, tail: &[u8]) {
+        debug_assert!(!self.is_pending());
+        self.bytes.clear();
+        self.bytes.extend_from_slice(tail);
+        self.off = 0;
+    }
+
+    /// As [`keep`](Self::keep), taking the tail's buffer.
+    pub(crate) fn keep_owned(&mut self, tail: Vec<u8>) {
+        debug_assert!(!self.is_pending());
+        self.bytes = tail;
+        self.off = 0;
     }
 
     /// Writes what is pending: `Ok(false)` if `wait` ran out first.

@@ -17,14 +17,35 @@ use postcard::ser_flavors::Flavor;
 pub type Encode<'a> = dyn FnMut(&mut Sink<'_>) -> postcard::Result<()> + 'a;
 
 /// Where an [`Encode`] writes a payload: at most a fixed number of bytes, written once each
-/// through a raw pointer. As a postcard flavor (`&mut Sink`), several values can be encoded
-/// one after the other into it.
-#[derive(Debug)]
+/// through a raw pointer, or handed to a stream that writes them out as they come. As a
+/// postcard flavor (`&mut Sink`), several values can be encoded one after the other into it.
 pub struct Sink<'a> {
     ptr: *mut u8,
     len: usize,
     pos: usize,
+    /// Set for a stream: the bytes go here instead of through `ptr`.
+    out: Option<&'a mut dyn Gather>,
     _bytes: PhantomData<&'a mut [u8]>,
+}
+
+impl std::fmt::Debug for Sink<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sink")
+            .field("len", &self.len)
+            .field("pos", &self.pos)
+            .field("streamed", &self.out.is_some())
+            .finish()
+    }
+}
+
+/// A stream's side of a [`Sink`]: takes the payload's bytes as they are encoded, so that a
+/// large byte string can be written from the caller's own buffer (`writev`) instead of
+/// being copied into a frame first.
+pub(crate) trait Gather {
+    /// One byte.
+    fn push(&mut self, byte: u8) -> postcard::Result<()>;
+    /// Bytes borrowed for this call only.
+    fn extend(&mut self, bytes: &[u8]) -> postcard::Result<()>;
 }
 
 impl<'a> Sink<'a> {
@@ -39,6 +60,18 @@ impl<'a> Sink<'a> {
             ptr,
             len,
             pos: 0,
+            out: None,
+            _bytes: PhantomData,
+        }
+    }
+
+    /// A sink of `len` bytes that hands them to `out`.
+    pub(crate) fn gathered(out: &'a mut dyn Gather, len: usize) -> Sink<'a> {
+        Sink {
+            ptr: std::ptr::null_mut(),
+            len,
+            pos: 0,
+            out: Some(out),
             _bytes: PhantomData,
         }
     }
@@ -58,6 +91,11 @@ impl Flavor for &mut Sink<'_> {
         if self.pos == self.len {
             return Err(postcard::Error::SerializeBufferFull);
         }
+        if let Some(out) = self.out.as_mut() {
+            out.push(byte)?;
+            self.pos += 1;
+            return Ok(());
+        }
         // SAFETY: `pos < len`, so the byte lies in the bytes the sink may write.
         unsafe { self.ptr.add(self.pos).write(byte) };
         self.pos += 1;
@@ -67,6 +105,11 @@ impl Flavor for &mut Sink<'_> {
     fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
         if bytes.len() > self.len - self.pos {
             return Err(postcard::Error::SerializeBufferFull);
+        }
+        if let Some(out) = self.out.as_mut() {
+            out.extend(bytes)?;
+            self.pos += bytes.len();
+            return Ok(());
         }
         // SAFETY: `pos + bytes.len() <= len`, so the destination lies in the bytes the sink
         // may write (its constructor's contract); `bytes` is a Rust slice, not that memory.

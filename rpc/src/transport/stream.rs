@@ -7,27 +7,32 @@
 //! descriptions, `O_NONBLOCK` is switched only when the mode changes. Waits with a deadline or
 //! an [`Interrupt`] are `poll(2)` on the descriptor and the interrupt's eventfd.
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::libc;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::socket::{send, shutdown, MsgFlags, Shutdown};
+use nix::sys::socket::{send, sendmsg, shutdown, MsgFlags, Shutdown, UnixAddr};
 
 use super::budget::Reservation;
-use super::pending::{flush_frame, send_frame, ByteSender, Pending};
-use super::{FrameBudget, FrameReceiver, FrameSender, Interrupt};
+use super::pending::{flush_frame, not_taken, send_frame, ByteSender, Pending};
+use super::{Encode, FrameBudget, FrameReceiver, FrameSender, Interrupt};
 use crate::buffers;
 use crate::error::TransportError;
 use crate::protocol::{Frame, DEFAULT_MAX_FRAME_LEN, HEADROOM};
 use crate::sys::read_spare;
 use crate::wait::Wait;
 
+mod streamed;
+
 /// Size of the receive staging buffer: frames that fit are read with one system call,
 /// several at a time; larger ones are read straight into a buffer of their own.
 const STAGING: usize = 64 * 1024;
+
+/// The most slices one `writev` is given (Linux's `IOV_MAX` is 1024).
+const MAX_IOV: usize = 64;
 
 /// Whether a descriptor is a socket (per-call flags, `MSG_NOSIGNAL`, shut down on close) or
 /// a pipe/FIFO end.
@@ -384,6 +389,56 @@ impl StreamSender {
         }
     }
 
+    /// Writes from `bufs` in one system call, as [`write`](Self::write) does from one buffer.
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>], nonblocking: bool) -> Result<usize, Errno> {
+        let flags = self.mode.prepare(&self.fd, nonblocking)?;
+        match self.mode.kind {
+            FdKind::Socket => sendmsg::<UnixAddr>(
+                self.fd.as_raw_fd(),
+                bufs,
+                &[],
+                MsgFlags::MSG_NOSIGNAL | MsgFlags::from_bits_retain(flags),
+                None,
+            ),
+            FdKind::Pipe => nix::sys::uio::writev(&self.fd, bufs),
+        }
+    }
+
+    /// Writes `frames` (length prefixes set) with as few `writev`s as it takes, waiting as
+    /// `wait` allows: how many bytes of them were written, and the fatal error, if any.
+    fn write_frames(&mut self, frames: &[Frame], wait: Wait) -> (usize, Result<(), TransportError>) {
+        let total: usize = frames.iter().map(|f| f.bytes().len()).sum();
+        let mut written = 0;
+        let mut iov = Vec::with_capacity(frames.len().min(MAX_IOV));
+        while written < total {
+            // The slices from `written` on.
+            iov.clear();
+            let mut start = 0;
+            for frame in frames {
+                let bytes = frame.bytes();
+                let end = start + bytes.len();
+                if end > written {
+                    iov.push(IoSlice::new(&bytes[written.saturating_sub(start)..]));
+                    if iov.len() == MAX_IOV {
+                        break;
+                    }
+                }
+                start = end;
+            }
+            match self.write_vectored(&iov, wait != Wait::Block) {
+                Ok(n) => written += n,
+                Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => match wait_ready(self.fd.as_fd(), PollFlags::POLLOUT, wait, None, &self.peer) {
+                    Ok(()) => {}
+                    Err(e) if e.is_retryable() => break,
+                    Err(e) => return (written, Err(e)),
+                },
+                Err(e) => return (written, Err(self.write_error(e))),
+            }
+        }
+        (written, Ok(()))
+    }
+
     fn write_error(&self, e: Errno) -> TransportError {
         match e {
             Errno::EPIPE | Errno::ECONNRESET => TransportError::Closed {
@@ -434,6 +489,49 @@ impl ByteSender for StreamSender {
 impl FrameSender for StreamSender {
     fn send(&mut self, frame: &mut Frame, wait: Wait) -> Result<(), TransportError> {
         send_frame(self, frame, wait)
+    }
+
+    fn send_many(&mut self, frames: &mut [Frame], wait: Wait) -> (usize, Result<(), TransportError>) {
+        // Up to the first frame above the maximum, which is refused.
+        let fits = frames
+            .iter()
+            .position(|f| f.payload_len() > self.max)
+            .unwrap_or(frames.len());
+        if fits == 0 {
+            return (0, send_frame(self, &mut frames[0], wait));
+        }
+        let (frames, too_large) = frames.split_at_mut(fits);
+        if let Err(e) = flush_frame(self, wait) {
+            return (0, Err(e));
+        }
+        for frame in frames.iter_mut() {
+            frame.set_length_prefix();
+        }
+        let (written, result) = self.write_frames(frames, wait);
+        // Whole frames are taken; so is one partly written, its tail kept for `flush`.
+        let mut taken = 0;
+        let mut start = 0;
+        for frame in frames.iter() {
+            let bytes = frame.bytes();
+            if start >= written {
+                break;
+            }
+            if start + bytes.len() > written {
+                self.pending.keep(&bytes[written - start..]);
+            }
+            taken += 1;
+            start += bytes.len();
+        }
+        match (result, too_large.first_mut()) {
+            (Err(e), _) => (taken, Err(e)),
+            (Ok(()), _) if taken < frames.len() => (taken, Err(not_taken(wait, &self.peer))),
+            (Ok(()), Some(refused)) => (taken, send_frame(self, refused, wait)),
+            (Ok(()), None) => (taken, Ok(())),
+        }
+    }
+
+    fn send_encoded(&mut self, len: usize, encode: &mut Encode<'_>, wait: Wait) -> Result<bool, TransportError> {
+        self.send_streamed(len, encode, wait)
     }
 
     fn flush(&mut self, wait: Wait) -> Result<(), TransportError> {
@@ -625,6 +723,53 @@ mod tests {
         let frames = drain.join().unwrap();
         for (i, frame) in frames.iter().enumerate() {
             assert_eq!(frame, &vec![i as u8; 4096]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod gathered {
+    use std::os::unix::net::UnixStream;
+
+    use super::*;
+
+    /// A sender and a receiver over a socketpair.
+    pub(super) fn pair() -> (StreamSender, StreamReceiver) {
+        let (a, b) = UnixStream::pair().unwrap();
+        (
+            StreamSender::new(OwnedFd::from(a), FdKind::Socket, "test").unwrap(),
+            StreamReceiver::new(OwnedFd::from(b), FdKind::Socket, "test").unwrap(),
+        )
+    }
+
+    #[test]
+    fn frames_sent_together_arrive_whole_and_in_order() {
+        let (mut tx, mut rx) = pair();
+        let mut frames: Vec<Frame> = (0..8u8).map(|i| Frame::from_payload(&[i; 3])).collect();
+        let (taken, sent) = tx.send_many(&mut frames, Wait::Block);
+        sent.unwrap();
+        assert_eq!(taken, 8);
+        for i in 0..8u8 {
+            assert_eq!(rx.recv(Wait::Block).unwrap(), [i; 3]);
+        }
+    }
+
+    #[test]
+    fn a_full_socket_takes_whole_frames_and_at_most_one_tail_of_a_gathered_write() {
+        let (mut tx, mut rx) = pair();
+        // 4 MiB: more than a socket buffer holds.
+        let mut frames: Vec<Frame> = (0..64u8).map(|i| Frame::from_payload(&[i; 65536])).collect();
+        let (taken, sent) = tx.send_many(&mut frames, Wait::NonBlock);
+        assert!(matches!(sent, Err(TransportError::WouldBlock { .. })), "{sent:?}");
+        assert!(taken > 0 && taken < 64, "{taken} frames taken");
+        // Every frame taken arrives whole once the tail is flushed; the rest go after.
+        let drain = std::thread::spawn(move || (0..64).map(|_| rx.recv(Wait::Block).unwrap()).collect::<Vec<_>>());
+        tx.flush(Wait::Block).unwrap();
+        let (more, sent) = tx.send_many(&mut frames[taken..], Wait::Block);
+        sent.unwrap();
+        assert_eq!(taken + more, 64);
+        for (i, frame) in drain.join().unwrap().iter().enumerate() {
+            assert!(frame.len() == 65536 && frame.iter().all(|b| *b == i as u8), "frame {i}");
         }
     }
 }
