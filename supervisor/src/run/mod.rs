@@ -9,6 +9,7 @@ mod children;
 pub mod command;
 mod containment;
 mod control;
+mod listen;
 pub mod lock;
 pub mod logs;
 pub mod notify;
@@ -16,10 +17,12 @@ mod notify_access;
 mod output;
 mod probe;
 mod queues;
+mod reload;
 mod shared;
 mod signals;
 mod sockets;
 pub mod spawn;
+mod start;
 mod sys;
 mod topics;
 mod vfork;
@@ -42,6 +45,9 @@ use command::{Command, Handle, Inbox};
 use logs::{Format, LogPipe, RotatingFile, Stream};
 use notify::NotifySocket;
 use signals::Signals;
+
+pub(crate) use listen::bind_unix;
+use listen::{bind_endpoint, bind_listeners, same_socket, socket_group};
 
 /// How `procwire up` runs.
 #[derive(Clone, Debug)]
@@ -264,129 +270,6 @@ pub fn run(manifest: Manifest, options: Options) -> Result<i32, RunError> {
     Ok(code)
 }
 
-/// Binds every endpoint the manifest's pools name that is not bound yet. Unix socket files
-/// are created with the pool's `mode` (default 0600), and only in a directory others cannot
-/// write to, where nobody can swap the file for their own.
-fn bind_listeners(
-    manifest: &Manifest,
-    listeners: &mut BTreeMap<Endpoint, std::os::fd::OwnedFd>,
-) -> Result<(), (String, std::io::Error)> {
-    let named: std::collections::BTreeSet<Endpoint> = manifest.pools.iter().flat_map(Pool::endpoints).collect();
-    for pool in &manifest.pools {
-        for endpoint in pool.endpoints() {
-            if listeners.contains_key(&endpoint) {
-                continue;
-            }
-            let what = format!("pool {}: listen {endpoint}", pool.name);
-            // Only a socket the manifest no longer names under its old kind is handed over:
-            // two kinds at one address at once (`unix:P` and `shm:P`) stay an error.
-            let unnamed = listeners.iter().filter(|(e, _)| !named.contains(*e));
-            let fd = same_socket(unnamed, &endpoint)
-                .unwrap_or_else(|| bind_endpoint(&endpoint, pool.mode, socket_group(pool)))
-                .map_err(|e| (what, e))?;
-            listeners.insert(endpoint, fd);
-        }
-    }
-    Ok(())
-}
-
-/// A second descriptor of the open socket bound where `endpoint` binds (the same TCP host
-/// and port, the same path) under another kind of endpoint: `tcp+plain:X` reloaded as
-/// `tcp:X`, or `unix:P` as `shm:P`. The socket stays, and only the name it is handed to
-/// workers under changes: binding anew would fail (address in use) while the old one is
-/// open, and closing it first would refuse connections meanwhile and lose it if the reload
-/// is refused later. The old name keeps its copy until no pool names it.
-fn same_socket<'a>(
-    listeners: impl IntoIterator<Item = (&'a Endpoint, &'a std::os::fd::OwnedFd)>,
-    endpoint: &Endpoint,
-) -> Option<std::io::Result<std::os::fd::OwnedFd>> {
-    #[derive(PartialEq)]
-    enum Place<'a> {
-        Tcp(&'a str, u16),
-        Path(&'a std::path::Path),
-    }
-    fn place(e: &Endpoint) -> Option<Place<'_>> {
-        match e {
-            Endpoint::TcpNoise { host, port } | Endpoint::TcpPlain { host, port } => Some(Place::Tcp(host, *port)),
-            Endpoint::Unix(path) | Endpoint::Shm(path) | Endpoint::Mq(path) => Some(Place::Path(path)),
-            _ => None,
-        }
-    }
-    let wanted = place(endpoint)?;
-    listeners
-        .into_iter()
-        .find(|(bound, _)| place(bound).as_ref() == Some(&wanted))
-        .map(|(_, fd)| fd.try_clone())
-}
-
-/// A listening Unix socket at `path` whose file has exactly `mode` (and `group`, if given),
-/// and never more in the meantime: bind(2) creates the file with the socket's own mode (set
-/// first, with fchmod) less the umask, and a chmod then adds back what the umask took. The
-/// process's umask, which every thread of an embedding program shares, is left alone. Nobody
-/// can connect before listen(2), which comes last.
-pub(crate) fn bind_unix(
-    path: &std::path::Path,
-    mode: u32,
-    group: Option<nix::unistd::Gid>,
-) -> std::io::Result<std::os::fd::OwnedFd> {
-    use nix::sys::socket::{bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
-    use std::os::fd::AsRawFd;
-    use std::os::unix::fs::PermissionsExt;
-    let fd = socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
-    let mode = mode & 0o777;
-    nix::sys::stat::fchmod(fd.as_raw_fd(), nix::sys::stat::Mode::from_bits_truncate(mode))?;
-    bind(fd.as_raw_fd(), &UnixAddr::new(path)?)?;
-    if let Some(group) = group {
-        nix::unistd::chown(path, None, Some(group))?;
-    }
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-    listen(&fd, Backlog::MAXCONN)?;
-    Ok(fd)
-}
-
-/// The group a pool's Unix socket files belong to: the first of its `allow_gids`, if any.
-fn socket_group(pool: &Pool) -> Option<nix::unistd::Gid> {
-    pool.allow_gids.first().map(|gid| nix::unistd::Gid::from_raw(*gid))
-}
-
-fn bind_endpoint(
-    endpoint: &Endpoint,
-    mode: u32,
-    group: Option<nix::unistd::Gid>,
-) -> std::io::Result<std::os::fd::OwnedFd> {
-    match endpoint {
-        // The worker authenticates a `tcp:` socket's peers with the pool's key (see spawn).
-        Endpoint::TcpNoise { host, port } | Endpoint::TcpPlain { host, port } => {
-            Ok(std::net::TcpListener::bind((host.as_str(), *port))?.into())
-        }
-        // An shm or mq endpoint is a Unix socket that hands out shared-memory or
-        // message-queue connections.
-        Endpoint::Unix(path) | Endpoint::Shm(path) | Endpoint::Mq(path) => {
-            use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-            let dir = match path.parent() {
-                Some(d) if !d.as_os_str().is_empty() => d,
-                _ => std::path::Path::new("."),
-            };
-            let dir_mode = std::fs::metadata(dir)?.permissions().mode();
-            if dir_mode & 0o002 != 0 {
-                return Err(std::io::Error::other(format!(
-                    "{} is writable by everyone; put the socket in a private directory",
-                    dir.display()
-                )));
-            }
-            if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
-                // A socket file left by an earlier run, unless something still answers there.
-                lock::remove_stale_socket(path)?;
-            }
-            bind_unix(path, mode, group)
-        }
-        other => Err(std::io::Error::new(
-            std::io::ErrorKind::Unsupported,
-            format!("the supervisor cannot own {other} yet"),
-        )),
-    }
-}
-
 /// The signals the supervisor reads: its own (CHLD only if asked), and those it forwards.
 fn watched_signals(manifest: &Manifest, sigchld: bool) -> Vec<Signal> {
     let mut signals = vec![Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
@@ -575,86 +458,6 @@ impl Runner {
         }
     }
 
-    /// SIGHUP: read the manifest again and apply the difference. A manifest that no longer
-    /// checks is refused and the running set stays as it is.
-    fn reload(&mut self) {
-        match Manifest::load_validated(&self.manifest.path, self.host) {
-            Ok(manifest) => {
-                let _ = self.reload_with(manifest);
-            }
-            Err(e) => self.say(&format!("reload refused, nothing changed: {e}")),
-        }
-    }
-
-    /// Applies the reloaded `manifest`; an error (said too) if its sockets cannot be bound.
-    fn reload_with(&mut self, manifest: Manifest) -> Result<(), String> {
-        if let Err((what, e)) = bind_listeners(&manifest, &mut self.listeners) {
-            let refusal = format!("reload refused, nothing changed: {what}: {e}");
-            self.say(&refusal);
-            return Err(refusal);
-        }
-        let created = self
-            .shared
-            .create(&manifest)
-            .map_err(|(what, e)| format!("{what}: {e}"))
-            .and_then(|mut kept| {
-                kept.extend(
-                    self.queues
-                        .create(&manifest)
-                        .map_err(|(what, e)| format!("{what}: {e}"))?,
-                );
-                kept.extend(
-                    self.topics
-                        .create(&manifest)
-                        .map_err(|(what, e)| format!("{what}: {e}"))?,
-                );
-                Ok(kept)
-            });
-        match created {
-            Ok(kept) => kept.iter().for_each(|note| self.say(&format!("reload: {note}"))),
-            Err(why) => {
-                let refusal = format!("reload refused, nothing changed: {why}");
-                self.say(&refusal);
-                return Err(refusal);
-            }
-        }
-        self.say("reloading the manifest");
-        for signal in watched_signals(&manifest, false) {
-            if let Err(e) = self.signals.watch(signal) {
-                self.say(&format!("reload: cannot watch {signal}, which a pool forwards: {e}"));
-            }
-        }
-        let actions = self.policy.reload(Instant::now(), &manifest);
-        self.reloaded(&actions);
-        // Workers scaled by hand beyond the manifest's count keep (or get) their sockets.
-        for pool in self.policy.views() {
-            let workers = self.policy.worker_count(pool.id);
-            if let Err(e) = self.bind_worker_sockets(pool.id, workers) {
-                self.say(&format!("reload: pool {}: {e}", pool.name));
-            }
-        }
-        // Sockets no pool names any more close; workers still running keep their copies.
-        let used = self.worker_endpoints();
-        let (kept, gone): (BTreeMap<_, _>, BTreeMap<_, _>) = std::mem::take(&mut self.listeners)
-            .into_iter()
-            .partition(|(e, _)| used.contains(e));
-        self.listeners = kept;
-        // Their files go too, unless the path is kept as another kind (`unix:P` now `shm:P`).
-        for endpoint in gone.keys() {
-            if let Endpoint::Unix(path) | Endpoint::Shm(path) | Endpoint::Mq(path) = endpoint {
-                if same_socket(&self.listeners, endpoint).is_none() {
-                    let _ = std::fs::remove_file(path);
-                }
-            }
-        }
-        self.shared.retain(&manifest);
-        self.queues.retain(&manifest);
-        self.topics.retain(&manifest);
-        self.manifest = manifest;
-        self.apply(actions);
-        Ok(())
-    }
-
     fn on_notify(&mut self) {
         loop {
             let message = match self.notify.recv() {
@@ -758,71 +561,6 @@ impl Runner {
             }
         }
     }
-
-    fn spawn(&mut self, w: WorkerId) -> Event {
-        let pool = self.policy.pool(w.pool).clone();
-        let listen: Vec<(std::os::fd::BorrowedFd<'_>, String)> = pool
-            .listen
-            .iter()
-            .filter_map(|e| {
-                let endpoint = e.for_worker(w.index);
-                // The worker wraps a socket named so as a shared-memory or mq listener, and
-                // serves a TCP socket without authentication only if it is named so.
-                use procwire_workers::activation::{MQ_SUFFIX, PLAIN_SUFFIX, SHM_SUFFIX};
-                let name = match endpoint {
-                    Endpoint::Shm(_) => format!("{}{SHM_SUFFIX}", pool.name),
-                    Endpoint::Mq(_) => format!("{}{MQ_SUFFIX}", pool.name),
-                    Endpoint::TcpPlain { .. } => format!("{}{PLAIN_SUFFIX}", pool.name),
-                    _ => pool.name.clone(),
-                };
-                self.listeners.get(&endpoint).map(|fd| (fd.as_fd(), name))
-            })
-            .collect();
-        let shared = self.shared.for_pool(&pool);
-        let cgroup = match self.containment.for_worker(&pool.name, w.index) {
-            Ok(fd) => fd,
-            Err(e) => return Event::SpawnFailed(w, format!("{}: {e}", program(&pool))),
-        };
-        let queues = self.queues.for_pool(&pool);
-        let topics = self.topics.sockets_for(&pool);
-        let topic_env = self.topics.env_for(&pool);
-        let ctx = spawn::Context {
-            cgroup: cgroup.as_ref().map(|fd| fd.as_fd()),
-            listen: &listen,
-            shared: &shared,
-            queues: &queues,
-            topics: &topics,
-            topic_env: &topic_env,
-            supervisor: &self.manifest.supervisor.name,
-            notify_socket: self.notify.path(),
-            base: &self.base,
-        };
-        match spawn::spawn(&pool, w.index, &ctx) {
-            Ok(spawned) => {
-                self.pids.insert(spawned.pid, w);
-                self.workers.insert(w, spawned.pid);
-                self.last_pid.insert(w, spawned.pid);
-                self.watch_child(spawned.pid);
-                self.report(w, "started");
-                self.happened(w, crate::control::What::Spawned);
-                for (fd, stream, output) in [
-                    (spawned.stdout, Stream::Out, &pool.stdout),
-                    (spawned.stderr, Stream::Err, &pool.stderr),
-                ] {
-                    if let (Some(fd), Some(sink)) = (fd, self.sink(output, pool.log_rotate)) {
-                        let pipe = LogPipe::new(fd, spawned.pid, &pool.name, w.index, stream, sink)
-                            .with_tail(self.observed.tail(w, &pool.name));
-                        self.logs.push(pipe);
-                    }
-                }
-                if matches!(pool.ready, Ready::Tcp { .. } | Ready::Exec(_)) {
-                    self.probes.insert(w, Instant::now());
-                }
-                Event::Spawned(w)
-            }
-            Err(e) => Event::SpawnFailed(w, format!("{}: {e}", program(&pool))),
-        }
-    }
 }
 
 impl Drop for Runner {
@@ -843,59 +581,6 @@ impl Drop for Runner {
         }
         for pid in self.workers.values().chain(self.probe_pids.keys()) {
             let _ = nix::sys::wait::waitpid(*pid, None);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::os::unix::fs::PermissionsExt;
-
-    #[test]
-    fn two_kinds_of_endpoint_at_one_path_in_one_manifest_are_refused_but_a_reload_may_swap_them() {
-        use crate::manifest::{Endpoint, Manifest, Pool};
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("p.sock");
-        let pool = |name: &str, listen: Endpoint| {
-            let mut pool = Pool::new(name, vec!["true".into()]);
-            pool.listen = vec![listen];
-            pool
-        };
-        let both = Manifest::new("t")
-            .pool(pool("a", Endpoint::Unix(path.clone())))
-            .pool(pool("b", Endpoint::Shm(path.clone())));
-        let mut listeners = std::collections::BTreeMap::new();
-        let (what, _) = super::bind_listeners(&both, &mut listeners).unwrap_err();
-        assert!(what.contains("pool b: listen shm:"), "{what}");
-        drop(listeners);
-        std::fs::remove_file(&path).unwrap();
-        let mut listeners = std::collections::BTreeMap::new();
-        super::bind_listeners(
-            &Manifest::new("t").pool(pool("a", Endpoint::Unix(path.clone()))),
-            &mut listeners,
-        )
-        .unwrap();
-        super::bind_listeners(
-            &Manifest::new("t").pool(pool("a", Endpoint::Shm(path.clone()))),
-            &mut listeners,
-        )
-        .unwrap();
-        assert_eq!(
-            listeners.len(),
-            2,
-            "the same socket under both names until the old one is dropped"
-        );
-    }
-
-    #[test]
-    fn a_unix_socket_file_gets_exactly_its_mode_whatever_the_umask_takes_away() {
-        let dir = tempfile::tempdir().unwrap();
-        for mode in [0o600, 0o660, 0o666] {
-            let path = dir.path().join(format!("s-{mode:o}.sock"));
-            let _fd = super::bind_unix(&path, mode, None).unwrap();
-            let got = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-            assert_eq!(got, mode, "{path:?}");
-            std::os::unix::net::UnixStream::connect(&path).expect("it listens");
         }
     }
 }
