@@ -280,10 +280,14 @@ impl Sub {
 fn accept_loop(mut listener: unix::Listener, shared: Arc<Shared>, interrupt: &Interrupt) {
     loop {
         match listener.accept(Wait::Block) {
-            Ok(transport) => {
+            Ok(mut transport) => {
                 let max = shared.options.max_subscribers;
                 if shared.connections.fetch_add(1, Ordering::SeqCst) >= max {
                     shared.connections.fetch_sub(1, Ordering::SeqCst);
+                    // Said without waiting (the socket is empty), so that a peer that never
+                    // reads cannot hold up the accepting.
+                    let reason = format!("the publisher has {max} subscribers already (its max_subscribers)");
+                    let _ = transport.send(&mut control(&Control::Refused { reason }), Wait::NonBlock);
                     tracing::warn!(
                         topic = %shared.topic,
                         peer = %transport.peer.name,
