@@ -125,14 +125,18 @@ impl NoiseKey {
             path: shown.clone(),
             source,
         };
-        let mode = std::fs::metadata(path).map_err(read)?.permissions().mode();
+        // One open file: its mode is checked and its bytes read, so the file cannot be
+        // swapped between the check and the read.
+        let mut file = std::fs::File::open(path).map_err(read)?;
+        let mode = file.metadata().map_err(read)?.permissions().mode();
         if mode & 0o077 != 0 {
             return Err(KeyError::Exposed {
                 path: shown,
                 mode: mode & 0o777,
             });
         }
-        let bytes = std::fs::read(path).map_err(read)?;
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut file, &mut bytes).map_err(read)?;
         let name = path
             .file_stem()
             .map_or_else(|| shown.clone(), |s| s.to_string_lossy().into_owned());
