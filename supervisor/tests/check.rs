@@ -347,6 +347,38 @@ fn plain_tcp_needs_no_key_and_authenticated_tcp_passes_with_one() {
 }
 
 #[test]
+fn a_key_file_list_is_checked_key_by_key_and_may_not_be_empty() {
+    let text =
+        "[pool.w]\ncommand = [\"./web\"]\nlisten = [\"tcp:127.0.0.1:7000\"]\nkey_file = [\"new.key\", \"old.key\"]\n";
+    let (dir, path) = fixture("rotate", text);
+    key_file(dir.path(), "new.key", &[7; 32], 0o600);
+    // The second one, missing: refused, naming it.
+    let (code, _, stderr) = check(&path);
+    assert_eq!(code, Some(2), "{stderr}");
+    let old = dir.path().join("old.key");
+    assert!(
+        stderr.starts_with(&format!("{}:4:", path.display()))
+            && stderr.contains(&format!("cannot read the key file {}", old.display())),
+        "{stderr}"
+    );
+    key_file(dir.path(), "old.key", &[9; 32], 0o600);
+    let (code, _, stderr) = check(&path);
+    assert_eq!(code, Some(0), "{stderr}");
+
+    let text = "[pool.w]\ncommand = [\"./web\"]\nlisten = [\"tcp:127.0.0.1:7000\"]\nkey_file = []\n";
+    let (_dir, path) = fixture("nokeys", text);
+    let (code, _, stderr) = check(&path);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(
+        stderr,
+        format!(
+            "{}:4:12: `key_file` is an empty list: name a key file\n",
+            path.display()
+        )
+    );
+}
+
+#[test]
 fn a_missing_short_or_exposed_key_file_is_refused_at_its_value() {
     let text = "[pool.w]\ncommand = [\"./web\"]\nlisten = [\"tcp:127.0.0.1:7000\"]\nkey_file = \"w.key\"\n";
     let (dir, path) = fixture("badkey", text);

@@ -167,6 +167,59 @@ env = {{ {ROLE_ENV} = "worker" }}
     Ok(())
 }
 
+/// A key file `DIR/NAME.key` of `secret`, readable by its owner only.
+fn write_named_key(dir: &std::path::Path, name: &str, secret: [u8; 32]) -> std::io::Result<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(format!("{name}.key"));
+    std::fs::write(&path, secret)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(path)
+}
+
+fn a_pool_with_two_key_files_serves_clients_of_either_key_and_refuses_others() -> Result<(), Failed> {
+    let dir = temp_dir();
+    let new = write_named_key(dir.path(), "new", [0x21; 32])?;
+    let old = write_named_key(dir.path(), "old", [0x43; 32])?;
+    let port = free_port();
+    let exe = std::env::current_exe()?;
+    let mut sup = Supervisor::start(
+        dir.path(),
+        "rotate",
+        &format!(
+            r#"
+[pool.calc]
+command = ["{exe}"]
+ready = "tcp:127.0.0.1:{port}"
+listen = ["tcp:127.0.0.1:{port}"]
+key_file = ["new.key", "old.key"]
+env = {{ {ROLE_ENV} = "worker" }}
+"#,
+            exe = exe.display()
+        ),
+    );
+    let pid = wait_ready(&sup, "calc.0");
+    let environ = std::fs::read(format!("/proc/{pid}/environ"))?;
+    let environ = String::from_utf8_lossy(&environ);
+    assert!(
+        environ.contains(&format!("PROCWIRE_ACCEPT_KEY_FILES={}", old.display())),
+        "the worker's environment names the second key file"
+    );
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    // Clients still on the old key and clients already on the new one are both served, and
+    // the service sees which key each used.
+    for (path, name) in [(&new, "new"), (&old, "old")] {
+        let client = CalcClient::connect(noise::connect(addr, &NoiseKey::from_file(path)?)?)?;
+        assert_eq!(client.add(20, 22)?, 42);
+        assert_eq!(client.key_name()?.as_deref(), Some(name));
+    }
+    let err = noise::connect(addr, &NoiseKey::new("other", [0x65; 32])).expect_err("a third key is refused");
+    let text = ErrorChain(&err).to_string();
+    assert!(text.contains("does not know this key"), "{text}");
+    sup.signal(Signal::SIGTERM);
+    sup.expect_exit(0);
+    Ok(())
+}
+
 /// The lines of `stream`, as they come.
 fn lines_of(stream: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
     use std::io::BufRead;
@@ -330,6 +383,10 @@ fn main() {
     }
     let args = Arguments::from_args();
     let trials = vec![
+        Trial::test(
+            "a_pool_with_two_key_files_serves_clients_of_either_key_and_refuses_others",
+            a_pool_with_two_key_files_serves_clients_of_either_key_and_refuses_others,
+        ),
         Trial::test(
             "a_supervised_tcp_pool_serves_only_clients_with_its_key_and_names_the_key",
             a_supervised_tcp_pool_serves_only_clients_with_its_key_and_names_the_key,

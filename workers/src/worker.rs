@@ -363,7 +363,7 @@ fn from_fd(fd: OwnedFd, hands: Hands) -> Result<Box<dyn Listener>, WorkerError> 
                 return Ok(Box::new(listener));
             }
             let endpoint = format!("tcp:{}", listener.addr());
-            let key = noise::key_from_env().map_err(|source| WorkerError::Endpoint {
+            let keys = noise::keys_from_env().map_err(|source| WorkerError::Endpoint {
                 endpoint: endpoint.clone(),
                 source: TransportError::Key {
                     endpoint: format!("an inherited TCP socket not named NAME{PLAIN_SUFFIX}"),
@@ -371,7 +371,7 @@ fn from_fd(fd: OwnedFd, hands: Hands) -> Result<Box<dyn Listener>, WorkerError> 
                 },
             })?;
             Ok(Box::new(
-                noise::Listener::from_tcp(listener, vec![key])
+                noise::Listener::from_tcp(listener, keys)
                     .map_err(|source| WorkerError::Endpoint { endpoint, source })?,
             ))
         }

@@ -185,6 +185,23 @@ pub const KEY_FILE_ENV: &str = "PROCWIRE_KEY_FILE";
 /// when [`KEY_FILE_ENV`] is not set.
 pub const KEY_ENV: &str = "PROCWIRE_KEY";
 
+/// The environment variable naming more key files a server accepts, beside the key of
+/// [`KEY_FILE_ENV`] (for rotation), as a path list (`:`-separated).
+pub const ACCEPT_KEY_FILES_ENV: &str = "PROCWIRE_ACCEPT_KEY_FILES";
+
+/// The keys a server of `tcp:` endpoints accepts: [`key_from_env`]'s, then one from each
+/// file in `PROCWIRE_ACCEPT_KEY_FILES`; to rotate a key, servers accept the old and the new
+/// one while clients move from one to the other.
+pub fn keys_from_env() -> Result<Vec<NoiseKey>, KeyError> {
+    let mut keys = vec![key_from_env()?];
+    if let Some(files) = std::env::var_os(ACCEPT_KEY_FILES_ENV) {
+        for path in std::env::split_paths(&files).filter(|p| !p.as_os_str().is_empty()) {
+            keys.push(NoiseKey::from_file(path)?);
+        }
+    }
+    Ok(keys)
+}
+
 /// The key of `tcp:` endpoints: the file named by `PROCWIRE_KEY_FILE`, else the hex
 /// digits in `PROCWIRE_KEY`. Workers inherit both from the supervisor's environment.
 pub fn key_from_env() -> Result<NoiseKey, KeyError> {

@@ -39,6 +39,7 @@ pub(super) fn default_pool(name: &str) -> Pool {
         allow_uids: Vec::new(),
         allow_gids: Vec::new(),
         key_file: None,
+        accept_key_files: Vec::new(),
         role: None,
         notify_access: NotifyAccess::Main,
         shared: Vec::new(),

@@ -228,8 +228,12 @@ pub struct Pool {
     /// file of 32 raw bytes or 64 hex digits that only its owner may read (relative to the
     /// manifest's directory). Checked when the manifest is validated; the workers get its
     /// path in `PROCWIRE_KEY_FILE`, never the secret. A pool with a `tcp:` endpoint must
-    /// have one. (One key for now; a list, for rotation, may be accepted later.)
+    /// have one. It is also the key the workers' own clients use.
     pub key_file: Option<PathBuf>,
+    /// More keys the pool's authenticated TCP endpoints accept (`key_file = [KEY, MORE...]`
+    /// in the manifest), for rotating keys without refusing anyone: checked as `key_file`
+    /// is, and handed to the workers by path in `PROCWIRE_ACCEPT_KEY_FILES`. Default none.
+    pub accept_key_files: Vec<PathBuf>,
     /// Instead of `command`: run the supervising program's own executable in this role
     /// (`PROCWIRE_ROLE`), so one binary is both supervisor and workers. Only an embedded
     /// supervisor ([`crate::Supervisor`]) can do it.

@@ -293,7 +293,11 @@ impl Checker<'_> {
                 "subscribes" => pool.subscribes = self.listed_names("subscribes", value)?,
                 "allow_uids" => pool.allow_uids = self.ids(Ids::Users, value)?,
                 "allow_gids" => pool.allow_gids = self.ids(Ids::Groups, value)?,
-                "key_file" => pool.key_file = Some(self.resolve(self.non_empty_string("key_file", value)?)),
+                "key_file" => {
+                    let mut files = self.key_files(value)?;
+                    pool.key_file = Some(files.remove(0));
+                    pool.accept_key_files = files;
+                }
                 "mode" => {
                     mode_given = true;
                     pool.mode = self.mode(value)?;
@@ -440,6 +444,7 @@ log_rotate = { size = "10MiB", keep = 5 }
             allow_uids: Vec::new(),
             allow_gids: Vec::new(),
             key_file: None,
+            accept_key_files: Vec::new(),
             role: None,
             notify_access: NotifyAccess::Main,
             shared: Vec::new(),

@@ -382,38 +382,55 @@ pub(crate) fn rlimit_resource(name: &str) -> Option<nix::sys::resource::Resource
     })
 }
 
+/// One key file of `pool`: a key only its owner can read, owned by who the workers run as.
+fn validate_key_file(pool: &Pool, path: &std::path::Path) -> Result<(), ValidationError> {
+    use std::os::unix::fs::MetadataExt;
+    procwire_rpc::transport::noise::NoiseKey::from_file(path).map_err(|source| ValidationError::Key {
+        pool: pool.name.clone(),
+        source,
+    })?;
+    // Only the owner may read it (from_file checked), so a worker of another user could not.
+    let user = pool
+        .user
+        .as_deref()
+        .and_then(|u| nix::unistd::User::from_name(u).ok().flatten());
+    let owner = std::fs::metadata(path).map(|m| m.uid()).ok();
+    match (user, owner) {
+        (Some(user), Some(owner)) if owner != user.uid.as_raw() => Err(value(
+            pool,
+            "key_file",
+            format!(
+                "{} belongs to uid {owner}, but the workers run as {} (uid {}), who cannot read it: chown it to {}",
+                path.display(),
+                user.name,
+                user.uid,
+                user.name
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// An authenticated TCP endpoint needs the pool's key, and a key file must hold a key that
 /// only its owner can read, and that owner must be who the workers run as: read here, so
 /// that a bad one is reported before anything starts rather than by a crash loop.
 fn validate_key(pool: &Pool) -> Result<(), ValidationError> {
-    use std::os::unix::fs::MetadataExt;
-    match &pool.key_file {
-        Some(path) => {
-            procwire_rpc::transport::noise::NoiseKey::from_file(path).map_err(|source| ValidationError::Key {
-                pool: pool.name.clone(),
-                source,
-            })?;
-            // Only the owner may read it (from_file checked), so a worker of another user could not.
-            let user = pool
-                .user
-                .as_deref()
-                .and_then(|u| nix::unistd::User::from_name(u).ok().flatten());
-            let owner = std::fs::metadata(path).map(|m| m.uid()).ok();
-            match (user, owner) {
-                (Some(user), Some(owner)) if owner != user.uid.as_raw() => Err(value(
+    if pool.key_file.is_some() {
+        for path in &pool.accept_key_files {
+            validate_key_file(pool, path)?;
+            // The workers get them as a path list.
+            if path.to_string_lossy().contains(':') {
+                let shown = path.display();
+                return Err(value(
                     pool,
                     "key_file",
-                    format!(
-                        "{} belongs to uid {owner}, but the workers run as {} (uid {}), who cannot read it: chown it to {}",
-                        path.display(),
-                        user.name,
-                        user.uid,
-                        user.name
-                    ),
-                )),
-                _ => Ok(()),
+                    format!("{shown}: a key file to accept besides the first may not have `:` in its path"),
+                ));
             }
         }
+    }
+    match &pool.key_file {
+        Some(path) => validate_key_file(pool, path),
         None => match pool.listen.iter().position(|e| matches!(e, Endpoint::TcpNoise { .. })) {
             Some(index) => Err(ValidationError::NoKey {
                 pool: pool.name.clone(),

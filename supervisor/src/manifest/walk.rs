@@ -97,6 +97,21 @@ impl Checker<'_> {
         Ok(string)
     }
 
+    /// `key_file`: one path, or a non-empty array of them (for rotation), each resolved
+    /// against the manifest's directory.
+    pub(super) fn key_files(&self, value: &Value<'_>) -> Checked<Vec<PathBuf>> {
+        let DeValue::Array(items) = value.get_ref() else {
+            return Ok(vec![self.resolve(self.non_empty_string("key_file", value)?)]);
+        };
+        if items.is_empty() {
+            return Err(self.error(value.span(), "`key_file` is an empty list: name a key file"));
+        }
+        items
+            .iter()
+            .map(|item| Ok(self.resolve(self.non_empty_string("key_file", item)?)))
+            .collect()
+    }
+
     pub(super) fn boolean(&self, name: &str, value: &Value<'_>) -> Checked<bool> {
         match value.get_ref() {
             DeValue::Boolean(boolean) => Ok(*boolean),

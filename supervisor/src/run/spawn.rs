@@ -107,6 +107,16 @@ fn environment(pool: &Pool, index: u32, ctx: &Context<'_>) -> Vec<(OsString, OsS
     if let Some(path) = &pool.key_file {
         let path = std::path::absolute(path).unwrap_or_else(|_| path.clone());
         set(procwire_rpc::transport::noise::KEY_FILE_ENV, path.into_os_string());
+        if !pool.accept_key_files.is_empty() {
+            let absolute = pool
+                .accept_key_files
+                .iter()
+                .map(|path| std::path::absolute(path).unwrap_or_else(|_| path.clone()));
+            // Validation refused paths a path list cannot hold.
+            if let Ok(list) = std::env::join_paths(absolute) {
+                set(procwire_rpc::transport::noise::ACCEPT_KEY_FILES_ENV, list);
+            }
+        }
     }
     if let Some(role) = &pool.role {
         set(crate::ROLE_ENV, role.clone().into());
