@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use crate::outbox::Buffering;
 use crate::protocol::DEFAULT_MAX_FRAME_LEN;
 
-/// How a [`Client`] behaves.
+/// How a [`Client`](super::Client) behaves.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct ClientConfig {
