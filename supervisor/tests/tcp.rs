@@ -44,11 +44,7 @@ impl Calc for MyCalc {
 
 /// The pool's key in `DIR/pool.key`, readable by its owner only.
 fn write_key(dir: &std::path::Path) -> std::io::Result<std::path::PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let key_path = dir.join("pool.key");
-    std::fs::write(&key_path, KEY_HEX)?;
-    std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(key_path)
+    write_named_key(dir, "pool", KEY_HEX.as_bytes())
 }
 
 /// A port on 127.0.0.1 that was free a moment ago.
@@ -167,8 +163,8 @@ env = {{ {ROLE_ENV} = "worker" }}
     Ok(())
 }
 
-/// A key file `DIR/NAME.key` of `secret`, readable by its owner only.
-fn write_named_key(dir: &std::path::Path, name: &str, secret: [u8; 32]) -> std::io::Result<std::path::PathBuf> {
+/// A key file `DIR/NAME.key` holding `secret` (raw or hex), readable by its owner only.
+fn write_named_key(dir: &std::path::Path, name: &str, secret: &[u8]) -> std::io::Result<std::path::PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let path = dir.join(format!("{name}.key"));
     std::fs::write(&path, secret)?;
@@ -178,8 +174,8 @@ fn write_named_key(dir: &std::path::Path, name: &str, secret: [u8; 32]) -> std::
 
 fn a_pool_with_two_key_files_serves_clients_of_either_key_and_refuses_others() -> Result<(), Failed> {
     let dir = temp_dir();
-    let new = write_named_key(dir.path(), "new", [0x21; 32])?;
-    let old = write_named_key(dir.path(), "old", [0x43; 32])?;
+    let new = write_named_key(dir.path(), "new", &[0x21; 32])?;
+    let old = write_named_key(dir.path(), "old", &[0x43; 32])?;
     let port = free_port();
     let exe = std::env::current_exe()?;
     let mut sup = Supervisor::start(

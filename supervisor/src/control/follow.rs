@@ -47,53 +47,50 @@ pub(crate) fn spawn(
         .name(format!("procwire-follow-{name}"))
         .spawn(move || {
             let mut cursor = None;
-            let mut retry = RETRY_FIRST;
-            let mut failing = false;
+            // While questions fail: the wait before the next one.
+            let mut retry: Option<Duration> = None;
             loop {
-                let failed = match next(cursor) {
+                let round = match next(cursor) {
+                    Asked::Failed(why) => Err(why),
+                    Asked::Ended => return,
                     Asked::Got(batch) => {
                         // The first answer fixes where the events start; the members are
                         // read after it, so that no change between the two is missed.
                         let changed =
                             cursor.is_none() || batch.missed > 0 || batch.items.iter().any(|e| changes(e, &name));
-                        let got = if changed { endpoints() } else { Asked::Got(Vec::new()) };
-                        match got {
-                            Asked::Got(endpoints) => {
-                                let Some(pool) = pool.upgrade() else { return };
-                                if changed {
-                                    pool.set_endpoints(endpoints);
-                                }
-                                if batch.ended {
-                                    return;
-                                }
-                                cursor = Some(batch.next);
-                                None
-                            }
-                            Asked::Failed(why) => Some(why),
-                            Asked::Ended => return,
+                        match changed.then(&mut endpoints) {
+                            None => Ok((batch, None)),
+                            Some(Asked::Got(members)) => Ok((batch, Some(members))),
+                            Some(Asked::Failed(why)) => Err(why),
+                            Some(Asked::Ended) => return,
                         }
                     }
-                    Asked::Failed(why) => Some(why),
-                    Asked::Ended => return,
                 };
-                match failed {
-                    None => {
-                        if failing {
+                match round {
+                    Ok((batch, members)) => {
+                        let Some(pool) = pool.upgrade() else { return };
+                        if let Some(members) = members {
+                            pool.set_endpoints(members);
+                        }
+                        if batch.ended {
+                            return;
+                        }
+                        cursor = Some(batch.next);
+                        if retry.take().is_some() {
                             tracing::info!(pool = %name, "following the pool again");
                         }
-                        (failing, retry) = (false, RETRY_FIRST);
                     }
-                    Some(why) => {
-                        if !failing {
+                    Err(why) => {
+                        if retry.is_none() {
                             tracing::warn!(pool = %name, "cannot follow the pool ({why}); trying again");
                         }
-                        failing = true;
                         if pool.upgrade().is_none() {
                             return;
                         }
+                        let wait = retry.unwrap_or(RETRY_FIRST);
                         // A back-off between retries, not a synchronisation.
-                        std::thread::sleep(retry);
-                        retry = (retry * 2).min(RETRY_MAX);
+                        std::thread::sleep(wait);
+                        retry = Some((wait * 2).min(RETRY_MAX));
                         cursor = None;
                     }
                 }
