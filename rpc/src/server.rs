@@ -439,7 +439,9 @@ impl<S: Service> Conn<S> {
                         None => {
                             self.idle.fetch_add(1, Ordering::SeqCst);
                             let until = self.clock.deadline(self.busy()).map(|(at, _)| at);
+                            seat.sleeping(until);
                             let woken = waiter.wait(&self.wake, &self.backlog, until);
+                            seat.awake();
                             self.idle.fetch_sub(1, Ordering::SeqCst);
                             let receiver = self.receiver.lock().unwrap_or_else(|e| e.into_inner());
                             match woken {
@@ -480,9 +482,14 @@ impl<S: Service> Conn<S> {
                 Ok(payload) => payload,
                 // Another thread took what woke us, or only part of a frame has arrived. A
                 // thread woken for nothing while another waits leaves: spare threads only
-                // multiply the wake-ups each arriving chunk of data causes.
+                // multiply the wake-ups each arriving chunk of data causes. Unless it is the
+                // one to keep the time: a frame under way or an idle connection must be
+                // timed by a thread that sleeps with its deadline.
                 Err(TransportError::WouldBlock { .. }) => {
-                    if self.idle.load(Ordering::SeqCst) > 0 && self.threads.load(Ordering::SeqCst) > 1 {
+                    if self.idle.load(Ordering::SeqCst) > 0
+                        && self.threads.load(Ordering::SeqCst) > 1
+                        && self.timed_without(&seat)
+                    {
                         break;
                     }
                     continue;
@@ -566,6 +573,15 @@ impl<S: Service> Conn<S> {
             }
             // Replies already accepted are written before the connection closes.
             self.outbox.close_gracefully("server closed the connection");
+        }
+    }
+
+    /// True if the connection's deadline, if any, is kept by a thread other than `seat`'s:
+    /// one that sleeps with it (or an earlier one). Called under the receiver's lock.
+    fn timed_without(&self, seat: &Seat) -> bool {
+        match self.clock.deadline(self.busy()) {
+            None => true,
+            Some((at, _)) => self.calls.timed_by_another(seat, at),
         }
     }
 

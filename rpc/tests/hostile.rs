@@ -152,6 +152,35 @@ fn a_peer_that_trickles_a_frame_is_cut_by_the_frame_timeout() -> Outcome {
     Ok(())
 }
 
+/// A frame begun after calls were served: the calls left a spare thread asleep with no
+/// deadline, and the thread that read the frame's first bytes left (a thread woken for
+/// nothing while another waits does), so nothing timed the frame.
+fn a_peer_that_stalls_mid_frame_after_a_call_is_cut_by_the_frame_timeout() -> Outcome {
+    let mut peer = Peer::spawn_with_limits(Kind::Tcp, "frame_timeout_ms=500");
+    let client = good_client(&mut peer);
+    let mut attacker = raw_connection(&peer);
+    for id in 1..=3 {
+        attacker.write_all(&calls_frame(id, ADD, &(id as i64, 1i64)))?;
+        let reply = read_frame(&mut attacker).ok_or("no reply to a good call")?;
+        let (envelope, _) = Envelope::decode(&reply)?;
+        assert_eq!(
+            (envelope.id, envelope.kind),
+            (id, FrameKind::Reply),
+            "a good call's reply"
+        );
+    }
+    // Every connection thread asleep, none of them timing anything: what the half frame
+    // below finds.
+    wait_until_all_connection_threads_sleep(peer.pid())?;
+    // Half a frame, then nothing: only the frame timeout ends it.
+    let frame = calls_frame(9, ECHO, &procwire_rpc::serde_bytes::ByteBuf::from(vec![1u8; 990]));
+    attacker.write_all(&frame[..500])?;
+    let said = wait_for_cut(&mut attacker)?;
+    assert!(said.contains("frame timeout"), "{said}");
+    still_served(&client, 1)?;
+    Ok(())
+}
+
 fn an_idle_connection_is_cut_by_the_idle_timeout() -> Outcome {
     let mut peer = Peer::spawn_with_limits(Kind::Tcp, "idle_timeout_ms=2000");
     let mut attacker = raw_connection(&peer);
@@ -272,6 +301,34 @@ fn server_socket_inode(client: &TcpStream) -> Result<String, Failed> {
 }
 
 /// How many descriptors of process `pid` refer to socket `inode`.
+/// Waits until every connection thread (`procwire-conn`) of server `pid` sleeps in
+/// `epoll_wait`, as the kernel reports it: the state a request finds after earlier ones.
+fn wait_until_all_connection_threads_sleep(pid: u32) -> Outcome {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let mut asleep = 0;
+        let mut awake = 0;
+        for task in std::fs::read_dir(format!("/proc/{pid}/task"))?.filter_map(Result::ok) {
+            let read = |name: &str| std::fs::read_to_string(task.path().join(name)).unwrap_or_default();
+            if read("comm").trim() != "procwire-conn" {
+                continue;
+            }
+            match read("wchan").contains("epoll_wait") {
+                true => asleep += 1,
+                false => awake += 1,
+            }
+        }
+        if asleep > 0 && awake == 0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("connection threads never all slept ({awake} awake)").into());
+        }
+        // Polling /proc, which has no event to wait on.
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn descriptors_of(pid: u32, inode: &str) -> usize {
     let target = format!("socket:[{inode}]");
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |dir| {
@@ -319,6 +376,7 @@ fn a_peer_that_pipelines_and_never_reads_loses_its_connection_after_the_write_ti
 test_main![
     a_connection_past_the_limit_is_refused_and_the_good_client_goes_on,
     a_peer_that_trickles_a_frame_is_cut_by_the_frame_timeout,
+    a_peer_that_stalls_mid_frame_after_a_call_is_cut_by_the_frame_timeout,
     an_idle_connection_is_cut_by_the_idle_timeout,
     a_peer_that_never_says_hello_is_closed_after_the_handshake_timeout,
     a_connection_runs_no_more_calls_at_once_than_its_limit,

@@ -9,6 +9,12 @@
 //! flag is reused from call to call: handlers only borrow it through their `CallContext`,
 //! which does not outlive the call.
 //!
+//! A seat also says whether its thread sleeps, and until when ([`Seat::sleeping`]): a thread
+//! woken for nothing leaves only while another sleeps with a deadline no later than the one
+//! that applies now ([`Calls::timed_by_another`]). Threads that went to sleep before a frame
+//! began, or while a call ran, sleep with none; had the thread that saw the frame begin left
+//! too, nothing would time the frame (or the idle connection) at all.
+//!
 //! Ordering: a call starts, and cancels are looked up, under the receiver's lock (a call is
 //! registered before the thread lets go of the receiver, so a cancel read right after by
 //! another thread finds it), so relaxed stores suffice; a call finishes outside it, and a
@@ -17,14 +23,31 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use crate::service::Cancel;
 
 /// The seats of one connection's threads.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Calls {
     seats: Arc<Mutex<Vec<Arc<Place>>>>,
+    /// What [`Place::asleep`] counts from.
+    epoch: Instant,
 }
+
+impl Default for Calls {
+    fn default() -> Self {
+        Calls {
+            seats: Arc::default(),
+            epoch: Instant::now(),
+        }
+    }
+}
+
+/// [`Place::asleep`] of a thread that is awake.
+const AWAKE: u64 = 0;
+/// [`Place::asleep`] of a thread that sleeps with no deadline.
+const UNTIMED: u64 = u64::MAX;
 
 /// One thread's place in [`Calls`]: the call it runs, if any.
 #[derive(Debug, Default)]
@@ -32,6 +55,9 @@ struct Place {
     id: AtomicU64,
     running: AtomicBool,
     cancel: Arc<Cancel>,
+    /// [`AWAKE`], [`UNTIMED`], or the deadline the thread sleeps until, in nanoseconds past
+    /// [`Calls::epoch`], plus one.
+    asleep: AtomicU64,
 }
 
 /// A connection thread's seat; leaves the list when dropped.
@@ -39,6 +65,7 @@ struct Place {
 pub(super) struct Seat {
     place: Arc<Place>,
     seats: Arc<Mutex<Vec<Arc<Place>>>>,
+    epoch: Instant,
 }
 
 impl Calls {
@@ -53,7 +80,18 @@ impl Calls {
         Seat {
             place,
             seats: Arc::clone(&self.seats),
+            epoch: self.epoch,
         }
+    }
+
+    /// True if a thread other than `seat`'s sleeps with a deadline no later than `until`:
+    /// it will look at the clock in time, so `seat`'s thread may leave.
+    pub(super) fn timed_by_another(&self, seat: &Seat, until: Instant) -> bool {
+        let until = seat.encode(Some(until));
+        self.lock().iter().any(|p| {
+            let asleep = p.asleep.load(Ordering::SeqCst);
+            !Arc::ptr_eq(p, &seat.place) && asleep != AWAKE && asleep <= until
+        })
     }
 
     /// Sets the cancel flag of call `id`, if it runs. Called under the receiver's lock.
@@ -95,6 +133,25 @@ impl Seat {
     pub(super) fn finish(&self) {
         self.place.running.store(false, Ordering::Relaxed);
     }
+
+    /// The seat's thread goes to sleep until `until` (`None`: until woken), or, with
+    /// [`awake`](Self::awake), has woken.
+    pub(super) fn sleeping(&self, until: Option<Instant>) {
+        self.place.asleep.store(self.encode(until), Ordering::SeqCst);
+    }
+
+    /// The seat's thread has woken.
+    pub(super) fn awake(&self) {
+        self.place.asleep.store(AWAKE, Ordering::SeqCst);
+    }
+
+    /// `until` as [`Place::asleep`] holds it.
+    fn encode(&self, until: Option<Instant>) -> u64 {
+        until.map_or(UNTIMED, |at| {
+            let nanos = at.saturating_duration_since(self.epoch).as_nanos();
+            u64::try_from(nanos).map_or(UNTIMED - 1, |n| n.saturating_add(1).min(UNTIMED - 1))
+        })
+    }
 }
 
 impl Drop for Seat {
@@ -126,6 +183,26 @@ mod tests {
         calls.cancel(7);
         a.start(9, true);
         assert!(!ca.is_set(), "a finished call is not cancelled");
+    }
+
+    #[test]
+    fn a_thread_may_leave_only_while_another_sleeps_with_a_deadline_as_early() {
+        let calls = Calls::default();
+        let (leaving, other) = (calls.seat(), calls.seat());
+        let now = Instant::now();
+        let soon = now + std::time::Duration::from_secs(1);
+        let later = now + std::time::Duration::from_secs(2);
+        assert!(!calls.timed_by_another(&leaving, soon), "the other is awake");
+        other.sleeping(None);
+        assert!(!calls.timed_by_another(&leaving, soon), "the other sleeps untimed");
+        other.sleeping(Some(later));
+        assert!(!calls.timed_by_another(&leaving, soon), "the other wakes too late");
+        other.sleeping(Some(soon));
+        assert!(calls.timed_by_another(&leaving, soon));
+        assert!(calls.timed_by_another(&leaving, later));
+        leaving.sleeping(Some(now));
+        other.awake();
+        assert!(!calls.timed_by_another(&leaving, soon), "a seat does not count itself");
     }
 
     #[test]
