@@ -11,9 +11,8 @@
 //! request. A lone caller thus costs no thread hand-off, slow calls do not block fast ones on
 //! the same connection, and one connection's troubles stay on its own threads.
 
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 
-use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -27,6 +26,7 @@ use crate::service::{CallContext, Service};
 use crate::transport::{FrameReceiver, Interrupt, Listener, PeerInfo, Transport};
 use crate::wait::Wait;
 
+mod accept;
 mod access;
 mod backlog;
 mod calls;
@@ -34,7 +34,9 @@ mod clock;
 mod config;
 mod handshake;
 mod limits;
+mod waiter;
 
+use accept::accept_loop;
 pub use access::{Access, AccessEnvError, ALLOW_GIDS_ENV, ALLOW_UIDS_ENV};
 use backlog::Backlog;
 use calls::{Calls, Seat};
@@ -44,7 +46,8 @@ pub use config::{ServerConfig, DEFAULT_MAX_CONNECTIONS};
 use handshake::handshake;
 pub(crate) use handshake::handshake as fuzz_handshake;
 pub(crate) use handshake::mismatch;
-use limits::{Refusal, Slot, Slots};
+use limits::Slot;
+use waiter::Waiter;
 
 /// Serves a [`Service`] on a listener or on single connections.
 #[derive(Debug)]
@@ -203,61 +206,6 @@ fn spawn_tracked(shared: &Arc<Shared>, name: &str, f: impl FnOnce() + Send + 'st
         .map_err(ServerError::Spawn)
 }
 
-fn accept_loop<S: Service>(mut listener: impl Listener, service: Arc<S>, config: ServerConfig, shared: Arc<Shared>) {
-    let addr = listener.local_addr();
-    tracing::debug!(%addr, "accepting connections");
-    let slots = Slots::default();
-    while !shared.stopping.load(Ordering::SeqCst) {
-        match listener.accept(Wait::Block) {
-            Ok(transport) => {
-                // Who the kernel says the peer is, before it may say anything itself.
-                if let (Some(access), Some(peer)) = (&config.allow, transport.peer.credentials) {
-                    if !access.permits(&peer) {
-                        slots.refuse(transport, service.info(), Refusal::NotAllowed(peer));
-                        continue;
-                    }
-                }
-                let Some(slot) = slots.take(config.max_connections) else {
-                    slots.refuse(transport, service.info(), Refusal::Full(config.max_connections));
-                    continue;
-                };
-                let started = start_connection(transport, Arc::clone(&service), config.clone(), &shared, Some(slot));
-                if let Err(e) = started {
-                    tracing::warn!(%addr, error = %e, "dropping a connection");
-                }
-            }
-            Err(TransportError::Interrupted { .. }) => break,
-            Err(TransportError::Io { source, .. }) if is_transient_accept_error(&source) => {
-                tracing::warn!(%addr, error = %source, "accept failed; retrying in 100 ms");
-                // Out of descriptors or memory: back off rather than spin, but stay stoppable.
-                let _ = crate::transport::wait_interrupt(&shared.interrupt, Duration::from_millis(100));
-            }
-            Err(e) => {
-                tracing::error!(%addr, error = %e, "accept failed; the server stops");
-                *shared.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(ServerError::Accept(e));
-                shared.begin_stop();
-                break;
-            }
-        }
-    }
-}
-
-fn is_transient_accept_error(e: &std::io::Error) -> bool {
-    use nix::errno::Errno;
-    matches!(
-        e.raw_os_error().map(Errno::from_raw),
-        Some(
-            Errno::EMFILE
-                | Errno::ENFILE
-                | Errno::ENOBUFS
-                | Errno::ENOMEM
-                | Errno::ECONNABORTED
-                | Errno::EPROTO
-                | Errno::EPERM
-        )
-    )
-}
-
 struct Conn<S> {
     service: Arc<S>,
     config: ServerConfig,
@@ -287,45 +235,6 @@ struct Conn<S> {
 
 /// How long a stopping server waits for room to queue its goodbye.
 const GOODBYE_TIMEOUT: Duration = Duration::from_millis(100);
-
-/// Token of the "more buffered" eventfd in a [`Waiter`].
-const WAKE: u64 = 1;
-/// Token of the backlog's timer in a [`Waiter`].
-const BACKLOG_TIMER: u64 = 5;
-
-/// One thread's epoll set.
-struct Waiter {
-    epoll: Epoll,
-}
-
-impl Waiter {
-    /// Sleeps until there may be something to do, or `until` passes; false if it passed.
-    fn wait(&self, wake: &EventFd, backlog: &Backlog, until: Option<Instant>) -> nix::Result<bool> {
-        let mut events = [EpollEvent::empty(); 6];
-        let timeout = match until {
-            None => EpollTimeout::NONE,
-            Some(at) => {
-                // Round up so that the wait never ends early and spins.
-                let ms = at.saturating_duration_since(Instant::now()).as_micros().div_ceil(1000);
-                EpollTimeout::try_from(ms.min(i32::MAX as u128) as i32).unwrap_or(EpollTimeout::MAX)
-            }
-        };
-        let n = loop {
-            match self.epoll.wait(&mut events, timeout) {
-                Err(nix::errno::Errno::EINTR) => continue,
-                other => break other?,
-            }
-        };
-        if events[..n].iter().any(|e| e.data() == WAKE) {
-            // Semaphore mode: take one wake-up; another thread may take the next.
-            let _ = wake.read();
-        }
-        if events[..n].iter().any(|e| e.data() == BACKLOG_TIMER) {
-            backlog.fired();
-        }
-        Ok(n > 0)
-    }
-}
 
 fn start_connection<S: Service>(
     mut transport: Transport,
@@ -600,23 +509,15 @@ impl<S: Service> Conn<S> {
         self.ended.fire();
     }
 
-    /// This thread's epoll set: the connection (exclusive), the "more buffered" eventfd and
-    /// the backlog's timer, if any (exclusive), and the server's and the connection's end and the peer's death, if the
-    /// transport shows it apart (shared: every thread leaves).
+    /// This thread's epoll set (see [`Waiter::new`]).
     fn waiter(&self, fd: BorrowedFd<'_>, liveness: Option<BorrowedFd<'_>>) -> nix::Result<Waiter> {
-        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
-        let exclusive = EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE;
-        epoll.add(fd, EpollEvent::new(exclusive, 0))?;
-        epoll.add(self.wake.as_fd(), EpollEvent::new(exclusive, WAKE))?;
-        if let Some(timer) = self.backlog.timer_fd() {
-            epoll.add(timer, EpollEvent::new(exclusive, BACKLOG_TIMER))?;
-        }
-        epoll.add(self.shared.interrupt.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, 2))?;
-        epoll.add(self.ended.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, 3))?;
-        if let Some(liveness) = liveness {
-            epoll.add(liveness, EpollEvent::new(EpollFlags::EPOLLIN, 4))?;
-        }
-        Ok(Waiter { epoll })
+        Waiter::new(
+            fd,
+            &self.wake,
+            self.backlog.timer_fd(),
+            &[self.shared.interrupt.as_fd(), self.ended.as_fd()],
+            liveness,
+        )
     }
 
     /// A thread's call context. What stays the same from call to call (the peer, the key,
