@@ -233,6 +233,14 @@ struct Conn<S> {
     key_name: Option<Arc<str>>,
 }
 
+/// The earlier of two optional moments.
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// How long a stopping server waits for room to queue its goodbye.
 const GOODBYE_TIMEOUT: Duration = Duration::from_millis(100);
 
@@ -348,8 +356,11 @@ impl<S: Service> Conn<S> {
                         None => {
                             self.idle.fetch_add(1, Ordering::SeqCst);
                             let until = self.clock.deadline(self.busy()).map(|(at, _)| at);
+                            // A spare thread also wakes to see whether it is still needed.
+                            let spare_until = (self.threads.load(Ordering::SeqCst) > 1)
+                                .then(|| Instant::now() + self.config.spare_thread_timeout);
                             seat.sleeping(until);
-                            let woken = waiter.wait(&self.wake, &self.backlog, until);
+                            let woken = waiter.wait(&self.wake, &self.backlog, earliest(until, spare_until));
                             seat.awake();
                             self.idle.fetch_sub(1, Ordering::SeqCst);
                             let receiver = self.receiver.lock().unwrap_or_else(|e| e.into_inner());
@@ -365,6 +376,12 @@ impl<S: Service> Conn<S> {
                                     if let Some(why) = self.clock.overdue(self.busy()) {
                                         drop(receiver);
                                         self.cut("read timeout", why.to_string());
+                                        break;
+                                    }
+                                    // Nothing to do for the spare thread timeout: leave, if
+                                    // another thread sleeps (it answers the next request)
+                                    // and keeps the time.
+                                    if spare_until.is_some_and(|at| Instant::now() >= at) && self.may_leave(&seat) {
                                         break;
                                     }
                                 }
@@ -395,10 +412,7 @@ impl<S: Service> Conn<S> {
                 // one to keep the time: a frame under way or an idle connection must be
                 // timed by a thread that sleeps with its deadline.
                 Err(TransportError::WouldBlock { .. }) => {
-                    if self.idle.load(Ordering::SeqCst) > 0
-                        && self.threads.load(Ordering::SeqCst) > 1
-                        && self.timed_without(&seat)
-                    {
+                    if self.may_leave(&seat) {
                         break;
                     }
                     continue;
@@ -485,9 +499,15 @@ impl<S: Service> Conn<S> {
         }
     }
 
-    /// True if the connection's deadline, if any, is kept by a thread other than `seat`'s:
-    /// one that sleeps with it (or an earlier one). Called under the receiver's lock.
-    fn timed_without(&self, seat: &Seat) -> bool {
+    /// True if `seat`'s thread may end, the connection keeping another: one sleeps (which
+    /// answers the next request), and the connection's deadline, if any, is kept by a
+    /// thread other than this one: one that sleeps with it (or an earlier one). Called
+    /// under the receiver's lock: of two threads deciding at once, the second no longer
+    /// counts the first as sleeping.
+    fn may_leave(&self, seat: &Seat) -> bool {
+        if self.idle.load(Ordering::SeqCst) == 0 || self.threads.load(Ordering::SeqCst) <= 1 {
+            return false;
+        }
         match self.clock.deadline(self.busy()) {
             None => true,
             Some((at, _)) => self.calls.timed_by_another(seat, at),

@@ -329,6 +329,64 @@ fn wait_until_all_connection_threads_sleep(pid: u32) -> Outcome {
     }
 }
 
+/// The connection threads (`procwire-conn`) of server `pid`.
+fn connection_threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |tasks| {
+        tasks
+            .filter_map(Result::ok)
+            .filter(|task| {
+                std::fs::read_to_string(task.path().join("comm")).is_ok_and(|comm| comm.trim() == "procwire-conn")
+            })
+            .count()
+    })
+}
+
+fn the_threads_a_burst_of_calls_started_end_after_the_spare_thread_timeout() -> Outcome {
+    let mut peer = Peer::spawn_with_limits(Kind::Tcp, "spare_thread_timeout_ms=2000");
+    let client = good_client(&mut peer);
+    // Four slow calls at once: the connection runs each on a thread of its own.
+    let slow: Vec<_> = (1..=4u64)
+        .map(|token| {
+            let client = client.clone();
+            std::thread::spawn(move || client.call::<_, u64>(SLOW, &(token, 200u64), soon()))
+        })
+        .collect();
+    for token in 1..=4u64 {
+        assert!(client.call::<_, bool>(WAIT_HELD, &token, soon())?, "call {token} runs");
+    }
+    for call in slow {
+        assert_eq!(call.join().unwrap()?, 200, "a slow call's reply");
+    }
+    // Nothing more arrives: the burst's threads all go to sleep, and only the spare thread
+    // timeout ends them.
+    wait_until_all_connection_threads_sleep(peer.pid())?;
+    let burst = connection_threads(peer.pid());
+    assert!(burst > 1, "{burst} connection threads after 4 calls at once");
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let left = connection_threads(peer.pid());
+        if left == 1 {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{left} of the burst's {burst} connection threads still run").into());
+        }
+        // Polling /proc, which has no event to wait on.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Its only connection keeps one thread, and still serves, several calls at once too.
+    let again: Vec<_> = (0..4i64)
+        .map(|round| {
+            let client = client.clone();
+            std::thread::spawn(move || client.call::<_, i64>(ADD, &(round, 1i64), soon()))
+        })
+        .collect();
+    for (round, call) in again.into_iter().enumerate() {
+        assert_eq!(call.join().unwrap()?, round as i64 + 1);
+    }
+    Ok(())
+}
+
 fn descriptors_of(pid: u32, inode: &str) -> usize {
     let target = format!("socket:[{inode}]");
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |dir| {
@@ -378,6 +436,7 @@ test_main![
     a_peer_that_trickles_a_frame_is_cut_by_the_frame_timeout,
     a_peer_that_stalls_mid_frame_after_a_call_is_cut_by_the_frame_timeout,
     an_idle_connection_is_cut_by_the_idle_timeout,
+    the_threads_a_burst_of_calls_started_end_after_the_spare_thread_timeout,
     a_peer_that_never_says_hello_is_closed_after_the_handshake_timeout,
     a_connection_runs_no_more_calls_at_once_than_its_limit,
     stalled_large_frames_past_the_budget_are_refused,

@@ -47,6 +47,12 @@ pub struct ServerConfig {
     /// default `None` (a pooled client may keep an idle connection for hours; idle
     /// connections are bounded by [`max_connections`](Self::max_connections)).
     pub idle_timeout: Option<Duration>,
+    /// How long a connection's spare thread may sleep with nothing to do before it ends;
+    /// default 10 s. A connection starts a thread per call running at once (up to
+    /// [`max_calls_per_connection`](Self::max_calls_per_connection)) and keeps one at
+    /// least; without this, the threads a burst of calls started would stay for the life of
+    /// the connection.
+    pub spare_thread_timeout: Duration,
     /// Where buffers of partly received large frames are counted; default
     /// [`FrameBudget::process`], 64 MiB shared by every server of the process. A frame that
     /// would exceed it is refused and its connection closed.
@@ -83,6 +89,7 @@ impl Default for ServerConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             frame_timeout: Duration::from_secs(30),
             idle_timeout: None,
+            spare_thread_timeout: Duration::from_secs(10),
             frame_budget: FrameBudget::process(),
             allow: None,
             handshake_failed: None,
@@ -136,6 +143,12 @@ impl ServerConfig {
     /// Sets [`idle_timeout`](Self::idle_timeout).
     pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.idle_timeout = timeout;
+        self
+    }
+
+    /// Sets [`spare_thread_timeout`](Self::spare_thread_timeout).
+    pub fn spare_thread_timeout(mut self, timeout: Duration) -> Self {
+        self.spare_thread_timeout = timeout;
         self
     }
 

@@ -271,6 +271,7 @@ fn apply_limits(mut config: ServerConfig, limits: &str) -> ServerConfig {
             "write_timeout_ms" => config.write_timeout(Duration::from_millis(n)),
             "handshake_timeout_ms" => config.handshake_timeout(Duration::from_millis(n)),
             "max_calls" => config.max_calls_per_connection(n as usize),
+            "spare_thread_timeout_ms" => config.spare_thread_timeout(Duration::from_millis(n)),
             other => panic!("unknown limit {other}"),
         };
     }
