@@ -12,7 +12,7 @@
 //! reading it first files every frame already buffered (one read brings many replies), then
 //! wakes one caller still waiting, to read next. Nobody is woken to find nothing to do.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
@@ -95,8 +95,11 @@ struct Inner {
 struct State {
     /// Some caller is reading the connection.
     reading: bool,
-    /// Calls awaiting replies: `None` until the reply payload arrives.
-    pending: HashMap<u64, Option<Vec<u8>>>,
+    /// Calls awaiting replies: `None` until the reply payload arrives. The maps keyed by
+    /// call id hash with FxHash: the keys are our own ids (a peer's reply only looks one
+    /// up), so there is no flooding to defend against, and SipHash cost more per call than
+    /// the rest of the bookkeeping.
+    pending: FxHashMap<u64, Option<Vec<u8>>>,
     /// Why the connection is gone.
     failed: Option<Failure>,
     /// Callers waiting on `replies` for the reader to finish (see `read_what_is_left`); a
@@ -104,7 +107,7 @@ struct State {
     waiters: usize,
     /// Blocked callers waiting for their replies, by call id: each is unparked alone, when
     /// its reply is filed or when it is to read next.
-    sleepers: HashMap<u64, Thread>,
+    sleepers: FxHashMap<u64, Thread>,
     /// The sleeper woken to read next, until it wakes or somebody else reads: no second one
     /// is woken meanwhile.
     next_reader: Option<u64>,
@@ -116,7 +119,7 @@ struct State {
     woken: usize,
     /// Awaited calls waiting for their replies: woken when theirs is filed, and one of them
     /// when the connection needs a reader (see `future.rs`).
-    wakers: HashMap<u64, Waker>,
+    wakers: FxHashMap<u64, Waker>,
     /// Who watches the connection for readability on behalf of the awaited calls.
     watching: future::Watch,
 }
@@ -160,14 +163,14 @@ impl Client {
                 outbox: Outbox::new(sender, config.buffering, peer.name.clone(), config.max_frame_len, None),
                 state: Mutex::new(State {
                     reading: false,
-                    pending: HashMap::new(),
+                    pending: FxHashMap::default(),
                     failed: None,
                     waiters: 0,
-                    sleepers: HashMap::new(),
+                    sleepers: FxHashMap::default(),
                     next_reader: None,
                     wake: Vec::new(),
                     woken: 0,
-                    wakers: HashMap::new(),
+                    wakers: FxHashMap::default(),
                     watching: future::Watch::Nobody,
                 }),
                 replies: Condvar::new(),
