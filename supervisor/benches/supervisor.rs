@@ -12,7 +12,11 @@
 //!    with a manifest that sets nothing but the command, the worker count and the bench's
 //!    socket (every restart setting at its default), against fork+exec+wait of `/bin/true`,
 //!    and against the bench restarting its own worker the same way (SIGKILL, wait, spawn,
-//!    report): what the same restart costs with no supervisor in between.
+//!    report): what the same restart costs with no supervisor in between; and, where
+//!    `s6-supervise` is installed, against s6 restarting the same worker (one
+//!    `s6-supervise` per worker, its `run` the same binary, ready through s6's
+//!    `notification-fd`, without which s6 waits a second before every restart), in the same
+//!    rounds.
 //!
 //! A filter argument runs only the measures whose name contains it: `restart`, `start-up`,
 //! `idle`, `rss` (these four run together) or `default-restart`, e.g.
@@ -58,6 +62,12 @@ const DEFAULT_WORKERS: u32 = 20;
 const DIRECT_BASE: u32 = 1000;
 /// How many times each of them is killed (once in quick mode).
 const DEFAULT_ROUNDS: usize = 5;
+/// The first index of the workers s6-supervise restarts beside them.
+const S6_BASE: u32 = 2000;
+/// Set for workers under s6: the descriptor on which they tell s6-supervise they are ready.
+const S6_NOTIFY_VAR: &str = "PROCWIRE_BENCH_S6_NOTIFY_FD";
+/// The descriptor number s6 hands them for that (`notification-fd`).
+const S6_NOTIFY_FD: i32 = 3;
 /// How long a worker has run when it is killed: past the 1 s after which, by default, a
 /// worker counts as started and its restart is immediate.
 const UP_FOR: Duration = Duration::from_secs(3);
@@ -90,6 +100,14 @@ fn worker(socket: OsString) -> ! {
         .is_err()
     {
         std::process::exit(4);
+    }
+    // Under s6: readiness on the notification descriptor, without which s6-supervise waits a
+    // second before each restart.
+    if let Ok(fd) = std::env::var(S6_NOTIFY_VAR) {
+        // The pipe s6-supervise opened there, opened again by name (no descriptor adopted).
+        if let Ok(mut notify) = File::options().write(true).open(format!("/proc/self/fd/{fd}")) {
+            let _ = notify.write_all(b"\n");
+        }
     }
     let mut byte = [0u8; 1];
     loop {
@@ -366,6 +384,62 @@ impl Drop for Direct {
     }
 }
 
+/// Workers under s6: one `s6-supervise` per worker, in a service directory of its own
+/// whose `run` is this binary, so that s6 restarts exactly what the supervisor does.
+#[derive(Debug)]
+struct S6 {
+    supervisors: Vec<Child>,
+}
+
+impl S6 {
+    /// Starts `n` workers under s6 (indices from [`S6_BASE`]), or says why not.
+    fn spawn(dir: &Path, reports: &Reports, n: u32) -> Result<S6, String> {
+        let mut s6 = S6 {
+            supervisors: Vec::new(),
+        };
+        for i in 0..n {
+            let service = dir.join(format!("s6-{i}"));
+            std::fs::create_dir_all(&service).map_err(|e| format!("{}: {e}", service.display()))?;
+            let exe = std::env::current_exe().expect("the bench's own path");
+            std::os::unix::fs::symlink(&exe, service.join("run")).map_err(|e| format!("run: {e}"))?;
+            // Readiness, as the issue's s6 figure had it: without it s6-supervise waits a
+            // second before every restart.
+            std::fs::write(service.join("notification-fd"), format!("{S6_NOTIFY_FD}\n"))
+                .map_err(|e| format!("notification-fd: {e}"))?;
+            let child = Command::new("s6-supervise")
+                .arg(&service)
+                .env(SOCKET_VAR, &reports.path)
+                .env(S6_NOTIFY_VAR, S6_NOTIFY_FD.to_string())
+                .env("PROCWIRE_INDEX", (S6_BASE + i).to_string())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| format!("s6-supervise: {e}"))?;
+            s6.supervisors.push(child);
+        }
+        Ok(s6)
+    }
+
+    /// SIGKILLs worker `report` (s6's) and waits for s6's replacement to report.
+    fn restart(&self, reports: &Reports, report: &Report) -> (Duration, Report) {
+        let t0 = Instant::now();
+        kill(report.pid, Signal::SIGKILL).expect("SIGKILL a worker under s6");
+        let next = reports.next("s6 restart");
+        (t0.elapsed(), next)
+    }
+}
+
+impl Drop for S6 {
+    fn drop(&mut self) {
+        // The workers exit once the bench closes their connections.
+        for child in &mut self.supervisors {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // /proc.
 
@@ -509,28 +583,44 @@ fn machine_facts() {
 /// and of the floor beside them: as many workers the bench spawned itself (indices from
 /// [`DIRECT_BASE`]), each restarted by the bench right after the supervisor's, so that both
 /// measures see the same load.
-fn default_restarts(dir: &Path, reports: &Reports, rounds: usize) -> (Vec<Duration>, Vec<Duration>) {
+/// Restart latencies with the default manifest, beside the bench's own restarts and
+/// s6's (if installed, else why not), interleaved round by round so that all see the same
+/// load: each sorted.
+struct DefaultRestarts {
+    procwire: Vec<Duration>,
+    direct: Vec<Duration>,
+    s6: Result<Vec<Duration>, String>,
+}
+
+fn default_restarts(dir: &Path, reports: &Reports, rounds: usize) -> DefaultRestarts {
     let manifest = Supervisor::default_manifest(dir, reports, DEFAULT_WORKERS);
     let supervisor = Supervisor::spawn(dir, &manifest);
     let mut direct = Direct::default();
     for i in 0..DEFAULT_WORKERS {
         direct.spawn(reports, DIRECT_BASE + i);
     }
-    let mut running: Vec<Option<Report>> = (0..DEFAULT_WORKERS).map(|_| None).collect();
-    let mut own: Vec<Option<Report>> = (0..DEFAULT_WORKERS).map(|_| None).collect();
-    for _ in 0..2 * DEFAULT_WORKERS {
+    let s6 = S6::spawn(dir, reports, DEFAULT_WORKERS);
+    let expected = DEFAULT_WORKERS * if s6.is_ok() { 3 } else { 2 };
+    let slots = || -> Vec<Option<Report>> { (0..DEFAULT_WORKERS).map(|_| None).collect() };
+    let (mut running, mut own, mut under_s6) = (slots(), slots(), slots());
+    for _ in 0..expected {
         let report = reports.next("default restart set-up");
-        let slot = match report.index.checked_sub(DIRECT_BASE) {
-            Some(i) => &mut own[i as usize],
-            None => &mut running[report.index as usize],
+        let slot = match (report.index.checked_sub(S6_BASE), report.index.checked_sub(DIRECT_BASE)) {
+            (Some(i), _) => &mut under_s6[i as usize],
+            (None, Some(i)) => &mut own[i as usize],
+            (None, None) => &mut running[report.index as usize],
         };
         assert!(slot.is_none(), "worker {} reported twice", report.index);
         *slot = Some(report);
     }
-    let mut running: Vec<Report> = running.into_iter().map(|r| r.expect("every index")).collect();
-    let mut own: Vec<Report> = own.into_iter().map(|r| r.expect("every index")).collect();
+    let every = |slots: Vec<Option<Report>>| -> Vec<Report> { slots.into_iter().flatten().collect() };
+    let (mut running, mut own, mut under_s6) = (every(running), every(own), every(under_s6));
+    assert_eq!(
+        (running.len(), own.len()),
+        (DEFAULT_WORKERS as usize, DEFAULT_WORKERS as usize)
+    );
     let mut since = vec![Instant::now(); running.len()];
-    let (mut restarts, mut floor) = (Vec::new(), Vec::new());
+    let (mut restarts, mut floor, mut s6_restarts) = (Vec::new(), Vec::new(), Vec::new());
     for k in 0..DEFAULT_WORKERS as usize * rounds {
         let i = k % DEFAULT_WORKERS as usize;
         // The measure's condition (a worker that has been up for a while), not a
@@ -556,12 +646,29 @@ fn default_restarts(dir: &Path, reports: &Reports, rounds: usize) -> (Vec<Durati
         );
         floor.push(t);
         own[i] = report;
+
+        if let Ok(s6) = &s6 {
+            // Up as long as the supervisor's: started at the same time, killed after it.
+            let (t, report) = s6.restart(reports, &under_s6[i]);
+            assert_eq!(
+                report.index,
+                S6_BASE + i as u32,
+                "another worker than the one killed came back"
+            );
+            s6_restarts.push(t);
+            under_s6[i] = report;
+        }
     }
     let status = supervisor.stop();
     assert!(status.success(), "the supervisor ended with {status}");
-    drop((running, own));
+    let s6 = s6.map(drop).map(|()| sorted(s6_restarts));
+    drop((running, own, under_s6));
     direct.wait();
-    (sorted(restarts), sorted(floor))
+    DefaultRestarts {
+        procwire: sorted(restarts),
+        direct: sorted(floor),
+        s6,
+    }
 }
 
 /// The median row (judged by [`RESTART_TARGET`]) and the p90 row of restart latencies
@@ -647,21 +754,32 @@ fn bench() {
 
     // 5. Restart latency with the defaults, after a run of 3 s.
     if selected("default-restart") {
-        let (restarts, direct) = default_restarts(dir.path(), &reports, if quick { 1 } else { DEFAULT_ROUNDS });
+        let measured = default_restarts(dir.path(), &reports, if quick { 1 } else { DEFAULT_ROUNDS });
+        let restarts = &measured.procwire;
         let what = format!(
             "restart after {} s up, default manifest ({DEFAULT_WORKERS} workers, {} kills)",
             UP_FOR.as_secs(),
             restarts.len()
         );
-        rows.extend(latency_rows(&what, &restarts, &floor_true));
-        let [median, p90] = latency_rows(&what, &restarts, &direct);
-        for row in [median, p90] {
-            rows.push(Row {
-                measure: format!("{}, beside the bench restarting its own", row.measure),
-                target: "-".to_owned(),
-                met: "-",
-                ..row
-            });
+        rows.extend(latency_rows(&what, restarts, &floor_true));
+        let beside = [
+            ("the bench restarting its own", Ok(&measured.direct)),
+            ("s6-supervise", measured.s6.as_ref()),
+        ];
+        for (peer, floor) in beside {
+            match floor {
+                Ok(floor) => {
+                    for row in latency_rows(&what, restarts, floor) {
+                        rows.push(Row {
+                            measure: format!("{}, beside {peer}", row.measure),
+                            target: "-".to_owned(),
+                            met: "-",
+                            ..row
+                        });
+                    }
+                }
+                Err(why) => println!("beside {peer}: skipped ({why})"),
+            }
         }
     }
     if !standard {
@@ -671,7 +789,8 @@ fn bench() {
         println!(
             "floors: fork+exec+wait of /bin/true (median of {KILLS}); \"beside the bench restarting its own\": \
              the bench SIGKILLing a worker it spawned, waiting for it, spawning the same worker binary \
-             again and waiting for it to connect (no supervisor); the difference is the supervisor's share"
+             again and waiting for it to connect (no supervisor); the difference is the supervisor's share; \
+             \"beside s6-supervise\": s6 restarting the same worker binary (its `run`), killed in the same rounds"
         );
         return;
     }
