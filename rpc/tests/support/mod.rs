@@ -252,7 +252,7 @@ impl Kind {
     /// Whether a client on it receives a large reply's byte string straight into the
     /// buffer the caller gets (`FrameReceiver::recv_payload`).
     pub fn splits_replies(self) -> bool {
-        matches!(self, Kind::Unix | Kind::Tcp | Kind::Pipe | Kind::Fifo)
+        matches!(self, Kind::Unix | Kind::Tcp | Kind::Pipe | Kind::Fifo | Kind::Shm)
     }
 }
 
