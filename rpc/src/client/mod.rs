@@ -37,7 +37,7 @@ mod locked;
 mod pending;
 mod reactor;
 mod reading;
-mod reply;
+pub(crate) mod reply;
 
 pub(crate) use future::Timer;
 use handshake::{handshake, Refusals};

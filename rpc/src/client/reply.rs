@@ -15,7 +15,7 @@ use crate::protocol::decode_exact;
 use crate::transport::Payload;
 
 /// Decodes the body of `payload`, which starts `at` bytes in, as exactly one `R`.
-pub(super) fn decode_body<R: DeserializeOwned>(payload: Payload, at: usize) -> Result<R, postcard::Error> {
+pub(crate) fn decode_body<R: DeserializeOwned>(payload: Payload, at: usize) -> Result<R, postcard::Error> {
     let (head, bytes) = match payload {
         Payload::Whole(buf) => {
             let value = decode_exact(&buf[at..]);
