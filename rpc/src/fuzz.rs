@@ -10,9 +10,10 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::client::reply::decode_body;
 use crate::protocol::{decode_exact, Envelope, Fault, Hello, Kind, Welcome};
 use crate::service::{CallContext, Service, ServiceInfo};
-use crate::transport::{unix, Transport};
+use crate::transport::{unix, Payload, Transport};
 use crate::{Fault as ServiceFault, Frame, Wait};
 
 /// The largest input the entry points look at: what one socket buffer holds, so that writing
@@ -53,6 +54,15 @@ pub fn frames(bytes: &[u8]) {
     let (mut transport, _peer) = fed(bytes);
     while let Ok(payload) = transport.recv(Wait::NonBlock) {
         decode_payload(&payload);
+    }
+    // As a client reads replies: a large one may be split before a trailing byte string,
+    // and is decoded as the types that take the split bytes, and as one that does not.
+    let (mut transport, _peer) = fed(bytes);
+    while let Ok(payload) = transport.receiver.recv_payload(Wait::NonBlock) {
+        let whole = Payload::Whole(payload.head().to_vec());
+        let at = Envelope::decode(payload.head()).map_or(0, |(_, body)| payload.head().len() - body.len());
+        let _ = decode_body::<serde_bytes::ByteBuf>(payload, at);
+        let _ = decode_body::<String>(whole, at);
     }
 }
 

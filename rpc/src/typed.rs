@@ -53,4 +53,12 @@ pub mod __private {
     ) -> Option<std::time::Instant> {
         deadline.or_else(|| timeout.and_then(|t| std::time::Instant::now().checked_add(t)))
     }
+
+    /// The address of the buffer this thread last received a reply's byte string into, in a
+    /// buffer of its own (0 if never): for tests that check the `Vec<u8>` a call returns is
+    /// that buffer, not a copy of it. A blocking caller alone on its client reads its own
+    /// reply.
+    pub fn last_split_bytes() -> usize {
+        crate::transport::last_split_bytes()
+    }
 }

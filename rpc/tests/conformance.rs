@@ -23,6 +23,16 @@ use awaited::{
     an_awaited_call_to_a_peer_that_dies_fails_promptly, awaited_calls_share_a_connection_with_blocking_ones,
 };
 
+#[path = "conformance/bytes.rs"]
+mod bytes;
+
+use bytes::{
+    a_byte_string_cut_short_fails_the_call_as_truncated, a_byte_string_longer_than_its_frame_is_a_decode_error,
+    a_byte_string_of_absurd_length_is_a_decode_error_without_allocating_it,
+    a_byte_string_shorter_than_its_frame_is_a_decode_error, a_large_reply_of_bytes_is_the_buffer_it_was_received_into,
+    a_server_that_dies_inside_a_byte_string_fails_the_call_as_truncated,
+};
+
 #[path = "conformance/sharing.rs"]
 mod sharing;
 
@@ -674,6 +684,7 @@ fn main() {
     let every: &[(&str, Case)] = cases![
         calls_round_trip,
         large_payloads_round_trip,
+        a_large_reply_of_bytes_is_the_buffer_it_was_received_into,
         many_threads_share_one_client,
         replies_are_matched_out_of_order,
         oneway_calls_arrive,
@@ -749,5 +760,20 @@ fn main() {
         "client::an_oversized_reply_fails_the_connection",
         move || evil("oversized", small(), "exceeds the maximum of 1024 bytes"),
     ));
+    // Bad replies of bytes from a server: one server, no transport to vary.
+    type Plain = fn() -> Outcome;
+    macro_rules! plain {
+        ($($case:ident),* $(,)?) => { [$((stringify!($case), $case as Plain)),*] };
+    }
+    let bad_bytes = plain![
+        a_byte_string_longer_than_its_frame_is_a_decode_error,
+        a_byte_string_of_absurd_length_is_a_decode_error_without_allocating_it,
+        a_byte_string_shorter_than_its_frame_is_a_decode_error,
+        a_byte_string_cut_short_fails_the_call_as_truncated,
+        a_server_that_dies_inside_a_byte_string_fails_the_call_as_truncated,
+    ];
+    for (name, case) in bad_bytes {
+        trials.push(Trial::test(format!("client::{name}"), case));
+    }
     libtest_mimic::run(&args, trials).exit();
 }

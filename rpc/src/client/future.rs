@@ -26,6 +26,7 @@ use serde::Serialize;
 use super::{reactor, Client, Inner, PendingCall};
 use crate::error::{Delivery, Ending, RpcError};
 use crate::service::Method;
+use crate::transport::Payload;
 use crate::wait::Wait;
 
 impl<R: DeserializeOwned> Future for PendingCall<R> {
@@ -58,9 +59,7 @@ impl<R: DeserializeOwned> Future for PendingCall<R> {
                 if let Some(tracker) = this.tracker.take() {
                     tracker.answered();
                 }
-                let result = this.decode(&payload);
-                crate::buffers::give(payload);
-                Poll::Ready(result)
+                Poll::Ready(this.decode(payload))
             }
             Poll::Ready(Err(e)) => {
                 this.finish();
@@ -130,7 +129,7 @@ impl Client {
     /// Takes call `id`'s reply if it is there; else reads what the connection holds if
     /// nobody is reading, and if the reply is still not there, leaves the task's waker and
     /// has the connection watched.
-    fn poll_reply(&self, id: u64, method: Method, cx: &mut Context<'_>) -> Poll<Result<Vec<u8>, RpcError>> {
+    fn poll_reply(&self, id: u64, method: Method, cx: &mut Context<'_>) -> Poll<Result<Payload, RpcError>> {
         let inner = &self.inner;
         let mut st = inner.lock();
         loop {

@@ -27,7 +27,7 @@ use crate::error::{Delivery, Ending, RpcError, TransportError};
 use crate::outbox::{Outbox, SendError};
 use crate::protocol::{serialized_size, Envelope, Fault, FaultKind, Frame, Kind};
 use crate::service::{Method, ServiceInfo};
-use crate::transport::{FrameReceiver, PeerInfo, Transport};
+use crate::transport::{FrameReceiver, Payload, PeerInfo, Transport};
 use crate::wait::Wait;
 
 mod config;
@@ -37,6 +37,7 @@ mod locked;
 mod pending;
 mod reactor;
 mod reading;
+pub(crate) mod reply;
 
 pub(crate) use future::Timer;
 use handshake::{handshake, Refusals};
@@ -99,7 +100,7 @@ struct State {
     /// call id hash with FxHash: the keys are our own ids (a peer's reply only looks one
     /// up), so there is no flooding to defend against, and SipHash cost more per call than
     /// the rest of the bookkeeping.
-    pending: FxHashMap<u64, Option<Vec<u8>>>,
+    pending: FxHashMap<u64, Option<Payload>>,
     /// Why the connection is gone.
     failed: Option<Failure>,
     /// Callers waiting on `replies` for the reader to finish (see `read_what_is_left`); a

@@ -10,6 +10,7 @@ use super::Client;
 use crate::error::RpcError;
 use crate::protocol::{Envelope, Fault, Kind};
 use crate::service::Method;
+use crate::transport::Payload;
 use crate::wait::Wait;
 
 /// A call that has been sent and whose reply has not been taken yet.
@@ -91,9 +92,7 @@ impl<R: DeserializeOwned> PendingCall<R> {
         if let Some(tracker) = &self.tracker {
             tracker.answered();
         }
-        let result = self.decode(&payload);
-        crate::buffers::give(payload);
-        result
+        self.decode(payload)
     }
 
     /// Returns the reply if it has arrived, `Ok(None)` if not, without waiting.
@@ -116,9 +115,7 @@ impl<R: DeserializeOwned> PendingCall<R> {
                 if let Some(tracker) = self.tracker.take() {
                     tracker.answered();
                 }
-                let result = self.decode(&payload).map(Some);
-                crate::buffers::give(payload);
-                result
+                self.decode(payload).map(Some)
             }
             Err(e) => {
                 self.done = true;
@@ -127,20 +124,28 @@ impl<R: DeserializeOwned> PendingCall<R> {
         }
     }
 
-    pub(super) fn decode(&self, payload: &[u8]) -> Result<R, RpcError> {
+    /// Decodes the reply (a byte string received in a buffer of its own becomes the value
+    /// as it is: see `reply.rs`) and gives its buffers back.
+    pub(super) fn decode(&self, payload: Payload) -> Result<R, RpcError> {
         let peer = || self.client.inner.peer.name.clone();
-        let (envelope, body) = Envelope::decode(payload).map_err(|source| RpcError::Decode {
+        let decode_error = |source| RpcError::Decode {
             method: self.method.name,
             peer: peer(),
             source,
-        })?;
-        match envelope.kind {
+        };
+        let (kind, at) = match Envelope::decode(payload.head()) {
+            Ok((envelope, body)) => (envelope.kind, payload.head().len() - body.len()),
+            Err(source) => {
+                payload.give_back();
+                return Err(decode_error(source));
+            }
+        };
+        match kind {
             Kind::Error => {
-                let fault: Fault = postcard::from_bytes(body).map_err(|source| RpcError::Decode {
-                    method: self.method.name,
-                    peer: peer(),
-                    source,
-                })?;
+                let whole = payload.into_whole();
+                let fault = postcard::from_bytes::<Fault>(&whole[at..]);
+                Payload::Whole(whole).give_back();
+                let fault = fault.map_err(decode_error)?;
                 Err(RpcError::Remote {
                     method: self.method.name,
                     peer: peer(),
@@ -148,11 +153,7 @@ impl<R: DeserializeOwned> PendingCall<R> {
                     message: fault.message,
                 })
             }
-            _ => crate::protocol::decode_exact(body).map_err(|source| RpcError::Decode {
-                method: self.method.name,
-                peer: peer(),
-                source,
-            }),
+            _ => super::reply::decode_body(payload, at).map_err(decode_error),
         }
     }
 }

@@ -5,14 +5,14 @@ use super::*;
 
 impl Inner {
     /// Files one incoming frame.
-    pub(super) fn dispatch(&self, st: &mut State, payload: Vec<u8>) {
-        let envelope = match Envelope::decode(&payload) {
+    pub(super) fn dispatch(&self, st: &mut State, payload: Payload) {
+        let envelope = match Envelope::decode(payload.head()) {
             Ok((envelope, _)) => envelope,
             Err(e) => return self.violation(st, format!("undecodable frame: {e}")),
         };
         match envelope.kind {
             Kind::Error if envelope.id == 0 => {
-                let fault = Envelope::decode(&payload)
+                let fault = Envelope::decode(payload.head())
                     .ok()
                     .and_then(|(_, body)| postcard::from_bytes::<Fault>(body).ok());
                 match fault {
@@ -52,7 +52,7 @@ impl Inner {
 
     /// Waits for the reply to call `id`. `Ok(None)` when `wait` is non-blocking and the reply
     /// is not there yet.
-    pub(super) fn wait_reply(&self, id: u64, method: Method, wait: Wait) -> Result<Option<Vec<u8>>, RpcError> {
+    pub(super) fn wait_reply(&self, id: u64, method: Method, wait: Wait) -> Result<Option<Payload>, RpcError> {
         let mut st = self.lock();
         let mut read = false;
         let mut flush = false;
@@ -147,7 +147,11 @@ impl Inner {
         // Whoever was woken to read next finds this read under way.
         st.next_reader = None;
         drop(st);
-        let received = self.receiver.lock().unwrap_or_else(|e| e.into_inner()).recv(wait);
+        let received = self
+            .receiver
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .recv_payload(wait);
         let mut st = self.lock();
         st.reading = false;
         match received {
@@ -189,7 +193,7 @@ impl Inner {
         st
     }
 
-    pub(super) fn out_of_time(&self, method: Method, wait: Wait) -> Result<Option<Vec<u8>>, RpcError> {
+    pub(super) fn out_of_time(&self, method: Method, wait: Wait) -> Result<Option<Payload>, RpcError> {
         if wait == Wait::NonBlock {
             return Ok(None);
         }

@@ -45,6 +45,7 @@ mod budget;
 pub mod fifo;
 pub mod mq;
 pub mod noise;
+mod payload;
 mod pending;
 pub mod pipe;
 pub mod shm;
@@ -63,6 +64,8 @@ use crate::protocol::Frame;
 use crate::wait::Wait;
 
 pub use budget::{FrameBudget, DEFAULT_FRAME_BUDGET};
+pub use payload::Payload;
+pub(crate) use payload::{last_split_bytes, Incoming};
 pub use sink::{Encode, Sink};
 pub(crate) use stream::wait_ready;
 pub use stream::{StreamReceiver, StreamSender};
@@ -129,6 +132,15 @@ pub trait FrameSender: Send + 'static {
 pub trait FrameReceiver: Send + 'static {
     /// Receives one frame's payload, waiting as `wait` allows.
     fn recv(&mut self, wait: Wait) -> Result<Vec<u8>, TransportError>;
+
+    /// Receives one frame's payload as [`recv`](Self::recv) does, but a large reply whose
+    /// body is one byte string may come as [`Payload::Split`]: its bytes read straight into
+    /// a buffer of their own, which a client decoding a `Vec<u8>` returns as it is, with no
+    /// copy. What a client reads replies with; a server uses `recv`. The default is `recv`'s
+    /// payload, whole.
+    fn recv_payload(&mut self, wait: Wait) -> Result<Payload, TransportError> {
+        self.recv(wait).map(Payload::Whole)
+    }
 
     /// Makes waits in [`recv`](Self::recv) end with [`TransportError::Interrupted`] once
     /// `interrupt` fires.

@@ -18,13 +18,14 @@ use nix::sys::socket::{send, sendmsg, shutdown, MsgFlags, Shutdown, UnixAddr};
 
 use super::budget::Reservation;
 use super::pending::{flush_frame, not_taken, send_frame, ByteSender, Pending};
-use super::{Encode, FrameBudget, FrameReceiver, FrameSender, Interrupt};
-use crate::buffers;
+use super::{Encode, FrameBudget, FrameReceiver, FrameSender, Incoming, Interrupt, Payload};
 use crate::error::TransportError;
 use crate::protocol::{Frame, DEFAULT_MAX_FRAME_LEN, HEADROOM};
 use crate::sys::read_spare;
 use crate::wait::Wait;
 
+#[cfg(test)]
+mod payloads;
 mod streamed;
 
 /// Size of the receive staging buffer: frames that fit are read with one system call,
@@ -141,8 +142,8 @@ pub struct StreamReceiver {
     /// Bytes read and not yet returned are `staging[start..]`.
     staging: Vec<u8>,
     start: usize,
-    /// A large frame being read straight into its own buffer, and its length.
-    body: Option<(Vec<u8>, usize)>,
+    /// A large frame being read straight into buffers of its own.
+    body: Option<Incoming>,
     /// Where large frames' buffers are counted, if anywhere, and what `body` holds of it.
     budget: Option<FrameBudget>,
     reserved: Option<Reservation>,
@@ -181,12 +182,13 @@ impl StreamReceiver {
         u32::from_le_bytes(prefix) as usize
     }
 
-    /// Returns a whole frame if one is buffered, and makes room for the next read.
-    fn take_frame(&mut self) -> Result<Option<Vec<u8>>, TransportError> {
-        if let Some((body, len)) = &self.body {
-            if body.len() == *len {
+    /// Returns a whole frame if one is buffered, and makes room for the next read. A large
+    /// one may be split before a trailing byte string if `split`.
+    fn take_frame(&mut self, split: bool) -> Result<Option<Payload>, TransportError> {
+        if let Some(body) = &self.body {
+            if body.is_complete() {
                 self.reserved = None;
-                return Ok(self.body.take().map(|(body, _)| body));
+                return Ok(self.body.take().map(Incoming::into_payload));
             }
             return Ok(None);
         }
@@ -215,7 +217,7 @@ impl StreamReceiver {
                 self.staging.clear();
                 self.start = 0;
             }
-            return Ok(Some(frame));
+            return Ok(Some(Payload::Whole(frame)));
         }
         if HEADROOM + len > STAGING {
             // Too big for the staging buffer: give it its own and read the rest straight in.
@@ -231,11 +233,12 @@ impl StreamReceiver {
                 };
                 self.reserved = Some(reserved);
             }
-            let mut body = buffers::take(len);
-            body.extend_from_slice(&self.staging[begin..]);
+            // What the first read brought of it is copied (at most 1/16 of a 1 MiB frame).
+            let mut body = Incoming::new(len, split);
+            body.extend(&self.staging[begin..]);
             self.staging.clear();
             self.start = 0;
-            self.body = Some((body, len));
+            self.body = Some(body);
         } else if self.start + HEADROOM + len > STAGING {
             self.staging.drain(..self.start);
             self.start = 0;
@@ -246,15 +249,16 @@ impl StreamReceiver {
     /// Reads what the descriptor has. `Ok(0)` is the end of the stream.
     fn fill(&mut self, nonblocking: bool) -> Result<usize, Errno> {
         let flags = self.mode.prepare(&self.fd, nonblocking)?;
-        let (buf, max) = match &mut self.body {
-            Some((body, len)) => {
-                let left = *len - body.len();
-                (body, left)
-            }
-            None => (&mut self.staging, STAGING),
-        };
         let flags = (self.mode.kind == FdKind::Socket).then_some(flags);
-        read_spare(self.fd.as_fd(), buf, max, flags)
+        match &mut self.body {
+            Some(body) => {
+                let (buf, left) = body.dest();
+                let n = read_spare(self.fd.as_fd(), buf, left, flags)?;
+                body.advance();
+                Ok(n)
+            }
+            None => read_spare(self.fd.as_fd(), &mut self.staging, STAGING, flags),
+        }
     }
 
     /// The peer is gone: `Truncated` inside a frame, `Closed` between frames.
@@ -274,7 +278,10 @@ impl StreamReceiver {
 
     fn partial_len(&self) -> Option<(usize, usize)> {
         match &self.body {
-            Some((body, len)) => Some((HEADROOM + body.len(), HEADROOM + len)),
+            Some(body) => {
+                let (got, len) = body.received();
+                Some((HEADROOM + got, HEADROOM + len))
+            }
             None if self.staging.len() > self.start => {
                 let avail = self.staging.len() - self.start;
                 let expected = if avail >= HEADROOM {
@@ -289,15 +296,15 @@ impl StreamReceiver {
     }
 }
 
-impl FrameReceiver for StreamReceiver {
-    fn recv(&mut self, wait: Wait) -> Result<Vec<u8>, TransportError> {
+impl StreamReceiver {
+    fn receive(&mut self, wait: Wait, split: bool) -> Result<Payload, TransportError> {
         if let Some(failed) = self.failed {
             return Err(failed(&self.peer));
         }
         // A plain blocking read when nothing but data can end the wait.
         let blocking = wait == Wait::Block && self.interrupt.is_none();
         loop {
-            if let Some(frame) = self.take_frame()? {
+            if let Some(frame) = self.take_frame(split)? {
                 return Ok(frame);
             }
             match self.fill(!blocking) {
@@ -315,6 +322,16 @@ impl FrameReceiver for StreamReceiver {
                 Err(e) => return Err(TransportError::io("read", self.peer.clone(), e)),
             }
         }
+    }
+}
+
+impl FrameReceiver for StreamReceiver {
+    fn recv(&mut self, wait: Wait) -> Result<Vec<u8>, TransportError> {
+        self.receive(wait, false).map(Payload::into_whole)
+    }
+
+    fn recv_payload(&mut self, wait: Wait) -> Result<Payload, TransportError> {
+        self.receive(wait, true)
     }
 
     fn set_interrupt(&mut self, interrupt: Interrupt) {
@@ -338,8 +355,8 @@ impl FrameReceiver for StreamReceiver {
     }
 
     fn has_buffered(&self) -> bool {
-        if let Some((body, len)) = &self.body {
-            return body.len() == *len;
+        if let Some(body) = &self.body {
+            return body.is_complete();
         }
         let avail = self.staging.len() - self.start;
         // A whole frame, or a length prefix that recv will refuse.

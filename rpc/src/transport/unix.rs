@@ -5,7 +5,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
 use nix::poll::PollFlags;
-use nix::sys::socket::{getsockopt, sockopt};
+use nix::sys::socket::{getsockopt, setsockopt, sockopt};
 
 use super::stream::{self, FdKind, StreamReceiver, StreamSender};
 use super::{Credentials, Interrupt, PeerInfo, Transport};
@@ -24,6 +24,7 @@ pub fn connect(path: impl AsRef<Path>) -> Result<Transport, TransportError> {
 pub fn from_stream(stream: UnixStream, name: impl Into<String>) -> Result<Transport, TransportError> {
     let name = name.into();
     let fd = OwnedFd::from(stream);
+    enlarge_send_buffer(&fd);
     let credentials = credentials(&fd);
     let read = fd.try_clone().map_err(|e| TransportError::io("dup", name.clone(), e))?;
     Ok(Transport {
@@ -31,6 +32,18 @@ pub fn from_stream(stream: UnixStream, name: impl Into<String>) -> Result<Transp
         receiver: Box::new(StreamReceiver::new(read, FdKind::Socket, name.clone())?),
         peer: PeerInfo { name, credentials },
     })
+}
+
+/// The most a Unix stream socket may hold unread, as its send buffer (the kernel doubles
+/// what is asked, for its bookkeeping): 1 MiB, so that a 1 MiB frame crosses in one write
+/// and one read rather than in steps of the default ~200 KiB, each a wake-up of the peer
+/// (on one CPU, a switch to it and back). A limit, not an allocation: the kernel takes
+/// memory only for bytes queued. Best effort, as pipes ask for 1 MiB (`enlarge_pipe`):
+/// capped by `net.core.wmem_max` for unprivileged processes.
+const SEND_BUFFER: usize = 1 << 20;
+
+fn enlarge_send_buffer(fd: &OwnedFd) {
+    let _ = setsockopt(fd, sockopt::SndBuf, &SEND_BUFFER);
 }
 
 /// The peer's credentials on a connected Unix socket, if the kernel says.
@@ -152,5 +165,29 @@ impl Drop for Listener {
         if self.owns_path {
             let _ = std::fs::remove_file(&self.path);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_unix_transport_asks_for_a_send_buffer_a_large_frame_fits_in() {
+        let wmem_max: usize = std::fs::read_to_string("/proc/sys/net/core/wmem_max")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        if wmem_max < SEND_BUFFER {
+            eprintln!("skip: net.core.wmem_max is {wmem_max}, below {SEND_BUFFER}");
+            return;
+        }
+        let (a, _b) = UnixStream::pair().unwrap();
+        let same = a.try_clone().unwrap();
+        let default = getsockopt(&same, sockopt::SndBuf).unwrap();
+        let _transport = from_stream(a, "test").unwrap();
+        let now = getsockopt(&same, sockopt::SndBuf).unwrap();
+        // The kernel reports twice what was asked.
+        assert!(now >= SEND_BUFFER && now > default, "{default} -> {now}");
     }
 }

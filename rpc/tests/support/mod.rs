@@ -248,6 +248,12 @@ impl Kind {
     pub fn has_raw_stream(self) -> bool {
         matches!(self, Kind::Unix | Kind::Tcp)
     }
+
+    /// Whether a client on it receives a large reply's byte string straight into the
+    /// buffer the caller gets (`FrameReceiver::recv_payload`).
+    pub fn splits_replies(self) -> bool {
+        matches!(self, Kind::Unix | Kind::Tcp | Kind::Pipe | Kind::Fifo | Kind::Shm)
+    }
 }
 
 const CHILD_ENV: &str = "PROCWIRE_CONFORMANCE_CHILD";
@@ -445,6 +451,34 @@ fn evil_server(mode: &str) {
     transport.send(&mut welcome, procwire_rpc::Wait::Block).unwrap();
     let call = transport.recv(procwire_rpc::Wait::Block).expect("call");
     let (envelope, _) = Envelope::decode(&call).expect("decode call");
+    if let Some(frame) = bad_reply_of_bytes(mode, envelope) {
+        let (prefix, half) = (frame.len() as u32, frame.len() / 2);
+        match mode {
+            "bytes-truncated" | "bytes-then-die" => {
+                // Half a frame, written raw through the pipe the transport writes to.
+                let (_, w) = std::env::var(pipe::ENV_VAR)
+                    .unwrap()
+                    .split_once(',')
+                    .map(|(r, w)| (r.to_owned(), w.to_owned()))
+                    .unwrap();
+                let mut raw = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(format!("/proc/self/fd/{w}"))
+                    .unwrap();
+                std::io::Write::write_all(&mut raw, &prefix.to_le_bytes()).unwrap();
+                std::io::Write::write_all(&mut raw, &frame[..half]).unwrap();
+                if mode == "bytes-then-die" {
+                    nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL).unwrap();
+                }
+                drop((raw, transport));
+            }
+            _ => transport
+                .send(&mut Frame::from_payload(&frame), procwire_rpc::Wait::Block)
+                .unwrap(),
+        }
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        return;
+    }
     let mut frame = match mode {
         "unknown-id" => {
             let mut f = Envelope {
@@ -475,6 +509,28 @@ fn evil_server(mode: &str) {
     transport.send(&mut frame, procwire_rpc::Wait::Block).unwrap();
     // Stay until the parent is done with us.
     let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+}
+
+/// For the `bytes-*` modes of the evil server: the payload of a 300 000-byte reply of
+/// bytes to the call `envelope`, its length prefix as `mode` says.
+fn bad_reply_of_bytes(mode: &str, envelope: procwire_rpc::protocol::Envelope) -> Option<Vec<u8>> {
+    const LEN: u64 = 300_000;
+    let count = match mode {
+        "bytes-longer-than-frame" => LEN + 1000,
+        "bytes-absurd-length" => u64::MAX >> 1,
+        "bytes-shorter-than-frame" => LEN - 1000,
+        "bytes-truncated" | "bytes-then-die" => LEN,
+        _ => return None,
+    };
+    let reply = procwire_rpc::protocol::Envelope {
+        kind: procwire_rpc::protocol::Kind::Reply,
+        timeout_us: None,
+        ..envelope
+    };
+    let mut payload = postcard::to_allocvec(&reply).unwrap();
+    payload.extend(postcard::to_allocvec(&count).unwrap());
+    payload.resize(payload.len() + LEN as usize, 9);
+    Some(payload)
 }
 
 /// A server child process.

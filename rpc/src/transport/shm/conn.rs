@@ -52,7 +52,7 @@ use crate::buffers;
 use crate::error::TransportError;
 use crate::protocol::{Frame, DEFAULT_MAX_FRAME_LEN, HEADROOM};
 use crate::transport::pending::{flush_frame, not_taken, send_frame, ByteSender, Pending};
-use crate::transport::{Encode, FrameReceiver, FrameSender, Interrupt};
+use crate::transport::{Encode, FrameReceiver, FrameSender, Incoming, Interrupt, Payload};
 use crate::wait::Wait;
 
 /// What both halves of a connection hold.
@@ -314,8 +314,8 @@ pub struct ShmReceiver {
     spinner: Spinner,
     max: usize,
     interrupt: Option<Interrupt>,
-    /// A frame being read: its buffer and its length.
-    body: Option<(Vec<u8>, usize)>,
+    /// A frame being read out of the ring.
+    body: Option<Incoming>,
     /// A small payload given back (`recycle`), for the next small frame: a round trip
     /// allocated and freed one per side.
     spare: Vec<u8>,
@@ -390,8 +390,10 @@ impl ShmReceiver {
         }
     }
 
-    /// Returns a whole frame if the ring has one, moving a partial one out as it arrives.
-    fn take_frame(&mut self) -> Result<Option<Vec<u8>>, TransportError> {
+    /// Returns a whole frame if the ring has one, moving a partial one out as it arrives. A
+    /// large one may be split before a trailing byte string if `split`: its bytes are copied
+    /// out of the ring straight into the buffer the caller keeps.
+    fn take_frame(&mut self, split: bool) -> Result<Option<Payload>, TransportError> {
         let avail = self.available()?;
         if self.body.is_none() {
             if avail < HEADROOM {
@@ -424,28 +426,31 @@ impl ShmReceiver {
                 });
             }
             self.rx.consume(HEADROOM);
-            let buf = match len <= self.spare.capacity() {
-                true => std::mem::take(&mut self.spare),
-                false => buffers::take(len),
-            };
-            self.body = Some((buf, len));
+            // The prefix was consumed: `settle` tells the producer, before this end waits
+            // or returns (as for the bytes below).
+            self.freed = true;
+            // A recycled buffer is smaller than any payload that may split.
+            self.body = Some(match len <= self.spare.capacity() {
+                true => Incoming::whole(std::mem::take(&mut self.spare), len),
+                false => Incoming::new(len, split),
+            });
         }
-        let Some((mut body, len)) = self.body.take() else {
+        let Some(mut body) = self.body.take() else {
             unreachable!("a body was just set")
         };
-        let n = (len - body.len()).min(self.available()?);
-        if n > 0 {
-            self.rx.take_into(&mut body, n);
-        }
-        if n > 0 || body.is_empty() {
-            // Bytes, or at least the prefix, were consumed: `settle` tells the producer,
-            // before this end waits or returns.
+        let mut avail = self.available()?;
+        while avail > 0 && !body.is_complete() {
+            let (buf, left) = body.dest();
+            let n = left.min(avail);
+            self.rx.take_into(buf, n);
+            body.advance();
+            avail -= n;
             self.freed = true;
         }
-        if body.len() == len {
-            return Ok(Some(body));
+        if body.is_complete() {
+            return Ok(Some(body.into_payload()));
         }
-        self.body = Some((body, len));
+        self.body = Some(body);
         Ok(None)
     }
 
@@ -516,10 +521,10 @@ impl ShmReceiver {
     /// The peer is gone or closed its side: `Truncated` inside a frame, `Closed` between.
     fn ended(&mut self) -> TransportError {
         self.finished = true;
-        match self.body.take() {
-            Some((body, len)) => TransportError::Truncated {
+        match self.body.take().as_ref().map(Incoming::received) {
+            Some((got, len)) => TransportError::Truncated {
                 peer: self.sh.name.clone(),
-                got: HEADROOM + body.len(),
+                got: HEADROOM + got,
                 expected: HEADROOM + len,
             },
             None => TransportError::Closed {
@@ -528,14 +533,14 @@ impl ShmReceiver {
         }
     }
 
-    fn recv_inner(&mut self, wait: Wait) -> Result<Vec<u8>, TransportError> {
+    fn recv_inner(&mut self, wait: Wait, split: bool) -> Result<Payload, TransportError> {
         if self.rx.ring().kicked().load(Ordering::Relaxed) != 0 {
             // Quiet the readiness descriptor for a server's epoll set.
             self.drain_kicks();
             fence(Ordering::SeqCst);
         }
         loop {
-            if let Some(frame) = self.take_frame()? {
+            if let Some(frame) = self.take_frame(split)? {
                 return Ok(frame);
             }
             // Closed is published after the last bytes: if it is set and nothing is left,
@@ -586,8 +591,8 @@ impl ShmReceiver {
     }
 }
 
-impl FrameReceiver for ShmReceiver {
-    fn recv(&mut self, wait: Wait) -> Result<Vec<u8>, TransportError> {
+impl ShmReceiver {
+    fn receive(&mut self, wait: Wait, split: bool) -> Result<Payload, TransportError> {
         if self.finished {
             return Err(TransportError::Closed {
                 peer: self.sh.name.clone(),
@@ -596,13 +601,23 @@ impl FrameReceiver for ShmReceiver {
         if let Some(parked_at) = self.parked_at.take() {
             self.spinner.parked(parked_at.elapsed());
         }
-        let result = self.recv_inner(wait);
+        let result = self.recv_inner(wait, split);
         self.settle();
         self.found_nothing = matches!(result, Err(TransportError::WouldBlock { .. }));
         if matches!(&result, Err(TransportError::Io { .. })) {
             self.finished = true;
         }
         result
+    }
+}
+
+impl FrameReceiver for ShmReceiver {
+    fn recv(&mut self, wait: Wait) -> Result<Vec<u8>, TransportError> {
+        self.receive(wait, false).map(Payload::into_whole)
+    }
+
+    fn recv_payload(&mut self, wait: Wait) -> Result<Payload, TransportError> {
+        self.receive(wait, true)
     }
 
     fn set_interrupt(&mut self, interrupt: Interrupt) {
@@ -636,7 +651,10 @@ impl FrameReceiver for ShmReceiver {
             return true;
         };
         match &self.body {
-            Some((body, len)) => body.len() + avail >= *len,
+            Some(body) => {
+                let (got, len) = body.received();
+                got + avail >= len
+            }
             None if avail >= HEADROOM => {
                 let mut prefix = [0; HEADROOM];
                 self.rx.peek(0, &mut prefix);

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::protocol::Frame;
-use crate::transport::Listener as _;
+use crate::transport::{Listener as _, Payload};
 
 fn pair(options: Options) -> (tempfile::TempDir, Transport, Transport) {
     let dir = tempfile::tempdir().unwrap();
@@ -396,4 +396,61 @@ fn a_reply_that_does_not_fit_in_place_is_returned_as_a_frame_to_send() {
         reply.payload_len(),
         crate::protocol::serialized_size(&vec![1u8; 5000]).unwrap() + 4
     );
+}
+
+/// The payload of a reply whose body is `data` as a byte string.
+fn reply_of_bytes(data: &[u8]) -> Vec<u8> {
+    let envelope = crate::protocol::Envelope {
+        id: 9,
+        kind: crate::protocol::Kind::Reply,
+        method: 1,
+        timeout_us: None,
+    };
+    envelope
+        .frame_with(serde_bytes::Bytes::new(data))
+        .unwrap()
+        .payload()
+        .to_vec()
+}
+
+#[test]
+fn a_large_reply_of_bytes_is_copied_out_of_the_ring_into_a_buffer_of_its_own() {
+    // A ring smaller than the frame: it crosses in many pieces.
+    let (_layout, mut client, mut server) = linked(4096);
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
+    let payload = reply_of_bytes(&data);
+    let sent = payload.clone();
+    let sender = std::thread::spawn(move || {
+        server.send(&mut Frame::from_payload(&sent), soon()).unwrap();
+        server.send(&mut Frame::from_payload(&sent), soon()).unwrap();
+        server
+    });
+    match client.receiver.recv_payload(soon()).unwrap() {
+        Payload::Split { head, bytes } => {
+            assert!(bytes == data, "the bytes");
+            assert_eq!(head, payload[..payload.len() - data.len()]);
+        }
+        other => panic!("not split: {} bytes whole", other.len()),
+    }
+    // `recv` (what a server uses) never splits.
+    assert!(client.recv(soon()).unwrap() == payload);
+    sender.join().unwrap();
+}
+
+#[test]
+fn a_reply_of_bytes_the_peer_stops_sending_midway_is_truncated() {
+    let (_layout, mut client, mut server) = linked(4096);
+    let payload = reply_of_bytes(&[3; 100_000]);
+    // The ring takes the first 4 KiB; the rest waits as the sender's pending tail, and
+    // the sender closes instead of finishing it.
+    let sent = server.send(&mut Frame::from_payload(&payload), Wait::NonBlock);
+    assert!(sent.is_ok() && server.sender.has_pending(), "{sent:?}");
+    server.sender.close();
+    match client.receiver.recv_payload(soon()) {
+        Err(TransportError::Truncated { got, expected, .. }) => {
+            assert_eq!(expected, 4 + payload.len());
+            assert!(got > 40 && got <= 4096, "got {got}");
+        }
+        other => panic!("expected Truncated, got {other:?}"),
+    }
 }
