@@ -19,6 +19,7 @@ mod awaited;
 use awaited::{
     an_awaited_call_keeps_its_deadline_and_the_client_goes_on, awaited_calls_need_no_runtime_of_their_own,
     awaited_calls_round_trip_on_tokio_from_many_tasks, dropping_an_awaited_call_cancels_it_on_the_server,
+    one_client_is_awaited_in_one_runtime_then_outside_it_and_in_another,
 };
 
 #[derive(Debug, PartialEq, Serialize, Deserialize, procwire::Schema)]
@@ -438,6 +439,7 @@ fn main() {
         an_awaited_call_keeps_its_deadline_and_the_client_goes_on,
         dropping_an_awaited_call_cancels_it_on_the_server,
         awaited_calls_need_no_runtime_of_their_own,
+        one_client_is_awaited_in_one_runtime_then_outside_it_and_in_another,
     ];
     let mut trials = Vec::new();
     for (kind, prefix) in [(Kind::Unix, "unix"), (Kind::Pipe, "pipe")] {

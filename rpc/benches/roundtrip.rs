@@ -44,6 +44,12 @@ const MIB: usize = 1024 * 1024;
 
 #[path = "support/scaling.rs"]
 mod scaling;
+// Only its count of context switches: this bench has its own `Bench` and children.
+#[path = "support/mod.rs"]
+#[allow(dead_code)]
+mod support;
+#[path = "support/tarpc.rs"]
+mod tarpc_peer;
 
 /// The key both ends of the `tcp` (Noise) measurement hold.
 fn bench_key() -> NoiseKey {
@@ -138,7 +144,7 @@ mod child {
                 }
                 Ok(())
             }
-            scaling::TARPC_ROLE => scaling::serve_tarpc(&addr()?),
+            scaling::TARPC_ROLE => tarpc_peer::serve(&addr()?),
             other => bail!("unknown {CHILD_ENV} role {other:?}"),
         }
     }

@@ -121,3 +121,38 @@ pub fn awaited_calls_need_no_runtime_of_their_own(kind: Kind) -> Outcome {
     })?;
     Ok(())
 }
+
+pub fn one_client_is_awaited_in_one_runtime_then_outside_it_and_in_another(kind: Kind) -> Outcome {
+    let mut peer = Peer::spawn(kind);
+    // A deadline far beyond any reply, so that a wait on a reactor nobody drives fails the
+    // test instead of hanging it.
+    let calc = peer.async_client().with_timeout(Duration::from_secs(20));
+    let current = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .expect("a tokio runtime")
+    };
+    let first = current();
+    first.block_on(async {
+        for i in 0..20i64 {
+            assert_eq!(calc.add(i, 1).await?, i + 1);
+        }
+        Ok::<_, RpcError>(())
+    })?;
+    // The first runtime lives on, idle: its reactor is not driven while these wait.
+    block_on(async {
+        for i in 0..20i64 {
+            assert_eq!(calc.add(i, 2).await?, i + 2);
+        }
+        Ok::<_, RpcError>(())
+    })?;
+    current().block_on(async {
+        for i in 0..20i64 {
+            assert_eq!(calc.add(i, 3).await?, i + 3);
+        }
+        Ok::<_, RpcError>(())
+    })?;
+    drop(first);
+    Ok(())
+}

@@ -86,6 +86,35 @@ pub fn median(warmup: usize, calls: usize, batches: usize, mut op: impl FnMut(u3
     Ok(samples[batches / 2])
 }
 
+/// Context switches of this process so far (all its threads), voluntary and not.
+#[allow(dead_code)] // Not every bench counts them.
+pub fn context_switches() -> Result<i64> {
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)?;
+    Ok(usage.voluntary_context_switches() + usage.involuntary_context_switches())
+}
+
+/// Makes `per` calls of `add(t, i)` on each of `threads` threads at once (`t` the thread's
+/// number), checking each sum.
+#[allow(dead_code)] // Not every bench shares a client between threads.
+pub fn on_threads(threads: usize, per: i64, add: impl Fn(i64, i64) -> Result<i64> + Sync) -> Result<()> {
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads as i64)
+            .map(|t| {
+                let add = &add;
+                s.spawn(move || -> Result<()> {
+                    for i in 0..per {
+                        ensure!(add(t, i)? == t + i, "add returned another sum");
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .try_for_each(|w| w.join().expect("a caller thread panicked"))
+    })
+}
+
 /// The service the benches measure, as a user would write it.
 #[procwire_macros::service]
 pub trait Bench {

@@ -12,58 +12,14 @@
 
 use std::path::Path;
 
-use futures_util::StreamExt as _;
-use tarpc::tokio_serde::formats::Bincode;
-
-use nix::sys::resource::{getrusage, UsageWho};
-
+use super::support::{context_switches, on_threads};
 use super::*;
 
-/// The child role serving [`TarpcBench`] on the socket in `ADDR_ENV`.
+/// The child role serving tarpc's `add` (`support/tarpc.rs`) on the socket in `ADDR_ENV`.
 pub(crate) const TARPC_ROLE: &str = "tarpc-unix";
 /// Threads or tasks sharing one client.
 const N: usize = 8;
 const ROUNDS: usize = 3;
-
-/// tarpc's counterpart of `Bench::add`, as its users write it.
-#[tarpc::service]
-trait TarpcBench {
-    async fn add(a: i64, b: i64) -> i64;
-}
-
-#[derive(Clone)]
-struct TarpcAdder;
-
-impl TarpcBench for TarpcAdder {
-    async fn add(self, _: tarpc::context::Context, a: i64, b: i64) -> i64 {
-        a.wrapping_add(b)
-    }
-}
-
-/// The tarpc server child: a current-thread runtime (the child has one CPU in either
-/// placement) that runs every request as its own task, as tarpc's examples do.
-pub(crate) fn serve_tarpc(path: &Path) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    // Ends the process when the parent closes our stdin.
-    std::thread::spawn(|| {
-        let _ = io::copy(&mut io::stdin().lock(), &mut io::sink());
-        std::process::exit(0);
-    });
-    runtime.block_on(async {
-        let mut incoming = tarpc::serde_transport::unix::listen(path, Bincode::default).await?;
-        println!("ready");
-        io::stdout().flush()?;
-        while let Some(transport) = incoming.next().await {
-            let channel = tarpc::server::BaseChannel::with_defaults(transport?);
-            tokio::spawn(
-                tarpc::server::Channel::execute(channel, TarpcAdder.serve()).for_each(|call| async {
-                    tokio::spawn(call);
-                }),
-            );
-        }
-        Ok(())
-    })
-}
 
 /// Where the processes run.
 #[derive(Clone, Copy)]
@@ -110,33 +66,13 @@ fn spawn_tarpc() -> Result<(ChildProc, tempfile::TempDir)> {
     Ok((child, dir))
 }
 
-/// Context switches of this process so far (all its threads), voluntary and not.
-fn context_switches() -> Result<i64> {
-    let usage = getrusage(UsageWho::RUSAGE_SELF)?;
-    Ok(usage.voluntary_context_switches() + usage.involuntary_context_switches())
-}
-
 /// Calls per second of `N` threads (or one) making `calls` calls in all on `client`, and the
 /// client's context switches per call.
 fn threads_rate(client: &BenchClient, threads: usize, calls: usize) -> Result<(f64, f64)> {
     let per = (calls / threads) as i64;
     let switches = context_switches()?;
     let started = Instant::now();
-    std::thread::scope(|s| {
-        let workers: Vec<_> = (0..threads as i64)
-            .map(|t| {
-                s.spawn(move || -> Result<()> {
-                    for i in 0..per {
-                        ensure!(client.add(t, i)? == t + i, "add returned another sum");
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .try_for_each(|w| w.join().expect("a caller thread panicked"))
-    })?;
+    on_threads(threads, per, |t, i| Ok(client.add(t, i)?))?;
     let rate = (per * threads as i64) as f64 / started.elapsed().as_secs_f64();
     let done = (per * threads as i64) as f64;
     Ok((rate, (context_switches()? - switches) as f64 / done))
@@ -144,32 +80,7 @@ fn threads_rate(client: &BenchClient, threads: usize, calls: usize) -> Result<(f
 
 /// Calls per second of `N` tasks on one tarpc client, on `runtime`.
 fn tarpc_rate(runtime: &tokio::runtime::Runtime, path: &Path, calls: usize) -> Result<f64> {
-    runtime.block_on(async {
-        let transport = tarpc::serde_transport::unix::connect(path, Bincode::default).await?;
-        let client = TarpcBenchClient::new(tarpc::client::Config::default(), transport).spawn();
-        // Warm up: the connection, the dispatch task.
-        for i in 0..200 {
-            ensure!(client.add(tarpc::context::current(), i, 1).await? == i + 1);
-        }
-        let per = (calls / N) as i64;
-        let started = Instant::now();
-        let tasks: Vec<_> = (0..N as i64)
-            .map(|t| {
-                let client = client.clone();
-                tokio::spawn(async move {
-                    for i in 0..per {
-                        let sum = client.add(tarpc::context::current(), t, i).await?;
-                        ensure!(sum == t + i, "tarpc add returned another sum");
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        for task in tasks {
-            task.await??;
-        }
-        Ok((per * N as i64) as f64 / started.elapsed().as_secs_f64())
-    })
+    tarpc_peer::rate(runtime, path, N, calls)
 }
 
 /// 1 MiB echoes per second through `client`.

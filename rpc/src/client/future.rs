@@ -252,30 +252,31 @@ pub(super) enum Watch {
     Task(u64),
 }
 
-/// The connection's readiness descriptor registered with the current tokio runtime, made on
-/// the first awaited call that runs in one; `None` outside tokio, or if it could not be.
+/// The connection's readiness descriptor registered with the tokio runtime this is called
+/// in, made on the first awaited call that runs in one; `None` outside tokio, inside another
+/// runtime than the one it was registered with (whose driver may not be running: the reactor
+/// thread watches then), or if it could not be made.
 #[cfg(feature = "tokio")]
 fn tokio_readiness<'a>(
     inner: &'a Inner,
     receiver: &dyn crate::transport::FrameReceiver,
 ) -> Option<&'a tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
-    if let Some(made) = inner.tokio_readiness.get() {
-        return made.as_ref();
-    }
     // Only inside a runtime: elsewhere the reactor thread watches. Like tokio's own sockets,
     // this needs the runtime's I/O driver (`Runtime::new`, or `enable_io` on its builder).
-    tokio::runtime::Handle::try_current().ok()?;
-    inner
+    let runtime = tokio::runtime::Handle::try_current().ok()?.id();
+    let (registered, fd) = inner
         .tokio_readiness
         .get_or_init(|| {
             let fd = reactor::watchable(receiver)?;
             // SAFETY: the `OwnedFd` is open, owned by the `AsyncFd` for its whole life, and
             // always returns the same descriptor.
             unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+                .map(|fd| (runtime, fd))
                 .map_err(|e| tracing::debug!(error = %e, "cannot register with tokio; the reactor thread watches"))
                 .ok()
         })
-        .as_ref()
+        .as_ref()?;
+    (*registered == runtime).then_some(fd)
 }
 
 /// A client's key in the reactor.

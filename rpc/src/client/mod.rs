@@ -88,9 +88,10 @@ struct Inner {
     /// The receiver's readiness descriptor, duplicated on the first awaited call (`None`
     /// inside: the transport has none).
     readiness: OnceLock<Option<Arc<OwnedFd>>>,
-    /// The same, registered with the tokio runtime the first awaited call ran in.
+    /// The same, registered with the tokio runtime the first awaited call ran in (that
+    /// runtime's id beside it: calls awaited elsewhere are watched by the reactor thread).
     #[cfg(feature = "tokio")]
-    tokio_readiness: OnceLock<Option<tokio::io::unix::AsyncFd<OwnedFd>>>,
+    tokio_readiness: OnceLock<Option<(tokio::runtime::Id, tokio::io::unix::AsyncFd<OwnedFd>)>>,
 }
 
 struct State {
