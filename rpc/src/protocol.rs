@@ -58,10 +58,11 @@ impl Frame {
         frame
     }
 
-    /// The frame a handler returns for a reply it has already sent in place.
+    /// The frame a handler returns for a reply it has already sent in place. It holds no
+    /// buffer, so that a reply sent in place allocates nothing; it reads as an empty payload.
     pub(crate) fn already_sent() -> Self {
         Frame {
-            buf: vec![0; HEADROOM],
+            buf: Vec::new(),
             sent: true,
         }
     }
@@ -78,24 +79,33 @@ impl Frame {
 
     /// The payload.
     pub fn payload(&self) -> &[u8] {
-        &self.buf[HEADROOM..]
+        self.buf.get(HEADROOM..).unwrap_or_default()
     }
 
     /// The payload's length.
     pub fn payload_len(&self) -> usize {
-        self.buf.len() - HEADROOM
+        self.buf.len().saturating_sub(HEADROOM)
     }
 
     /// Appends bytes to the payload.
     pub fn extend_from_slice(&mut self, bytes: &[u8]) {
+        self.keep_headroom();
         self.buf.extend_from_slice(bytes);
     }
 
     /// Appends a postcard encoding of `value` to the payload.
     pub fn encode<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), postcard::Error> {
+        self.keep_headroom();
         let buf = std::mem::take(&mut self.buf);
         self.buf = postcard::to_extend(value, buf)?;
         Ok(())
+    }
+
+    /// Gives an already-sent frame's empty buffer its headroom back before it is written.
+    fn keep_headroom(&mut self) {
+        if self.buf.len() < HEADROOM {
+            self.buf.resize(HEADROOM, 0);
+        }
     }
 
     /// The whole buffer with a 4-byte little-endian payload length in the headroom: what a
@@ -107,6 +117,7 @@ impl Frame {
 
     /// Writes the 4-byte little-endian payload length into the headroom.
     pub(crate) fn set_length_prefix(&mut self) {
+        self.keep_headroom();
         let len = u32::try_from(self.payload_len()).unwrap_or(u32::MAX);
         self.buf[..HEADROOM].copy_from_slice(&len.to_le_bytes());
     }
@@ -287,4 +298,25 @@ pub fn decode_exact<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<T, post
 /// The length of `value`'s postcard encoding, counted without encoding it.
 pub(crate) fn serialized_size<T: Serialize + ?Sized>(value: &T) -> Result<usize, postcard::Error> {
     postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_already_sent_frame_holds_no_buffer_and_still_reads_and_writes_as_a_frame() {
+        let mut frame = Frame::already_sent();
+        assert_eq!(
+            frame.into_vec().capacity(),
+            0,
+            "a reply sent in place allocates nothing"
+        );
+        frame = Frame::already_sent();
+        assert!(frame.is_sent());
+        assert_eq!((frame.payload(), frame.payload_len()), (&[][..], 0));
+        frame.encode(&7u8).unwrap();
+        assert_eq!(frame.payload(), &[7]);
+        assert_eq!(frame.as_length_prefixed(), &[1, 0, 0, 0, 7]);
+    }
 }
