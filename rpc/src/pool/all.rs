@@ -173,12 +173,7 @@ impl Shared {
 
     /// Connects worker `slot` on this thread, within `deadline`, and files the outcome.
     fn connect_now(&self, slot: usize, method: &'static str, deadline: Option<Instant>) -> Result<Client, RpcError> {
-        let mut config = self.config.clone();
-        if let Some(d) = deadline {
-            config.handshake_timeout = config
-                .handshake_timeout
-                .min(d.saturating_duration_since(Instant::now()));
-        }
+        let config = self.config_within(deadline);
         let result = self.connect(slot, config);
         let outcome = match &result {
             Ok(client) => Ok(client.clone()),

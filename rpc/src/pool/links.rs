@@ -49,12 +49,7 @@ impl Shared {
                 }
                 links[slot] = Link::Connecting;
             }
-            let mut config = self.config.clone();
-            if let Some(d) = deadline {
-                config.handshake_timeout = config
-                    .handshake_timeout
-                    .min(d.saturating_duration_since(Instant::now()));
-            }
+            let config = self.config_within(deadline);
             let result = self.connect(slot, config);
             let connected = result.is_ok();
             if let Some(refused) = self.settle(slot, result) {
@@ -65,6 +60,18 @@ impl Shared {
             }
         }
         refusal
+    }
+
+    /// The pool's client configuration, its handshake timeout cut to what is left before
+    /// `deadline`.
+    pub(super) fn config_within(&self, deadline: Option<Instant>) -> ClientConfig {
+        let mut config = self.config.clone();
+        if let Some(d) = deadline {
+            config.handshake_timeout = config
+                .handshake_timeout
+                .min(d.saturating_duration_since(Instant::now()));
+        }
+        config
     }
 
     pub(super) fn connect(&self, slot: usize, config: ClientConfig) -> Result<Client, ConnectFailure> {
