@@ -178,7 +178,9 @@ impl Incoming {
         let (mut window, len) = (std::mem::take(window), *len);
         *self = match split_point(&window, len) {
             Some(at) => {
-                let mut bytes = buffers::take(len - at);
+                // Exactly its size, not from the pool: the caller keeps it (a pooled buffer
+                // may be far larger, and would leave the pool for good).
+                let mut bytes = Vec::with_capacity(len - at);
                 LAST_SPLIT.set(bytes.as_ptr() as usize);
                 bytes.extend_from_slice(&window[at..]);
                 window.truncate(at);
