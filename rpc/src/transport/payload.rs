@@ -39,8 +39,11 @@ pub(crate) fn last_split_bytes() -> usize {
     LAST_SPLIT.get()
 }
 
-/// One received frame's payload.
+/// One received frame's payload, as [`FrameReceiver::recv_payload`] returns it.
+///
+/// [`FrameReceiver::recv_payload`]: super::FrameReceiver::recv_payload
 #[derive(Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Payload {
     /// The payload in one buffer.
     Whole(Vec<u8>),
