@@ -287,6 +287,18 @@ fn typed_calls_round_trip(kind: Kind) -> Outcome {
     Ok(())
 }
 
+/// The `Vec<u8>` a generated client returns for a large reply is the buffer the transport
+/// read the bytes into, not a copy of it.
+fn a_large_vec_reply_is_the_buffer_its_bytes_were_received_into(kind: Kind) -> Outcome {
+    let mut peer = Peer::spawn(kind);
+    let calc = peer.client();
+    let data: Vec<u8> = (0..1u32 << 20).map(|i| (i % 253) as u8).collect();
+    let back = calc.reverse(data.clone())?;
+    assert!(back.iter().rev().eq(data.iter()), "the bytes came back reversed");
+    assert_eq!(back.as_ptr() as usize, procwire::rpc::__private::last_split_bytes());
+    Ok(())
+}
+
 fn application_errors_arrive_typed(kind: Kind) -> Outcome {
     let mut peer = Peer::spawn(kind);
     let calc = peer.client();
@@ -427,6 +439,7 @@ fn main() {
     }
     let every = cases![
         typed_calls_round_trip,
+        a_large_vec_reply_is_the_buffer_its_bytes_were_received_into,
         application_errors_arrive_typed,
         oneway_calls_arrive,
         a_deadline_cuts_a_call_short_and_the_client_goes_on,

@@ -29,6 +29,8 @@
 //! # The contract every transport keeps
 //!
 //! - Frames arrive whole, in the order sent, or not at all; a receiver never yields part of one.
+//!   [`FrameReceiver::recv_payload`] yields the same bytes as `recv`, perhaps in two buffers
+//!   ([`Payload::Split`]: the head, then the rest), and makes the same checks.
 //! - A frame whose length is above the receiver's maximum is refused with
 //!   [`TransportError::FrameTooLarge`] before anything is allocated for it.
 //! - A `WouldBlock` or `TimedOut` receive loses nothing: bytes of a partly received frame are

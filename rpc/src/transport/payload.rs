@@ -39,8 +39,11 @@ pub(crate) fn last_split_bytes() -> usize {
     LAST_SPLIT.get()
 }
 
-/// One received frame's payload.
+/// One received frame's payload, as [`FrameReceiver::recv_payload`] returns it.
+///
+/// [`FrameReceiver::recv_payload`]: super::FrameReceiver::recv_payload
 #[derive(Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Payload {
     /// The payload in one buffer.
     Whole(Vec<u8>),
@@ -178,7 +181,9 @@ impl Incoming {
         let (mut window, len) = (std::mem::take(window), *len);
         *self = match split_point(&window, len) {
             Some(at) => {
-                let mut bytes = buffers::take(len - at);
+                // Exactly its size, not from the pool: the caller keeps it (a pooled buffer
+                // may be far larger, and would leave the pool for good).
+                let mut bytes = Vec::with_capacity(len - at);
                 LAST_SPLIT.set(bytes.as_ptr() as usize);
                 bytes.extend_from_slice(&window[at..]);
                 window.truncate(at);
