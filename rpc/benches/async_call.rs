@@ -19,7 +19,9 @@
 //! interleaved, and the median round is printed. With the `tokio` feature, awaited calls on
 //! tokio wait on tokio's reactor; without it, on procwire's reactor thread.
 //!
-//! Environment: `PROCWIRE_BENCH_QUICK=1` for a fifth of the calls.
+//! Environment: `PROCWIRE_BENCH_QUICK=1` for a fifth of the calls;
+//! `PROCWIRE_ASYNC_BENCH_ONLY=<part of a case's name>` runs only the cases named so, five
+//! times longer, in both placements, without the table: to profile them.
 //!
 //! Run with `cargo bench -p procwire-rpc --bench async_call --features tokio`.
 
@@ -199,6 +201,15 @@ fn placement(name: &str, child_cpu: usize, calls: usize) -> Result<bool> {
         procwire.cpu,
         tarpc.cpu
     );
+    if let Ok(only) = std::env::var("PROCWIRE_ASYNC_BENCH_ONLY") {
+        // To profile one case (`perf`, `strace -f -c`): it alone, longer, without the table.
+        for case in Case::ALL.into_iter().filter(|case| case.name().contains(&only)) {
+            run(&setup, case, calls / 10)?;
+            let f = run(&setup, case, calls * 5)?;
+            println!("  {:<40} {:>10.0}", case.name(), f.rate);
+        }
+        return Ok(true);
+    }
     // Warm up every path once.
     for case in Case::ALL {
         run(&setup, case, calls / 10)?;

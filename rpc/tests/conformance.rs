@@ -20,7 +20,8 @@ use support::*;
 mod awaited;
 
 use awaited::{
-    an_awaited_call_to_a_peer_that_dies_fails_promptly, awaited_calls_share_a_connection_with_blocking_ones,
+    an_awaited_call_to_a_peer_that_dies_fails_promptly, awaited_calls_made_on_waking_leave_in_one_write,
+    awaited_calls_share_a_connection_with_blocking_ones,
 };
 
 #[path = "conformance/bytes.rs"]
@@ -715,6 +716,7 @@ fn main() {
         garbage_frame_after_handshake_costs_one_connection,
         client_frames_of_server_kinds_cost_one_connection,
         a_client_that_reads_nothing_cannot_hold_up_a_stop,
+        awaited_calls_made_on_waking_leave_in_one_write,
     ];
     let mut trials = Vec::new();
     for kind in ALL {

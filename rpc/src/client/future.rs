@@ -129,19 +129,34 @@ impl Client {
     /// Takes call `id`'s reply if it is there; else reads what the connection holds if
     /// nobody is reading, and if the reply is still not there, leaves the task's waker and
     /// has the connection watched.
+    ///
+    /// The waker is left only when returning `Pending`, so that the reply this task reads
+    /// itself wakes nobody; a task that read leaves after filing every frame already
+    /// buffered, which wakes their tasks (and defers their next calls' frames, to leave in
+    /// one write: `State::woken_tasks`).
     fn poll_reply(&self, id: u64, method: Method, cx: &mut Context<'_>) -> Poll<Result<Payload, RpcError>> {
         let inner = &self.inner;
         let mut st = inner.lock();
+        // Left by an earlier poll; stored again below if this one waits.
+        st.wakers.remove(&id);
+        let mut read = false;
         loop {
             match st.pending.get_mut(&id) {
                 Some(Some(_)) => {
-                    st.wakers.remove(&id);
+                    if read {
+                        st = inner.drain_buffered(st);
+                    }
                     if st.watching == Watch::Task(id) {
                         st.watching = Watch::Nobody;
                     }
                     let payload = st.pending.remove(&id).flatten().expect("the reply is there");
+                    let flush = inner.took_woken(&mut st, id);
                     // If this task was the one to read next, another waiting one takes over.
                     inner.notify(&mut st);
+                    drop(st);
+                    if flush {
+                        inner.flush_deferred();
+                    }
                     return Poll::Ready(Ok(payload));
                 }
                 Some(None) => {}
@@ -149,7 +164,7 @@ impl Client {
             }
             if let Some(failure) = st.failed.clone() {
                 st.pending.remove(&id);
-                st.wakers.remove(&id);
+                st.woken_tasks.remove(&id);
                 // A stopping server answers every call it read before it says goodbye.
                 let delivery = match failure.ending {
                     Ending::Stopped => Delivery::NotSent,
@@ -157,20 +172,24 @@ impl Client {
                 };
                 return Poll::Ready(Err(inner.disconnected(method, &failure, delivery)));
             }
-            st.wakers.insert(id, cx.waker().clone());
             match st.watching {
                 // This task's watch saw the connection readable: its turn to read.
                 Watch::Task(watcher) if watcher == id => st.watching = Watch::Nobody,
                 Watch::Nobody => {}
                 // The watch wakes one waiting task to read.
-                Watch::Reactor | Watch::Task(_) => return Poll::Pending,
+                Watch::Reactor | Watch::Task(_) => {
+                    st.wakers.insert(id, cx.waker().clone());
+                    return Poll::Pending;
+                }
             }
             if st.reading {
                 // The reader files the reply and wakes this task.
+                st.wakers.insert(id, cx.waker().clone());
                 return Poll::Pending;
             }
             let (next, ran_out) = inner.read_once(st, Wait::NonBlock);
             st = next;
+            read = true;
             if !ran_out {
                 // A frame was filed (perhaps this call's reply): look again, and read on.
                 continue;
@@ -178,6 +197,7 @@ impl Client {
             if st.sleepers.keys().any(|id| matches!(st.pending.get(id), Some(None))) {
                 // A blocked caller waits for its reply too: it reads on, blocking, and files
                 // this call's reply with its waker, so no watch is needed.
+                st.wakers.insert(id, cx.waker().clone());
                 inner.notify(&mut st);
                 return Poll::Pending;
             }
@@ -189,6 +209,7 @@ impl Client {
                 drop(receiver);
                 continue;
             }
+            st.wakers.insert(id, cx.waker().clone());
             #[cfg(feature = "tokio")]
             if let Some(fd) = tokio_readiness(inner, &**receiver) {
                 match fd.poll_read_ready(cx) {
@@ -196,6 +217,7 @@ impl Client {
                         // Readable, yet nothing to read: the readiness is stale.
                         ready.clear_ready();
                         drop(receiver);
+                        st.wakers.remove(&id);
                         continue;
                     }
                     Poll::Pending => {

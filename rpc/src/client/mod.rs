@@ -12,7 +12,7 @@
 //! reading it first files every frame already buffered (one read brings many replies), then
 //! wakes one caller still waiting, to read next. Nobody is woken to find nothing to do.
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
@@ -122,6 +122,10 @@ struct State {
     /// Awaited calls waiting for their replies: woken when theirs is filed, and one of them
     /// when the connection needs a reader (see `future.rs`).
     wakers: FxHashMap<u64, Waker>,
+    /// Awaited calls woken for their filed replies that have not yet taken them: like
+    /// `woken`, while any has not, a new small call's frame is queued unwritten, and the last
+    /// of them to take its reply (or give up on it) writes them all in one write.
+    woken_tasks: FxHashSet<u64>,
     /// Who watches the connection for readability on behalf of the awaited calls.
     watching: future::Watch,
 }
@@ -173,6 +177,7 @@ impl Client {
                     wake: Vec::new(),
                     woken: 0,
                     wakers: FxHashMap::default(),
+                    woken_tasks: FxHashSet::default(),
                     watching: future::Watch::Nobody,
                 }),
                 replies: Condvar::new(),
@@ -313,7 +318,7 @@ impl Client {
             if let Some(failure) = &st.failed {
                 return Err(self.inner.disconnected(method, failure, Delivery::NotSent));
             }
-            if st.woken > 0 && len <= DEFER_MAX {
+            if (st.woken > 0 || !st.woken_tasks.is_empty()) && len <= DEFER_MAX {
                 small = Some(encode()?);
             }
             st.pending.insert(id, None);
@@ -476,6 +481,8 @@ impl Inner {
         self.outbox.close(&reason);
         st.failed.get_or_insert(Failure { reason, ending });
         st.wakers.drain().for_each(|(_, waker)| waker.wake());
+        // The outbox is closed: nothing deferred is left to write.
+        st.woken_tasks.clear();
         let all: Vec<Thread> = st.sleepers.values().cloned().collect();
         st.wake.extend(all);
         self.notify(st);

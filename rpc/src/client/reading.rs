@@ -33,6 +33,7 @@ impl Inner {
                     *slot = Some(payload);
                     if let Some(waker) = st.wakers.remove(&envelope.id) {
                         waker.wake();
+                        st.woken_tasks.insert(envelope.id);
                     }
                     if let Some(thread) = st.sleepers.remove(&envelope.id) {
                         st.wake.push(thread);
@@ -58,7 +59,11 @@ impl Inner {
         let mut flush = false;
         let outcome = loop {
             match st.pending.get_mut(&id) {
-                Some(Some(_)) => break Ok(st.pending.remove(&id).flatten()),
+                Some(Some(_)) => {
+                    // A call polled as a future before it is waited for may have been woken.
+                    flush |= self.took_woken(&mut st, id);
+                    break Ok(st.pending.remove(&id).flatten());
+                }
                 Some(None) => {}
                 None => break Err(self.finished(method)),
             }
@@ -112,6 +117,13 @@ impl Inner {
             self.flush_deferred();
         }
         outcome
+    }
+
+    /// Awaited call `id` is done with its wake-up (took its reply, failed, or was dropped):
+    /// true if it was the last woken one, so that the frames deferred meanwhile are now
+    /// to be written (`flush_deferred`, after the lock).
+    pub(super) fn took_woken(&self, st: &mut State, id: u64) -> bool {
+        st.woken_tasks.remove(&id) && st.woken_tasks.is_empty()
     }
 
     /// Writes the frames queued while callers were being woken (`State::woken`); a write
@@ -205,16 +217,20 @@ impl Inner {
     }
 
     pub(super) fn abandon(&self, id: u64, method: Method) {
-        let was_pending = {
+        let (was_pending, flush) = {
             let mut st = self.lock();
             st.wakers.remove(&id);
+            let flush = self.took_woken(&mut st, id);
             if st.watching == future::Watch::Task(id) {
                 // It was to read next: another waiting call takes over.
                 st.watching = future::Watch::Nobody;
                 self.notify(&mut st);
             }
-            st.pending.remove(&id).is_some()
+            (st.pending.remove(&id).is_some(), flush)
         };
+        if flush {
+            self.flush_deferred();
+        }
         if was_pending {
             let frame = Envelope {
                 id,

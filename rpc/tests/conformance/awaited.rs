@@ -3,13 +3,15 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Wake, Waker};
 use std::time::{Duration, Instant};
 
+use procwire_rpc::protocol::Frame;
 use procwire_rpc::serde_bytes::ByteBuf;
-use procwire_rpc::RpcError;
+use procwire_rpc::transport::{Encode, FrameSender};
+use procwire_rpc::{Client, RpcError, TransportError, Wait};
 
 use super::{connect, soon, Outcome};
 use crate::support::*;
@@ -130,5 +132,103 @@ pub fn an_awaited_call_to_a_peer_that_dies_fails_promptly(kind: Kind) -> Outcome
     });
     let err = held.expect("ran").unwrap_err();
     assert!(matches!(err, RpcError::Disconnected { method: "hold", .. }), "{err}");
+    Ok(())
+}
+
+/// Counts the writes a connection's sender makes, and the frames they carry.
+struct CountingSender {
+    inner: Box<dyn FrameSender>,
+    counts: Arc<Counts>,
+}
+
+#[derive(Default)]
+struct Counts {
+    writes: AtomicUsize,
+    frames: AtomicUsize,
+}
+
+impl Counts {
+    fn wrote(&self, frames: usize) {
+        if frames > 0 {
+            self.writes.fetch_add(1, Ordering::SeqCst);
+            self.frames.fetch_add(frames, Ordering::SeqCst);
+        }
+    }
+}
+
+impl FrameSender for CountingSender {
+    fn send(&mut self, frame: &mut Frame, wait: Wait) -> Result<(), TransportError> {
+        let sent = self.inner.send(frame, wait);
+        self.counts.wrote(usize::from(sent.is_ok()));
+        sent
+    }
+
+    fn flush(&mut self, wait: Wait) -> Result<(), TransportError> {
+        self.inner.flush(wait)
+    }
+
+    fn has_pending(&self) -> bool {
+        self.inner.has_pending()
+    }
+
+    fn close(&mut self) {
+        self.inner.close()
+    }
+
+    fn set_max_frame_len(&mut self, max: usize) {
+        self.inner.set_max_frame_len(max)
+    }
+
+    fn send_many(&mut self, frames: &mut [Frame], wait: Wait) -> (usize, Result<(), TransportError>) {
+        let (taken, result) = self.inner.send_many(frames, wait);
+        self.counts.wrote(taken);
+        (taken, result)
+    }
+
+    fn try_send_encoded(&mut self, len: usize, encode: &mut Encode<'_>) -> bool {
+        let sent = self.inner.try_send_encoded(len, encode);
+        self.counts.wrote(usize::from(sent));
+        sent
+    }
+
+    fn send_encoded(&mut self, len: usize, encode: &mut Encode<'_>, wait: Wait) -> Result<bool, TransportError> {
+        let sent = self.inner.send_encoded(len, encode, wait);
+        self.counts.wrote(usize::from(matches!(sent, Ok(true))));
+        sent
+    }
+}
+
+/// Eight tasks on one thread's executor, each calling in turn: the replies one read brings
+/// wake their tasks, and the calls those tasks make next leave together, in one write,
+/// once the last of them has taken its reply. Without that, every call is a write of its
+/// own (one thread never finds the writer busy).
+pub fn awaited_calls_made_on_waking_leave_in_one_write(kind: Kind) -> Outcome {
+    let mut peer = Peer::spawn(kind);
+    let mut transport = peer.transport();
+    let counts = Arc::new(Counts::default());
+    transport.sender = Box::new(CountingSender {
+        inner: transport.sender,
+        counts: Arc::clone(&counts),
+    });
+    let client = Client::connect(transport, info()).expect("connect and handshake");
+    let tasks = (0..8i64)
+        .map(|t| {
+            let client = client.clone();
+            Box::pin(async move {
+                for i in 0..100i64 {
+                    let sum: i64 = client.call_async(ADD, &(t, i), soon()).await.expect("awaited call");
+                    assert_eq!(sum, t + i);
+                }
+            }) as Task<'_>
+        })
+        .collect();
+    run_all(tasks);
+    let (writes, frames) = (
+        counts.writes.load(Ordering::SeqCst),
+        counts.frames.load(Ordering::SeqCst),
+    );
+    // The handshake's hello and the 800 calls.
+    assert_eq!(frames, 801, "every frame was written");
+    assert!(writes < frames, "{frames} frames in {writes} writes: none was combined");
     Ok(())
 }
