@@ -477,8 +477,10 @@ impl<S: Service> Conn<S> {
                 let unwatched = waiter.shares_watch()
                     && self.idle.load(Ordering::SeqCst) > 0
                     && !self.watching.load(Ordering::SeqCst);
-                if receiver.has_buffered() || unwatched {
+                if receiver.has_buffered() {
                     self.backlog.waiting(&self.wake);
+                } else if unwatched {
+                    self.backlog.unwatched(&self.wake);
                 } else {
                     self.backlog.drained();
                 }
