@@ -218,6 +218,8 @@ struct Conn<S> {
     /// Threads of this connection, and how many of them wait to read.
     threads: AtomicUsize,
     idle: AtomicUsize,
+    /// Set while an idle thread sleeps with the descriptor (one CPU; see `server/waiter.rs`).
+    watching: AtomicBool,
     closed: AtomicBool,
     /// Written when requests are buffered in the receiver: wakes one idle thread.
     wake: EventFd,
@@ -304,6 +306,7 @@ fn start_connection<S: Service>(
             calls: Calls::default(),
             threads: AtomicUsize::new(1),
             idle: AtomicUsize::new(0),
+            watching: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             wake,
             backlog: Backlog::new(),
@@ -360,7 +363,8 @@ impl<S: Service> Conn<S> {
                             let spare_until = (self.threads.load(Ordering::SeqCst) > 1)
                                 .then(|| Instant::now() + self.config.spare_thread_timeout);
                             seat.sleeping(until);
-                            let woken = waiter.wait(&self.wake, &self.backlog, earliest(until, spare_until));
+                            let woken =
+                                waiter.wait(&self.watching, &self.wake, &self.backlog, earliest(until, spare_until));
                             seat.awake();
                             self.idle.fetch_sub(1, Ordering::SeqCst);
                             let receiver = self.receiver.lock().unwrap_or_else(|e| e.into_inner());
@@ -411,8 +415,10 @@ impl<S: Service> Conn<S> {
                 // multiply the wake-ups each arriving chunk of data causes. Unless it is the
                 // one to keep the time: a frame under way or an idle connection must be
                 // timed by a thread that sleeps with its deadline.
+                // With one watcher (one CPU) no spare thread is woken by arriving data: one
+                // woken for nothing was sent by the backlog timer, and stays.
                 Err(TransportError::WouldBlock { .. }) => {
-                    if self.may_leave(&seat) {
+                    if !waiter.as_ref().is_some_and(Waiter::shares_watch) && self.may_leave(&seat) {
                         break;
                     }
                     continue;
@@ -465,10 +471,16 @@ impl<S: Service> Conn<S> {
                     self.threads.fetch_sub(1, Ordering::SeqCst);
                 }
             }
-            // Requests already read from the descriptor wake no one by themselves.
-            if waiter.is_some() {
+            // Requests already read from the descriptor wake no one by themselves; nor do
+            // new ones the reserve threads (one CPU) while no thread watches.
+            if let Some(waiter) = &waiter {
+                let unwatched = waiter.shares_watch()
+                    && self.idle.load(Ordering::SeqCst) > 0
+                    && !self.watching.load(Ordering::SeqCst);
                 if receiver.has_buffered() {
                     self.backlog.waiting(&self.wake);
+                } else if unwatched {
+                    self.backlog.unwatched(&self.wake);
                 } else {
                     self.backlog.drained();
                 }
@@ -506,6 +518,11 @@ impl<S: Service> Conn<S> {
     /// counts the first as sleeping.
     fn may_leave(&self, seat: &Seat) -> bool {
         if self.idle.load(Ordering::SeqCst) == 0 || self.threads.load(Ordering::SeqCst) <= 1 {
+            return false;
+        }
+        // With one watcher, the one sleeping must be it (a reserve thread would not see a
+        // request arrive). Off one CPU `watching` is never set: every idle thread watches.
+        if self.backlog.timer_fd().is_some() && !self.watching.load(Ordering::SeqCst) {
             return false;
         }
         match self.clock.deadline(self.busy()) {

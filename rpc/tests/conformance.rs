@@ -38,7 +38,9 @@ use bytes::{
 mod sharing;
 
 use sharing::{
-    callers_that_time_out_while_reading_hand_the_reading_on, on_one_cpu_a_request_read_behind_a_blocking_call_is_served,
+    callers_that_time_out_while_reading_hand_the_reading_on, on_one_cpu_a_large_request_wakes_one_idle_thread,
+    on_one_cpu_a_request_behind_blocking_calls_is_read_by_a_reserve_thread,
+    on_one_cpu_a_request_read_behind_a_blocking_call_is_served,
 };
 
 type Outcome = Result<(), Failed>;
@@ -741,6 +743,14 @@ fn main() {
     trials.push(Trial::test(
         "unix::on_one_cpu_a_request_read_behind_a_blocking_call_is_served",
         || on_one_cpu_a_request_read_behind_a_blocking_call_is_served(Kind::Unix),
+    ));
+    trials.push(Trial::test(
+        "unix::on_one_cpu_a_large_request_wakes_one_idle_thread",
+        || on_one_cpu_a_large_request_wakes_one_idle_thread(Kind::Unix),
+    ));
+    trials.push(Trial::test(
+        "unix::on_one_cpu_a_request_behind_blocking_calls_is_read_by_a_reserve_thread",
+        || on_one_cpu_a_request_behind_blocking_calls_is_read_by_a_reserve_thread(Kind::Unix),
     ));
     trials.push(Trial::test("unix::peer_credentials_are_known_on_unix_sockets", || {
         peer_credentials_are_known_on_unix_sockets(Kind::Unix)

@@ -9,6 +9,10 @@
 //!
 //! Each case runs [`ROUNDS`] times, the cases interleaved, and the median round is printed,
 //! so that a burst of load from elsewhere on the machine moves one round, not a figure.
+//!
+//! For profiling: `PROCWIRE_BENCH_SCALING=echo` runs only the 1 MiB echoes (no calls/s
+//! cases, no tarpc), `PROCWIRE_BENCH_PLACEMENT=one` (or `two`) only that placement, and
+//! `PROCWIRE_BENCH_ECHOES=N` makes each round N echoes of each kind.
 
 use std::path::Path;
 
@@ -49,11 +53,31 @@ impl Figures {
     }
 }
 
-/// The children of one placement.
+/// The children of one placement; no tarpc server when only the echoes run.
 struct Children {
     rpc: Rpc,
-    tarpc: (ChildProc, tempfile::TempDir),
+    tarpc: Option<(ChildProc, tempfile::TempDir)>,
     raw: Raw,
+}
+
+/// What the environment asks of the run (see the module's docs).
+#[derive(Clone, Copy)]
+struct Choice {
+    echo_only: bool,
+    echoes: Option<usize>,
+}
+
+impl Choice {
+    fn from_env() -> Result<Choice> {
+        let echoes = match std::env::var("PROCWIRE_BENCH_ECHOES") {
+            Ok(n) => Some(n.parse().with_context(|| format!("PROCWIRE_BENCH_ECHOES={n:?}"))?),
+            Err(_) => None,
+        };
+        Ok(Choice {
+            echo_only: std::env::var("PROCWIRE_BENCH_SCALING").is_ok_and(|v| v == "echo"),
+            echoes,
+        })
+    }
 }
 
 fn spawn_tarpc() -> Result<(ChildProc, tempfile::TempDir)> {
@@ -102,30 +126,27 @@ fn raw_echo_rate(raw: &mut Raw, message: &[u8], back: &mut [u8], calls: usize) -
     Ok(calls as f64 / started.elapsed().as_secs_f64())
 }
 
-fn round(children: &mut Children, quick: bool, payload: &[u8], message: &[u8]) -> Result<Figures> {
+fn round(children: &mut Children, choice: Choice, quick: bool, payload: &[u8], message: &[u8]) -> Result<Figures> {
     let scale = if quick { 4 } else { 1 };
     let calls = 40_000 / scale;
-    let echoes = 400 / scale;
+    let echoes = choice.echoes.unwrap_or(400 / scale);
     let client = &children.rpc.client;
-    let tarpc_path = children.tarpc.1.path().join("tarpc.sock");
-    let current = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let multi = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
     let mut back = vec![0; payload.len()];
-    let (one_thread, one_switches) = threads_rate(client, 1, calls)?;
-    let (n_threads, n_switches) = threads_rate(client, N, calls)?;
-    let mut f = Figures {
-        one_thread,
-        one_switches,
-        n_threads,
-        n_switches,
-        tarpc_current: tarpc_rate(&current, &tarpc_path, calls)?,
-        tarpc_multi: tarpc_rate(&multi, &tarpc_path, calls)?,
-        echo_rpc: echo_rate(client, payload, echoes)?,
-        echo_raw: raw_echo_rate(&mut children.raw, message, &mut back, echoes)?,
-    };
+    let mut f = Figures::default();
+    if let Some((_, dir)) = &children.tarpc {
+        let tarpc_path = dir.path().join("tarpc.sock");
+        let current = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let multi = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        (f.one_thread, f.one_switches) = threads_rate(client, 1, calls)?;
+        (f.n_threads, f.n_switches) = threads_rate(client, N, calls)?;
+        f.tarpc_current = tarpc_rate(&current, &tarpc_path, calls)?;
+        f.tarpc_multi = tarpc_rate(&multi, &tarpc_path, calls)?;
+    }
+    f.echo_rpc = echo_rate(client, payload, echoes)?;
+    f.echo_raw = raw_echo_rate(&mut children.raw, message, &mut back, echoes)?;
     ensure!(back == payload, "the raw echo returned other bytes");
     // Bytes per second of payload, both directions.
     f.echo_rpc *= 2.0 * payload.len() as f64;
@@ -152,13 +173,13 @@ fn allowed_cpus(pid: u32) -> String {
         .unwrap_or_else(|| "?".into())
 }
 
-fn placement(place: Placement, quick: bool, payload: &[u8]) -> Result<Vec<Figures>> {
+fn placement(place: Placement, choice: Choice, quick: bool, payload: &[u8]) -> Result<Vec<Figures>> {
     // Children inherit the affinity of the thread that starts them.
     support_pin(place.child)?;
     let children = (|| -> Result<Children> {
         Ok(Children {
             rpc: Rpc::spawn(Kind::Unix)?,
-            tarpc: spawn_tarpc()?,
+            tarpc: (!choice.echo_only).then(spawn_tarpc).transpose()?,
             raw: Raw::spawn(Kind::Unix, "raw-large")?,
         })
     })();
@@ -172,16 +193,21 @@ fn placement(place: Placement, quick: bool, payload: &[u8]) -> Result<Vec<Figure
         place.parent,
         allowed_cpus(std::process::id()),
         allowed_cpus(children.rpc.child.child.id()),
-        allowed_cpus(children.tarpc.0.child.id()),
+        children
+            .tarpc
+            .as_ref()
+            .map_or_else(|| "-".to_owned(), |(child, _)| allowed_cpus(child.child.id())),
         allowed_cpus(children.raw.child.child.id()),
     );
     let mut message = (payload.len() as u32).to_le_bytes().to_vec();
     message.extend_from_slice(payload);
     // Warm up every path once.
     ensure!(children.rpc.client.echo(payload)? == payload);
-    threads_rate(&children.rpc.client, N, 2_000)?;
+    if !choice.echo_only {
+        threads_rate(&children.rpc.client, N, 2_000)?;
+    }
     let rounds = (0..ROUNDS)
-        .map(|_| round(&mut children, quick, payload, &message))
+        .map(|_| round(&mut children, choice, quick, payload, &message))
         .collect::<Result<Vec<_>>>()?;
     let Children { rpc, tarpc, raw } = children;
     rpc.finish()?;
@@ -201,6 +227,7 @@ pub(crate) fn report(allowed: &CpuSet, quick: bool, payload: &[u8]) -> Result<()
     let cpus: Vec<usize> = (0..CpuSet::count())
         .filter(|&c| allowed.is_set(c).unwrap_or(false))
         .collect();
+    let choice = Choice::from_env()?;
     let mut places = vec![Placement {
         name: "one CPU",
         parent: cpus[0],
@@ -213,6 +240,11 @@ pub(crate) fn report(allowed: &CpuSet, quick: bool, payload: &[u8]) -> Result<()
             child: second,
         }),
         None => println!("only one CPU allowed: the two-CPU placement is skipped"),
+    }
+    match std::env::var("PROCWIRE_BENCH_PLACEMENT").as_deref() {
+        Ok("one") => places.truncate(1),
+        Ok("two") => drop(places.drain(..1)),
+        _ => {}
     }
     println!();
     println!(
@@ -227,21 +259,23 @@ pub(crate) fn report(allowed: &CpuSet, quick: bool, payload: &[u8]) -> Result<()
     let verdict = |met: bool| if met { "MET" } else { "NOT MET" };
     let mut met = true;
     for place in places {
-        let rounds = placement(place, quick, payload).with_context(|| place.name)?;
+        let rounds = placement(place, choice, quick, payload).with_context(|| place.name)?;
         let m = |pick: fn(&Figures) -> f64| median_of(&rounds, pick);
         let (one, many) = (m(|f| f.one_thread), m(|f| f.n_threads));
         let (current, multi, tarpc) = (m(|f| f.tarpc_current), m(|f| f.tarpc_multi), m(Figures::tarpc));
         let (echo, raw) = (m(|f| f.echo_rpc), m(|f| f.echo_raw));
         let (one_cs, many_cs) = (m(|f| f.one_switches), m(|f| f.n_switches));
-        println!("  ours, 1 thread           {one:>10.0} calls/s   ({one_cs:.2} client context switches per call)");
-        println!(
-            "  ours, {N} threads          {many:>10.0} calls/s   {:.2}x of 1 thread ({many_cs:.2} client context \
-             switches per call)",
-            many / one
-        );
-        println!("  tarpc, {N} tasks, current {current:>10.0} calls/s");
-        println!("  tarpc, {N} tasks, 2 worker{multi:>10.0} calls/s");
-        println!("  ours {N} threads / tarpc {N} tasks (its best): {:.2}x", many / tarpc);
+        if !choice.echo_only {
+            println!("  ours, 1 thread           {one:>10.0} calls/s   ({one_cs:.2} client context switches per call)");
+            println!(
+                "  ours, {N} threads          {many:>10.0} calls/s   {:.2}x of 1 thread ({many_cs:.2} client context \
+                 switches per call)",
+                many / one
+            );
+            println!("  tarpc, {N} tasks, current {current:>10.0} calls/s");
+            println!("  tarpc, {N} tasks, 2 worker{multi:>10.0} calls/s");
+            println!("  ours {N} threads / tarpc {N} tasks (its best): {:.2}x", many / tarpc);
+        }
         println!(
             "  1 MiB echo: ours {:.2} GB/s, raw socketpair {:.2} GB/s: {:.2}x",
             echo / 1e9,
@@ -253,7 +287,9 @@ pub(crate) fn report(allowed: &CpuSet, quick: bool, payload: &[u8]) -> Result<()
             ("N threads >= 1.5x tarpc N tasks", many / tarpc, 1.5),
             ("1 MiB echo >= 0.7x raw", echo / raw, 0.7),
         ];
-        for (what, got, want) in targets {
+        // Only the echo's target when only the echo ran.
+        let skip = if choice.echo_only { 2 } else { 0 };
+        for (what, got, want) in targets.into_iter().skip(skip) {
             met &= got >= want;
             println!("  target {what}: {got:.2}x -> {}", verdict(got >= want));
         }

@@ -105,6 +105,17 @@ impl Backlog {
         }
     }
 
+    /// A request was taken and no thread watches the descriptor (one CPU): wake a reserve
+    /// thread once the grace period has passed, to watch it. The timer is not pushed back if
+    /// set already: calls in a steady stream, each shorter than the grace period, then cost
+    /// one wake-up per period rather than a system call each.
+    pub(super) fn unwatched(&self, wake: &EventFd) {
+        match self {
+            Backlog::Deferred { armed, .. } if armed.load(Ordering::SeqCst) => {}
+            _ => self.waiting(wake),
+        }
+    }
+
     /// A request was taken and nothing more is buffered: no helper is needed.
     pub(super) fn drained(&self) {
         if let Backlog::Deferred { timer, armed, .. } = self {

@@ -101,3 +101,86 @@ pub(crate) fn on_one_cpu_a_request_read_behind_a_blocking_call_is_served(kind: K
     }
     Ok(())
 }
+
+/// Voluntary context switches of every thread of process `pid`, summed.
+fn voluntary_switches(pid: u32) -> u64 {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the server's threads");
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("status")).ok())
+        .filter_map(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("voluntary_ctxt_switches:"))
+                .and_then(|n| n.trim().parse::<u64>().ok())
+        })
+        .sum()
+}
+
+/// Gives the first connection of `peer` spare threads: `n` calls held at once (confirmed
+/// through `watch`), then released.
+fn start_spare_threads(client: &procwire_rpc::Client, watch: &procwire_rpc::Client, n: u64, base: u64) -> Outcome {
+    let held = (base..base + n)
+        .map(|token| client.start::<_, bool>(HOLD, &token, soon()))
+        .collect::<Result<Vec<_>, _>>()?;
+    for token in base..base + n {
+        assert!(watch.call::<_, bool>(WAIT_HELD, &token, soon())?, "call {token} held");
+    }
+    for token in base..base + n {
+        watch.call::<_, ()>(RELEASE, &token, soon())?;
+    }
+    for call in held {
+        assert!(call.wait()?);
+    }
+    Ok(())
+}
+
+/// On one CPU, a connection's idle threads do not all wake for a large request: only one
+/// of them sleeps with the descriptor. A 1 MiB request arrives in several socket buffers,
+/// and each buffer's wake-up went to another idle thread (each a context switch for
+/// nothing); with ten idle threads it switched about nine times per echo, now about twice.
+pub(crate) fn on_one_cpu_a_large_request_wakes_one_idle_thread(kind: Kind) -> Outcome {
+    on_one_cpu(|| -> Outcome {
+        let mut peer = Peer::spawn(kind);
+        let client = connect(&mut peer);
+        let watch = connect(&mut peer);
+        start_spare_threads(&client, &watch, 9, 700)?;
+        let payload = procwire_rpc::serde_bytes::ByteBuf::from(vec![5u8; 1 << 20]);
+        let echoes = 40u64;
+        let before = voluntary_switches(peer.pid());
+        for _ in 0..echoes {
+            let back: procwire_rpc::serde_bytes::ByteBuf = client.call(ECHO, &payload, soon())?;
+            assert_eq!(back.len(), payload.len());
+        }
+        let switches = voluntary_switches(peer.pid()) - before;
+        eprintln!("{switches} server context switches in {echoes} echoes");
+        assert!(
+            switches < 5 * echoes,
+            "{switches} voluntary context switches of the server in {echoes} echoes of 1 MiB"
+        );
+        Ok(())
+    })
+}
+
+/// On one CPU, while the thread that watched the descriptor runs a call that blocks and
+/// the others sleep in reserve, a request that arrives then is still served: the reserve
+/// takes over the watch once the grace period (2 ms) passes. Without the hand-over it would
+/// wait for a reserve's spare thread timeout (10 s), past these calls' deadlines (5 s).
+pub(crate) fn on_one_cpu_a_request_behind_blocking_calls_is_read_by_a_reserve_thread(kind: Kind) -> Outcome {
+    let mut peer = on_one_cpu(|| Peer::spawn(kind));
+    let client = connect(&mut peer);
+    let watch = connect(&mut peer);
+    start_spare_threads(&client, &watch, 4, 800)?;
+    let within = || Some(Instant::now() + Duration::from_secs(5));
+    for round in 0..5u64 {
+        let (a, b) = (900 + round * 2, 901 + round * 2);
+        let held_a = client.start::<_, bool>(HOLD, &a, soon())?;
+        assert!(watch.call::<_, bool>(WAIT_HELD, &a, within())?);
+        let held_b = client.start::<_, bool>(HOLD, &b, soon())?;
+        assert!(watch.call::<_, bool>(WAIT_HELD, &b, within())?);
+        // Sent on the held calls' connection, after both are running.
+        client.call::<_, ()>(RELEASE, &a, within())?;
+        client.call::<_, ()>(RELEASE, &b, within())?;
+        assert!(held_a.wait()? && held_b.wait()?);
+    }
+    Ok(())
+}
