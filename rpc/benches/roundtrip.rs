@@ -313,10 +313,10 @@ impl Raw {
         let (reader, writer): (Box<dyn Read>, Box<dyn Write>) = match kind {
             Kind::Unix => {
                 let (ours, theirs) = UnixStream::pair()?;
-                // The send buffer procwire's Unix transport asks for (1 MiB), so that the
-                // floor is not held back by a smaller one.
+                // The send buffer procwire's Unix transport asks for, so that the floor is
+                // not held back by a smaller one.
                 for end in [&ours, &theirs] {
-                    nix::sys::socket::setsockopt(end, nix::sys::socket::sockopt::SndBuf, &(1usize << 20))?;
+                    nix::sys::socket::setsockopt(end, nix::sys::socket::sockopt::SndBuf, &unix::SEND_BUFFER)?;
                 }
                 give(&mut cmd, theirs.try_clone()?.into(), theirs.into());
                 (Box::new(ours.try_clone()?), Box::new(ours))

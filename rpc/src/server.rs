@@ -522,7 +522,7 @@ impl<S: Service> Conn<S> {
         }
         // With one watcher, the one sleeping must be it (a reserve thread would not see a
         // request arrive). Off one CPU `watching` is never set: every idle thread watches.
-        if self.backlog.timer_fd().is_some() && !self.watching.load(Ordering::SeqCst) {
+        if self.backlog.is_deferred() && !self.watching.load(Ordering::SeqCst) {
             return false;
         }
         match self.clock.deadline(self.busy()) {

@@ -661,7 +661,14 @@ fn default_restarts(dir: &Path, reports: &Reports, rounds: usize) -> DefaultRest
     }
     let status = supervisor.stop();
     assert!(status.success(), "the supervisor ended with {status}");
-    let s6 = s6.map(drop).map(|()| sorted(s6_restarts));
+    // s6's supervisors are killed here; its workers exit once their connections close below.
+    let s6 = match s6 {
+        Ok(s6) => {
+            drop(s6);
+            Ok(sorted(s6_restarts))
+        }
+        Err(why) => Err(why),
+    };
     drop((running, own, under_s6));
     direct.wait();
     DefaultRestarts {

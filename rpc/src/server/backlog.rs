@@ -69,6 +69,12 @@ impl Backlog {
         }
     }
 
+    /// True on one CPU, where requests read together are taken by one thread and, so, only
+    /// one idle thread at a time watches the descriptor (see `server/waiter.rs`).
+    pub(super) fn is_deferred(&self) -> bool {
+        matches!(self, Backlog::Deferred { .. })
+    }
+
     /// The timer's descriptor, for the threads' epoll sets (readable once it fires).
     pub(super) fn timer_fd(&self) -> Option<BorrowedFd<'_>> {
         match self {

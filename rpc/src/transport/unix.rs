@@ -40,7 +40,7 @@ pub fn from_stream(stream: UnixStream, name: impl Into<String>) -> Result<Transp
 /// (on one CPU, a switch to it and back). A limit, not an allocation: the kernel takes
 /// memory only for bytes queued. Best effort, as pipes ask for 1 MiB (`enlarge_pipe`):
 /// capped by `net.core.wmem_max` for unprivileged processes.
-const SEND_BUFFER: usize = 1 << 20;
+pub const SEND_BUFFER: usize = 1 << 20;
 
 fn enlarge_send_buffer(fd: &OwnedFd) {
     let _ = setsockopt(fd, sockopt::SndBuf, &SEND_BUFFER);
