@@ -9,7 +9,8 @@ use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use libtest_mimic::{Arguments, Failed, Trial};
-use procwire::rpc::transport::{pipe, unix, Transport};
+use procwire::rpc::transport::{pipe, shm, unix, Transport};
+
 use procwire::rpc::{CallContext, CallError, RpcError, Server};
 use serde::{Deserialize, Serialize};
 
@@ -44,6 +45,9 @@ pub trait Calc {
     fn div(&self, a: i64, b: i64) -> Result<i64, DivError>;
     fn checksum(&self, data: &[u8]) -> u32;
     fn reverse(&self, data: Vec<u8>) -> Vec<u8>;
+    /// Whether `data` is the buffer this server last read a byte string into (not a copy of
+    /// it), and the sum of its bytes.
+    fn received_in_place(&self, data: Vec<u8>) -> (bool, u64);
     fn greet(&self, name: &str) -> String;
     fn total(&self, values: &[u32]) -> u64;
     #[procwire(oneway)]
@@ -128,6 +132,10 @@ impl Calc for MyCalc {
         data.reverse();
         data
     }
+    fn received_in_place(&self, data: Vec<u8>) -> (bool, u64) {
+        let in_place = data.as_ptr() as usize == procwire::rpc::__private::last_split_bytes_in_process();
+        (in_place, data.iter().map(|&b| u64::from(b)).sum())
+    }
     fn greet(&self, name: &str) -> String {
         format!("hello, {name}")
     }
@@ -195,6 +203,11 @@ fn child_main(role: &str) {
             println!("ready");
             handle
         }
+        Some(("shm", path)) => {
+            let handle = server.spawn(shm::Listener::bind(path).expect("bind")).expect("serve");
+            println!("ready");
+            handle
+        }
         _ => server
             .spawn_connection(pipe::from_env().expect("pipes"))
             .expect("serve"),
@@ -215,6 +228,8 @@ fn child_main(role: &str) {
 enum Kind {
     Unix,
     Pipe,
+    /// Shared memory: only the cases about large byte strings run over it.
+    Shm,
 }
 
 struct Peer {
@@ -231,15 +246,25 @@ impl Peer {
             .stdout(Stdio::piped())
             .env("RUST_BACKTRACE", "0");
         match kind {
-            Kind::Unix => {
+            Kind::Unix | Kind::Shm => {
                 let path = dir.path().join("calc.sock");
-                let mut child = cmd.env(CHILD_ENV, format!("unix:{}", path.display())).spawn().unwrap();
+                let role = match kind {
+                    Kind::Unix => "unix",
+                    _ => "shm",
+                };
+                let mut child = cmd
+                    .env(CHILD_ENV, format!("{role}:{}", path.display()))
+                    .spawn()
+                    .unwrap();
                 let mut line = String::new();
                 BufReader::new(child.stdout.take().unwrap())
                     .read_line(&mut line)
                     .unwrap();
                 assert_eq!(line.trim(), "ready", "the child server did not start");
-                let transport = unix::connect(&path).unwrap();
+                let transport = match kind {
+                    Kind::Unix => unix::connect(&path).unwrap(),
+                    _ => shm::connect(&path).unwrap(),
+                };
                 Peer {
                     child,
                     transport: Some(transport),
@@ -296,6 +321,20 @@ fn a_large_vec_reply_is_the_buffer_its_bytes_were_received_into(kind: Kind) -> O
     let back = calc.reverse(data.clone())?;
     assert!(back.iter().rev().eq(data.iter()), "the bytes came back reversed");
     assert_eq!(back.as_ptr() as usize, procwire::rpc::__private::last_split_bytes());
+    Ok(())
+}
+
+/// A large `Vec<u8>` argument reaches the handler in the buffer the server's transport read
+/// its bytes into, not a copy of it; a small one is decoded from the frame as usual.
+fn a_large_vec_argument_is_the_buffer_its_bytes_were_received_into(kind: Kind) -> Outcome {
+    let mut peer = Peer::spawn(kind);
+    let calc = peer.client();
+    // The small one first: this server has split nothing before it.
+    let small = vec![3u8; 4096];
+    assert_eq!(calc.received_in_place(small)?, (false, 3 * 4096), "4 KiB: decoded");
+    let data: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
+    let sum = data.iter().map(|&b| u64::from(b)).sum();
+    assert_eq!(calc.received_in_place(data)?, (true, sum), "1 MiB: in place, intact");
     Ok(())
 }
 
@@ -440,6 +479,7 @@ fn main() {
     let every = cases![
         typed_calls_round_trip,
         a_large_vec_reply_is_the_buffer_its_bytes_were_received_into,
+        a_large_vec_argument_is_the_buffer_its_bytes_were_received_into,
         application_errors_arrive_typed,
         oneway_calls_arrive,
         a_deadline_cuts_a_call_short_and_the_client_goes_on,
@@ -459,6 +499,14 @@ fn main() {
         for (name, case) in every {
             trials.push(Trial::test(format!("{prefix}::{name}"), move || case(kind)));
         }
+    }
+    let bytes = cases![
+        typed_calls_round_trip,
+        a_large_vec_reply_is_the_buffer_its_bytes_were_received_into,
+        a_large_vec_argument_is_the_buffer_its_bytes_were_received_into,
+    ];
+    for (name, case) in bytes {
+        trials.push(Trial::test(format!("shm::{name}"), move || case(Kind::Shm)));
     }
     trials.push(Trial::test("unix::the_server_knows_its_caller", || {
         the_server_knows_its_caller(Kind::Unix)

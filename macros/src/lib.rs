@@ -112,7 +112,10 @@ use proc_macro::TokenStream;
 /// implement `Schema`. `&T`,
 /// `&[T]`, `&str` and `&[u8]` arguments are borrowed from the caller on the client side; on
 /// the server, `&str` and `&[u8]` are lent straight from the received frame, while `&T` and
-/// `&[T]` are decoded into an owned `T` or `Vec<T>` and lent from there. `&[u8]` and `Vec<u8>` travel as one byte string. A
+/// `&[T]` are decoded into an owned `T` or `Vec<T>` and lent from there. `&[u8]` and
+/// `Vec<u8>` travel as one byte string; a method whose one argument is a large one (64 KiB
+/// or more) gets it in the buffer the server's transport read it into, with no copy (a
+/// `Vec<u8>` by value, which it may return as its reply, also without a copy). A
 /// method may take `ctx: &CallContext` as its first argument to learn about the call (the
 /// caller's pid and uid where the transport knows them, its deadline, whether it was
 /// cancelled); clients do not pass it.

@@ -77,6 +77,9 @@ trait Bench {
     /// A large call: the bytes travel as one byte string each way. Borrowed, so the client
     /// sends the caller's buffer as it is and the server reads it straight from the frame.
     fn echo(&self, data: &[u8]) -> Vec<u8>;
+    /// The same, the bytes taken by value: the server hands the handler the buffer it read
+    /// them into, and the handler returns it as it is (no copy but the kernel's).
+    fn echo_owned(&self, data: Vec<u8>) -> Vec<u8>;
 }
 
 /// The implementation the child serves.
@@ -90,6 +93,10 @@ impl Bench for Echo {
     fn echo(&self, data: &[u8]) -> Vec<u8> {
         // The one copy a handler returning `Vec<u8>` must make.
         data.to_vec()
+    }
+
+    fn echo_owned(&self, data: Vec<u8>) -> Vec<u8> {
+        data
     }
 }
 

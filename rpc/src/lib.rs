@@ -106,7 +106,7 @@ pub use server::{
     Access, AccessEnvError, Server, ServerConfig, ServerHandle, Stopper, ALLOW_GIDS_ENV, ALLOW_UIDS_ENV,
     DEFAULT_MAX_CONNECTIONS,
 };
-pub use service::{decode_args, CallContext, Method, MethodSignature, Service, ServiceInfo};
+pub use service::{decode_args, Args, CallContext, Method, MethodSignature, Service, ServiceInfo};
 #[doc(hidden)]
 pub use typed::__private;
 pub use typed::CallError;

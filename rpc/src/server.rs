@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use crate::error::{ServerError, TransportError};
 use crate::outbox::{Outbox, SendError};
 use crate::protocol::{fault_frame, Envelope, Fault, FaultKind, Kind};
-use crate::service::{CallContext, Service};
-use crate::transport::{FrameReceiver, Interrupt, Listener, PeerInfo, Transport};
+use crate::service::{Args, CallContext, Service};
+use crate::transport::{FrameReceiver, Interrupt, Listener, Payload, PeerInfo, Transport};
 use crate::wait::Wait;
 
 mod accept;
@@ -406,7 +406,7 @@ impl<S: Service> Conn<S> {
             if let Some(buf) = spare.take() {
                 receiver.recycle(buf);
             }
-            let received = receiver.recv(wait);
+            let received = receiver.recv_payload(wait);
             self.clock.saw(received.is_ok(), receiver.in_frame());
             let payload = match received {
                 Ok(payload) => payload,
@@ -443,8 +443,8 @@ impl<S: Service> Conn<S> {
                     break;
                 }
             };
-            let (envelope, body) = match Envelope::decode(&payload) {
-                Ok(decoded) => decoded,
+            let (envelope, at) = match Envelope::decode(payload.head()) {
+                Ok((envelope, body)) => (envelope, payload.head().len() - body.len()),
                 Err(e) => {
                     self.violation(format!("undecodable frame: {e}"));
                     break;
@@ -489,10 +489,11 @@ impl<S: Service> Conn<S> {
             // another thread right after finds it.
             seat.start(envelope.id, envelope.kind == Kind::Call);
             drop(receiver);
-            self.handle(&mut ctx, envelope, body, &seat);
-            match payload.capacity() < crate::buffers::POOLED_MIN {
-                true => spare = Some(payload),
-                false => crate::buffers::give(payload),
+            let mut args = Args::new(payload, at);
+            self.handle(&mut ctx, envelope, &mut args, &seat);
+            match args.into_payload() {
+                Payload::Whole(buf) if buf.capacity() < crate::buffers::POOLED_MIN => spare = Some(buf),
+                payload => payload.give_back(),
             }
         }
         drop(ctx);
@@ -576,13 +577,13 @@ impl<S: Service> Conn<S> {
         }
     }
 
-    fn handle(&self, ctx: &mut CallContext, envelope: Envelope, args: &[u8], seat: &Seat) {
+    fn handle(&self, ctx: &mut CallContext, envelope: Envelope, args: &mut Args, seat: &Seat) {
         ctx.envelope = envelope;
         ctx.deadline = envelope
             .timeout_us
             .and_then(|us| Instant::now().checked_add(Duration::from_micros(us)));
         let ctx = &*ctx;
-        let outcome = catch_unwind(AssertUnwindSafe(|| self.service.call(ctx, args)));
+        let outcome = catch_unwind(AssertUnwindSafe(|| self.service.call_args(ctx, args)));
         seat.finish();
         let frame = match outcome {
             Ok(Ok(frame)) => frame,

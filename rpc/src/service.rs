@@ -11,6 +11,10 @@ use crate::protocol::{fault_frame, serialized_size, Envelope, Fault, FaultKind, 
 use crate::schema::Describe;
 use crate::transport::PeerInfo;
 
+mod args;
+
+pub use args::Args;
+
 /// A service's identity, checked by the handshake on every connection: its name, and the
 /// signature of each of its methods.
 ///
@@ -119,6 +123,14 @@ pub trait Service: Send + Sync + 'static {
 
     /// Runs one call with the postcard-encoded `args`.
     fn call(&self, ctx: &CallContext, args: &[u8]) -> Result<Frame, Fault>;
+
+    /// Runs one call with its arguments as the server received them: what the server calls.
+    /// The default runs [`call`](Self::call) on them in one buffer (joined, a copy, if the
+    /// transport split a large byte string off them). Generated servers hand such a string
+    /// to a method whose one argument is a `Vec<u8>` as the buffer it was read into.
+    fn call_args(&self, ctx: &CallContext, args: &mut Args) -> Result<Frame, Fault> {
+        self.call(ctx, args.bytes())
+    }
 }
 
 impl<S: Service + ?Sized> Service for Arc<S> {
@@ -130,6 +142,9 @@ impl<S: Service + ?Sized> Service for Arc<S> {
     }
     fn call(&self, ctx: &CallContext, args: &[u8]) -> Result<Frame, Fault> {
         (**self).call(ctx, args)
+    }
+    fn call_args(&self, ctx: &CallContext, args: &mut Args) -> Result<Frame, Fault> {
+        (**self).call_args(ctx, args)
     }
 }
 

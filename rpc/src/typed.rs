@@ -61,4 +61,11 @@ pub mod __private {
     pub fn last_split_bytes() -> usize {
         crate::transport::last_split_bytes()
     }
+
+    /// As [`last_split_bytes`], for any thread of this process: for a server's tests (the
+    /// thread that began reading a frame need not be the one that finished it), where one
+    /// call at a time is in flight.
+    pub fn last_split_bytes_in_process() -> usize {
+        crate::transport::last_split_bytes_in_process()
+    }
 }

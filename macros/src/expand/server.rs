@@ -50,7 +50,6 @@ pub(super) fn server(rt: &TokenStream, names: &Names, model: &Service<'_>) -> To
     });
     let call_arms = model.methods.iter().map(|method| {
         let id = method_id(&method.name.to_string());
-        let name = method.name;
         let mut vars = Vec::new();
         let mut types = Vec::new();
         let mut passed = Vec::new();
@@ -72,18 +71,7 @@ pub(super) fn server(rt: &TokenStream, names: &Names, model: &Service<'_>) -> To
             types.push(wire);
             passed.push(pass);
         }
-        let ctx_arg = method.context.map(|_| quote!(ctx,));
-        let invoke = quote!(<__T as #service>::#name(&self.inner, #ctx_arg #(#passed),*));
-        // An `async fn` runs to completion on this server thread, on the server's runner.
-        let invoke = if method.asyncness {
-            quote!(self.runner.block_on(#invoke))
-        } else {
-            invoke
-        };
-        let reply = match &method.output {
-            Output::ByteVec => quote!(ctx.__reply(&#rt::__private::serde_bytes::Bytes::new(&#invoke))),
-            _ => quote!(ctx.__reply(&#invoke)),
-        };
+        let reply = reply(rt, service, method, &passed);
         let cfgs = cfgs(method);
         quote! {
             #(#cfgs)*
@@ -92,6 +80,29 @@ pub(super) fn server(rt: &TokenStream, names: &Names, model: &Service<'_>) -> To
                 #reply
             }
         }
+    });
+    // A method whose one argument is a byte string takes it as the transport received it,
+    // in a buffer of its own, when the transport split it off a large call.
+    let bytes_arms = model.methods.iter().filter_map(|method| {
+        let [arg] = &method.args[..] else {
+            return None;
+        };
+        let pass = match arg.wire {
+            Wire::ByteVec => quote!(__bytes),
+            Wire::ByteSlice => quote!(::core::ops::Deref::deref(&__bytes)),
+            _ => return None,
+        };
+        let id = method_id(&method.name.to_string());
+        let reply = reply(rt, service, method, &[pass]);
+        let cfgs = cfgs(method);
+        Some(quote! {
+            #(#cfgs)*
+            #id => {
+                if let ::core::option::Option::Some(__bytes) = args.__take_byte_string() {
+                    return #reply;
+                }
+            }
+        })
     });
     quote! {
         #[doc = #doc]
@@ -144,6 +155,37 @@ pub(super) fn server(rt: &TokenStream, names: &Names, model: &Service<'_>) -> To
                     )),
                 }
             }
+
+            #[allow(deprecated)]
+            fn call_args(
+                &self,
+                ctx: &#rt::CallContext,
+                args: &mut #rt::Args,
+            ) -> ::core::result::Result<#rt::Frame, #rt::Fault> {
+                match ctx.method() {
+                    #(#bytes_arms)*
+                    _ => {}
+                }
+                <Self as #rt::Service>::call(self, ctx, args.bytes())
+            }
         }
+    }
+}
+
+/// A method's run and its reply: the implementation called with `passed`, on the server's
+/// runner for an `async fn`, its value sent back (a `Vec<u8>` as one byte string).
+fn reply(rt: &TokenStream, service: &Ident, method: &Method<'_>, passed: &[TokenStream]) -> TokenStream {
+    let name = method.name;
+    let ctx_arg = method.context.map(|_| quote!(ctx,));
+    let invoke = quote!(<__T as #service>::#name(&self.inner, #ctx_arg #(#passed),*));
+    // An `async fn` runs to completion on this server thread, on the server's runner.
+    let invoke = if method.asyncness {
+        quote!(self.runner.block_on(#invoke))
+    } else {
+        invoke
+    };
+    match &method.output {
+        Output::ByteVec => quote!(ctx.__reply(&#rt::__private::serde_bytes::Bytes::new(&#invoke))),
+        _ => quote!(ctx.__reply(&#invoke)),
     }
 }

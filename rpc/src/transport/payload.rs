@@ -1,12 +1,14 @@
-//! A received frame's payload, whole or split before a reply's trailing byte string.
+//! A received frame's payload, whole or split before a trailing byte string.
 //!
 //! A `Vec<u8>` cannot start inside its buffer, so a reply of bytes (envelope, the string's
 //! length prefix, the bytes) read into one buffer must be copied to become the caller's
-//! `Vec`. A receiver asked for a [`Payload`] ([`FrameReceiver::recv_payload`]) looks at the
-//! first bytes of a large frame instead ([`Incoming`]): if they are a reply whose body is a
-//! byte string's length prefix counting exactly the rest of the frame, the head goes into a
-//! small buffer and the string's bytes are read straight into a buffer of their own, which
-//! the client's decoder hands over as it is.
+//! `Vec`, and so must a call's argument of bytes to become the `Vec<u8>` a handler takes. A
+//! receiver asked for a [`Payload`] ([`FrameReceiver::recv_payload`]) looks at the first
+//! bytes of a large frame instead ([`Incoming`]): if they are a reply or a call whose body
+//! is a byte string's length prefix counting exactly the rest of the frame, the head goes
+//! into a small buffer and the string's bytes are read straight into a buffer of their own,
+//! which the client's decoder (a reply) or the generated server (a call's one argument,
+//! [`Args`](crate::Args)) hands over as it is.
 //!
 //! The split is a guess made from bytes the peer chose, so nothing relies on it: the decoder
 //! checks the head again, decodes a type that is not a byte string from the payload made
@@ -16,6 +18,7 @@
 //! [`FrameReceiver::recv_payload`]: super::FrameReceiver::recv_payload
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::buffers;
 use crate::protocol::{Envelope, Kind};
@@ -33,10 +36,20 @@ thread_local! {
     static LAST_SPLIT: Cell<usize> = const { Cell::new(0) };
 }
 
+/// The same, for the whole process: a server's frame may be begun by one of its threads and
+/// finished by another.
+static LAST_SPLIT_IN_PROCESS: AtomicUsize = AtomicUsize::new(0);
+
 /// The address of the buffer this thread last received a byte string split off a frame
 /// into; 0 if it never did.
 pub(crate) fn last_split_bytes() -> usize {
     LAST_SPLIT.get()
+}
+
+/// The address of the buffer any thread of this process last received a byte string split
+/// off a frame into; 0 if none did.
+pub(crate) fn last_split_bytes_in_process() -> usize {
+    LAST_SPLIT_IN_PROCESS.load(Ordering::Relaxed)
 }
 
 /// One received frame's payload, as [`FrameReceiver::recv_payload`] returns it.
@@ -47,9 +60,8 @@ pub(crate) fn last_split_bytes() -> usize {
 pub enum Payload {
     /// The payload in one buffer.
     Whole(Vec<u8>),
-    /// A reply ending in a byte string: everything before the string's bytes (envelope, and
-    /// the body up to and including the string's length prefix), and the bytes in a buffer
-    /// of their own.
+    /// A reply or a call whose body is a byte string: everything before the string's bytes
+    /// (envelope, and the string's length prefix), and the bytes in a buffer of their own.
     Split {
         /// The payload up to the byte string's bytes.
         head: Vec<u8>,
@@ -104,15 +116,16 @@ impl Payload {
     }
 }
 
-/// Where a reply's trailing byte string starts in a payload of `len` bytes whose first bytes
-/// are `window`: the envelope says `Reply`, and right after it a length prefix counts
-/// exactly the bytes after the prefix. `None` for anything else, a small payload included.
+/// Where a trailing byte string starts in a payload of `len` bytes whose first bytes are
+/// `window`: the envelope says `Reply` (a client's), `Call` or `OneWay` (a server's), and
+/// right after it a length prefix counts exactly the bytes after the prefix. `None` for
+/// anything else, a small payload included.
 pub(crate) fn split_point(window: &[u8], len: usize) -> Option<usize> {
     if len < SPLIT_MIN {
         return None;
     }
     let (envelope, body) = Envelope::decode(window).ok()?;
-    if envelope.kind != Kind::Reply {
+    if !matches!(envelope.kind, Kind::Reply | Kind::Call | Kind::OneWay) {
         return None;
     }
     let (count, rest) = postcard::take_from_bytes::<u64>(body).ok()?;
@@ -185,6 +198,7 @@ impl Incoming {
                 // may be far larger, and would leave the pool for good).
                 let mut bytes = Vec::with_capacity(len - at);
                 LAST_SPLIT.set(bytes.as_ptr() as usize);
+                LAST_SPLIT_IN_PROCESS.store(bytes.as_ptr() as usize, Ordering::Relaxed);
                 bytes.extend_from_slice(&window[at..]);
                 window.truncate(at);
                 Incoming::Split {
@@ -291,6 +305,22 @@ mod tests {
     }
 
     #[test]
+    fn a_large_call_or_one_way_call_of_bytes_splits_before_them() {
+        let data = vec![7; 100_000];
+        for (kind, byte) in [("a call", 0), ("a one-way call", 1)] {
+            let mut payload = reply_of(&data);
+            payload[1] = byte;
+            match received(&payload, true, 4096) {
+                Payload::Split { head, bytes } => {
+                    assert_eq!(bytes, data, "{kind}");
+                    assert_eq!(head, payload[..payload.len() - data.len()], "{kind}");
+                }
+                other => panic!("{kind} not split: {} bytes", other.len()),
+            }
+        }
+    }
+
+    #[test]
     fn a_payload_split_and_made_whole_again_is_the_payload() {
         let payload = reply_of(&[5; 100_000]);
         let split = received(&payload, true, 1000);
@@ -306,13 +336,16 @@ mod tests {
         // The length prefix (3 bytes, after a 4-byte envelope) claims one byte more.
         let at = lying.len() - data.len() - 3;
         lying[at] = lying[at].wrapping_add(1);
-        let mut call = reply_of(&data);
-        call[1] = 0; // Kind::Call
+        let mut error = reply_of(&data);
+        error[1] = 3; // Kind::Error
+        let mut cancel = reply_of(&data);
+        cancel[1] = 4; // Kind::Cancel
         let mut frame = Frame::new();
         frame.encode(&vec![1u32; 30_000]).unwrap();
         for (what, payload) in [
             ("a lying length prefix", lying),
-            ("a call", call),
+            ("an error", error),
+            ("a cancel", cancel),
             ("a sequence", frame.payload().to_vec()),
             ("a small reply", reply_of(&[1; 1000])),
         ] {

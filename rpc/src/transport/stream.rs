@@ -24,9 +24,12 @@ use crate::protocol::{Frame, DEFAULT_MAX_FRAME_LEN, HEADROOM};
 use crate::sys::read_spare;
 use crate::wait::Wait;
 
+mod catch_up;
 #[cfg(test)]
 mod payloads;
 mod streamed;
+
+use catch_up::CatchUp;
 
 /// Size of the receive staging buffer: frames that fit are read with one system call,
 /// several at a time; larger ones are read straight into a buffer of their own.
@@ -149,6 +152,8 @@ pub struct StreamReceiver {
     reserved: Option<Reservation>,
     /// A fatal error already returned; repeated on every later call.
     failed: Option<fn(&str) -> TransportError>,
+    /// Whether a read inside a frame looks again before it sleeps (see `catch_up.rs`).
+    catch_up: CatchUp,
 }
 
 impl StreamReceiver {
@@ -168,6 +173,7 @@ impl StreamReceiver {
             budget: None,
             reserved: None,
             failed: None,
+            catch_up: CatchUp::new(kind == FdKind::Socket),
         })
     }
 
@@ -276,6 +282,18 @@ impl StreamReceiver {
         }
     }
 
+    /// Non-blocking reads for as long as the catch-up budget allows: what the first one that
+    /// did not find the socket empty said, or `EAGAIN`.
+    fn catch_up_on_frame(&mut self) -> Result<usize, Errno> {
+        let mut catch_up = std::mem::replace(&mut self.catch_up, CatchUp::new(false));
+        let got = catch_up.spin(|| match self.fill(true) {
+            Err(Errno::EAGAIN) => None,
+            other => Some(other),
+        });
+        self.catch_up = catch_up;
+        got.unwrap_or(Err(Errno::EAGAIN))
+    }
+
     fn partial_len(&self) -> Option<(usize, usize)> {
         match &self.body {
             Some(body) => {
@@ -307,7 +325,14 @@ impl StreamReceiver {
             if let Some(frame) = self.take_frame(split)? {
                 return Ok(frame);
             }
-            match self.fill(!blocking) {
+            // Inside a frame its writer has committed to: look again for a moment before
+            // sleeping, where that pays (see `catch_up.rs`).
+            let catching_up = self.catch_up.enabled() && self.partial_len().is_some();
+            let filled = match self.fill(!blocking || catching_up) {
+                Err(Errno::EAGAIN) if catching_up => self.catch_up_on_frame(),
+                filled => filled,
+            };
+            match filled {
                 // The end of the stream, or a reset: either way the peer is gone.
                 Ok(0) | Err(Errno::ECONNRESET) => return Err(self.ended()),
                 Ok(_) => {}
