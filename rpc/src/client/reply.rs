@@ -25,10 +25,7 @@ pub(crate) fn decode_body<R: DeserializeOwned>(payload: Payload, at: usize) -> R
         Payload::Split { head, bytes } => (head, bytes),
     };
     // The receiver split before a length prefix counting the bytes; checked again here.
-    let counts_bytes = match postcard::take_from_bytes::<u64>(&head[at..]) {
-        Ok((count, [])) => usize::try_from(count).is_ok_and(|count| count == bytes.len()),
-        _ => false,
-    };
+    let counts_bytes = crate::transport::counts_exactly(&head[at..], bytes.len());
     let mut slot = Some(bytes);
     if counts_bytes {
         match R::deserialize(Tail { bytes: &mut slot }) {

@@ -60,11 +60,7 @@ impl Args {
         }
         // The receiver split before a length prefix counting the bytes; checked again here,
         // as the arguments are nothing but that prefix and the bytes.
-        let counts_bytes = match postcard::take_from_bytes::<u64>(&head[self.at..]) {
-            Ok((count, [])) => usize::try_from(count).is_ok_and(|count| count == bytes.len()),
-            _ => false,
-        };
-        if !counts_bytes {
+        if !crate::transport::counts_exactly(&head[self.at..], bytes.len()) {
             return None;
         }
         self.taken = true;

@@ -67,7 +67,7 @@ use crate::wait::Wait;
 
 pub use budget::{FrameBudget, DEFAULT_FRAME_BUDGET};
 pub use payload::Payload;
-pub(crate) use payload::{last_split_bytes, last_split_bytes_in_process, Incoming};
+pub(crate) use payload::{counts_exactly, last_split_bytes, last_split_bytes_in_process, Incoming};
 pub use sink::{Encode, Sink};
 pub(crate) use stream::wait_ready;
 pub use stream::{StreamReceiver, StreamSender};

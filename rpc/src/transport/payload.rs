@@ -116,6 +116,16 @@ impl Payload {
     }
 }
 
+/// True if `prefix` is nothing but a byte string's length prefix counting exactly `len`
+/// bytes: what a split payload's head holds after the envelope, checked again by whoever
+/// takes the split-off bytes (the receiver's split was a guess from the peer's bytes).
+pub(crate) fn counts_exactly(prefix: &[u8], len: usize) -> bool {
+    match postcard::take_from_bytes::<u64>(prefix) {
+        Ok((count, [])) => usize::try_from(count).is_ok_and(|count| count == len),
+        _ => false,
+    }
+}
+
 /// Where a trailing byte string starts in a payload of `len` bytes whose first bytes are
 /// `window`: the envelope says `Reply` (a client's), `Call` or `OneWay` (a server's), and
 /// right after it a length prefix counts exactly the bytes after the prefix. `None` for

@@ -285,7 +285,7 @@ impl StreamReceiver {
     /// Non-blocking reads for as long as the catch-up budget allows: what the first one that
     /// did not find the socket empty said, or `EAGAIN`.
     fn catch_up_on_frame(&mut self) -> Result<usize, Errno> {
-        let mut catch_up = std::mem::replace(&mut self.catch_up, CatchUp::new(false));
+        let mut catch_up = std::mem::take(&mut self.catch_up);
         let got = catch_up.spin(|| match self.fill(true) {
             Err(Errno::EAGAIN) => None,
             other => Some(other),

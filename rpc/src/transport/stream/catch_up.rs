@@ -23,6 +23,7 @@
 //! and with both ends on one CPU a spin that the scheduler cut short looked like one that
 //! paid: the one-CPU small call went from 1.4x to 4.5x of the raw ping-pong. Not done.
 
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// The shortest and longest look, and the first.
@@ -32,8 +33,8 @@ const FIRST_BUDGET: Duration = Duration::from_micros(10);
 /// A gap between two looks this long means the spinning thread lost its CPU.
 const PREEMPTED: Duration = Duration::from_micros(20);
 
-/// One receiver's spin state.
-#[derive(Debug)]
+/// One receiver's spin state; the default never spins.
+#[derive(Debug, Default)]
 pub(super) struct CatchUp {
     /// `None` on a machine with one CPU, or for a descriptor that is not a socket.
     budget: Option<Duration>,
@@ -43,12 +44,18 @@ impl CatchUp {
     /// Spins for a socket on a machine with more than one CPU online (whatever this
     /// process's affinity: its peer may run on another).
     pub(super) fn new(socket: bool) -> CatchUp {
-        let online = nix::unistd::sysconf(nix::unistd::SysconfVar::_NPROCESSORS_ONLN)
-            .ok()
-            .flatten()
-            .unwrap_or(1);
+        // Read once per process: glibc reads a file under /sys for it.
+        static ONLINE: OnceLock<i64> = OnceLock::new();
+        let online = || {
+            *ONLINE.get_or_init(|| {
+                nix::unistd::sysconf(nix::unistd::SysconfVar::_NPROCESSORS_ONLN)
+                    .ok()
+                    .flatten()
+                    .unwrap_or(1)
+            })
+        };
         CatchUp {
-            budget: (socket && online > 1).then_some(FIRST_BUDGET),
+            budget: (socket && online() > 1).then_some(FIRST_BUDGET),
         }
     }
 
