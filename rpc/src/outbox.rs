@@ -136,6 +136,16 @@ impl Outbox {
             }
             if !st.writing {
                 st.writing = true;
+                // Frames deferred for this write go with it, in one write where the
+                // transport gathers, ours last.
+                let behind = !st.queue.is_empty() && inner.room_to_queue(&st);
+                if behind {
+                    let seq = st.next_seq;
+                    st.next_seq += 1;
+                    st.queue.push_back((seq, frame));
+                    drop(st);
+                    return inner.write_as_owner(None, wait);
+                }
                 drop(st);
                 return inner.write_as_owner(Some(frame), wait);
             }
@@ -216,12 +226,7 @@ impl Outbox {
         if let Some(reason) = st.closed.as_ref().or(st.closing.as_ref()) {
             return Err(SendError::Closed(reason.clone()));
         }
-        let room = match inner.buffering {
-            Buffering::Unbounded => true,
-            Buffering::Bounded(n) => st.queue.len() < n,
-            Buffering::Zero => false,
-        };
-        if !room || frame.payload_len() > inner.max {
+        if !inner.room_to_queue(&st) || frame.payload_len() > inner.max {
             return Ok(Some(frame));
         }
         let seq = st.next_seq;
@@ -336,7 +341,8 @@ impl Inner {
             return None;
         }
         let mut st = self.lock();
-        if st.closed.is_some() || st.closing.is_some() || st.writing {
+        // Frames deferred for the next write: the caller's goes with them as a frame.
+        if st.closed.is_some() || st.closing.is_some() || st.writing || !st.queue.is_empty() {
             return None;
         }
         st.writing = true;
@@ -356,6 +362,16 @@ impl Inner {
                 let reason = self.fatal_reason(wait, &e);
                 Some(Err(self.fail(&mut guard, reason)))
             }
+        }
+    }
+
+    /// True if a frame may wait in the queue without anyone waiting for it to be taken:
+    /// never with `Buffering::Zero`, whose senders wait for the writer.
+    fn room_to_queue(&self, st: &State) -> bool {
+        match self.buffering {
+            Buffering::Unbounded => true,
+            Buffering::Bounded(n) => st.queue.len() < n,
+            Buffering::Zero => false,
         }
     }
 
@@ -453,12 +469,7 @@ impl Inner {
                             return Err(self.fail(&mut guard, reason));
                         }
                         // Not taken: ours may queue if the buffering has room.
-                        let room = match self.buffering {
-                            Buffering::Unbounded => true,
-                            Buffering::Bounded(n) => st.queue.len() < n,
-                            Buffering::Zero => false,
-                        };
-                        if room {
+                        if self.room_to_queue(&st) {
                             let seq = st.next_seq;
                             st.next_seq += 1;
                             st.queue.push_front((seq, frame));
@@ -952,6 +963,22 @@ mod tests {
         out.flush().unwrap();
         assert_eq!(gate.taken(), [1, 2, 3]);
         assert_eq!(*gate.batches.lock().unwrap(), [3], "one write for the three");
+    }
+
+    #[test]
+    fn a_frame_sent_behind_deferred_ones_goes_last_in_the_same_write() {
+        let (out, gate, _) = outbox(Buffering::default());
+        gate.set_open(true);
+        for n in 1..=2 {
+            assert!(out.defer(frame(n)).unwrap().is_none(), "frame {n} queued");
+        }
+        out.send(frame(3), Wait::Block).unwrap();
+        assert_eq!(gate.taken(), [1, 2, 3], "the deferred frames first, in order");
+        assert_eq!(*gate.batches.lock().unwrap(), [3], "one write for the three");
+        // With nothing deferred, a frame is written alone, as before.
+        out.send(frame(4), Wait::Block).unwrap();
+        assert_eq!(*gate.batches.lock().unwrap(), [3]);
+        assert_eq!(gate.taken(), [1, 2, 3, 4]);
     }
 
     #[test]

@@ -181,6 +181,16 @@ impl Shared {
 }
 
 /// Counts a server thread for [`Shared::wait_idle`], even if it panics.
+/// What became of a call's reply ([`Conn::handle`]).
+enum Reply {
+    /// Written, or attempted (it went with the replies held back, if any).
+    Sent,
+    /// Queued for the next write.
+    Deferred,
+    /// None is sent (a one-way call).
+    None,
+}
+
 struct LiveGuard(Arc<Shared>);
 
 impl Drop for LiveGuard {
@@ -335,6 +345,8 @@ impl<S: Service> Conn<S> {
         let mut ctx = self.context(&seat);
         // The last small request's buffer, for the receiver to reuse.
         let mut spare: Option<Vec<u8>> = None;
+        // This thread queued replies unwritten, for the next write (see `handle`).
+        let mut deferred = false;
         loop {
             if self.done() {
                 break;
@@ -357,6 +369,11 @@ impl<S: Service> Conn<S> {
                     match ready {
                         Some(receiver) => receiver,
                         None => {
+                            // Nothing more to take now: the replies held back go out
+                            // before this thread sleeps.
+                            if std::mem::take(&mut deferred) {
+                                self.flush_deferred();
+                            }
                             self.idle.fetch_add(1, Ordering::SeqCst);
                             let until = self.clock.deadline(self.busy()).map(|(at, _)| at);
                             // A spare thread also wakes to see whether it is still needed.
@@ -367,6 +384,9 @@ impl<S: Service> Conn<S> {
                                 waiter.wait(&self.watching, &self.wake, &self.backlog, earliest(until, spare_until));
                             seat.awake();
                             self.idle.fetch_sub(1, Ordering::SeqCst);
+                            // Woken by the backlog timer, perhaps, for replies another
+                            // thread held back before its handler stalled.
+                            self.flush_deferred();
                             let receiver = self.receiver.lock().unwrap_or_else(|e| e.into_inner());
                             match woken {
                                 Err(e) => {
@@ -473,11 +493,22 @@ impl<S: Service> Conn<S> {
             }
             // Requests already read from the descriptor wake no one by themselves; nor do
             // new ones the reserve threads (one CPU) while no thread watches.
+            // On one CPU, where this thread takes the next request itself, its reply waits
+            // for the next one's, so that one write carries the replies of requests that
+            // came in one read; the timer, kept set while replies are held back, wakes a
+            // helper to write them if a handler holds them up.
+            let mut defer = false;
+            // Whether the timer, kept for the replies held back, is unset once they are
+            // written: as it would have been now, had none been held back.
+            let mut settle = false;
             if let Some(waiter) = &waiter {
                 let unwatched = waiter.shares_watch()
                     && self.idle.load(Ordering::SeqCst) > 0
                     && !self.watching.load(Ordering::SeqCst);
-                if receiver.has_buffered() {
+                let more = receiver.has_buffered();
+                defer = more && self.backlog.is_deferred();
+                settle = !more && deferred && !unwatched;
+                if more || deferred {
                     self.backlog.waiting(&self.wake);
                 } else if unwatched {
                     self.backlog.unwatched(&self.wake);
@@ -490,11 +521,24 @@ impl<S: Service> Conn<S> {
             seat.start(envelope.id, envelope.kind == Kind::Call);
             drop(receiver);
             let mut args = Args::new(payload, at);
-            self.handle(&mut ctx, envelope, &mut args, &seat);
+            match self.handle(&mut ctx, envelope, &mut args, &seat, defer) {
+                Reply::Deferred => deferred = true,
+                // Written with those held back, if any.
+                Reply::Sent if deferred => {
+                    deferred = false;
+                    if settle {
+                        self.backlog.drained();
+                    }
+                }
+                Reply::Sent | Reply::None => {}
+            }
             match args.into_payload() {
                 Payload::Whole(buf) if buf.capacity() < crate::buffers::POOLED_MIN => spare = Some(buf),
                 payload => payload.give_back(),
             }
+        }
+        if deferred {
+            self.flush_deferred();
         }
         drop(ctx);
         drop(seat);
@@ -577,7 +621,16 @@ impl<S: Service> Conn<S> {
         }
     }
 
-    fn handle(&self, ctx: &mut CallContext, envelope: Envelope, args: &mut Args, seat: &Seat) {
+    /// Writes the replies this thread held back (and any others queued).
+    fn flush_deferred(&self) {
+        if let Err(e) = self.outbox.flush() {
+            tracing::debug!(peer = %self.peer.name, error = ?e, "cannot send replies");
+        }
+    }
+
+    /// Runs one call and sends its reply; with `defer`, the reply (unless the handler sent
+    /// it in place) is queued for the next write instead, if the outbox has room.
+    fn handle(&self, ctx: &mut CallContext, envelope: Envelope, args: &mut Args, seat: &Seat, defer: bool) -> Reply {
         ctx.envelope = envelope;
         ctx.deadline = envelope
             .timeout_us
@@ -602,10 +655,21 @@ impl<S: Service> Conn<S> {
                 ))
             }
         };
-        if envelope.kind == Kind::OneWay || frame.is_sent() {
-            return;
+        if envelope.kind == Kind::OneWay {
+            return Reply::None;
         }
-        match self.outbox.send(frame, Wait::Block) {
+        if frame.is_sent() {
+            return Reply::Sent;
+        }
+        let frame = match defer {
+            true => match self.outbox.defer(frame) {
+                Ok(None) => return Reply::Deferred,
+                Ok(Some(frame)) => Ok(frame),
+                Err(e) => Err(e),
+            },
+            false => Ok(frame),
+        };
+        match frame.and_then(|frame| self.outbox.send(frame, Wait::Block)) {
             Ok(()) => {}
             Err(SendError::TooLarge(e)) => {
                 // The caller still gets an answer: why there is no reply.
@@ -626,6 +690,7 @@ impl<S: Service> Conn<S> {
             }
             Err(e) => tracing::debug!(peer = %self.peer.name, error = ?e, "cannot send a reply"),
         }
+        Reply::Sent
     }
 
     fn close(&self, reason: &str) {

@@ -21,7 +21,7 @@ mod awaited;
 
 use awaited::{
     an_awaited_call_to_a_peer_that_dies_fails_promptly, awaited_calls_made_on_waking_leave_in_one_write,
-    awaited_calls_share_a_connection_with_blocking_ones,
+    awaited_calls_share_a_connection_with_blocking_ones, tasks_that_end_do_not_strand_the_calls_deferred_behind_them,
 };
 
 #[path = "conformance/bytes.rs"]
@@ -39,8 +39,10 @@ mod sharing;
 
 use sharing::{
     callers_that_time_out_while_reading_hand_the_reading_on, on_one_cpu_a_large_request_wakes_one_idle_thread,
+    on_one_cpu_a_reply_held_back_is_not_held_up_by_a_call_that_blocks,
     on_one_cpu_a_request_behind_blocking_calls_is_read_by_a_reserve_thread,
     on_one_cpu_a_request_read_behind_a_blocking_call_is_served,
+    on_one_cpu_replies_to_requests_read_together_leave_in_one_write,
 };
 
 type Outcome = Result<(), Failed>;
@@ -701,6 +703,7 @@ fn main() {
         a_call_the_server_lacks_or_has_changed_fails_unsent_naming_both_signatures,
         awaited_calls_share_a_connection_with_blocking_ones,
         an_awaited_call_to_a_peer_that_dies_fails_promptly,
+        tasks_that_end_do_not_strand_the_calls_deferred_behind_them,
         a_client_of_another_service_is_refused_naming_both,
         graceful_stop_finishes_calls_in_flight,
         a_graceful_stop_says_stopped_and_that_unanswered_calls_did_not_run,
@@ -743,6 +746,14 @@ fn main() {
     trials.push(Trial::test(
         "unix::on_one_cpu_a_request_read_behind_a_blocking_call_is_served",
         || on_one_cpu_a_request_read_behind_a_blocking_call_is_served(Kind::Unix),
+    ));
+    trials.push(Trial::test(
+        "unix::on_one_cpu_replies_to_requests_read_together_leave_in_one_write",
+        || on_one_cpu_replies_to_requests_read_together_leave_in_one_write(Kind::Unix),
+    ));
+    trials.push(Trial::test(
+        "unix::on_one_cpu_a_reply_held_back_is_not_held_up_by_a_call_that_blocks",
+        || on_one_cpu_a_reply_held_back_is_not_held_up_by_a_call_that_blocks(Kind::Unix),
     ));
     trials.push(Trial::test(
         "unix::on_one_cpu_a_large_request_wakes_one_idle_thread",

@@ -137,6 +137,13 @@ impl Client {
     fn poll_reply(&self, id: u64, method: Method, cx: &mut Context<'_>) -> Poll<Result<Payload, RpcError>> {
         let inner = &self.inner;
         let mut st = inner.lock();
+        if inner.take_owed(&mut st) {
+            // Written before this task looks for its reply (or waits for it): its frame,
+            // deferred after the last woken task took its reply, goes with the others.
+            drop(st);
+            inner.flush_deferred();
+            st = inner.lock();
+        }
         // Left by an earlier poll; stored again below if this one waits.
         st.wakers.remove(&id);
         let mut read = false;
@@ -150,7 +157,7 @@ impl Client {
                         st.watching = Watch::Nobody;
                     }
                     let payload = st.pending.remove(&id).flatten().expect("the reply is there");
-                    let flush = inner.took_woken(&mut st, id);
+                    let flush = inner.took_woken(&mut st, id) && !inner.owe_flush(&mut st);
                     // If this task was the one to read next, another waiting one takes over.
                     inner.notify(&mut st);
                     drop(st);

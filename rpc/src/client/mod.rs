@@ -126,6 +126,10 @@ struct State {
     /// `woken`, while any has not, a new small call's frame is queued unwritten, and the last
     /// of them to take its reply (or give up on it) writes them all in one write.
     woken_tasks: FxHashSet<u64>,
+    /// The last woken task took its reply with frames deferred, and left their write to the
+    /// next poll of a call (see `Inner::owe_flush`): until then new small frames are
+    /// deferred too.
+    flush_owed: bool,
     /// Who watches the connection for readability on behalf of the awaited calls.
     watching: future::Watch,
 }
@@ -178,6 +182,7 @@ impl Client {
                     woken: 0,
                     wakers: FxHashMap::default(),
                     woken_tasks: FxHashSet::default(),
+                    flush_owed: false,
                     watching: future::Watch::Nobody,
                 }),
                 replies: Condvar::new(),
@@ -318,7 +323,7 @@ impl Client {
             if let Some(failure) = &st.failed {
                 return Err(self.inner.disconnected(method, failure, Delivery::NotSent));
             }
-            if (st.woken > 0 || !st.woken_tasks.is_empty()) && len <= DEFER_MAX {
+            if (st.woken > 0 || !st.woken_tasks.is_empty() || st.flush_owed) && len <= DEFER_MAX {
                 small = Some(encode()?);
             }
             st.pending.insert(id, None);
@@ -483,6 +488,7 @@ impl Inner {
         st.wakers.drain().for_each(|(_, waker)| waker.wake());
         // The outbox is closed: nothing deferred is left to write.
         st.woken_tasks.clear();
+        st.flush_owed = false;
         let all: Vec<Thread> = st.sleepers.values().cloned().collect();
         st.wake.extend(all);
         self.notify(st);

@@ -56,7 +56,8 @@ impl Inner {
     pub(super) fn wait_reply(&self, id: u64, method: Method, wait: Wait) -> Result<Option<Payload>, RpcError> {
         let mut st = self.lock();
         let mut read = false;
-        let mut flush = false;
+        // Before this thread sleeps: the frames deferred for the next poll, its own perhaps.
+        let mut flush = self.take_owed(&mut st);
         let outcome = loop {
             match st.pending.get_mut(&id) {
                 Some(Some(_)) => {
@@ -124,6 +125,28 @@ impl Inner {
     /// to be written (`flush_deferred`, after the lock).
     pub(super) fn took_woken(&self, st: &mut State, id: u64) -> bool {
         st.woken_tasks.remove(&id) && st.woken_tasks.is_empty()
+    }
+
+    /// The last woken task has its reply, and the frames deferred meanwhile are to be
+    /// written: true if that is left to the next poll of a call (`take_owed`), so that the
+    /// call this task usually starts next goes in the same write. A waiting task is woken
+    /// to make that poll should this one start none; with none waiting (nobody could be
+    /// relied on to poll), false: the caller writes them now.
+    pub(super) fn owe_flush(&self, st: &mut State) -> bool {
+        match st.wakers.values().next() {
+            Some(waker) => {
+                waker.wake_by_ref();
+                st.flush_owed = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// True if a write of the deferred frames was owed (`owe_flush`), now the caller's to
+    /// make, after the lock.
+    pub(super) fn take_owed(&self, st: &mut State) -> bool {
+        std::mem::take(&mut st.flush_owed)
     }
 
     /// Writes the frames queued while callers were being woken (`State::woken`); a write
@@ -220,7 +243,7 @@ impl Inner {
         let (was_pending, flush) = {
             let mut st = self.lock();
             st.wakers.remove(&id);
-            let flush = self.took_woken(&mut st, id);
+            let flush = self.took_woken(&mut st, id) | self.take_owed(&mut st);
             if st.watching == future::Watch::Task(id) {
                 // It was to read next: another waiting call takes over.
                 st.watching = future::Watch::Nobody;

@@ -3,15 +3,13 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use procwire_rpc::protocol::Frame;
 use procwire_rpc::serde_bytes::ByteBuf;
-use procwire_rpc::transport::{Encode, FrameSender};
-use procwire_rpc::{Client, RpcError, TransportError, Wait};
+use procwire_rpc::{Client, RpcError};
 
 use super::{connect, soon, Outcome};
 use crate::support::*;
@@ -30,12 +28,12 @@ impl Wake for Unpark {
 /// reply takes, even on a loaded machine.
 const LOST: Duration = Duration::from_secs(20);
 
-type Task<'a> = Pin<Box<dyn Future<Output = ()> + 'a>>;
+pub(crate) type Task<'a> = Pin<Box<dyn Future<Output = ()> + 'a>>;
 
 /// A minimal executor: polls every task on this thread until all are done, parking until
 /// one is woken. No runtime, no reactor of its own. A wake-up that never comes fails the
 /// test instead of hanging it.
-fn run_all(mut tasks: Vec<Task<'_>>) {
+pub(crate) fn run_all(mut tasks: Vec<Task<'_>>) {
     let unpark = Arc::new(Unpark(std::thread::current(), AtomicBool::new(false)));
     let waker = Waker::from(Arc::clone(&unpark));
     let mut cx = Context::from_waker(&waker);
@@ -46,6 +44,57 @@ fn run_all(mut tasks: Vec<Task<'_>>) {
         while !tasks.is_empty() && !unpark.1.load(Ordering::SeqCst) {
             assert!(parked.elapsed() < LOST, "a pending call was never woken");
             std::thread::park_timeout(LOST);
+        }
+    }
+}
+
+/// Marks its task woken, and wakes the thread that runs [`run_woken`].
+struct Mark {
+    task: usize,
+    woken: Arc<std::sync::Mutex<Vec<bool>>>,
+    thread: std::thread::Thread,
+}
+
+impl Wake for Mark {
+    fn wake(self: Arc<Self>) {
+        self.woken.lock().unwrap()[self.task] = true;
+        self.thread.unpark();
+    }
+}
+
+/// An executor as tokio's: each task has its own waker, and only tasks woken are polled
+/// again (where [`run_all`] polls every task on any wake-up). A wake-up that never comes
+/// fails the test.
+pub(crate) fn run_woken(mut tasks: Vec<Task<'_>>) {
+    let woken = Arc::new(std::sync::Mutex::new(vec![true; tasks.len()]));
+    let wakers: Vec<Waker> = (0..tasks.len())
+        .map(|task| {
+            Waker::from(Arc::new(Mark {
+                task,
+                woken: Arc::clone(&woken),
+                thread: std::thread::current(),
+            }))
+        })
+        .collect();
+    let mut done = vec![false; tasks.len()];
+    while done.iter().any(|d| !d) {
+        let parked = Instant::now();
+        let ready: Vec<usize> = loop {
+            let ready: Vec<usize> = {
+                let mut woken = woken.lock().unwrap();
+                (0..woken.len()).filter(|&t| std::mem::take(&mut woken[t])).collect()
+            };
+            if !ready.is_empty() {
+                break ready;
+            }
+            assert!(parked.elapsed() < LOST, "a pending call was never woken");
+            std::thread::park_timeout(LOST);
+        };
+        for t in ready {
+            if !done[t] {
+                let mut cx = Context::from_waker(&wakers[t]);
+                done[t] = tasks[t].as_mut().poll(&mut cx).is_ready();
+            }
         }
     }
 }
@@ -135,69 +184,6 @@ pub fn an_awaited_call_to_a_peer_that_dies_fails_promptly(kind: Kind) -> Outcome
     Ok(())
 }
 
-/// Counts the writes a connection's sender makes, and the frames they carry.
-struct CountingSender {
-    inner: Box<dyn FrameSender>,
-    counts: Arc<Counts>,
-}
-
-#[derive(Default)]
-struct Counts {
-    writes: AtomicUsize,
-    frames: AtomicUsize,
-}
-
-impl Counts {
-    fn wrote(&self, frames: usize) {
-        if frames > 0 {
-            self.writes.fetch_add(1, Ordering::SeqCst);
-            self.frames.fetch_add(frames, Ordering::SeqCst);
-        }
-    }
-}
-
-impl FrameSender for CountingSender {
-    fn send(&mut self, frame: &mut Frame, wait: Wait) -> Result<(), TransportError> {
-        let sent = self.inner.send(frame, wait);
-        self.counts.wrote(usize::from(sent.is_ok()));
-        sent
-    }
-
-    fn flush(&mut self, wait: Wait) -> Result<(), TransportError> {
-        self.inner.flush(wait)
-    }
-
-    fn has_pending(&self) -> bool {
-        self.inner.has_pending()
-    }
-
-    fn close(&mut self) {
-        self.inner.close()
-    }
-
-    fn set_max_frame_len(&mut self, max: usize) {
-        self.inner.set_max_frame_len(max)
-    }
-
-    fn send_many(&mut self, frames: &mut [Frame], wait: Wait) -> (usize, Result<(), TransportError>) {
-        let (taken, result) = self.inner.send_many(frames, wait);
-        self.counts.wrote(taken);
-        (taken, result)
-    }
-
-    fn try_send_encoded(&mut self, len: usize, encode: &mut Encode<'_>) -> bool {
-        let sent = self.inner.try_send_encoded(len, encode);
-        self.counts.wrote(usize::from(sent));
-        sent
-    }
-
-    fn send_encoded(&mut self, len: usize, encode: &mut Encode<'_>, wait: Wait) -> Result<bool, TransportError> {
-        let sent = self.inner.send_encoded(len, encode, wait);
-        self.counts.wrote(usize::from(matches!(sent, Ok(true))));
-        sent
-    }
-}
-
 /// Eight tasks on one thread's executor, each calling in turn: the replies one read brings
 /// wake their tasks, and the calls those tasks make next leave together, in one write,
 /// once the last of them has taken its reply. Without that, every call is a write of its
@@ -230,5 +216,36 @@ pub fn awaited_calls_made_on_waking_leave_in_one_write(kind: Kind) -> Outcome {
     // The handshake's hello and the 800 calls.
     assert_eq!(frames, 801, "every frame was written");
     assert!(writes < frames, "{frames} frames in {writes} writes: none was combined");
+    Ok(())
+}
+
+/// Tasks that end, or go on to wait for something else, right after taking their reply do
+/// not strand the calls other tasks made meanwhile: the last woken task leaves the write of
+/// the frames deferred behind it to the next poll of a call, and wakes a waiting task to
+/// make it should it start none itself. Task `t` of eight makes `1 + 3 * (7 - t)` calls, so
+/// that tasks end while others still call, each often the last of its batch to be polled;
+/// without the wake-up, a stranded call is never written and its deadline fails the test.
+/// The executor polls only the tasks woken ([`run_woken`]), as tokio's does.
+pub fn tasks_that_end_do_not_strand_the_calls_deferred_behind_them(kind: Kind) -> Outcome {
+    let mut peer = Peer::spawn(kind);
+    let client = connect(&mut peer);
+    for round in 0..20i64 {
+        let tasks = (0..8i64)
+            .map(|t| {
+                let client = client.clone();
+                Box::pin(async move {
+                    for i in 0..1 + 3 * (7 - t) {
+                        let deadline = Some(Instant::now() + Duration::from_secs(10));
+                        let sum: i64 = client
+                            .call_async(ADD, &(round * 100 + t, i), deadline)
+                            .await
+                            .expect("awaited call");
+                        assert_eq!(sum, round * 100 + t + i);
+                    }
+                }) as Task<'_>
+            })
+            .collect();
+        run_woken(tasks);
+    }
     Ok(())
 }

@@ -4,8 +4,11 @@
 
 use std::time::{Duration, Instant};
 
-use procwire_rpc::RpcError;
+use std::sync::Arc;
 
+use procwire_rpc::{Client, RpcError};
+
+use super::awaited::{run_all, Task};
 use super::{connect, soon, Outcome};
 use crate::support::*;
 
@@ -181,6 +184,75 @@ pub(crate) fn on_one_cpu_a_request_behind_blocking_calls_is_read_by_a_reserve_th
         client.call::<_, ()>(RELEASE, &a, within())?;
         client.call::<_, ()>(RELEASE, &b, within())?;
         assert!(held_a.wait()? && held_b.wait()?);
+    }
+    Ok(())
+}
+
+/// A server on one CPU writes the replies to requests one read brought in one write: each
+/// reply but the last waits for the next one's. Eight tasks on one client call in turn, so
+/// that their calls leave together (one client write, one server read); the server counts
+/// its writes (`WRITES`). Without the held-back replies, every reply is a write of its own.
+pub(crate) fn on_one_cpu_replies_to_requests_read_together_leave_in_one_write(kind: Kind) -> Outcome {
+    let mut peer = on_one_cpu(|| Peer::spawn_with_env(kind, &[(COUNT_WRITES_ENV, "1".into())]));
+    let mut transport = peer.transport();
+    let counts = Arc::new(Counts::default());
+    transport.sender = Box::new(CountingSender {
+        inner: transport.sender,
+        counts: Arc::clone(&counts),
+    });
+    let client = Client::connect(transport, info()).expect("connect and handshake");
+    const CALLS: u64 = 800;
+    let tasks = (0..8i64)
+        .map(|t| {
+            let client = client.clone();
+            Box::pin(async move {
+                for i in 0..CALLS as i64 / 8 {
+                    let sum: i64 = client.call_async(ADD, &(t, i), soon()).await.expect("awaited call");
+                    assert_eq!(sum, t + i);
+                }
+            }) as Task<'_>
+        })
+        .collect();
+    run_all(tasks);
+    let (writes, frames): (u64, u64) = client.call(WRITES, &(), soon())?;
+    // The handshake's welcome, then the replies.
+    assert_eq!(frames, 1 + CALLS, "every reply was written");
+    let replies = writes - 1;
+    assert!(
+        replies * 2 <= CALLS,
+        "{CALLS} replies in {replies} writes: few were written together"
+    );
+    let sent = counts.writes.load(std::sync::atomic::Ordering::SeqCst) as u64;
+    assert!(
+        sent * 2 <= CALLS,
+        "{CALLS} calls in {sent} client writes: few left together"
+    );
+    Ok(())
+}
+
+/// A reply held back for the next write is not held up by the next call when that call
+/// blocks: on one CPU, an `add` and a `hold` arrive in one write (so in one read); the
+/// add's reply waits for the hold's, and the backlog timer's helper writes it once the
+/// hold has blocked for the grace period. Without the helper's flush, the add would be
+/// answered only once the hold is released, after its deadline.
+pub(crate) fn on_one_cpu_a_reply_held_back_is_not_held_up_by_a_call_that_blocks(kind: Kind) -> Outcome {
+    let mut peer = on_one_cpu(|| Peer::spawn(kind));
+    let watch = connect(&mut peer);
+    for token in 0..5u64 {
+        let mut transport = peer.transport();
+        transport.sender = Box::new(GatherSender {
+            inner: transport.sender,
+            // The hello, then the two calls together.
+            pass: 1,
+            gather: 2,
+            held: Vec::new(),
+        });
+        let client = Client::connect(transport, info()).expect("connect and handshake");
+        let sum = client.start::<_, i64>(ADD, &(40i64, 2i64), Some(Instant::now() + Duration::from_secs(10)))?;
+        let held = client.start::<_, bool>(HOLD, &(700 + token), soon())?;
+        assert_eq!(sum.wait()?, 42, "the add was answered while the hold blocked");
+        watch.call::<_, ()>(RELEASE, &(700 + token), soon())?;
+        assert!(held.wait()?, "the hold {token} was released");
     }
     Ok(())
 }

@@ -15,6 +15,11 @@ use procwire_rpc::{
     ServiceInfo,
 };
 
+#[path = "senders.rs"]
+mod senders;
+#[allow(unused_imports)] // not every test binary wraps a sender
+pub use senders::{CountingSender, Counts, GatherSender};
+
 /// One `libtest_mimic::Trial` per test function, named after it; each returns a `Result`.
 /// A test binary's `main`: the child role if this process is a child, else the given test
 /// functions (each returning a `Result`), one trial each, named after them.
@@ -48,9 +53,19 @@ pub const WAIT_HELD: Method = Method::new(11, "wait_held");
 pub const PEER_PID: Method = Method::new(12, "peer_pid");
 pub const GROW: Method = Method::new(13, "grow");
 pub const KEY_NAME: Method = Method::new(14, "key_name");
-const METHODS: [Method; 14] = [
-    ADD, ECHO, CONCAT, LOG, WAIT_LOGS, SLOW, PANIC, DIE, HOLD, RELEASE, WAIT_HELD, PEER_PID, GROW, KEY_NAME,
+/// The writes the server has made on the connections it counts (`COUNT_WRITES_ENV`), and
+/// the frames they carried, as they stand when the call is read.
+pub const WRITES: Method = Method::new(15, "writes");
+const METHODS: [Method; 15] = [
+    ADD, ECHO, CONCAT, LOG, WAIT_LOGS, SLOW, PANIC, DIE, HOLD, RELEASE, WAIT_HELD, PEER_PID, GROW, KEY_NAME, WRITES,
 ];
+
+/// Set for a `unix` child: it serves one connection, counting the writes its sender makes
+/// (`WRITES`).
+pub const COUNT_WRITES_ENV: &str = "PROCWIRE_CONFORMANCE_COUNT_WRITES";
+
+/// What the counted connection has written.
+static SERVED: std::sync::LazyLock<std::sync::Arc<Counts>> = std::sync::LazyLock::new(Default::default);
 
 /// The environment variable that hands a Noise server its key (64 hex digits); also the
 /// key's name.
@@ -92,6 +107,7 @@ pub fn info() -> ServiceInfo {
         sig(PEER_PID, &[], d::<Option<i32>>()),
         sig(GROW, &[d::<u64>()], d::<[u8]>()),
         sig(KEY_NAME, &[], d::<Option<String>>()),
+        sig(WRITES, &[], d::<(u64, u64)>()),
     ]
     .into_iter()
     .fold(ServiceInfo::new(SERVICE), ServiceInfo::with_method)
@@ -192,6 +208,10 @@ impl Service for Conformance {
                 ctx.reply(&ByteBuf::from(vec![7u8; n as usize]))
             }
             14 => ctx.reply(&ctx.key_name().map(str::to_owned)),
+            15 => ctx.reply(&(
+                SERVED.writes.load(Ordering::SeqCst) as u64,
+                SERVED.frames.load(Ordering::SeqCst) as u64,
+            )),
             m => Err(Fault::new(
                 FaultKind::UnknownMethod,
                 format!("{SERVICE} has no method {m}"),
@@ -324,6 +344,17 @@ pub fn child_main() -> bool {
     }
     let server = Server::new(Conformance::default()).with_config(config);
     let handle = match role.as_str() {
+        "unix" if std::env::var_os(COUNT_WRITES_ENV).is_some() => {
+            use procwire_rpc::transport::Listener as _;
+            let mut listener = unix::Listener::bind(&arg).expect("bind unix socket");
+            println!("ready {arg}");
+            let mut transport = listener.accept(procwire_rpc::Wait::Block).expect("accept");
+            transport.sender = Box::new(CountingSender {
+                inner: transport.sender,
+                counts: std::sync::Arc::clone(&SERVED),
+            });
+            server.spawn_connection(transport).expect("spawn server")
+        }
         "unix" => {
             let listener = unix::Listener::bind(&arg).expect("bind unix socket");
             let handle = server.spawn(listener).expect("spawn server");
