@@ -20,8 +20,11 @@ use support::*;
 mod awaited;
 
 use awaited::{
+    a_blocked_local_runner_polls_its_calls_connection_itself, a_call_outliving_its_local_runner_is_still_woken,
     an_awaited_call_to_a_peer_that_dies_fails_promptly, awaited_calls_made_on_waking_leave_in_one_write,
-    awaited_calls_share_a_connection_with_blocking_ones, tasks_that_end_do_not_strand_the_calls_deferred_behind_them,
+    awaited_calls_share_a_connection_with_blocking_ones,
+    blocking_calls_made_while_a_write_is_owed_write_it_before_waiting,
+    tasks_that_end_do_not_strand_the_calls_deferred_behind_them,
 };
 
 #[path = "conformance/bytes.rs"]
@@ -704,6 +707,7 @@ fn main() {
         awaited_calls_share_a_connection_with_blocking_ones,
         an_awaited_call_to_a_peer_that_dies_fails_promptly,
         tasks_that_end_do_not_strand_the_calls_deferred_behind_them,
+        blocking_calls_made_while_a_write_is_owed_write_it_before_waiting,
         a_client_of_another_service_is_refused_naming_both,
         graceful_stop_finishes_calls_in_flight,
         a_graceful_stop_says_stopped_and_that_unanswered_calls_did_not_run,
@@ -713,6 +717,7 @@ fn main() {
     let listeners: &[(&str, Case)] = cases![
         dropping_a_client_still_delivers_what_it_accepted,
         callers_that_time_out_while_reading_hand_the_reading_on,
+        a_call_outliving_its_local_runner_is_still_woken,
     ];
     let raw_streams: &[(&str, Case)] = cases![
         oversized_length_prefix_costs_one_connection,
@@ -746,6 +751,10 @@ fn main() {
     trials.push(Trial::test(
         "unix::on_one_cpu_a_request_read_behind_a_blocking_call_is_served",
         || on_one_cpu_a_request_read_behind_a_blocking_call_is_served(Kind::Unix),
+    ));
+    trials.push(Trial::test(
+        "unix::a_blocked_local_runner_polls_its_calls_connection_itself",
+        || a_blocked_local_runner_polls_its_calls_connection_itself(Kind::Unix),
     ));
     trials.push(Trial::test(
         "unix::on_one_cpu_replies_to_requests_read_together_leave_in_one_write",

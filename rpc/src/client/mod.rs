@@ -35,7 +35,7 @@ mod future;
 mod handshake;
 mod locked;
 mod pending;
-mod reactor;
+pub(crate) mod reactor;
 mod reading;
 pub(crate) mod reply;
 

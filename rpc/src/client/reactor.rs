@@ -5,9 +5,17 @@
 //!
 //! Started on first use. With the `tokio` feature, calls awaited inside a tokio runtime use
 //! tokio's own reactor and timers instead (see `client/future.rs`).
+//!
+//! A thread blocked in [`Runner::Local`](crate::Runner::Local)'s `block_on` polls the
+//! connections its own tasks watch itself, while it waits ([`Driver`]), as a tokio
+//! current-thread runtime does: the reactor thread then leaves them alone, and a reply wakes
+//! the blocked thread directly, not the reactor thread first (on one CPU, two context
+//! switches a wake-up less).
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::task::Waker;
@@ -29,11 +37,19 @@ pub(crate) struct Reactor {
     kick: EventFd,
 }
 
+/// A connection watched for readability: polled once, then forgotten.
+struct Watched {
+    /// Shared, so that it stays open while it is polled.
+    fd: Arc<OwnedFd>,
+    then: OnReadable,
+    /// The [`Driver`] that polls it, or `None`: the reactor thread.
+    driver: Option<u64>,
+}
+
 #[derive(Default)]
 struct State {
-    /// Connections watched for readability, by the client's key: once, then forgotten. The
-    /// descriptor is shared, so that it stays open while it is polled.
-    watched: HashMap<usize, (Arc<OwnedFd>, OnReadable)>,
+    /// Connections watched for readability, by the client's key.
+    watched: HashMap<usize, Watched>,
     timers: BTreeMap<TimerKey, Waker>,
     next_timer: u64,
 }
@@ -73,11 +89,20 @@ impl Reactor {
         let _ = self.kick.write(1);
     }
 
-    /// Calls `then` once `fd` is readable (or hung up), replacing an earlier watch of `key`.
+    /// Calls `then` once `fd` is readable (or hung up), replacing an earlier watch of `key`;
+    /// polled by this thread's [`Driver`] if it has one, else by the reactor thread.
     pub(crate) fn watch(&self, key: usize, fd: Arc<OwnedFd>, then: OnReadable) {
-        let replaced = self.lock().watched.insert(key, (fd, then));
+        let driver = DRIVING.with(|driving| {
+            driving.get().map(|(id, _)| {
+                driving.set(Some((id, true)));
+                id
+            })
+        });
+        let replaced = self.lock().watched.insert(key, Watched { fd, then, driver });
         drop(replaced);
-        self.kick();
+        if driver.is_none() {
+            self.kick();
+        }
     }
 
     /// Forgets `key`'s watch, if any; for a connection about to close.
@@ -114,7 +139,12 @@ fn run(reactor: &'static Reactor) {
     loop {
         let (fds, timeout): (Vec<(usize, Arc<OwnedFd>)>, PollTimeout) = {
             let st = reactor.lock();
-            let fds = st.watched.iter().map(|(key, (fd, _))| (*key, Arc::clone(fd))).collect();
+            let fds = st
+                .watched
+                .iter()
+                .filter(|(_, w)| w.driver.is_none())
+                .map(|(key, w)| (*key, Arc::clone(&w.fd)))
+                .collect();
             let timeout = match st.timers.keys().next() {
                 None => PollTimeout::NONE,
                 Some(TimerKey(at, _)) => {
@@ -127,21 +157,11 @@ fn run(reactor: &'static Reactor) {
         };
         // A watch removed meanwhile is polled once more, which at worst wakes nobody: its
         // descriptor stays open until this list is dropped.
-        let mut set: Vec<PollFd<'_>> = Vec::with_capacity(fds.len() + 1);
-        set.push(PollFd::new(reactor.kick.as_fd(), PollFlags::POLLIN));
-        set.extend(fds.iter().map(|(_, fd)| PollFd::new(fd.as_fd(), PollFlags::POLLIN)));
-        if let Err(e) = poll(&mut set, timeout) {
-            if e != nix::errno::Errno::EINTR {
-                tracing::warn!(error = %e, "the async reactor's poll failed");
-            }
-        }
-        let ready: Vec<usize> = set[1..]
-            .iter()
-            .zip(&fds)
-            .filter(|(p, _)| p.revents().is_some_and(|r| !r.is_empty()))
-            .map(|(_, (key, _))| *key)
-            .collect();
-        if set[0].revents().is_some_and(|r| !r.is_empty()) {
+        let (kicked, ready) = poll_watched(reactor.kick.as_fd(), &fds, timeout, || {}).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "the async reactor's poll failed");
+            (false, Vec::new())
+        });
+        if kicked {
             let _ = reactor.kick.read();
         }
         let mut fire: Vec<OnReadable> = Vec::new();
@@ -149,8 +169,9 @@ fn run(reactor: &'static Reactor) {
         {
             let mut st = reactor.lock();
             for key in ready {
-                if let Some((_, then)) = st.watched.remove(&key) {
-                    fire.push(then);
+                // Unless re-registered meanwhile for a driver.
+                if st.watched.get(&key).is_some_and(|w| w.driver.is_none()) {
+                    fire.extend(st.watched.remove(&key).map(|w| w.then));
                 }
             }
             let now = Instant::now();
@@ -164,6 +185,124 @@ fn run(reactor: &'static Reactor) {
         // Outside the lock: a woken task may register again at once.
         fire.into_iter().for_each(|then| then());
         wake.into_iter().for_each(Waker::wake);
+    }
+}
+
+/// Polls `kick` and `fds` for readability (or hang-up) until one is or `timeout` passes,
+/// then calls `awake`: whether `kick` was readable, and the keys of the `fds` that were.
+/// An interrupted poll is nothing readable.
+fn poll_watched(
+    kick: BorrowedFd<'_>,
+    fds: &[(usize, Arc<OwnedFd>)],
+    timeout: PollTimeout,
+    awake: impl FnOnce(),
+) -> nix::Result<(bool, Vec<usize>)> {
+    let mut set: Vec<PollFd<'_>> = Vec::with_capacity(fds.len() + 1);
+    set.push(PollFd::new(kick, PollFlags::POLLIN));
+    set.extend(fds.iter().map(|(_, fd)| PollFd::new(fd.as_fd(), PollFlags::POLLIN)));
+    let polled = poll(&mut set, timeout);
+    awake();
+    match polled {
+        Ok(_) => {}
+        Err(nix::errno::Errno::EINTR) => return Ok((false, Vec::new())),
+        Err(e) => return Err(e),
+    }
+    let readable = |p: &PollFd<'_>| p.revents().is_some_and(|r| !r.is_empty());
+    let ready = set[1..]
+        .iter()
+        .zip(fds)
+        .filter(|(p, _)| readable(p))
+        .map(|(_, (key, _))| *key)
+        .collect();
+    Ok((readable(&set[0]), ready))
+}
+
+thread_local! {
+    /// This thread's [`Driver`], and whether a watch was left with it.
+    static DRIVING: Cell<Option<(u64, bool)>> = const { Cell::new(None) };
+}
+
+/// A thread blocked on a future polls what its tasks watch itself, rather than leave it to
+/// the reactor thread (see the module's docs). While one exists, the watches this thread
+/// makes are its; when it ends, they go to the driver it was made inside of, or to the
+/// reactor thread.
+pub(crate) struct Driver {
+    id: u64,
+    outer: Option<(u64, bool)>,
+}
+
+impl Driver {
+    pub(crate) fn enter() -> Driver {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        let outer = DRIVING.with(|driving| driving.replace(Some((id, false))));
+        Driver { id, outer }
+    }
+
+    /// Waits until `wake` or a connection this driver watches is readable (or hung up),
+    /// then calls `awake` and runs the watches that fired: `Some(true)` if `wake` was
+    /// readable. `None` at once if it watches nothing: the caller sleeps another way.
+    pub(crate) fn wait(&self, wake: BorrowedFd<'_>, awake: impl FnOnce()) -> Option<bool> {
+        let made = DRIVING.with(|driving| driving.get().is_some_and(|(_, made)| made));
+        let reactor = get().filter(|_| made)?;
+        let fds: Vec<(usize, Arc<OwnedFd>)> = reactor
+            .lock()
+            .watched
+            .iter()
+            .filter(|(_, w)| w.driver == Some(self.id))
+            .map(|(key, w)| (*key, Arc::clone(&w.fd)))
+            .collect();
+        if fds.is_empty() {
+            return None;
+        }
+        let (rung, ready) = match poll_watched(wake, &fds, PollTimeout::NONE, awake) {
+            Ok(polled) => polled,
+            Err(e) => {
+                tracing::warn!(error = %e, "a blocked thread's poll failed");
+                return Some(true);
+            }
+        };
+        let fire: Vec<OnReadable> = {
+            let mut st = reactor.lock();
+            let mut fire = Vec::with_capacity(ready.len());
+            for key in ready {
+                // Unless re-registered meanwhile for another.
+                if st.watched.get(&key).is_some_and(|w| w.driver == Some(self.id)) {
+                    fire.extend(st.watched.remove(&key).map(|w| w.then));
+                }
+            }
+            fire
+        };
+        fire.into_iter().for_each(|then| then());
+        Some(rung)
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let made = DRIVING
+            .with(|driving| driving.replace(self.outer))
+            .is_some_and(|(_, made)| made);
+        let Some(reactor) = get().filter(|_| made) else {
+            return;
+        };
+        // The outer driver, if any, polls them when it next waits; else the reactor thread.
+        let to = self.outer.map(|(id, _)| id);
+        let mut handed = false;
+        for w in reactor
+            .lock()
+            .watched
+            .values_mut()
+            .filter(|w| w.driver == Some(self.id))
+        {
+            w.driver = to;
+            handed = true;
+        }
+        match to {
+            Some(_) if handed => DRIVING.with(|driving| driving.set(self.outer.map(|(id, _)| (id, true)))),
+            None if handed => reactor.kick(),
+            _ => {}
+        }
     }
 }
 

@@ -55,9 +55,15 @@ impl Inner {
     /// is not there yet.
     pub(super) fn wait_reply(&self, id: u64, method: Method, wait: Wait) -> Result<Option<Payload>, RpcError> {
         let mut st = self.lock();
+        if self.take_owed(&mut st) {
+            // Written before this thread waits: the frames deferred for the next poll, its
+            // own call's perhaps, whose reply it would otherwise wait for in vain.
+            drop(st);
+            self.flush_deferred();
+            st = self.lock();
+        }
         let mut read = false;
-        // Before this thread sleeps: the frames deferred for the next poll, its own perhaps.
-        let mut flush = self.take_owed(&mut st);
+        let mut flush = false;
         let outcome = loop {
             match st.pending.get_mut(&id) {
                 Some(Some(_)) => {

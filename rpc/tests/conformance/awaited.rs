@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Wake, Waker};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use procwire_rpc::serde_bytes::ByteBuf;
@@ -247,5 +247,98 @@ pub fn tasks_that_end_do_not_strand_the_calls_deferred_behind_them(kind: Kind) -
             .collect();
         run_woken(tasks);
     }
+    Ok(())
+}
+
+/// A thread blocked in `Runner::Local`'s `block_on` polls the connection its awaited calls
+/// watch itself: 200 calls one after another wake the reactor thread hardly at all (a
+/// child process makes them, so that no other test's calls use its reactor). Left to the
+/// reactor thread, each call's watch woke it twice: once to add the watch, once when the
+/// reply came.
+pub fn a_blocked_local_runner_polls_its_calls_connection_itself(kind: Kind) -> Outcome {
+    let peer = Peer::spawn(kind);
+    let out = run_child("local-awaits", &[(SERVER_ENV, peer.addr().to_owned())]);
+    let switches: u64 = out
+        .strip_prefix("reactor-switches ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the child printed {out:?}"));
+    assert!(
+        switches <= 20,
+        "the reactor thread was switched to {switches} times in 200 calls"
+    );
+    Ok(())
+}
+
+/// A call left pending when the `block_on` that polled it returns is watched by the
+/// reactor thread from then on: awaited on another thread under an executor that only
+/// parks, it is still woken when its reply comes. Were the watch left with the ended
+/// `block_on`, nobody would poll the connection and the executor would report the lost
+/// wake-up.
+pub fn a_call_outliving_its_local_runner_is_still_woken(kind: Kind) -> Outcome {
+    let mut peer = Peer::spawn(kind);
+    let client = connect(&mut peer);
+    let watch = connect(&mut peer);
+    let mut call = Box::pin(client.call_async::<_, bool>(HOLD, &900u64, soon()));
+    // Polled once inside, so that it watches the connection from there; then left pending.
+    let first = procwire_rpc::Runner::Local.block_on(std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))));
+    assert!(first.is_pending(), "the hold was answered before it was released");
+    assert!(watch.call::<_, bool>(WAIT_HELD, &900u64, soon())?);
+    std::thread::scope(|s| -> Outcome {
+        let waiter = s.spawn(move || {
+            let mut released = None;
+            run_all(vec![Box::pin(async {
+                released = Some(call.await);
+            })]);
+            released.expect("ran")
+        });
+        watch.call::<_, ()>(RELEASE, &900u64, soon())?;
+        assert!(waiter.join().expect("the waiting thread")?, "the hold was released");
+        Ok(())
+    })
+}
+
+/// Blocking calls made while the write of deferred frames is owed to the next poll (the
+/// last woken task took its reply: see `tasks_that_end_do_not_strand_...`) are deferred
+/// too, and write them before they wait: else a blocking caller would wait for the reply to
+/// a call it never sent. Two threads call blocking while eight tasks on a third, polled only
+/// when woken, call awaited, on one client; every call has a deadline far past what it
+/// takes. Without the write before the wait, four runs of the suite's seven transports in
+/// five lost a call somewhere (`awaited_calls_share_a_connection_with_blocking_ones`, whose
+/// executor polls every task on any wake-up, one run in twelve).
+pub fn blocking_calls_made_while_a_write_is_owed_write_it_before_waiting(kind: Kind) -> Outcome {
+    let mut peer = Peer::spawn(kind);
+    let client = connect(&mut peer);
+    let deadline = || Some(Instant::now() + Duration::from_secs(10));
+    std::thread::scope(|s| {
+        for t in 0..2i64 {
+            let client = client.clone();
+            s.spawn(move || {
+                for i in 0..1000i64 {
+                    let sum: i64 = client.call(ADD, &(t, i), deadline()).expect("blocking call");
+                    assert_eq!(sum, t + i);
+                }
+            });
+        }
+        let client = client.clone();
+        s.spawn(move || {
+            for round in 0..10i64 {
+                let tasks = (0..8i64)
+                    .map(|k| {
+                        let client = client.clone();
+                        Box::pin(async move {
+                            for i in 0..1 + 3 * (7 - k) {
+                                let sum: i64 = client
+                                    .call_async(ADD, &(round * 100 + k, i), deadline())
+                                    .await
+                                    .expect("awaited call");
+                                assert_eq!(sum, round * 100 + k + i);
+                            }
+                        }) as Task<'_>
+                    })
+                    .collect();
+                run_woken(tasks);
+            }
+        });
+    });
     Ok(())
 }

@@ -402,6 +402,10 @@ pub fn child_main() -> bool {
             mq_fill();
             return true;
         }
+        "local-awaits" => {
+            local_awaits();
+            return true;
+        }
         "endpoint-client" => {
             // A client of the endpoint `arg`, which finds its key in the environment.
             let endpoint: procwire_rpc::Endpoint = arg.parse().expect("an endpoint");
@@ -427,6 +431,58 @@ pub fn child_main() -> bool {
         std::process::exit(3);
     }
     true
+}
+
+/// The socket of the server a `local-awaits` child calls.
+pub const SERVER_ENV: &str = "PROCWIRE_CONFORMANCE_SERVER";
+
+/// Makes 200 awaited calls, one after another, in `Runner::Local`'s `block_on`, and prints
+/// how many times the reactor thread was switched to meanwhile: `reactor-switches N`, or
+/// `reactor-switches none` if there is no reactor thread.
+fn local_awaits() {
+    let path = std::env::var(SERVER_ENV).expect("the server's socket");
+    let client = procwire_rpc::Client::connect(unix::connect(&path).expect("connect"), info()).expect("handshake");
+    let runner = procwire_rpc::Runner::Local;
+    // The first watch starts the reactor thread: a call that takes a while, so that it
+    // surely waits (an add may be answered before its first poll looks).
+    let slept = runner.block_on(client.call_async::<_, u64>(SLOW, &(1u64, 20u64), None));
+    assert_eq!(slept.expect("a call"), 20);
+    let Some(before) = reactor_switches() else {
+        println!("reactor-switches none");
+        return;
+    };
+    runner.block_on(async {
+        for i in 0..200i64 {
+            let sum: i64 = client.call_async(ADD, &(i, 1i64), None).await.expect("a call");
+            assert_eq!(sum, i + 1);
+        }
+    });
+    let after = reactor_switches().expect("the reactor thread");
+    println!("reactor-switches {}", after - before);
+}
+
+/// Context switches to this process's reactor thread so far, if it has one.
+fn reactor_switches() -> Option<u64> {
+    std::fs::read_dir("/proc/self/task").ok()?.find_map(|task| {
+        let dir = task.ok()?.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+        // Thread names are cut to 15 bytes.
+        if comm.trim() != "procwire-reacto" {
+            return None;
+        }
+        let status = std::fs::read_to_string(dir.join("status")).ok()?;
+        Some(
+            status
+                .lines()
+                .filter_map(|line| {
+                    let n = line
+                        .strip_prefix("voluntary_ctxt_switches:")
+                        .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))?;
+                    n.trim().parse::<u64>().ok()
+                })
+                .sum(),
+        )
+    })
 }
 
 /// In an IPC namespace of its own (so that no other test's queues are in the way), creates
