@@ -249,6 +249,11 @@ impl Outbox {
         inner.write_as_owner(None, Wait::NonBlock)
     }
 
+    /// True if frames wait in the queue (deferred, or left by a busy writer).
+    pub(crate) fn has_queued(&self) -> bool {
+        !self.inner.lock().queue.is_empty()
+    }
+
     /// A handle that sends frames in place only, for a call's handler to send its reply
     /// (`CallContext`); dropping it closes nothing.
     pub(crate) fn replies(&self) -> Replies {

@@ -105,7 +105,7 @@ fn block_on<F: Future>(future: F) -> F::Output {
     let mut cx = Context::from_waker(&waker);
     let mut future = pin!(future);
     // Without an eventfd to be woken through, the reactor thread watches for it.
-    let driver = ring.is_some().then(Driver::enter);
+    let driver = ring.is_some().then(|| Driver::enter(&waker));
     loop {
         if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
             return output;

@@ -180,7 +180,9 @@ impl Shared {
     }
 }
 
-/// Counts a server thread for [`Shared::wait_idle`], even if it panics.
+/// How long a server thread holds replies back for one write at most (see `Conn::run`).
+const HOLD_REPLIES_FOR: Duration = Duration::from_micros(100);
+
 /// What became of a call's reply ([`Conn::handle`]).
 enum Reply {
     /// Written, or attempted (it went with the replies held back, if any).
@@ -191,6 +193,7 @@ enum Reply {
     None,
 }
 
+/// Counts a server thread for [`Shared::wait_idle`], even if it panics.
 struct LiveGuard(Arc<Shared>);
 
 impl Drop for LiveGuard {
@@ -345,8 +348,10 @@ impl<S: Service> Conn<S> {
         let mut ctx = self.context(&seat);
         // The last small request's buffer, for the receiver to reuse.
         let mut spare: Option<Vec<u8>> = None;
-        // This thread queued replies unwritten, for the next write (see `handle`).
+        // This thread queued replies unwritten, for the next write (see `handle`), the first
+        // at this time.
         let mut deferred = false;
+        let mut deferred_since = Instant::now();
         loop {
             if self.done() {
                 break;
@@ -496,7 +501,8 @@ impl<S: Service> Conn<S> {
             // On one CPU, where this thread takes the next request itself, its reply waits
             // for the next one's, so that one write carries the replies of requests that
             // came in one read; the timer, kept set while replies are held back, wakes a
-            // helper to write them if a handler holds them up.
+            // helper to write them if a handler holds them up: only while one sleeps to be
+            // woken (not with `max_calls_per_connection(1)`, nor while every thread is busy).
             let mut defer = false;
             // Whether the timer, kept for the replies held back, is unset once they are
             // written: as it would have been now, had none been held back.
@@ -506,7 +512,7 @@ impl<S: Service> Conn<S> {
                     && self.idle.load(Ordering::SeqCst) > 0
                     && !self.watching.load(Ordering::SeqCst);
                 let more = receiver.has_buffered();
-                defer = more && self.backlog.is_deferred();
+                defer = more && self.backlog.is_deferred() && self.idle.load(Ordering::SeqCst) > 0;
                 settle = !more && deferred && !unwatched;
                 if more || deferred {
                     self.backlog.waiting(&self.wake);
@@ -522,7 +528,11 @@ impl<S: Service> Conn<S> {
             drop(receiver);
             let mut args = Args::new(payload, at);
             match self.handle(&mut ctx, envelope, &mut args, &seat, defer) {
-                Reply::Deferred => deferred = true,
+                Reply::Deferred if !deferred => {
+                    deferred = true;
+                    deferred_since = Instant::now();
+                }
+                Reply::Deferred => {}
                 // Written with those held back, if any.
                 Reply::Sent if deferred => {
                     deferred = false;
@@ -531,6 +541,12 @@ impl<S: Service> Conn<S> {
                     }
                 }
                 Reply::Sent | Reply::None => {}
+            }
+            // Requests that keep coming (a stream of one-way calls, or a ring the client
+            // keeps filling) hold replies back no longer than this.
+            if deferred && deferred_since.elapsed() >= HOLD_REPLIES_FOR {
+                deferred = false;
+                self.flush_deferred();
             }
             match args.into_payload() {
                 Payload::Whole(buf) if buf.capacity() < crate::buffers::POOLED_MIN => spare = Some(buf),

@@ -240,7 +240,7 @@ impl Client {
                 .get_or_init(|| reactor::watchable(&**receiver).map(Arc::new));
             drop(receiver);
             match fd {
-                Some(fd) if self.watch(fd) => st.watching = Watch::Reactor,
+                Some(fd) if self.watch(fd, cx.waker()) => st.watching = Watch::Reactor,
                 // No descriptor to wait on, or nothing to wait with: poll again soon.
                 _ => cx.waker().wake_by_ref(),
             }
@@ -250,7 +250,7 @@ impl Client {
 
     /// Has the connection watched: once readable, it is marked unwatched and a waiting task
     /// is woken to read it. False if there is nothing to watch with.
-    fn watch(&self, fd: &Arc<std::os::fd::OwnedFd>) -> bool {
+    fn watch(&self, fd: &Arc<std::os::fd::OwnedFd>, waker: &std::task::Waker) -> bool {
         let Some(reactor) = reactor::get() else { return false };
         let weak = Arc::downgrade(&self.inner);
         reactor.watch(
@@ -265,6 +265,7 @@ impl Client {
                     inner.notify(&mut st);
                 }
             }),
+            waker,
         );
         true
     }

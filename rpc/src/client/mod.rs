@@ -318,6 +318,9 @@ impl Client {
         // A small frame is queued unwritten while callers are being woken, for the last of
         // them to write with the others (`State::woken`); else it is sent as usual.
         let mut small = None;
+        // Set if the write of the frames deferred is owed (`State::flush_owed`) and nobody
+        // else is to make it: this call's frame goes last in it, now.
+        let mut owed = false;
         let deferred = {
             let mut st = self.inner.lock();
             if let Some(failure) = &st.failed {
@@ -325,6 +328,7 @@ impl Client {
             }
             if (st.woken > 0 || !st.woken_tasks.is_empty() || st.flush_owed) && len <= DEFER_MAX {
                 small = Some(encode()?);
+                owed = st.woken == 0 && st.woken_tasks.is_empty() && self.inner.take_owed(&mut st);
             }
             st.pending.insert(id, None);
             // Under the lock: the last woken caller flushes after `woken` drops to zero
@@ -343,6 +347,9 @@ impl Client {
         };
         // Made before sending, so that a failed send cancels the call when it is dropped.
         let call = PendingCall::new(self.clone(), id, method, deadline);
+        if owed {
+            self.inner.flush_deferred();
+        }
         if let Some(sent) = deferred {
             self.inner.sent(sent, method)?;
             return Ok(call);

@@ -12,7 +12,7 @@
 //! the blocked thread directly, not the reactor thread first (on one CPU, two context
 //! switches a wake-up less).
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -90,13 +90,15 @@ impl Reactor {
     }
 
     /// Calls `then` once `fd` is readable (or hung up), replacing an earlier watch of `key`;
-    /// polled by this thread's [`Driver`] if it has one, else by the reactor thread.
-    pub(crate) fn watch(&self, key: usize, fd: Arc<OwnedFd>, then: OnReadable) {
+    /// polled by this thread's [`Driver`] if the watching task is that driver's own (`waker`
+    /// wakes its `block_on`: not a task of another executor run inside it), else by the
+    /// reactor thread.
+    pub(crate) fn watch(&self, key: usize, fd: Arc<OwnedFd>, then: OnReadable, waker: &Waker) {
         let driver = DRIVING.with(|driving| {
-            driving.get().map(|(id, _)| {
-                driving.set(Some((id, true)));
-                id
-            })
+            let mut driving = driving.borrow_mut();
+            let own = driving.as_mut().filter(|d| d.waker.will_wake(waker))?;
+            own.made = true;
+            Some(own.id)
         });
         let replaced = self.lock().watched.insert(key, Watched { fd, then, driver });
         drop(replaced);
@@ -217,25 +219,45 @@ fn poll_watched(
     Ok((readable(&set[0]), ready))
 }
 
+/// The [`Driver`] of a thread.
+struct Driving {
+    id: u64,
+    /// A watch was left with it.
+    made: bool,
+    /// What wakes its `block_on`: the watches of tasks woken so are its.
+    waker: Waker,
+}
+
 thread_local! {
-    /// This thread's [`Driver`], and whether a watch was left with it.
-    static DRIVING: Cell<Option<(u64, bool)>> = const { Cell::new(None) };
+    static DRIVING: RefCell<Option<Driving>> = const { RefCell::new(None) };
 }
 
 /// A thread blocked on a future polls what its tasks watch itself, rather than leave it to
-/// the reactor thread (see the module's docs). While one exists, the watches this thread
-/// makes are its; when it ends, they go to the driver it was made inside of, or to the
-/// reactor thread.
+/// the reactor thread (see the module's docs). While one exists, the watches its tasks make
+/// are its. A driver made inside another (a `block_on` inside a `block_on`) first hands the
+/// outer one's watches to the reactor thread: the outer cannot poll while the inner runs.
+/// When a driver ends, its watches go to the reactor thread too.
 pub(crate) struct Driver {
     id: u64,
-    outer: Option<(u64, bool)>,
+    outer: Option<Driving>,
 }
 
 impl Driver {
-    pub(crate) fn enter() -> Driver {
+    /// `waker` wakes the `block_on` this driver waits for.
+    pub(crate) fn enter(waker: &Waker) -> Driver {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         let id = NEXT.fetch_add(1, Ordering::Relaxed);
-        let outer = DRIVING.with(|driving| driving.replace(Some((id, false))));
+        let mut outer = DRIVING.with(|driving| {
+            driving.borrow_mut().replace(Driving {
+                id,
+                made: false,
+                waker: waker.clone(),
+            })
+        });
+        if let Some(outer) = outer.as_mut().filter(|outer| outer.made) {
+            outer.made = false;
+            hand_to_reactor(outer.id);
+        }
         Driver { id, outer }
     }
 
@@ -243,7 +265,7 @@ impl Driver {
     /// then calls `awake` and runs the watches that fired: `Some(true)` if `wake` was
     /// readable. `None` at once if it watches nothing: the caller sleeps another way.
     pub(crate) fn wait(&self, wake: BorrowedFd<'_>, awake: impl FnOnce()) -> Option<bool> {
-        let made = DRIVING.with(|driving| driving.get().is_some_and(|(_, made)| made));
+        let made = DRIVING.with(|driving| driving.borrow().as_ref().is_some_and(|d| d.made));
         let reactor = get().filter(|_| made)?;
         let fds: Vec<(usize, Arc<OwnedFd>)> = reactor
             .lock()
@@ -281,28 +303,24 @@ impl Driver {
 impl Drop for Driver {
     fn drop(&mut self) {
         let made = DRIVING
-            .with(|driving| driving.replace(self.outer))
-            .is_some_and(|(_, made)| made);
-        let Some(reactor) = get().filter(|_| made) else {
-            return;
-        };
-        // The outer driver, if any, polls them when it next waits; else the reactor thread.
-        let to = self.outer.map(|(id, _)| id);
-        let mut handed = false;
-        for w in reactor
-            .lock()
-            .watched
-            .values_mut()
-            .filter(|w| w.driver == Some(self.id))
-        {
-            w.driver = to;
-            handed = true;
+            .with(|driving| std::mem::replace(&mut *driving.borrow_mut(), self.outer.take()))
+            .is_some_and(|d| d.made);
+        if made {
+            hand_to_reactor(self.id);
         }
-        match to {
-            Some(_) if handed => DRIVING.with(|driving| driving.set(self.outer.map(|(id, _)| (id, true)))),
-            None if handed => reactor.kick(),
-            _ => {}
-        }
+    }
+}
+
+/// Gives the watches of driver `id` to the reactor thread, and kicks it if there were any.
+fn hand_to_reactor(id: u64) {
+    let Some(reactor) = get() else { return };
+    let mut handed = false;
+    for w in reactor.lock().watched.values_mut().filter(|w| w.driver == Some(id)) {
+        w.driver = None;
+        handed = true;
+    }
+    if handed {
+        reactor.kick();
     }
 }
 

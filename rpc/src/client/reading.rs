@@ -134,11 +134,16 @@ impl Inner {
     }
 
     /// The last woken task has its reply, and the frames deferred meanwhile are to be
-    /// written: true if that is left to the next poll of a call (`take_owed`), so that the
-    /// call this task usually starts next goes in the same write. A waiting task is woken
-    /// to make that poll should this one start none; with none waiting (nobody could be
+    /// written: true if the caller need not write them now, because there are none or the
+    /// write is left to the next call started or polled (`take_owed`), so that the call
+    /// this task usually starts next goes in the same write. A waiting task is woken to
+    /// make that poll should this one start none; with none waiting (nobody could be
     /// relied on to poll), false: the caller writes them now.
     pub(super) fn owe_flush(&self, st: &mut State) -> bool {
+        if !self.outbox.has_queued() {
+            // Nothing deferred: nothing to owe.
+            return true;
+        }
         match st.wakers.values().next() {
             Some(waker) => {
                 waker.wake_by_ref();

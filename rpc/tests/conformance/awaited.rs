@@ -342,3 +342,65 @@ pub fn blocking_calls_made_while_a_write_is_owed_write_it_before_waiting(kind: K
     });
     Ok(())
 }
+
+/// An executor run inside `Runner::Local`'s `block_on` (a handler's sync code awaiting with
+/// another executor) waits for its calls' replies with its own waker: their connection is
+/// watched by the reactor thread, not left to the `block_on` around it, which cannot poll
+/// while the inner executor parks. Were it left there, nothing would wake the inner one.
+pub fn an_executor_inside_a_local_runner_is_woken_for_its_calls(kind: Kind) -> Outcome {
+    let mut peer = Peer::spawn(kind);
+    let client = connect(&mut peer);
+    let watch = connect(&mut peer);
+    std::thread::scope(|s| -> Outcome {
+        let releaser = s.spawn(|| -> Outcome {
+            assert!(watch.call::<_, bool>(WAIT_HELD, &960u64, soon())?);
+            watch.call::<_, ()>(RELEASE, &960u64, soon())?;
+            Ok(())
+        });
+        let released = procwire_rpc::Runner::Local.block_on(async {
+            let mut released = None;
+            run_all(vec![Box::pin(async {
+                released = Some(client.call_async::<_, bool>(HOLD, &960u64, soon()).await);
+            })]);
+            released.expect("ran")
+        });
+        assert!(released?, "the hold was released");
+        releaser.join().expect("the releasing thread")
+    })
+}
+
+/// A `block_on` inside a `block_on` awaits a call on a connection the outer one's task
+/// watches: the outer's watches go to the reactor thread while the inner runs (the outer
+/// cannot poll meanwhile), so the inner call is woken. Were they left with the outer, the
+/// inner call would see the connection watched and wait for a wake-up nobody sends.
+pub fn a_local_runner_inside_another_is_woken_for_its_calls(kind: Kind) -> Outcome {
+    let mut peer = Peer::spawn(kind);
+    let client = connect(&mut peer);
+    let watch = connect(&mut peer);
+    std::thread::scope(|s| -> Outcome {
+        let releaser = s.spawn(|| -> Outcome {
+            assert!(watch.call::<_, bool>(WAIT_HELD, &970u64, soon())?);
+            assert!(watch.call::<_, bool>(WAIT_HELD, &971u64, soon())?);
+            watch.call::<_, ()>(RELEASE, &971u64, soon())?;
+            Ok(())
+        });
+        let local = procwire_rpc::Runner::Local;
+        let (outer, inner) = local.block_on(async {
+            let mut outer = Box::pin(client.call_async::<_, bool>(HOLD, &970u64, soon()));
+            // Polled once: its task now watches the connection.
+            let first = std::future::poll_fn(|cx| Poll::Ready(outer.as_mut().poll(cx))).await;
+            assert!(first.is_pending(), "the outer hold was answered before it was released");
+            let inner = local.block_on(client.call_async::<_, bool>(HOLD, &971u64, soon()));
+            (outer, inner)
+        });
+        assert!(inner?, "the inner hold was released");
+        releaser.join().expect("the releasing thread")?;
+        watch.call::<_, ()>(RELEASE, &970u64, soon())?;
+        let mut done = None;
+        run_all(vec![Box::pin(async {
+            done = Some(outer.await);
+        })]);
+        assert!(done.expect("ran")?, "the outer hold was released");
+        Ok(())
+    })
+}

@@ -242,12 +242,16 @@ pub(crate) fn on_one_cpu_a_reply_held_back_is_not_held_up_by_a_call_that_blocks(
         let mut transport = peer.transport();
         transport.sender = Box::new(GatherSender {
             inner: transport.sender,
-            // The hello, then the two calls together.
-            pass: 1,
+            // The hello, two holds and an add as usual; then the two calls together.
+            pass: 4,
             gather: 2,
             held: Vec::new(),
         });
         let client = Client::connect(transport, info()).expect("connect and handshake");
+        // Replies are held back only while a thread sleeps to be woken for them: give the
+        // connection spare threads, and let them settle through a round trip.
+        start_spare_threads(&client, &watch, 2, 800 + token * 10)?;
+        assert_eq!(client.call::<_, i64>(ADD, &(1i64, 1i64), soon())?, 2);
         let sum = client.start::<_, i64>(ADD, &(40i64, 2i64), Some(Instant::now() + Duration::from_secs(10)))?;
         let held = client.start::<_, bool>(HOLD, &(700 + token), soon())?;
         assert_eq!(sum.wait()?, 42, "the add was answered while the hold blocked");
