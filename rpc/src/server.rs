@@ -526,6 +526,12 @@ impl<S: Service> Conn<S> {
             // another thread right after finds it.
             seat.start(envelope.id, envelope.kind == Kind::Call);
             drop(receiver);
+            // Held back while a helper slept; none does now (all busy): they go before a
+            // handler that may block, which no helper could then write them behind.
+            if deferred && self.idle.load(Ordering::SeqCst) == 0 {
+                deferred = false;
+                self.flush_deferred();
+            }
             let mut args = Args::new(payload, at);
             match self.handle(&mut ctx, envelope, &mut args, &seat, defer) {
                 Reply::Deferred if !deferred => {

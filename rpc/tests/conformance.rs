@@ -21,9 +21,9 @@ mod awaited;
 
 use awaited::{
     a_blocked_local_runner_polls_its_calls_connection_itself, a_call_outliving_its_local_runner_is_still_woken,
-    a_local_runner_inside_another_is_woken_for_its_calls, an_awaited_call_to_a_peer_that_dies_fails_promptly,
-    an_executor_inside_a_local_runner_is_woken_for_its_calls, awaited_calls_made_on_waking_leave_in_one_write,
-    awaited_calls_share_a_connection_with_blocking_ones,
+    a_local_runner_inside_another_is_woken_for_its_calls, a_task_waiting_behind_a_busy_local_runners_watch_is_woken,
+    an_awaited_call_to_a_peer_that_dies_fails_promptly, an_executor_inside_a_local_runner_is_woken_for_its_calls,
+    awaited_calls_made_on_waking_leave_in_one_write, awaited_calls_share_a_connection_with_blocking_ones,
     blocking_calls_made_while_a_write_is_owed_write_it_before_waiting,
     tasks_that_end_do_not_strand_the_calls_deferred_behind_them,
 };
@@ -721,6 +721,7 @@ fn main() {
         a_call_outliving_its_local_runner_is_still_woken,
         an_executor_inside_a_local_runner_is_woken_for_its_calls,
         a_local_runner_inside_another_is_woken_for_its_calls,
+        a_task_waiting_behind_a_busy_local_runners_watch_is_woken,
     ];
     let raw_streams: &[(&str, Case)] = cases![
         oversized_length_prefix_costs_one_connection,

@@ -185,6 +185,11 @@ impl Client {
                 Watch::Nobody => {}
                 // The watch wakes one waiting task to read.
                 Watch::Reactor | Watch::Task(_) => {
+                    if st.watching == Watch::Reactor {
+                        if let Some(reactor) = reactor::get() {
+                            reactor.share(key(inner), cx.waker());
+                        }
+                    }
                     st.wakers.insert(id, cx.waker().clone());
                     return Poll::Pending;
                 }

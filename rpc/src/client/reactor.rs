@@ -94,15 +94,41 @@ impl Reactor {
     /// wakes its `block_on`: not a task of another executor run inside it), else by the
     /// reactor thread.
     pub(crate) fn watch(&self, key: usize, fd: Arc<OwnedFd>, then: OnReadable, waker: &Waker) {
-        let driver = DRIVING.with(|driving| {
-            let mut driving = driving.borrow_mut();
-            let own = driving.as_mut().filter(|d| d.waker.will_wake(waker))?;
-            own.made = true;
-            Some(own.id)
-        });
+        let driver = DRIVING
+            .try_with(|driving| {
+                let mut driving = driving.borrow_mut();
+                let own = driving.as_mut().filter(|d| d.waker.will_wake(waker))?;
+                own.made = true;
+                Some(own.id)
+            })
+            .ok()
+            .flatten();
         let replaced = self.lock().watched.insert(key, Watched { fd, then, driver });
         drop(replaced);
         if driver.is_none() {
+            self.kick();
+        }
+    }
+
+    /// A task woken by `waker` waits behind `key`'s watch: if a driver other than its own
+    /// holds the watch, the reactor thread takes it over, since that driver polls only while
+    /// its own thread waits (its thread may be busy, or blocked in this very task).
+    pub(crate) fn share(&self, key: usize, waker: &Waker) {
+        let mine = DRIVING
+            .try_with(|driving| {
+                driving
+                    .borrow()
+                    .as_ref()
+                    .filter(|d| d.waker.will_wake(waker))
+                    .map(|d| d.id)
+            })
+            .ok()
+            .flatten();
+        let mut st = self.lock();
+        let Some(w) = st.watched.get_mut(&key) else { return };
+        if w.driver.is_some() && w.driver != mine {
+            w.driver = None;
+            drop(st);
             self.kick();
         }
     }

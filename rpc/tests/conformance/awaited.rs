@@ -404,3 +404,42 @@ pub fn a_local_runner_inside_another_is_woken_for_its_calls(kind: Kind) -> Outco
         Ok(())
     })
 }
+
+/// A task on another thread that waits behind a watch a `Runner::Local` thread holds takes
+/// the watch over to the reactor thread: that driver polls only while its own thread waits,
+/// and here it is blocked (synchronously, inside its future) until the other task is done.
+/// The `block_on`'s own call is dropped after one poll, so that the other task is the only
+/// one waiting; left with the blocked driver, its reply would never be read.
+pub fn a_task_waiting_behind_a_busy_local_runners_watch_is_woken(kind: Kind) -> Outcome {
+    let mut peer = Peer::spawn(kind);
+    let client = connect(&mut peer);
+    let watch = connect(&mut peer);
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let (watching_tx, watching_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|s| -> Outcome {
+        let client = &client;
+        s.spawn(move || {
+            procwire_rpc::Runner::Local.block_on(async {
+                let mut held = Box::pin(client.call_async::<_, bool>(HOLD, &980u64, soon()));
+                let first = std::future::poll_fn(|cx| Poll::Ready(held.as_mut().poll(cx))).await;
+                assert!(first.is_pending(), "the hold was answered before it was released");
+                drop(held);
+                watching_tx.send(()).expect("tell the other thread");
+                // Busy until the other task is done: this thread cannot poll meanwhile.
+                done_rx.recv_timeout(LOST).expect("the other task finished");
+            });
+        });
+        watching_rx
+            .recv_timeout(LOST)
+            .expect("the block_on watches the connection");
+        let mut sum = None;
+        run_all(vec![Box::pin(async {
+            sum = Some(client.call_async::<_, i64>(ADD, &(20i64, 22i64), soon()).await);
+        })]);
+        done_tx.send(()).expect("release the block_on");
+        assert_eq!(sum.expect("ran")?, 42);
+        Ok(())
+    })?;
+    watch.call::<_, ()>(RELEASE, &980u64, soon())?;
+    Ok(())
+}
