@@ -52,6 +52,16 @@ struct State {
     waiters: usize,
 }
 
+impl State {
+    /// Queues `frame` last, numbered; its number.
+    fn push_back(&mut self, frame: Frame) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.queue.push_back((seq, frame));
+        seq
+    }
+}
+
 struct Inner {
     state: Mutex<State>,
     changed: Condvar,
@@ -140,9 +150,7 @@ impl Outbox {
                 // transport gathers, ours last.
                 let behind = !st.queue.is_empty() && inner.room_to_queue(&st);
                 if behind {
-                    let seq = st.next_seq;
-                    st.next_seq += 1;
-                    st.queue.push_back((seq, frame));
+                    st.push_back(frame);
                     drop(st);
                     return inner.write_as_owner(None, wait);
                 }
@@ -155,9 +163,7 @@ impl Outbox {
                 Buffering::Zero => wait != Wait::NonBlock,
             };
             if room {
-                let seq = st.next_seq;
-                st.next_seq += 1;
-                st.queue.push_back((seq, frame));
+                let seq = st.push_back(frame);
                 if inner.buffering != Buffering::Zero {
                     return Ok(());
                 }
@@ -229,9 +235,7 @@ impl Outbox {
         if !inner.room_to_queue(&st) || frame.payload_len() > inner.max {
             return Ok(Some(frame));
         }
-        let seq = st.next_seq;
-        st.next_seq += 1;
-        st.queue.push_back((seq, frame));
+        st.push_back(frame);
         Ok(None)
     }
 

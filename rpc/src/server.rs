@@ -348,10 +348,9 @@ impl<S: Service> Conn<S> {
         let mut ctx = self.context(&seat);
         // The last small request's buffer, for the receiver to reuse.
         let mut spare: Option<Vec<u8>> = None;
-        // This thread queued replies unwritten, for the next write (see `handle`), the first
-        // at this time.
-        let mut deferred = false;
-        let mut deferred_since = Instant::now();
+        // When this thread queued the first of the replies it holds back unwritten, for the
+        // next write (see `handle`), if it holds any.
+        let mut held: Option<Instant> = None;
         loop {
             if self.done() {
                 break;
@@ -376,9 +375,7 @@ impl<S: Service> Conn<S> {
                         None => {
                             // Nothing more to take now: the replies held back go out
                             // before this thread sleeps.
-                            if std::mem::take(&mut deferred) {
-                                self.flush_deferred();
-                            }
+                            self.write_held(&mut held);
                             self.idle.fetch_add(1, Ordering::SeqCst);
                             let until = self.clock.deadline(self.busy()).map(|(at, _)| at);
                             // A spare thread also wakes to see whether it is still needed.
@@ -513,8 +510,8 @@ impl<S: Service> Conn<S> {
                     && !self.watching.load(Ordering::SeqCst);
                 let more = receiver.has_buffered();
                 defer = more && self.backlog.is_deferred() && self.idle.load(Ordering::SeqCst) > 0;
-                settle = !more && deferred && !unwatched;
-                if more || deferred {
+                settle = !more && held.is_some() && !unwatched;
+                if more || held.is_some() {
                     self.backlog.waiting(&self.wake);
                 } else if unwatched {
                     self.backlog.unwatched(&self.wake);
@@ -528,40 +525,33 @@ impl<S: Service> Conn<S> {
             drop(receiver);
             // Held back while a helper slept; none does now (all busy): they go before a
             // handler that may block, which no helper could then write them behind.
-            if deferred && self.idle.load(Ordering::SeqCst) == 0 {
-                deferred = false;
-                self.flush_deferred();
+            if self.idle.load(Ordering::SeqCst) == 0 {
+                self.write_held(&mut held);
             }
             let mut args = Args::new(payload, at);
             match self.handle(&mut ctx, envelope, &mut args, &seat, defer) {
-                Reply::Deferred if !deferred => {
-                    deferred = true;
-                    deferred_since = Instant::now();
+                Reply::Deferred => {
+                    held.get_or_insert_with(Instant::now);
                 }
-                Reply::Deferred => {}
                 // Written with those held back, if any.
-                Reply::Sent if deferred => {
-                    deferred = false;
-                    if settle {
+                Reply::Sent => {
+                    if held.take().is_some() && settle {
                         self.backlog.drained();
                     }
                 }
-                Reply::Sent | Reply::None => {}
+                Reply::None => {}
             }
             // Requests that keep coming (a stream of one-way calls, or a ring the client
             // keeps filling) hold replies back no longer than this.
-            if deferred && deferred_since.elapsed() >= HOLD_REPLIES_FOR {
-                deferred = false;
-                self.flush_deferred();
+            if held.is_some_and(|since| since.elapsed() >= HOLD_REPLIES_FOR) {
+                self.write_held(&mut held);
             }
             match args.into_payload() {
                 Payload::Whole(buf) if buf.capacity() < crate::buffers::POOLED_MIN => spare = Some(buf),
                 payload => payload.give_back(),
             }
         }
-        if deferred {
-            self.flush_deferred();
-        }
+        self.write_held(&mut held);
         drop(ctx);
         drop(seat);
         if self.threads.fetch_sub(1, Ordering::SeqCst) == 1 {
@@ -643,7 +633,14 @@ impl<S: Service> Conn<S> {
         }
     }
 
-    /// Writes the replies this thread held back (and any others queued).
+    /// Writes the replies this thread holds back (`held`), if any.
+    fn write_held(&self, held: &mut Option<Instant>) {
+        if held.take().is_some() {
+            self.flush_deferred();
+        }
+    }
+
+    /// Writes the replies held back (by any thread) and any other frames queued.
     fn flush_deferred(&self) {
         if let Err(e) = self.outbox.flush() {
             tracing::debug!(peer = %self.peer.name, error = ?e, "cannot send replies");

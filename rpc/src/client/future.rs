@@ -136,14 +136,9 @@ impl Client {
     /// one write: `State::woken_tasks`).
     fn poll_reply(&self, id: u64, method: Method, cx: &mut Context<'_>) -> Poll<Result<Payload, RpcError>> {
         let inner = &self.inner;
-        let mut st = inner.lock();
-        if inner.take_owed(&mut st) {
-            // Written before this task looks for its reply (or waits for it): its frame,
-            // deferred after the last woken task took its reply, goes with the others.
-            drop(st);
-            inner.flush_deferred();
-            st = inner.lock();
-        }
+        // Written before this task looks for its reply (or waits for it): its frame,
+        // deferred after the last woken task took its reply, goes with the others.
+        let mut st = inner.write_owed(inner.lock());
         // Left by an earlier poll; stored again below if this one waits.
         st.wakers.remove(&id);
         let mut read = false;

@@ -54,6 +54,29 @@ struct State {
     next_timer: u64,
 }
 
+impl State {
+    /// The connections `driver` polls (`None`: the reactor thread), by key.
+    fn polled_by(&self, driver: Option<u64>) -> Vec<(usize, Arc<OwnedFd>)> {
+        self.watched
+            .iter()
+            .filter(|(_, w)| w.driver == driver)
+            .map(|(key, w)| (*key, Arc::clone(&w.fd)))
+            .collect()
+    }
+
+    /// Forgets the watches of `ready` that `driver` polled, and returns what they call;
+    /// those given to another poller meanwhile stay.
+    fn fired(&mut self, ready: Vec<usize>, driver: Option<u64>) -> Vec<OnReadable> {
+        let mut fire = Vec::with_capacity(ready.len());
+        for key in ready {
+            if self.watched.get(&key).is_some_and(|w| w.driver == driver) {
+                fire.extend(self.watched.remove(&key).map(|w| w.then));
+            }
+        }
+        fire
+    }
+}
+
 static REACTOR: OnceLock<Option<Reactor>> = OnceLock::new();
 
 /// The process's reactor, started on first use; `None` if its thread or eventfd could not be
@@ -94,15 +117,7 @@ impl Reactor {
     /// wakes its `block_on`: not a task of another executor run inside it), else by the
     /// reactor thread.
     pub(crate) fn watch(&self, key: usize, fd: Arc<OwnedFd>, then: OnReadable, waker: &Waker) {
-        let driver = DRIVING
-            .try_with(|driving| {
-                let mut driving = driving.borrow_mut();
-                let own = driving.as_mut().filter(|d| d.waker.will_wake(waker))?;
-                own.made = true;
-                Some(own.id)
-            })
-            .ok()
-            .flatten();
+        let driver = own_driver(waker, true);
         let replaced = self.lock().watched.insert(key, Watched { fd, then, driver });
         drop(replaced);
         if driver.is_none() {
@@ -114,16 +129,7 @@ impl Reactor {
     /// holds the watch, the reactor thread takes it over, since that driver polls only while
     /// its own thread waits (its thread may be busy, or blocked in this very task).
     pub(crate) fn share(&self, key: usize, waker: &Waker) {
-        let mine = DRIVING
-            .try_with(|driving| {
-                driving
-                    .borrow()
-                    .as_ref()
-                    .filter(|d| d.waker.will_wake(waker))
-                    .map(|d| d.id)
-            })
-            .ok()
-            .flatten();
+        let mine = own_driver(waker, false);
         let mut st = self.lock();
         let Some(w) = st.watched.get_mut(&key) else { return };
         if w.driver.is_some() && w.driver != mine {
@@ -167,12 +173,7 @@ fn run(reactor: &'static Reactor) {
     loop {
         let (fds, timeout): (Vec<(usize, Arc<OwnedFd>)>, PollTimeout) = {
             let st = reactor.lock();
-            let fds = st
-                .watched
-                .iter()
-                .filter(|(_, w)| w.driver.is_none())
-                .map(|(key, w)| (*key, Arc::clone(&w.fd)))
-                .collect();
+            let fds = st.polled_by(None);
             let timeout = match st.timers.keys().next() {
                 None => PollTimeout::NONE,
                 Some(TimerKey(at, _)) => {
@@ -192,16 +193,10 @@ fn run(reactor: &'static Reactor) {
         if kicked {
             let _ = reactor.kick.read();
         }
-        let mut fire: Vec<OnReadable> = Vec::new();
         let mut wake: Vec<Waker> = Vec::new();
-        {
+        let fire = {
             let mut st = reactor.lock();
-            for key in ready {
-                // Unless re-registered meanwhile for a driver.
-                if st.watched.get(&key).is_some_and(|w| w.driver.is_none()) {
-                    fire.extend(st.watched.remove(&key).map(|w| w.then));
-                }
-            }
+            let fire = st.fired(ready, None);
             let now = Instant::now();
             while let Some(entry) = st.timers.first_entry() {
                 if entry.key().0 > now {
@@ -209,7 +204,8 @@ fn run(reactor: &'static Reactor) {
                 }
                 wake.push(entry.remove());
             }
-        }
+            fire
+        };
         // Outside the lock: a woken task may register again at once.
         fire.into_iter().for_each(|then| then());
         wake.into_iter().for_each(Waker::wake);
@@ -293,13 +289,7 @@ impl Driver {
     pub(crate) fn wait(&self, wake: BorrowedFd<'_>, awake: impl FnOnce()) -> Option<bool> {
         let made = DRIVING.with(|driving| driving.borrow().as_ref().is_some_and(|d| d.made));
         let reactor = get().filter(|_| made)?;
-        let fds: Vec<(usize, Arc<OwnedFd>)> = reactor
-            .lock()
-            .watched
-            .iter()
-            .filter(|(_, w)| w.driver == Some(self.id))
-            .map(|(key, w)| (*key, Arc::clone(&w.fd)))
-            .collect();
+        let fds = reactor.lock().polled_by(Some(self.id));
         if fds.is_empty() {
             return None;
         }
@@ -310,17 +300,7 @@ impl Driver {
                 return Some(true);
             }
         };
-        let fire: Vec<OnReadable> = {
-            let mut st = reactor.lock();
-            let mut fire = Vec::with_capacity(ready.len());
-            for key in ready {
-                // Unless re-registered meanwhile for another.
-                if st.watched.get(&key).is_some_and(|w| w.driver == Some(self.id)) {
-                    fire.extend(st.watched.remove(&key).map(|w| w.then));
-                }
-            }
-            fire
-        };
+        let fire = reactor.lock().fired(ready, Some(self.id));
         fire.into_iter().for_each(|then| then());
         Some(rung)
     }
@@ -335,6 +315,20 @@ impl Drop for Driver {
             hand_to_reactor(self.id);
         }
     }
+}
+
+/// This thread's driver, if `waker` wakes its `block_on` (a task of its own, not of another
+/// executor run inside it); with `made`, marked as holding a watch from now on.
+fn own_driver(waker: &Waker, made: bool) -> Option<u64> {
+    DRIVING
+        .try_with(|driving| {
+            let mut driving = driving.borrow_mut();
+            let own = driving.as_mut().filter(|d| d.waker.will_wake(waker))?;
+            own.made |= made;
+            Some(own.id)
+        })
+        .ok()
+        .flatten()
 }
 
 /// Gives the watches of driver `id` to the reactor thread, and kicks it if there were any.

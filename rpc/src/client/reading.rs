@@ -54,14 +54,9 @@ impl Inner {
     /// Waits for the reply to call `id`. `Ok(None)` when `wait` is non-blocking and the reply
     /// is not there yet.
     pub(super) fn wait_reply(&self, id: u64, method: Method, wait: Wait) -> Result<Option<Payload>, RpcError> {
-        let mut st = self.lock();
-        if self.take_owed(&mut st) {
-            // Written before this thread waits: the frames deferred for the next poll, its
-            // own call's perhaps, whose reply it would otherwise wait for in vain.
-            drop(st);
-            self.flush_deferred();
-            st = self.lock();
-        }
+        // Written before this thread waits: the frames deferred for the next poll, its own
+        // call's perhaps, whose reply it would otherwise wait for in vain.
+        let mut st = self.write_owed(self.lock());
         let mut read = false;
         let mut flush = false;
         let outcome = loop {
@@ -158,6 +153,17 @@ impl Inner {
     /// make, after the lock.
     pub(super) fn take_owed(&self, st: &mut State) -> bool {
         std::mem::take(&mut st.flush_owed)
+    }
+
+    /// Makes the write of the deferred frames if it is owed, outside the lock, and locks
+    /// again: for a caller about to look for its reply or wait for it.
+    pub(super) fn write_owed<'a>(&'a self, mut st: Locked<'a>) -> Locked<'a> {
+        if !self.take_owed(&mut st) {
+            return st;
+        }
+        drop(st);
+        self.flush_deferred();
+        self.lock()
     }
 
     /// Writes the frames queued while callers were being woken (`State::woken`); a write
