@@ -129,7 +129,9 @@ use proc_macro::TokenStream;
 /// Two attributes mark methods:
 ///
 /// - `#[procwire(oneway)]`: the method returns nothing and its caller does not wait for the
-///   server to run it.
+///   server to run it. A server runs the requests of one connection concurrently (up to
+///   `max_calls_per_connection`), so a call sent after a one-way call may run before it or
+///   beside it: a caller that needs the effect first makes the method an ordinary call.
 /// - `#[procwire(idempotent)]`: running the method twice does no harm (a read, a lookup, a
 ///   `set` of a value). `CalcPool` may then try a call again on another worker when the
 ///   worker it went to died or its connection had gone stale, each worker at most once, so
