@@ -363,10 +363,10 @@ impl<S: Service> Conn<S> {
                     // spin there); the others sleep until woken, rather than queue on the lock
                     // and take turns spinning on a CPU the running handler needs.
                     let ready = match self.receiver.try_lock() {
-                        Ok(mut receiver) => receiver.prepare_wait().then_some(receiver),
+                        Ok(mut receiver) => self.look_before_sleep(&mut **receiver, &mut held).then_some(receiver),
                         Err(TryLockError::Poisoned(e)) => {
                             let mut receiver = e.into_inner();
-                            receiver.prepare_wait().then_some(receiver)
+                            self.look_before_sleep(&mut **receiver, &mut held).then_some(receiver)
                         }
                         Err(TryLockError::WouldBlock) => None,
                     };
@@ -634,6 +634,17 @@ impl<S: Service> Conn<S> {
     }
 
     /// Writes the replies this thread holds back (`held`), if any.
+    /// True if `receiver` may have a request now; false if this thread, the one that holds
+    /// the receiver, should sleep. The replies it held back go out before the receiver's
+    /// last look, which may spin (`prepare_sleep`): they are not held up by it.
+    fn look_before_sleep(&self, receiver: &mut dyn FrameReceiver, held: &mut Option<Instant>) -> bool {
+        if receiver.has_buffered() {
+            return true;
+        }
+        self.write_held(held);
+        receiver.prepare_sleep()
+    }
+
     fn write_held(&self, held: &mut Option<Instant>) {
         if held.take().is_some() {
             self.flush_deferred();

@@ -42,6 +42,7 @@ use bytes::{
 mod sharing;
 
 use sharing::{
+    a_server_apart_from_its_client_looks_for_the_next_request_before_sleeping,
     callers_that_time_out_while_reading_hand_the_reading_on, on_one_cpu_a_large_request_wakes_one_idle_thread,
     on_one_cpu_a_reply_held_back_is_not_held_up_by_a_call_that_blocks,
     on_one_cpu_a_request_behind_blocking_calls_is_read_by_a_reserve_thread,
@@ -775,6 +776,10 @@ fn main() {
     trials.push(Trial::test(
         "unix::on_one_cpu_a_request_behind_blocking_calls_is_read_by_a_reserve_thread",
         || on_one_cpu_a_request_behind_blocking_calls_is_read_by_a_reserve_thread(Kind::Unix),
+    ));
+    trials.push(Trial::test(
+        "unix::a_server_apart_from_its_client_looks_for_the_next_request_before_sleeping",
+        || a_server_apart_from_its_client_looks_for_the_next_request_before_sleeping(Kind::Unix),
     ));
     trials.push(Trial::test("unix::peer_credentials_are_known_on_unix_sockets", || {
         peer_credentials_are_known_on_unix_sockets(Kind::Unix)

@@ -170,13 +170,21 @@ pub trait FrameReceiver: Send + 'static {
         false
     }
 
-    /// Called by a server thread just before it sleeps on the
+    /// Called by a reader just before it sleeps on the
     /// [`readiness_fd`](Self::readiness_fd): true if [`recv`](Self::recv) may make progress
-    /// now, so the thread should not sleep. A transport whose descriptor is signalled only
+    /// now, so the reader should not sleep. A transport whose descriptor is signalled only
     /// for a reader that said it sleeps (the shared-memory rings) says so here, and may spin
     /// briefly first. The default is [`has_buffered`](Self::has_buffered).
     fn prepare_wait(&mut self) -> bool {
         self.has_buffered()
+    }
+
+    /// Like [`prepare_wait`](Self::prepare_wait), called by a server thread of the
+    /// connection, which has nothing else to do: it may spin for longer (a Unix socket whose
+    /// peer runs only on other CPUs looks again for up to 100 us). The default is
+    /// `prepare_wait`.
+    fn prepare_sleep(&mut self) -> bool {
+        self.prepare_wait()
     }
 
     /// True while part of a frame has arrived and the rest has not, for servers that bound

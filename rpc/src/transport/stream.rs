@@ -9,6 +9,7 @@
 
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::time::Instant;
 
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
@@ -154,6 +155,13 @@ pub struct StreamReceiver {
     failed: Option<fn(&str) -> TransportError>,
     /// Whether a read inside a frame looks again before it sleeps (see `catch_up.rs`).
     catch_up: CatchUp,
+    /// Whether a server thread about to sleep between frames looks again first (see
+    /// `catch_up.rs`), and when that was decided: at the first `prepare_sleep` (so a client
+    /// never asks) and again every [`catch_up::RECHECK`].
+    between: Option<(CatchUp, Instant)>,
+    /// When the last look between frames ran out (the thread went to sleep), until the next
+    /// frame: how long a look would have had to last.
+    slept_at: Option<Instant>,
 }
 
 impl StreamReceiver {
@@ -174,6 +182,8 @@ impl StreamReceiver {
             reserved: None,
             failed: None,
             catch_up: CatchUp::new(kind == FdKind::Socket),
+            between: None,
+            slept_at: None,
         })
     }
 
@@ -294,6 +304,39 @@ impl StreamReceiver {
         got.unwrap_or(Err(Errno::EAGAIN))
     }
 
+    /// Non-blocking reads between frames for as long as that budget allows, if this end
+    /// spins there at all: true if one found bytes, the end of the stream or an error,
+    /// which the next receive returns.
+    fn look_between_frames(&mut self) -> bool {
+        let now = Instant::now();
+        let (mut between, checked) = match self.between.take() {
+            Some((between, at)) if now.duration_since(at) < catch_up::RECHECK => (between, at),
+            kept => {
+                let fresh = match self.mode.kind {
+                    FdKind::Socket => CatchUp::between_frames(self.fd.as_fd()),
+                    _ => CatchUp::default(),
+                };
+                // What the budget learnt stays while the answer does.
+                match kept {
+                    Some((between, _)) if between.enabled() == fresh.enabled() => (between, now),
+                    _ => (fresh, now),
+                }
+            }
+        };
+        let got = between.enabled()
+            && between
+                .spin(|| match self.fill(true) {
+                    Err(Errno::EAGAIN) => None,
+                    other => Some(other),
+                })
+                .is_some();
+        if !got && between.enabled() {
+            self.slept_at = Some(Instant::now());
+        }
+        self.between = Some((between, checked));
+        got
+    }
+
     fn partial_len(&self) -> Option<(usize, usize)> {
         match &self.body {
             Some(body) => {
@@ -321,8 +364,12 @@ impl StreamReceiver {
         }
         // A plain blocking read when nothing but data can end the wait.
         let blocking = wait == Wait::Block && self.interrupt.is_none();
+        let slept_at = self.slept_at.take();
         loop {
             if let Some(frame) = self.take_frame(split)? {
+                if let (Some(at), Some((between, _))) = (slept_at, &mut self.between) {
+                    between.slept(at.elapsed());
+                }
                 return Ok(frame);
             }
             // Inside a frame its writer has committed to: look again for a moment before
@@ -377,6 +424,10 @@ impl FrameReceiver for StreamReceiver {
 
     fn set_budget(&mut self, budget: FrameBudget) {
         self.budget = Some(budget);
+    }
+
+    fn prepare_sleep(&mut self) -> bool {
+        self.failed.is_some() || self.has_buffered() || self.look_between_frames()
     }
 
     fn has_buffered(&self) -> bool {

@@ -74,18 +74,60 @@ pub(crate) fn callers_that_time_out_while_reading_hand_the_reading_on(kind: Kind
 /// Runs `f` with this thread pinned to one CPU (children started meanwhile inherit it),
 /// then restores its affinity.
 fn on_one_cpu<T>(f: impl FnOnce() -> T) -> T {
+    let cpu = allowed_cpus().first().copied().expect("a CPU");
+    on_cpu(cpu, f)
+}
+
+/// The CPUs this thread may run on.
+fn allowed_cpus() -> Vec<usize> {
+    use nix::sched::{sched_getaffinity, CpuSet};
+    let set = sched_getaffinity(nix::unistd::Pid::from_raw(0)).expect("sched_getaffinity");
+    (0..CpuSet::count())
+        .filter(|&c| set.is_set(c).unwrap_or(false))
+        .collect()
+}
+
+/// Runs `f` with this thread pinned to `cpu` (children started meanwhile inherit it), then
+/// restores its affinity.
+fn on_cpu<T>(cpu: usize, f: impl FnOnce() -> T) -> T {
     use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
     use nix::unistd::Pid;
     let before = sched_getaffinity(Pid::from_raw(0)).expect("sched_getaffinity");
-    let cpu = (0..CpuSet::count())
-        .find(|&c| before.is_set(c).unwrap_or(false))
-        .expect("a CPU");
     let mut one = CpuSet::new();
     one.set(cpu).expect("a CPU in the set");
     sched_setaffinity(Pid::from_raw(0), &one).expect("pin");
     let out = f();
     sched_setaffinity(Pid::from_raw(0), &before).expect("unpin");
     out
+}
+
+/// A server thread whose client can never run on its CPU looks for the next request for a
+/// while before it sleeps, so a blocking caller's next request, sent as soon as its reply
+/// came, finds it awake: the server pinned to one CPU, a caller child pinned to another,
+/// five rounds of 200 adds, and in the best round the connection's threads slept for fewer
+/// than half of the calls (each call put one to sleep before; the best of five, because a
+/// loaded machine can deschedule the caller past the longest look in any round).
+pub(crate) fn a_server_apart_from_its_client_looks_for_the_next_request_before_sleeping(kind: Kind) -> Outcome {
+    let cpus = allowed_cpus();
+    let [server_cpu, client_cpu, ..] = cpus[..] else {
+        println!("skipped: this test may run on {cpus:?}, and needs two CPUs");
+        return Ok(());
+    };
+    let peer = on_cpu(server_cpu, || Peer::spawn(kind));
+    let out = on_cpu(client_cpu, || {
+        run_child("pinned-calls", &[(SERVER_ENV, peer.addr().to_owned())])
+    });
+    let rounds: Vec<u64> = out
+        .strip_prefix("server-sleeps ")
+        .map(|counts| counts.split(' ').filter_map(|n| n.parse().ok()).collect())
+        .unwrap_or_else(|| panic!("the child printed {out:?}"));
+    let best = rounds.iter().min().copied().expect("five rounds");
+    println!("the server's connection threads slept {rounds:?} times in rounds of 200 calls");
+    assert!(
+        best < 100,
+        "the server's connection threads slept {rounds:?} times in rounds of 200 calls"
+    );
+    Ok(())
 }
 
 /// A server pinned to one CPU takes requests that one read brought one after another on

@@ -56,8 +56,12 @@ pub const KEY_NAME: Method = Method::new(14, "key_name");
 /// The writes the server has made on the connections it counts (`COUNT_WRITES_ENV`), and
 /// the frames they carried, as they stand when the call is read.
 pub const WRITES: Method = Method::new(15, "writes");
-const METHODS: [Method; 15] = [
+/// How many times the server's connection threads have gone to sleep so far (their
+/// voluntary context switches).
+pub const SLEEPS: Method = Method::new(16, "sleeps");
+const METHODS: [Method; 16] = [
     ADD, ECHO, CONCAT, LOG, WAIT_LOGS, SLOW, PANIC, DIE, HOLD, RELEASE, WAIT_HELD, PEER_PID, GROW, KEY_NAME, WRITES,
+    SLEEPS,
 ];
 
 /// Set for a `unix` child: it serves one connection, counting the writes its sender makes
@@ -108,6 +112,7 @@ pub fn info() -> ServiceInfo {
         sig(GROW, &[d::<u64>()], d::<[u8]>()),
         sig(KEY_NAME, &[], d::<Option<String>>()),
         sig(WRITES, &[], d::<(u64, u64)>()),
+        sig(SLEEPS, &[], d::<u64>()),
     ]
     .into_iter()
     .fold(ServiceInfo::new(SERVICE), ServiceInfo::with_method)
@@ -212,6 +217,7 @@ impl Service for Conformance {
                 SERVED.writes.load(Ordering::SeqCst) as u64,
                 SERVED.frames.load(Ordering::SeqCst) as u64,
             )),
+            16 => ctx.reply(&thread_switches("procwire-conn", &["voluntary_ctxt_switches:"])),
             m => Err(Fault::new(
                 FaultKind::UnknownMethod,
                 format!("{SERVICE} has no method {m}"),
@@ -406,6 +412,10 @@ pub fn child_main() -> bool {
             local_awaits();
             return true;
         }
+        "pinned-calls" => {
+            pinned_calls();
+            return true;
+        }
         "endpoint-client" => {
             // A client of the endpoint `arg`, which finds its key in the environment.
             let endpoint: procwire_rpc::Endpoint = arg.parse().expect("an endpoint");
@@ -463,26 +473,61 @@ fn local_awaits() {
 
 /// Context switches to this process's reactor thread so far, if it has one.
 fn reactor_switches() -> Option<u64> {
-    std::fs::read_dir("/proc/self/task").ok()?.find_map(|task| {
-        let dir = task.ok()?.path();
-        let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
-        // Thread names are cut to 15 bytes.
-        if comm.trim() != "procwire-reacto" {
-            return None;
-        }
-        let status = std::fs::read_to_string(dir.join("status")).ok()?;
-        Some(
+    let switches = ["voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:"];
+    // Thread names are cut to 15 bytes.
+    let named = |task: &std::path::Path| {
+        std::fs::read_to_string(task.join("comm")).is_ok_and(|comm| comm.trim() == "procwire-reacto")
+    };
+    std::fs::read_dir("/proc/self/task")
+        .ok()?
+        .filter_map(|task| Some(task.ok()?.path()))
+        .any(|task| named(&task))
+        .then(|| thread_switches("procwire-reacto", &switches))
+}
+
+/// The counts of `fields` (lines of `/proc/self/task/*/status`) summed over this process's
+/// threads named `name`.
+fn thread_switches(name: &str, fields: &[&str]) -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .filter_map(|task| {
+            let dir = task.ok()?.path();
+            let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+            (comm.trim() == name).then(|| std::fs::read_to_string(dir.join("status")).ok())?
+        })
+        .flat_map(|status| {
             status
                 .lines()
                 .filter_map(|line| {
-                    let n = line
-                        .strip_prefix("voluntary_ctxt_switches:")
-                        .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))?;
+                    let n = fields.iter().find_map(|field| line.strip_prefix(field))?;
                     n.trim().parse::<u64>().ok()
                 })
-                .sum(),
-        )
-    })
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
+/// A blocking caller of the server at `SERVER_ENV`, on the CPUs it was started on: after a
+/// warm-up, five rounds of 200 adds, each between two looks at how often the server's
+/// connection threads slept; prints `server-sleeps` and each round's count.
+fn pinned_calls() {
+    let path = std::env::var(SERVER_ENV).expect("the server's socket");
+    let client = procwire_rpc::Client::connect(unix::connect(&path).expect("connect"), info()).expect("handshake");
+    let add = |i: i64| {
+        let sum: i64 = client.call(ADD, &(i, 1i64), None).expect("a call");
+        assert_eq!(sum, i + 1);
+    };
+    (0..200).for_each(add);
+    let mut rounds = Vec::new();
+    for _ in 0..5 {
+        let before: u64 = client.call(SLEEPS, &(), None).expect("sleeps");
+        (0..200).for_each(add);
+        let after: u64 = client.call(SLEEPS, &(), None).expect("sleeps");
+        rounds.push((after - before).to_string());
+    }
+    println!("server-sleeps {}", rounds.join(" "));
 }
 
 /// In an IPC namespace of its own (so that no other test's queues are in the way), creates
