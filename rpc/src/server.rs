@@ -633,18 +633,24 @@ impl<S: Service> Conn<S> {
         }
     }
 
-    /// Writes the replies this thread holds back (`held`), if any.
     /// True if `receiver` may have a request now; false if this thread, the one that holds
     /// the receiver, should sleep. The replies it held back go out before the receiver's
-    /// last look, which may spin (`prepare_sleep`): they are not held up by it.
+    /// last look, which may spin (`prepare_sleep`): they are not held up by it. While
+    /// another of the connection's threads is awake (a handler runs), the look is the short
+    /// one, `prepare_wait`: a longer spin could hold the CPU that handler needs.
     fn look_before_sleep(&self, receiver: &mut dyn FrameReceiver, held: &mut Option<Instant>) -> bool {
         if receiver.has_buffered() {
             return true;
         }
         self.write_held(held);
-        receiver.prepare_sleep()
+        let awake = self.threads.load(Ordering::SeqCst) - self.idle.load(Ordering::SeqCst);
+        match awake {
+            0 | 1 => receiver.prepare_sleep(),
+            _ => receiver.prepare_wait(),
+        }
     }
 
+    /// Writes the replies this thread holds back (`held`), if any.
     fn write_held(&self, held: &mut Option<Instant>) {
         if held.take().is_some() {
             self.flush_deferred();

@@ -509,9 +509,14 @@ fn thread_switches(name: &str, fields: &[&str]) -> u64 {
         .sum()
 }
 
+/// Set for `pinned-calls`: its rounds run while a call of the same connection is held in
+/// its handler.
+pub const PINNED_HOLD_ENV: &str = "PROCWIRE_CONFORMANCE_PINNED_HOLD";
+
 /// A blocking caller of the server at `SERVER_ENV`, on the CPUs it was started on: after a
 /// warm-up, five rounds of 200 adds, each between two looks at how often the server's
-/// connection threads slept; prints `server-sleeps` and each round's count.
+/// connection threads slept; prints `server-sleeps` and each round's count. With
+/// `PINNED_HOLD_ENV`, a `hold` of the same connection runs in its handler meanwhile.
 fn pinned_calls() {
     let path = std::env::var(SERVER_ENV).expect("the server's socket");
     let client = procwire_rpc::Client::connect(unix::connect(&path).expect("connect"), info()).expect("handshake");
@@ -519,15 +524,30 @@ fn pinned_calls() {
         let sum: i64 = client.call(ADD, &(i, 1i64), None).expect("a call");
         assert_eq!(sum, i + 1);
     };
-    (0..200).for_each(add);
-    let mut rounds = Vec::new();
-    for _ in 0..5 {
-        let before: u64 = client.call(SLEEPS, &(), None).expect("sleeps");
+    std::thread::scope(|s| {
+        let hold = std::env::var_os(PINNED_HOLD_ENV).is_some().then(|| {
+            let held = s.spawn(|| client.call::<_, bool>(HOLD, &77u64, None).expect("hold"));
+            assert!(
+                client.call::<_, bool>(WAIT_HELD, &77u64, None).expect("wait_held"),
+                "held"
+            );
+            held
+        });
         (0..200).for_each(add);
-        let after: u64 = client.call(SLEEPS, &(), None).expect("sleeps");
-        rounds.push((after - before).to_string());
-    }
-    println!("server-sleeps {}", rounds.join(" "));
+        let mut rounds = Vec::new();
+        for _ in 0..5 {
+            let before: u64 = client.call(SLEEPS, &(), None).expect("sleeps");
+            (0..200).for_each(add);
+            let after: u64 = client.call(SLEEPS, &(), None).expect("sleeps");
+            // A thread that left takes its count with it: never below zero.
+            rounds.push(after.saturating_sub(before).to_string());
+        }
+        if let Some(held) = hold {
+            client.call::<_, ()>(RELEASE, &77u64, None).expect("release");
+            assert!(held.join().expect("the holding thread"), "released");
+        }
+        println!("server-sleeps {}", rounds.join(" "));
+    });
 }
 
 /// In an IPC namespace of its own (so that no other test's queues are in the way), creates

@@ -14,19 +14,27 @@
 //! [`MIN_BUDGET`] and [`MAX_BUDGET`]. A reader whose writer shares its CPU (which cannot
 //! write while the reader spins) therefore stops spinning after a few fruitless looks; bytes
 //! that came only once the spinner had lost its CPU to the writer count as fruitless too. A
-//! machine with one CPU never spins. Between frames nobody spins: an idle connection costs
-//! nothing.
+//! machine with one CPU never spins.
 //!
 //! Between frames, a server thread about to sleep for the next request looks again too,
-//! but only where the client can never run on a CPU this thread may run on: their CPU
-//! affinities, read when the connection first goes idle and again every [`RECHECK`]
-//! (`SO_PEERCRED` names the client's pid), do not meet. Then a spin never holds a CPU the client needs, and the next request, which on
-//! this kind of VM would otherwise wake an idle vCPU (about 25 us), is seen within a look.
-//! The budget adapts as inside a frame, up to [`MAX_BETWEEN`], and also grows to the time
-//! from a fruitless spin to the request that woke the thread, if that is within the longest
-//! look: a connection whose next request comes later halves it on every fruitless spin, down
-//! to a microsecond, and an idle connection costs one spin before it sleeps. Where the affinities meet (the
-//! usual case: nothing pinned), nobody spins between frames: a socket does not say where
+//! but only where the client can never run on a CPU this thread may run on: no CPU is in
+//! both this thread's affinity and the client's (`SO_PEERCRED` names the client's pid),
+//! read at the connection's first sleep and again at the first sleep [`RECHECK`] after the
+//! last reading. Then a spin never
+//! holds a CPU the client needs, and the next request, which on this kind of VM would
+//! otherwise wake an idle vCPU (about 25 us), is seen within a look. It does not spin while
+//! another of the connection's threads is awake (`Conn::look_before_sleep`): that one may
+//! be running a handler on this CPU. The budget adapts as inside a frame, up to
+//! [`MAX_BETWEEN`], and also grows to the time from a fruitless spin to the request that
+//! woke the thread, if that is within the longest look and the spin was not cut short by the
+//! scheduler: a connection whose next request comes later halves it on every fruitless
+//! spin, down to a microsecond, and an idle connection costs one spin before it sleeps.
+//! Limits: the client's affinity is its main thread's, and a client thread pinned elsewhere
+//! is not seen; for a socket made by `socketpair` and handed on, `SO_PEERCRED` names the
+//! process that made it, not the one that uses it; and handlers of the server's other connections
+//! are not counted (a spinning thread that the scheduler preempts for one of them halves
+//! its budget). Where the affinities meet (the usual case: nothing pinned), nobody spins
+//! between frames: a socket does not say where
 //! its peer runs (the shared-memory rings publish it), and with both ends on one CPU a spin
 //! that the scheduler cut short looked like one that paid (tried: the one-CPU small call
 //! went from 1.4x to 4.5x of the raw ping-pong). Nor does a client's awaited call: a future
@@ -54,10 +62,13 @@ const PREEMPTED: Duration = Duration::from_micros(20);
 /// One receiver's spin state; the default never spins.
 #[derive(Debug, Default)]
 pub(super) struct CatchUp {
-    /// `None` on a machine with one CPU, or for a descriptor that is not a socket.
+    /// How long the next spin may last; `None` where this end never spins (inside a frame:
+    /// one CPU online, or not a socket; between frames: a peer that may share a CPU).
     budget: Option<Duration>,
     /// The longest look (0 for the default, which never spins).
     max: Duration,
+    /// The last spin ran out after the scheduler had taken the CPU from it.
+    cut_short: bool,
 }
 
 impl CatchUp {
@@ -77,6 +88,7 @@ impl CatchUp {
         CatchUp {
             budget: (socket && online() > 1).then_some(FIRST_BUDGET),
             max: MAX_BUDGET,
+            cut_short: false,
         }
     }
 
@@ -86,10 +98,11 @@ impl CatchUp {
         CatchUp {
             budget: peer_runs_elsewhere(fd).then_some(FIRST_BUDGET),
             max: MAX_BETWEEN,
+            cut_short: false,
         }
     }
 
-    /// True if a reader inside a frame should look again rather than sleep.
+    /// True if a reader should look again rather than sleep.
     pub(super) fn enabled(&self) -> bool {
         self.budget.is_some()
     }
@@ -97,10 +110,11 @@ impl CatchUp {
     /// A spin that ran out was followed by bytes `after` it began to sleep: a budget that
     /// long (and a little more) would have caught them, so it grows to that if it is
     /// within the longest look. A budget that only halved on fruitless spins and doubled on
-    /// fruitful ones would never learn of bytes that come later than its first look.
+    /// fruitful ones would never learn of bytes that come later than its first look. Not
+    /// after a spin the scheduler cut short: the CPU was wanted by someone else.
     pub(super) fn slept(&mut self, after: Duration) {
         if let Some(budget) = &mut self.budget {
-            if after <= self.max {
+            if after <= self.max && !self.cut_short {
                 *budget = (*budget).max((after * 5 / 4).min(self.max));
             }
         }
@@ -117,6 +131,7 @@ impl CatchUp {
         let (mut last, mut preempted) = (since, false);
         loop {
             if let Some(got) = read() {
+                self.cut_short = false;
                 self.budget = Some(match preempted {
                     false => (budget * 2).min(self.max),
                     true => (budget / 2).max(MIN_BUDGET),
@@ -128,6 +143,7 @@ impl CatchUp {
             last = now;
             if now - since >= budget {
                 self.budget = Some((budget / 2).max(MIN_BUDGET));
+                self.cut_short = preempted;
                 return None;
             }
             std::hint::spin_loop();
@@ -136,9 +152,9 @@ impl CatchUp {
 }
 
 /// True if the process at the other end of Unix socket `fd` may run only on CPUs this
-/// thread may not: no CPU is in both affinities. False when either cannot be read (not a
-/// Unix socket, a peer in another pid namespace, one gone already) or the peer is this
-/// process.
+/// thread may not: no CPU is in both affinities (the peer's main thread's). False when
+/// either cannot be read (not a Unix socket, a peer in another pid namespace, one gone
+/// already) or the peer is this process.
 pub(super) fn peer_runs_elsewhere(fd: BorrowedFd<'_>) -> bool {
     let Ok(cred) = getsockopt(&fd, PeerCredentials) else {
         return false;
@@ -164,6 +180,7 @@ mod tests {
         CatchUp {
             budget: Some(budget),
             max: MAX_BUDGET,
+            cut_short: false,
         }
     }
 
@@ -192,6 +209,7 @@ mod tests {
         let mut spin = CatchUp {
             budget: Some(MIN_BUDGET),
             max: MAX_BETWEEN,
+            cut_short: false,
         };
         spin.slept(Duration::from_micros(40));
         assert_eq!(
@@ -207,6 +225,14 @@ mod tests {
         );
         spin.slept(MAX_BETWEEN);
         assert_eq!(spin.budget, Some(MAX_BETWEEN), "never above the longest look");
+        spin.cut_short = true;
+        spin.budget = Some(MIN_BUDGET);
+        spin.slept(Duration::from_micros(40));
+        assert_eq!(
+            spin.budget,
+            Some(MIN_BUDGET),
+            "after a spin the scheduler cut short: unchanged"
+        );
         let mut never = CatchUp::default();
         never.slept(Duration::from_micros(40));
         assert_eq!(never.budget, None, "an end that never spins does not start");
