@@ -43,7 +43,8 @@ mod sharing;
 
 use sharing::{
     a_server_apart_from_its_client_looks_for_the_next_request_before_sleeping,
-    callers_that_time_out_while_reading_hand_the_reading_on, on_one_cpu_a_large_request_wakes_one_idle_thread,
+    callers_that_time_out_while_reading_hand_the_reading_on, megabyte_echoes_between_two_cpus_come_back_intact,
+    on_one_cpu_a_large_request_wakes_one_idle_thread,
     on_one_cpu_a_reply_held_back_is_not_held_up_by_a_call_that_blocks,
     on_one_cpu_a_request_behind_blocking_calls_is_read_by_a_reserve_thread,
     on_one_cpu_a_request_read_behind_a_blocking_call_is_served,
@@ -746,6 +747,10 @@ fn main() {
     trials.push(Trial::test("shm::a_64_mib_echo_goes_through_rings_of_2_mib", || {
         a_64_mib_echo_goes_through_rings_of_2_mib(Kind::Shm)
     }));
+    trials.push(Trial::test(
+        "shm::megabyte_echoes_between_two_cpus_come_back_intact",
+        || megabyte_echoes_between_two_cpus_come_back_intact(Kind::Shm),
+    ));
     trials.push(Trial::test("shm::a_corrupt_ring_index_costs_one_connection", || {
         a_corrupt_ring_index_costs_one_connection(Kind::Shm)
     }));

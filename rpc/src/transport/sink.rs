@@ -25,8 +25,18 @@ pub struct Sink<'a> {
     pos: usize,
     /// Set for a stream: the bytes go here instead of through `ptr`.
     out: Option<&'a mut dyn Gather>,
+    /// Set for a ring that publishes a large frame as it is encoded: called with the bytes
+    /// written so far once `next_report` of them are.
+    progress: Option<&'a mut dyn FnMut(usize)>,
+    /// Where the next report is due (never, without `progress`).
+    next_report: usize,
     _bytes: PhantomData<&'a mut [u8]>,
 }
+
+/// How many bytes a reporting sink writes between two reports: enough that a report (a
+/// store the peer's CPU must fetch, and a fence) costs nothing beside the copy, few enough
+/// that a reader on another CPU starts copying out early.
+pub(crate) const REPORT_EVERY: usize = 64 * 1024;
 
 impl std::fmt::Debug for Sink<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -61,7 +71,24 @@ impl<'a> Sink<'a> {
             len,
             pos: 0,
             out: None,
+            progress: None,
+            next_report: usize::MAX,
             _bytes: PhantomData,
+        }
+    }
+
+    /// As [`from_raw`](Self::from_raw), calling `progress` with the bytes written so far
+    /// each time another [`REPORT_EVERY`] of them are (a large value is copied in pieces).
+    ///
+    /// # Safety
+    ///
+    /// As for [`from_raw`](Self::from_raw).
+    pub(crate) unsafe fn reporting(ptr: *mut u8, len: usize, progress: &'a mut dyn FnMut(usize)) -> Sink<'a> {
+        Sink {
+            progress: Some(progress),
+            next_report: REPORT_EVERY,
+            // SAFETY: the caller's contract is `from_raw`'s.
+            ..unsafe { Sink::from_raw(ptr, len) }
         }
     }
 
@@ -72,6 +99,8 @@ impl<'a> Sink<'a> {
             len,
             pos: 0,
             out: Some(out),
+            progress: None,
+            next_report: usize::MAX,
             _bytes: PhantomData,
         }
     }
@@ -79,6 +108,16 @@ impl<'a> Sink<'a> {
     /// Bytes written so far.
     pub fn written(&self) -> usize {
         self.pos
+    }
+
+    /// Reports the bytes written so far if a report is due.
+    fn report(&mut self) {
+        if self.pos >= self.next_report {
+            if let Some(progress) = self.progress.as_mut() {
+                progress(self.pos);
+            }
+            self.next_report = self.pos + REPORT_EVERY;
+        }
     }
 }
 
@@ -99,6 +138,7 @@ impl Flavor for &mut Sink<'_> {
         // SAFETY: `pos < len`, so the byte lies in the bytes the sink may write.
         unsafe { self.ptr.add(self.pos).write(byte) };
         self.pos += 1;
+        self.report();
         Ok(())
     }
 
@@ -111,10 +151,18 @@ impl Flavor for &mut Sink<'_> {
             self.pos += bytes.len();
             return Ok(());
         }
-        // SAFETY: `pos + bytes.len() <= len`, so the destination lies in the bytes the sink
-        // may write (its constructor's contract); `bytes` is a Rust slice, not that memory.
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.add(self.pos), bytes.len()) };
-        self.pos += bytes.len();
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            // Up to the next report (all of it, for a sink that does not report).
+            let n = rest.len().min(self.next_report - self.pos);
+            // SAFETY: `pos + rest.len() <= len` (checked above for all of `bytes`), so the
+            // destination lies in the bytes the sink may write (its constructor's contract);
+            // `rest` is a Rust slice, not that memory.
+            unsafe { std::ptr::copy_nonoverlapping(rest.as_ptr(), self.ptr.add(self.pos), n) };
+            self.pos += n;
+            rest = &rest[n..];
+            self.report();
+        }
         Ok(())
     }
 

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
+use procwire_rpc::serde_bytes::ByteBuf;
 use procwire_rpc::{Client, RpcError};
 
 use super::awaited::{run_all, Task};
@@ -314,4 +315,31 @@ pub(crate) fn on_one_cpu_a_reply_held_back_is_not_held_up_by_a_call_that_blocks(
         assert!(held.wait()?, "the hold {token} was released");
     }
     Ok(())
+}
+
+/// Megabyte echoes between a server pinned to one CPU and a caller pinned to another, where
+/// each large frame is published as it is encoded and copied out meanwhile: every one comes
+/// back intact, whatever its pieces' sizes (a payload that is no whole number of pieces
+/// included).
+pub(crate) fn megabyte_echoes_between_two_cpus_come_back_intact(kind: Kind) -> Outcome {
+    let cpus = allowed_cpus();
+    let [server_cpu, client_cpu, ..] = cpus[..] else {
+        println!("skipped: this test may run on {cpus:?}, and needs two CPUs");
+        return Ok(());
+    };
+    let mut peer = on_cpu(server_cpu, || Peer::spawn(kind));
+    on_cpu(client_cpu, || -> Outcome {
+        let client = connect(&mut peer);
+        for round in 0..40u32 {
+            let len = (1 << 20) - 4099 * (round as usize % 7) + round as usize;
+            let data = ByteBuf::from(
+                (0..len as u32)
+                    .map(|i| (i ^ (i >> 11) ^ round) as u8)
+                    .collect::<Vec<u8>>(),
+            );
+            let back: ByteBuf = client.call(ECHO, &data, soon())?;
+            assert!(back == data, "echo {round} of {len} bytes came back different");
+        }
+        Ok(())
+    })
 }

@@ -16,7 +16,9 @@
 //! `capacity` is a power of two taken from our own copy, never re-read from shared memory.
 //! A frame the sender encodes in place ([`Producer::encode_in_place`]) lies in one piece: if
 //! it would cross the end, a [`PADDING`] prefix covers the rest and the frame starts at
-//! offset 0, both published by one `tail` store.
+//! offset 0, both published by one `tail` store. For a consumer on another CPU a large one
+//! is published as it is encoded instead: the exact length first, then a `tail` store per
+//! piece, so the consumer copies the first pieces out while the producer writes the rest.
 //!
 //! # Orderings
 //!
@@ -315,6 +317,18 @@ impl Ring {
     }
 }
 
+/// What [`Producer::encode_in_place`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum InPlace {
+    /// The frame is published.
+    Sent,
+    /// Nothing was published.
+    NotSent,
+    /// Part of a frame published as it was encoded, whose payload then came out another
+    /// size than announced: the ring's stream cannot go on.
+    Broken,
+}
+
 /// The writing end of a ring. One per ring: the sender that owns it.
 #[derive(Debug)]
 pub(crate) struct Producer {
@@ -392,16 +406,24 @@ impl Producer {
     }
 
     /// Writes one frame in place: its payload, at most `len` bytes, by `encode` straight into
-    /// the ring's free space, then its length prefix, then publishes both. True if sent;
-    /// false, with nothing published, if the ring has no room for `HEADROOM + len` bytes in
-    /// one piece now or `encode` failed. A frame that would cross the ring's end goes to its
-    /// start, behind a [`PADDING`] marker over the rest (published with the frame), if that
-    /// leaves room for the marker.
+    /// the ring's free space, then its length prefix, then publishes both. [`InPlace::Sent`]
+    /// if sent; [`InPlace::NotSent`], with nothing published, if the ring has no room for
+    /// `HEADROOM + len` bytes in one piece now or `encode` failed. A frame that would cross
+    /// the ring's end goes to its start, behind a [`PADDING`] marker over the rest (published
+    /// with the frame), if that leaves room for the marker.
+    ///
+    /// With `published`, the frame is published as it is encoded, so that a consumer on
+    /// another CPU copies it out meanwhile: the prefix (which must then be exactly `len`) at
+    /// once, then every
+    /// [`REPORT_EVERY`](crate::transport::sink::REPORT_EVERY) bytes, each time calling `published` (to kick the
+    /// consumer). A payload that then comes out another size than `len` leaves a frame the
+    /// consumer can never complete: [`InPlace::Broken`].
     pub(crate) fn encode_in_place(
         &mut self,
         len: usize,
+        published: Option<&mut dyn FnMut(&Ring)>,
         encode: impl FnOnce(&mut Sink<'_>) -> bool,
-    ) -> Result<bool, Corrupt> {
+    ) -> Result<InPlace, Corrupt> {
         let need = HEADROOM + len;
         let capacity = self.ring.capacity();
         let offset = (self.tail % capacity as u64) as usize;
@@ -409,33 +431,64 @@ impl Producer {
         let (skip, at) = match need <= before_end {
             true => (0, offset),
             false if before_end >= HEADROOM => (before_end, 0),
-            false => return Ok(false),
+            false => return Ok(InPlace::NotSent),
         };
         if skip + need > self.room(skip + need)? {
-            return Ok(false);
+            return Ok(InPlace::NotSent);
         }
-        // SAFETY: `at + need <= capacity` (it fits before the end, or from the start, and
-        // `need <= free <= capacity`), so the range lies in our data area; these free bytes
-        // are not readable by the consumer until the `tail` store below; nothing refers to
-        // them (a peer writing them anyway only spoils its own input).
-        let mut sink = unsafe { Sink::from_raw(self.ring.data_ptr(at).add(HEADROOM), len) };
-        if !encode(&mut sink) {
-            return Ok(false);
-        }
-        let used = sink.written();
-        let prefix = u32::try_from(used).unwrap_or(u32::MAX).to_le_bytes();
-        // SAFETY: as above, for the prefix's 4 bytes before the payload and, with padding,
-        // the marker's 4 bytes at `offset` (`before_end >= HEADROOM`).
-        unsafe {
-            std::ptr::copy_nonoverlapping(prefix.as_ptr(), self.ring.data_ptr(at), HEADROOM);
-            if skip > 0 {
-                std::ptr::copy_nonoverlapping(PADDING.to_le_bytes().as_ptr(), self.ring.data_ptr(offset), HEADROOM);
+        let write_prefix = |ring: &Ring, used: usize| {
+            let prefix = u32::try_from(used).unwrap_or(u32::MAX).to_le_bytes();
+            // SAFETY: the prefix's 4 bytes before the payload and, with padding, the marker's
+            // 4 bytes at `offset` (`before_end >= HEADROOM`) lie in the free space checked
+            // above, not readable by the consumer until the `tail` store that publishes them.
+            unsafe {
+                std::ptr::copy_nonoverlapping(prefix.as_ptr(), ring.data_ptr(at), HEADROOM);
+                if skip > 0 {
+                    std::ptr::copy_nonoverlapping(PADDING.to_le_bytes().as_ptr(), ring.data_ptr(offset), HEADROOM);
+                }
             }
-        }
-        self.tail += (skip + HEADROOM + used) as u64;
-        // Release: the bytes written above are visible to whoever acquires this tail.
+        };
+        // `at + need <= capacity` (it fits before the end, or from the start, and `need <=
+        // free <= capacity`), so the payload's `len` bytes lie in our data area.
+        // SAFETY: `at + HEADROOM <= capacity`, so the pointer stays inside the data area.
+        let payload = unsafe { self.ring.data_ptr(at).add(HEADROOM) };
+        let start = self.tail + (skip + HEADROOM) as u64;
+        let Some(published) = published.filter(|_| len < PADDING as usize) else {
+            // SAFETY: the payload's `len` bytes lie in our data area (above); they are free,
+            // not readable by the consumer until a `tail` store covers them, and none is
+            // written after that; nothing refers to them (a peer writing them anyway only
+            // spoils its own input).
+            let mut sink = unsafe { Sink::from_raw(payload, len) };
+            if !encode(&mut sink) {
+                return Ok(InPlace::NotSent);
+            }
+            let used = sink.written();
+            write_prefix(&self.ring, used);
+            self.tail = start + used as u64;
+            // Release: the bytes written above are visible to whoever acquires this tail.
+            self.ring.tail().store(self.tail, Ordering::Release);
+            return Ok(InPlace::Sent);
+        };
+        write_prefix(&self.ring, len);
+        let ring = &self.ring;
+        // Release: the prefix (and then the bytes reported) are visible to whoever acquires
+        // this tail.
+        ring.tail().store(start, Ordering::Release);
+        published(ring);
+        let mut report = |pos: usize| {
+            ring.tail().store(start + pos as u64, Ordering::Release);
+            published(ring);
+        };
+        // SAFETY: as for the sink above; each piece is written before the `tail` store
+        // that reports it.
+        let mut sink = unsafe { Sink::reporting(payload, len, &mut report) };
+        let whole = encode(&mut sink) && sink.written() == len;
+        let used = sink.written();
+        self.tail = start + used as u64;
+        // Release: as above, for the rest of the payload.
         self.ring.tail().store(self.tail, Ordering::Release);
-        Ok(true)
+        // A payload cut short leaves the consumer waiting for the rest.
+        Ok(if whole { InPlace::Sent } else { InPlace::Broken })
     }
 
     /// Marks the direction closed: the consumer sees the end once it has read everything.

@@ -112,7 +112,7 @@ impl Spinner {
     }
 
     /// Whether spinning pays between the two ends now.
-    fn pays(&self, mine: &AtomicU32, theirs: &AtomicU32) -> bool {
+    pub(crate) fn pays(&self, mine: &AtomicU32, theirs: &AtomicU32) -> bool {
         match self.strategy {
             Strategy::Block => false,
             Strategy::Spin => true,

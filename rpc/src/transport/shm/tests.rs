@@ -454,3 +454,114 @@ fn a_reply_of_bytes_the_peer_stops_sending_midway_is_truncated() {
         other => panic!("expected Truncated, got {other:?}"),
     }
 }
+
+/// A payload of two large byte strings, encoded in place as the client does; `between`
+/// runs after the first is encoded, before the second.
+fn send_two_halves(transport: &mut Transport, half: &[u8], mut between: impl FnMut()) -> Result<bool, TransportError> {
+    let len = 2 * crate::protocol::serialized_size(half).unwrap();
+    transport.sender.send_encoded(
+        len,
+        &mut |sink| {
+            postcard::serialize_with_flavor(half, &mut *sink)?;
+            between();
+            postcard::serialize_with_flavor(half, &mut *sink)
+        },
+        soon(),
+    )
+}
+
+#[test]
+fn a_large_frame_for_a_consumer_on_another_cpu_is_published_as_it_is_encoded() {
+    let half: Vec<u8> = (0..512 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let expected = [
+        postcard::to_allocvec(&half[..]).unwrap(),
+        postcard::to_allocvec(&half[..]).unwrap(),
+    ]
+    .concat();
+    // Spin: spinning pays whatever CPUs the threads run on (as for ends on two CPUs). Block:
+    // it never does, and a frame is published whole.
+    for (strategy, pipelined) in [(Strategy::Spin, true), (Strategy::Block, false)] {
+        let (layout, mut client, mut server) = linked_with(4 << 20, strategy);
+        let mut seen_midway = 0;
+        let tail = || layout.ring(Direction::ToServer).tail().load(Ordering::Acquire);
+        let sent = send_two_halves(&mut client, &half, || seen_midway = tail());
+        assert!(sent.unwrap(), "in place");
+        match pipelined {
+            // All of the first half's whole pieces, and the prefix.
+            true => assert!(
+                seen_midway >= 512 * 1024,
+                "{strategy:?}: {seen_midway} bytes out midway"
+            ),
+            false => assert_eq!(seen_midway, 0, "{strategy:?}: published before it was whole"),
+        }
+        assert_eq!(tail(), 4 + expected.len() as u64);
+        assert!(
+            server.recv(soon()).unwrap() == expected,
+            "{strategy:?}: the frame as encoded"
+        );
+    }
+}
+
+#[test]
+fn a_consumer_copies_out_a_pipelined_frame_while_it_is_written() {
+    let (layout, mut client, mut server) = linked_with(4 << 20, Strategy::Spin);
+    let half: Vec<u8> = (0..512 * 1024u32).map(|i| (i % 253) as u8).collect();
+    let expected = [
+        postcard::to_allocvec(&half[..]).unwrap(),
+        postcard::to_allocvec(&half[..]).unwrap(),
+    ]
+    .concat();
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let reader = std::thread::spawn(move || {
+        // A receive that cannot finish yet moves the published part out of the ring.
+        started_rx.recv().unwrap();
+        assert!(matches!(
+            server.recv(Wait::NonBlock),
+            Err(TransportError::WouldBlock { .. })
+        ));
+        let freed = layout.ring(Direction::ToServer).head().load(Ordering::Acquire);
+        go_tx.send(()).unwrap();
+        (server.recv(soon()).unwrap(), freed)
+    });
+    let sent = send_two_halves(&mut client, &half, || {
+        started_tx.send(()).unwrap();
+        go_rx.recv().unwrap();
+    });
+    assert!(sent.unwrap());
+    let (frame, freed) = reader.join().unwrap();
+    assert!(
+        freed >= 512 * 1024,
+        "only {freed} bytes read out while the rest was encoded"
+    );
+    assert!(frame == expected);
+}
+
+#[test]
+fn a_pipelined_payload_that_comes_out_shorter_than_measured_breaks_the_connection_clearly() {
+    let (_layout, mut client, mut server) = linked_with(4 << 20, Strategy::Spin);
+    let data = vec![7u8; 600 * 1024];
+    // Announced as a megabyte, encoded as 600 KiB: part of it is out when that shows.
+    let sent = client.sender.send_encoded(
+        1 << 20,
+        &mut |sink| postcard::serialize_with_flavor(&data[..], &mut *sink),
+        soon(),
+    );
+    match sent {
+        Err(TransportError::Io { ref source, .. }) => {
+            assert!(source.to_string().contains("another size"), "{source}")
+        }
+        other => panic!("expected an encode error, got {other:?}"),
+    }
+    assert!(matches!(
+        client.send(&mut Frame::from_payload(b"after"), soon()),
+        Err(TransportError::Closed { .. })
+    ));
+    match server.recv(soon()) {
+        Err(TransportError::Truncated { got, expected, .. }) => {
+            assert_eq!(expected, 4 + (1 << 20));
+            assert!(got < expected, "got {got}");
+        }
+        other => panic!("expected Truncated, got {:?}", other.map(|f| f.len())),
+    }
+}
