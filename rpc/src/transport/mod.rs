@@ -109,10 +109,13 @@ pub trait FrameSender: Send + 'static {
     /// Sends a frame whose payload `encode` writes (at most `len` bytes, at most the
     /// maximum) straight into the transport's own buffer, if the transport can take it
     /// whole, now, without waiting: the shared-memory rings encode into the ring's free
-    /// space, saving the copy from a [`Frame`]. True if the frame was sent; false if nothing
-    /// was sent (no room in one piece, a frame pending, the encoder failed, or a transport
-    /// that cannot): the caller then encodes a [`Frame`] and [`send`](Self::send)s it, which
-    /// also reports any error. The default is false.
+    /// space, saving the copy from a [`Frame`]. True if the frame was sent; false if it was
+    /// not (no room in one piece, a frame pending, the encoder failed, or a transport that
+    /// cannot): the caller then encodes a [`Frame`] and [`send`](Self::send)s it, which
+    /// also reports any error. Nothing was sent then, but for a transport that publishes a
+    /// large frame as it is encoded (shared memory, for a peer on another CPU), whose
+    /// encoder failed with part of the frame out: that transport closed its side, and the
+    /// `send` says so. The default is false.
     fn try_send_encoded(&mut self, len: usize, encode: &mut Encode<'_>) -> bool {
         let _ = (len, encode);
         false

@@ -333,12 +333,25 @@ impl FrameSender for ShmSender {
                 },
             );
         };
-        // A corrupt ring is reported by the `send` the caller falls back to.
-        let sent = self.tx.encode_in_place(
-            len,
-            pipelined.then_some(&mut published as &mut dyn FnMut(&Ring)),
-            |sink| encode(sink).is_ok(),
-        );
+        // A corrupt ring is reported by the `send` the caller falls back to. An encoder that
+        // panics after part of the frame went out leaves the ring unusable, as one that
+        // fails does: this side closes before the panic goes on (a server catches it).
+        let sent = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.tx.encode_in_place(
+                len,
+                pipelined.then_some(&mut published as &mut dyn FnMut(&Ring)),
+                |sink| encode(sink).is_ok(),
+            )
+        }));
+        let sent = match sent {
+            Ok(sent) => sent,
+            Err(panic) => {
+                if !first {
+                    self.close();
+                }
+                std::panic::resume_unwind(panic)
+            }
+        };
         match sent {
             Ok(InPlace::Sent) if pipelined => {
                 self.kick(Kick::Now);
@@ -465,8 +478,9 @@ impl ShmReceiver {
             let mut prefix = [0; HEADROOM];
             self.rx.peek(0, &mut prefix);
             if u32::from_le_bytes(prefix) == PADDING {
-                // The rest of the ring is padding; the producer published the frame behind
-                // it with it (a hostile one may not have: then this waits for more).
+                // The rest of the ring is padding; the producer published at least the
+                // frame's prefix behind it with it (a hostile one may not have: then this
+                // waits for more).
                 let skip = self.rx.until_end();
                 if skip < HEADROOM {
                     self.finished = true;
@@ -721,9 +735,22 @@ impl FrameReceiver for ShmReceiver {
             None if avail >= HEADROOM => {
                 let mut prefix = [0; HEADROOM];
                 self.rx.peek(0, &mut prefix);
+                let mut skip = 0;
+                if u32::from_le_bytes(prefix) == PADDING {
+                    // The frame is behind the padding, which came with its first bytes at
+                    // least (a frame published as it is encoded may not be whole yet).
+                    skip = self.rx.until_end();
+                    if skip < HEADROOM {
+                        // recv reports the corruption.
+                        return true;
+                    }
+                    if avail < skip + HEADROOM {
+                        return false;
+                    }
+                    self.rx.peek(skip, &mut prefix);
+                }
                 let len = u32::from_le_bytes(prefix) as usize;
-                // Padding is published with the frame behind it.
-                len == PADDING as usize || len > self.max || avail - HEADROOM >= len
+                len > self.max || avail - skip - HEADROOM >= len
             }
             None => false,
         }

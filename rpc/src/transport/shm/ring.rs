@@ -324,8 +324,8 @@ pub(crate) enum InPlace {
     Sent,
     /// Nothing was published.
     NotSent,
-    /// Part of a frame published as it was encoded, whose payload then came out another
-    /// size than announced: the ring's stream cannot go on.
+    /// Part of a frame published as it was encoded, whose payload then failed to encode or
+    /// came out another size than announced: the ring's stream cannot go on.
     Broken,
 }
 
@@ -410,14 +410,17 @@ impl Producer {
     /// if sent; [`InPlace::NotSent`], with nothing published, if the ring has no room for
     /// `HEADROOM + len` bytes in one piece now or `encode` failed. A frame that would cross
     /// the ring's end goes to its start, behind a [`PADDING`] marker over the rest (published
-    /// with the frame), if that leaves room for the marker.
+    /// with the frame's first bytes), if that leaves room for the marker.
     ///
     /// With `published`, the frame is published as it is encoded, so that a consumer on
-    /// another CPU copies it out meanwhile: the prefix (which must then be exactly `len`) at
-    /// once, then every
-    /// [`REPORT_EVERY`](crate::transport::sink::REPORT_EVERY) bytes, each time calling `published` (to kick the
-    /// consumer). A payload that then comes out another size than `len` leaves a frame the
-    /// consumer can never complete: [`InPlace::Broken`].
+    /// another CPU copies it out meanwhile: its prefix, which must then be exactly `len`,
+    /// goes first, and every [`REPORT_EVERY`](crate::transport::sink::REPORT_EVERY) bytes
+    /// encoded are published (with the prefix, the first time), each time calling
+    /// `published` (to kick the consumer). Never all `len` bytes before the payload is
+    /// whole, so a payload that comes out longer than measured cannot pass for a frame. If
+    /// `encode` fails or the payload comes out another size than `len` once part of it is
+    /// out, the consumer is left with a frame it can never complete: [`InPlace::Broken`];
+    /// before that, nothing was published ([`InPlace::NotSent`]).
     pub(crate) fn encode_in_place(
         &mut self,
         len: usize,
@@ -450,10 +453,11 @@ impl Producer {
         };
         // `at + need <= capacity` (it fits before the end, or from the start, and `need <=
         // free <= capacity`), so the payload's `len` bytes lie in our data area.
-        // SAFETY: `at + HEADROOM <= capacity`, so the pointer stays inside the data area.
+        // SAFETY: `at + HEADROOM <= capacity`, so the pointer stays inside the data area (or
+        // one past its end, for an empty payload at the end: still inside the mapping).
         let payload = unsafe { self.ring.data_ptr(at).add(HEADROOM) };
         let start = self.tail + (skip + HEADROOM) as u64;
-        let Some(published) = published.filter(|_| len < PADDING as usize) else {
+        let Some(published) = published.filter(|_| len > 0 && len < PADDING as usize) else {
             // SAFETY: the payload's `len` bytes lie in our data area (above); they are free,
             // not readable by the consumer until a `tail` store covers them, and none is
             // written after that; nothing refers to them (a peer writing them anyway only
@@ -471,24 +475,34 @@ impl Producer {
         };
         write_prefix(&self.ring, len);
         let ring = &self.ring;
-        // Release: the prefix (and then the bytes reported) are visible to whoever acquires
-        // this tail.
-        ring.tail().store(start, Ordering::Release);
-        published(ring);
+        // How far the frame was published: short of its end until it is whole.
+        let mut reached = None;
         let mut report = |pos: usize| {
+            let pos = pos.min(len - 1);
+            // Release: the prefix, the marker and the bytes reported are visible to whoever
+            // acquires this tail.
             ring.tail().store(start + pos as u64, Ordering::Release);
+            reached = Some(pos);
             published(ring);
         };
         // SAFETY: as for the sink above; each piece is written before the `tail` store
         // that reports it.
         let mut sink = unsafe { Sink::reporting(payload, len, &mut report) };
         let whole = encode(&mut sink) && sink.written() == len;
-        let used = sink.written();
-        self.tail = start + used as u64;
-        // Release: as above, for the rest of the payload.
-        self.ring.tail().store(self.tail, Ordering::Release);
-        // A payload cut short leaves the consumer waiting for the rest.
-        Ok(if whole { InPlace::Sent } else { InPlace::Broken })
+        match (whole, reached) {
+            (true, _) => {
+                self.tail = start + len as u64;
+                // Release: as above, for the rest of the payload.
+                self.ring.tail().store(self.tail, Ordering::Release);
+                Ok(InPlace::Sent)
+            }
+            // The prefix lies in free space nobody can read yet: as if never written.
+            (false, None) => Ok(InPlace::NotSent),
+            (false, Some(pos)) => {
+                self.tail = start + pos as u64;
+                Ok(InPlace::Broken)
+            }
+        }
     }
 
     /// Marks the direction closed: the consumer sees the end once it has read everything.

@@ -455,6 +455,14 @@ fn a_reply_of_bytes_the_peer_stops_sending_midway_is_truncated() {
     }
 }
 
+/// A byte string of `len` bytes (counting modulo `m`), and the payload of it twice.
+fn halves(len: u32, m: u32) -> (Vec<u8>, Vec<u8>) {
+    let half: Vec<u8> = (0..len).map(|i| (i % m) as u8).collect();
+    let one = postcard::to_allocvec(&half[..]).unwrap();
+    let expected = [&one[..], &one[..]].concat();
+    (half, expected)
+}
+
 /// A payload of two large byte strings, encoded in place as the client does; `between`
 /// runs after the first is encoded, before the second.
 fn send_two_halves(transport: &mut Transport, half: &[u8], mut between: impl FnMut()) -> Result<bool, TransportError> {
@@ -472,12 +480,7 @@ fn send_two_halves(transport: &mut Transport, half: &[u8], mut between: impl FnM
 
 #[test]
 fn a_large_frame_for_a_consumer_on_another_cpu_is_published_as_it_is_encoded() {
-    let half: Vec<u8> = (0..512 * 1024u32).map(|i| (i % 251) as u8).collect();
-    let expected = [
-        postcard::to_allocvec(&half[..]).unwrap(),
-        postcard::to_allocvec(&half[..]).unwrap(),
-    ]
-    .concat();
+    let (half, expected) = halves(512 * 1024, 251);
     // Spin: spinning pays whatever CPUs the threads run on (as for ends on two CPUs). Block:
     // it never does, and a frame is published whole.
     for (strategy, pipelined) in [(Strategy::Spin, true), (Strategy::Block, false)] {
@@ -505,12 +508,7 @@ fn a_large_frame_for_a_consumer_on_another_cpu_is_published_as_it_is_encoded() {
 #[test]
 fn a_consumer_copies_out_a_pipelined_frame_while_it_is_written() {
     let (layout, mut client, mut server) = linked_with(4 << 20, Strategy::Spin);
-    let half: Vec<u8> = (0..512 * 1024u32).map(|i| (i % 253) as u8).collect();
-    let expected = [
-        postcard::to_allocvec(&half[..]).unwrap(),
-        postcard::to_allocvec(&half[..]).unwrap(),
-    ]
-    .concat();
+    let (half, expected) = halves(512 * 1024, 253);
     let (started_tx, started_rx) = std::sync::mpsc::channel();
     let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
     let reader = std::thread::spawn(move || {
@@ -564,4 +562,87 @@ fn a_pipelined_payload_that_comes_out_shorter_than_measured_breaks_the_connectio
         }
         other => panic!("expected Truncated, got {:?}", other.map(|f| f.len())),
     }
+}
+
+#[test]
+fn a_frame_published_as_it_is_encoded_behind_padding_is_buffered_only_once_whole() {
+    let (layout, mut client, mut server) = linked_with(1 << 20, Strategy::Spin);
+    let (half, expected) = halves(300 * 1024, 247);
+    // The first frame leaves less than its size before the ring's end: the second goes to
+    // the start, behind a padding marker.
+    assert!(send_two_halves(&mut client, &half, || {}).unwrap());
+    assert!(server.recv(soon()).unwrap() == expected);
+    let tail = || layout.ring(Direction::ToServer).tail().load(Ordering::Acquire);
+    let before = tail();
+    let (mut midway, mut buffered_midway) = (0, true);
+    let sent = send_two_halves(&mut client, &half, || {
+        midway = tail();
+        buffered_midway = server.receiver.has_buffered();
+    });
+    assert!(sent.unwrap());
+    let end = (1 << 20) - before % (1 << 20);
+    assert!(
+        midway > before + end + 4,
+        "the marker and part of the frame are out midway"
+    );
+    assert!(
+        !buffered_midway,
+        "a frame behind padding counted as buffered before it was whole"
+    );
+    assert!(server.receiver.has_buffered(), "whole now");
+    assert!(server.recv(soon()).unwrap() == expected);
+}
+
+#[test]
+fn a_pipelined_payload_longer_than_measured_never_passes_for_a_whole_frame() {
+    let (_layout, mut client, mut server) = linked_with(4 << 20, Strategy::Spin);
+    // 3 bytes of length and 524,285 of bytes: exactly the 512 KiB announced (a whole number
+    // of pieces), and then one byte more.
+    let data = vec![9u8; 524_285];
+    let sent = client.sender.send_encoded(
+        512 * 1024,
+        &mut |sink| {
+            postcard::serialize_with_flavor(&data[..], &mut *sink)?;
+            postcard::serialize_with_flavor(&1u8, &mut *sink)
+        },
+        soon(),
+    );
+    assert!(matches!(sent, Err(TransportError::Io { .. })), "{sent:?}");
+    match server.recv(soon()) {
+        Err(TransportError::Truncated { got, expected, .. }) => {
+            assert_eq!((got, expected), (4 + 512 * 1024 - 1, 4 + 512 * 1024))
+        }
+        other => panic!("expected Truncated, got {:?}", other.map(|f| f.len())),
+    }
+}
+
+#[test]
+fn an_encoder_that_fails_or_panics_before_any_piece_is_out_leaves_the_connection_as_it_was() {
+    let (_layout, mut client, mut server) = linked_with(4 << 20, Strategy::Spin);
+    let failed = client
+        .sender
+        .send_encoded(1 << 20, &mut |_| Err(postcard::Error::SerializeBufferFull), soon());
+    assert!(!failed.unwrap(), "nothing sent");
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        client
+            .sender
+            .send_encoded(1 << 20, &mut |_| panic!("a Serialize that panics"), soon())
+    }));
+    assert!(panicked.is_err());
+    client.send(&mut Frame::from_payload(b"still here"), soon()).unwrap();
+    assert_eq!(server.recv(soon()).unwrap(), b"still here");
+    // Midway, the side closes before the panic goes on: the peer sees the frame truncated.
+    let data = vec![1u8; 300 * 1024];
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        client.sender.send_encoded(
+            1 << 20,
+            &mut |sink| {
+                postcard::serialize_with_flavor(&data[..], &mut *sink)?;
+                panic!("a Serialize that panics midway")
+            },
+            soon(),
+        )
+    }));
+    assert!(panicked.is_err());
+    assert!(matches!(server.recv(soon()), Err(TransportError::Truncated { .. })));
 }
