@@ -203,15 +203,19 @@ impl Spinner {
     /// once; the budget (shared with spinning, adapted the same way) bounds that.
     fn yield_until(&mut self, deadline: Option<Instant>, mut ready: impl FnMut() -> bool) -> bool {
         let mut clock = Clock::new(self.budget, deadline);
+        // The first yield before the first look at the clock: it usually runs the peer,
+        // which answers meanwhile, and a clock read costs more than a look at the ring.
+        let mut yielded = false;
         loop {
             if ready() {
                 self.budget = (self.budget * 2).min(MAX_BUDGET);
                 return true;
             }
-            if clock.ran_out() {
+            if yielded && clock.ran_out() {
                 self.budget = (self.budget / 2).max(MIN_BUDGET);
                 return false;
             }
+            yielded = true;
             let _ = nix::sched::sched_yield();
         }
     }
