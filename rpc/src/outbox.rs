@@ -357,9 +357,22 @@ impl Inner {
         st.writing = true;
         drop(st);
         let mut guard = self.sender.lock().unwrap_or_else(|e| e.into_inner());
-        let sent = match guard.as_mut() {
+        // An encoder that panics (a `Serialize` that did not when it was measured) may leave
+        // part of a frame in the transport, and would leave the transport owned by nobody,
+        // with every later frame queued behind it for ever: the connection ends first.
+        let sent = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match guard.as_mut() {
             Some(sender) if !sender.has_pending() => sender.send_encoded(len, encode, self.bounded(wait)),
             _ => Ok(false),
+        }));
+        let sent = match sent {
+            Ok(sent) => sent,
+            Err(panic) => {
+                let _ = self.fail(
+                    &mut guard,
+                    "a value panicked while it was encoded into the transport".into(),
+                );
+                std::panic::resume_unwind(panic)
+            }
         };
         // As for a frame's send: running out is fatal only for a wait bounded by
         // `write_timeout` alone; else the caller sends a frame, which waits as it may.
@@ -769,6 +782,55 @@ mod tests {
             self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
         }
         fn set_max_frame_len(&mut self, _: usize) {}
+    }
+
+    /// A transport whose in-place encoding panics, as a `Serialize` may.
+    struct PanickingSender(Arc<std::sync::atomic::AtomicBool>);
+
+    impl FrameSender for PanickingSender {
+        fn send(&mut self, _: &mut Frame, _: Wait) -> Result<(), TransportError> {
+            Ok(())
+        }
+        fn send_encoded(&mut self, _: usize, _: &mut Encode<'_>, _: Wait) -> Result<bool, TransportError> {
+            panic!("a Serialize that panics midway")
+        }
+        fn flush(&mut self, _: Wait) -> Result<(), TransportError> {
+            Ok(())
+        }
+        fn has_pending(&self) -> bool {
+            false
+        }
+        fn close(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        fn set_max_frame_len(&mut self, _: usize) {}
+    }
+
+    #[test]
+    fn an_encoder_that_panics_in_the_transport_ends_the_connection_instead_of_wedging_it() {
+        let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sender = PanickingSender(Arc::clone(&closed));
+        let out = Arc::new(Outbox::new(
+            Box::new(sender),
+            Buffering::Unbounded,
+            "panicky".into(),
+            1024,
+            None,
+        ));
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            out.send_encoded(4, &mut |_| Ok(()), || Ok::<_, ()>(frame(1)), Wait::Block)
+        }));
+        assert!(panicked.is_err(), "the panic goes on to the caller");
+        assert!(
+            closed.load(std::sync::atomic::Ordering::SeqCst),
+            "the transport was closed"
+        );
+        // Before, the transport stayed owned by the thread that panicked: this frame was
+        // queued behind it, accepted, and never written.
+        match out.send(frame(2), Wait::NonBlock) {
+            Err(SendError::Closed(reason)) => assert!(reason.contains("panicked"), "{reason}"),
+            other => panic!("expected Closed, got {other:?}"),
+        }
     }
 
     fn outbox(buffering: Buffering) -> (Arc<Outbox>, Gate, Watched<bool>) {
