@@ -361,7 +361,14 @@ impl Inner {
         // part of a frame in the transport, and would leave the transport owned by nobody,
         // with every later frame queued behind it for ever: the connection ends first.
         let sent = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match guard.as_mut() {
-            Some(sender) if !sender.has_pending() => sender.send_encoded(len, encode, self.bounded(wait)),
+            Some(sender) if !sender.has_pending() => {
+                // The bound costs a clock read, for a transport that may wait.
+                let wait = match sender.encodes_without_waiting() {
+                    true => wait,
+                    false => self.bounded(wait),
+                };
+                sender.send_encoded(len, encode, wait)
+            }
             _ => Ok(false),
         }));
         let sent = match sent {

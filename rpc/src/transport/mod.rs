@@ -131,6 +131,13 @@ pub trait FrameSender: Send + 'static {
         let _ = wait;
         Ok(self.try_send_encoded(len, encode))
     }
+
+    /// True if [`send_encoded`](Self::send_encoded) never waits, whatever `wait` says (it
+    /// takes the frame at once or not at all), so that a caller need not read the clock to
+    /// bound its wait. The default is false.
+    fn encodes_without_waiting(&self) -> bool {
+        false
+    }
 }
 
 /// The receiving half of a connection.

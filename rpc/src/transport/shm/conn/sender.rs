@@ -214,6 +214,10 @@ impl FrameSender for ShmSender {
         self.send_encoded(len, encode, Wait::NonBlock).unwrap_or(false)
     }
 
+    fn encodes_without_waiting(&self) -> bool {
+        true
+    }
+
     /// Encodes the frame straight into the ring if it has room for it in one piece now; a
     /// large one, for a consumer on another CPU, published as it is encoded. Never waits:
     /// a frame that does not fit goes through [`send`](FrameSender::send) (the caller's
