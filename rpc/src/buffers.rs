@@ -35,6 +35,8 @@ pub(crate) fn take(capacity: usize) -> Vec<u8> {
     if capacity <= SMALL_MAX {
         // A thread being torn down has no spare: it allocates.
         if let Ok(spare) = SPARE.try_with(Cell::take) {
+            // Whatever its size: a caller that keeps what it takes (a payload) holds at most
+            // 4 KiB more than it asked for.
             if spare.capacity() >= capacity && spare.capacity() > 0 {
                 return spare;
             }

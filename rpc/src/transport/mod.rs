@@ -132,9 +132,10 @@ pub trait FrameSender: Send + 'static {
         Ok(self.try_send_encoded(len, encode))
     }
 
-    /// True if [`send_encoded`](Self::send_encoded) never waits, whatever `wait` says (it
-    /// takes the frame at once or not at all), so that a caller need not read the clock to
-    /// bound its wait. The default is false.
+    /// True if [`send_encoded`](Self::send_encoded) never waits for room, whatever `wait`
+    /// says (it takes what fits now or nothing): a caller may then pass an unbounded wait
+    /// even under a write timeout, and need not read the clock to bound it, so a transport
+    /// that says true must never block there. The default is false.
     fn encodes_without_waiting(&self) -> bool {
         false
     }

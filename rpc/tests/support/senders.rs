@@ -69,6 +69,10 @@ impl FrameSender for CountingSender {
         self.counts.wrote(usize::from(matches!(sent, Ok(true))));
         sent
     }
+
+    fn encodes_without_waiting(&self) -> bool {
+        self.inner.encodes_without_waiting()
+    }
 }
 
 /// Passes the first `pass` frames through, then holds the next `gather` back and writes
