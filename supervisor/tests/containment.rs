@@ -87,7 +87,7 @@ env = {{ {MARKER} = "{marker}" }}
     first.wait_for("w.0 | ready");
     first.wait_for("w.1 | ready");
     // Two workers and their four sleeps.
-    let before = marked(MARKER, &marker);
+    let before = marked_at_least(MARKER, &marker, 6, Instant::now() + DEADLINE);
     assert!(before.len() >= 6, "the workers and their grandchildren: {before:?}");
     first.kill();
     let record = dir.path().join("procwire").join("tree.cgroup");

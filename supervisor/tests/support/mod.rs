@@ -565,6 +565,20 @@ pub fn marked(key: &str, value: &str) -> Vec<i64> {
     found
 }
 
+/// [`marked`], looked at again until it finds at least `n` processes or `deadline` passes:
+/// a process in the middle of an `exec` has no readable environment for a moment, and one
+/// started in the background may be seen a look later than the line its parent printed
+/// after starting it.
+pub fn marked_at_least(key: &str, value: &str, n: usize, deadline: Instant) -> Vec<i64> {
+    loop {
+        let found = marked(key, value);
+        if found.len() >= n || Instant::now() >= deadline {
+            return found;
+        }
+        std::thread::yield_now();
+    }
+}
+
 // ----- restarts -----
 
 /// The value of a `NAME:` line of this test process's own `/proc/self/status` (what its
