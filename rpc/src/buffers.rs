@@ -37,7 +37,7 @@ pub(crate) fn take(capacity: usize) -> Vec<u8> {
         if let Ok(spare) = SPARE.try_with(Cell::take) {
             // Whatever its size: a caller that keeps what it takes (a payload) holds at most
             // 4 KiB more than it asked for.
-            if spare.capacity() >= capacity && spare.capacity() > 0 {
+            if spare.capacity() >= capacity {
                 return spare;
             }
             let _ = SPARE.try_with(|slot| slot.set(spare));

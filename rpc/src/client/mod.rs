@@ -386,9 +386,8 @@ fn encode<A: Serialize + ?Sized>(
     kind: Kind,
     method: Method,
     args: &A,
-    deadline: Option<Instant>,
+    left: Option<Duration>,
 ) -> Result<Frame, RpcError> {
-    let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
     envelope(id, kind, method, left)
         .frame_with(args)
         .map_err(|source| RpcError::Encode {

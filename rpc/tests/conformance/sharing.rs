@@ -79,6 +79,17 @@ fn on_one_cpu<T>(f: impl FnOnce() -> T) -> T {
     on_cpu(cpu, f)
 }
 
+/// Two CPUs this thread may run on, for a server and its client; `None`, saying that the
+/// test is skipped, if it may run on one only.
+fn two_cpus() -> Option<(usize, usize)> {
+    let cpus = allowed_cpus();
+    let [server, client, ..] = cpus[..] else {
+        println!("skipped: this test may run on {cpus:?}, and needs two CPUs");
+        return None;
+    };
+    Some((server, client))
+}
+
 /// The CPUs this thread may run on.
 fn allowed_cpus() -> Vec<usize> {
     use nix::sched::{sched_getaffinity, CpuSet};
@@ -111,9 +122,7 @@ fn on_cpu<T>(cpu: usize, f: impl FnOnce() -> T) -> T {
 /// while a handler of the connection runs, which may need the CPU the look would hold: with
 /// a call held in its handler meanwhile, every round sleeps for most calls.
 pub(crate) fn a_server_apart_from_its_client_looks_for_the_next_request_before_sleeping(kind: Kind) -> Outcome {
-    let cpus = allowed_cpus();
-    let [server_cpu, client_cpu, ..] = cpus[..] else {
-        println!("skipped: this test may run on {cpus:?}, and needs two CPUs");
+    let Some((server_cpu, client_cpu)) = two_cpus() else {
         return Ok(());
     };
     let sleeps = |env: &[(&str, String)]| -> Vec<u64> {
@@ -322,9 +331,7 @@ pub(crate) fn on_one_cpu_a_reply_held_back_is_not_held_up_by_a_call_that_blocks(
 /// back intact, whatever its pieces' sizes (a payload that is no whole number of pieces
 /// included).
 pub(crate) fn megabyte_echoes_between_two_cpus_come_back_intact(kind: Kind) -> Outcome {
-    let cpus = allowed_cpus();
-    let [server_cpu, client_cpu, ..] = cpus[..] else {
-        println!("skipped: this test may run on {cpus:?}, and needs two CPUs");
+    let Some((server_cpu, client_cpu)) = two_cpus() else {
         return Ok(());
     };
     let mut peer = on_cpu(server_cpu, || Peer::spawn(kind));

@@ -32,6 +32,16 @@ fn corrupt_padding(peer: &str, before_end: usize) -> TransportError {
     )
 }
 
+/// What the ring says of the next frame ([`ShmReceiver::next_frame`]).
+enum Next {
+    /// Not even its length prefix is out yet.
+    Unknown,
+    /// A padding marker this many bytes before the ring's end, too few to hold it.
+    BadPadding(usize),
+    /// Its length prefix says `len`, behind `skip` bytes of padding.
+    Frame { skip: usize, len: usize },
+}
+
 /// The receiving half: the consumer of one ring.
 #[derive(Debug)]
 pub struct ShmReceiver {
@@ -120,34 +130,51 @@ impl ShmReceiver {
         }
     }
 
+    /// Where the next frame starts, of the `avail` bytes published, without consuming
+    /// anything: behind a [`PADDING`] marker if the ring's end is padding.
+    fn next_frame(&self, avail: usize) -> Next {
+        if avail < HEADROOM {
+            return Next::Unknown;
+        }
+        let mut prefix = [0; HEADROOM];
+        self.rx.peek(0, &mut prefix);
+        let mut skip = 0;
+        if u32::from_le_bytes(prefix) == PADDING {
+            // The rest of the ring is padding; the producer published at least the frame's
+            // prefix behind it with it (a hostile one may not have: then this waits for more).
+            skip = self.rx.until_end();
+            if skip < HEADROOM {
+                return Next::BadPadding(skip);
+            }
+            if avail < skip + HEADROOM {
+                return Next::Unknown;
+            }
+            self.rx.peek(skip, &mut prefix);
+        }
+        Next::Frame {
+            skip,
+            len: u32::from_le_bytes(prefix) as usize,
+        }
+    }
+
     /// Returns a whole frame if the ring has one, moving a partial one out as it arrives. A
     /// large one may be split before a trailing byte string if `split`: its bytes are copied
     /// out of the ring straight into the buffer the caller keeps.
     fn take_frame(&mut self, split: bool) -> Result<Option<Payload>, TransportError> {
         let avail = self.available()?;
         if self.body.is_none() {
-            if avail < HEADROOM {
-                return Ok(None);
-            }
-            let mut prefix = [0; HEADROOM];
-            self.rx.peek(0, &mut prefix);
-            if u32::from_le_bytes(prefix) == PADDING {
-                // The rest of the ring is padding; the producer published at least the
-                // frame's prefix behind it with it (a hostile one may not have: then this
-                // waits for more).
-                let skip = self.rx.until_end();
-                if skip < HEADROOM {
+            let (skip, len) = match self.next_frame(avail) {
+                Next::Unknown => return Ok(None),
+                Next::BadPadding(skip) => {
                     self.finished = true;
                     return Err(corrupt_padding(&self.sh.name, skip));
                 }
-                if avail < skip + HEADROOM {
-                    return Ok(None);
-                }
+                Next::Frame { skip, len } => (skip, len),
+            };
+            if skip > 0 {
                 self.rx.consume(skip);
                 self.freed = true;
-                self.rx.peek(0, &mut prefix);
             }
-            let len = u32::from_le_bytes(prefix) as usize;
             if len > self.max {
                 self.finished = true;
                 return Err(TransportError::FrameTooLarge {
@@ -386,27 +413,13 @@ impl FrameReceiver for ShmReceiver {
                 let (got, len) = body.received();
                 got + avail >= len
             }
-            None if avail >= HEADROOM => {
-                let mut prefix = [0; HEADROOM];
-                self.rx.peek(0, &mut prefix);
-                let mut skip = 0;
-                if u32::from_le_bytes(prefix) == PADDING {
-                    // The frame is behind the padding, which came with its first bytes at
-                    // least (a frame published as it is encoded may not be whole yet).
-                    skip = self.rx.until_end();
-                    if skip < HEADROOM {
-                        // recv reports the corruption.
-                        return true;
-                    }
-                    if avail < skip + HEADROOM {
-                        return false;
-                    }
-                    self.rx.peek(skip, &mut prefix);
-                }
-                let len = u32::from_le_bytes(prefix) as usize;
-                len > self.max || avail - skip - HEADROOM >= len
-            }
-            None => false,
+            None => match self.next_frame(avail) {
+                Next::Unknown => false,
+                // recv reports the corruption.
+                Next::BadPadding(_) => true,
+                // The frame may not be whole yet (one published as it is encoded).
+                Next::Frame { skip, len } => len > self.max || avail - skip - HEADROOM >= len,
+            },
         }
     }
 

@@ -263,12 +263,9 @@ impl FrameSender for ShmSender {
             }
         };
         match sent {
-            Ok(InPlace::Sent) if pipelined => {
-                self.kick(Kick::Now);
-                Ok(true)
-            }
             Ok(InPlace::Sent) => {
-                self.kick(Kick::Grace);
+                // A pipelined frame's consumer was kicked for its first piece already.
+                self.kick(if pipelined { Kick::Now } else { Kick::Grace });
                 Ok(true)
             }
             Ok(InPlace::Broken) => {
